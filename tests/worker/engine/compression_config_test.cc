@@ -1,0 +1,2 @@
+// placeholder: replaced by the real test
+#include <gtest/gtest.h>

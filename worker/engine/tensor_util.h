@@ -1,0 +1,22 @@
+// Compute precision and device, as users name them on the command line.
+#pragma once
+
+#include <string>
+
+#include <torch/torch.h>
+
+#include "worker/engine/status.h"
+
+namespace dtm {
+
+// "float32" | "float16" | "bfloat16" (also "fp32", "f32", "fp16", "f16", "bf16").
+StatusOr<torch::ScalarType> ParseDType(const std::string& name);
+// The canonical name ("float32", "float16", "bfloat16"): part of every cache key.
+std::string DTypeName(torch::ScalarType dtype);
+
+// "cpu", "cuda", "cuda:N"; "auto" picks cuda when available.
+StatusOr<torch::Device> ParseDevice(const std::string& name);
+// float32 on CPU, bfloat16 on GPU: the defaults of `--dtype`.
+torch::ScalarType DefaultDTypeFor(const torch::Device& device);
+
+}  // namespace dtm
