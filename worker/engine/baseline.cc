@@ -1,1 +1,153 @@
-// placeholder: replaced by the real baseline.cc
+#include "worker/engine/baseline.h"
+
+#include <map>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "worker/engine/jsonl.h"
+#include "worker/engine/llama_model.h"
+#include "worker/engine/sha256.h"
+
+namespace dtm {
+namespace {
+
+Status CheckTokens(const std::vector<int32_t>& tokens, int64_t vocab_size, const std::string& where) {
+  for (int32_t t : tokens) {
+    if (t < 0 || t >= vocab_size) {
+      return InvalidArgumentError(where + ": token id " + std::to_string(t) + " is outside the model's vocabulary of " +
+                                  std::to_string(vocab_size));
+    }
+  }
+  return OkStatus();
+}
+
+Status CheckContext(int64_t length, int64_t max_positions, const std::string& where) {
+  if (length > max_positions) {
+    return InvalidArgumentError(where + ": prefix + completion = " + std::to_string(length) +
+                                " tokens exceeds the model's context of " + std::to_string(max_positions) +
+                                " (max_position_embeddings)");
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+torch::Tensor StackTokens(const std::vector<const std::vector<int32_t>*>& rows, int64_t length) {
+  torch::Tensor out = torch::empty({static_cast<int64_t>(rows.size()), length}, torch::kInt64);
+  auto acc = out.accessor<int64_t, 2>();
+  for (size_t i = 0; i < rows.size(); ++i) {
+    for (int64_t j = 0; j < length; ++j) acc[i][j] = (*rows[i])[j];
+  }
+  return out;
+}
+
+std::vector<std::vector<size_t>> BatchRows(const std::vector<std::pair<int64_t, int64_t>>& shapes, int64_t batch_size) {
+  std::vector<std::vector<size_t>> batches;
+  std::map<std::pair<int64_t, int64_t>, size_t> open;  // shape -> index of its unfilled batch
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    auto it = open.find(shapes[i]);
+    if (it == open.end() || static_cast<int64_t>(batches[it->second].size()) >= batch_size) {
+      batches.emplace_back();
+      it = open.insert_or_assign(shapes[i], batches.size() - 1).first;
+    }
+    batches[it->second].push_back(i);
+  }
+  return batches;
+}
+
+std::string Baseline::Fingerprint() const {
+  Sha256 hash;
+  for (const BaselineRow& r : rows) {
+    hash.Update(r.id);
+    hash.Update(std::string_view("\0", 1));
+    hash.Update(std::to_string(r.prefix_len) + ":");
+    for (int32_t t : r.tokens) hash.Update(std::to_string(t) + ",");
+    hash.Update(std::string_view("\n", 1));
+  }
+  return hash.HexDigest();
+}
+
+StatusOr<Baseline> ReadBaselineFile(const std::string& path) {
+  ASSIGN_OR_RETURN(std::vector<nlohmann::json> rows, ReadJsonLines(path));
+  Baseline baseline;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const nlohmann::json& row = rows[i];
+    const std::string where = path + ": row " + std::to_string(i + 1);
+    if (!row.is_object() || !row.contains("id") || !row.contains("prefix_len") || !row.contains("tokens")) {
+      return InvalidArgumentError(where + ": expected an object with \"id\", \"prefix_len\" and \"tokens\"");
+    }
+    if (!row["id"].is_string()) return InvalidArgumentError(where + ": \"id\" must be a string");
+    if (!row["prefix_len"].is_number_integer()) return InvalidArgumentError(where + ": \"prefix_len\" must be an integer");
+    if (!row["tokens"].is_array()) return InvalidArgumentError(where + ": \"tokens\" must be an array");
+    BaselineRow out{row["id"].get<std::string>(), row["prefix_len"].get<int64_t>(), {}};
+    for (const nlohmann::json& t : row["tokens"]) {
+      if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() > INT32_MAX) {
+        return InvalidArgumentError(where + ": token ids must be non-negative integers");
+      }
+      out.tokens.push_back(t.get<int32_t>());
+    }
+    if (out.prefix_len < 1 || out.completion_len() < 1) {
+      return InvalidArgumentError(where + ": needs 1 <= prefix_len < len(tokens), got prefix_len " +
+                                  std::to_string(out.prefix_len) + " of " + std::to_string(out.tokens.size()) + " tokens");
+    }
+    baseline.rows.push_back(std::move(out));
+  }
+  if (baseline.rows.empty()) return InvalidArgumentError(path + ": holds no baseline rows");
+  return baseline;
+}
+
+Status WriteBaselineFile(const std::string& path, const Baseline& baseline) {
+  std::vector<nlohmann::json> rows;
+  rows.reserve(baseline.rows.size());
+  for (const BaselineRow& r : baseline.rows) {
+    rows.push_back({{"id", r.id}, {"prefix_len", r.prefix_len}, {"tokens", r.tokens}});
+  }
+  return WriteJsonLines(path, rows);
+}
+
+Status ValidateBaselineForModel(const Baseline& baseline, const LlamaModel& model, const std::string& source) {
+  const LlamaConfig& c = model.config();
+  for (const BaselineRow& r : baseline.rows) {
+    const std::string where = source + ": " + r.id;
+    RETURN_IF_ERROR(CheckTokens(r.tokens, c.vocab_size, where));
+    RETURN_IF_ERROR(CheckContext(static_cast<int64_t>(r.tokens.size()), c.max_position_embeddings, where));
+  }
+  return OkStatus();
+}
+
+StatusOr<Baseline> GenerateBaseline(LlamaModel& model, const ProbeSet& probes, const GenerateOptions& options) {
+  if (options.completion_len < 1) return InvalidArgumentError("--completion must be at least 1");
+  if (options.batch_size < 1) return InvalidArgumentError("--batch-size must be at least 1");
+  const LlamaConfig& c = model.config();
+  std::vector<std::pair<int64_t, int64_t>> shapes;
+  for (const Probe& p : probes.probes) {
+    if (p.id.empty()) return InvalidArgumentError("a probe has an empty id");
+    RETURN_IF_ERROR(CheckTokens(p.tokens, c.vocab_size, "probe " + p.id));
+    const int64_t n = static_cast<int64_t>(p.tokens.size());
+    RETURN_IF_ERROR(CheckContext(n + options.completion_len, c.max_position_embeddings, "probe " + p.id));
+    shapes.emplace_back(n, n);
+  }
+  Baseline baseline;
+  baseline.rows.resize(probes.probes.size());
+  int64_t done = 0;
+  for (const std::vector<size_t>& batch : BatchRows(shapes, options.batch_size)) {
+    std::vector<const std::vector<int32_t>*> prefixes;
+    for (size_t i : batch) prefixes.push_back(&probes.probes[i].tokens);
+    const int64_t n = static_cast<int64_t>(prefixes[0]->size());
+    torch::Tensor out = model.GenerateGreedy(StackTokens(prefixes, n), options.completion_len).cpu();
+    auto acc = out.accessor<int64_t, 2>();
+    for (size_t b = 0; b < batch.size(); ++b) {
+      BaselineRow& row = baseline.rows[batch[b]];
+      row.id = probes.probes[batch[b]].id;
+      row.prefix_len = n;
+      row.tokens.resize(out.size(1));
+      for (int64_t j = 0; j < out.size(1); ++j) row.tokens[j] = static_cast<int32_t>(acc[b][j]);
+    }
+    done += static_cast<int64_t>(batch.size());
+    if (options.on_progress) options.on_progress(done, static_cast<int64_t>(probes.probes.size()));
+  }
+  return baseline;
+}
+
+}  // namespace dtm

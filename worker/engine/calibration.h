@@ -1,0 +1,38 @@
+// GPTQ calibration: the Hessians 2/n sum x x^T of the inputs each linear site sees on
+// calibration sequences, collected from the uncompressed model and kept for reuse.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <utility>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "worker/engine/components.h"
+#include "worker/engine/status.h"
+
+namespace dtm {
+
+class LlamaModel;
+
+// Not thread-safe: used by one evaluator on one replica.
+class CalibrationHessians {
+ public:
+  // Sequences of equal or varying length; SPEC's default is 128 sequences of 2048 tokens.
+  CalibrationHessians(std::vector<std::vector<int32_t>> sequences, int64_t batch_size);
+
+  // Computes, in one pass over the calibration sequences, the Hessians of the given sites that are
+  // not cached yet. The model must be uncompressed when this runs.
+  Status Prepare(LlamaModel& model, const std::vector<std::pair<int, LinearInputSite>>& sites);
+  // A prepared Hessian, [in, in] float32 on the model's device.
+  StatusOr<torch::Tensor> Get(int layer, LinearInputSite site) const;
+  int64_t num_sequences() const { return static_cast<int64_t>(sequences_.size()); }
+
+ private:
+  std::vector<std::vector<int32_t>> sequences_;
+  int64_t batch_size_;
+  std::map<std::pair<int, int>, torch::Tensor> hessians_;
+};
+
+}  // namespace dtm

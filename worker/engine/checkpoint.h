@@ -1,0 +1,99 @@
+// A Hugging Face Llama checkpoint folder: config.json plus model.safetensors, or shards named by
+// model.safetensors.index.json ({"metadata": ..., "weight_map": {tensor: shard file}}).
+//
+// Open() validates everything it can without reading tensor data (every shard's header, the
+// weight map, the presence, shape and dtype of every tensor the Llama math needs), so that a broken
+// folder fails at once with a message naming the file, not hours into a job.
+//
+// Errors (one line): NOT_FOUND for a missing folder, file or tensor; DATA_LOSS for malformed or
+// inconsistent files; INVALID_ARGUMENT for a tensor of the wrong shape or dtype; UNIMPLEMENTED for
+// PyTorch .bin checkpoints and unsupported Llama variants (see model_config.h).
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "worker/engine/model_config.h"
+#include "worker/engine/safetensors.h"
+#include "worker/engine/status.h"
+
+namespace dtm {
+
+inline constexpr char kConfigFileName[] = "config.json";
+inline constexpr char kSingleWeightsFileName[] = "model.safetensors";
+inline constexpr char kWeightsIndexFileName[] = "model.safetensors.index.json";
+
+// An open checkpoint: its config and memory-mapped weight files. Thread-safe (all methods const).
+class Checkpoint {
+ public:
+  static StatusOr<std::unique_ptr<Checkpoint>> Open(const std::string& dir);
+  ~Checkpoint();
+  Checkpoint(const Checkpoint&) = delete;
+  Checkpoint& operator=(const Checkpoint&) = delete;
+
+  const LlamaConfig& config() const { return config_; }
+  const std::string& dir() const { return dir_; }
+  bool Has(const std::string& name) const { return tensors_.count(name) > 0; }
+  // The stored dtype, shape and byte range of `name`; nullptr if absent.
+  const SafetensorsTensorInfo* Find(const std::string& name) const;
+  // Every tensor name, sorted.
+  std::vector<std::string> TensorNames() const;
+
+  // Loads `name`, checks its shape equals `expected_shape` (the error names tensor, file and both
+  // shapes), converts it to `dtype` and puts it on `device`. The result never aliases the file.
+  StatusOr<torch::Tensor> Load(const std::string& name, const std::vector<int64_t>& expected_shape,
+                               torch::ScalarType dtype, const torch::Device& device) const;
+
+  // SHA-256 over config.json's parsed content (its canonical dump) and every tensor's name, dtype,
+  // shape and bytes, in sorted name order: the same weights give the same fingerprint whatever the
+  // sharding or file layout. Reads every byte once (on several threads); the result is cached.
+  StatusOr<std::string> Fingerprint() const;
+
+ private:
+  struct Location {
+    const SafetensorsFile* file;
+    const SafetensorsTensorInfo* info;
+  };
+
+  explicit Checkpoint(std::string dir) : dir_(std::move(dir)) {}
+  Status OpenWeights();
+  Status OpenShards(const std::string& index_path);
+  Status AddFile(std::unique_ptr<SafetensorsFile> file);
+  Status CheckLlamaTensors() const;
+
+  std::string dir_;
+  nlohmann::json config_json_;
+  LlamaConfig config_;
+  std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  std::map<std::string, Location> tensors_;  // sorted by name, for the fingerprint
+
+  mutable std::mutex fingerprint_mu_;
+  mutable std::optional<std::string> fingerprint_;
+};
+
+// Writes an HF checkpoint folder (created if needed): config.json (config.ToJson() with
+// torch_dtype set from the first floating-point tensor) and model.safetensors, or, when
+// max_shard_bytes > 0 and the tensors exceed it, shards model-0000i-of-0000K.safetensors (filled in
+// the given order, a shard holding at least one tensor) plus model.safetensors.index.json. The
+// weights file of the other layout is removed, so that a rewritten folder is not ambiguous.
+Status WriteCheckpoint(const std::string& dir, const LlamaConfig& config,
+                       const std::vector<std::pair<std::string, torch::Tensor>>& tensors, int64_t max_shard_bytes = 0);
+
+// The HF tensor names and shapes a Llama with this config must have, in model order:
+// model.embed_tokens.weight [V, D]; per layer i, model.layers.{i}.:
+//   input_layernorm.weight [D], self_attn.q_proj.weight [H*hd, D], self_attn.k_proj.weight [KVH*hd, D],
+//   self_attn.v_proj.weight [KVH*hd, D], self_attn.o_proj.weight [D, H*hd],
+//   post_attention_layernorm.weight [D], mlp.gate_proj.weight [I, D], mlp.up_proj.weight [I, D],
+//   mlp.down_proj.weight [D, I];
+// model.norm.weight [D]; lm_head.weight [V, D] unless tie_word_embeddings.
+std::vector<std::pair<std::string, std::vector<int64_t>>> ExpectedLlamaTensors(const LlamaConfig& config);
+
+}  // namespace dtm

@@ -1,0 +1,72 @@
+// Evaluation of one compression config against a baseline on a live replica: apply the config to
+// the weights in place, one forward over every baseline sequence, restore the weights bit-exactly.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "worker/engine/baseline.h"
+#include "worker/engine/compression_config.h"
+#include "worker/engine/divergence.h"
+#include "worker/engine/status.h"
+
+namespace dtm {
+
+class CalibrationHessians;
+class LlamaModel;
+
+struct EvalOptions {
+  int64_t batch_size = 8;
+  std::function<void(int64_t done, int64_t total)> on_progress;
+};
+
+struct EvalResult {
+  std::vector<std::string> ids;              // baseline row ids, in baseline order
+  std::vector<ProbeDivergence> per_probe;    // in baseline order
+  DivergenceSummary summary;
+  int64_t completion_len = 0;                // the longest completion among the rows
+};
+
+struct PerplexityResult {
+  double ppl = 0;          // exp of the mean NLL over every scored token
+  double nll_mean = 0;
+  int64_t windows = 0;
+  int64_t tokens_scored = 0;
+};
+
+// Not thread-safe: one evaluator per replica.
+class Evaluator {
+ public:
+  // `calibration` is needed only for gptq configs; it may be null otherwise.
+  Evaluator(LlamaModel* model, CalibrationHessians* calibration);
+  ~Evaluator();  // restores any applied config
+
+  // Apply + evaluate + restore; the weights are restored on every path.
+  StatusOr<EvalResult> Evaluate(const Baseline& baseline, const CompressionConfig& config, const EvalOptions& options);
+
+  // The metrics of the model as it is now.
+  StatusOr<EvalResult> EvaluateCurrent(const Baseline& baseline, const EvalOptions& options);
+
+  // Ground-truth perplexity: each window's tokens after `prefix_len` are scored.
+  StatusOr<PerplexityResult> Perplexity(const ProbeSet& windows, int64_t prefix_len, const EvalOptions& options);
+
+  // Applies `config` in place (after restoring any earlier one); Restore() undoes it exactly.
+  Status Apply(const CompressionConfig& config);
+  void Restore();
+
+ private:
+  Status PrepareCalibration(const CompressionConfig& config);
+  Status ApplyOne(const ComponentId& id, const CompressionMethod& method);
+
+  LlamaModel* model_;
+  CalibrationHessians* calibration_;
+  std::map<int, torch::Tensor> saved_;       // ComponentId::Index() -> original weight
+  std::vector<ComponentId> overridden_;      // components with an LLM.int8() forward
+};
+
+}  // namespace dtm

@@ -1,0 +1,97 @@
+// Text and JSON-lines files, gzipped when the name ends in ".gz".
+//
+// Probe files, baseline files and C4-style corpora go through here. Readers stream, so a corpus
+// larger than memory can be scanned; writers write `path + ".tmp"` and rename it over `path` on
+// success, so a reader never sees a half-written file.
+//
+// Errors (one line, naming the file): NOT_FOUND for a missing file, DATA_LOSS for a truncated or
+// corrupt gzip stream or a line that is not JSON, UNIMPLEMENTED for a ".gz" file in a build without
+// zlib, INTERNAL for other I/O failures.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "worker/engine/status.h"
+
+namespace dtm {
+
+// True when `path` names a gzip file (ends in ".gz").
+bool IsGzipPath(std::string_view path);
+
+// Reads a text file line by line. Lines have no length limit. Not thread-safe.
+class LineReader {
+ public:
+  static StatusOr<std::unique_ptr<LineReader>> Open(const std::string& path);
+  ~LineReader();
+  LineReader(const LineReader&) = delete;
+  LineReader& operator=(const LineReader&) = delete;
+
+  // Stores the next line, without its "\n" (or "\r\n"), in `line`. Returns false at the end of the
+  // file or on a read error; status() tells which. A last line without "\n" is returned too.
+  bool Next(std::string* line);
+  const Status& status() const { return status_; }
+  // 1-based number of the last line returned by Next().
+  int64_t line_number() const { return line_number_; }
+  const std::string& path() const { return path_; }
+
+  class Source;  // plain or gzip bytes; defined in jsonl.cc
+
+ private:
+  LineReader(std::string path, std::unique_ptr<Source> source);
+
+  std::string path_;
+  std::unique_ptr<Source> source_;
+  std::vector<char> buffer_;
+  size_t pos_ = 0;  // next unread byte of buffer_
+  bool eof_ = false;
+  Status status_;
+  int64_t line_number_ = 0;
+};
+
+// Writes a file atomically, gzipped when its name ends in ".gz": bytes go to `path + ".tmp"`, which
+// Close() renames to `path`. Destroying the writer without a successful Close() removes the
+// temporary file. Used for binary files (safetensors) too. Not thread-safe.
+class FileWriter {
+ public:
+  static StatusOr<std::unique_ptr<FileWriter>> Open(const std::string& path);
+  ~FileWriter();
+  FileWriter(const FileWriter&) = delete;
+  FileWriter& operator=(const FileWriter&) = delete;
+
+  Status Write(std::string_view bytes);
+  // Writes `line` followed by "\n".
+  Status WriteLine(std::string_view line);
+  // Flushes, syncs and renames the file into place. Nothing may be written afterwards.
+  Status Close();
+
+  class Sink;  // plain or gzip bytes; defined in jsonl.cc
+
+ private:
+  FileWriter(std::string path, std::unique_ptr<Sink> sink);
+
+  std::string path_;
+  std::unique_ptr<Sink> sink_;
+  bool closed_ = false;
+  bool committed_ = false;  // renamed into place
+};
+
+// The whole file, gunzipped if its name ends in ".gz".
+StatusOr<std::string> ReadTextFile(const std::string& path);
+// Replaces the file's content with `text`, gzipped if its name ends in ".gz".
+Status WriteTextFile(const std::string& path, std::string_view text);
+
+// A whole file holding one JSON value (config.json, an index.json), gunzipped if ".gz".
+StatusOr<nlohmann::json> ReadJsonFile(const std::string& path);
+
+// One JSON value per non-blank line. An error names "path:line".
+StatusOr<std::vector<nlohmann::json>> ReadJsonLines(const std::string& path);
+// One compact JSON value per line.
+Status WriteJsonLines(const std::string& path, const std::vector<nlohmann::json>& rows);
+
+}  // namespace dtm

@@ -1,0 +1,111 @@
+// The Hugging Face LlamaForCausalLM forward pass in libtorch: batched, with a KV cache for greedy
+// generation, and differentiable so that the tiny model trains through the same code.
+#pragma once
+
+#include <array>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "worker/engine/components.h"
+#include "worker/engine/model_config.h"
+#include "worker/engine/status.h"
+
+namespace dtm {
+
+class Checkpoint;
+
+// Replaces `x w^T` for one component at every forward (e.g. LLM.int8(), which quantizes the
+// activations as they come). Returns a tensor of x's dtype.
+using LinearOverride = std::function<torch::Tensor(const torch::Tensor& x, const torch::Tensor& w)>;
+
+// Sees the input of every linear site during a forward (GPTQ calibration Hessians).
+using InputObserver = std::function<void(int layer, LinearInputSite site, const torch::Tensor& x)>;
+
+struct LayerWeights {
+  torch::Tensor input_layernorm;           // [D]
+  torch::Tensor q_proj;                    // [H*hd, D]
+  torch::Tensor k_proj;                    // [KVH*hd, D]
+  torch::Tensor v_proj;                    // [KVH*hd, D]
+  torch::Tensor o_proj;                    // [D, H*hd]
+  torch::Tensor post_attention_layernorm;  // [D]
+  torch::Tensor gate_proj;                 // [I, D]
+  torch::Tensor up_proj;                   // [I, D]
+  torch::Tensor down_proj;                 // [D, I]
+
+  torch::Tensor& Component(ComponentKind kind);
+};
+
+// Keys and values of every layer for positions [0, length): [B, KVH, capacity, hd] each.
+struct KvCache {
+  std::vector<torch::Tensor> keys;
+  std::vector<torch::Tensor> values;
+  int64_t length = 0;
+};
+
+struct ModelOptions {
+  torch::ScalarType dtype = torch::kFloat32;  // compute precision, whatever the stored dtype
+  torch::Device device = torch::kCPU;
+};
+
+class LlamaModel {
+ public:
+  // Loads every weight of the checkpoint, checked against the config's shapes.
+  static StatusOr<std::unique_ptr<LlamaModel>> Load(const Checkpoint& checkpoint, const ModelOptions& options);
+  // A model with freshly initialised weights (normal(0, 0.02), norms at 1), as HF initialises Llama.
+  static std::unique_ptr<LlamaModel> RandomInit(const LlamaConfig& config, const ModelOptions& options,
+                                                uint64_t seed);
+
+  const LlamaConfig& config() const { return config_; }
+  const ModelOptions& options() const { return options_; }
+
+  // The weight of one component, [out, in]; compression modifies it in place.
+  torch::Tensor& ComponentWeight(const ComponentId& id);
+  void SetLinearOverride(const ComponentId& id, LinearOverride override_fn);
+  void ClearLinearOverride(const ComponentId& id);
+  void SetInputObserver(InputObserver observer) { observer_ = std::move(observer); }
+
+  // Every weight under its HF name, in checkpoint order (lm_head omitted when tied).
+  std::vector<std::pair<std::string, torch::Tensor>> NamedWeights() const;
+  // The distinct tensors to train.
+  std::vector<torch::Tensor> Parameters() const;
+
+  // Hidden states after the final norm, [B, T, D], for tokens [B, T] at positions
+  // [start_pos, start_pos + T). With a cache, keys/values are appended at start_pos.
+  torch::Tensor Forward(const torch::Tensor& tokens, KvCache* cache = nullptr, int64_t start_pos = 0);
+  // lm_head: [..., D] -> [..., V] in the compute dtype.
+  torch::Tensor Logits(const torch::Tensor& hidden) const;
+
+  // Greedy continuation of `prefix` [B, n] by `steps` tokens with a KV cache: [B, n + steps].
+  // Never stops early (EOS included), as the metrics need exactly `steps` tokens.
+  torch::Tensor GenerateGreedy(const torch::Tensor& prefix, int64_t steps);
+
+  KvCache NewCache(int64_t batch, int64_t capacity) const;
+
+ private:
+  LlamaModel(LlamaConfig config, ModelOptions options);
+  void BuildRope();
+  torch::Tensor Linear(const torch::Tensor& x, int layer, ComponentKind kind);
+  void Observe(int layer, LinearInputSite site, const torch::Tensor& x) const;
+  torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight) const;
+  torch::Tensor ApplyRope(const torch::Tensor& x, int64_t start_pos) const;
+  torch::Tensor Attention(const torch::Tensor& x, int layer, KvCache* cache, int64_t start_pos);
+  torch::Tensor Mlp(const torch::Tensor& x, int layer);
+
+  LlamaConfig config_;
+  ModelOptions options_;
+  torch::Tensor embed_tokens_;  // [V, D]
+  std::vector<LayerWeights> layers_;
+  torch::Tensor norm_;     // [D]
+  torch::Tensor lm_head_;  // [V, D]; the same tensor as embed_tokens_ when tied
+  torch::Tensor rope_cos_;  // [max_pos, hd], compute dtype
+  torch::Tensor rope_sin_;  // [max_pos, hd]
+  std::vector<LinearOverride> overrides_;  // by ComponentId::Index(); empty function = plain matmul
+  InputObserver observer_;
+};
+
+}  // namespace dtm

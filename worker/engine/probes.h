@@ -1,0 +1,48 @@
+// Probe sets: token prefixes y[:n] cut from a corpus, and the probe files other tools share.
+//
+// A probe file is JSON lines (gzipped when the name ends in .gz), one object per probe:
+// {"id": "...", "tokens": [prefix ids]}.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "worker/engine/status.h"
+
+namespace dtm {
+
+class Tokenizer;
+
+struct Probe {
+  std::string id;
+  std::vector<int32_t> tokens;
+};
+
+struct ProbeSet {
+  std::vector<Probe> probes;
+  // SHA-256 over every probe's id and tokens, in order: the probe set's identity in cache keys.
+  std::string Fingerprint() const;
+};
+
+// kText: plain text; a probe starts at a line and takes lines until it has n tokens.
+// kWikitext: the same, skipping blank lines and "= Heading =" lines.
+// kJsonl: C4-style JSON lines with a "text" field; one probe per document of at least n tokens.
+enum class CorpusFormat { kAuto, kText, kWikitext, kJsonl };
+StatusOr<CorpusFormat> ParseCorpusFormat(const std::string& name);  // auto|text|wikitext|jsonl
+
+struct MakeProbesOptions {
+  int64_t count = 1000;       // |D|
+  int64_t prefix_len = 100;   // n, the BOS token included
+  CorpusFormat format = CorpusFormat::kAuto;  // auto: jsonl for *.json[l][.gz], else text
+};
+
+// Cuts `count` probes of exactly `prefix_len` tokens (BOS first) from the corpus, in corpus order.
+// Probe ids are "<file name>:<line>" of the line where the probe starts.
+StatusOr<ProbeSet> MakeProbes(const std::string& corpus_path, const Tokenizer& tokenizer,
+                              const MakeProbesOptions& options);
+
+StatusOr<ProbeSet> ReadProbeFile(const std::string& path);
+Status WriteProbeFile(const std::string& path, const ProbeSet& probes);
+
+}  // namespace dtm
