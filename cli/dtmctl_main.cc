@@ -2,6 +2,7 @@
 #include <iostream>
 
 #include <CLI/CLI.hpp>
+#include <c10/util/Exception.h>
 
 #include "cli/engine_commands.h"
 
@@ -83,8 +84,10 @@ int main(int argc, char** argv) {
     if (command == "baseline") status = dtm::cli::BaselineCommand(baseline);
     if (command == "eval") status = dtm::cli::EvalCommand(eval);
     if (command == "ppl") status = dtm::cli::PerplexityCommand(ppl);
+  } catch (const c10::Error& e) {
+    // The engine returns statuses; this catches what escaped libtorch anyway, in one line.
+    status = dtm::InternalError(e.what_without_backtrace());
   } catch (const std::exception& e) {
-    // The engine returns statuses; this catches what escaped a library anyway.
     status = dtm::InternalError(e.what());
   }
   if (!status.ok()) {

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <string>
 
-#include "worker/engine/status.h"
+#include "common/status.h"
 
 namespace dtm::cli {
 

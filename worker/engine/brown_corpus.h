@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "worker/engine/status.h"
+#include "common/status.h"
 
 namespace dtm {
 

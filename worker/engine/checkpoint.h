@@ -23,7 +23,7 @@
 
 #include "worker/engine/model_config.h"
 #include "worker/engine/safetensors.h"
-#include "worker/engine/status.h"
+#include "common/status.h"
 
 namespace dtm {
 

@@ -9,7 +9,7 @@
 #include <string_view>
 #include <vector>
 
-#include "worker/engine/status.h"
+#include "common/status.h"
 
 namespace dtm {
 

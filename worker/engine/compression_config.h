@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "worker/engine/components.h"
-#include "worker/engine/status.h"
+#include "common/status.h"
 
 namespace dtm {
 

@@ -13,7 +13,7 @@
 #include "worker/engine/baseline.h"
 #include "worker/engine/compression_config.h"
 #include "worker/engine/divergence.h"
-#include "worker/engine/status.h"
+#include "common/status.h"
 
 namespace dtm {
 

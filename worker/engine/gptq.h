@@ -16,7 +16,7 @@
 
 #include <cstdint>
 
-#include "worker/engine/status.h"
+#include "common/status.h"
 
 namespace dtm {
 

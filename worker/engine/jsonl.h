@@ -17,7 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "worker/engine/status.h"
+#include "common/status.h"
 
 namespace dtm {
 

@@ -13,7 +13,7 @@
 
 #include "worker/engine/components.h"
 #include "worker/engine/model_config.h"
-#include "worker/engine/status.h"
+#include "common/status.h"
 
 namespace dtm {
 

@@ -11,7 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "worker/engine/status.h"
+#include "common/status.h"
 
 namespace dtm {
 

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "worker/engine/status.h"
+#include "common/status.h"
 
 namespace dtm {
 

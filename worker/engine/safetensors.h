@@ -20,7 +20,7 @@
 
 #include <torch/torch.h>
 
-#include "worker/engine/status.h"
+#include "common/status.h"
 
 namespace dtm {
 

@@ -2,14 +2,11 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
-#include <nlohmann/json.hpp>
-#include <sstream>
+
+#include "worker/engine/hf_tokenizer_json.h"
 
 namespace dtm {
 namespace {
-
-using json = nlohmann::json;
 
 constexpr std::string_view kSpaceSymbol = "\xE2\x96\x81";      // "▁", U+2581
 constexpr std::string_view kUnkSurface = " \xE2\x81\x87 ";     // " ⁇ ", SentencePiece's default
@@ -57,25 +54,6 @@ uint64_t IdPairKey(int32_t left, int32_t right) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
 }
 
-// "<0x41>" -> 0x41, or -1 when `piece` is not a byte piece.
-int ParseBytePiece(std::string_view piece) {
-  if (piece.size() != 6 || piece.substr(0, 3) != "<0x" || piece[5] != '>') return -1;
-  int value = 0;
-  for (size_t i = 3; i < 5; ++i) {
-    const char c = piece[i];
-    int digit = 0;
-    if (c >= '0' && c <= '9') {
-      digit = c - '0';
-    } else if (c >= 'A' && c <= 'F') {
-      digit = c - 'A' + 10;
-    } else {
-      return -1;  // the reference tools write upper case only
-    }
-    value = value * 16 + digit;
-  }
-  return value;
-}
-
 void ReplaceAll(std::string* s, std::string_view from, std::string_view to) {
   if (from.empty()) return;
   std::string out;
@@ -120,27 +98,6 @@ void AppendBytesAsText(std::string_view bytes, std::string* out) {
     }
     pos += c.length;
   }
-}
-
-Status ReadFileToString(const std::string& path, std::string* contents) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return NotFoundError(path + ": cannot open");
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  if (in.bad()) return DataLossError(path + ": read error");
-  *contents = buffer.str();
-  return OkStatus();
-}
-
-// A token named in tokenizer_config.json: a string or an AddedToken object {"content": ...}.
-std::string ConfigTokenName(const json& config, const char* key) {
-  if (!config.is_object() || !config.contains(key)) return "";
-  const json& value = config.at(key);
-  if (value.is_string()) return value.get<std::string>();
-  if (value.is_object() && value.contains("content") && value.at("content").is_string()) {
-    return value.at("content").get<std::string>();
-  }
-  return "";
 }
 
 }  // namespace
@@ -210,253 +167,58 @@ StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromSentencePieceModel(const Sen
 }
 
 StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromHfJsonFile(const std::string& path) {
-  std::string contents;
-  RETURN_IF_ERROR(ReadFileToString(path, &contents));
-  std::string config;
-  const std::filesystem::path config_path =
-      std::filesystem::path(path).parent_path() / "tokenizer_config.json";
-  std::error_code ec;
-  if (std::filesystem::exists(config_path, ec)) {
-    RETURN_IF_ERROR(ReadFileToString(config_path.string(), &config));
-  }
-  return FromHfJson(contents, config, path);
+  ASSIGN_OR_RETURN(const HfTokenizerJson hf, ReadHfTokenizerJsonFile(path));
+  return FromHfTokenizerJson(hf, path);
 }
 
-namespace {
-
-// One normalizer step: prepend `text`, or replace `text` with `replacement`.
-struct NormalizerStep {
-  bool prepend;
-  std::string text;
-  std::string replacement;
-};
-
-// Normalizers of tokenizer.json that Llama-family files use; anything else is refused by name.
-Status ParseHfNormalizer(const json& node, const std::string& source, std::vector<NormalizerStep>* steps) {
-  if (node.is_null()) return OkStatus();
-  const std::string type = node.value("type", "");
-  if (type == "Sequence") {
-    for (const json& child : node.at("normalizers")) RETURN_IF_ERROR(ParseHfNormalizer(child, source, steps));
-    return OkStatus();
-  }
-  if (type == "Prepend") {
-    steps->push_back({true, node.at("prepend").get<std::string>(), ""});
-    return OkStatus();
-  }
-  if (type == "Replace") {
-    const json& pattern = node.at("pattern");
-    if (!pattern.contains("String")) {
-      return UnimplementedError(source + ": Replace normalizer with a regex pattern is not supported");
-    }
-    steps->push_back({false, pattern.at("String").get<std::string>(), node.at("content").get<std::string>()});
-    return OkStatus();
-  }
-  return UnimplementedError(source + ": normalizer '" + type +
-                            "' is not supported (Prepend, Replace, Sequence are)");
-}
-
-struct Metaspace {
-  bool present = false;
-  std::string replacement = std::string(kSpaceSymbol);
-  bool prepend = true;
-  bool split = true;
-};
-
-Status ParseHfPreTokenizer(const json& node, const std::string& source, Metaspace* metaspace) {
-  if (node.is_null()) return OkStatus();
-  const std::string type = node.value("type", "");
-  if (type == "Sequence") {
-    for (const json& child : node.at("pretokenizers")) {
-      RETURN_IF_ERROR(ParseHfPreTokenizer(child, source, metaspace));
-    }
-    return OkStatus();
-  }
-  if (type != "Metaspace") {
-    return UnimplementedError(source + ": pre-tokenizer '" + type + "' is not supported (Metaspace is)");
-  }
-  if (metaspace->present) return UnimplementedError(source + ": more than one Metaspace pre-tokenizer");
-  metaspace->present = true;
-  metaspace->replacement = node.value("replacement", std::string(kSpaceSymbol));
-  // Older files say add_prefix_space; newer ones say prepend_scheme ("first" and "always" act alike
-  // here, because this tokenizer does not cut the text at special tokens).
-  if (node.contains("prepend_scheme") && node.at("prepend_scheme").is_string()) {
-    metaspace->prepend = node.at("prepend_scheme").get<std::string>() != "never";
-  } else {
-    metaspace->prepend = node.value("add_prefix_space", true);
-  }
-  metaspace->split = node.value("split", true);
-  return OkStatus();
-}
-
-// Options of HF's BPE model that this tokenizer does not implement are refused rather than ignored.
-Status CheckHfModelIsPlainBpe(const json& model, const std::string& source) {
-  const std::string type = model.value("type", "BPE");
-  if (type != "BPE") {
-    return UnimplementedError(source + ": model type '" + type + "' is not supported (BPE is)");
-  }
-  if (model.contains("dropout") && model.at("dropout").is_number() && model.at("dropout").get<double>() > 0) {
-    return UnimplementedError(source + ": BPE dropout is not supported");
-  }
-  for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
-    if (model.contains(key) && model.at(key).is_string() && !model.at(key).get<std::string>().empty()) {
-      return UnimplementedError(source + ": BPE " + key + " is not supported");
-    }
-  }
-  return OkStatus();
-}
-
-// Whether the decoder removes the space that encoding put in front (Strip, or a prefixing Metaspace).
-bool DecoderStripsLeadingSpace(const json& node) {
-  if (!node.is_object()) return false;
-  const std::string type = node.value("type", "");
-  if (type == "Sequence" && node.contains("decoders")) {
-    for (const json& child : node.at("decoders")) {
-      if (DecoderStripsLeadingSpace(child)) return true;
-    }
-    return false;
-  }
-  if (type == "Strip") return node.value("content", std::string()) == " " && node.value("start", 0) > 0;
-  if (type == "Metaspace") {
-    if (node.contains("prepend_scheme") && node.at("prepend_scheme").is_string()) {
-      return node.at("prepend_scheme").get<std::string>() != "never";
-    }
-    return node.value("add_prefix_space", true);
-  }
-  return false;
-}
-
-}  // namespace
-
-struct Tokenizer::Json {
-  const json& value;
-};
-
-StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromHfJson(std::string_view json_text,
+StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromHfJson(std::string_view json,
                                                            std::string_view config_json,
                                                            const std::string& source) {
-  // nlohmann throws on malformed or mistyped JSON; that ends here, as one error naming the file.
-  try {
-    const json root = json::parse(json_text.begin(), json_text.end());
-    const json config =
-        config_json.empty() ? json::object() : json::parse(config_json.begin(), config_json.end());
-    if (!root.is_object() || !root.contains("model")) {
-      return InvalidArgumentError(source + ": no \"model\" section");
-    }
-    const json& model = root.at("model");
-    RETURN_IF_ERROR(CheckHfModelIsPlainBpe(model, source));
-
-    std::unique_ptr<Tokenizer> tok(new Tokenizer());
-    tok->rule_ = MergeRule::kMergeRank;
-    tok->byte_fallback_ = model.value("byte_fallback", false);
-    tok->fuse_unk_ = model.value("fuse_unk", false);
-    tok->ignore_merges_ = model.value("ignore_merges", false);
-    std::vector<char> in_model_vocab;
-    RETURN_IF_ERROR(tok->ReadHfVocabulary(Json{root}, source, &in_model_vocab));
-    RETURN_IF_ERROR(tok->ReadHfTextRules(Json{root}, source));
-    RETURN_IF_ERROR(tok->Finish(source));
-    // Added tokens outside the model's vocabulary are not BPE symbols; keep them out of its tables.
-    for (size_t id = 0; id < tok->pieces_.size(); ++id) {
-      if (in_model_vocab[id]) continue;
-      tok->mergeable_ids_.erase(tok->pieces_[id]);
-      tok->other_ids_.erase(tok->pieces_[id]);
-      tok->added_ids_.emplace(tok->pieces_[id], static_cast<int32_t>(id));
-    }
-    RETURN_IF_ERROR(tok->ReadHfMerges(Json{model.at("merges")}, source));
-
-    const std::string bos = ConfigTokenName(config, "bos_token");
-    const std::string eos = ConfigTokenName(config, "eos_token");
-    tok->bos_id_ = tok->PieceToId(bos.empty() ? "<s>" : bos);
-    tok->eos_id_ = tok->PieceToId(eos.empty() ? "</s>" : eos);
-    return tok;
-  } catch (const json::exception& e) {
-    return InvalidArgumentError(source + ": invalid tokenizer.json: " + e.what());
-  }
+  ASSIGN_OR_RETURN(const HfTokenizerJson hf, ParseHfTokenizerJson(json, config_json, source));
+  return FromHfTokenizerJson(hf, source);
 }
 
-Status Tokenizer::ReadHfVocabulary(const Json& json_root, const std::string& source,
-                                   std::vector<char>* in_model_vocab) {
-  const json& root = json_root.value;
-  const json& vocab = root.at("model").at("vocab");
-  if (!vocab.is_object()) return InvalidArgumentError(source + ": model.vocab is not an object");
-  const auto place = [&](int64_t id, const std::string& piece, PieceType type, bool from_model) -> Status {
-    if (id < 0 || id > 10'000'000) {
-      return InvalidArgumentError(source + ": token id " + std::to_string(id) + " out of range");
-    }
-    if (static_cast<size_t>(id) >= pieces_.size()) {
-      pieces_.resize(id + 1);
-      types_.resize(id + 1, PieceType::kUnused);
-      in_model_vocab->resize(id + 1, 0);
-    }
-    if ((*in_model_vocab)[id] && pieces_[id] != piece) {
-      return InvalidArgumentError(source + ": id " + std::to_string(id) + " names both '" + pieces_[id] +
-                                  "' and '" + piece + "'");
-    }
-    pieces_[id] = piece;
-    types_[id] = type;
-    (*in_model_vocab)[id] = (*in_model_vocab)[id] || from_model;
-    return OkStatus();
-  };
-  for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-    const PieceType type = ParseBytePiece(it.key()) >= 0 ? PieceType::kByte : PieceType::kNormal;
-    RETURN_IF_ERROR(place(it.value().get<int64_t>(), it.key(), type, true));
+StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromHfTokenizerJson(const HfTokenizerJson& hf,
+                                                                    const std::string& source) {
+  std::unique_ptr<Tokenizer> tok(new Tokenizer());
+  tok->rule_ = MergeRule::kMergeRank;
+  tok->byte_fallback_ = hf.byte_fallback;
+  tok->fuse_unk_ = hf.fuse_unk;
+  tok->ignore_merges_ = hf.ignore_merges;
+  tok->pieces_ = hf.pieces;
+  tok->types_ = hf.types;
+  for (const HfTokenizerJson::NormalizerStep& step : hf.normalizer_steps) {
+    tok->text_ops_.push_back(
+        {step.prepend ? TextOp::kPrepend : TextOp::kReplace, step.text, step.replacement});
   }
-  // Added tokens usually repeat vocabulary entries; they say which ones are special.
-  if (root.contains("added_tokens") && root.at("added_tokens").is_array()) {
-    for (const json& added : root.at("added_tokens")) {
-      const PieceType type = added.value("special", false) ? PieceType::kControl : PieceType::kUserDefined;
-      RETURN_IF_ERROR(
-          place(added.at("id").get<int64_t>(), added.at("content").get<std::string>(), type, false));
+  if (hf.has_metaspace) {
+    tok->text_ops_.push_back({TextOp::kReplace, " ", hf.metaspace_replacement});
+    if (hf.metaspace_prepend) {
+      tok->text_ops_.push_back({TextOp::kPrependUnlessPresent, hf.metaspace_replacement, ""});
     }
+    tok->split_on_space_symbol_ = hf.metaspace_split;
+    tok->space_symbol_ = hf.metaspace_replacement;
   }
-  scores_.assign(pieces_.size(), 0.0f);
-  const json& model = root.at("model");
-  if (model.contains("unk_token") && model.at("unk_token").is_string()) {
-    const std::string unk = model.at("unk_token").get<std::string>();
-    const auto it = std::find(pieces_.begin(), pieces_.end(), unk);
-    if (it == pieces_.end()) {
-      return InvalidArgumentError(source + ": unk_token '" + unk + "' is not in the vocabulary");
-    }
-    types_[it - pieces_.begin()] = PieceType::kUnknown;
+  tok->strip_leading_space_on_decode_ = hf.decoder_strips_leading_space;
+  RETURN_IF_ERROR(tok->Finish(source));
+  // Added tokens outside the model's vocabulary are not BPE symbols; keep them out of its tables.
+  for (size_t id = 0; id < tok->pieces_.size(); ++id) {
+    if (hf.in_model_vocab[id]) continue;
+    tok->mergeable_ids_.erase(tok->pieces_[id]);
+    tok->other_ids_.erase(tok->pieces_[id]);
+    tok->added_ids_.emplace(tok->pieces_[id], static_cast<int32_t>(id));
   }
-  return OkStatus();
+  RETURN_IF_ERROR(tok->AddHfMerges(hf.merges, source));
+  tok->bos_id_ = tok->PieceToId(hf.bos_token);
+  tok->eos_id_ = tok->PieceToId(hf.eos_token);
+  return tok;
 }
 
-Status Tokenizer::ReadHfTextRules(const Json& json_root, const std::string& source) {
-  const json& root = json_root.value;
-  std::vector<NormalizerStep> steps;
-  RETURN_IF_ERROR(ParseHfNormalizer(root.value("normalizer", json()), source, &steps));
-  for (const NormalizerStep& step : steps) {
-    text_ops_.push_back({step.prepend ? TextOp::kPrepend : TextOp::kReplace, step.text, step.replacement});
-  }
-  Metaspace metaspace;
-  RETURN_IF_ERROR(ParseHfPreTokenizer(root.value("pre_tokenizer", json()), source, &metaspace));
-  if (metaspace.present) {
-    text_ops_.push_back({TextOp::kReplace, " ", metaspace.replacement});
-    if (metaspace.prepend) text_ops_.push_back({TextOp::kPrependUnlessPresent, metaspace.replacement, ""});
-    split_on_space_symbol_ = metaspace.split;
-    space_symbol_ = metaspace.replacement;
-  }
-  strip_leading_space_on_decode_ = DecoderStripsLeadingSpace(root.value("decoder", json()));
-  return OkStatus();
-}
-
-Status Tokenizer::ReadHfMerges(const Json& json_merges, const std::string& source) {
-  const json& merges = json_merges.value;
-  // "a b" strings, or [a, b] pairs in newer files. A later duplicate wins, as in HF.
+Status Tokenizer::AddHfMerges(const std::vector<std::pair<std::string, std::string>>& merges,
+                              const std::string& source) {
+  // A later duplicate wins, as in HF.
   for (size_t rank = 0; rank < merges.size(); ++rank) {
-    const json& m = merges[rank];
-    std::string left, right;
-    const std::string line = m.is_string() ? m.get<std::string>() : "";
-    const size_t space = line.find(' ');
-    if (space != std::string::npos && line.find(' ', space + 1) == std::string::npos) {
-      left = line.substr(0, space);
-      right = line.substr(space + 1);
-    } else if (m.is_array() && m.size() == 2) {
-      left = m[0].get<std::string>();
-      right = m[1].get<std::string>();
-    } else {
-      return InvalidArgumentError(source + ": merge " + std::to_string(rank) + " is not two pieces");
-    }
+    const auto& [left, right] = merges[rank];
     const int32_t left_id = VocabId(left);
     const int32_t right_id = VocabId(right);
     const int32_t merged_id = VocabId(left + right);

@@ -33,9 +33,11 @@
 #include <vector>
 
 #include "worker/engine/sentencepiece_model.h"
-#include "worker/engine/status.h"
+#include "common/status.h"
 
 namespace dtm {
+
+struct HfTokenizerJson;
 
 class Tokenizer {
  public:
@@ -81,14 +83,16 @@ class Tokenizer {
 
   Tokenizer() = default;
 
+  // What FromHfJson and FromHfJsonFile share once the JSON is read.
+  static StatusOr<std::unique_ptr<Tokenizer>> FromHfTokenizerJson(const HfTokenizerJson& hf,
+                                                                  const std::string& source);
+
   // Builds the lookup tables after pieces_, types_ and the text rules are set.
   Status Finish(const std::string& source);
-  // Parts of tokenizer.json. A Json wraps an nlohmann::json (defined in the .cc, so that this header
-  // needs no JSON library); nlohmann's exceptions propagate to FromHfJson.
-  struct Json;
-  Status ReadHfVocabulary(const Json& root, const std::string& source, std::vector<char>* in_model_vocab);
-  Status ReadHfTextRules(const Json& root, const std::string& source);
-  Status ReadHfMerges(const Json& merges, const std::string& source);
+  // Resolves tokenizer.json's merges, (left, right) pieces in rank order, to ids once the vocabulary
+  // tables are built, and marks the character pairs that the merges join.
+  Status AddHfMerges(const std::vector<std::pair<std::string, std::string>>& merges,
+                     const std::string& source);
   void AddJoinedChars(std::string_view piece);
   std::string Normalize(std::string_view text) const;
   // Appends the ids of one pre-tokenized word (HF) or of the whole normalized text (SentencePiece).

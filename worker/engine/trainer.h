@@ -7,7 +7,7 @@
 #include <functional>
 #include <string>
 
-#include "worker/engine/status.h"
+#include "common/status.h"
 
 namespace dtm {
 

@@ -1,4 +1,4 @@
-#include "worker/engine/status.h"
+#include "common/status.h"
 
 namespace dtm {
 

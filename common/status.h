@@ -1,8 +1,9 @@
-// Status and StatusOr for the engine.
+// Status and StatusOr for every layer of dtm.
 //
 // The engine builds with nothing but libtorch (so that it compiles against a CUDA libtorch on a GPU
-// machine without Abseil), so it carries this small equivalent of absl::Status. The codes are
-// gRPC's codes, numbered as gRPC numbers them, so the mapping at an RPC edge is one to one.
+// machine without Abseil), so dtm carries this small equivalent of absl::Status, one type for every
+// layer. The codes are gRPC's codes, numbered as gRPC numbers them, so the mapping at an RPC edge is
+// one to one.
 #pragma once
 
 #include <optional>

@@ -1,0 +1,70 @@
+#include "common/metrics_http_server.h"
+
+#include <httplib.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+
+#include <chrono>
+#include <thread>
+#include <utility>
+
+namespace dtm {
+
+namespace {
+
+constexpr char kMetricsContentType[] = "text/plain; version=0.0.4; charset=utf-8";
+constexpr auto kStartTimeout = std::chrono::seconds(5);
+
+}  // namespace
+
+MetricsHttpServer::MetricsHttpServer(std::shared_ptr<prometheus::Registry> registry,
+                                     std::unique_ptr<httplib::Server> server)
+    : registry_(std::move(registry)), server_(std::move(server)) {}
+
+StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
+    std::shared_ptr<prometheus::Registry> registry, const std::string& host, int port) {
+  if (registry == nullptr) return InvalidArgumentError("MetricsHttpServer needs a registry");
+  if (port < 0 || port > 65535)
+    return InvalidArgumentError("metrics port " + std::to_string(port) + " is not in 0..65535");
+  std::unique_ptr<MetricsHttpServer> metrics(
+      new MetricsHttpServer(std::move(registry), std::make_unique<httplib::Server>()));
+  httplib::Server& server = *metrics->server_;
+  // The handlers run on the server's thread and read only the registry, which outlives them.
+  prometheus::Registry* collectable = metrics->registry_.get();
+  server.Get("/metrics", [collectable](const httplib::Request&, httplib::Response& response) {
+    response.set_content(prometheus::TextSerializer().Serialize(collectable->Collect()), kMetricsContentType);
+  });
+  server.Get("/healthz", [](const httplib::Request&, httplib::Response& response) {
+    response.set_content("ok", "text/plain");
+  });
+
+  // httplib's default is SO_REUSEPORT, with which a second daemon on the same port would bind too
+  // and silently take half the scrapes; SO_REUSEADDR alone still allows a quick restart.
+  server.set_socket_options([](socket_t socket) {
+    int yes = 1;
+    setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
+
+  const std::string address = host + ":" + std::to_string(port);
+  const int bound = port == 0 ? server.bind_to_any_port(host) : (server.bind_to_port(host, port) ? port : -1);
+  if (bound <= 0) return UnavailableError("metrics server cannot bind " + address);
+  metrics->port_ = bound;
+  metrics->thread_ = std::thread([&server] { server.listen_after_bind(); });
+  // stop() is a no-op on a server that is not yet running, so the destructor could otherwise
+  // join a thread that goes on to listen forever.
+  const auto deadline = std::chrono::steady_clock::now() + kStartTimeout;
+  while (!server.is_running()) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      return UnavailableError("metrics server on " + address + " did not start listening");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return metrics;
+}
+
+MetricsHttpServer::~MetricsHttpServer() {
+  server_->stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+}  // namespace dtm

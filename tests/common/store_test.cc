@@ -1,0 +1,219 @@
+// One suite, run against every Store: InMemoryStore and RedisStore on a real redis-server, so that
+// the in-memory store that unit tests rely on behaves as Redis does.
+#include "common/store.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "common/in_memory_store.h"
+#include "common/redis_store.h"
+#include "common/redis_test_server.h"
+
+namespace dtm {
+namespace {
+
+using Hash = std::map<std::string, std::string>;
+using Strings = std::vector<std::string>;
+
+template <typename T>
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if constexpr (std::is_same_v<T, RedisStore>) {
+      StatusOr<std::unique_ptr<RedisTestServer>> server = RedisTestServer::Start();
+      if (server.status().code() == StatusCode::kFailedPrecondition)
+        GTEST_SKIP() << server.status().ToString();
+      ASSERT_TRUE(server.ok()) << server.status().ToString();
+      server_ = std::move(server).value();
+      RedisOptions options;
+      options.port = server_->port();
+      StatusOr<std::unique_ptr<RedisStore>> store = RedisStore::Connect(options);
+      ASSERT_TRUE(store.ok()) << store.status().ToString();
+      store_ = std::move(store).value();
+    } else {
+      store_ = std::make_unique<T>();
+    }
+  }
+
+  // Declared before store_, so destroyed after it.
+  std::unique_ptr<RedisTestServer> server_;
+  std::unique_ptr<Store> store_;
+};
+
+struct StoreName {
+  template <typename T>
+  static std::string GetName(int) {
+    return std::is_same_v<T, RedisStore> ? "RedisStore" : "InMemoryStore";
+  }
+};
+
+using StoreTypes = ::testing::Types<InMemoryStore, RedisStore>;
+TYPED_TEST_SUITE(StoreTest, StoreTypes, StoreName);
+
+// Bytes that C strings and text protocols get wrong: NUL, CR LF, high bytes.
+const std::string kBinary("a\0b\r\n\xff\x00z", 8);
+
+TYPED_TEST(StoreTest, PingSucceeds) { EXPECT_TRUE(this->store_->Ping().ok()); }
+
+TYPED_TEST(StoreTest, GetOfAMissingKeyIsNullopt) {
+  StatusOr<std::optional<std::string>> value = this->store_->Get("missing");
+  ASSERT_TRUE(value.ok()) << value.status().ToString();
+  EXPECT_FALSE(value->has_value());
+}
+
+TYPED_TEST(StoreTest, GetReturnsWhatSetStoredAndSetReplacesIt) {
+  ASSERT_TRUE(this->store_->Set("k", "first").ok());
+  EXPECT_EQ(this->store_->Get("k").value(), std::optional<std::string>("first"));
+  ASSERT_TRUE(this->store_->Set("k", "second").ok());
+  EXPECT_EQ(this->store_->Get("k").value(), std::optional<std::string>("second"));
+}
+
+TYPED_TEST(StoreTest, EmptyValueIsStoredAndDistinctFromMissing) {
+  ASSERT_TRUE(this->store_->Set("k", "").ok());
+  EXPECT_EQ(this->store_->Get("k").value(), std::optional<std::string>(""));
+}
+
+TYPED_TEST(StoreTest, KeysFieldsAndValuesKeepNulAndHighBytes) {
+  const std::string key = "key" + kBinary;
+  ASSERT_TRUE(this->store_->Set(key, kBinary).ok());
+  EXPECT_EQ(this->store_->Get(key).value(), std::optional<std::string>(kBinary));
+  EXPECT_FALSE(this->store_->Get("key").value().has_value());  // the key is not cut at its NUL
+
+  ASSERT_TRUE(this->store_->HashSet("h" + kBinary, kBinary, kBinary + kBinary).ok());
+  EXPECT_EQ(this->store_->HashGetAll("h" + kBinary).value(), (Hash{{kBinary, kBinary + kBinary}}));
+
+  ASSERT_TRUE(this->store_->ListPush("l" + kBinary, kBinary).ok());
+  EXPECT_EQ(this->store_->ListRange("l" + kBinary).value(), Strings{kBinary});
+
+  // A prefix that ends in NUL matches only the key that continues past it.
+  EXPECT_EQ(this->store_->Keys(key.substr(0, 5)).value(), Strings{key});
+}
+
+TYPED_TEST(StoreTest, SetIfAbsentKeepsTheFirstValue) {
+  EXPECT_EQ(this->store_->SetIfAbsent("result", "first").value(), true);
+  EXPECT_EQ(this->store_->SetIfAbsent("result", "second").value(), false);
+  EXPECT_EQ(this->store_->Get("result").value(), std::optional<std::string>("first"));
+}
+
+TYPED_TEST(StoreTest, SetIfAbsentLeavesAKeyOfAnotherTypeAlone) {
+  ASSERT_TRUE(this->store_->HashSet("job", "state", "running").ok());
+  EXPECT_EQ(this->store_->SetIfAbsent("job", "x").value(), false);
+  EXPECT_EQ(this->store_->HashGetAll("job").value(), (Hash{{"state", "running"}}));
+}
+
+TYPED_TEST(StoreTest, SetIfAbsentSetsAgainAfterDelete) {
+  ASSERT_TRUE(this->store_->SetIfAbsent("k", "a").value());
+  ASSERT_TRUE(this->store_->Delete("k").ok());
+  EXPECT_TRUE(this->store_->SetIfAbsent("k", "b").value());
+  EXPECT_EQ(this->store_->Get("k").value(), std::optional<std::string>("b"));
+}
+
+TYPED_TEST(StoreTest, DeleteRemovesAKeyOfAnyTypeAndIgnoresAMissingOne) {
+  ASSERT_TRUE(this->store_->Set("s", "v").ok());
+  ASSERT_TRUE(this->store_->HashSet("h", "f", "v").ok());
+  ASSERT_TRUE(this->store_->ListPush("l", "v").ok());
+  for (const char* key : {"s", "h", "l", "missing"}) EXPECT_TRUE(this->store_->Delete(key).ok()) << key;
+  EXPECT_EQ(this->store_->Keys("").value(), Strings{});
+}
+
+TYPED_TEST(StoreTest, SetReplacesAKeyOfAnotherType) {
+  ASSERT_TRUE(this->store_->ListPush("k", "v").ok());
+  ASSERT_TRUE(this->store_->Set("k", "s").ok());
+  EXPECT_EQ(this->store_->Get("k").value(), std::optional<std::string>("s"));
+}
+
+TYPED_TEST(StoreTest, HashGetAllReturnsEveryFieldWithItsLatestValue) {
+  ASSERT_TRUE(this->store_->HashSet("job:1", "state", "queued").ok());
+  ASSERT_TRUE(this->store_->HashSet("job:1", "spec", "{}").ok());
+  ASSERT_TRUE(this->store_->HashSet("job:1", "state", "running").ok());
+  EXPECT_EQ(this->store_->HashGetAll("job:1").value(), (Hash{{"spec", "{}"}, {"state", "running"}}));
+}
+
+TYPED_TEST(StoreTest, HashGetAllOfAMissingKeyIsEmpty) {
+  StatusOr<Hash> hash = this->store_->HashGetAll("missing");
+  ASSERT_TRUE(hash.ok()) << hash.status().ToString();
+  EXPECT_TRUE(hash->empty());
+}
+
+TYPED_TEST(StoreTest, HashDeleteRemovesOneFieldAndTheLastFieldRemovesTheKey) {
+  ASSERT_TRUE(this->store_->HashSet("h", "a", "1").ok());
+  ASSERT_TRUE(this->store_->HashSet("h", "b", "2").ok());
+  ASSERT_TRUE(this->store_->HashDelete("h", "a").ok());
+  EXPECT_EQ(this->store_->HashGetAll("h").value(), (Hash{{"b", "2"}}));
+  ASSERT_TRUE(this->store_->HashDelete("h", "b").ok());
+  EXPECT_EQ(this->store_->Keys("h").value(), Strings{});
+}
+
+TYPED_TEST(StoreTest, HashDeleteOfAMissingFieldOrKeyIsOk) {
+  ASSERT_TRUE(this->store_->HashSet("h", "a", "1").ok());
+  EXPECT_TRUE(this->store_->HashDelete("h", "missing").ok());
+  EXPECT_TRUE(this->store_->HashDelete("missing", "a").ok());
+  EXPECT_EQ(this->store_->HashGetAll("h").value(), (Hash{{"a", "1"}}));
+}
+
+TYPED_TEST(StoreTest, ListRangeReturnsPushedValuesInOrderWithDuplicates) {
+  for (const char* value : {"b", "a", "b", "c"}) ASSERT_TRUE(this->store_->ListPush("events", value).ok());
+  EXPECT_EQ(this->store_->ListRange("events").value(), (Strings{"b", "a", "b", "c"}));
+}
+
+TYPED_TEST(StoreTest, ListRangeOfAMissingKeyIsEmpty) {
+  StatusOr<Strings> list = this->store_->ListRange("missing");
+  ASSERT_TRUE(list.ok()) << list.status().ToString();
+  EXPECT_TRUE(list->empty());
+}
+
+TYPED_TEST(StoreTest, KeysListsEveryKeyWithThePrefixSortedAndOnce) {
+  Strings expected;
+  for (int i = 0; i < 300; ++i) {
+    const std::string key = "cache:" + std::to_string(i);
+    ASSERT_TRUE(this->store_->Set(key, "v").ok());
+    expected.push_back(key);
+  }
+  ASSERT_TRUE(this->store_->HashSet("cache:hash", "f", "v").ok());
+  ASSERT_TRUE(this->store_->ListPush("cache:list", "v").ok());
+  expected.push_back("cache:hash");
+  expected.push_back("cache:list");
+  ASSERT_TRUE(this->store_->Set("cach", "v").ok());
+  ASSERT_TRUE(this->store_->Set("job:1", "v").ok());
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(this->store_->Keys("cache:").value(), expected);
+}
+
+TYPED_TEST(StoreTest, KeysTakesGlobCharactersInThePrefixLiterally) {
+  for (const char* key : {"a*b:1", "axb:1", "a?b:1", "a[x]b:1", "ax]b:1", "a\\b:1", "ab:1"}) {
+    ASSERT_TRUE(this->store_->Set(key, "v").ok());
+  }
+  EXPECT_EQ(this->store_->Keys("a*b").value(), Strings{"a*b:1"});
+  EXPECT_EQ(this->store_->Keys("a?b").value(), Strings{"a?b:1"});
+  EXPECT_EQ(this->store_->Keys("a[x]b").value(), Strings{"a[x]b:1"});
+  EXPECT_EQ(this->store_->Keys("a\\b").value(), Strings{"a\\b:1"});
+}
+
+TYPED_TEST(StoreTest, KeysWithAnEmptyPrefixListsEveryKey) {
+  ASSERT_TRUE(this->store_->Set("b", "v").ok());
+  ASSERT_TRUE(this->store_->Set("a", "v").ok());
+  EXPECT_EQ(this->store_->Keys("").value(), (Strings{"a", "b"}));
+}
+
+TYPED_TEST(StoreTest, OperationsOfAnotherTypeFailWithFailedPrecondition) {
+  ASSERT_TRUE(this->store_->Set("s", "v").ok());
+  ASSERT_TRUE(this->store_->HashSet("h", "f", "v").ok());
+  EXPECT_EQ(this->store_->Get("h").status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(this->store_->HashSet("s", "f", "v").code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(this->store_->HashGetAll("s").status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(this->store_->HashDelete("s", "f").code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(this->store_->ListPush("h", "v").code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(this->store_->ListRange("s").status().code(), StatusCode::kFailedPrecondition);
+  // The failed operations changed nothing.
+  EXPECT_EQ(this->store_->Get("s").value(), std::optional<std::string>("v"));
+  EXPECT_EQ(this->store_->HashGetAll("h").value(), (Hash{{"f", "v"}}));
+}
+
+}  // namespace
+}  // namespace dtm
