@@ -12,6 +12,8 @@
 #include "worker/engine/jsonl.h"
 #include "worker/engine/tensor_util.h"
 
+#include "tests/worker/engine/test_files.h"
+
 namespace dtm {
 namespace {
 
@@ -19,17 +21,8 @@ namespace fs = std::filesystem;
 
 using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
 
-std::string ReadBytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void WriteBytes(const fs::path& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << bytes;
-}
+using testing::ReadBytes;
+using testing::WriteBytes;
 
 std::string TensorBytes(const torch::Tensor& t) {
   torch::Tensor c = t.contiguous();

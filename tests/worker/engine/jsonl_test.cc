@@ -9,22 +9,15 @@
 #include <sstream>
 #include <string>
 
+#include "tests/worker/engine/test_files.h"
+
 namespace dtm {
 namespace {
 
 namespace fs = std::filesystem;
 
-std::string ReadBytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void WriteBytes(const fs::path& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << bytes;
-}
+using testing::ReadBytes;
+using testing::WriteBytes;
 
 class JsonlTest : public ::testing::Test {
  protected:
