@@ -12,25 +12,14 @@
 #include <set>
 #include <vector>
 
+#include "tests/worker/engine/test_tensors.h"
+
 namespace dtm {
 namespace {
 
-std::vector<float> RandomValues(int64_t n, uint32_t seed, float stddev = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, stddev);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = normal(rng);
-  return v;
-}
-
-torch::Tensor ToTensor(const std::vector<float>& v, std::vector<int64_t> shape) {
-  return torch::from_blob(const_cast<float*>(v.data()), shape, torch::kFloat32).clone();
-}
-
-std::vector<float> ToVector(const torch::Tensor& t) {
-  torch::Tensor c = t.to(torch::kCPU, torch::kFloat32).contiguous();
-  return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
-}
+using testing::RandomValues;
+using testing::ToTensor;
+using testing::ToVector;
 
 int64_t CountZeros(const std::vector<float>& v) { return std::count(v.begin(), v.end(), 0.0f); }
 
