@@ -1,0 +1,280 @@
+#include "coordinator/lease_table.h"
+
+#include <utility>
+
+namespace dtm {
+
+StatusOr<std::unique_ptr<LeaseTable>> LeaseTable::Create(Options options, const Clock* clock) {
+  if (options.lease_timeout_ms <= 0) {
+    return InvalidArgumentError("lease_timeout_ms must be positive, got " +
+                                std::to_string(options.lease_timeout_ms));
+  }
+  if (options.max_attempts < 1) {
+    return InvalidArgumentError("max_attempts must be at least 1, got " +
+                                std::to_string(options.max_attempts));
+  }
+  if (clock == nullptr) return InvalidArgumentError("clock must not be null");
+  return std::unique_ptr<LeaseTable>(new LeaseTable(options, clock));
+}
+
+Status LeaseTable::Enqueue(const std::string& task_id, int priority) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto [it, inserted] = tasks_.try_emplace(task_id);
+  Task& task = it->second;
+  if (!inserted) {
+    if (task.state == TaskState::kQueued || task.state == TaskState::kLeased) {
+      return Status(StatusCode::kAlreadyExists, "task " + task_id + " is already queued or leased");
+    }
+    // A finished task starts over.
+    SetState(task, TaskState::kQueued);
+  } else {
+    ++stats_.queued;  // a new Task starts in kQueued, so SetState would not count it
+  }
+  task.priority = priority;
+  task.seq = next_seq_++;
+  ++task.generation;
+  task.attempt = 1;
+  task.lease_id.clear();
+  queue_.emplace(task.priority, task.seq, task_id);
+  return OkStatus();
+}
+
+StatusOr<std::vector<LeaseGrant>> LeaseTable::Lease(const std::string& worker_id, int max_tasks,
+                                                    const std::string& lease_request_id) {
+  if (worker_id.empty()) return InvalidArgumentError("worker_id must not be empty");
+  if (lease_request_id.empty()) return InvalidArgumentError("lease_request_id must not be empty");
+  if (max_tasks <= 0)
+    return InvalidArgumentError("max_tasks must be positive, got " + std::to_string(max_tasks));
+
+  std::lock_guard<std::mutex> lock(mu_);
+  LeaseRequest& last = last_request_[worker_id];
+  if (last.id == lease_request_id) return last.grants;
+
+  std::vector<LeaseGrant> grants;
+  const auto expires_at = clock_->Now() + std::chrono::milliseconds(options_.lease_timeout_ms);
+  while (static_cast<int>(grants.size()) < max_tasks && !queue_.empty()) {
+    std::string task_id = std::get<2>(*queue_.begin());
+    queue_.erase(queue_.begin());
+    Task& task = tasks_.at(task_id);
+
+    std::string lease_id = "lease-" + std::to_string(next_lease_++);
+    LeaseRecord& lease = leases_[lease_id];
+    lease.task_id = task_id;
+    lease.worker_id = worker_id;
+    lease.generation = task.generation;
+    lease.attempt = task.attempt;
+    lease.expires_at = expires_at;
+    active_leases_.insert(lease_id);
+
+    SetState(task, TaskState::kLeased);
+    task.lease_id = lease_id;
+    grants.push_back({task_id, lease_id, task.attempt, expires_at});
+  }
+  last.id = lease_request_id;
+  last.grants = grants;
+  return grants;
+}
+
+std::vector<HeartbeatResult> LeaseTable::Heartbeat(const std::string& worker_id,
+                                                   const std::vector<std::string>& lease_ids) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const auto now = clock_->Now();
+  std::vector<HeartbeatResult> results;
+  results.reserve(lease_ids.size());
+  for (const std::string& lease_id : lease_ids) {
+    auto it = leases_.find(lease_id);
+    // Another worker's lease is UNKNOWN to this one: a worker must not keep someone else's lease alive.
+    if (it == leases_.end() || it->second.worker_id != worker_id) {
+      results.push_back(HeartbeatResult::kUnknown);
+      continue;
+    }
+    LeaseRecord& lease = it->second;
+    if (lease.end == LeaseEnd::kActive && now >= lease.expires_at) ExpireLease(lease_id, lease);
+    switch (lease.end) {
+      case LeaseEnd::kActive:
+        lease.expires_at = now + std::chrono::milliseconds(options_.lease_timeout_ms);
+        results.push_back(HeartbeatResult::kValid);
+        break;
+      case LeaseEnd::kExpired:
+        results.push_back(HeartbeatResult::kExpired);
+        break;
+      case LeaseEnd::kReleased:
+      case LeaseEnd::kCancelled:
+      case LeaseEnd::kSuperseded:
+        results.push_back(HeartbeatResult::kCancelled);
+        break;
+      case LeaseEnd::kCompleted:
+      case LeaseEnd::kFailed:
+        // The worker itself ended it; a heartbeat for it is a worker bug, not a task to drop.
+        results.push_back(HeartbeatResult::kUnknown);
+        break;
+    }
+  }
+  return results;
+}
+
+StatusOr<CompleteResult> LeaseTable::Complete(const std::string& lease_id, const std::string& task_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = leases_.find(lease_id);
+  if (it == leases_.end()) return NotFoundError("no lease " + lease_id);
+  LeaseRecord& lease = it->second;
+  if (lease.task_id != task_id) {
+    return InvalidArgumentError("lease " + lease_id + " is for task " + lease.task_id + ", not " + task_id);
+  }
+  Task& task = tasks_.at(task_id);
+  if (lease.generation != task.generation) return CompleteResult::kDuplicate;
+
+  switch (task.state) {
+    case TaskState::kDone:
+      return CompleteResult::kDuplicate;
+    case TaskState::kCancelled:
+      return CompleteResult::kCancelled;
+    case TaskState::kFailed:
+      return FailedPreconditionError("task " + task_id + " already failed");
+    case TaskState::kQueued:
+      // This lease expired or was released and the task waits for another worker: this result wins.
+      EraseFromQueue(task_id, task);
+      break;
+    case TaskState::kLeased:
+      // Past expiry but not yet swept, the lease is expired; its result is still the first, so it is
+      // accepted, and no expiry is counted because no work was lost.
+      if (task.lease_id != lease_id) {
+        EndLease(task.lease_id, leases_.at(task.lease_id), LeaseEnd::kSuperseded);
+      }
+      break;
+  }
+  if (lease.end == LeaseEnd::kActive) EndLease(lease_id, lease, LeaseEnd::kCompleted);
+  task.lease_id.clear();
+  SetState(task, TaskState::kDone);
+  return CompleteResult::kAccepted;
+}
+
+StatusOr<FailResult> LeaseTable::Fail(const std::string& lease_id, bool retryable) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = leases_.find(lease_id);
+  if (it == leases_.end()) return NotFoundError("no lease " + lease_id);
+  LeaseRecord& lease = it->second;
+  if (lease.end != LeaseEnd::kActive) {
+    return FailedPreconditionError("lease " + lease_id + " already ended");
+  }
+  EndLease(lease_id, lease, LeaseEnd::kFailed);
+  Task& task = tasks_.at(lease.task_id);
+  task.lease_id.clear();
+  return RetryOrFail(lease.task_id, task, retryable) ? FailResult::kRequeued : FailResult::kFailed;
+}
+
+std::vector<std::string> LeaseTable::ReleaseWorker(const std::string& worker_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  // A retried lease request after a drain must lease afresh, not get back the leases just released.
+  last_request_.erase(worker_id);
+  std::vector<std::string> released;
+  for (auto it = active_leases_.begin(); it != active_leases_.end();) {
+    const std::string lease_id = *it++;  // EndLease erases it from active_leases_
+    LeaseRecord& lease = leases_.at(lease_id);
+    if (lease.worker_id != worker_id) continue;
+    EndLease(lease_id, lease, LeaseEnd::kReleased);
+    Task& task = tasks_.at(lease.task_id);
+    task.lease_id.clear();
+    PushQueue(lease.task_id, task);
+    ++stats_.requeued_total;
+    released.push_back(lease.task_id);
+  }
+  return released;
+}
+
+Status LeaseTable::Cancel(const std::string& task_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = tasks_.find(task_id);
+  if (it == tasks_.end()) return NotFoundError("no task " + task_id);
+  Task& task = it->second;
+  switch (task.state) {
+    case TaskState::kCancelled:
+      return OkStatus();
+    case TaskState::kDone:
+    case TaskState::kFailed:
+      return FailedPreconditionError("task " + task_id + " already finished");
+    case TaskState::kQueued:
+      EraseFromQueue(task_id, task);
+      break;
+    case TaskState::kLeased:
+      EndLease(task.lease_id, leases_.at(task.lease_id), LeaseEnd::kCancelled);
+      task.lease_id.clear();
+      break;
+  }
+  SetState(task, TaskState::kCancelled);
+  return OkStatus();
+}
+
+std::vector<std::string> LeaseTable::ExpireLeases() {
+  std::lock_guard<std::mutex> lock(mu_);
+  const auto now = clock_->Now();
+  std::vector<std::string> requeued;
+  for (auto it = active_leases_.begin(); it != active_leases_.end();) {
+    const std::string lease_id = *it++;  // ExpireLease erases it from active_leases_
+    LeaseRecord& lease = leases_.at(lease_id);
+    if (now < lease.expires_at) continue;
+    if (ExpireLease(lease_id, lease)) requeued.push_back(lease.task_id);
+  }
+  return requeued;
+}
+
+LeaseTableStats LeaseTable::Stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+void LeaseTable::SetState(Task& task, TaskState state) {
+  auto count = [this](TaskState s) -> int64_t& {
+    switch (s) {
+      case TaskState::kQueued:
+        return stats_.queued;
+      case TaskState::kLeased:
+        return stats_.leased;
+      case TaskState::kDone:
+        return stats_.done;
+      case TaskState::kFailed:
+        return stats_.failed;
+      case TaskState::kCancelled:
+        break;
+    }
+    return stats_.cancelled;
+  };
+  --count(task.state);
+  ++count(state);
+  task.state = state;
+}
+
+void LeaseTable::PushQueue(const std::string& task_id, Task& task) {
+  SetState(task, TaskState::kQueued);
+  queue_.emplace(task.priority, task.seq, task_id);
+}
+
+void LeaseTable::EraseFromQueue(const std::string& task_id, const Task& task) {
+  queue_.erase(QueueKey(task.priority, task.seq, task_id));
+}
+
+void LeaseTable::EndLease(const std::string& lease_id, LeaseRecord& lease, LeaseEnd end) {
+  lease.end = end;
+  active_leases_.erase(lease_id);
+}
+
+bool LeaseTable::ExpireLease(const std::string& lease_id, LeaseRecord& lease) {
+  EndLease(lease_id, lease, LeaseEnd::kExpired);
+  ++stats_.expired_total;
+  Task& task = tasks_.at(lease.task_id);
+  task.lease_id.clear();
+  return RetryOrFail(lease.task_id, task, /*retryable=*/true);
+}
+
+bool LeaseTable::RetryOrFail(const std::string& task_id, Task& task, bool retryable) {
+  if (!retryable || task.attempt >= options_.max_attempts) {
+    SetState(task, TaskState::kFailed);
+    return false;
+  }
+  ++task.attempt;
+  PushQueue(task_id, task);
+  ++stats_.requeued_total;
+  return true;
+}
+
+}  // namespace dtm
