@@ -20,7 +20,8 @@ import argparse
 import json
 import math
 import sys
-from typing import List
+
+from llama_reference import quantile_type7  # the one R-type-7 quantile of the reference
 
 AGG_KEYS = ("fdt75", "fdt_mean", "sdt_mean", "dppl")
 
@@ -61,18 +62,6 @@ def load(path: str) -> dict:
             if k not in p:
                 raise BadInput(f"{path}: per_probe entry {p!r} lacks {k!r}")
     return obj
-
-
-def quantile_type7(values: List[float], q: float) -> float:
-    x = sorted(float(v) for v in values)
-    if not x:
-        return float("nan")
-    h = (len(x) - 1) * q                       # virtual index, as numpy computes it
-    lo = int(math.floor(h))
-    hi = min(lo + 1, len(x) - 1)
-    t, d = h - lo, x[hi] - x[lo]
-    # numpy's _lerp: a + d*t, or b - d*(1-t) when t >= 0.5 (same value up to the last ulp)
-    return x[hi] - d * (1 - t) if t >= 0.5 else x[lo] + d * t
 
 
 def close(a: float, b: float, rel: float = 1e-9, abs_tol: float = 1e-12) -> bool:
