@@ -57,7 +57,7 @@ StatusOr<std::vector<LeaseGrant>> LeaseTable::Lease(const std::string& worker_id
     queue_.erase(queue_.begin());
     Task& task = tasks_.at(task_id);
 
-    std::string lease_id = "lease-" + std::to_string(next_lease_++);
+    std::string lease_id = options_.lease_id_prefix + std::to_string(next_lease_++);
     LeaseRecord& lease = leases_[lease_id];
     lease.task_id = task_id;
     lease.worker_id = worker_id;

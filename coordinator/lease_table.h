@@ -89,6 +89,9 @@ class LeaseTable {
   struct Options {
     int64_t lease_timeout_ms = 30000;
     int max_attempts = 5;
+    // Lease ids are this prefix and a counter. A coordinator picks a prefix per start, so that a
+    // lease id from before a restart never names a lease of the new table.
+    std::string lease_id_prefix = "lease-";
   };
 
   // `clock` is not owned and must outlive the table. INVALID_ARGUMENT on a non-positive option.

@@ -9,27 +9,13 @@
 
 #include <torch/torch.h>
 
-#include "worker/engine/probes.h"
+#include "common/baseline_file.h"
+#include "common/probe_file.h"
 #include "common/status.h"
 
 namespace dtm {
 
 class LlamaModel;
-
-struct BaselineRow {
-  std::string id;
-  int64_t prefix_len = 0;
-  std::vector<int32_t> tokens;  // prefix + completion
-  int64_t completion_len() const { return static_cast<int64_t>(tokens.size()) - prefix_len; }
-};
-
-struct Baseline {
-  std::vector<BaselineRow> rows;
-  std::string Fingerprint() const;  // SHA-256 over ids, prefix lengths and tokens
-};
-
-StatusOr<Baseline> ReadBaselineFile(const std::string& path);
-Status WriteBaselineFile(const std::string& path, const Baseline& baseline);
 
 // Rows are batched by equal (prefix_len, length); `on_batch(done, total)` reports progress.
 struct GenerateOptions {

@@ -9,7 +9,7 @@
 
 #include <torch/torch.h>
 
-#include "worker/engine/components.h"
+#include "common/components.h"
 #include "common/status.h"
 
 namespace dtm {

@@ -8,8 +8,8 @@
 #include <system_error>
 #include <thread>
 
-#include "worker/engine/jsonl.h"
-#include "worker/engine/sha256.h"
+#include "common/jsonl.h"
+#include "common/sha256.h"
 #include "worker/engine/tensor_util.h"
 
 namespace dtm {

@@ -11,7 +11,7 @@
 #include <torch/torch.h>
 
 #include "worker/engine/baseline.h"
-#include "worker/engine/compression_config.h"
+#include "common/compression_config.h"
 #include "worker/engine/divergence.h"
 #include "common/status.h"
 

@@ -11,7 +11,7 @@
 
 #include <torch/torch.h>
 
-#include "worker/engine/components.h"
+#include "common/components.h"
 #include "worker/engine/model_config.h"
 #include "common/status.h"
 

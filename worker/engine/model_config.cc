@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "worker/engine/jsonl.h"
+#include "common/jsonl.h"
 
 namespace dtm {
 namespace {

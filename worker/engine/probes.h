@@ -1,29 +1,16 @@
-// Probe sets: token prefixes y[:n] cut from a corpus, and the probe files other tools share.
-//
-// A probe file is JSON lines (gzipped when the name ends in .gz), one object per probe:
-// {"id": "...", "tokens": [prefix ids]}.
+// Probe sets cut from a corpus: token prefixes y[:n] (the probe file format is common/probe_file.h).
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "common/probe_file.h"
 #include "common/status.h"
 
 namespace dtm {
 
 class Tokenizer;
-
-struct Probe {
-  std::string id;
-  std::vector<int32_t> tokens;
-};
-
-struct ProbeSet {
-  std::vector<Probe> probes;
-  // SHA-256 over every probe's id and tokens, in order: the probe set's identity in cache keys.
-  std::string Fingerprint() const;
-};
 
 // kText: plain text; a probe starts at a line and takes lines until it has n tokens.
 // kWikitext: the same, skipping blank lines and "= Heading =" lines.
@@ -42,7 +29,5 @@ struct MakeProbesOptions {
 StatusOr<ProbeSet> MakeProbes(const std::string& corpus_path, const Tokenizer& tokenizer,
                               const MakeProbesOptions& options);
 
-StatusOr<ProbeSet> ReadProbeFile(const std::string& path);
-Status WriteProbeFile(const std::string& path, const ProbeSet& probes);
 
 }  // namespace dtm

@@ -15,7 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "worker/engine/jsonl.h"
+#include "common/jsonl.h"
 
 namespace dtm {
 

@@ -11,7 +11,7 @@
 #include "worker/engine/bpe_trainer.h"
 #include "worker/engine/brown_corpus.h"
 #include "worker/engine/checkpoint.h"
-#include "worker/engine/jsonl.h"
+#include "common/jsonl.h"
 #include "worker/engine/llama_model.h"
 #include "worker/engine/tokenizer.h"
 

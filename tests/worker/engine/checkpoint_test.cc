@@ -9,7 +9,7 @@
 #include <sstream>
 #include <string>
 
-#include "worker/engine/jsonl.h"
+#include "common/jsonl.h"
 #include "worker/engine/tensor_util.h"
 
 #include "tests/worker/engine/test_files.h"

@@ -7,7 +7,7 @@
 #include "tests/worker/engine/test_models.h"
 #include "worker/engine/baseline.h"
 #include "worker/engine/bpe_trainer.h"
-#include "worker/engine/jsonl.h"
+#include "common/jsonl.h"
 #include "worker/engine/tokenizer.h"
 
 namespace dtm {

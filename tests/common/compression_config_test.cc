@@ -1,4 +1,4 @@
-#include "worker/engine/compression_config.h"
+#include "common/compression_config.h"
 
 #include <gtest/gtest.h>
 

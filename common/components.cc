@@ -1,4 +1,4 @@
-#include "worker/engine/components.h"
+#include "common/components.h"
 
 #include <charconv>
 

@@ -11,7 +11,7 @@
 #include <utility>
 #include <vector>
 
-#include "worker/engine/components.h"
+#include "common/components.h"
 #include "common/status.h"
 
 namespace dtm {

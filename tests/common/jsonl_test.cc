@@ -1,4 +1,4 @@
-#include "worker/engine/jsonl.h"
+#include "common/jsonl.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
