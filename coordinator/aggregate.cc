@@ -1,0 +1,92 @@
+#include "coordinator/aggregate.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+namespace dtm {
+namespace {
+
+Status BadProbe(const dtm::v1::ProbeResult& r, const std::string& why) {
+  return InvalidArgumentError("shard results: probe " + std::to_string(r.probe_index()) + " ('" +
+                              r.probe_id() + "'): " + why);
+}
+
+// The invariants of one probe's FDT/SDT/NLL (SPEC): whatever breaks them is a worker bug, and averaging it
+// in would hide it.
+Status CheckProbe(const dtm::v1::ProbeResult& r, int64_t completion_len) {
+  const int64_t fdt = r.fdt();
+  const int64_t sdt = r.sdt();
+  const std::string m = std::to_string(completion_len);
+  if (fdt > completion_len)
+    return BadProbe(r, "fdt " + std::to_string(fdt) + " exceeds the completion length " + m);
+  if (sdt > completion_len)
+    return BadProbe(r, "sdt " + std::to_string(sdt) + " exceeds the completion length " + m);
+  if (fdt == completion_len && sdt != 0) {
+    return BadProbe(r,
+                    "sdt " + std::to_string(sdt) + " with no divergence (fdt = completion length " + m + ")");
+  }
+  if (fdt < completion_len && (sdt < 1 || sdt > completion_len - fdt)) {
+    return BadProbe(r, "sdt " + std::to_string(sdt) + " is not in [1, " +
+                           std::to_string(completion_len - fdt) + "] for fdt " + std::to_string(fdt) +
+                           " and completion length " + m);
+  }
+  if (!std::isfinite(r.nll())) return BadProbe(r, "nll " + std::to_string(r.nll()) + " is not finite");
+  return OkStatus();
+}
+
+}  // namespace
+
+double QuantileType7(std::vector<double> values, double q) {
+  if (values.empty()) return std::nan("");
+  std::sort(values.begin(), values.end());
+  const double h = (static_cast<double>(values.size()) - 1.0) * q;
+  const size_t lo = static_cast<size_t>(std::floor(h));
+  const size_t hi = std::min(lo + 1, values.size() - 1);
+  return values[lo] + (h - static_cast<double>(lo)) * (values[hi] - values[lo]);
+}
+
+StatusOr<dtm::v1::Metrics> AggregateProbeResults(const std::vector<dtm::v1::ProbeResult>& results,
+                                                 int64_t completion_len) {
+  if (completion_len < 1) {
+    return InvalidArgumentError("shard results: completion length " + std::to_string(completion_len) +
+                                " must be at least 1");
+  }
+  // Probe order, not arrival order: floating-point sums then come out the same however shards land.
+  std::vector<const dtm::v1::ProbeResult*> ordered;
+  ordered.reserve(results.size());
+  for (const dtm::v1::ProbeResult& r : results) ordered.push_back(&r);
+  std::sort(ordered.begin(), ordered.end(),
+            [](const auto* a, const auto* b) { return a->probe_index() < b->probe_index(); });
+
+  dtm::v1::Metrics metrics;
+  std::vector<uint32_t> histogram(static_cast<size_t>(completion_len) + 1, 0);
+  std::vector<double> fdts;
+  fdts.reserve(ordered.size());
+  double fdt_sum = 0, sdt_sum = 0, ppl_sum = 0, nll_sum = 0;
+  for (size_t i = 0; i < ordered.size(); ++i) {
+    const dtm::v1::ProbeResult& r = *ordered[i];
+    if (i > 0 && ordered[i - 1]->probe_index() == r.probe_index()) {
+      return BadProbe(r, "reported twice (also as '" + ordered[i - 1]->probe_id() + "')");
+    }
+    RETURN_IF_ERROR(CheckProbe(r, completion_len));
+    fdts.push_back(static_cast<double>(r.fdt()));
+    fdt_sum += static_cast<double>(r.fdt());
+    sdt_sum += static_cast<double>(r.sdt());
+    ppl_sum += std::exp(r.nll());
+    nll_sum += r.nll();
+    ++histogram[r.fdt()];
+  }
+  for (uint32_t count : histogram) metrics.add_fdt_histogram(count);
+  metrics.set_num_probes(static_cast<uint32_t>(ordered.size()));
+  if (ordered.empty()) return metrics;
+  const double n = static_cast<double>(ordered.size());
+  metrics.set_fdt_mean(fdt_sum / n);
+  metrics.set_sdt_mean(sdt_sum / n);
+  metrics.set_dppl(ppl_sum / n);
+  metrics.set_nll_mean(nll_sum / n);
+  metrics.set_fdt75(QuantileType7(std::move(fdts), 0.75));
+  return metrics;
+}
+
+}  // namespace dtm

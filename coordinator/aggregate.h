@@ -1,0 +1,27 @@
+// Aggregation of shard results into SPEC's metrics ("Probes, baseline and metrics"), without libtorch.
+//
+// The coordinator sees a config's per-probe results shard by shard, in whatever order workers finish
+// them; the aggregates are computed in probe order so that the numbers do not depend on that order.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "common/status.h"
+#include "dtm/v1/common.pb.h"
+
+namespace dtm {
+
+// The metrics of one config from the per-probe results of all its shards (any shard order; each probe
+// identified by probe_index). INVALID_ARGUMENT, naming the probe, if a probe index repeats, fdt or sdt
+// exceed completion_len, fdt and sdt contradict each other (sdt is 0 exactly when fdt is
+// completion_len, and at most completion_len - fdt), or nll is not finite. No results give num_probes 0,
+// zero aggregates and an all-zero histogram of completion_len + 1 bins.
+StatusOr<dtm::v1::Metrics> AggregateProbeResults(const std::vector<dtm::v1::ProbeResult>& results,
+                                                 int64_t completion_len);
+
+// The q-quantile with linear interpolation between order statistics (NumPy's default, R type 7);
+// NaN for no values. Named apart from the engine's dtm::Quantile, which a binary may link as well.
+double QuantileType7(std::vector<double> values, double q);
+
+}  // namespace dtm

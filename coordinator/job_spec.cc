@@ -1,0 +1,409 @@
+#include "coordinator/job_spec.h"
+
+#include <fnmatch.h>
+#include <yaml-cpp/yaml.h>
+
+#include <charconv>
+#include <limits>
+#include <map>
+#include <set>
+#include <system_error>
+#include <unordered_set>
+#include <utility>
+
+#include "common/components.h"
+#include "common/compression_config.h"
+
+namespace dtm {
+namespace {
+
+constexpr const char* kKindNames[] = {"evaluate", "probe", "quant-search", "sparsify-round"};
+constexpr const char* kKindList = "evaluate, probe, quant-search, sparsify-round";
+constexpr const char* kDtypeList = "float32, float16, bfloat16";
+
+// Config syntax is checked at submission, before the model's layer count is known: any layer index is
+// admitted here (bounded so that ComponentId::Index() cannot overflow) and re-checked by ExpandConfigs.
+constexpr int kSyntaxCheckLayers = std::numeric_limits<int>::max() / kComponentKindsPerLayer - 1;
+
+// Counts end up in uint32 proto fields and int tensor sizes: keep them within both.
+constexpr int64_t kMaxCount = std::numeric_limits<int32_t>::max();
+
+const std::vector<std::string> kTopLevelFields = {"name",       "kind",       "model",      "dtype",
+                                                  "probes",     "num_probes", "prefix",     "completion",
+                                                  "shard_size", "priority",   "noise_floor"};
+
+// A mapping's value with the key as the user wrote it, so that errors can point at the line.
+struct Entry {
+  YAML::Node key;
+  YAML::Node value;
+};
+using Entries = std::map<std::string, Entry>;
+
+std::string Joined(const std::vector<std::string>& names) {
+  std::string out;
+  for (const std::string& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+
+// "job spec: FIELD (line L): WHY"; the line is 1-based, as editors show it.
+Status FieldError(const std::string& field, const YAML::Node& node, const std::string& why) {
+  std::string where = field;
+  if (node.IsDefined() && !node.Mark().is_null())
+    where += " (line " + std::to_string(node.Mark().line + 1) + ")";
+  return InvalidArgumentError("job spec: " + where + ": " + why);
+}
+
+std::string Describe(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Null:
+      return "nothing";
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Map:
+      return "a mapping";
+    case YAML::NodeType::Scalar:
+      return "'" + node.Scalar() + "'";
+    default:
+      return "an undefined value";
+  }
+}
+
+// The entries of a mapping; keys must be plain text and appear once (yaml-cpp keeps both copies of a
+// repeated key, and looking one up would silently take the first).
+StatusOr<Entries> ReadMapping(const YAML::Node& map, const std::string& field) {
+  if (!map.IsMap()) return FieldError(field, map, "must be a mapping of fields, got " + Describe(map));
+  Entries entries;
+  for (const auto& kv : map) {
+    const std::string where = field.empty() ? "field" : field;
+    if (!kv.first.IsScalar())
+      return FieldError(where, kv.first, "a key must be a name, got " + Describe(kv.first));
+    const std::string key = kv.first.Scalar();
+    const std::string full = field.empty() ? key : field + "." + key;
+    // A null value's mark points past it, often at the next line: report the key's line instead.
+    if (kv.second.IsNull()) return FieldError(full, kv.first, "has no value");
+    auto [it, inserted] = entries.emplace(key, Entry{kv.first, kv.second});
+    if (!inserted) {
+      return FieldError(full, kv.first,
+                        "given twice (first on line " + std::to_string(it->second.key.Mark().line + 1) + ")");
+    }
+  }
+  return entries;
+}
+
+// Typos must not be silently ignored: every key must be one the schema knows.
+Status CheckKnownKeys(const Entries& entries, const std::string& field,
+                      const std::vector<std::string>& allowed) {
+  const std::set<std::string> known(allowed.begin(), allowed.end());
+  for (const auto& [key, entry] : entries) {
+    if (known.count(key) == 0) {
+      return FieldError(field.empty() ? key : field + "." + key, entry.key,
+                        "unknown field; expected one of " + Joined(allowed));
+    }
+  }
+  return OkStatus();
+}
+
+StatusOr<std::string> ReadString(const YAML::Node& node, const std::string& field) {
+  if (!node.IsScalar()) return FieldError(field, node, "must be a string, got " + Describe(node));
+  return node.Scalar();
+}
+
+StatusOr<std::string> ReadNonEmptyString(const YAML::Node& node, const std::string& field) {
+  ASSIGN_OR_RETURN(std::string s, ReadString(node, field));
+  if (s.empty()) return FieldError(field, node, "must not be empty");
+  return s;
+}
+
+// Decimal only: yaml-cpp's own conversion would read "010" as octal and "0x10" as hex.
+StatusOr<int64_t> ReadInt(const YAML::Node& node, const std::string& field, int64_t min, int64_t max) {
+  if (!node.IsScalar()) return FieldError(field, node, "must be an integer, got " + Describe(node));
+  const std::string& text = node.Scalar();
+  int64_t value = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc() || ptr != text.data() + text.size()) {
+    return FieldError(field, node, "must be an integer, got '" + text + "'");
+  }
+  if (value < min)
+    return FieldError(field, node, "must be at least " + std::to_string(min) + ", got " + text);
+  if (value > max) return FieldError(field, node, "must be at most " + std::to_string(max) + ", got " + text);
+  return value;
+}
+
+StatusOr<bool> ReadBool(const YAML::Node& node, const std::string& field) {
+  bool value = false;
+  if (!node.IsScalar() || !YAML::convert<bool>::decode(node, value)) {
+    return FieldError(field, node, "must be true or false, got " + Describe(node));
+  }
+  return value;
+}
+
+// A list of strings, each with its node so that an element's error can name its own line.
+StatusOr<std::vector<std::pair<std::string, YAML::Node>>> ReadStringList(const YAML::Node& node,
+                                                                         const std::string& field) {
+  if (!node.IsSequence()) return FieldError(field, node, "must be a list of strings, got " + Describe(node));
+  std::vector<std::pair<std::string, YAML::Node>> out;
+  for (size_t i = 0; i < node.size(); ++i) {
+    const YAML::Node item = node[i];
+    ASSIGN_OR_RETURN(std::string s, ReadNonEmptyString(item, field + "[" + std::to_string(i) + "]"));
+    out.emplace_back(std::move(s), item);
+  }
+  return out;
+}
+
+const Entry* Find(const Entries& entries, const std::string& key) {
+  auto it = entries.find(key);
+  return it == entries.end() ? nullptr : &it->second;
+}
+
+Status ParseEvaluateSection(const YAML::Node& section, JobSpec* spec) {
+  ASSIGN_OR_RETURN(Entries entries, ReadMapping(section, "evaluate"));
+  RETURN_IF_ERROR(CheckKnownKeys(entries, "evaluate", {"configs"}));
+  const Entry* configs = Find(entries, "configs");
+  if (configs == nullptr)
+    return FieldError("evaluate.configs", section, "missing; list the configs to evaluate");
+  ASSIGN_OR_RETURN(auto items, ReadStringList(configs->value, "evaluate.configs"));
+  if (items.empty()) return FieldError("evaluate.configs", configs->value, "must list at least one config");
+  for (size_t i = 0; i < items.size(); ++i) {
+    const std::string field = "evaluate.configs[" + std::to_string(i) + "]";
+    StatusOr<CompressionConfig> config = ParseCompressionConfig(items[i].first, kSyntaxCheckLayers);
+    if (!config.ok()) return FieldError(field, items[i].second, config.status().message());
+    if (config->empty()) {
+      return FieldError(field, items[i].second,
+                        "empty config; the uncompressed model is evaluated by noise_floor: true");
+    }
+    spec->configs.push_back(config->Canonical());
+  }
+  return OkStatus();
+}
+
+Status ParseProbeSection(const YAML::Node& section, JobSpec* spec) {
+  ASSIGN_OR_RETURN(Entries entries, ReadMapping(section, "probe"));
+  RETURN_IF_ERROR(CheckKnownKeys(entries, "probe", {"methods", "components"}));
+  const Entry* methods = Find(entries, "methods");
+  if (methods == nullptr)
+    return FieldError("probe.methods", section, "missing; list the methods to probe with");
+  ASSIGN_OR_RETURN(auto items, ReadStringList(methods->value, "probe.methods"));
+  if (items.empty()) return FieldError("probe.methods", methods->value, "must list at least one method");
+  for (size_t i = 0; i < items.size(); ++i) {
+    StatusOr<CompressionMethod> method = ParseCompressionMethod(items[i].first);
+    if (!method.ok()) {
+      return FieldError("probe.methods[" + std::to_string(i) + "]", items[i].second,
+                        method.status().message());
+    }
+    spec->methods.push_back(method->ToString());
+  }
+  if (const Entry* components = Find(entries, "components")) {
+    ASSIGN_OR_RETURN(auto globs, ReadStringList(components->value, "probe.components"));
+    for (auto& glob : globs) spec->components.push_back(std::move(glob.first));
+  }
+  return OkStatus();
+}
+
+Status ParseTopLevel(const YAML::Node& root, JobSpec* spec) {
+  ASSIGN_OR_RETURN(Entries entries, ReadMapping(root, ""));
+
+  // The kind first: it decides which section is allowed, and an unsupported kind should say so rather
+  // than complain about its section.
+  const Entry* kind = Find(entries, "kind");
+  if (kind == nullptr)
+    return InvalidArgumentError(std::string("job spec: kind: missing; expected one of ") + kKindList);
+  ASSIGN_OR_RETURN(std::string kind_name, ReadString(kind->value, "kind"));
+  StatusOr<JobKind> parsed_kind = ParseJobKind(kind_name);
+  if (!parsed_kind.ok()) return FieldError("kind", kind->value, parsed_kind.status().message());
+  spec->kind = *parsed_kind;
+  if (spec->kind != JobKind::kEvaluate && spec->kind != JobKind::kProbe) {
+    return FieldError("kind", kind->value, "'" + kind_name + "' is not supported yet");
+  }
+
+  std::vector<std::string> allowed = kTopLevelFields;
+  allowed.push_back("evaluate");
+  allowed.push_back("probe");
+  RETURN_IF_ERROR(CheckKnownKeys(entries, "", allowed));
+
+  const Entry* model = Find(entries, "model");
+  if (model == nullptr)
+    return InvalidArgumentError("job spec: model: missing; the model folder as the workers see it");
+  ASSIGN_OR_RETURN(spec->model, ReadNonEmptyString(model->value, "model"));
+  const Entry* probes = Find(entries, "probes");
+  if (probes == nullptr)
+    return InvalidArgumentError("job spec: probes: missing; the probe file (JSON lines)");
+  ASSIGN_OR_RETURN(spec->probes, ReadNonEmptyString(probes->value, "probes"));
+
+  if (const Entry* e = Find(entries, "name")) {
+    ASSIGN_OR_RETURN(spec->name, ReadString(e->value, "name"));
+  }
+  if (const Entry* e = Find(entries, "dtype")) {
+    ASSIGN_OR_RETURN(spec->dtype, ReadString(e->value, "dtype"));
+    if (spec->dtype != "float32" && spec->dtype != "float16" && spec->dtype != "bfloat16") {
+      return FieldError("dtype", e->value,
+                        std::string("must be one of ") + kDtypeList + ", got '" + spec->dtype + "'");
+    }
+  }
+  if (const Entry* e = Find(entries, "num_probes")) {
+    ASSIGN_OR_RETURN(spec->num_probes, ReadInt(e->value, "num_probes", 0, kMaxCount));
+  }
+  if (const Entry* e = Find(entries, "prefix")) {
+    ASSIGN_OR_RETURN(spec->prefix_len, ReadInt(e->value, "prefix", 1, kMaxCount));
+  }
+  if (const Entry* e = Find(entries, "completion")) {
+    ASSIGN_OR_RETURN(spec->completion_len, ReadInt(e->value, "completion", 1, kMaxCount));
+  }
+  if (const Entry* e = Find(entries, "shard_size")) {
+    ASSIGN_OR_RETURN(spec->shard_size, ReadInt(e->value, "shard_size", 1, kMaxCount));
+  }
+  if (const Entry* e = Find(entries, "priority")) {
+    ASSIGN_OR_RETURN(int64_t priority, ReadInt(e->value, "priority", std::numeric_limits<int32_t>::min(),
+                                               std::numeric_limits<int32_t>::max()));
+    spec->priority = static_cast<int>(priority);
+  }
+  if (const Entry* e = Find(entries, "noise_floor")) {
+    ASSIGN_OR_RETURN(spec->noise_floor, ReadBool(e->value, "noise_floor"));
+  }
+
+  // Exactly the kind's own section.
+  const std::string own = JobKindName(spec->kind);
+  for (const char* other : {"evaluate", "probe"}) {
+    const Entry* e = Find(entries, other);
+    if (e != nullptr && other != own) {
+      return FieldError(other, e->key, "section does not match kind '" + own + "'");
+    }
+  }
+  const Entry* section = Find(entries, own);
+  if (section == nullptr) {
+    return InvalidArgumentError("job spec: " + own + ": missing; kind '" + own + "' needs its `" + own +
+                                ":` section (docs/job-spec.md)");
+  }
+  if (spec->kind == JobKind::kEvaluate) return ParseEvaluateSection(section->value, spec);
+  return ParseProbeSection(section->value, spec);
+}
+
+StatusOr<std::vector<std::string>> ExpandEvaluate(const JobSpec& spec, int num_layers) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < spec.configs.size(); ++i) {
+    StatusOr<CompressionConfig> config = ParseCompressionConfig(spec.configs[i], num_layers);
+    if (!config.ok()) {
+      return InvalidArgumentError("job spec: evaluate.configs[" + std::to_string(i) + "] '" +
+                                  spec.configs[i] + "': " + config.status().message());
+    }
+    out.push_back(config->Canonical());
+  }
+  return out;
+}
+
+StatusOr<std::vector<std::string>> ExpandProbe(const JobSpec& spec, int num_layers) {
+  const std::vector<ComponentId> all = AllComponents(num_layers);
+  std::vector<bool> selected(all.size(), spec.components.empty());
+  for (size_t g = 0; g < spec.components.size(); ++g) {
+    const std::string& glob = spec.components[g];
+    bool any = false;
+    for (size_t c = 0; c < all.size(); ++c) {
+      if (fnmatch(glob.c_str(), all[c].Name().c_str(), 0) == 0) selected[c] = any = true;
+    }
+    if (!any) {
+      return InvalidArgumentError("job spec: probe.components[" + std::to_string(g) + "] '" + glob +
+                                  "': matches no component of a model with " + std::to_string(num_layers) +
+                                  " layers (names look like model.layers.0.self_attn.q_proj)");
+    }
+  }
+  std::vector<std::string> out;
+  for (size_t m = 0; m < spec.methods.size(); ++m) {
+    StatusOr<CompressionMethod> method = ParseCompressionMethod(spec.methods[m]);
+    if (!method.ok()) {
+      return InvalidArgumentError("job spec: probe.methods[" + std::to_string(m) +
+                                  "]: " + method.status().message());
+    }
+    for (size_t c = 0; c < all.size(); ++c) {
+      if (!selected[c]) continue;
+      CompressionConfig config;
+      config.entries.emplace_back(all[c], *method);
+      out.push_back(config.Canonical());
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string JobKindName(JobKind kind) { return kKindNames[static_cast<int>(kind)]; }
+
+StatusOr<JobKind> ParseJobKind(std::string_view name) {
+  for (int k = 0; k < 4; ++k) {
+    if (name == kKindNames[k]) return static_cast<JobKind>(k);
+  }
+  return InvalidArgumentError("unknown kind '" + std::string(name) + "'; expected one of " + kKindList);
+}
+
+dtm::v1::JobKind ToProto(JobKind kind) {
+  switch (kind) {
+    case JobKind::kEvaluate:
+      return dtm::v1::JOB_KIND_EVALUATE;
+    case JobKind::kProbe:
+      return dtm::v1::JOB_KIND_PROBE;
+    case JobKind::kQuantSearch:
+      return dtm::v1::JOB_KIND_QUANT_SEARCH;
+    case JobKind::kSparsifyRound:
+      return dtm::v1::JOB_KIND_SPARSIFY_ROUND;
+  }
+  return dtm::v1::JOB_KIND_UNSPECIFIED;
+}
+
+dtm::v1::Dtype DtypeToProto(std::string_view dtype) {
+  if (dtype == "float32") return dtm::v1::DTYPE_F32;
+  if (dtype == "float16") return dtm::v1::DTYPE_F16;
+  if (dtype == "bfloat16") return dtm::v1::DTYPE_BF16;
+  return dtm::v1::DTYPE_UNSPECIFIED;
+}
+
+StatusOr<JobSpec> ParseJobSpec(const std::string& yaml_text) {
+  // yaml-cpp reports everything by exception; none may escape to a gRPC handler.
+  try {
+    const std::vector<YAML::Node> docs = YAML::LoadAll(yaml_text);
+    if (docs.empty() || docs[0].IsNull()) {
+      return InvalidArgumentError("job spec: empty; expected a mapping with at least kind, model and probes");
+    }
+    if (docs.size() > 1) {
+      return InvalidArgumentError("job spec: holds " + std::to_string(docs.size()) +
+                                  " YAML documents (the second on line " +
+                                  std::to_string(docs[1].Mark().line + 1) + "); expected one");
+    }
+    if (!docs[0].IsMap()) {
+      return FieldError("top level", docs[0], "must be a mapping of fields, got " + Describe(docs[0]));
+    }
+    JobSpec spec;
+    RETURN_IF_ERROR(ParseTopLevel(docs[0], &spec));
+    return spec;
+  } catch (const YAML::Exception& e) {
+    if (e.mark.is_null()) return InvalidArgumentError("job spec: malformed YAML: " + e.msg);
+    return InvalidArgumentError("job spec: malformed YAML at line " + std::to_string(e.mark.line + 1) +
+                                ", column " + std::to_string(e.mark.column + 1) + ": " + e.msg);
+  }
+}
+
+StatusOr<std::vector<std::string>> ExpandConfigs(const JobSpec& spec, int num_layers) {
+  if (num_layers < 1) {
+    return InvalidArgumentError("job spec: the model has " + std::to_string(num_layers) +
+                                " layers; expected at least 1");
+  }
+  std::vector<std::string> configs;
+  switch (spec.kind) {
+    case JobKind::kEvaluate: {
+      ASSIGN_OR_RETURN(configs, ExpandEvaluate(spec, num_layers));
+      break;
+    }
+    case JobKind::kProbe: {
+      ASSIGN_OR_RETURN(configs, ExpandProbe(spec, num_layers));
+      break;
+    }
+    default:
+      return InvalidArgumentError("job spec: kind: '" + JobKindName(spec.kind) + "' is not supported yet");
+  }
+  // Equal configs share one cache key anyway; evaluating and reporting one twice would only confuse.
+  std::vector<std::string> unique;
+  std::unordered_set<std::string> seen;
+  for (std::string& c : configs) {
+    if (seen.insert(c).second) unique.push_back(std::move(c));
+  }
+  return unique;
+}
+
+}  // namespace dtm

@@ -1,0 +1,65 @@
+// Job specs: the YAML a user submits (docs/job-spec.md), parsed and validated without the model.
+//
+// ParseJobSpec checks everything that does not need the model (syntax, types, bounds, config and
+// method syntax); ExpandConfigs turns a spec into the configs to evaluate once the model's layer count
+// is known. The coordinator stores the YAML text itself: JobSpec is not serialized anywhere.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+#include "dtm/v1/common.pb.h"
+#include "dtm/v1/job.pb.h"
+
+namespace dtm {
+
+enum class JobKind { kEvaluate, kProbe, kQuantSearch, kSparsifyRound };
+
+// "evaluate", "probe", "quant-search", "sparsify-round": the YAML `kind` values.
+std::string JobKindName(JobKind kind);
+// The inverse of JobKindName; exact names only. The error lists the valid names.
+StatusOr<JobKind> ParseJobKind(std::string_view name);
+dtm::v1::JobKind ToProto(JobKind kind);
+
+// "" -> DTYPE_UNSPECIFIED, "float32" -> DTYPE_F32, "float16" -> DTYPE_F16, "bfloat16" -> DTYPE_BF16;
+// anything else -> DTYPE_UNSPECIFIED (ParseJobSpec admits only these names).
+dtm::v1::Dtype DtypeToProto(std::string_view dtype);
+
+struct JobSpec {
+  std::string name;  // optional free text
+  JobKind kind = JobKind::kEvaluate;
+  std::string model;         // model folder as the workers see it (their --model)
+  std::string dtype;         // "" (= whatever the workers serving the model use), float32, float16, bfloat16
+  std::string probes;        // probe file path (JSON lines, .gz ok)
+  int64_t num_probes = 0;    // 0 = every probe in the file, else the first N
+  int64_t prefix_len = 100;  // YAML `prefix`: the first n tokens of each probe are used
+  int64_t completion_len = 500;         // YAML `completion`
+  int64_t shard_size = 50;              // probes per task
+  int priority = 0;                     // lower runs first
+  bool noise_floor = true;              // also evaluate the uncompressed model (config "") and report it
+  std::vector<std::string> configs;     // evaluate: canonical config strings (SPEC syntax), never ""
+  std::vector<std::string> methods;     // probe: canonical method strings (e.g. "int8-absmax", "prune:0.5")
+  std::vector<std::string> components;  // probe: fnmatch globs over component names; empty = all
+};
+
+// Parses and validates everything that does not need the model. Errors are INVALID_ARGUMENT and name
+// the field and its YAML line, e.g. "job spec: shard_size (line 7): must be at least 1, got 0".
+// Malformed YAML gives yaml-cpp's message with line and column; unknown keys, keys given twice and
+// missing required fields (kind, model, probes, the kind's section) are errors. Kinds whose drivers
+// do not exist yet (quant-search, sparsify-round) are rejected as "not supported yet".
+StatusOr<JobSpec> ParseJobSpec(const std::string& yaml_text);
+
+// The configs a job evaluates on a model with `num_layers` layers, in result order, duplicates dropped
+// (the first kept):
+//   evaluate: spec.configs re-parsed against num_layers; a component beyond the model is an error
+//             naming the config;
+//   probe:    for each method (spec order), each component (AllComponents order) matched by any of
+//             the globs (all when there are none) -> "COMPONENT=METHOD"; a glob that matches no
+//             component is an error naming the glob.
+// The noise-floor config "" is not included; the caller adds it.
+StatusOr<std::vector<std::string>> ExpandConfigs(const JobSpec& spec, int num_layers);
+
+}  // namespace dtm

@@ -1,0 +1,333 @@
+#include "coordinator/job_spec.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace dtm {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kEvaluateSpec[] = R"(name: int8 sweep
+kind: evaluate
+model: build/tiny-model
+dtype: bfloat16
+probes: build/tiny-model/probes.jsonl.gz
+num_probes: 200
+prefix: 20
+completion: 40
+shard_size: 25
+priority: -3
+noise_floor: false
+evaluate:
+  configs:
+    - model.layers.1.mlp.up_proj=int8-absmax, model.layers.0.self_attn.q_proj=prune:0.50
+    - model.layers.0.mlp.down_proj=gptq:4:g128
+)";
+
+// A minimal spec with `line` appended at the top level (after the required fields).
+std::string EvaluateWith(const std::string& line) {
+  return "kind: evaluate\nmodel: m\nprobes: p.jsonl\n" + line +
+         "\nevaluate:\n  configs: [model.layers.0.mlp.up_proj=int8-absmax]\n";
+}
+
+std::string ProbeSpec(const std::string& section) {
+  return "kind: probe\nmodel: m\nprobes: p.jsonl\nprobe:\n" + section;
+}
+
+// Expects an INVALID_ARGUMENT whose message holds every one of `parts`.
+void ExpectInvalid(const std::string& yaml, const std::vector<std::string>& parts) {
+  StatusOr<JobSpec> spec = ParseJobSpec(yaml);
+  ASSERT_FALSE(spec.ok()) << "accepted:\n" << yaml;
+  EXPECT_EQ(spec.status().code(), StatusCode::kInvalidArgument) << spec.status().ToString();
+  for (const std::string& part : parts) EXPECT_THAT(spec.status().message(), HasSubstr(part)) << yaml;
+}
+
+TEST(JobSpecTest, ParsesEveryFieldOfAnEvaluateJob) {
+  StatusOr<JobSpec> spec = ParseJobSpec(kEvaluateSpec);
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->name, "int8 sweep");
+  EXPECT_EQ(spec->kind, JobKind::kEvaluate);
+  EXPECT_EQ(spec->model, "build/tiny-model");
+  EXPECT_EQ(spec->dtype, "bfloat16");
+  EXPECT_EQ(spec->probes, "build/tiny-model/probes.jsonl.gz");
+  EXPECT_EQ(spec->num_probes, 200);
+  EXPECT_EQ(spec->prefix_len, 20);
+  EXPECT_EQ(spec->completion_len, 40);
+  EXPECT_EQ(spec->shard_size, 25);
+  EXPECT_EQ(spec->priority, -3);
+  EXPECT_FALSE(spec->noise_floor);
+  // Canonical: sorted by component name, blanks dropped, fractions in their shortest form.
+  EXPECT_EQ(spec->configs,
+            (std::vector<std::string>{
+                "model.layers.0.self_attn.q_proj=prune:0.5,model.layers.1.mlp.up_proj=int8-absmax",
+                "model.layers.0.mlp.down_proj=gptq:4:g128"}));
+  EXPECT_TRUE(spec->methods.empty());
+  EXPECT_TRUE(spec->components.empty());
+}
+
+TEST(JobSpecTest, AppliesDefaultsForOmittedFields) {
+  StatusOr<JobSpec> spec = ParseJobSpec(EvaluateWith(""));
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->name, "");
+  EXPECT_EQ(spec->dtype, "");
+  EXPECT_EQ(spec->num_probes, 0);
+  EXPECT_EQ(spec->prefix_len, 100);
+  EXPECT_EQ(spec->completion_len, 500);
+  EXPECT_EQ(spec->shard_size, 50);
+  EXPECT_EQ(spec->priority, 0);
+  EXPECT_TRUE(spec->noise_floor);
+  EXPECT_EQ(spec->configs, std::vector<std::string>{"model.layers.0.mlp.up_proj=int8-absmax"});
+}
+
+TEST(JobSpecTest, ParsesAProbeJobWithCanonicalMethods) {
+  StatusOr<JobSpec> spec = ParseJobSpec(ProbeSpec(
+      "  methods: [int8-absmax, 'prune:0.50', gptq:3]\n  components: ['model.layers.*.mlp.*', '*q_proj']\n"));
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->kind, JobKind::kProbe);
+  EXPECT_EQ(spec->methods, (std::vector<std::string>{"int8-absmax", "prune:0.5", "gptq:3"}));
+  EXPECT_EQ(spec->components, (std::vector<std::string>{"model.layers.*.mlp.*", "*q_proj"}));
+  EXPECT_TRUE(spec->configs.empty());
+}
+
+TEST(JobSpecTest, ReadsIntegersAsDecimalAndBooleansInYamlSpellings) {
+  StatusOr<JobSpec> spec = ParseJobSpec(EvaluateWith("shard_size: 010\nnoise_floor: no"));
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->shard_size, 10);  // not octal 8
+  EXPECT_FALSE(spec->noise_floor);
+}
+
+TEST(JobSpecTest, NamesKindsAndMapsThemToProto) {
+  EXPECT_EQ(JobKindName(JobKind::kEvaluate), "evaluate");
+  EXPECT_EQ(JobKindName(JobKind::kProbe), "probe");
+  EXPECT_EQ(JobKindName(JobKind::kQuantSearch), "quant-search");
+  EXPECT_EQ(JobKindName(JobKind::kSparsifyRound), "sparsify-round");
+  EXPECT_EQ(ToProto(JobKind::kEvaluate), dtm::v1::JOB_KIND_EVALUATE);
+  EXPECT_EQ(ToProto(JobKind::kProbe), dtm::v1::JOB_KIND_PROBE);
+  EXPECT_EQ(ToProto(JobKind::kQuantSearch), dtm::v1::JOB_KIND_QUANT_SEARCH);
+  EXPECT_EQ(ToProto(JobKind::kSparsifyRound), dtm::v1::JOB_KIND_SPARSIFY_ROUND);
+  for (JobKind k : {JobKind::kEvaluate, JobKind::kProbe, JobKind::kQuantSearch, JobKind::kSparsifyRound}) {
+    StatusOr<JobKind> back = ParseJobKind(JobKindName(k));
+    ASSERT_TRUE(back.ok());
+    EXPECT_EQ(*back, k);
+  }
+  EXPECT_FALSE(ParseJobKind("quant_search").ok());
+  EXPECT_EQ(DtypeToProto(""), dtm::v1::DTYPE_UNSPECIFIED);
+  EXPECT_EQ(DtypeToProto("float32"), dtm::v1::DTYPE_F32);
+  EXPECT_EQ(DtypeToProto("float16"), dtm::v1::DTYPE_F16);
+  EXPECT_EQ(DtypeToProto("bfloat16"), dtm::v1::DTYPE_BF16);
+}
+
+TEST(JobSpecTest, RejectsMalformedYamlWithLineAndColumn) {
+  ExpectInvalid("kind: evaluate\nmodel: [m\nprobes: p\n", {"malformed YAML at line", "column"});
+  ExpectInvalid("kind: evaluate\n  model: m\n", {"malformed YAML at line 2"});
+}
+
+TEST(JobSpecTest, RejectsDocumentsThatAreNotOneMapping) {
+  ExpectInvalid("", {"job spec: empty"});
+  ExpectInvalid("# only a comment\n", {"job spec: empty"});
+  ExpectInvalid("- kind: evaluate\n", {"top level (line 1)", "must be a mapping", "a list"});
+  ExpectInvalid(EvaluateWith("") + "---\nkind: probe\n", {"2 YAML documents", "expected one"});
+}
+
+TEST(JobSpecTest, RejectsUnknownAndUnsupportedKinds) {
+  ExpectInvalid("kind: evaluat\nmodel: m\nprobes: p\n",
+                {"kind (line 1)", "unknown kind 'evaluat'", "evaluate, probe"});
+  ExpectInvalid("kind: quant_search\nmodel: m\nprobes: p\n", {"unknown kind 'quant_search'"});
+  ExpectInvalid("kind: quant-search\nmodel: m\nprobes: p\nquant_search: {beam: 10}\n",
+                {"kind (line 1)", "'quant-search' is not supported yet"});
+  ExpectInvalid("kind: sparsify-round\nmodel: m\nprobes: p\n", {"'sparsify-round' is not supported yet"});
+  ExpectInvalid("kind: [evaluate]\nmodel: m\nprobes: p\n", {"kind (line 1)", "must be a string, got a list"});
+}
+
+TEST(JobSpecTest, RejectsUnknownFieldsNamingFieldAndLine) {
+  ExpectInvalid(EvaluateWith("shard_sise: 10"),
+                {"job spec: shard_sise (line 4): unknown field", "shard_size"});
+  ExpectInvalid(
+      "kind: evaluate\nmodel: m\nprobes: p\nevaluate:\n  configs: [model.layers.0.mlp.up_proj=llm-int8]\n"
+      "  config: [x]\n",
+      {"evaluate.config (line 6): unknown field; expected one of configs"});
+  ExpectInvalid(ProbeSpec("  methods: [llm-int8]\n  component: ['*']\n"),
+                {"probe.component (line 6): unknown field"});
+}
+
+TEST(JobSpecTest, RejectsAFieldGivenTwice) {
+  ExpectInvalid(EvaluateWith("prefix: 10\nprefix: 20"), {"prefix (line 5): given twice (first on line 4)"});
+}
+
+TEST(JobSpecTest, RejectsMissingRequiredFields) {
+  ExpectInvalid("model: m\nprobes: p\n", {"job spec: kind: missing"});
+  ExpectInvalid("kind: evaluate\nprobes: p\nevaluate: {configs: [model.layers.0.mlp.up_proj=llm-int8]}\n",
+                {"job spec: model: missing"});
+  ExpectInvalid("kind: evaluate\nmodel: m\nevaluate: {configs: [model.layers.0.mlp.up_proj=llm-int8]}\n",
+                {"job spec: probes: missing"});
+  ExpectInvalid("kind: evaluate\nmodel: m\nprobes: p\n", {"job spec: evaluate: missing"});
+  ExpectInvalid("kind: probe\nmodel: m\nprobes: p\n", {"job spec: probe: missing"});
+  ExpectInvalid("kind: evaluate\nmodel: m\nprobes: p\nevaluate: {}\n",
+                {"evaluate.configs (line 4): missing"});
+  ExpectInvalid(ProbeSpec("  components: ['*']\n"), {"probe.methods (line 5): missing"});
+  ExpectInvalid("kind: evaluate\nmodel: ''\nprobes: p\n", {"model (line 2): must not be empty"});
+}
+
+TEST(JobSpecTest, RejectsASectionOfAnotherKind) {
+  ExpectInvalid(EvaluateWith("probe: {methods: [llm-int8]}"),
+                {"probe (line 4): section does not match kind 'evaluate'"});
+}
+
+TEST(JobSpecTest, RejectsOutOfRangeNumbers) {
+  ExpectInvalid(EvaluateWith("shard_size: 0"), {"job spec: shard_size (line 4): must be at least 1, got 0"});
+  ExpectInvalid(EvaluateWith("prefix: 0"), {"job spec: prefix (line 4): must be at least 1, got 0"});
+  ExpectInvalid(EvaluateWith("completion: -5"),
+                {"job spec: completion (line 4): must be at least 1, got -5"});
+  ExpectInvalid(EvaluateWith("num_probes: -1"),
+                {"job spec: num_probes (line 4): must be at least 0, got -1"});
+  ExpectInvalid(EvaluateWith("shard_size: 99999999999"), {"shard_size (line 4): must be at most 2147483647"});
+  ExpectInvalid(EvaluateWith("priority: 3000000000"), {"priority (line 4): must be at most"});
+}
+
+TEST(JobSpecTest, RejectsValuesOfTheWrongType) {
+  ExpectInvalid(EvaluateWith("shard_size: abc"),
+                {"job spec: shard_size (line 4): must be an integer, got 'abc'"});
+  ExpectInvalid(EvaluateWith("prefix: 1.5"), {"prefix (line 4): must be an integer, got '1.5'"});
+  ExpectInvalid(EvaluateWith("prefix: 0x10"), {"prefix (line 4): must be an integer, got '0x10'"});
+  ExpectInvalid(EvaluateWith("completion: [1]"), {"completion (line 4): must be an integer, got a list"});
+  ExpectInvalid(EvaluateWith("noise_floor: maybe"),
+                {"noise_floor (line 4): must be true or false, got 'maybe'"});
+  ExpectInvalid(EvaluateWith("name: {a: 1}"), {"name (line 4): must be a string, got a mapping"});
+  ExpectInvalid(EvaluateWith("dtype: fp16"),
+                {"dtype (line 4): must be one of float32, float16, bfloat16, got 'fp16'"});
+  ExpectInvalid(EvaluateWith("dtype:"), {"job spec: dtype (line 4): has no value"});
+  ExpectInvalid(
+      "kind: evaluate\nmodel: m\nprobes: p\nevaluate:\n  configs: model.layers.0.mlp.up_proj=llm-int8\n",
+      {"evaluate.configs (line 5): must be a list of strings"});
+  ExpectInvalid("kind: evaluate\nmodel: m\nprobes: p\nevaluate: [a]\n",
+                {"evaluate (line 4): must be a mapping"});
+}
+
+TEST(JobSpecTest, RejectsBadConfigsNamingTheItem) {
+  ExpectInvalid(
+      "kind: evaluate\nmodel: m\nprobes: p\nevaluate:\n  configs:\n    - "
+      "model.layers.0.mlp.up_proj=llm-int8\n"
+      "    - model.layers.0.mlp.upproj=int8-absmax\n",
+      {"evaluate.configs[1] (line 7)", "unknown component 'model.layers.0.mlp.upproj'"});
+  ExpectInvalid("kind: evaluate\nmodel: m\nprobes: p\nevaluate:\n  configs: [model.layers.0.mlp.up_proj]\n",
+                {"evaluate.configs[0] (line 5)", "missing '='"});
+  ExpectInvalid(
+      "kind: evaluate\nmodel: m\nprobes: p\nevaluate:\n  configs: [model.layers.0.mlp.up_proj=int4]\n",
+      {"evaluate.configs[0] (line 5)", "unknown compression method 'int4'"});
+  ExpectInvalid("kind: evaluate\nmodel: m\nprobes: p\nevaluate:\n  configs: []\n",
+                {"evaluate.configs (line 5): must list at least one config"});
+  ExpectInvalid("kind: evaluate\nmodel: m\nprobes: p\nevaluate:\n  configs: ['  ']\n",
+                {"evaluate.configs[0] (line 5): empty config", "noise_floor"});
+}
+
+TEST(JobSpecTest, RejectsBadMethodsAndGlobs) {
+  ExpectInvalid(ProbeSpec("  methods: [int8-absmax, 'prune:1.5']\n"),
+                {"probe.methods[1] (line 5)", "fraction 1.5 is outside [0, 1]"});
+  ExpectInvalid(ProbeSpec("  methods: [gptq:5]\n"),
+                {"probe.methods[0] (line 5)", "bits 5 is not one of 2, 3, 4, 8"});
+  ExpectInvalid(ProbeSpec("  methods: []\n"), {"probe.methods (line 5): must list at least one method"});
+  ExpectInvalid(ProbeSpec("  methods: [llm-int8]\n  components: ['']\n"),
+                {"probe.components[0] (line 6): must not be empty"});
+  ExpectInvalid(ProbeSpec("  methods: [llm-int8]\n  components:\n"),
+                {"probe.components (line 6): has no value"});
+}
+
+JobSpec ParsedOrDie(const std::string& yaml) {
+  StatusOr<JobSpec> spec = ParseJobSpec(yaml);
+  EXPECT_TRUE(spec.ok()) << spec.status().ToString();
+  return spec.ok() ? *spec : JobSpec{};
+}
+
+TEST(ExpandConfigsTest, ProbesEveryComponentUnderEveryMethodInOrder) {
+  JobSpec spec = ParsedOrDie(ProbeSpec("  methods: [int8-absmax, 'prune:0.25']\n"));
+  StatusOr<std::vector<std::string>> configs = ExpandConfigs(spec, 3);
+  ASSERT_TRUE(configs.ok()) << configs.status().ToString();
+  ASSERT_EQ(configs->size(), 7u * 3 * 2);
+  EXPECT_EQ(configs->front(), "model.layers.0.self_attn.q_proj=int8-absmax");
+  EXPECT_EQ((*configs)[6], "model.layers.0.mlp.down_proj=int8-absmax");
+  EXPECT_EQ((*configs)[7], "model.layers.1.self_attn.q_proj=int8-absmax");
+  EXPECT_EQ((*configs)[21], "model.layers.0.self_attn.q_proj=prune:0.25");
+  EXPECT_EQ(configs->back(), "model.layers.2.mlp.down_proj=prune:0.25");
+}
+
+TEST(ExpandConfigsTest, FiltersComponentsByGlobsKeepingModelOrder) {
+  JobSpec spec = ParsedOrDie(ProbeSpec(
+      "  methods: [llm-int8]\n  components: ['model.layers.1.self_attn.[qk]_proj', '*.mlp.down_proj']\n"));
+  StatusOr<std::vector<std::string>> configs = ExpandConfigs(spec, 2);
+  ASSERT_TRUE(configs.ok()) << configs.status().ToString();
+  EXPECT_EQ(*configs, (std::vector<std::string>{
+                          "model.layers.0.mlp.down_proj=llm-int8",
+                          "model.layers.1.self_attn.q_proj=llm-int8",
+                          "model.layers.1.self_attn.k_proj=llm-int8",
+                          "model.layers.1.mlp.down_proj=llm-int8",
+                      }));
+
+  spec = ParsedOrDie(ProbeSpec("  methods: [llm-int8, gptq:4]\n  components: ['model.layers.?.mlp.*']\n"));
+  configs = ExpandConfigs(spec, 12);  // layers 10 and 11 do not match '?'
+  ASSERT_TRUE(configs.ok()) << configs.status().ToString();
+  EXPECT_EQ(configs->size(), 10u * 3 * 2);
+}
+
+TEST(ExpandConfigsTest, RejectsAGlobThatMatchesNoComponent) {
+  JobSpec spec = ParsedOrDie(
+      ProbeSpec("  methods: [llm-int8]\n  components: ['*.mlp.*', 'model.layers.4.*', '*.mlp.up']\n"));
+  StatusOr<std::vector<std::string>> configs = ExpandConfigs(spec, 4);
+  ASSERT_FALSE(configs.ok());
+  EXPECT_EQ(configs.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(configs.status().message(), HasSubstr("probe.components[1] 'model.layers.4.*'"));
+  EXPECT_THAT(configs.status().message(), HasSubstr("with 4 layers"));
+  EXPECT_TRUE(ExpandConfigs(spec, 5).ok() == false);  // '*.mlp.up' matches nothing either
+}
+
+TEST(ExpandConfigsTest, DropsDuplicateConfigsKeepingTheFirst) {
+  JobSpec spec = ParsedOrDie(
+      ProbeSpec("  methods: ['prune:0.5', llm-int8, 'prune:0.50']\n  components: ['*.0.mlp.up_proj']\n"));
+  StatusOr<std::vector<std::string>> configs = ExpandConfigs(spec, 1);
+  ASSERT_TRUE(configs.ok()) << configs.status().ToString();
+  EXPECT_EQ(*configs, (std::vector<std::string>{"model.layers.0.mlp.up_proj=prune:0.5",
+                                                "model.layers.0.mlp.up_proj=llm-int8"}));
+
+  spec = ParsedOrDie(
+      "kind: evaluate\nmodel: m\nprobes: p\nevaluate:\n  configs:\n"
+      "    - model.layers.1.mlp.up_proj=llm-int8,model.layers.0.mlp.up_proj=llm-int8\n"
+      "    - model.layers.0.mlp.up_proj=llm-int8\n"
+      "    - model.layers.0.mlp.up_proj=llm-int8 , model.layers.1.mlp.up_proj=llm-int8\n");
+  configs = ExpandConfigs(spec, 2);
+  ASSERT_TRUE(configs.ok()) << configs.status().ToString();
+  EXPECT_EQ(*configs, (std::vector<std::string>{
+                          "model.layers.0.mlp.up_proj=llm-int8,model.layers.1.mlp.up_proj=llm-int8",
+                          "model.layers.0.mlp.up_proj=llm-int8"}));
+}
+
+TEST(ExpandConfigsTest, RejectsAnEvaluateConfigBeyondTheModelNamingIt) {
+  JobSpec spec = ParsedOrDie(
+      "kind: evaluate\nmodel: m\nprobes: p\nevaluate:\n  configs:\n    - "
+      "model.layers.1.mlp.up_proj=llm-int8\n"
+      "    - model.layers.7.self_attn.v_proj=int8-absmax\n");
+  StatusOr<std::vector<std::string>> configs = ExpandConfigs(spec, 4);
+  ASSERT_FALSE(configs.ok());
+  EXPECT_EQ(configs.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(configs.status().message(),
+              HasSubstr("evaluate.configs[1] 'model.layers.7.self_attn.v_proj=int8-absmax'"));
+  EXPECT_THAT(configs.status().message(), HasSubstr("layer 7 out of range, the model has 4 layers"));
+
+  configs = ExpandConfigs(spec, 8);
+  ASSERT_TRUE(configs.ok()) << configs.status().ToString();
+  EXPECT_EQ(configs->size(), 2u);
+}
+
+TEST(ExpandConfigsTest, RejectsAModelWithoutLayersAndUnsupportedKinds) {
+  JobSpec spec = ParsedOrDie(EvaluateWith(""));
+  EXPECT_FALSE(ExpandConfigs(spec, 0).ok());
+  spec.kind = JobKind::kQuantSearch;
+  StatusOr<std::vector<std::string>> configs = ExpandConfigs(spec, 2);
+  ASSERT_FALSE(configs.ok());
+  EXPECT_THAT(configs.status().message(), HasSubstr("'quant-search' is not supported yet"));
+}
+
+}  // namespace
+}  // namespace dtm
