@@ -218,6 +218,13 @@ std::vector<std::string> LeaseTable::ExpireLeases() {
   return requeued;
 }
 
+std::vector<std::string> LeaseTable::TakeFailedTasks() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::string> failed;
+  failed.swap(failed_unreported_);
+  return failed;
+}
+
 LeaseTableStats LeaseTable::Stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   return stats_;
@@ -269,6 +276,7 @@ bool LeaseTable::ExpireLease(const std::string& lease_id, LeaseRecord& lease) {
 bool LeaseTable::RetryOrFail(const std::string& task_id, Task& task, bool retryable) {
   if (!retryable || task.attempt >= options_.max_attempts) {
     SetState(task, TaskState::kFailed);
+    failed_unreported_.push_back(task_id);
     return false;
   }
   ++task.attempt;

@@ -134,6 +134,11 @@ class LeaseTable {
   // listed; they are FAILED).
   std::vector<std::string> ExpireLeases();
 
+  // The tasks that failed for good (Fail, or an expiry that used the last attempt) since the last
+  // call, each once: the owner of the tasks' jobs learns of failures that happen inside Heartbeat
+  // and ExpireLeases this way.
+  std::vector<std::string> TakeFailedTasks();
+
   LeaseTableStats Stats() const;
 
  private:
@@ -196,6 +201,7 @@ class LeaseTable {
   uint64_t next_seq_ = 0;                                       // guarded by mu_
   uint64_t next_lease_ = 1;                                     // guarded by mu_
   LeaseTableStats stats_;                                       // guarded by mu_
+  std::vector<std::string> failed_unreported_;                  // guarded by mu_
 };
 
 }  // namespace dtm

@@ -1,0 +1,77 @@
+// Coordinator: the dtm-coordinator daemon's state and its two gRPC services, independent of how it
+// is served (a TCP port in dtm-coordinator, an in-process channel in `dtmctl local`).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+#include "dtm/v1/dtm_service.grpc.pb.h"
+#include "dtm/v1/worker_service.grpc.pb.h"
+
+namespace prometheus {
+class Registry;
+}
+
+namespace dtm {
+
+class Clock;
+class Store;
+
+struct CoordinatorOptions {
+  // A worker's lease ends this long after its last heartbeat; its tasks then run elsewhere.
+  int64_t lease_timeout_ms = 30000;
+  int64_t heartbeat_interval_ms = 5000;
+  // How long a worker waits before asking again after an empty LeaseTasks reply.
+  int64_t idle_poll_interval_ms = 500;
+  // Attempts per task (lease expiries and retryable failures) before its job fails.
+  int max_attempts = 5;
+  // How often the scheduler advances jobs and expires leases when nothing wakes it sooner.
+  int64_t tick_ms = 200;
+  // Names this coordinator's leases; a fresh one per start when empty.
+  std::string instance_id;
+  // Whether a job's probe file and model folder may be read at submit time to validate them
+  // (true when the coordinator shares the workers' filesystem, as in `dtmctl local`).
+  bool read_model_configs = true;
+  // A job whose model no registered worker serves fails after waiting this long (0: waits forever),
+  // so that a path the workers cannot read ends in an error instead of a job pending for ever.
+  int64_t model_wait_ms = 600000;
+};
+
+class CoordinatorMetrics;
+class Scheduler;
+
+class Coordinator {
+ public:
+  // `store` holds the durable job state and the result cache (Redis, or in memory for `dtmctl
+  // local`); `registry` receives the coordinator's metrics (may be null). Neither is owned; both
+  // must outlive the coordinator. Unfinished jobs found in the store are resumed by Start().
+  static StatusOr<std::unique_ptr<Coordinator>> Create(Store* store, prometheus::Registry* registry,
+                                                       CoordinatorOptions options, const Clock* clock = nullptr);
+  ~Coordinator();
+
+  Coordinator(const Coordinator&) = delete;
+  Coordinator& operator=(const Coordinator&) = delete;
+
+  // Loads unfinished jobs from the store and starts the scheduler thread. UNAVAILABLE when the
+  // store cannot be reached.
+  Status Start();
+  // Stops the scheduler thread; jobs stay in the store, to be resumed by the next Start().
+  void Stop();
+
+  dtm::v1::DtmService::Service* client_service();
+  dtm::v1::WorkerService::Service* worker_service();
+  // The scheduler behind both services, for benchmarks and tests that call it without gRPC.
+  Scheduler* scheduler() { return scheduler_.get(); }
+
+ private:
+  explicit Coordinator(std::unique_ptr<Scheduler> scheduler);
+
+  std::unique_ptr<CoordinatorMetrics> metrics_;  // declared first: the scheduler uses it
+  std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<dtm::v1::DtmService::Service> client_service_;
+  std::unique_ptr<dtm::v1::WorkerService::Service> worker_service_;
+};
+
+}  // namespace dtm

@@ -1,0 +1,179 @@
+// dtm-coordinator: the daemon that schedules jobs over workers (ARCHITECTURE "Processes").
+#include <signal.h>
+
+#include <memory>
+#include <string>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <grpcpp/grpcpp.h>
+#include <prometheus/registry.h>
+#include <spdlog/spdlog.h>
+
+#include "common/grpc_security.h"
+#include "common/health_service.h"
+#include "common/in_memory_store.h"
+#include "common/logging.h"
+#include "common/metrics_http_server.h"
+#include "common/redis_options.h"
+#include "common/redis_store.h"
+#include "coordinator/coordinator.h"
+
+namespace {
+
+struct Flags {
+  std::string listen = "127.0.0.1:7070";
+  std::string redis = "redis://127.0.0.1:6379";
+  std::string metrics_listen = "127.0.0.1:9100";
+  std::string log_level = "info";
+  int redis_wait_s = 30;
+  int64_t model_wait_s = 600;
+  dtm::CoordinatorOptions coordinator;
+  dtm::ServerSecurityOptions security;
+};
+
+// "host:port" -> (host, port); port 0 picks a free one.
+bool SplitHostPort(const std::string& address, std::string* host, int* port) {
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos) return false;
+  *host = address.substr(0, colon);
+  if (host->size() > 1 && host->front() == '[') *host = host->substr(1, host->size() - 2);
+  try {
+    *port = std::stoi(address.substr(colon + 1));
+  } catch (...) {
+    return false;
+  }
+  return *port >= 0 && *port < 65536;
+}
+
+// Redis may start after the coordinator (a pod restart, a compose file): wait for it a while, then
+// give up with the address in the message.
+dtm::StatusOr<std::unique_ptr<dtm::Store>> OpenStore(const Flags& flags) {
+  if (flags.redis == "memory") {
+    spdlog::warn("store: in memory; jobs and results are lost when the coordinator stops");
+    return std::unique_ptr<dtm::Store>(std::make_unique<dtm::InMemoryStore>());
+  }
+  ASSIGN_OR_RETURN(dtm::RedisOptions options, dtm::ParseRedisUrl(flags.redis));
+  // Probe with single attempts so that --redis-wait-seconds is the whole wait; the store that is
+  // kept has the configured retries for the outages that come later.
+  dtm::RedisOptions probe = options;
+  probe.max_retries = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(flags.redis_wait_s);
+  for (;;) {
+    auto reachable = dtm::RedisStore::Connect(probe);
+    if (reachable.ok()) break;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return dtm::UnavailableError(reachable.status().message() + " (waited " + std::to_string(flags.redis_wait_s) +
+                                   " s, --redis-wait-seconds)");
+    }
+    spdlog::warn("store: {}; retrying", reachable.status().message());
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  auto store = dtm::RedisStore::Connect(options);
+  if (!store.ok()) return store.status();
+  return std::unique_ptr<dtm::Store>(std::move(store).value());
+}
+
+int Run(const Flags& flags) {
+  if (dtm::Status s = dtm::InitLogging(flags.log_level); !s.ok()) {
+    std::fprintf(stderr, "dtm-coordinator: --log-level: %s\n", s.message().c_str());
+    return 2;
+  }
+  // SIGTERM and SIGINT are taken by sigwait below, on this thread; every thread started after this
+  // inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto store = OpenStore(flags);
+  if (!store.ok()) {
+    spdlog::critical("dtm-coordinator: cannot open the store: {}", store.status().message());
+    return 2;
+  }
+  auto registry = std::make_shared<prometheus::Registry>();
+  dtm::CoordinatorOptions options = flags.coordinator;
+  options.model_wait_ms = flags.model_wait_s * 1000;
+  auto coordinator = dtm::Coordinator::Create(store->get(), registry.get(), options);
+  if (!coordinator.ok()) {
+    spdlog::critical("dtm-coordinator: {}", coordinator.status().message());
+    return 2;
+  }
+  if (dtm::Status s = (*coordinator)->Start(); !s.ok()) {
+    spdlog::critical("dtm-coordinator: cannot load jobs from the store: {}", s.message());
+    return 2;
+  }
+
+  std::unique_ptr<dtm::MetricsHttpServer> metrics;
+  if (!flags.metrics_listen.empty()) {
+    std::string host;
+    int port = 0;
+    if (!SplitHostPort(flags.metrics_listen, &host, &port)) {
+      spdlog::critical("dtm-coordinator: --metrics-listen '{}' is not HOST:PORT", flags.metrics_listen);
+      return 2;
+    }
+    auto server = dtm::MetricsHttpServer::Start(registry, host, port);
+    if (!server.ok()) {
+      spdlog::critical("dtm-coordinator: metrics: {}", server.status().message());
+      return 2;
+    }
+    metrics = std::move(server).value();
+  }
+
+  dtm::HealthService health;
+  grpc::ServerBuilder builder;
+  int port = 0;
+  if (dtm::Status s = dtm::ConfigureServer(&builder, flags.listen, flags.security, &port); !s.ok()) {
+    spdlog::critical("dtm-coordinator: --listen {}: {}", flags.listen, s.message());
+    return 2;
+  }
+  builder.RegisterService((*coordinator)->client_service());
+  builder.RegisterService((*coordinator)->worker_service());
+  builder.RegisterService(&health);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server) {
+    spdlog::critical("dtm-coordinator: cannot listen on {}", flags.listen);
+    return 2;
+  }
+  health.SetStatus("", true);
+  health.SetStatus("dtm.v1.DtmService", true);
+  health.SetStatus("dtm.v1.WorkerService", true);
+  // One line that scripts and tests wait for, with the ports actually bound.
+  spdlog::info("dtm-coordinator ready: grpc port {} metrics port {}", port, metrics ? metrics->port() : 0);
+
+  int signal = 0;
+  sigwait(&signals, &signal);
+  spdlog::info("dtm-coordinator: signal {}; shutting down", signal);
+  health.Shutdown();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  (*coordinator)->Stop();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Flags flags;
+  CLI::App app{"dtm-coordinator: schedules dtm jobs as shard tasks over workers"};
+  app.add_option("--listen", flags.listen, "gRPC address (client and worker APIs)")->capture_default_str();
+  app.add_option("--redis", flags.redis, "redis://[:password@]host[:port][/db], or 'memory' (nothing survives)")
+      ->capture_default_str();
+  app.add_option("--redis-wait-seconds", flags.redis_wait_s, "How long to wait for Redis at start")
+      ->capture_default_str();
+  app.add_option("--metrics-listen", flags.metrics_listen, "Prometheus /metrics HOST:PORT ('' disables)")
+      ->capture_default_str();
+  app.add_option("--model-wait-seconds", flags.model_wait_s,
+                 "How long a job waits for a worker serving its model before it fails (0: for ever)")
+      ->capture_default_str();
+  app.add_option("--lease-timeout-ms", flags.coordinator.lease_timeout_ms, "Lease length without a heartbeat")
+      ->capture_default_str();
+  app.add_option("--heartbeat-ms", flags.coordinator.heartbeat_interval_ms, "Heartbeat interval asked of workers")
+      ->capture_default_str();
+  app.add_option("--max-attempts", flags.coordinator.max_attempts, "Attempts per task before its job fails")
+      ->capture_default_str();
+  app.add_option("--log-level", flags.log_level, "trace, debug, info, warn or error")->capture_default_str();
+  dtm::AddServerSecurityFlags(&app, &flags.security);
+  CLI11_PARSE(app, argc, argv);
+  return Run(flags);
+}

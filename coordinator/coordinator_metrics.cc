@@ -1,0 +1,82 @@
+#include "coordinator/coordinator_metrics.h"
+
+#include <vector>
+
+namespace dtm {
+namespace {
+
+prometheus::Counter& NewCounter(prometheus::Registry& registry, const std::string& name, const std::string& help) {
+  return prometheus::BuildCounter().Name(name).Help(help).Register(registry).Add({});
+}
+
+prometheus::Family<prometheus::Gauge>& NewGaugeFamily(prometheus::Registry& registry, const std::string& name,
+                                                      const std::string& help) {
+  return prometheus::BuildGauge().Name(name).Help(help).Register(registry);
+}
+
+// Tasks take from a fraction of a second (a tiny model's shard) to minutes (a 70B shard on one GPU).
+prometheus::Histogram::BucketBoundaries TaskDurationBuckets() {
+  return {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600};
+}
+
+}  // namespace
+
+CoordinatorMetrics::CoordinatorMetrics(prometheus::Registry& registry)
+    : tasks_completed(NewCounter(registry, "dtm_tasks_completed_total", "Task results accepted from workers.")),
+      tasks_duplicate(NewCounter(registry, "dtm_tasks_duplicate_total",
+                                 "Task results discarded because the task already had one.")),
+      tasks_failed(NewCounter(registry, "dtm_tasks_failed_total", "Tasks that failed for good.")),
+      tasks_requeued(NewCounter(registry, "dtm_tasks_requeued_total",
+                                "Tasks put back in the queue after a lease expiry or a retryable failure.")),
+      leases_expired(NewCounter(registry, "dtm_leases_expired_total", "Leases that ran out without a heartbeat.")),
+      tasks_leased(NewCounter(registry, "dtm_tasks_leased_total", "Leases granted to workers.")),
+      cache_hits(NewCounter(registry, "dtm_cache_hits_total", "Tasks answered from the result cache when planned.")),
+      cache_misses(NewCounter(registry, "dtm_cache_misses_total", "Tasks not in the cache when planned.")),
+      probes_evaluated(NewCounter(registry, "dtm_probes_evaluated_total", "Probes in accepted task results.")),
+      tokens_evaluated(NewCounter(registry, "dtm_tokens_evaluated_total", "Tokens processed by accepted tasks.")),
+      jobs_submitted(NewCounter(registry, "dtm_jobs_submitted_total", "Jobs accepted by SubmitJob.")),
+      task_duration(prometheus::BuildHistogram()
+                        .Name("dtm_task_duration_seconds")
+                        .Help("Time from lease to accepted result.")
+                        .Register(registry)
+                        .Add({}, TaskDurationBuckets())),
+      jobs_(NewGaugeFamily(registry, "dtm_jobs", "Jobs known to the coordinator, by state.")),
+      tasks_(NewGaugeFamily(registry, "dtm_tasks", "Tasks now queued or leased, by state.")),
+      workers_(NewGaugeFamily(registry, "dtm_workers_connected", "Workers heard from within the lease timeout.")
+                   .Add({})),
+      store_up_(NewGaugeFamily(registry, "dtm_store_up", "1 when the last store operation succeeded.").Add({})),
+      job_done_(NewGaugeFamily(registry, "dtm_job_tasks_done", "Tasks of a running job with results.")),
+      job_total_(NewGaugeFamily(registry, "dtm_job_tasks", "Tasks of a running job planned so far.")) {
+  // Every state is present from the start, so that dashboards see zeros rather than no series.
+  for (const char* state : {"pending", "running", "succeeded", "failed", "cancelled"}) jobs_.Add({{"state", state}});
+  for (const char* state : {"queued", "leased"}) tasks_.Add({{"state", state}});
+  store_up_.Set(1);
+}
+
+void CoordinatorMetrics::SetJobsByState(const std::map<std::string, int>& counts) {
+  for (const char* state : {"pending", "running", "succeeded", "failed", "cancelled"}) {
+    auto it = counts.find(state);
+    jobs_.Add({{"state", state}}).Set(it == counts.end() ? 0 : it->second);
+  }
+}
+
+void CoordinatorMetrics::SetTaskGauges(double queued, double leased) {
+  tasks_.Add({{"state", "queued"}}).Set(queued);
+  tasks_.Add({{"state", "leased"}}).Set(leased);
+}
+
+void CoordinatorMetrics::SetWorkersConnected(double workers) { workers_.Set(workers); }
+
+void CoordinatorMetrics::SetStoreUp(bool up) { store_up_.Set(up ? 1 : 0); }
+
+void CoordinatorMetrics::SetJobProgress(const std::string& job_id, double done, double total) {
+  job_done_.Add({{"job_id", job_id}}).Set(done);
+  job_total_.Add({{"job_id", job_id}}).Set(total);
+}
+
+void CoordinatorMetrics::RemoveJob(const std::string& job_id) {
+  job_done_.Remove(&job_done_.Add({{"job_id", job_id}}));
+  job_total_.Remove(&job_total_.Add({{"job_id", job_id}}));
+}
+
+}  // namespace dtm

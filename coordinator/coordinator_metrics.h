@@ -1,0 +1,53 @@
+// The coordinator's Prometheus metrics (prometheus-cpp core families on one registry). Names follow
+// Prometheus conventions: counters end in _total, durations are in seconds, and the only unbounded
+// label, job_id, is on the per-job series that are removed when the job ends.
+#pragma once
+
+#include <map>
+#include <string>
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+namespace dtm {
+
+class CoordinatorMetrics {
+ public:
+  // Registers every family on `registry` (not owned; must outlive this object).
+  explicit CoordinatorMetrics(prometheus::Registry& registry);
+
+  void SetJobsByState(const std::map<std::string, int>& counts);  // state name -> jobs
+  void SetTaskGauges(double queued, double leased);
+  void SetWorkersConnected(double workers);
+  void SetStoreUp(bool up);
+
+  prometheus::Counter& tasks_completed;  // results accepted (computed by a worker)
+  prometheus::Counter& tasks_duplicate;  // results that arrived after another
+  prometheus::Counter& tasks_failed;     // failures for good
+  prometheus::Counter& tasks_requeued;   // lease expiries and retryable failures
+  prometheus::Counter& leases_expired;
+  prometheus::Counter& tasks_leased;
+  prometheus::Counter& cache_hits;       // tasks answered from the cache when planned
+  prometheus::Counter& cache_misses;     // tasks that had to be computed
+  prometheus::Counter& probes_evaluated;
+  prometheus::Counter& tokens_evaluated;
+  prometheus::Counter& jobs_submitted;
+  prometheus::Histogram& task_duration;  // lease to accepted result, seconds
+
+  // Per-job progress, labelled by job id; RemoveJob drops the series when the job ends.
+  void SetJobProgress(const std::string& job_id, double done, double total);
+  void RemoveJob(const std::string& job_id);
+
+ private:
+  prometheus::Family<prometheus::Gauge>& jobs_;
+  prometheus::Family<prometheus::Gauge>& tasks_;
+  prometheus::Gauge& workers_;
+  prometheus::Gauge& store_up_;
+  prometheus::Family<prometheus::Gauge>& job_done_;
+  prometheus::Family<prometheus::Gauge>& job_total_;
+};
+
+}  // namespace dtm

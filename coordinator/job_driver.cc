@@ -1,0 +1,52 @@
+#include "coordinator/job_driver.h"
+
+#include <utility>
+
+namespace dtm {
+namespace {
+
+// evaluate and probe: a fixed list of configs, evaluated in one stage.
+class FixedConfigsDriver : public JobDriver {
+ public:
+  explicit FixedConfigsDriver(std::vector<std::string> configs) : configs_(std::move(configs)) {}
+
+  StatusOr<std::optional<std::vector<std::string>>> NextStage(
+      const std::map<std::string, dtm::v1::Metrics>& evaluated) override {
+    for (const std::string& config : configs_) {
+      if (evaluated.count(config) == 0) return std::optional<std::vector<std::string>>(configs_);
+    }
+    return std::optional<std::vector<std::string>>();
+  }
+
+  std::vector<dtm::v1::ConfigResult> Results(const std::map<std::string, dtm::v1::Metrics>& evaluated) const override {
+    std::vector<dtm::v1::ConfigResult> rows;
+    for (const std::string& config : configs_) {
+      dtm::v1::ConfigResult row;
+      row.set_config(config);
+      auto it = evaluated.find(config);
+      row.set_complete(it != evaluated.end());
+      if (it != evaluated.end()) *row.mutable_metrics() = it->second;
+      rows.push_back(std::move(row));
+    }
+    return rows;
+  }
+
+ private:
+  std::vector<std::string> configs_;
+};
+
+}  // namespace
+
+StatusOr<std::unique_ptr<JobDriver>> CreateJobDriver(const JobSpec& spec, int num_layers) {
+  switch (spec.kind) {
+    case JobKind::kEvaluate:
+    case JobKind::kProbe: {
+      ASSIGN_OR_RETURN(std::vector<std::string> configs, ExpandConfigs(spec, num_layers));
+      return std::unique_ptr<JobDriver>(new FixedConfigsDriver(std::move(configs)));
+    }
+    default:
+      return InvalidArgumentError("kind: '" + JobKindName(spec.kind) + "' is not supported yet");
+  }
+}
+
+}  // namespace dtm

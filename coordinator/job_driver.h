@@ -1,0 +1,40 @@
+// JobDriver: what a job kind evaluates, stage by stage. The scheduler owns the mechanics (baseline,
+// shards, cache, leases, aggregation); a driver only decides which configs come next from the
+// metrics of the configs before, which is how searches plug in (a tree search is one stage per
+// level).
+//
+// Drivers are deterministic functions of the spec and the metrics they are given: a coordinator
+// that restarts builds a fresh driver and replays every stage, each answered from the cache, so a
+// driver keeps no state that must survive a restart.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "coordinator/job_spec.h"
+#include "dtm/v1/common.pb.h"
+#include "dtm/v1/dtm_service.pb.h"
+
+namespace dtm {
+
+class JobDriver {
+ public:
+  virtual ~JobDriver() = default;
+
+  // The configs of the next stage (canonical SPEC strings; "" is the uncompressed model), given the
+  // metrics of every config evaluated so far in this job. nullopt when the job is finished.
+  virtual StatusOr<std::optional<std::vector<std::string>>> NextStage(
+      const std::map<std::string, dtm::v1::Metrics>& evaluated) = 0;
+
+  // The job's result rows once NextStage has returned nullopt, in the order users see them.
+  virtual std::vector<dtm::v1::ConfigResult> Results(const std::map<std::string, dtm::v1::Metrics>& evaluated) const = 0;
+};
+
+// evaluate and probe: one stage holding every config of the spec (ExpandConfigs), then done.
+StatusOr<std::unique_ptr<JobDriver>> CreateJobDriver(const JobSpec& spec, int num_layers);
+
+}  // namespace dtm

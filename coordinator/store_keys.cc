@@ -1,0 +1,30 @@
+#include "coordinator/store_keys.h"
+
+#include "common/sha256.h"
+
+namespace dtm {
+
+std::string TaskIdFor(TaskKindForKey kind, const dtm::v1::CacheKey& key) {
+  // One field per line, named: no two different keys can print the same text (a config holds no
+  // newline; ParseCompressionConfig refuses one).
+  std::string text = "dtm-task-v1\n";
+  text += kind == TaskKindForKey::kBaseline ? "kind=baseline\n" : "kind=eval\n";
+  text += "model=" + key.model_fingerprint() + "\n";
+  text += "probes=" + key.probe_set_fingerprint() + "\n";
+  text += "prefix=" + std::to_string(key.prefix_len()) + "\n";
+  text += "completion=" + std::to_string(key.completion_len()) + "\n";
+  text += "dtype=" + dtm::v1::Dtype_Name(key.dtype()) + "\n";
+  if (kind == TaskKindForKey::kEval) text += "config=" + key.config().canonical() + "\n";
+  text += "shard=" + std::to_string(key.shard().begin()) + ":" + std::to_string(key.shard().end()) + "\n";
+  Sha256 hash;
+  hash.Update(text);
+  return hash.HexDigest();
+}
+
+std::string BaselineStoreKey(const std::string& task_id) { return "dtm:v1:baseline:" + task_id; }
+std::string ResultStoreKey(const std::string& task_id) { return "dtm:v1:result:" + task_id; }
+std::string JobStoreKey(const std::string& job_id) { return kJobKeyPrefix + job_id; }
+std::string JobResultsStoreKey(const std::string& job_id) { return "dtm:v1:job-results:" + job_id; }
+std::string RequestStoreKey(const std::string& client_request_id) { return "dtm:v1:request:" + client_request_id; }
+
+}  // namespace dtm

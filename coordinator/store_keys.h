@@ -1,0 +1,35 @@
+// The coordinator's keys in the Store (Redis): one place that fixes the layout, so that every key a
+// coordinator reads or writes can be found from here.
+//
+//   dtm:v1:baseline:<task id>   BaselineShardOutput of one shard (protobuf bytes), content-addressed
+//   dtm:v1:result:<task id>     EvalShardOutput of one (config, shard) (protobuf bytes), content-addressed
+//   dtm:v1:job:<job id>         the Job record (protobuf bytes): spec, state, summary, progress
+//   dtm:v1:job-results:<job id> the final GetResultsResponse of a finished job (protobuf bytes)
+//   dtm:v1:request:<client id>  job id created for a client_request_id (idempotent submit)
+//   dtm:v1:models               hash "<model path>\t<dtype>" -> ModelInfo JSON, learnt from workers
+//
+// A task id is the SHA-256 of everything that determines the task's result (ARCHITECTURE "Keys"):
+// model fingerprint, probe-set fingerprint, n, completion length, dtype, canonical config and shard
+// range. The same id means the same numbers, whoever computed them and whenever.
+#pragma once
+
+#include <string>
+
+#include "dtm/v1/common.pb.h"
+
+namespace dtm {
+
+enum class TaskKindForKey { kBaseline, kEval };
+
+// The content hash of a task: hex SHA-256 over a versioned, unambiguous text of the key.
+std::string TaskIdFor(TaskKindForKey kind, const dtm::v1::CacheKey& key);
+
+std::string BaselineStoreKey(const std::string& task_id);
+std::string ResultStoreKey(const std::string& task_id);
+std::string JobStoreKey(const std::string& job_id);
+std::string JobResultsStoreKey(const std::string& job_id);
+std::string RequestStoreKey(const std::string& client_request_id);
+inline constexpr char kJobKeyPrefix[] = "dtm:v1:job:";
+inline constexpr char kModelsStoreKey[] = "dtm:v1:models";
+
+}  // namespace dtm

@@ -1,0 +1,9 @@
+# Coordinator unit tests beyond the lease table.
+# Job specs and shard aggregation; the aggregation is cross-checked against the engine's Summarize.
+dtm_add_test(job_spec_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/job_spec_test.cc LABELS fast
+  LIBS dtm_job_spec GTest::gmock)
+dtm_add_test(aggregate_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/aggregate_test.cc LABELS fast
+  LIBS dtm_job_spec dtm_engine GTest::gmock)
+# The scheduler driven by fake workers on a fake clock and an in-memory store: no gRPC, no thread.
+dtm_add_test(scheduler_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/scheduler_test.cc LABELS fast
+  LIBS dtm_coordinator_service dtm_common GTest::gmock)
