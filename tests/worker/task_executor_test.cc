@@ -1,0 +1,307 @@
+// The engine-backed TaskExecutor against the engine called directly: a task's output must be exactly
+// what GenerateBaseline / Evaluator::Evaluate give on the same rows, and bad tasks fail with the
+// codes the Worker turns into retryable or permanent failures.
+#include "worker/task_executor.h"
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tests/worker/engine/test_models.h"
+#include "worker/engine/baseline.h"
+#include "worker/engine/calibration.h"
+#include "worker/engine/checkpoint.h"
+#include "worker/engine/evaluator.h"
+#include "worker/engine/llama_model.h"
+
+namespace dtm {
+namespace {
+
+constexpr int64_t kPrefix = 6;
+constexpr int64_t kCompletion = 20;
+constexpr int64_t kProbes = 5;
+constexpr uint32_t kShardBegin = 10;  // the shard is probes [10, 15) of some probe set
+constexpr int64_t kBatch = 2;
+
+class TaskExecutorTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new testing::TempDir();
+    std::unique_ptr<LlamaModel> model = testing::SmallModel();
+    ASSERT_TRUE(WriteCheckpoint(dir_->File("model"), model->config(), model->NamedWeights()).ok());
+  }
+  static void TearDownTestSuite() {
+    delete dir_;
+    dir_ = nullptr;
+  }
+
+  void SetUp() override {
+    StatusOr<std::unique_ptr<Checkpoint>> checkpoint = Checkpoint::Open(ModelDir());
+    ASSERT_TRUE(checkpoint.ok()) << checkpoint.status().ToString();
+    StatusOr<std::string> fingerprint = (*checkpoint)->Fingerprint();
+    ASSERT_TRUE(fingerprint.ok());
+    fingerprint_ = *fingerprint;
+    StatusOr<std::unique_ptr<LlamaModel>> model = LlamaModel::Load(**checkpoint, ModelOptions{});
+    ASSERT_TRUE(model.ok()) << model.status().ToString();
+    reference_ = std::move(*model);
+    torch::Tensor prefixes = testing::RandomPrefixes(kProbes, kPrefix, reference_->config().vocab_size, 5);
+    for (int64_t i = 0; i < kProbes; ++i) {
+      Probe p{"doc:" + std::to_string(i), {}};
+      for (int64_t j = 0; j < kPrefix; ++j) p.tokens.push_back(static_cast<int32_t>(prefixes[i][j].item<int64_t>()));
+      probes_.probes.push_back(p);
+    }
+  }
+
+  static std::string ModelDir() { return dir_->File("model"); }
+
+  std::unique_ptr<TaskExecutor> MakeExecutor(const std::string& calibration_file = "") {
+    EngineExecutorOptions options;
+    options.model_path = ModelDir();
+    options.batch_size = kBatch;
+    options.calibration_file = calibration_file;
+    double load_seconds = -1;
+    StatusOr<std::unique_ptr<TaskExecutor>> executor = CreateEngineExecutor(options, &load_seconds);
+    EXPECT_TRUE(executor.ok()) << executor.status().ToString();
+    if (!executor.ok()) return nullptr;
+    EXPECT_GE(load_seconds, 0);
+    return std::move(*executor);
+  }
+
+  Baseline ReferenceBaseline() {
+    GenerateOptions options;
+    options.completion_len = kCompletion;
+    options.batch_size = kBatch;
+    StatusOr<Baseline> baseline = GenerateBaseline(*reference_, probes_, options);
+    EXPECT_TRUE(baseline.ok()) << baseline.status().ToString();
+    return *baseline;
+  }
+
+  dtm::v1::Task BaseTask(dtm::v1::TaskKind kind, const std::string& config) const {
+    dtm::v1::Task task;
+    task.set_task_id("t-1");
+    task.set_lease_id("l-1");
+    task.set_job_id("j-1");
+    task.set_kind(kind);
+    dtm::v1::CacheKey* key = task.mutable_key();
+    key->set_model_fingerprint(fingerprint_);
+    key->set_probe_set_fingerprint(probes_.Fingerprint());
+    key->set_prefix_len(kPrefix);
+    key->set_completion_len(kCompletion);
+    key->set_dtype(dtm::v1::DTYPE_F32);
+    key->mutable_config()->set_canonical(config);
+    key->mutable_shard()->set_begin(kShardBegin);
+    key->mutable_shard()->set_end(kShardBegin + kProbes);
+    return task;
+  }
+
+  dtm::v1::Task BaselineTask() const {
+    dtm::v1::Task task = BaseTask(dtm::v1::TASK_KIND_BASELINE_SHARD, "");
+    for (size_t i = 0; i < probes_.probes.size(); ++i) {
+      dtm::v1::BaselineRow* row = task.add_rows();
+      row->set_probe_id(probes_.probes[i].id);
+      row->set_probe_index(kShardBegin + static_cast<uint32_t>(i));
+      row->set_prefix_len(kPrefix);
+      for (int32_t t : probes_.probes[i].tokens) row->add_tokens(static_cast<uint32_t>(t));
+    }
+    return task;
+  }
+
+  dtm::v1::Task EvalTask(const Baseline& baseline, const std::string& config) const {
+    dtm::v1::Task task = BaseTask(dtm::v1::TASK_KIND_EVAL_SHARD, config);
+    for (size_t i = 0; i < baseline.rows.size(); ++i) {
+      dtm::v1::BaselineRow* row = task.add_rows();
+      row->set_probe_id(baseline.rows[i].id);
+      row->set_probe_index(kShardBegin + static_cast<uint32_t>(i));
+      row->set_prefix_len(kPrefix);
+      for (int32_t t : baseline.rows[i].tokens) row->add_tokens(static_cast<uint32_t>(t));
+    }
+    return task;
+  }
+
+  // Evaluator::Evaluate on the reference replica, as `dtmctl eval` runs it.
+  EvalResult ReferenceEval(const Baseline& baseline, const std::string& config_text,
+                           CalibrationHessians* calibration = nullptr) {
+    StatusOr<CompressionConfig> config = ParseCompressionConfig(config_text, 2);
+    EXPECT_TRUE(config.ok()) << config.status().ToString();
+    Evaluator evaluator(reference_.get(), calibration);
+    EvalOptions options;
+    options.batch_size = kBatch;
+    StatusOr<EvalResult> result = evaluator.Evaluate(baseline, *config, options);
+    EXPECT_TRUE(result.ok()) << result.status().ToString();
+    return *result;
+  }
+
+  void ExpectSameResults(const dtm::v1::CompleteTaskRequest& request, const EvalResult& expected) {
+    ASSERT_TRUE(request.has_eval());
+    ASSERT_EQ(request.eval().results_size(), static_cast<int>(expected.per_probe.size()));
+    for (int i = 0; i < request.eval().results_size(); ++i) {
+      const dtm::v1::ProbeResult& got = request.eval().results(i);
+      EXPECT_EQ(got.probe_id(), expected.ids[i]);
+      EXPECT_EQ(got.probe_index(), kShardBegin + static_cast<uint32_t>(i));
+      EXPECT_EQ(got.fdt(), static_cast<uint32_t>(expected.per_probe[i].fdt)) << "probe " << i;
+      EXPECT_EQ(got.sdt(), static_cast<uint32_t>(expected.per_probe[i].sdt)) << "probe " << i;
+      EXPECT_EQ(got.nll(), expected.per_probe[i].nll) << "probe " << i;  // bit-exact: same math, same batches
+    }
+  }
+
+  static testing::TempDir* dir_;
+  std::string fingerprint_;
+  std::unique_ptr<LlamaModel> reference_;
+  ProbeSet probes_;
+};
+
+testing::TempDir* TaskExecutorTest::dir_ = nullptr;
+
+TEST_F(TaskExecutorTest, DescribesTheLoadedReplica) {
+  std::unique_ptr<TaskExecutor> executor = MakeExecutor();
+  ASSERT_NE(executor, nullptr);
+  EXPECT_EQ(executor->model_fingerprint(), fingerprint_);
+  EXPECT_EQ(executor->dtype(), dtm::v1::DTYPE_F32);
+  EXPECT_EQ(executor->num_layers(), 2);
+  EXPECT_EQ(executor->device().type(), "cpu");
+  EXPECT_GT(executor->device().memory_bytes(), 0u);
+  EXPECT_GT(executor->device_memory_bytes(), 0u);
+}
+
+TEST_F(TaskExecutorTest, BaselineTaskEqualsGenerateBaselineOnTheSameProbes) {
+  std::unique_ptr<TaskExecutor> executor = MakeExecutor();
+  ASSERT_NE(executor, nullptr);
+  dtm::v1::CompleteTaskRequest request;
+  const Status status = executor->Execute(BaselineTask(), &request);
+  ASSERT_TRUE(status.ok()) << status.ToString();
+  const Baseline expected = ReferenceBaseline();
+  ASSERT_TRUE(request.has_baseline());
+  ASSERT_EQ(request.baseline().rows_size(), kProbes);
+  for (int i = 0; i < kProbes; ++i) {
+    const dtm::v1::BaselineRow& row = request.baseline().rows(i);
+    EXPECT_EQ(row.probe_id(), expected.rows[i].id);
+    EXPECT_EQ(row.probe_index(), kShardBegin + static_cast<uint32_t>(i));
+    EXPECT_EQ(row.prefix_len(), static_cast<uint32_t>(kPrefix));
+    ASSERT_EQ(row.tokens_size(), kPrefix + kCompletion);
+    std::vector<int32_t> tokens(row.tokens().begin(), row.tokens().end());
+    EXPECT_EQ(tokens, expected.rows[i].tokens) << "probe " << i;
+  }
+  EXPECT_EQ(request.timing().tokens_processed(), static_cast<uint64_t>(kProbes * (kPrefix + kCompletion)));
+}
+
+TEST_F(TaskExecutorTest, EvalTaskEqualsEvaluatorPerProbeExactly) {
+  std::unique_ptr<TaskExecutor> executor = MakeExecutor();
+  ASSERT_NE(executor, nullptr);
+  const Baseline baseline = ReferenceBaseline();
+  // The compressed config first: the noise floor after it also shows the weights were restored.
+  for (const std::string config : {"model.layers.0.mlp.up_proj=int8-absmax", "model.layers.1.self_attn.q_proj=prune:0.9",
+                                   ""}) {
+    SCOPED_TRACE("config '" + config + "'");
+    dtm::v1::CompleteTaskRequest request;
+    const Status status = executor->Execute(EvalTask(baseline, config), &request);
+    ASSERT_TRUE(status.ok()) << status.ToString();
+    ExpectSameResults(request, ReferenceEval(baseline, config));
+    if (!config.empty()) {
+      // Otherwise the comparison could pass with a config that was never applied.
+      int diverged = 0;
+      for (const dtm::v1::ProbeResult& r : request.eval().results()) diverged += r.fdt() < kCompletion;
+      EXPECT_GT(diverged, 0);
+    }
+    EXPECT_EQ(request.timing().tokens_processed(), static_cast<uint64_t>(kProbes * (kPrefix + kCompletion)));
+  }
+  // The uncompressed replica against its own baseline in float32: no divergence at all.
+  dtm::v1::CompleteTaskRequest floor;
+  ASSERT_TRUE(executor->Execute(EvalTask(baseline, ""), &floor).ok());
+  for (const dtm::v1::ProbeResult& r : floor.eval().results()) EXPECT_EQ(r.fdt(), static_cast<uint32_t>(kCompletion));
+}
+
+TEST_F(TaskExecutorTest, GptqUsesTheCalibrationFile) {
+  const Baseline baseline = ReferenceBaseline();
+  ProbeSet calibration;
+  for (const BaselineRow& row : baseline.rows) calibration.probes.push_back({row.id, row.tokens});
+  ASSERT_TRUE(WriteProbeFile(dir_->File("calibration.jsonl"), calibration).ok());
+  std::unique_ptr<TaskExecutor> executor = MakeExecutor(dir_->File("calibration.jsonl"));
+  ASSERT_NE(executor, nullptr);
+  const std::string config = "model.layers.1.mlp.down_proj=gptq:4";
+  dtm::v1::CompleteTaskRequest request;
+  const Status status = executor->Execute(EvalTask(baseline, config), &request);
+  ASSERT_TRUE(status.ok()) << status.ToString();
+
+  std::vector<std::vector<int32_t>> sequences;
+  for (const Probe& p : calibration.probes) sequences.push_back(p.tokens);
+  CalibrationHessians hessians(sequences, kBatch);
+  ExpectSameResults(request, ReferenceEval(baseline, config, &hessians));
+}
+
+TEST_F(TaskExecutorTest, GptqWithoutCalibrationIsInvalidArgument) {
+  std::unique_ptr<TaskExecutor> executor = MakeExecutor();
+  ASSERT_NE(executor, nullptr);
+  dtm::v1::CompleteTaskRequest request;
+  const Status status = executor->Execute(EvalTask(ReferenceBaseline(), "model.layers.0.mlp.up_proj=gptq:4"), &request);
+  EXPECT_EQ(status.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("--calibration FILE"), std::string::npos) << status.message();
+}
+
+TEST_F(TaskExecutorTest, ComponentTheModelLacksIsInvalidArgument) {
+  std::unique_ptr<TaskExecutor> executor = MakeExecutor();
+  ASSERT_NE(executor, nullptr);
+  dtm::v1::CompleteTaskRequest request;
+  const Status status =
+      executor->Execute(EvalTask(ReferenceBaseline(), "model.layers.7.mlp.up_proj=int8-absmax"), &request);
+  EXPECT_EQ(status.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("model.layers.7.mlp.up_proj"), std::string::npos) << status.message();
+}
+
+TEST_F(TaskExecutorTest, TaskForAnotherModelIsFailedPreconditionNamingBothFingerprints) {
+  std::unique_ptr<TaskExecutor> executor = MakeExecutor();
+  ASSERT_NE(executor, nullptr);
+  dtm::v1::Task task = BaselineTask();
+  task.mutable_key()->set_model_fingerprint("0123abcd");
+  dtm::v1::CompleteTaskRequest request;
+  const Status status = executor->Execute(task, &request);
+  EXPECT_EQ(status.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(status.message().find("0123abcd"), std::string::npos) << status.message();
+  EXPECT_NE(status.message().find(fingerprint_), std::string::npos) << status.message();
+  EXPECT_FALSE(request.has_baseline());
+}
+
+TEST_F(TaskExecutorTest, TaskForAnotherDtypeIsFailedPrecondition) {
+  std::unique_ptr<TaskExecutor> executor = MakeExecutor();
+  ASSERT_NE(executor, nullptr);
+  dtm::v1::Task task = BaselineTask();
+  task.mutable_key()->set_dtype(dtm::v1::DTYPE_BF16);
+  dtm::v1::CompleteTaskRequest request;
+  const Status status = executor->Execute(task, &request);
+  EXPECT_EQ(status.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(status.message().find("DTYPE_BF16"), std::string::npos) << status.message();
+}
+
+TEST_F(TaskExecutorTest, RowsInconsistentWithTheKeyAreInvalidArgument) {
+  std::unique_ptr<TaskExecutor> executor = MakeExecutor();
+  ASSERT_NE(executor, nullptr);
+  const Baseline baseline = ReferenceBaseline();
+  dtm::v1::CompleteTaskRequest request;
+
+  dtm::v1::Task short_row = EvalTask(baseline, "");
+  short_row.mutable_rows(2)->mutable_tokens()->RemoveLast();
+  Status status = executor->Execute(short_row, &request);
+  EXPECT_EQ(status.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("row 2"), std::string::npos) << status.message();
+
+  dtm::v1::Task wrong_shard = BaselineTask();
+  wrong_shard.mutable_key()->mutable_shard()->set_end(kShardBegin + kProbes + 1);
+  EXPECT_EQ(executor->Execute(wrong_shard, &request).code(), StatusCode::kInvalidArgument);
+
+  dtm::v1::Task out_of_vocab = BaselineTask();
+  out_of_vocab.mutable_rows(0)->set_tokens(0, 5000);
+  EXPECT_EQ(executor->Execute(out_of_vocab, &request).code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(TaskExecutorTest, UnreadableModelIsAnErrorNamingThePath) {
+  EngineExecutorOptions options;
+  options.model_path = dir_->File("no-such-model");
+  StatusOr<std::unique_ptr<TaskExecutor>> executor = CreateEngineExecutor(options, nullptr);
+  ASSERT_FALSE(executor.ok());
+  EXPECT_EQ(executor.status().code(), StatusCode::kNotFound) << executor.status().ToString();
+  EXPECT_NE(executor.status().message().find(options.model_path), std::string::npos);
+}
+
+}  // namespace
+}  // namespace dtm

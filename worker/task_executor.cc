@@ -1,0 +1,339 @@
+#include "worker/task_executor.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <limits>
+#include <utility>
+#include <vector>
+
+#include <torch/torch.h>
+
+#ifdef DTM_WORKER_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+#include "common/compression_config.h"
+#include "worker/engine/baseline.h"
+#include "worker/engine/calibration.h"
+#include "worker/engine/checkpoint.h"
+#include "worker/engine/evaluator.h"
+#include "worker/engine/llama_model.h"
+#include "worker/engine/tensor_util.h"
+
+namespace dtm {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+uint64_t MsSince(Clock::time_point t0) {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count());
+}
+
+StatusOr<dtm::v1::Dtype> ToProtoDtype(torch::ScalarType dtype) {
+  switch (dtype) {
+    case torch::kFloat32: return dtm::v1::DTYPE_F32;
+    case torch::kFloat16: return dtm::v1::DTYPE_F16;
+    case torch::kBFloat16: return dtm::v1::DTYPE_BF16;
+    default: return InvalidArgumentError("dtype " + DTypeName(dtype) + " is not a replica precision");
+  }
+}
+
+std::string TaskName(const dtm::v1::Task& task) { return "task " + task.task_id(); }
+
+bool NeedsCalibration(const CompressionConfig& config) {
+  for (const auto& entry : config.entries) {
+    if (entry.second.kind == MethodKind::kGptq) return true;
+  }
+  return false;
+}
+
+// Token ids travel as uint32; the engine holds int32.
+StatusOr<std::vector<int32_t>> ToTokens(const google::protobuf::RepeatedField<uint32_t>& ids, const std::string& where) {
+  std::vector<int32_t> out;
+  out.reserve(ids.size());
+  for (uint32_t id : ids) {
+    if (id > static_cast<uint32_t>(std::numeric_limits<int32_t>::max())) {
+      return InvalidArgumentError(where + ": token id " + std::to_string(id) + " is out of range");
+    }
+    out.push_back(static_cast<int32_t>(id));
+  }
+  return out;
+}
+
+// Rows must be the shard's probes, in order, each of the length the key says: anything else would
+// be cached under a key that does not describe it.
+Status CheckRows(const dtm::v1::Task& task, int64_t expected_length) {
+  const dtm::v1::CacheKey& key = task.key();
+  const std::string where = TaskName(task);
+  if (task.rows().empty()) return InvalidArgumentError(where + " has no rows");
+  if (key.prefix_len() < 1) return InvalidArgumentError(where + ": key.prefix_len must be at least 1");
+  if (key.completion_len() < 1) return InvalidArgumentError(where + ": key.completion_len must be at least 1");
+  const dtm::v1::ShardRange& shard = key.shard();
+  const bool shard_set = shard.end() > shard.begin();
+  if (shard_set && static_cast<uint32_t>(task.rows_size()) != shard.end() - shard.begin()) {
+    return InvalidArgumentError(where + " has " + std::to_string(task.rows_size()) + " rows for shard [" +
+                                std::to_string(shard.begin()) + ", " + std::to_string(shard.end()) + ")");
+  }
+  for (int i = 0; i < task.rows_size(); ++i) {
+    const dtm::v1::BaselineRow& row = task.rows(i);
+    const std::string row_where = where + " row " + std::to_string(i) + " (probe '" + row.probe_id() + "')";
+    if (row.probe_id().empty()) return InvalidArgumentError(where + " row " + std::to_string(i) + " has no probe_id");
+    if (shard_set && row.probe_index() != shard.begin() + static_cast<uint32_t>(i)) {
+      return InvalidArgumentError(row_where + ": probe_index " + std::to_string(row.probe_index()) + ", expected " +
+                                  std::to_string(shard.begin() + i) + " in shard order");
+    }
+    if (row.prefix_len() != 0 && row.prefix_len() != key.prefix_len()) {
+      return InvalidArgumentError(row_where + ": prefix_len " + std::to_string(row.prefix_len()) +
+                                  " differs from key.prefix_len " + std::to_string(key.prefix_len()));
+    }
+    if (row.tokens_size() != expected_length) {
+      return InvalidArgumentError(row_where + ": " + std::to_string(row.tokens_size()) + " tokens, expected " +
+                                  std::to_string(expected_length));
+    }
+  }
+  return OkStatus();
+}
+
+uint64_t ReadResidentBytes() {
+  std::FILE* f = std::fopen("/proc/self/statm", "r");
+  if (f == nullptr) return 0;
+  unsigned long long size_pages = 0, resident_pages = 0;  // NOLINT: fscanf's types
+  const int read = std::fscanf(f, "%llu %llu", &size_pages, &resident_pages);
+  std::fclose(f);
+  if (read != 2) return 0;
+  return static_cast<uint64_t>(resident_pages) * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+}
+
+// One replica and its evaluator; see TaskExecutor.
+class EngineExecutor final : public TaskExecutor {
+ public:
+  EngineExecutor(const EngineExecutorOptions& options, std::unique_ptr<LlamaModel> model, std::string fingerprint,
+                 dtm::v1::Dtype dtype, std::unique_ptr<CalibrationHessians> calibration)
+      : batch_size_(options.batch_size),
+        model_(std::move(model)),
+        fingerprint_(std::move(fingerprint)),
+        dtype_(dtype),
+        calibration_(std::move(calibration)),
+        evaluator_(model_.get(), calibration_.get()) {}
+
+  Status Execute(const dtm::v1::Task& task, dtm::v1::CompleteTaskRequest* request) override {
+    RETURN_IF_ERROR(CheckKey(task));
+    // Exceptions from libtorch stop here; the weights are restored whatever happened, since the
+    // replica serves every later task.
+    try {
+      switch (task.kind()) {
+        case dtm::v1::TASK_KIND_BASELINE_SHARD: return ExecuteBaseline(task, request);
+        case dtm::v1::TASK_KIND_EVAL_SHARD: return ExecuteEval(task, request);
+        default:
+          return InvalidArgumentError(TaskName(task) + " has kind " + dtm::v1::TaskKind_Name(task.kind()) +
+                                      ", which this worker cannot run");
+      }
+    } catch (const std::exception& e) {
+      evaluator_.Restore();
+      const std::string what = e.what();
+      const StatusCode code =
+          what.find("out of memory") != std::string::npos ? StatusCode::kResourceExhausted : StatusCode::kInternal;
+      return Status(code, TaskName(task) + " failed in the engine: " + what.substr(0, what.find('\n')));
+    }
+  }
+
+  std::string model_fingerprint() const override { return fingerprint_; }
+  dtm::v1::Dtype dtype() const override { return dtype_; }
+  int num_layers() const override { return static_cast<int>(model_->config().num_hidden_layers); }
+
+  dtm::v1::DeviceInfo device() const override {
+    dtm::v1::DeviceInfo info;
+    const torch::Device& device = model_->options().device;
+#ifdef DTM_WORKER_WITH_CUDA
+    if (device.is_cuda()) {
+      const cudaDeviceProp* props = at::cuda::getDeviceProperties(device.has_index() ? device.index() : 0);
+      info.set_description(props->name);
+      info.set_type("cuda");
+      info.set_memory_bytes(props->totalGlobalMem);
+      return info;
+    }
+#endif
+    info.set_description(device.str());
+    info.set_type(device.is_cuda() ? "cuda" : "cpu");
+    info.set_memory_bytes(static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(sysconf(_SC_PAGESIZE)));
+    return info;
+  }
+
+  uint64_t device_memory_bytes() const override {
+#ifdef DTM_WORKER_WITH_CUDA
+    const torch::Device& device = model_->options().device;
+    if (device.is_cuda()) {
+      // allocated_bytes[0] is the aggregate over pool kinds (StatType::AGGREGATE in every 2.x).
+      const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.has_index() ? device.index() : 0);
+      return static_cast<uint64_t>(stats.allocated_bytes[0].current);
+    }
+#endif
+    return ReadResidentBytes();
+  }
+
+ private:
+  Status CheckKey(const dtm::v1::Task& task) const {
+    const dtm::v1::CacheKey& key = task.key();
+    if (key.model_fingerprint() != fingerprint_) {
+      return FailedPreconditionError(TaskName(task) + " is for model fingerprint '" + key.model_fingerprint() +
+                                     "' but this worker holds '" + fingerprint_ + "'");
+    }
+    if (key.dtype() != dtype_) {
+      return FailedPreconditionError(TaskName(task) + " is for dtype " + dtm::v1::Dtype_Name(key.dtype()) +
+                                     " but this worker's replica runs in " + dtm::v1::Dtype_Name(dtype_));
+    }
+    return OkStatus();
+  }
+
+  Status ExecuteBaseline(const dtm::v1::Task& task, dtm::v1::CompleteTaskRequest* request) {
+    const dtm::v1::CacheKey& key = task.key();
+    RETURN_IF_ERROR(CheckRows(task, key.prefix_len()));
+    ProbeSet probes;
+    for (const dtm::v1::BaselineRow& row : task.rows()) {
+      ASSIGN_OR_RETURN(std::vector<int32_t> tokens, ToTokens(row.tokens(), TaskName(task) + " probe " + row.probe_id()));
+      probes.probes.push_back({row.probe_id(), std::move(tokens)});
+    }
+    GenerateOptions options;
+    options.completion_len = key.completion_len();
+    options.batch_size = batch_size_;
+    const auto t0 = Clock::now();
+    ASSIGN_OR_RETURN(Baseline baseline, GenerateBaseline(*model_, probes, options));
+    dtm::v1::TaskTiming* timing = request->mutable_timing();
+    timing->set_compute_ms(MsSince(t0));
+
+    dtm::v1::BaselineShardOutput* output = request->mutable_baseline();
+    uint64_t tokens = 0;
+    for (size_t i = 0; i < baseline.rows.size(); ++i) {
+      const BaselineRow& generated = baseline.rows[i];
+      dtm::v1::BaselineRow* row = output->add_rows();
+      row->set_probe_id(generated.id);
+      row->set_probe_index(task.rows(static_cast<int>(i)).probe_index());
+      row->set_prefix_len(static_cast<uint32_t>(generated.prefix_len));
+      for (int32_t t : generated.tokens) row->add_tokens(static_cast<uint32_t>(t));
+      tokens += generated.tokens.size();
+    }
+    timing->set_tokens_processed(tokens);
+    return OkStatus();
+  }
+
+  Status ExecuteEval(const dtm::v1::Task& task, dtm::v1::CompleteTaskRequest* request) {
+    const dtm::v1::CacheKey& key = task.key();
+    RETURN_IF_ERROR(CheckRows(task, static_cast<int64_t>(key.prefix_len()) + key.completion_len()));
+    StatusOr<CompressionConfig> parsed = ParseCompressionConfig(key.config().canonical(), num_layers());
+    if (!parsed.ok()) {
+      return InvalidArgumentError(TaskName(task) + ": config '" + key.config().canonical() +
+                                  "': " + parsed.status().message());
+    }
+    const CompressionConfig& config = *parsed;
+    if (NeedsCalibration(config) && calibration_ == nullptr) {
+      return InvalidArgumentError(TaskName(task) +
+                                  ": gptq needs calibration data: start the worker with --calibration FILE");
+    }
+    Baseline baseline;
+    uint64_t tokens = 0;
+    for (const dtm::v1::BaselineRow& row : task.rows()) {
+      ASSIGN_OR_RETURN(std::vector<int32_t> ids, ToTokens(row.tokens(), TaskName(task) + " probe " + row.probe_id()));
+      tokens += ids.size();
+      baseline.rows.push_back({row.probe_id(), static_cast<int64_t>(key.prefix_len()), std::move(ids)});
+    }
+    RETURN_IF_ERROR(ValidateBaselineForModel(baseline, *model_, TaskName(task)));
+
+    // Evaluator::Evaluate is Apply + EvaluateCurrent + Restore; the steps run one by one here so
+    // that each is timed.
+    dtm::v1::TaskTiming* timing = request->mutable_timing();
+    EvalOptions options;
+    options.batch_size = batch_size_;
+    auto t0 = Clock::now();
+    if (!config.empty()) RETURN_IF_ERROR(evaluator_.Apply(config));
+    timing->set_apply_ms(MsSince(t0));
+    t0 = Clock::now();
+    StatusOr<EvalResult> result = evaluator_.EvaluateCurrent(baseline, options);
+    timing->set_compute_ms(MsSince(t0));
+    t0 = Clock::now();
+    evaluator_.Restore();
+    timing->set_restore_ms(MsSince(t0));
+    if (!result.ok()) return result.status();
+
+    dtm::v1::EvalShardOutput* output = request->mutable_eval();
+    for (size_t i = 0; i < result->per_probe.size(); ++i) {
+      const ProbeDivergence& d = result->per_probe[i];
+      dtm::v1::ProbeResult* r = output->add_results();
+      r->set_probe_id(result->ids[i]);
+      r->set_probe_index(task.rows(static_cast<int>(i)).probe_index());
+      r->set_fdt(static_cast<uint32_t>(d.fdt));
+      r->set_sdt(static_cast<uint32_t>(d.sdt));
+      r->set_nll(d.nll);
+    }
+    timing->set_tokens_processed(tokens);
+    return OkStatus();
+  }
+
+  int64_t batch_size_;
+  std::unique_ptr<LlamaModel> model_;
+  std::string fingerprint_;
+  dtm::v1::Dtype dtype_;
+  std::unique_ptr<CalibrationHessians> calibration_;
+  Evaluator evaluator_;  // after model_ and calibration_, which it points into
+};
+
+StatusOr<std::unique_ptr<CalibrationHessians>> LoadCalibration(const EngineExecutorOptions& options) {
+  if (options.calibration_file.empty()) return std::unique_ptr<CalibrationHessians>();
+  if (options.calibration_count < 1) return InvalidArgumentError("calibration count must be at least 1");
+  StatusOr<ProbeSet> set = ReadProbeFile(options.calibration_file);
+  if (!set.ok()) {
+    return Status(set.status().code(),
+                  "calibration file " + options.calibration_file + ": " + set.status().message());
+  }
+  std::vector<std::vector<int32_t>> sequences;
+  for (Probe& p : set->probes) {
+    if (static_cast<int64_t>(sequences.size()) == options.calibration_count) break;
+    sequences.push_back(std::move(p.tokens));
+  }
+  if (sequences.empty()) return InvalidArgumentError("calibration file " + options.calibration_file + " has no probes");
+  return std::make_unique<CalibrationHessians>(std::move(sequences), options.batch_size);
+}
+
+StatusOr<std::unique_ptr<TaskExecutor>> CreateEngineExecutorOrError(const EngineExecutorOptions& options,
+                                                                    double* load_seconds) {
+  if (options.batch_size < 1) return InvalidArgumentError("batch size must be at least 1");
+  ASSIGN_OR_RETURN(torch::Device device, ParseDevice(options.device));
+  torch::ScalarType dtype = DefaultDTypeFor(device);
+  if (!options.dtype.empty()) {
+    ASSIGN_OR_RETURN(dtype, ParseDType(options.dtype));
+  }
+  ASSIGN_OR_RETURN(dtm::v1::Dtype proto_dtype, ToProtoDtype(dtype));
+  ASSIGN_OR_RETURN(std::unique_ptr<CalibrationHessians> calibration, LoadCalibration(options));
+
+  const auto t0 = Clock::now();
+  auto model_error = [&](const Status& s) {
+    return Status(s.code(), "cannot load model " + options.model_path + ": " + s.message());
+  };
+  StatusOr<std::unique_ptr<Checkpoint>> checkpoint = Checkpoint::Open(options.model_path);
+  if (!checkpoint.ok()) return model_error(checkpoint.status());
+  StatusOr<std::string> fingerprint = (*checkpoint)->Fingerprint();
+  if (!fingerprint.ok()) return model_error(fingerprint.status());
+  StatusOr<std::unique_ptr<LlamaModel>> model = LlamaModel::Load(**checkpoint, ModelOptions{dtype, device});
+  if (!model.ok()) return model_error(model.status());
+  if (load_seconds != nullptr) *load_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  return std::unique_ptr<TaskExecutor>(std::make_unique<EngineExecutor>(
+      options, std::move(*model), std::move(*fingerprint), proto_dtype, std::move(calibration)));
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<TaskExecutor>> CreateEngineExecutor(const EngineExecutorOptions& options,
+                                                             double* load_seconds) {
+  try {
+    return CreateEngineExecutorOrError(options, load_seconds);
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    return InternalError("cannot load model " + options.model_path + ": " + what.substr(0, what.find('\n')));
+  }
+}
+
+uint64_t ProcessResidentBytes() { return ReadResidentBytes(); }
+
+}  // namespace dtm

@@ -1,0 +1,57 @@
+// TaskExecutor: what runs one leased task on the worker's model replica. The Worker talks to the
+// coordinator and knows nothing of torch; the engine-backed executor (CreateEngineExecutor) is the
+// only implementation outside tests, which fake this interface to test the Worker without a model.
+//
+// This header is torch-free, so that the Worker and its tests build without libtorch.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+#include "dtm/v1/common.pb.h"
+#include "dtm/v1/worker_service.pb.h"
+
+namespace dtm {
+
+// Runs one task at a time on one replica: not thread-safe.
+class TaskExecutor {
+ public:
+  virtual ~TaskExecutor() = default;
+
+  // Fills request->eval or request->baseline (one entry per task row, in row order) and
+  // request->timing (all but total_ms, which the Worker measures from the lease). INVALID_ARGUMENT for
+  // a task that can never succeed (a config naming a component the model lacks, rows inconsistent
+  // with the key); FAILED_PRECONDITION for a task meant for another model or precision; other codes
+  // otherwise (RESOURCE_EXHAUSTED for out-of-memory, INTERNAL for an engine failure).
+  virtual Status Execute(const dtm::v1::Task& task, dtm::v1::CompleteTaskRequest* request) = 0;
+
+  virtual std::string model_fingerprint() const = 0;
+  virtual dtm::v1::Dtype dtype() const = 0;
+  virtual int num_layers() const = 0;
+  virtual dtm::v1::DeviceInfo device() const = 0;
+  // Memory the replica holds now: CUDA bytes allocated on a GPU, the process's resident set on CPU.
+  // For the dtm_worker_device_memory_bytes gauge; 0 when unknown.
+  virtual uint64_t device_memory_bytes() const { return 0; }
+};
+
+struct EngineExecutorOptions {
+  std::string model_path;
+  std::string dtype;  // "float32" | "float16" | "bfloat16" (or fp32, bf16, ...); "" = the device's default
+  std::string device = "cpu";  // "cpu", "cuda", "cuda:N", "auto"
+  int64_t batch_size = 8;
+  // A probe file whose sequences give the GPTQ calibration Hessians; without it gptq configs fail.
+  std::string calibration_file;
+  int64_t calibration_count = 128;  // sequences of the calibration file used
+};
+
+// Opens the checkpoint, fingerprints it and loads the replica once; *load_seconds (if not null)
+// receives the time that took. Errors name the model folder (NOT_FOUND when it cannot be read).
+StatusOr<std::unique_ptr<TaskExecutor>> CreateEngineExecutor(const EngineExecutorOptions& options,
+                                                             double* load_seconds);
+
+// The process's resident set size from /proc/self/statm; 0 where that cannot be read.
+uint64_t ProcessResidentBytes();
+
+}  // namespace dtm

@@ -1,0 +1,144 @@
+// Worker: the dtm-worker daemon's loop around one model replica, independent of how the replica
+// runs tasks (TaskExecutor) and of how the coordinator is reached (a gRPC channel: TCP in dtm-worker,
+// in-process in `dtmctl local`).
+//
+// Algorithm (worker_service.proto's protocol):
+//   1. RegisterWorker with the replica's fingerprint, dtype, layers, device and capacity; retry with
+//      backoff while the coordinator is away.
+//   2. LeaseTasks (up to capacity, one request id per attempt, reused on retry); when none come, wait
+//      idle_poll_interval_ms.
+//   3. Run the leased tasks one after the other on the single replica; report each with CompleteTask
+//      (or FailTask, retryable unless the executor said INVALID_ARGUMENT). A report that meets
+//      UNAVAILABLE or DEADLINE_EXCEEDED is retried with backoff for report_retry_ms: the coordinator
+//      may be restarting, and a result is content-addressed, so a late one is still worth giving.
+//   4. Meanwhile a heartbeat thread renews the held leases every heartbeat_interval_ms. A lease the
+//      coordinator calls CANCELLED has its work dropped (not run, or its result not reported);
+//      EXPIRED and UNKNOWN leases are still reported, since the coordinator accepts a late valid result.
+//   5. Any call answered FAILED_PRECONDITION ("worker W is not registered"), or a heartbeat answered
+//      `reregister`, makes the worker register again and go on.
+//   6. Drain(): stop leasing, finish and report the running task, return the leases not started with
+//      DrainWorker; Run() then returns OK.
+//
+// Thread-safety: Run() is called once, on one thread; Drain() may be called from any thread, any
+// time (before Run() too, which then returns at once). The executor is used by Run()'s thread only.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "common/status.h"
+#include "dtm/v1/worker_service.grpc.pb.h"
+#include "worker/task_executor.h"
+#include "worker/worker_metrics.h"
+
+namespace dtm {
+
+struct WorkerOptions {
+  std::string worker_id;
+  std::string model_path;  // the --model folder, reported at registration
+  int capacity = 1;        // tasks leased at once
+  std::string version = "0.1.0";
+  int64_t rpc_timeout_ms = 10000;     // deadline of every RPC
+  int64_t report_retry_ms = 300000;   // how long an undeliverable result is retried
+  // Backoff while the coordinator is away: doubles from initial to max, each wait jittered by +-20%.
+  int64_t initial_backoff_ms = 200;
+  int64_t max_backoff_ms = 10000;
+  // Called on Run()'s or the heartbeat thread after each successful registration (e.g. to turn the
+  // daemon's health to SERVING). Must not call back into the Worker.
+  std::function<void()> on_registered;
+};
+
+class Worker {
+ public:
+  // `executor` and `metrics` (nullable) are not owned and must outlive the Worker.
+  Worker(WorkerOptions options, std::shared_ptr<grpc::Channel> channel, TaskExecutor* executor,
+         WorkerMetrics* metrics);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Registers, then leases -> executes -> reports until Drain(). Returns OK after a drain, or the
+  // error of a registration the coordinator refused for good (e.g. PERMISSION_DENIED, an
+  // incompatible version); transient errors are retried, not returned.
+  Status Run();
+  // Thread-safe; see the class comment.
+  void Drain();
+
+ private:
+  using Clock = std::chrono::steady_clock;
+
+  // A lease the worker holds, from LeaseTasks until its task is reported, dropped or drained.
+  struct HeldLease {
+    std::string task_id;
+    std::string job_id;
+    bool cancelled = false;      // the coordinator said CANCELLED: drop the work
+    bool stale_logged = false;   // an EXPIRED/UNKNOWN state was logged once
+  };
+
+  Status Loop();
+  // Registers unless registered; OK when registered. `*generation` (if set) receives the current
+  // registration generation.
+  Status EnsureRegistered(uint64_t* generation = nullptr);
+  // Forgets the registration a "not registered" reply was about, unless a newer one replaced it
+  // meanwhile (so that a stale reply does not release the leases of a fresh registration).
+  void MarkUnregistered(uint64_t generation);
+  uint64_t generation() const;
+
+  // One LeaseTasks call, with request id reuse across retries.
+  StatusOr<std::vector<dtm::v1::Task>> Lease(uint64_t generation);
+  void RunTask(const dtm::v1::Task& task, Clock::time_point leased_at);
+  TaskOutcome ReportCompletion(const dtm::v1::Task& task, dtm::v1::CompleteTaskRequest* request,
+                               Clock::time_point leased_at);
+  void ReportFailure(const dtm::v1::Task& task, const Status& error);
+  void ReturnLeases();
+
+  void HeartbeatLoop();
+  void HeartbeatOnce(const std::vector<std::string>& lease_ids, uint64_t generation);
+
+  bool IsCancelled(const std::string& lease_id) const;
+  void ForgetLease(const std::string& lease_id);
+  bool draining() const;
+  // Waits `ms` or until Drain(); false when draining.
+  bool WaitUnlessDraining(int64_t ms);
+  int64_t Jittered(int64_t ms);
+  int64_t NextBackoff(int64_t ms) const;
+  std::string NewRequestId();
+  void SetDeadline(grpc::ClientContext* context) const;
+  void UpdateMemoryGauge();
+
+  const WorkerOptions options_;
+  std::unique_ptr<dtm::v1::WorkerService::Stub> stub_;
+  TaskExecutor* const executor_;
+  WorkerMetrics* const metrics_;
+
+  // Serializes RegisterWorker calls of Run()'s and the heartbeat thread.
+  std::mutex register_mu_;
+
+  mutable std::mutex mu_;
+  std::condition_variable wake_;  // Drain(), stop, registration
+  bool draining_ = false;
+  bool stopping_ = false;  // the heartbeat thread must exit
+  bool registered_ = false;
+  uint64_t generation_ = 0;  // incremented by every successful registration
+  int64_t heartbeat_interval_ms_ = 5000;
+  int64_t idle_poll_interval_ms_ = 500;
+  std::map<std::string, HeldLease> held_;  // by lease id
+  std::string lease_request_id_;  // of the LeaseTasks attempt to retry; empty: start a new one
+  std::mt19937_64 rng_;
+  uint64_t next_request_ = 0;
+
+  std::thread heartbeat_thread_;
+};
+
+}  // namespace dtm

@@ -1,0 +1,226 @@
+// dtm-worker: one model replica that pulls shard tasks from dtm-coordinator (ARCHITECTURE "Processes").
+//
+// Exit codes: 0 after a drain (SIGTERM/SIGINT); 1 when the coordinator refuses the registration for
+// good; 2 for bad flags, an unreadable model or a port that cannot be bound.
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <grpcpp/grpcpp.h>
+#include <prometheus/registry.h>
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include "common/grpc_security.h"
+#include "common/health_service.h"
+#include "common/logging.h"
+#include "common/metrics_http_server.h"
+#include "worker/task_executor.h"
+#include "worker/worker.h"
+#include "worker/worker_metrics.h"
+
+namespace {
+
+struct Flags {
+  std::string coordinator;
+  std::string metrics_listen = "127.0.0.1:9101";
+  std::string health_listen = "127.0.0.1:0";
+  std::string log_level = "info";
+  int threads = 0;
+  int report_retry_s = 300;
+  dtm::EngineExecutorOptions engine;
+  dtm::WorkerOptions worker;
+  dtm::ClientSecurityOptions security;
+};
+
+// "host:port" -> (host, port); port 0 picks a free one.
+bool SplitHostPort(const std::string& address, std::string* host, int* port) {
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos) return false;
+  *host = address.substr(0, colon);
+  if (host->size() > 1 && host->front() == '[') *host = host->substr(1, host->size() - 2);
+  try {
+    size_t used = 0;
+    *port = std::stoi(address.substr(colon + 1), &used);
+    if (used != address.size() - colon - 1) return false;
+  } catch (...) {
+    return false;
+  }
+  return *port >= 0 && *port < 65536;
+}
+
+// $HOSTNAME-pid: stable per pod (its name) and distinct for several workers on one host.
+std::string DefaultWorkerId() {
+  std::string host;
+  if (const char* env = std::getenv("HOSTNAME"); env != nullptr && *env != '\0') {
+    host = env;
+  } else {
+    char name[256] = {};
+    host = gethostname(name, sizeof(name) - 1) == 0 && name[0] != '\0' ? name : "worker";
+  }
+  return host + "-" + std::to_string(getpid());
+}
+
+// The standard health service on its own small plaintext server: kubelet and load-balancer probes
+// carry no certificates, and the worker has no other server to put it on.
+std::unique_ptr<grpc::Server> StartHealthServer(const std::string& address, dtm::HealthService* health, int* port) {
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), port);
+  builder.RegisterService(health);
+  return builder.BuildAndStart();
+}
+
+int Run(Flags flags) {
+  if (dtm::Status s = dtm::InitLogging(flags.log_level); !s.ok()) {
+    std::fprintf(stderr, "dtm-worker: --log-level: %s\n", s.message().c_str());
+    return 2;
+  }
+  // SIGTERM and SIGINT are taken by sigwait on a dedicated thread; every thread started after this
+  // (gRPC's, libtorch's) inherits the mask, so no handler ever runs.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  if (flags.worker.worker_id.empty()) flags.worker.worker_id = DefaultWorkerId();
+  const std::string& id = flags.worker.worker_id;
+  if (flags.threads > 0) torch::set_num_threads(flags.threads);
+  if (flags.worker.capacity < 1) {
+    spdlog::critical("dtm-worker: --capacity must be at least 1, got {}", flags.worker.capacity);
+    return 2;
+  }
+  flags.worker.report_retry_ms = static_cast<int64_t>(flags.report_retry_s) * 1000;
+  flags.worker.model_path = flags.engine.model_path;
+
+  // Health and metrics first: a 70B model takes minutes to load, and probes should see NOT_SERVING
+  // (not a refused connection) meanwhile.
+  dtm::HealthService health;
+  int health_port = 0;
+  std::unique_ptr<grpc::Server> health_server;
+  if (!flags.health_listen.empty()) {
+    health_server = StartHealthServer(flags.health_listen, &health, &health_port);
+    if (!health_server) {
+      spdlog::critical("dtm-worker: --health-listen {}: cannot listen there", flags.health_listen);
+      return 2;
+    }
+  }
+  auto registry = std::make_shared<prometheus::Registry>();
+  dtm::WorkerMetrics metrics(registry.get(), id);
+  std::unique_ptr<dtm::MetricsHttpServer> metrics_server;
+  if (!flags.metrics_listen.empty()) {
+    std::string host;
+    int port = 0;
+    if (!SplitHostPort(flags.metrics_listen, &host, &port)) {
+      spdlog::critical("dtm-worker: --metrics-listen '{}' is not HOST:PORT", flags.metrics_listen);
+      return 2;
+    }
+    auto server = dtm::MetricsHttpServer::Start(registry, host, port);
+    if (!server.ok()) {
+      spdlog::critical("dtm-worker: --metrics-listen: {}", server.status().message());
+      return 2;
+    }
+    metrics_server = std::move(server).value();
+  }
+
+  auto channel = dtm::MakeChannel(flags.coordinator, flags.security);
+  if (!channel.ok()) {
+    spdlog::critical("dtm-worker: --coordinator {}: {}", flags.coordinator, channel.status().message());
+    return 2;
+  }
+
+  spdlog::info("dtm-worker {}: loading model {} on {}", id, flags.engine.model_path, flags.engine.device);
+  double load_seconds = 0;
+  auto executor = dtm::CreateEngineExecutor(flags.engine, &load_seconds);
+  if (!executor.ok()) {
+    spdlog::critical("dtm-worker: {}", executor.status().ToString());
+    return 2;
+  }
+  metrics.SetModelLoadSeconds(load_seconds);
+  metrics.SetDeviceMemoryBytes((*executor)->device_memory_bytes());
+
+  flags.worker.on_registered = [&health] { health.SetStatus("", true); };
+  dtm::Worker worker(flags.worker, *channel, executor->get(), &metrics);
+
+  // First signal: drain (finish and report the running task). A second: leave at once.
+  std::atomic<bool> finished{false};
+  std::thread signal_thread([&] {
+    int drains = 0;
+    for (;;) {
+      int signal = 0;
+      sigwait(&signals, &signal);
+      if (finished) return;
+      if (drains++ == 0) {
+        spdlog::info("dtm-worker {}: signal {}; draining", id, signal);
+        health.SetStatus("", false);
+        worker.Drain();
+      } else {
+        spdlog::warn("dtm-worker {}: second signal {}; exiting without finishing the running task", id, signal);
+        spdlog::default_logger()->flush();
+        std::_Exit(1);
+      }
+    }
+  });
+
+  // One line that scripts and tests wait for, with the ports actually bound.
+  const dtm::v1::DeviceInfo device = (*executor)->device();
+  spdlog::info("dtm-worker {} ready: model {} fingerprint {} dtype {} device {} layers {} loaded in {:.1f} s; "
+               "coordinator {} capacity {}; metrics port {} health port {}",
+               id, flags.engine.model_path, (*executor)->model_fingerprint().substr(0, 12),
+               dtm::v1::Dtype_Name((*executor)->dtype()), device.description(), (*executor)->num_layers(),
+               load_seconds, flags.coordinator, flags.worker.capacity, metrics_server ? metrics_server->port() : 0,
+               health_port);
+
+  const dtm::Status result = worker.Run();
+  finished = true;
+  kill(getpid(), SIGTERM);  // wakes the signal thread, which sees `finished`
+  signal_thread.join();
+
+  health.Shutdown();
+  if (health_server) health_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (!result.ok()) {
+    spdlog::critical("dtm-worker {}: {}", id, result.ToString());
+    return 1;
+  }
+  spdlog::info("dtm-worker {}: drained; exiting", id);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Flags flags;
+  CLI::App app{"dtm-worker: evaluates dtm shard tasks on one model replica, pulled from dtm-coordinator"};
+  app.add_option("--coordinator", flags.coordinator, "Coordinator gRPC address HOST:PORT")->required();
+  app.add_option("--model", flags.engine.model_path, "Hugging Face Llama checkpoint folder")->required();
+  app.add_option("--dtype", flags.engine.dtype, "float32, float16 or bfloat16 (default: the device's)");
+  app.add_option("--device", flags.engine.device, "cpu, cuda, cuda:N or auto")->capture_default_str();
+  app.add_option("--worker-id", flags.worker.worker_id, "Stable id of this worker (default: $HOSTNAME-pid)");
+  app.add_option("--capacity", flags.worker.capacity, "Tasks leased at once (they run one after the other)")
+      ->capture_default_str();
+  app.add_option("--batch-size", flags.engine.batch_size, "Sequences per forward pass")->capture_default_str();
+  app.add_option("--threads", flags.threads, "CPU threads (0: libtorch's default)");
+  app.add_option("--calibration", flags.engine.calibration_file, "Probe file of GPTQ calibration sequences");
+  app.add_option("--calibration-count", flags.engine.calibration_count, "Calibration sequences used")
+      ->capture_default_str();
+  app.add_option("--metrics-listen", flags.metrics_listen, "Prometheus /metrics HOST:PORT ('' disables)")
+      ->capture_default_str();
+  app.add_option("--health-listen", flags.health_listen, "grpc.health.v1 HOST:PORT, plaintext ('' disables)")
+      ->capture_default_str();
+  app.add_option("--report-retry-seconds", flags.report_retry_s,
+                 "How long a result is retried while the coordinator is unavailable")
+      ->capture_default_str();
+  app.add_option("--rpc-timeout-ms", flags.worker.rpc_timeout_ms, "Deadline of each call to the coordinator")
+      ->capture_default_str();
+  app.add_option("--log-level", flags.log_level, "trace, debug, info, warn or error")->capture_default_str();
+  dtm::AddClientSecurityFlags(&app, &flags.security);
+  CLI11_PARSE(app, argc, argv);
+  return Run(std::move(flags));
+}
