@@ -1,10 +1,18 @@
-// dtmctl: flags only; the commands live in engine_commands.cc.
+// dtmctl: flags only; the commands live in engine_commands.cc and (with the service) service_commands.cc.
 #include <iostream>
+#include <optional>
+#include <string>
 
 #include <CLI/CLI.hpp>
 #include <c10/util/Exception.h>
 
 #include "cli/engine_commands.h"
+#ifdef DTM_WITH_SERVICE
+#include "cli/local_command.h"
+#include "cli/service_commands.h"
+#include "common/grpc_security.h"
+#include "common/logging.h"
+#endif
 
 namespace {
 
@@ -14,6 +22,86 @@ void AddRuntimeFlags(CLI::App* cmd, dtm::cli::RuntimeOptions* runtime) {
   cmd->add_option("--batch-size", runtime->batch_size, "sequences per forward pass")->capture_default_str();
   cmd->add_option("--threads", runtime->threads, "CPU threads (0: libtorch's default)");
 }
+
+#ifdef DTM_WITH_SERVICE
+// The service commands' options; each command parses into its own.
+struct ServiceFlags {
+  dtm::cli::SubmitOptions submit;
+  dtm::cli::WatchOptions watch;
+  dtm::cli::ResultsOptions results;
+  dtm::cli::CancelOptions cancel;
+  dtm::cli::JobsOptions jobs;
+  dtm::cli::LocalOptions local;
+  std::string local_log_level = "warn";
+};
+
+void AddConnectionFlags(CLI::App* cmd, dtm::cli::ConnectionOptions* connection) {
+  cmd->add_option("--coordinator", connection->coordinator,
+                  "host:port of dtm-coordinator (default: $DTM_COORDINATOR, else 127.0.0.1:7070)")
+      ->capture_default_str();
+  cmd->add_option("--timeout", connection->timeout_s, "deadline of each call, in seconds")->capture_default_str();
+  dtm::AddClientSecurityFlags(cmd, &connection->security);
+}
+
+void AddServiceCommands(CLI::App* app, ServiceFlags* f) {
+  CLI::App* submit = app->add_subcommand("submit", "submit a job spec to the coordinator; prints the job id");
+  submit->add_option("spec", f->submit.spec_path, "job spec (YAML)")->required();
+  submit->add_flag("--watch", f->submit.watch, "then follow its progress as `dtmctl watch` does");
+  AddConnectionFlags(submit, &f->submit.connection);
+
+  CLI::App* watch = app->add_subcommand("watch", "follow a job's progress until it ends (exit 0: SUCCEEDED)");
+  watch->add_option("id", f->watch.job_id, "job id")->required();
+  AddConnectionFlags(watch, &f->watch.connection);
+
+  CLI::App* results = app->add_subcommand("results", "a job's results, best first, the noise floor on top");
+  results->add_option("id", f->results.job_id, "job id")->required();
+  results->add_option("--format", f->results.format, "table, json or csv")->capture_default_str();
+  results->add_flag("--probes", f->results.probes, "per-probe rows too (json only)");
+  results->add_flag("--partial", f->results.partial, "also configs whose shards are still outstanding");
+  AddConnectionFlags(results, &f->results.connection);
+
+  CLI::App* cancel = app->add_subcommand("cancel", "cancel a job");
+  cancel->add_option("id", f->cancel.job_id, "job id")->required();
+  cancel->add_option("--reason", f->cancel.reason, "recorded as the job's error");
+  AddConnectionFlags(cancel, &f->cancel.connection);
+
+  CLI::App* jobs = app->add_subcommand("jobs", "list jobs, newest first");
+  jobs->add_option("--state", f->jobs.states, "only jobs in this state (repeatable): pending, running, succeeded, "
+                                              "failed or cancelled");
+  AddConnectionFlags(jobs, &f->jobs.connection);
+
+  CLI::App* local = app->add_subcommand(
+      "local", "run a job spec in this process: a coordinator, K workers and the client (the embedded default)");
+  local->add_option("spec", f->local.spec_path, "job spec (YAML)")->required();
+  local->add_option("--workers", f->local.workers, "workers, each with its own model replica")->capture_default_str();
+  local->add_option("--redis", f->local.redis, "redis://host:port to keep jobs and results (default: in memory)");
+  local->add_option("--format", f->local.format, "results: table, json or csv")->capture_default_str();
+  local->add_option("--device", f->local.device, "cpu, cuda, cuda:N or auto")->capture_default_str();
+  local->add_option("--dtype", f->local.dtype, "float32, float16 or bfloat16 (default: the device's)");
+  local->add_option("--batch-size", f->local.batch_size, "sequences per forward pass")->capture_default_str();
+  local->add_option("--calibration", f->local.calibration, "probe file of GPTQ calibration sequences");
+  local->add_option("--metrics-listen", f->local.metrics_listen, "serve /metrics on HOST:PORT while the job runs");
+  local->add_option("--log-level", f->local_log_level, "trace, debug, info, warn or error")->capture_default_str();
+}
+
+// The exit code of service command `command`; nullopt when it is not one of them.
+std::optional<int> RunServiceCommand(const std::string& command, const ServiceFlags& f) {
+  const dtm::cli::Console console = dtm::cli::Console::Std();
+  if (command == "submit") return dtm::cli::SubmitCommand(f.submit, console);
+  if (command == "watch") return dtm::cli::WatchCommand(f.watch, console);
+  if (command == "results") return dtm::cli::ResultsCommand(f.results, console);
+  if (command == "cancel") return dtm::cli::CancelCommand(f.cancel, console);
+  if (command == "jobs") return dtm::cli::JobsCommand(f.jobs, console);
+  if (command == "local") {
+    if (dtm::Status s = dtm::InitLogging(f.local_log_level); !s.ok()) {
+      std::cerr << "dtmctl local: --log-level: " << s.message() << "\n";
+      return 2;
+    }
+    return dtm::cli::LocalCommand(f.local, console);
+  }
+  return std::nullopt;
+}
+#endif
 
 }  // namespace
 
@@ -73,11 +161,19 @@ int main(int argc, char** argv) {
   pp->add_option("--completion", ppl.completion, "scored tokens per window")->capture_default_str();
   AddRuntimeFlags(pp, &ppl.runtime);
 
+#ifdef DTM_WITH_SERVICE
+  ServiceFlags service;
+  AddServiceCommands(&app, &service);
+#endif
+
   CLI11_PARSE(app, argc, argv);
 
   const std::string command = app.get_subcommands().front()->get_name();
   dtm::Status status;
   try {
+#ifdef DTM_WITH_SERVICE
+    if (std::optional<int> code = RunServiceCommand(command, service)) return *code;
+#endif
     if (command == "make-tiny-model") status = dtm::cli::MakeTinyModelCommand(tiny);
     if (command == "brown-text") status = dtm::cli::BrownTextCommand(brown);
     if (command == "make-probes") status = dtm::cli::MakeProbesCommand(probes);

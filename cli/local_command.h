@@ -1,0 +1,29 @@
+// `dtmctl local SPEC.yaml`: the embedded default. One process runs a coordinator (on an in-memory
+// store, or on Redis), K workers each holding a replica of the spec's model, and the client that
+// submits the job, watches it and prints its results. The coordinator listens on a free loopback
+// port and the workers and the client talk to it over gRPC, exactly as in a cluster.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "cli/service_commands.h"
+
+namespace dtm::cli {
+
+struct LocalOptions {
+  std::string spec_path;
+  int workers = 1;
+  std::string redis;               // "" = in memory
+  std::string format = "table";    // results: table | json | csv
+  std::string device = "cpu";
+  std::string dtype;               // "" = the device's default
+  int64_t batch_size = 8;
+  std::string calibration;         // probe file for gptq Hessians
+  std::string metrics_listen;      // HOST:PORT for /metrics; "" = none
+  int64_t lease_timeout_ms = 60000;
+};
+
+int LocalCommand(const LocalOptions& options, const Console& console);
+
+}  // namespace dtm::cli

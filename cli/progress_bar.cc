@@ -1,0 +1,106 @@
+#include "cli/progress_bar.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+namespace dtm::cli {
+
+std::string JobStateName(v1::JobState state) {
+  switch (state) {
+    case v1::JOB_STATE_UNSPECIFIED:
+      return "UNSPECIFIED";
+    case v1::JOB_STATE_PENDING:
+      return "PENDING";
+    case v1::JOB_STATE_RUNNING:
+      return "RUNNING";
+    case v1::JOB_STATE_SUCCEEDED:
+      return "SUCCEEDED";
+    case v1::JOB_STATE_FAILED:
+      return "FAILED";
+    case v1::JOB_STATE_CANCELLED:
+      return "CANCELLED";
+    default:
+      return std::to_string(static_cast<int>(state));
+  }
+}
+
+bool IsTerminal(v1::JobState state) {
+  return state == v1::JOB_STATE_SUCCEEDED || state == v1::JOB_STATE_FAILED ||
+         state == v1::JOB_STATE_CANCELLED;
+}
+
+std::string FormatDuration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  const long long total = std::llround(seconds);
+  const long long hours = total / 3600, minutes = total % 3600 / 60, secs = total % 60;
+  char buf[48];
+  if (hours > 0) {
+    std::snprintf(buf, sizeof buf, "%lldh%02lldm", hours, minutes);
+  } else if (minutes > 0) {
+    std::snprintf(buf, sizeof buf, "%lldm%02llds", minutes, secs);
+  } else {
+    std::snprintf(buf, sizeof buf, "%llds", secs);
+  }
+  return buf;
+}
+
+namespace {
+
+std::string Bar(uint32_t done, uint32_t total, int width) {
+  width = std::max(width, 1);
+  // 0/0 (no task known yet) draws an empty bar, never a full one.
+  const int filled = total == 0 ? 0 : static_cast<int>(std::min<uint64_t>(done, total) * width / total);
+  return "[" + std::string(filled, '#') + std::string(width - filled, '.') + "]";
+}
+
+std::string TaskCounts(const v1::JobProgress& p) {
+  std::string s = std::to_string(p.tasks_done()) + "/" + std::to_string(p.tasks_total()) + " tasks";
+  std::string notes;
+  if (p.tasks_cached() > 0) notes = std::to_string(p.tasks_cached()) + " cached";
+  if (p.tasks_failed() > 0)
+    notes += (notes.empty() ? "" : ", ") + std::to_string(p.tasks_failed()) + " failed";
+  if (!notes.empty()) s += "  (" + notes + ")";
+  return s;
+}
+
+}  // namespace
+
+std::string RenderProgress(const v1::JobProgress& p, int bar_width) {
+  std::string line = Bar(p.tasks_done(), p.tasks_total(), bar_width) + " " + TaskCounts(p);
+  char buf[64];
+  if (p.probes_per_second() > 0) {
+    std::snprintf(buf, sizeof buf, "  %.1f probes/s", p.probes_per_second());
+    line += buf;
+  }
+  // A finished job has nothing left to wait for, whatever the last estimate said.
+  if (p.has_eta_seconds() && !IsTerminal(p.state())) line += "  ETA " + FormatDuration(p.eta_seconds());
+  line += "  " + JobStateName(p.state());
+  if (p.has_search_level()) line += "  level " + std::to_string(p.search_level());
+  if (p.has_best_fdt75()) {
+    std::snprintf(buf, sizeof buf, "  best fdt75 %.2f", p.best_fdt75());
+    line += buf;
+  }
+  if (!p.message().empty()) line += "  " + p.message();
+  return line;
+}
+
+bool ProgressLogFilter::ShouldPrint(const v1::JobProgress& p) {
+  const long level = p.has_search_level() ? static_cast<long>(p.search_level()) : -1;
+  const int decile =
+      p.tasks_total() == 0
+          ? 0
+          : static_cast<int>(std::min<uint64_t>(p.tasks_done(), p.tasks_total()) * 10 / p.tasks_total());
+  const bool print = !printed_any_ || p.state() != state_ || p.message() != message_ ||
+                     level != search_level_ || decile > decile_;
+  if (!print) return false;
+  printed_any_ = true;
+  state_ = p.state();
+  message_ = p.message();
+  search_level_ = level;
+  // A search adds tasks as it opens levels, so the fraction can fall; follow it down too.
+  decile_ = decile;
+  return true;
+}
+
+}  // namespace dtm::cli

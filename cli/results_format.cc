@@ -1,0 +1,256 @@
+#include "cli/results_format.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <nlohmann/json.hpp>
+
+#include "cli/progress_bar.h"
+
+namespace dtm::cli {
+namespace {
+
+using Row = std::vector<std::string>;
+
+constexpr const char* kUncompressedLabel = "(uncompressed)";
+
+// Two spaces between columns, a dashed rule under the header (rows[0]); a column is padded on the
+// left (numbers) or on the right (text) as `right_aligned` says. Trailing spaces are trimmed.
+std::string AlignColumns(const std::vector<Row>& rows, const std::vector<bool>& right_aligned) {
+  std::vector<size_t> widths;
+  for (const Row& row : rows) {
+    widths.resize(std::max(widths.size(), row.size()), 0);
+    for (size_t c = 0; c < row.size(); ++c) widths[c] = std::max(widths[c], row[c].size());
+  }
+  auto render = [&](const Row& row) {
+    std::string line;
+    for (size_t c = 0; c < row.size(); ++c) {
+      if (c > 0) line += "  ";
+      const std::string pad(widths[c] - row[c].size(), ' ');
+      const bool right = c < right_aligned.size() && right_aligned[c];
+      line += right ? pad + row[c] : row[c] + pad;
+    }
+    line.erase(line.find_last_not_of(' ') + 1);
+    return line + "\n";
+  };
+  std::string out;
+  for (size_t r = 0; r < rows.size(); ++r) {
+    out += render(rows[r]);
+    if (r == 0) {
+      Row rule;
+      for (size_t c = 0; c < rows[0].size(); ++c) rule.push_back(std::string(widths[c], '-'));
+      out += render(rule);
+    }
+  }
+  return out;
+}
+
+std::string Fixed(double value, int decimals) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", decimals, value);
+  return buf;
+}
+
+std::string ConfigLabel(const std::string& canonical) {
+  return canonical.empty() ? kUncompressedLabel : canonical;
+}
+
+// The noise floor gets a row of its own unless it is unset or a result already is the uncompressed
+// config (the same measurement, printed twice otherwise).
+bool ShowNoiseFloor(const v1::GetResultsResponse& response) {
+  if (!response.has_noise_floor() || response.noise_floor().num_probes() == 0) return false;
+  return std::none_of(response.results().begin(), response.results().end(),
+                      [](const v1::ConfigResult& r) { return r.config().empty(); });
+}
+
+nlohmann::json MetricsJson(const v1::Metrics& m) {
+  nlohmann::json j = {
+      {"fdt75", m.fdt75()},
+      {"fdt_mean", m.fdt_mean()},
+      {"sdt_mean", m.sdt_mean()},
+      {"dppl", m.dppl()},
+      {"nll_mean", m.nll_mean()},
+      {"num_probes", m.num_probes()},
+      {"fdt_histogram",
+       nlohmann::json(std::vector<uint32_t>(m.fdt_histogram().begin(), m.fdt_histogram().end()))},
+  };
+  if (m.has_ppl()) j["ppl"] = m.ppl();
+  return j;
+}
+
+nlohmann::json ProbeResultJson(const v1::ProbeResult& p) {
+  return {{"probe_id", p.probe_id()},
+          {"probe_index", p.probe_index()},
+          {"fdt", p.fdt()},
+          {"sdt", p.sdt()},
+          {"nll", p.nll()}};
+}
+
+nlohmann::json ConfigResultJson(const v1::ConfigResult& r) {
+  nlohmann::json j = MetricsJson(r.metrics());
+  j["config"] = r.config();
+  j["complete"] = r.complete();
+  if (r.has_search_level()) j["search_level"] = r.search_level();
+  if (r.has_rank()) j["rank"] = r.rank();
+  if (r.probe_results_size() > 0) {
+    nlohmann::json rows = nlohmann::json::array();
+    for (const v1::ProbeResult& p : r.probe_results()) rows.push_back(ProbeResultJson(p));
+    j["probe_results"] = std::move(rows);
+  }
+  return j;
+}
+
+std::string CsvRow(const std::string& config, const v1::Metrics& m, bool complete) {
+  return CsvField(config) + "," + ShortestDouble(m.fdt75()) + "," + ShortestDouble(m.fdt_mean()) + "," +
+         ShortestDouble(m.sdt_mean()) + "," + ShortestDouble(m.dppl()) + "," + ShortestDouble(m.nll_mean()) +
+         "," + std::to_string(m.num_probes()) + "," + (complete ? "true" : "false") + "\n";
+}
+
+std::string FormatUtc(const google::protobuf::Timestamp& t) {
+  if (t.seconds() == 0 && t.nanos() == 0) return "-";
+  const std::time_t seconds = static_cast<std::time_t>(t.seconds());
+  std::tm tm{};
+  if (gmtime_r(&seconds, &tm) == nullptr) return "-";
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+}  // namespace
+
+StatusOr<ResultsFormat> ParseResultsFormat(std::string_view name) {
+  if (name == "table") return ResultsFormat::kTable;
+  if (name == "json") return ResultsFormat::kJson;
+  if (name == "csv") return ResultsFormat::kCsv;
+  return InvalidArgumentError("--format: unknown format '" + std::string(name) + "' (table, json or csv)");
+}
+
+std::string FormatResultsTable(const v1::GetResultsResponse& response) {
+  const bool search = std::any_of(response.results().begin(), response.results().end(),
+                                  [](const v1::ConfigResult& r) { return r.has_search_level(); });
+  Row header = {"config", "fdt75", "fdt_mean", "sdt_mean", "dppl", "probes"};
+  if (search) header.insert(header.end(), {"level", "rank"});
+  std::vector<Row> rows = {header};
+  const bool any_incomplete = std::any_of(response.results().begin(), response.results().end(),
+                                          [](const v1::ConfigResult& r) { return !r.complete(); });
+  // Complete rows end their probe count with a space where others have '*', so the digits line up.
+  const std::string complete_mark = any_incomplete ? " " : "";
+  auto add_row = [&](const std::string& label, const v1::Metrics& m, bool complete) {
+    rows.push_back({label, Fixed(m.fdt75(), 2), Fixed(m.fdt_mean(), 2), Fixed(m.sdt_mean(), 2),
+                    Fixed(m.dppl(), 4), std::to_string(m.num_probes()) + (complete ? complete_mark : "*")});
+  };
+  if (ShowNoiseFloor(response)) {
+    add_row(kUncompressedLabel, response.noise_floor(), true);
+    if (search) rows.back().insert(rows.back().end(), {"", ""});
+  }
+  for (const v1::ConfigResult& r : response.results()) {
+    add_row(ConfigLabel(r.config()), r.metrics(), r.complete());
+    if (search) {
+      rows.back().push_back(r.has_search_level() ? std::to_string(r.search_level()) : "");
+      rows.back().push_back(r.has_rank() ? std::to_string(r.rank()) : "");
+    }
+  }
+  std::vector<bool> right_aligned(header.size(), true);
+  right_aligned[0] = false;
+  std::string out = AlignColumns(rows, right_aligned);
+  if (any_incomplete) out += "* incomplete: shards outstanding, metrics cover the probes so far\n";
+  return out;
+}
+
+std::string FormatResultsJson(const v1::GetResultsResponse& response) {
+  nlohmann::json results = nlohmann::json::array();
+  for (const v1::ConfigResult& r : response.results()) results.push_back(ConfigResultJson(r));
+  const nlohmann::json doc = {
+      {"job_id", response.job_id()},
+      {"state", JobStateName(response.state())},
+      {"noise_floor",
+       response.has_noise_floor() ? MetricsJson(response.noise_floor()) : nlohmann::json(nullptr)},
+      {"results", std::move(results)},
+  };
+  return doc.dump(2) + "\n";
+}
+
+std::string FormatResultsCsv(const v1::GetResultsResponse& response) {
+  std::string out = "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete\n";
+  // The coordinator sends the noise floor once the uncompressed model's shards are all in.
+  if (ShowNoiseFloor(response)) out += CsvRow("", response.noise_floor(), true);
+  for (const v1::ConfigResult& r : response.results()) out += CsvRow(r.config(), r.metrics(), r.complete());
+  return out;
+}
+
+std::string FormatResults(const v1::GetResultsResponse& response, ResultsFormat format) {
+  switch (format) {
+    case ResultsFormat::kJson:
+      return FormatResultsJson(response);
+    case ResultsFormat::kCsv:
+      return FormatResultsCsv(response);
+    case ResultsFormat::kTable:
+      break;
+  }
+  return FormatResultsTable(response);
+}
+
+std::string CsvField(std::string_view field) {
+  if (field.find_first_of(",\"\r\n") == std::string_view::npos) return std::string(field);
+  std::string quoted = "\"";
+  for (char c : field) {
+    if (c == '"') quoted += '"';
+    quoted += c;
+  }
+  return quoted + "\"";
+}
+
+std::string ShortestDouble(double value) {
+  if (std::isnan(value)) return "nan";
+  if (std::isinf(value)) return value > 0 ? "inf" : "-inf";
+  char buf[64];
+  // Plain decimals ("0.0001", not "1e-04") read better in a spreadsheet; exponents only where the
+  // plain form would be long.
+  auto result = std::to_chars(buf, buf + sizeof buf, value, std::chars_format::fixed);
+  if (result.ec == std::errc() && result.ptr - buf <= 20) return std::string(buf, result.ptr);
+  result = std::to_chars(buf, buf + sizeof buf, value);
+  return std::string(buf, result.ptr);
+}
+
+std::string JobKindName(v1::JobKind kind) {
+  switch (kind) {
+    case v1::JOB_KIND_UNSPECIFIED:
+      return "unspecified";
+    case v1::JOB_KIND_EVALUATE:
+      return "evaluate";
+    case v1::JOB_KIND_PROBE:
+      return "probe";
+    case v1::JOB_KIND_QUANT_SEARCH:
+      return "quant-search";
+    case v1::JOB_KIND_SPARSIFY_ROUND:
+      return "sparsify-round";
+    default:
+      return std::to_string(static_cast<int>(kind));
+  }
+}
+
+StatusOr<v1::JobState> ParseJobState(std::string_view name) {
+  if (name == "pending") return v1::JOB_STATE_PENDING;
+  if (name == "running") return v1::JOB_STATE_RUNNING;
+  if (name == "succeeded") return v1::JOB_STATE_SUCCEEDED;
+  if (name == "failed") return v1::JOB_STATE_FAILED;
+  if (name == "cancelled") return v1::JOB_STATE_CANCELLED;
+  return InvalidArgumentError("--state: unknown state '" + std::string(name) +
+                              "' (pending, running, succeeded, failed or cancelled)");
+}
+
+std::string FormatJobsTable(const std::vector<v1::Job>& jobs) {
+  std::vector<Row> rows = {{"id", "state", "kind", "name", "done/total", "created"}};
+  for (const v1::Job& job : jobs) {
+    rows.push_back(
+        {job.job_id(), JobStateName(job.state()), JobKindName(job.summary().kind()),
+         job.summary().name().empty() ? "-" : job.summary().name(),
+         std::to_string(job.progress().tasks_done()) + "/" + std::to_string(job.progress().tasks_total()),
+         FormatUtc(job.create_time())});
+  }
+  return AlignColumns(rows, {false, false, false, false, true, false});
+}
+
+}  // namespace dtm::cli

@@ -1,0 +1,371 @@
+#include "cli/service_commands.h"
+
+#include <grpcpp/grpcpp.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "cli/progress_bar.h"
+#include "cli/results_format.h"
+#include "dtm/v1/dtm_service.grpc.pb.h"
+
+namespace dtm::cli {
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailed = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitUnreachable = 3;
+
+// The codes are the same numbers on both sides (common/status.h), so the conversion is exact.
+Status FromGrpc(const grpc::Status& status) {
+  return Status(static_cast<StatusCode>(status.error_code()), status.error_message());
+}
+
+// Prints "dtmctl <command>: <CODE>: <message>" and returns the exit code the code maps to.
+int ReportError(const std::string& command, const Status& status, const ConnectionOptions& connection,
+                const Console& console) {
+  std::ostream& err = *console.err;
+  err << "dtmctl " << command << ": " << StatusCodeName(status.code()) << ": ";
+  switch (status.code()) {
+    case StatusCode::kUnavailable:
+      err << "cannot reach the coordinator at " << connection.coordinator << ": " << status.message()
+          << std::endl;
+      return kExitUnreachable;
+    case StatusCode::kDeadlineExceeded:
+      err << "no answer from the coordinator at " << connection.coordinator << " within "
+          << connection.timeout_s << " s (--timeout)" << std::endl;
+      return kExitFailed;
+    case StatusCode::kInvalidArgument:
+    case StatusCode::kNotFound:
+      err << status.message() << std::endl;
+      return kExitUsage;
+    default:
+      err << status.message() << std::endl;
+      return kExitFailed;
+  }
+}
+
+int ReportError(const std::string& command, const grpc::Status& status, const ConnectionOptions& connection,
+                const Console& console) {
+  return ReportError(command, FromGrpc(status), connection, console);
+}
+
+StatusOr<std::unique_ptr<v1::DtmService::Stub>> Connect(const ConnectionOptions& connection) {
+  if (connection.coordinator.empty()) return InvalidArgumentError("--coordinator: empty address");
+  if (!(connection.timeout_s > 0)) {
+    return InvalidArgumentError("--timeout: must be a positive number of seconds, got " +
+                                std::to_string(connection.timeout_s));
+  }
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel,
+                   MakeChannel(connection.coordinator, connection.security));
+  return v1::DtmService::NewStub(channel);
+}
+
+void SetUnaryDeadline(grpc::ClientContext* context, const ConnectionOptions& connection) {
+  SetDeadline(context, std::chrono::milliseconds(static_cast<int64_t>(connection.timeout_s * 1000)));
+}
+
+// Waits before attempt number `attempt` (1 for the first retry).
+void Backoff(const RetryPolicy& policy, int attempt) {
+  int64_t ms = policy.initial_backoff_ms;
+  for (int i = 1; i < attempt && ms < policy.max_backoff_ms; ++i) ms *= 2;
+  std::this_thread::sleep_for(std::chrono::milliseconds(std::min<int64_t>(ms, policy.max_backoff_ms)));
+}
+
+// Runs `call` (which makes a fresh ClientContext each time) until it returns anything but
+// UNAVAILABLE or the policy's attempts are spent. Only for calls that are safe to repeat.
+grpc::Status WithRetries(const std::string& command, const ConnectionOptions& connection,
+                         const Console& console, const std::function<grpc::Status()>& call) {
+  const int attempts = std::max(connection.retry.max_attempts, 1);
+  grpc::Status status;
+  for (int attempt = 1; attempt <= attempts; ++attempt) {
+    status = call();
+    if (status.error_code() != grpc::StatusCode::UNAVAILABLE || attempt == attempts) break;
+    *console.err << "dtmctl " << command << ": coordinator at " << connection.coordinator << " unavailable ("
+                 << status.error_message() << "), retrying" << std::endl;
+    Backoff(connection.retry, attempt);
+  }
+  return status;
+}
+
+// The live progress display on the error stream: one redrawn line on a terminal, sparse lines
+// otherwise (see ProgressLogFilter).
+class ProgressView {
+ public:
+  ProgressView(const Console& console, int bar_width) : console_(console), bar_width_(bar_width) {}
+
+  void Show(const v1::JobProgress& progress) {
+    std::ostream& err = *console_.err;
+    if (!console_.err_is_tty) {
+      if (filter_.ShouldPrint(progress)) err << RenderProgress(progress, bar_width_) << std::endl;
+      return;
+    }
+    std::string line = RenderProgress(progress, bar_width_);
+    // Wrapping would make '\r' redraw only the last row of the line, leaving the rest behind.
+    if (console_.columns > 1 && static_cast<int>(line.size()) >= console_.columns)
+      line.resize(console_.columns - 1);
+    const size_t drawn = line.size();
+    if (drawn < drawn_) line += std::string(drawn_ - drawn, ' ');
+    err << '\r' << line << std::flush;
+    drawn_ = drawn;
+  }
+
+  // A line of its own (a reconnect notice, an error), not overwritten by the next redraw.
+  void Note(const std::string& text) {
+    EndLine();
+    *console_.err << text << std::endl;
+  }
+
+  void EndLine() {
+    if (drawn_ > 0) *console_.err << '\n' << std::flush;
+    drawn_ = 0;
+  }
+
+ private:
+  const Console& console_;
+  const int bar_width_;
+  ProgressLogFilter filter_;
+  size_t drawn_ = 0;  // characters of the line on screen (TTY only)
+};
+
+// Why the job ended badly, from its record; the last progress message if that cannot be had.
+std::string JobError(v1::DtmService::Stub* stub, const ConnectionOptions& connection,
+                     const std::string& job_id, const v1::JobProgress& last) {
+  grpc::ClientContext context;
+  SetUnaryDeadline(&context, connection);
+  v1::GetJobRequest request;
+  request.set_job_id(job_id);
+  v1::Job job;
+  if (stub->GetJob(&context, request, &job).ok() && !job.error().message().empty())
+    return job.error().message();
+  return last.message().empty() ? "no reason given" : last.message();
+}
+
+// Follows WatchJob until the job is terminal, reconnecting after UNAVAILABLE (a coordinator restart,
+// a dropped connection). Consecutive failures without a message in between are bounded by the
+// retry policy; a message resets the count.
+int Watch(v1::DtmService::Stub* stub, const std::string& command, const ConnectionOptions& connection,
+          const std::string& job_id, int bar_width, const Console& console) {
+  ProgressView view(console, bar_width);
+  std::optional<v1::JobProgress> last;
+  int failures = 0;
+  while (true) {
+    grpc::ClientContext context;
+    v1::WatchJobRequest request;
+    request.set_job_id(job_id);
+    std::unique_ptr<grpc::ClientReader<v1::JobProgress>> reader = stub->WatchJob(&context, request);
+    v1::JobProgress progress;
+    while (reader->Read(&progress)) {
+      failures = 0;
+      view.Show(progress);
+      last = progress;
+      if (IsTerminal(progress.state())) {
+        // The server ends the stream itself after this message; do not wait on it if it does not.
+        context.TryCancel();
+        break;
+      }
+    }
+    const grpc::Status status = reader->Finish();
+    if (last.has_value() && IsTerminal(last->state())) break;
+    // A stream that ended OK without a terminal state (a server shutting down cleanly) is retried
+    // like a broken one; anything else is an answer.
+    if (!status.ok() && status.error_code() != grpc::StatusCode::UNAVAILABLE) {
+      view.EndLine();
+      return ReportError(command, status, connection, console);
+    }
+    if (++failures >= std::max(connection.retry.max_attempts, 1)) {
+      view.EndLine();
+      return ReportError(
+          command,
+          status.ok() ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "the watch stream keeps ending early")
+                      : status,
+          connection, console);
+    }
+    const std::string why = status.ok() ? std::string("ended early") : status.error_message();
+    view.Note("dtmctl " + command + ": " +
+              (last.has_value() ? "lost the watch stream from " : "coordinator unavailable at ") +
+              connection.coordinator + " (" + why + "), " + (last.has_value() ? "reconnecting" : "retrying"));
+    Backoff(connection.retry, failures);
+  }
+  view.EndLine();
+  if (last->state() == v1::JOB_STATE_SUCCEEDED) return kExitOk;
+  *console.err << "dtmctl " << command << ": job " << job_id << " " << JobStateName(last->state()) << ": "
+               << JobError(stub, connection, job_id, *last) << std::endl;
+  return kExitFailed;
+}
+
+StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return NotFoundError("cannot read " + path + ": " + std::strerror(errno));
+  std::ostringstream content;
+  content << in.rdbuf();
+  if (in.bad()) return DataLossError("cannot read " + path + ": " + std::strerror(errno));
+  return content.str();
+}
+
+}  // namespace
+
+Console Console::Std() {
+  Console console{&std::cout, &std::cerr};
+  console.err_is_tty = isatty(STDERR_FILENO) == 1;
+  winsize size{};
+  if (console.err_is_tty && ioctl(STDERR_FILENO, TIOCGWINSZ, &size) == 0) console.columns = size.ws_col;
+  return console;
+}
+
+std::string ConnectionOptions::DefaultCoordinatorAddress() {
+  const char* env = std::getenv("DTM_COORDINATOR");
+  return env != nullptr && *env != '\0' ? env : "127.0.0.1:7070";
+}
+
+std::string NewClientRequestId() {
+  std::random_device device;
+  std::mt19937_64 rng((static_cast<uint64_t>(device()) << 32) ^ device());
+  uint8_t bytes[16];
+  for (uint8_t& b : bytes) b = static_cast<uint8_t>(rng());
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;  // version 4: random
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;  // RFC 4122 variant
+  char text[37];
+  std::snprintf(text, sizeof text, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+                bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7], bytes[8],
+                bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15]);
+  return text;
+}
+
+int SubmitCommand(const SubmitOptions& options, const Console& console) {
+  const std::string command = "submit";
+  StatusOr<std::string> spec = ReadFile(options.spec_path);
+  if (!spec.ok()) {
+    *console.err << "dtmctl submit: " << spec.status().message() << std::endl;
+    return kExitUsage;
+  }
+  auto stub = Connect(options.connection);
+  if (!stub.ok()) return ReportError(command, stub.status(), options.connection, console);
+
+  v1::SubmitJobRequest request;
+  request.set_spec_yaml(*spec);
+  // One id for every attempt: a retry after a lost reply returns the job the first attempt made.
+  request.set_client_request_id(NewClientRequestId());
+  v1::Job job;
+  const grpc::Status status = WithRetries(command, options.connection, console, [&] {
+    grpc::ClientContext context;
+    SetUnaryDeadline(&context, options.connection);
+    job.Clear();
+    return (*stub)->SubmitJob(&context, request, &job);
+  });
+  if (status.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
+    *console.err << "dtmctl submit: " << options.spec_path << ": " << status.error_message() << std::endl;
+    return kExitUsage;
+  }
+  if (!status.ok()) return ReportError(command, status, options.connection, console);
+  *console.out << job.job_id() << std::endl;
+  if (!options.watch) return kExitOk;
+  return Watch(stub->get(), command, options.connection, job.job_id(), options.bar_width, console);
+}
+
+int WatchCommand(const WatchOptions& options, const Console& console) {
+  auto stub = Connect(options.connection);
+  if (!stub.ok()) return ReportError("watch", stub.status(), options.connection, console);
+  return Watch(stub->get(), "watch", options.connection, options.job_id, options.bar_width, console);
+}
+
+int ResultsCommand(const ResultsOptions& options, const Console& console) {
+  const std::string command = "results";
+  StatusOr<ResultsFormat> format = ParseResultsFormat(options.format);
+  if (!format.ok()) return ReportError(command, format.status(), options.connection, console);
+  if (options.probes && *format != ResultsFormat::kJson) {
+    return ReportError(command,
+                       InvalidArgumentError("--probes: per-probe rows print only with --format json"),
+                       options.connection, console);
+  }
+  auto stub = Connect(options.connection);
+  if (!stub.ok()) return ReportError(command, stub.status(), options.connection, console);
+
+  v1::GetResultsRequest request;
+  request.set_job_id(options.job_id);
+  request.set_include_probe_results(options.probes);
+  v1::GetResultsResponse response;
+  grpc::ClientContext context;
+  SetUnaryDeadline(&context, options.connection);
+  const grpc::Status status = (*stub)->GetResults(&context, request, &response);
+  if (!status.ok()) return ReportError(command, status, options.connection, console);
+
+  // Metrics of an incomplete config cover only the probes so far and would read as final.
+  const int total = response.results_size();
+  if (!options.partial) {
+    auto* results = response.mutable_results();
+    results->erase(std::remove_if(results->begin(), results->end(),
+                                  [](const v1::ConfigResult& r) { return !r.complete(); }),
+                   results->end());
+  }
+  const int left_out = total - response.results_size();
+  if (response.state() != v1::JOB_STATE_SUCCEEDED || left_out > 0) {
+    *console.err << "dtmctl results: warning: job " << response.job_id() << " is "
+                 << JobStateName(response.state()) << ": showing " << response.results_size() << " of "
+                 << total << " configs";
+    if (left_out > 0) *console.err << " (" << left_out << " incomplete left out; --partial shows them)";
+    *console.err << std::endl;
+  }
+  *console.out << FormatResults(response, *format) << std::flush;
+  return kExitOk;
+}
+
+int CancelCommand(const CancelOptions& options, const Console& console) {
+  auto stub = Connect(options.connection);
+  if (!stub.ok()) return ReportError("cancel", stub.status(), options.connection, console);
+  v1::CancelJobRequest request;
+  request.set_job_id(options.job_id);
+  request.set_reason(options.reason.empty() ? "cancelled with dtmctl" : options.reason);
+  v1::Job job;
+  grpc::ClientContext context;
+  SetUnaryDeadline(&context, options.connection);
+  const grpc::Status status = (*stub)->CancelJob(&context, request, &job);
+  if (!status.ok()) return ReportError("cancel", status, options.connection, console);
+  // Cancelling a job that had already ended returns it unchanged, so this may say SUCCEEDED.
+  *console.out << job.job_id() << " " << JobStateName(job.state()) << std::endl;
+  return kExitOk;
+}
+
+int JobsCommand(const JobsOptions& options, const Console& console) {
+  const std::string command = "jobs";
+  v1::ListJobsRequest request;
+  for (const std::string& name : options.states) {
+    StatusOr<v1::JobState> state = ParseJobState(name);
+    if (!state.ok()) return ReportError(command, state.status(), options.connection, console);
+    request.add_states(*state);
+  }
+  auto stub = Connect(options.connection);
+  if (!stub.ok()) return ReportError(command, stub.status(), options.connection, console);
+
+  std::vector<v1::Job> jobs;
+  while (true) {
+    v1::ListJobsResponse page;
+    grpc::ClientContext context;
+    SetUnaryDeadline(&context, options.connection);
+    const grpc::Status status = (*stub)->ListJobs(&context, request, &page);
+    if (!status.ok()) return ReportError(command, status, options.connection, console);
+    jobs.insert(jobs.end(), page.jobs().begin(), page.jobs().end());
+    // A token equal to the one just sent would loop forever; treat it as the last page.
+    if (page.next_page_token().empty() || page.next_page_token() == request.page_token()) break;
+    request.set_page_token(page.next_page_token());
+  }
+  *console.out << FormatJobsTable(jobs) << std::flush;
+  return kExitOk;
+}
+
+}  // namespace dtm::cli

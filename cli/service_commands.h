@@ -1,0 +1,100 @@
+// dtmctl's service commands: the user's client of the coordinator's DtmService (submit, watch,
+// results, cancel, jobs).
+//
+// Each command is a function of its options and a Console that returns the process's exit code, so
+// tests call it directly against an in-process fake server. Exit codes:
+//   0  success (watch: the job SUCCEEDED)
+//   1  the job FAILED or was CANCELLED (watch), or an RPC failed with any code not listed below
+//   2  the request was wrong: INVALID_ARGUMENT, NOT_FOUND, a rejected spec, an unreadable file or flag
+//   3  the coordinator could not be reached (UNAVAILABLE)
+// Errors print as "dtmctl <cmd>: <CODE>: <message>" on the error stream.
+#pragma once
+
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+#include "common/grpc_security.h"
+
+namespace dtm::cli {
+
+// Where a command writes: results and ids on `out` (for scripts), progress and errors on `err`.
+struct Console {
+  std::ostream* out;
+  std::ostream* err;
+  // The progress bar redraws one line with '\r' on a terminal and prints sparse lines otherwise.
+  bool err_is_tty = false;
+  // Width of the terminal, to keep the redrawn line from wrapping; 0: unknown.
+  int columns = 0;
+
+  // std::cout and std::cerr, with the terminal facts of stderr.
+  static Console Std();
+};
+
+// Retries of calls that are safe to repeat (SubmitJob with the same client_request_id, WatchJob),
+// after UNAVAILABLE only. The wait doubles from `initial_backoff_ms` up to `max_backoff_ms`.
+struct RetryPolicy {
+  int max_attempts = 5;
+  int initial_backoff_ms = 250;
+  int max_backoff_ms = 4000;
+};
+
+struct ConnectionOptions {
+  // host:port of dtm-coordinator's DtmService.
+  std::string coordinator = DefaultCoordinatorAddress();
+  ClientSecurityOptions security;
+  // Deadline of each unary call (WatchJob has none: it lasts as long as the job).
+  double timeout_s = 30;
+  RetryPolicy retry;
+
+  // $DTM_COORDINATOR, else 127.0.0.1:7070.
+  static std::string DefaultCoordinatorAddress();
+};
+
+struct WatchOptions {
+  ConnectionOptions connection;
+  std::string job_id;
+  // Cells of the progress bar.
+  int bar_width = 30;
+};
+int WatchCommand(const WatchOptions& options, const Console& console);
+
+struct SubmitOptions {
+  ConnectionOptions connection;
+  // The job spec (YAML); sent as is, the coordinator validates it.
+  std::string spec_path;
+  // Then watch the job as `dtmctl watch` does, with its exit code.
+  bool watch = false;
+  int bar_width = 30;
+};
+int SubmitCommand(const SubmitOptions& options, const Console& console);
+
+struct ResultsOptions {
+  ConnectionOptions connection;
+  std::string job_id;
+  std::string format = "table";  // table | json | csv
+  // Per-probe rows (json only; large).
+  bool probes = false;
+  // Also configs whose shards are still outstanding; by default only complete ones print.
+  bool partial = false;
+};
+int ResultsCommand(const ResultsOptions& options, const Console& console);
+
+struct CancelOptions {
+  ConnectionOptions connection;
+  std::string job_id;
+  std::string reason;
+};
+int CancelCommand(const CancelOptions& options, const Console& console);
+
+struct JobsOptions {
+  ConnectionOptions connection;
+  // pending | running | succeeded | failed | cancelled; empty: all.
+  std::vector<std::string> states;
+};
+int JobsCommand(const JobsOptions& options, const Console& console);
+
+// A fresh random client_request_id (a version 4 UUID).
+std::string NewClientRequestId();
+
+}  // namespace dtm::cli

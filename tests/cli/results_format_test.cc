@@ -1,0 +1,305 @@
+// What `dtmctl results`, `dtmctl jobs` and `dtmctl watch` print, from hand-built messages.
+#include "cli/results_format.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/progress_bar.h"
+
+namespace dtm::cli {
+namespace {
+
+constexpr char kTwoComponents[] =
+    "model.layers.0.mlp.up_proj=int8-absmax,model.layers.1.mlp.down_proj=prune:0.5";
+
+void SetMetrics(v1::Metrics* m, double fdt75, double fdt_mean, double sdt_mean, double dppl, double nll_mean,
+                uint32_t num_probes, std::vector<uint32_t> histogram) {
+  m->set_fdt75(fdt75);
+  m->set_fdt_mean(fdt_mean);
+  m->set_sdt_mean(sdt_mean);
+  m->set_dppl(dppl);
+  m->set_nll_mean(nll_mean);
+  m->set_num_probes(num_probes);
+  for (uint32_t count : histogram) m->add_fdt_histogram(count);
+}
+
+// A job of two configs over four probes with completion length 4 (five histogram bins): one
+// complete config whose canonical string holds a comma, one still running.
+v1::GetResultsResponse TwoConfigResults() {
+  v1::GetResultsResponse response;
+  response.set_job_id("j-42");
+  response.set_state(v1::JOB_STATE_RUNNING);
+  SetMetrics(response.mutable_noise_floor(), 4, 3.75, 0.25, 1.0001, 0.0001, 4, {0, 0, 0, 1, 3});
+  v1::ConfigResult* a = response.add_results();
+  a->set_config(kTwoComponents);
+  SetMetrics(a->mutable_metrics(), 3.25, 2.5, 1.75, 1.2345678, 0.1, 4, {0, 1, 1, 1, 1});
+  a->set_complete(true);
+  v1::ConfigResult* b = response.add_results();
+  b->set_config("model.layers.3.self_attn.q_proj=int4");
+  SetMetrics(b->mutable_metrics(), 1.5, 1.0 / 3.0, 3, 12.5, 2.5257, 3, {1, 1, 1, 0, 0});
+  b->set_complete(false);
+  return response;
+}
+
+TEST(ResultsFormatTest, TableAlignsColumnsWithTheNoiseFloorFirst) {
+  // The '*' marks the running config; complete rows keep its column blank so the counts line up.
+  const std::string config_pad(77 - 6, ' ');
+  EXPECT_EQ(FormatResultsTable(TwoConfigResults()),
+            "config" + config_pad + "  fdt75  fdt_mean  sdt_mean     dppl  probes\n" + std::string(77, '-') +
+                "  -----  --------  --------  -------  ------\n" + "(uncompressed)" +
+                std::string(77 - 14, ' ') + "   4.00      3.75      0.25   1.0001      4\n" + kTwoComponents +
+                "   3.25      2.50      1.75   1.2346      4\n" + "model.layers.3.self_attn.q_proj=int4" +
+                std::string(77 - 36, ' ') + "   1.50      0.33      3.00  12.5000      3*\n" +
+                "* incomplete: shards outstanding, metrics cover the probes so far\n");
+}
+
+TEST(ResultsFormatTest, TableShowsLevelAndRankOfSearchResultsAndNoDuplicateUncompressedRow) {
+  v1::GetResultsResponse response;
+  response.set_job_id("j-7");
+  response.set_state(v1::JOB_STATE_SUCCEEDED);
+  SetMetrics(response.mutable_noise_floor(), 4, 4, 0, 1, 0, 2, {});
+  v1::ConfigResult* base = response.add_results();  // the uncompressed model evaluated as a config
+  SetMetrics(base->mutable_metrics(), 4, 4, 0, 1, 0, 2, {});
+  base->set_complete(true);
+  v1::ConfigResult* r = response.add_results();
+  r->set_config("a=int8");
+  SetMetrics(r->mutable_metrics(), 2, 2, 1, 1.5, 0.4, 2, {});
+  r->set_complete(true);
+  r->set_search_level(1);
+  r->set_rank(0);
+  EXPECT_EQ(FormatResultsTable(response),
+            "config          fdt75  fdt_mean  sdt_mean    dppl  probes  level  rank\n"
+            "--------------  -----  --------  --------  ------  ------  -----  ----\n"
+            "(uncompressed)   4.00      4.00      0.00  1.0000       2\n"
+            "a=int8           2.00      2.00      1.00  1.5000       2      1     0\n");
+}
+
+TEST(ResultsFormatTest, CsvQuotesConfigsWithCommasAndKeepsFullPrecision) {
+  EXPECT_EQ(FormatResultsCsv(TwoConfigResults()),
+            "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete\n"
+            ",4,3.75,0.25,1.0001,0.0001,4,true\n"
+            "\"model.layers.0.mlp.up_proj=int8-absmax,model.layers.1.mlp.down_proj=prune:0.5\","
+            "3.25,2.5,1.75,1.2345678,0.1,4,true\n"
+            "model.layers.3.self_attn.q_proj=int4,1.5,0.3333333333333333,3,12.5,2.5257,3,false\n");
+}
+
+TEST(ResultsFormatTest, CsvFieldDoublesQuotesAndQuotesLineBreaks) {
+  EXPECT_EQ(CsvField("plain"), "plain");
+  EXPECT_EQ(CsvField(""), "");
+  EXPECT_EQ(CsvField("a,b"), "\"a,b\"");
+  EXPECT_EQ(CsvField("say \"hi\""), "\"say \"\"hi\"\"\"");
+  EXPECT_EQ(CsvField("two\nlines"), "\"two\nlines\"");
+}
+
+TEST(ResultsFormatTest, JsonIsTheExpectedDocument) {
+  v1::GetResultsResponse response;
+  response.set_job_id("j-1");
+  response.set_state(v1::JOB_STATE_SUCCEEDED);
+  SetMetrics(response.mutable_noise_floor(), 2, 2, 0, 1, 0, 1, {0, 0, 1});
+  v1::ConfigResult* r = response.add_results();
+  r->set_config("a=int8,b=int4");
+  SetMetrics(r->mutable_metrics(), 1, 1, 1, 1.5, 0.25, 1, {0, 1, 0});
+  r->mutable_metrics()->set_ppl(7.5);
+  r->set_complete(true);
+  r->set_search_level(0);
+  r->set_rank(2);
+  v1::ProbeResult* p = r->add_probe_results();
+  p->set_probe_id("p0");
+  p->set_probe_index(0);
+  p->set_fdt(1);
+  p->set_sdt(1);
+  p->set_nll(0.25);
+  EXPECT_EQ(FormatResultsJson(response), R"({
+  "job_id": "j-1",
+  "noise_floor": {
+    "dppl": 1.0,
+    "fdt75": 2.0,
+    "fdt_histogram": [
+      0,
+      0,
+      1
+    ],
+    "fdt_mean": 2.0,
+    "nll_mean": 0.0,
+    "num_probes": 1,
+    "sdt_mean": 0.0
+  },
+  "results": [
+    {
+      "complete": true,
+      "config": "a=int8,b=int4",
+      "dppl": 1.5,
+      "fdt75": 1.0,
+      "fdt_histogram": [
+        0,
+        1,
+        0
+      ],
+      "fdt_mean": 1.0,
+      "nll_mean": 0.25,
+      "num_probes": 1,
+      "ppl": 7.5,
+      "probe_results": [
+        {
+          "fdt": 1,
+          "nll": 0.25,
+          "probe_id": "p0",
+          "probe_index": 0,
+          "sdt": 1
+        }
+      ],
+      "rank": 2,
+      "sdt_mean": 1.0,
+      "search_level": 0
+    }
+  ],
+  "state": "SUCCEEDED"
+}
+)");
+}
+
+TEST(ResultsFormatTest, JsonRoundTripsEveryNumberExactly) {
+  const v1::GetResultsResponse response = TwoConfigResults();
+  const nlohmann::json doc = nlohmann::json::parse(FormatResultsJson(response));
+  EXPECT_EQ(doc["job_id"], "j-42");
+  EXPECT_EQ(doc["state"], "RUNNING");
+  EXPECT_EQ(doc["noise_floor"]["dppl"].get<double>(), 1.0001);
+  EXPECT_EQ(doc["noise_floor"]["fdt_histogram"], nlohmann::json({0, 0, 0, 1, 3}));
+  ASSERT_EQ(doc["results"].size(), 2u);
+  for (int i = 0; i < 2; ++i) {
+    const nlohmann::json& row = doc["results"][i];
+    const v1::ConfigResult& want = response.results(i);
+    EXPECT_EQ(row["config"], want.config());
+    EXPECT_EQ(row["complete"], want.complete());
+    EXPECT_EQ(row["fdt75"].get<double>(), want.metrics().fdt75());
+    EXPECT_EQ(row["fdt_mean"].get<double>(), want.metrics().fdt_mean());  // 1/3 included: bit-exact
+    EXPECT_EQ(row["sdt_mean"].get<double>(), want.metrics().sdt_mean());
+    EXPECT_EQ(row["dppl"].get<double>(), want.metrics().dppl());
+    EXPECT_EQ(row["nll_mean"].get<double>(), want.metrics().nll_mean());
+    EXPECT_EQ(row["num_probes"].get<uint32_t>(), want.metrics().num_probes());
+    EXPECT_TRUE(row["fdt75"].is_number());
+    EXPECT_FALSE(row.contains("search_level"));
+    EXPECT_FALSE(row.contains("rank"));
+    EXPECT_FALSE(row.contains("probe_results"));
+    EXPECT_FALSE(row.contains("ppl"));
+  }
+}
+
+TEST(ResultsFormatTest, ShortestDoubleParsesBackToTheSameValue) {
+  EXPECT_EQ(ShortestDouble(0.1), "0.1");
+  EXPECT_EQ(ShortestDouble(37.25), "37.25");
+  EXPECT_EQ(ShortestDouble(3), "3");
+  EXPECT_EQ(ShortestDouble(0.0001), "0.0001");
+  EXPECT_EQ(ShortestDouble(1e-30), "1e-30");
+  EXPECT_EQ(std::stod(ShortestDouble(1.0 / 3.0)), 1.0 / 3.0);
+}
+
+TEST(ResultsFormatTest, ParsesFormatAndStateNamesAndRejectsOthers) {
+  EXPECT_EQ(*ParseResultsFormat("csv"), ResultsFormat::kCsv);
+  EXPECT_EQ(ParseResultsFormat("xml").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(*ParseJobState("cancelled"), v1::JOB_STATE_CANCELLED);
+  const Status bad = ParseJobState("done").status();
+  EXPECT_EQ(bad.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.message().find("'done'"), std::string::npos) << bad.message();
+}
+
+TEST(ResultsFormatTest, JobsTableListsIdStateKindNameProgressAndCreationTime) {
+  std::vector<v1::Job> jobs(2);
+  jobs[0].set_job_id("j-2");
+  jobs[0].set_state(v1::JOB_STATE_RUNNING);
+  jobs[0].mutable_summary()->set_kind(v1::JOB_KIND_QUANT_SEARCH);
+  jobs[0].mutable_summary()->set_name("llama int8 tree");
+  jobs[0].mutable_progress()->set_tasks_done(120);
+  jobs[0].mutable_progress()->set_tasks_total(480);
+  jobs[0].mutable_create_time()->set_seconds(1714566896);  // 2024-05-01T12:34:56Z
+  jobs[1].set_job_id("j-1");
+  jobs[1].set_state(v1::JOB_STATE_SUCCEEDED);
+  jobs[1].mutable_summary()->set_kind(static_cast<v1::JobKind>(9));  // a kind newer than this client
+  jobs[1].mutable_progress()->set_tasks_done(8);
+  jobs[1].mutable_progress()->set_tasks_total(8);
+  EXPECT_EQ(FormatJobsTable(jobs),
+            "id   state      kind          name             done/total  created\n"
+            "---  ---------  ------------  ---------------  ----------  --------------------\n"
+            "j-2  RUNNING    quant-search  llama int8 tree     120/480  2024-05-01T12:34:56Z\n"
+            "j-1  SUCCEEDED  9             -                       8/8  -\n");
+}
+
+// -- progress
+
+v1::JobProgress Progress(v1::JobState state, uint32_t done, uint32_t total) {
+  v1::JobProgress p;
+  p.set_job_id("j-1");
+  p.set_state(state);
+  p.set_tasks_done(done);
+  p.set_tasks_total(total);
+  return p;
+}
+
+TEST(ProgressBarTest, FormatsDurationsInSecondsMinutesAndHours) {
+  EXPECT_EQ(FormatDuration(0), "0s");
+  EXPECT_EQ(FormatDuration(59.4), "59s");
+  EXPECT_EQ(FormatDuration(59.6), "1m00s");
+  EXPECT_EQ(FormatDuration(65), "1m05s");
+  EXPECT_EQ(FormatDuration(3599), "59m59s");
+  EXPECT_EQ(FormatDuration(3600), "1h00m");
+  EXPECT_EQ(FormatDuration(7384), "2h03m");
+  EXPECT_EQ(FormatDuration(100 * 3600 + 60), "100h01m");
+  EXPECT_EQ(FormatDuration(-1), "?");
+  EXPECT_EQ(FormatDuration(std::numeric_limits<double>::quiet_NaN()), "?");
+}
+
+TEST(ProgressBarTest, RendersAnEmptyBarForAJobWithNoTasksYet) {
+  EXPECT_EQ(RenderProgress(Progress(v1::JOB_STATE_PENDING, 0, 0), 10), "[..........] 0/0 tasks  PENDING");
+}
+
+TEST(ProgressBarTest, RendersCountsRateEtaAndState) {
+  v1::JobProgress p = Progress(v1::JOB_STATE_RUNNING, 240, 480);
+  p.set_tasks_cached(35);
+  p.set_probes_per_second(12.34);
+  p.set_eta_seconds(65);
+  EXPECT_EQ(RenderProgress(p, 10),
+            "[#####.....] 240/480 tasks  (35 cached)  12.3 probes/s  ETA 1m05s  RUNNING");
+  p.set_tasks_done(120);
+  p.set_tasks_failed(2);
+  p.set_eta_seconds(2 * 3600 + 5 * 60);
+  EXPECT_EQ(RenderProgress(p, 8),
+            "[##......] 120/480 tasks  (35 cached, 2 failed)  12.3 probes/s  ETA 2h05m  RUNNING");
+}
+
+TEST(ProgressBarTest, RendersSearchLevelBestFdtAndMessage) {
+  v1::JobProgress p = Progress(v1::JOB_STATE_RUNNING, 3, 4);
+  p.set_search_level(2);
+  p.set_best_fdt75(41.5);
+  p.set_message("waiting for a worker serving /models/tiny");
+  EXPECT_EQ(
+      RenderProgress(p, 4),
+      "[###.] 3/4 tasks  RUNNING  level 2  best fdt75 41.50  waiting for a worker serving /models/tiny");
+}
+
+TEST(ProgressBarTest, DropsTheEtaOnceTheJobHasEnded) {
+  v1::JobProgress p = Progress(v1::JOB_STATE_SUCCEEDED, 4, 4);
+  p.set_eta_seconds(0);
+  EXPECT_EQ(RenderProgress(p, 4), "[####] 4/4 tasks  SUCCEEDED");
+}
+
+TEST(ProgressBarTest, LogFilterPrintsOnStateChangesAndEachTenthOfTheTasks) {
+  ProgressLogFilter filter;
+  EXPECT_TRUE(filter.ShouldPrint(Progress(v1::JOB_STATE_PENDING, 0, 100)));
+  EXPECT_FALSE(filter.ShouldPrint(Progress(v1::JOB_STATE_PENDING, 0, 100)));
+  EXPECT_TRUE(filter.ShouldPrint(Progress(v1::JOB_STATE_RUNNING, 0, 100)));
+  int printed = 0;
+  for (uint32_t done = 1; done < 100; ++done)
+    printed += filter.ShouldPrint(Progress(v1::JOB_STATE_RUNNING, done, 100));
+  EXPECT_EQ(printed, 9);  // at 10, 20, ..., 90
+  v1::JobProgress with_message = Progress(v1::JOB_STATE_RUNNING, 99, 100);
+  with_message.set_message("worker lost");
+  EXPECT_TRUE(filter.ShouldPrint(with_message));
+  with_message.set_tasks_done(100);
+  EXPECT_TRUE(filter.ShouldPrint(with_message));  // the last tenth
+  with_message.set_state(v1::JOB_STATE_SUCCEEDED);
+  EXPECT_TRUE(filter.ShouldPrint(with_message));
+}
+
+}  // namespace
+}  // namespace dtm::cli
