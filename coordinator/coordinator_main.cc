@@ -14,6 +14,7 @@
 #include "common/health_service.h"
 #include "common/in_memory_store.h"
 #include "common/logging.h"
+#include "common/shutdown_signals.h"
 #include "common/metrics_http_server.h"
 #include "common/redis_options.h"
 #include "common/redis_store.h"
@@ -79,13 +80,8 @@ int Run(const Flags& flags) {
     std::fprintf(stderr, "dtm-coordinator: --log-level: %s\n", s.message().c_str());
     return 2;
   }
-  // SIGTERM and SIGINT are taken by sigwait below, on this thread; every thread started after this
-  // inherits the mask.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // SIGTERM and SIGINT end the wait at the bottom (common/shutdown_signals.h).
+  dtm::ShutdownSignals::Install();
 
   auto store = OpenStore(flags);
   if (!store.ok()) {
@@ -142,8 +138,7 @@ int Run(const Flags& flags) {
   // One line that scripts and tests wait for, with the ports actually bound.
   spdlog::info("dtm-coordinator ready: grpc port {} metrics port {}", port, metrics ? metrics->port() : 0);
 
-  int signal = 0;
-  sigwait(&signals, &signal);
+  const int signal = dtm::ShutdownSignals::Wait();
   spdlog::info("dtm-coordinator: signal {}; shutting down", signal);
   health.Shutdown();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));

@@ -22,6 +22,7 @@
 #include "common/health_service.h"
 #include "common/logging.h"
 #include "common/metrics_http_server.h"
+#include "common/shutdown_signals.h"
 #include "worker/task_executor.h"
 #include "worker/worker.h"
 #include "worker/worker_metrics.h"
@@ -82,13 +83,8 @@ int Run(Flags flags) {
     std::fprintf(stderr, "dtm-worker: --log-level: %s\n", s.message().c_str());
     return 2;
   }
-  // SIGTERM and SIGINT are taken by sigwait on a dedicated thread; every thread started after this
-  // (gRPC's, libtorch's) inherits the mask, so no handler ever runs.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // SIGTERM and SIGINT reach the drain logic below through a pipe (common/shutdown_signals.h).
+  dtm::ShutdownSignals::Install();
 
   if (flags.worker.worker_id.empty()) flags.worker.worker_id = DefaultWorkerId();
   const std::string& id = flags.worker.worker_id;
@@ -154,8 +150,7 @@ int Run(Flags flags) {
   std::thread signal_thread([&] {
     int drains = 0;
     for (;;) {
-      int signal = 0;
-      sigwait(&signals, &signal);
+      const int signal = dtm::ShutdownSignals::Wait();
       if (finished) return;
       if (drains++ == 0) {
         spdlog::info("dtm-worker {}: signal {}; draining", id, signal);
@@ -180,7 +175,7 @@ int Run(Flags flags) {
 
   const dtm::Status result = worker.Run();
   finished = true;
-  kill(getpid(), SIGTERM);  // wakes the signal thread, which sees `finished`
+  dtm::ShutdownSignals::Wake();  // the signal thread sees `finished` and returns
   signal_thread.join();
 
   health.Shutdown();

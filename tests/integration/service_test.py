@@ -325,6 +325,38 @@ class ServiceTest(unittest.TestCase):
                 self.cluster.start_worker("w2")
         self.assertEqual(self.cluster.metric("dtm_workers_connected"), 2.0)
 
+    # -- 3b. a worker stopped with SIGTERM mid-job drains: finishes or hands back, no lease expires
+
+    def test_3b_worker_stopped_with_sigterm_hands_back_its_leases(self):
+        method = "random-prune:0.5:3"
+        names = ("dtm_leases_expired_total", "dtm_tasks_duplicate_total")
+        before = self.cluster.counters(*names)
+        job_id = self.submit(self.probe_spec("probe random prune", [method]))
+        to_compute = len(COMPONENTS) * SHARDS
+        try:
+            self.wait_computed(job_id, to_compute // 4)
+            w2 = self.cluster.workers["w2"]
+            w2.stop(grace_s=60)
+            self.assertEqual(w2.popen.returncode, 0, w2.tail())
+            self.assertRegex(w2.log_text(), r"signal 15; draining")
+            self.assertRegex(w2.log_text(), r"drained; exiting")
+            self.assertLess(self.cluster.get_job(job_id).progress.tasks_done,
+                            self.cluster.get_job(job_id).progress.tasks_total, "the job ended before w2 was stopped")
+            self.assertRegex(self.cluster.coordinator.log_text(), r"worker w2: drained, \d+ tasks back in the queue")
+            self.watch(job_id)
+            job = self.succeeded_job(job_id)
+            self.assertEqual(job.progress.tasks_total - job.progress.tasks_cached, to_compute)
+            after = self.cluster.counters(*names)
+            # Handed back, not abandoned: no lease ran out, no task was computed twice.
+            self.assertEqual(after, before)
+            doc = self.results(job_id)
+            configs = probe_configs(method)
+            self.assert_in_job_order(doc["results"], configs)
+            self.assert_results_match_eval(doc, configs)
+        finally:
+            if not self.cluster.workers["w2"].alive():
+                self.cluster.start_worker("w2")
+
     # -- 4. the coordinator killed mid-job and restarted on the same Redis and port
 
     def test_4_job_resumes_after_the_coordinator_is_killed_and_restarted(self):
