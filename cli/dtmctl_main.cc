@@ -53,7 +53,7 @@ void AddServiceCommands(CLI::App* app, ServiceFlags* f) {
   watch->add_option("id", f->watch.job_id, "job id")->required();
   AddConnectionFlags(watch, &f->watch.connection);
 
-  CLI::App* results = app->add_subcommand("results", "a job's results, best first, the noise floor on top");
+  CLI::App* results = app->add_subcommand("results", "a job's results in the job's order, the noise floor on top");
   results->add_option("id", f->results.job_id, "job id")->required();
   results->add_option("--format", f->results.format, "table, json or csv")->capture_default_str();
   results->add_flag("--probes", f->results.probes, "per-probe rows too (json only)");
