@@ -4,6 +4,8 @@
 #include <cmath>
 #include <string>
 
+#include "common/quantile.h"
+
 namespace dtm {
 namespace {
 
@@ -36,15 +38,6 @@ Status CheckProbe(const dtm::v1::ProbeResult& r, int64_t completion_len) {
 }
 
 }  // namespace
-
-double QuantileType7(std::vector<double> values, double q) {
-  if (values.empty()) return std::nan("");
-  std::sort(values.begin(), values.end());
-  const double h = (static_cast<double>(values.size()) - 1.0) * q;
-  const size_t lo = static_cast<size_t>(std::floor(h));
-  const size_t hi = std::min(lo + 1, values.size() - 1);
-  return values[lo] + (h - static_cast<double>(lo)) * (values[hi] - values[lo]);
-}
 
 StatusOr<dtm::v1::Metrics> AggregateProbeResults(const std::vector<dtm::v1::ProbeResult>& results,
                                                  int64_t completion_len) {
@@ -85,7 +78,7 @@ StatusOr<dtm::v1::Metrics> AggregateProbeResults(const std::vector<dtm::v1::Prob
   metrics.set_sdt_mean(sdt_sum / n);
   metrics.set_dppl(ppl_sum / n);
   metrics.set_nll_mean(nll_sum / n);
-  metrics.set_fdt75(QuantileType7(std::move(fdts), 0.75));
+  metrics.set_fdt75(Quantile(std::move(fdts), 0.75));
   return metrics;
 }
 

@@ -20,8 +20,4 @@ namespace dtm {
 StatusOr<dtm::v1::Metrics> AggregateProbeResults(const std::vector<dtm::v1::ProbeResult>& results,
                                                  int64_t completion_len);
 
-// The q-quantile with linear interpolation between order statistics (NumPy's default, R type 7);
-// NaN for no values. Named apart from the engine's dtm::Quantile, which a binary may link as well.
-double QuantileType7(std::vector<double> values, double q);
-
 }  // namespace dtm

@@ -13,6 +13,7 @@
 #include "common/grpc_security.h"
 #include "common/health_service.h"
 #include "common/in_memory_store.h"
+#include "common/host_port.h"
 #include "common/logging.h"
 #include "common/shutdown_signals.h"
 #include "common/metrics_http_server.h"
@@ -32,20 +33,6 @@ struct Flags {
   dtm::CoordinatorOptions coordinator;
   dtm::ServerSecurityOptions security;
 };
-
-// "host:port" -> (host, port); port 0 picks a free one.
-bool SplitHostPort(const std::string& address, std::string* host, int* port) {
-  const size_t colon = address.rfind(':');
-  if (colon == std::string::npos) return false;
-  *host = address.substr(0, colon);
-  if (host->size() > 1 && host->front() == '[') *host = host->substr(1, host->size() - 2);
-  try {
-    *port = std::stoi(address.substr(colon + 1));
-  } catch (...) {
-    return false;
-  }
-  return *port >= 0 && *port < 65536;
-}
 
 // Redis may start after the coordinator (a pod restart, a compose file): wait for it a while, then
 // give up with the address in the message.
@@ -105,7 +92,7 @@ int Run(const Flags& flags) {
   if (!flags.metrics_listen.empty()) {
     std::string host;
     int port = 0;
-    if (!SplitHostPort(flags.metrics_listen, &host, &port)) {
+    if (!dtm::SplitHostPort(flags.metrics_listen, &host, &port)) {
       spdlog::critical("dtm-coordinator: --metrics-listen '{}' is not HOST:PORT", flags.metrics_listen);
       return 2;
     }

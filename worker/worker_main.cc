@@ -20,6 +20,7 @@
 
 #include "common/grpc_security.h"
 #include "common/health_service.h"
+#include "common/host_port.h"
 #include "common/logging.h"
 #include "common/metrics_http_server.h"
 #include "common/shutdown_signals.h"
@@ -40,22 +41,6 @@ struct Flags {
   dtm::WorkerOptions worker;
   dtm::ClientSecurityOptions security;
 };
-
-// "host:port" -> (host, port); port 0 picks a free one.
-bool SplitHostPort(const std::string& address, std::string* host, int* port) {
-  const size_t colon = address.rfind(':');
-  if (colon == std::string::npos) return false;
-  *host = address.substr(0, colon);
-  if (host->size() > 1 && host->front() == '[') *host = host->substr(1, host->size() - 2);
-  try {
-    size_t used = 0;
-    *port = std::stoi(address.substr(colon + 1), &used);
-    if (used != address.size() - colon - 1) return false;
-  } catch (...) {
-    return false;
-  }
-  return *port >= 0 && *port < 65536;
-}
 
 // $HOSTNAME-pid: stable per pod (its name) and distinct for several workers on one host.
 std::string DefaultWorkerId() {
@@ -114,7 +99,7 @@ int Run(Flags flags) {
   if (!flags.metrics_listen.empty()) {
     std::string host;
     int port = 0;
-    if (!SplitHostPort(flags.metrics_listen, &host, &port)) {
+    if (!dtm::SplitHostPort(flags.metrics_listen, &host, &port)) {
       spdlog::critical("dtm-worker: --metrics-listen '{}' is not HOST:PORT", flags.metrics_listen);
       return 2;
     }

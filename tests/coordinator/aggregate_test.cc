@@ -1,4 +1,5 @@
 #include "coordinator/aggregate.h"
+#include "common/quantile.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -36,17 +37,17 @@ void ExpectRelativelyEqual(double actual, double expected, const char* what) {
       << what << ": " << actual << " vs " << expected;
 }
 
-TEST(QuantileType7Test, InterpolatesLikeNumPy) {
-  EXPECT_DOUBLE_EQ(QuantileType7({0, 1, 2, 3}, 0.75), 2.25);
-  EXPECT_DOUBLE_EQ(QuantileType7({3, 0, 2, 1}, 0.75), 2.25);  // order does not matter
-  EXPECT_DOUBLE_EQ(QuantileType7({10, 20, 30, 40, 50}, 0.75), 40.0);
-  EXPECT_DOUBLE_EQ(QuantileType7({1, 2}, 0.5), 1.5);
-  EXPECT_DOUBLE_EQ(QuantileType7({7}, 0.75), 7.0);
-  EXPECT_DOUBLE_EQ(QuantileType7({5, 1, 9}, 0.0), 1.0);
-  EXPECT_DOUBLE_EQ(QuantileType7({5, 1, 9}, 1.0), 9.0);
+TEST(QuantileTest, InterpolatesLikeNumPy) {
+  EXPECT_DOUBLE_EQ(Quantile({0, 1, 2, 3}, 0.75), 2.25);
+  EXPECT_DOUBLE_EQ(Quantile({3, 0, 2, 1}, 0.75), 2.25);  // order does not matter
+  EXPECT_DOUBLE_EQ(Quantile({10, 20, 30, 40, 50}, 0.75), 40.0);
+  EXPECT_DOUBLE_EQ(Quantile({1, 2}, 0.5), 1.5);
+  EXPECT_DOUBLE_EQ(Quantile({7}, 0.75), 7.0);
+  EXPECT_DOUBLE_EQ(Quantile({5, 1, 9}, 0.0), 1.0);
+  EXPECT_DOUBLE_EQ(Quantile({5, 1, 9}, 1.0), 9.0);
   // numpy.quantile([0, 4, 5, 100, 3, 8], 0.75) == 7.25
-  EXPECT_DOUBLE_EQ(QuantileType7({0, 4, 5, 100, 3, 8}, 0.75), 7.25);
-  EXPECT_TRUE(std::isnan(QuantileType7({}, 0.75)));
+  EXPECT_DOUBLE_EQ(Quantile({0, 4, 5, 100, 3, 8}, 0.75), 7.25);
+  EXPECT_TRUE(std::isnan(Quantile({}, 0.75)));
 }
 
 TEST(AggregateTest, ComputesHandCheckedMetrics) {

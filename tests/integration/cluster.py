@@ -267,6 +267,20 @@ def spec_yaml(**fields):
     return "\n".join(lines) + "\n"
 
 
+# -- test cases on a cluster
+
+class PrintsLogsOnFailure:
+    """Mixin for a unittest.TestCase whose class holds `cluster`: prints every process's log tail
+    when a test fails, since the cluster outlives the test and its logs would be lost with it."""
+
+    def run(self, result=None):
+        before = len(result.failures) + len(result.errors) if result is not None else 0
+        outcome = super().run(result)
+        if result is not None and len(result.failures) + len(result.errors) > before:
+            self.cluster.print_logs(self.id())
+        return outcome
+
+
 # -- the cluster
 
 class Cluster:

@@ -33,7 +33,7 @@ CANONICAL = [
 ]
 
 
-class PythonClientTest(unittest.TestCase):
+class PythonClientTest(dtm_cluster.PrintsLogsOnFailure, unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.cluster = dtm_cluster.Cluster(num_workers=1, coordinator_log_level="info").__enter__()
@@ -52,13 +52,6 @@ class PythonClientTest(unittest.TestCase):
     def tearDownClass(cls):
         cls.channel.close()
         cls.cluster.__exit__(None, None, None)
-
-    def run(self, result=None):
-        before = len(result.failures) + len(result.errors) if result is not None else 0
-        outcome = super().run(result)
-        if result is not None and len(result.failures) + len(result.errors) > before:
-            self.cluster.print_logs(self.id())
-        return outcome
 
     def spec_text(self, **overrides):
         fields = dict(name="python client", kind="evaluate", model=self.cluster.model, probes=self.ref.probes,

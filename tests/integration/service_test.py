@@ -46,7 +46,7 @@ def rel_diff(a, b):
     return abs(a - b) / max(abs(a), abs(b), 1e-300)
 
 
-class ServiceTest(unittest.TestCase):
+class ServiceTest(dtm_cluster.PrintsLogsOnFailure, unittest.TestCase):
     # Largest relative differences service vs dtmctl eval, for the report at the end.
     worst = {"dppl": (0.0, ""), "nll_mean": (0.0, ""), "nll": (0.0, "")}
     compared = 0
@@ -70,13 +70,6 @@ class ServiceTest(unittest.TestCase):
               + ", ".join(f"{k} {v[0]:.3g} ({v[1] or '-'})" for k, v in cls.worst.items()), file=sys.stderr)
         cls.cluster.__exit__(None, None, None)
 
-    def run(self, result=None):
-        # Print every process's log tail when a test fails: the cluster outlives the test.
-        before = len(result.failures) + len(result.errors) if result is not None else 0
-        outcome = super().run(result)
-        if result is not None and len(result.failures) + len(result.errors) > before:
-            self.cluster.print_logs(self.id())
-        return outcome
 
     # -- helpers
 

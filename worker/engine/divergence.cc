@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "common/quantile.h"
+
 namespace dtm {
 
 std::vector<ProbeDivergence> DivergenceFromLogits(const torch::Tensor& logits, const torch::Tensor& targets) {
@@ -32,15 +34,6 @@ std::vector<ProbeDivergence> DivergenceFromLogits(const torch::Tensor& logits, c
     out[i].nll = nll[i].item<double>();
   }
   return out;
-}
-
-double Quantile(std::vector<double> values, double q) {
-  if (values.empty()) return std::nan("");
-  std::sort(values.begin(), values.end());
-  const double h = (static_cast<double>(values.size()) - 1.0) * q;
-  const size_t lo = static_cast<size_t>(std::floor(h));
-  const size_t hi = std::min(lo + 1, values.size() - 1);
-  return values[lo] + (h - static_cast<double>(lo)) * (values[hi] - values[lo]);
 }
 
 DivergenceSummary Summarize(const std::vector<ProbeDivergence>& probes, int64_t completion_len) {

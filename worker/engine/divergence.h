@@ -19,8 +19,6 @@ struct ProbeDivergence {
 // One pass: argmax (ties to the lowest id) and log-softmax in float32.
 std::vector<ProbeDivergence> DivergenceFromLogits(const torch::Tensor& logits, const torch::Tensor& targets);
 
-// The q-quantile with linear interpolation between order statistics (NumPy's default, R type 7).
-double Quantile(std::vector<double> values, double q);
 
 struct DivergenceSummary {
   double fdt75 = 0;     // the paper's ranking value

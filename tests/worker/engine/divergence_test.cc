@@ -1,4 +1,5 @@
 #include "worker/engine/divergence.h"
+#include "common/quantile.h"
 
 #include <cmath>
 #include <random>
