@@ -6,6 +6,7 @@
 #include <gmock/gmock.h>
 #include <google/protobuf/util/message_differencer.h>
 #include <gtest/gtest.h>
+#include <prometheus/registry.h>
 #include <spdlog/spdlog.h>
 #include <stdlib.h>
 
@@ -23,6 +24,7 @@
 #include "common/in_memory_store.h"
 #include "common/probe_file.h"
 #include "coordinator/clock.h"
+#include "coordinator/coordinator_metrics.h"
 #include "coordinator/store_keys.h"
 
 namespace dtm {
@@ -390,6 +392,64 @@ TEST_F(SchedulerTest, ResubmittedSpecIsAnsweredFromTheCache) {
   EXPECT_EQ(job.progress().tasks_cached(), static_cast<uint32_t>(kTasksTotal));
   EXPECT_EQ(job.progress().tasks_done(), static_cast<uint32_t>(kTasksTotal));
   ExpectProbeJobResults(Results(*scheduler_, second));
+}
+
+// The value of the series `name` whose labels include `labels`; nullopt when there is none.
+std::optional<double> MetricValue(prometheus::Registry& registry, const std::string& name,
+                                  const std::map<std::string, std::string>& labels = {}) {
+  for (const prometheus::MetricFamily& family : registry.Collect()) {
+    if (family.name != name) continue;
+    for (const prometheus::ClientMetric& metric : family.metric) {
+      size_t matched = 0;
+      for (const prometheus::ClientMetric::Label& label : metric.label) {
+        auto it = labels.find(label.name);
+        if (it != labels.end() && it->second == label.value) ++matched;
+      }
+      if (matched != labels.size()) continue;
+      if (family.type == prometheus::MetricType::Counter) return metric.counter.value;
+      if (family.type == prometheus::MetricType::Gauge) return metric.gauge.value;
+    }
+  }
+  return std::nullopt;
+}
+
+TEST_F(SchedulerTest, MetricsFollowTheJobAndItsSeriesGoWhenItEnds) {
+  prometheus::Registry registry;
+  CoordinatorMetrics metrics(registry);
+  Scheduler s(&store_, &metrics, Options(), &clock_);
+  ASSERT_TRUE(s.Start().ok());
+  Register(s, "w1");
+  const std::string id = Submit(s, ProbeSpec());
+  s.Tick();
+  EXPECT_EQ(MetricValue(registry, "dtm_workers_connected"), 1.0);
+  EXPECT_EQ(MetricValue(registry, "dtm_jobs", {{"state", "running"}}), 1.0);
+  // The baseline stage is planned: its shards are the job's tasks so far, none done.
+  EXPECT_EQ(MetricValue(registry, "dtm_job_tasks", {{"job_id", id}}), static_cast<double>(kShards));
+  EXPECT_EQ(MetricValue(registry, "dtm_job_tasks_done", {{"job_id", id}}), 0.0);
+  EXPECT_EQ(MetricValue(registry, "dtm_tasks", {{"state", "queued"}}), static_cast<double>(kShards));
+
+  std::vector<v1::Task> leased;
+  Drive(s, id, "w1", &leased);
+  s.Tick();
+  ASSERT_EQ(Job(s, id).state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(MetricValue(registry, "dtm_job_tasks", {{"job_id", id}}), std::nullopt);
+  EXPECT_EQ(MetricValue(registry, "dtm_job_tasks_done", {{"job_id", id}}), std::nullopt);
+  EXPECT_EQ(MetricValue(registry, "dtm_jobs", {{"state", "succeeded"}}), 1.0);
+  EXPECT_EQ(MetricValue(registry, "dtm_jobs", {{"state", "running"}}), 0.0);
+  EXPECT_EQ(MetricValue(registry, "dtm_tasks_completed_total"), static_cast<double>(kTasksTotal));
+  EXPECT_EQ(MetricValue(registry, "dtm_cache_misses_total"), static_cast<double>(kTasksTotal));
+  EXPECT_EQ(MetricValue(registry, "dtm_cache_hits_total"), 0.0);
+  // Every probe once per task kind: the baseline, 14 configs and the noise floor.
+  EXPECT_EQ(MetricValue(registry, "dtm_probes_evaluated_total"), (1.0 + 2 * 7 + 1) * kNumProbes);
+
+  // The same spec again: every task a cache hit, nothing computed.
+  const std::string again = Submit(s, ProbeSpec());
+  s.Tick();
+  ASSERT_EQ(Job(s, again).state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(MetricValue(registry, "dtm_cache_hits_total"), static_cast<double>(kTasksTotal));
+  EXPECT_EQ(MetricValue(registry, "dtm_tasks_completed_total"), static_cast<double>(kTasksTotal));
+  EXPECT_EQ(MetricValue(registry, "dtm_jobs_submitted_total"), 2.0);
+  s.Stop();
 }
 
 TEST_F(SchedulerTest, RejectsAComponentBeyondTheModelAtSubmit) {
