@@ -360,6 +360,9 @@ Status ConfigureServer(grpc::ServerBuilder* builder, const std::string& listen_a
 
   builder->AddListeningPort(
       listen_address, std::make_shared<AuthorizingServerCredentials>(core, std::move(policy)), selected_port);
+  // gRPC sets SO_REUSEPORT by default: a second daemon on a taken port would start without an
+  // error and share (steal) the first one's connections.
+  builder->AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder->SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder->SetMaxSendMessageSize(kMaxMessageBytes);
   builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, kServerKeepaliveTimeMs);

@@ -116,7 +116,8 @@ int Run(const Flags& flags) {
   builder.RegisterService(&health);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server) {
-    spdlog::critical("dtm-coordinator: cannot listen on {}", flags.listen);
+    spdlog::critical("dtm-coordinator: --listen {}: cannot listen there (is another process on that port?)",
+                     flags.listen);
     return 2;
   }
   health.SetStatus("", true);

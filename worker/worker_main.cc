@@ -59,6 +59,7 @@ std::string DefaultWorkerId() {
 std::unique_ptr<grpc::Server> StartHealthServer(const std::string& address, dtm::HealthService* health, int* port) {
   grpc::ServerBuilder builder;
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), port);
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // a taken port is an error, not shared
   builder.RegisterService(health);
   return builder.BuildAndStart();
 }

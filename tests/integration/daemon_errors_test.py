@@ -62,6 +62,22 @@ class DaemonErrorsTest(unittest.TestCase):
         self.assertNotEqual(proc.returncode, 0)
         self.assertIn("http://127.0.0.1:6379", proc.stderr)
 
+    def test_second_coordinator_on_a_taken_port_refuses_to_start(self):
+        first = dtm_cluster.Process("coordinator-first", [], self.tmp).start(
+            [dtm_cluster.COORDINATOR_BIN, "--listen", "127.0.0.1:0", "--metrics-listen", "", "--redis", "memory"])
+        try:
+            port = first.wait_for_log(dtm_cluster.COORDINATOR_READY).group(1)
+            # gRPC would share the port (SO_REUSEPORT) and split the connections between the two.
+            proc = run([dtm_cluster.COORDINATOR_BIN, "--listen", f"127.0.0.1:{port}", "--metrics-listen", "",
+                        "--redis", "memory"])
+            self.assertEqual(proc.returncode, 2, proc.stderr)
+            lines = critical_lines(proc.stderr)
+            self.assertEqual(len(lines), 1, proc.stderr)
+            self.assertIn(f"--listen 127.0.0.1:{port}: cannot listen there", lines[0])
+            self.assertTrue(first.alive())
+        finally:
+            first.kill()
+
     # -- the worker
 
     def worker(self, model):
