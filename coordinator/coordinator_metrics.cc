@@ -46,7 +46,11 @@ CoordinatorMetrics::CoordinatorMetrics(prometheus::Registry& registry)
                    .Add({})),
       store_up_(NewGaugeFamily(registry, "dtm_store_up", "1 when the last store operation succeeded.").Add({})),
       job_done_(NewGaugeFamily(registry, "dtm_job_tasks_done", "Tasks of a running job with results.")),
-      job_total_(NewGaugeFamily(registry, "dtm_job_tasks", "Tasks of a running job planned so far.")) {
+      job_total_(NewGaugeFamily(registry, "dtm_job_tasks", "Tasks of a running job planned so far.")),
+      job_search_level_(NewGaugeFamily(registry, "dtm_job_search_level",
+                                       "Level a running search job is evaluating (1 = single components).")),
+      job_best_fdt75_(NewGaugeFamily(registry, "dtm_job_best_fdt75",
+                                     "fdt75 of the best node of a running search's deepest finished level.")) {
   // Every state is present from the start, so that dashboards see zeros rather than no series.
   for (const char* state : {"pending", "running", "succeeded", "failed", "cancelled"}) jobs_.Add({{"state", state}});
   for (const char* state : {"queued", "leased"}) tasks_.Add({{"state", state}});
@@ -74,9 +78,17 @@ void CoordinatorMetrics::SetJobProgress(const std::string& job_id, double done, 
   job_total_.Add({{"job_id", job_id}}).Set(total);
 }
 
+void CoordinatorMetrics::SetJobSearch(const std::string& job_id, double level, double best_fdt75) {
+  job_search_level_.Add({{"job_id", job_id}}).Set(level);
+  job_best_fdt75_.Add({{"job_id", job_id}}).Set(best_fdt75);
+}
+
 void CoordinatorMetrics::RemoveJob(const std::string& job_id) {
-  job_done_.Remove(&job_done_.Add({{"job_id", job_id}}));
-  job_total_.Remove(&job_total_.Add({{"job_id", job_id}}));
+  for (prometheus::Family<prometheus::Gauge>* family :
+       {&job_done_, &job_total_, &job_search_level_, &job_best_fdt75_}) {
+    // Has() first: Add() would create the series of a non-search job only to remove it.
+    if (family->Has({{"job_id", job_id}})) family->Remove(&family->Add({{"job_id", job_id}}));
+  }
 }
 
 }  // namespace dtm

@@ -39,6 +39,9 @@ class CoordinatorMetrics {
 
   // Per-job progress, labelled by job id; RemoveJob drops the series when the job ends.
   void SetJobProgress(const std::string& job_id, double done, double total);
+  // Search jobs: the level under evaluation and the best fdt75 of the deepest finished level (NaN
+  // before the first level is done).
+  void SetJobSearch(const std::string& job_id, double level, double best_fdt75);
   void RemoveJob(const std::string& job_id);
 
  private:
@@ -48,6 +51,8 @@ class CoordinatorMetrics {
   prometheus::Gauge& store_up_;
   prometheus::Family<prometheus::Gauge>& job_done_;
   prometheus::Family<prometheus::Gauge>& job_total_;
+  prometheus::Family<prometheus::Gauge>& job_search_level_;
+  prometheus::Family<prometheus::Gauge>& job_best_fdt75_;
 };
 
 }  // namespace dtm

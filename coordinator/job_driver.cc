@@ -2,6 +2,8 @@
 
 #include <utility>
 
+#include "coordinator/quant_search.h"
+
 namespace dtm {
 namespace {
 
@@ -43,6 +45,18 @@ StatusOr<std::unique_ptr<JobDriver>> CreateJobDriver(const JobSpec& spec, int nu
     case JobKind::kProbe: {
       ASSIGN_OR_RETURN(std::vector<std::string> configs, ExpandConfigs(spec, num_layers));
       return std::unique_ptr<JobDriver>(new FixedConfigsDriver(std::move(configs)));
+    }
+    case JobKind::kQuantSearch: {
+      ASSIGN_OR_RETURN(std::vector<std::string> components,
+                       SelectComponents(spec.components, num_layers, "quant-search.components"));
+      const int64_t count = static_cast<int64_t>(components.size());
+      if (spec.depth > count) {
+        return InvalidArgumentError("job spec: quant-search.depth: " + std::to_string(spec.depth) + " exceeds the " +
+                                    std::to_string(count) + " components the search may quantize (0 = all)");
+      }
+      const int depth = static_cast<int>(spec.depth == 0 ? count : spec.depth);
+      return std::unique_ptr<JobDriver>(new QuantSearchDriver(std::move(components), spec.search_method,
+                                                              static_cast<int>(spec.beam_width), depth));
     }
     default:
       return InvalidArgumentError("kind: '" + JobKindName(spec.kind) + "' is not supported yet");

@@ -18,6 +18,7 @@
 #include "coordinator/job_spec.h"
 #include "dtm/v1/common.pb.h"
 #include "dtm/v1/dtm_service.pb.h"
+#include "dtm/v1/job.pb.h"
 
 namespace dtm {
 
@@ -32,9 +33,15 @@ class JobDriver {
 
   // The job's result rows once NextStage has returned nullopt, in the order users see them.
   virtual std::vector<dtm::v1::ConfigResult> Results(const std::map<std::string, dtm::v1::Metrics>& evaluated) const = 0;
+
+  // Search kinds set the level under evaluation and the best node so far; others leave them absent.
+  virtual void FillProgress(const std::map<std::string, dtm::v1::Metrics>& /*evaluated*/,
+                            dtm::v1::JobProgress* /*progress*/) const {}
 };
 
 // evaluate and probe: one stage holding every config of the spec (ExpandConfigs), then done.
+// quant-search: a QuantSearchDriver over the selected components; its depth must not exceed their
+// number (0 = all of them).
 StatusOr<std::unique_ptr<JobDriver>> CreateJobDriver(const JobSpec& spec, int num_layers);
 
 }  // namespace dtm

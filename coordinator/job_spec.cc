@@ -20,6 +20,8 @@ namespace {
 constexpr const char* kKindNames[] = {"evaluate", "probe", "quant-search", "sparsify-round"};
 constexpr const char* kKindList = "evaluate, probe, quant-search, sparsify-round";
 constexpr const char* kDtypeList = "float32, float16, bfloat16";
+// The kinds that have a section of their own, named like the kind.
+constexpr const char* kSectionKinds[] = {"evaluate", "probe", "quant-search"};
 
 // Config syntax is checked at submission, before the model's layer count is known: any layer index is
 // admitted here (bounded so that ComponentId::Index() cannot overflow) and re-checked by ExpandConfigs.
@@ -199,6 +201,29 @@ Status ParseProbeSection(const YAML::Node& section, JobSpec* spec) {
   return OkStatus();
 }
 
+Status ParseQuantSearchSection(const YAML::Node& section, JobSpec* spec) {
+  ASSIGN_OR_RETURN(Entries entries, ReadMapping(section, "quant-search"));
+  RETURN_IF_ERROR(CheckKnownKeys(entries, "quant-search", {"method", "beam", "depth", "components"}));
+  if (const Entry* e = Find(entries, "method")) {
+    ASSIGN_OR_RETURN(std::string text, ReadNonEmptyString(e->value, "quant-search.method"));
+    StatusOr<CompressionMethod> method = ParseCompressionMethod(text);
+    if (!method.ok()) return FieldError("quant-search.method", e->value, method.status().message());
+    spec->search_method = method->ToString();
+  }
+  if (const Entry* e = Find(entries, "beam")) {
+    ASSIGN_OR_RETURN(spec->beam_width, ReadInt(e->value, "quant-search.beam", 1, kMaxCount));
+  }
+  if (const Entry* e = Find(entries, "depth")) {
+    // 0 = all components; the upper bound needs the model and is checked by SelectComponents' caller.
+    ASSIGN_OR_RETURN(spec->depth, ReadInt(e->value, "quant-search.depth", 0, kMaxCount));
+  }
+  if (const Entry* components = Find(entries, "components")) {
+    ASSIGN_OR_RETURN(auto globs, ReadStringList(components->value, "quant-search.components"));
+    for (auto& glob : globs) spec->components.push_back(std::move(glob.first));
+  }
+  return OkStatus();
+}
+
 Status ParseTopLevel(const YAML::Node& root, JobSpec* spec) {
   ASSIGN_OR_RETURN(Entries entries, ReadMapping(root, ""));
 
@@ -211,13 +236,12 @@ Status ParseTopLevel(const YAML::Node& root, JobSpec* spec) {
   StatusOr<JobKind> parsed_kind = ParseJobKind(kind_name);
   if (!parsed_kind.ok()) return FieldError("kind", kind->value, parsed_kind.status().message());
   spec->kind = *parsed_kind;
-  if (spec->kind != JobKind::kEvaluate && spec->kind != JobKind::kProbe) {
+  if (spec->kind == JobKind::kSparsifyRound) {
     return FieldError("kind", kind->value, "'" + kind_name + "' is not supported yet");
   }
 
   std::vector<std::string> allowed = kTopLevelFields;
-  allowed.push_back("evaluate");
-  allowed.push_back("probe");
+  for (const char* section : kSectionKinds) allowed.push_back(section);
   RETURN_IF_ERROR(CheckKnownKeys(entries, "", allowed));
 
   const Entry* model = Find(entries, "model");
@@ -262,7 +286,7 @@ Status ParseTopLevel(const YAML::Node& root, JobSpec* spec) {
 
   // Exactly the kind's own section.
   const std::string own = JobKindName(spec->kind);
-  for (const char* other : {"evaluate", "probe"}) {
+  for (const char* other : kSectionKinds) {
     const Entry* e = Find(entries, other);
     if (e != nullptr && other != own) {
       return FieldError(other, e->key, "section does not match kind '" + own + "'");
@@ -273,8 +297,14 @@ Status ParseTopLevel(const YAML::Node& root, JobSpec* spec) {
     return InvalidArgumentError("job spec: " + own + ": missing; kind '" + own + "' needs its `" + own +
                                 ":` section (docs/job-spec.md)");
   }
-  if (spec->kind == JobKind::kEvaluate) return ParseEvaluateSection(section->value, spec);
-  return ParseProbeSection(section->value, spec);
+  switch (spec->kind) {
+    case JobKind::kEvaluate:
+      return ParseEvaluateSection(section->value, spec);
+    case JobKind::kProbe:
+      return ParseProbeSection(section->value, spec);
+    default:
+      return ParseQuantSearchSection(section->value, spec);
+  }
 }
 
 StatusOr<std::vector<std::string>> ExpandEvaluate(const JobSpec& spec, int num_layers) {
@@ -291,20 +321,8 @@ StatusOr<std::vector<std::string>> ExpandEvaluate(const JobSpec& spec, int num_l
 }
 
 StatusOr<std::vector<std::string>> ExpandProbe(const JobSpec& spec, int num_layers) {
-  const std::vector<ComponentId> all = AllComponents(num_layers);
-  std::vector<bool> selected(all.size(), spec.components.empty());
-  for (size_t g = 0; g < spec.components.size(); ++g) {
-    const std::string& glob = spec.components[g];
-    bool any = false;
-    for (size_t c = 0; c < all.size(); ++c) {
-      if (fnmatch(glob.c_str(), all[c].Name().c_str(), 0) == 0) selected[c] = any = true;
-    }
-    if (!any) {
-      return InvalidArgumentError("job spec: probe.components[" + std::to_string(g) + "] '" + glob +
-                                  "': matches no component of a model with " + std::to_string(num_layers) +
-                                  " layers (names look like model.layers.0.self_attn.q_proj)");
-    }
-  }
+  ASSIGN_OR_RETURN(std::vector<std::string> selected,
+                   SelectComponents(spec.components, num_layers, "probe.components"));
   std::vector<std::string> out;
   for (size_t m = 0; m < spec.methods.size(); ++m) {
     StatusOr<CompressionMethod> method = ParseCompressionMethod(spec.methods[m]);
@@ -312,17 +330,34 @@ StatusOr<std::vector<std::string>> ExpandProbe(const JobSpec& spec, int num_laye
       return InvalidArgumentError("job spec: probe.methods[" + std::to_string(m) +
                                   "]: " + method.status().message());
     }
-    for (size_t c = 0; c < all.size(); ++c) {
-      if (!selected[c]) continue;
-      CompressionConfig config;
-      config.entries.emplace_back(all[c], *method);
-      out.push_back(config.Canonical());
-    }
+    for (const std::string& component : selected) out.push_back(component + "=" + method->ToString());
   }
   return out;
 }
 
 }  // namespace
+
+StatusOr<std::vector<std::string>> SelectComponents(const std::vector<std::string>& globs, int num_layers,
+                                                    const std::string& field) {
+  const std::vector<ComponentId> all = AllComponents(num_layers);
+  std::vector<bool> selected(all.size(), globs.empty());
+  for (size_t g = 0; g < globs.size(); ++g) {
+    bool any = false;
+    for (size_t c = 0; c < all.size(); ++c) {
+      if (fnmatch(globs[g].c_str(), all[c].Name().c_str(), 0) == 0) selected[c] = any = true;
+    }
+    if (!any) {
+      return InvalidArgumentError("job spec: " + field + "[" + std::to_string(g) + "] '" + globs[g] +
+                                  "': matches no component of a model with " + std::to_string(num_layers) +
+                                  " layers (names look like model.layers.0.self_attn.q_proj)");
+    }
+  }
+  std::vector<std::string> names;
+  for (size_t c = 0; c < all.size(); ++c) {
+    if (selected[c]) names.push_back(all[c].Name());
+  }
+  return names;
+}
 
 std::string JobKindName(JobKind kind) { return kKindNames[static_cast<int>(kind)]; }
 
@@ -395,7 +430,8 @@ StatusOr<std::vector<std::string>> ExpandConfigs(const JobSpec& spec, int num_la
       break;
     }
     default:
-      return InvalidArgumentError("job spec: kind: '" + JobKindName(spec.kind) + "' is not supported yet");
+      return InvalidArgumentError("job spec: kind: '" + JobKindName(spec.kind) +
+                                  "' has no fixed list of configs; its driver chooses them stage by stage");
   }
   // Equal configs share one cache key anyway; evaluating and reporting one twice would only confuse.
   std::vector<std::string> unique;

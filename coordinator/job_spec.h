@@ -42,14 +42,18 @@ struct JobSpec {
   bool noise_floor = true;              // also evaluate the uncompressed model (config "") and report it
   std::vector<std::string> configs;     // evaluate: canonical config strings (SPEC syntax), never ""
   std::vector<std::string> methods;     // probe: canonical method strings (e.g. "int8-absmax", "prune:0.5")
-  std::vector<std::string> components;  // probe: fnmatch globs over component names; empty = all
+  std::vector<std::string> components;  // probe, quant-search: fnmatch globs over component names; empty = all
+  // quant-search (SPEC "Quantization tree search")
+  std::string search_method = "int8-absmax";  // canonical method applied to every component of a node
+  int64_t beam_width = 10;
+  int64_t depth = 0;  // levels below the uncompressed model; 0 = every selected component
 };
 
 // Parses and validates everything that does not need the model. Errors are INVALID_ARGUMENT and name
 // the field and its YAML line, e.g. "job spec: shard_size (line 7): must be at least 1, got 0".
 // Malformed YAML gives yaml-cpp's message with line and column; unknown keys, keys given twice and
-// missing required fields (kind, model, probes, the kind's section) are errors. Kinds whose drivers
-// do not exist yet (quant-search, sparsify-round) are rejected as "not supported yet".
+// missing required fields (kind, model, probes, the kind's section) are errors. A kind whose driver
+// does not exist yet (sparsify-round) is rejected as "not supported yet".
 StatusOr<JobSpec> ParseJobSpec(const std::string& yaml_text);
 
 // The configs a job evaluates on a model with `num_layers` layers, in result order, duplicates dropped
@@ -61,5 +65,11 @@ StatusOr<JobSpec> ParseJobSpec(const std::string& yaml_text);
 //             component is an error naming the glob.
 // The noise-floor config "" is not included; the caller adds it.
 StatusOr<std::vector<std::string>> ExpandConfigs(const JobSpec& spec, int num_layers);
+
+// The components of a model with `num_layers` layers that any of `globs` matches (all when there are
+// none), in AllComponents order, as names. A glob that matches nothing is an error naming
+// `field`[i] and the glob.
+StatusOr<std::vector<std::string>> SelectComponents(const std::vector<std::string>& globs, int num_layers,
+                                                    const std::string& field);
 
 }  // namespace dtm

@@ -1,6 +1,7 @@
 #include "coordinator/scheduler.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -832,8 +833,13 @@ void Scheduler::UpdateProgressFields(JobRun& run) {
       progress.clear_eta_seconds();
     }
   }
+  if (run.driver) run.driver->FillProgress(run.evaluated, &progress);
   if (metrics_ && run.phase != Phase::kEnded && run.job.state() == v1::JOB_STATE_RUNNING) {
     metrics_->SetJobProgress(run.job.job_id(), progress.tasks_done(), progress.tasks_total());
+    if (progress.has_search_level()) {
+      metrics_->SetJobSearch(run.job.job_id(), progress.search_level(),
+                             progress.has_best_fdt75() ? progress.best_fdt75() : std::nan(""));
+    }
   }
 }
 

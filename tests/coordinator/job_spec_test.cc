@@ -138,7 +138,7 @@ TEST(JobSpecTest, RejectsUnknownAndUnsupportedKinds) {
                 {"kind (line 1)", "unknown kind 'evaluat'", "evaluate, probe"});
   ExpectInvalid("kind: quant_search\nmodel: m\nprobes: p\n", {"unknown kind 'quant_search'"});
   ExpectInvalid("kind: quant-search\nmodel: m\nprobes: p\nquant_search: {beam: 10}\n",
-                {"kind (line 1)", "'quant-search' is not supported yet"});
+                {"quant_search (line 4)", "unknown field"});
   ExpectInvalid("kind: sparsify-round\nmodel: m\nprobes: p\n", {"'sparsify-round' is not supported yet"});
   ExpectInvalid("kind: [evaluate]\nmodel: m\nprobes: p\n", {"kind (line 1)", "must be a string, got a list"});
 }
@@ -326,7 +326,33 @@ TEST(ExpandConfigsTest, RejectsAModelWithoutLayersAndUnsupportedKinds) {
   spec.kind = JobKind::kQuantSearch;
   StatusOr<std::vector<std::string>> configs = ExpandConfigs(spec, 2);
   ASSERT_FALSE(configs.ok());
-  EXPECT_THAT(configs.status().message(), HasSubstr("'quant-search' is not supported yet"));
+  EXPECT_THAT(configs.status().message(), HasSubstr("'quant-search' has no fixed list of configs"));
+}
+
+TEST(JobSpecTest, ParsesAQuantSearchWithDefaultsAndParameters) {
+  const std::string head = "kind: quant-search\nmodel: m\nprobes: p\n";
+  JobSpec spec = ParsedOrDie(head + "quant-search: {}\n");
+  EXPECT_EQ(spec.kind, JobKind::kQuantSearch);
+  EXPECT_EQ(spec.search_method, "int8-absmax");
+  EXPECT_EQ(spec.beam_width, 10);
+  EXPECT_EQ(spec.depth, 0);
+  EXPECT_TRUE(spec.components.empty());
+
+  spec = ParsedOrDie(head + "quant-search:\n  method: prune:0.50\n  beam: 3\n  depth: 4\n"
+                            "  components: ['*.self_attn.*']\n");
+  EXPECT_EQ(spec.search_method, "prune:0.5");
+  EXPECT_EQ(spec.beam_width, 3);
+  EXPECT_EQ(spec.depth, 4);
+  EXPECT_EQ(spec.components, std::vector<std::string>{"*.self_attn.*"});
+}
+
+TEST(JobSpecTest, RejectsBadQuantSearchParameters) {
+  const std::string head = "kind: quant-search\nmodel: m\nprobes: p\n";
+  ExpectInvalid(head + "quant-search:\n  beam: 0\n", {"quant-search.beam (line 5)", "at least 1, got 0"});
+  ExpectInvalid(head + "quant-search:\n  depth: -1\n", {"quant-search.depth (line 5)", "at least 0"});
+  ExpectInvalid(head + "quant-search:\n  method: int4\n", {"quant-search.method (line 5)", "int4"});
+  ExpectInvalid(head + "quant-search:\n  width: 3\n", {"quant-search.width (line 5)", "unknown field"});
+  ExpectInvalid(head, {"quant-search: missing"});
 }
 
 }  // namespace

@@ -1,0 +1,103 @@
+#include "coordinator/quant_search.h"
+
+#include <algorithm>
+#include <utility>
+
+namespace dtm {
+
+QuantSearchDriver::QuantSearchDriver(std::vector<std::string> components, std::string method, int beam, int depth)
+    : components_(std::move(components)), method_(std::move(method)), beam_(beam), depth_(depth) {}
+
+bool QuantSearchDriver::RanksBefore(const v1::Metrics& a, const std::string& config_a, const v1::Metrics& b,
+                                    const std::string& config_b) {
+  if (a.fdt75() != b.fdt75()) return a.fdt75() > b.fdt75();
+  if (a.fdt_mean() != b.fdt_mean()) return a.fdt_mean() > b.fdt_mean();
+  return config_a < config_b;
+}
+
+std::string QuantSearchDriver::ConfigOf(const Node& node) const {
+  std::string config;
+  for (const std::string& component : node) {
+    if (!config.empty()) config += ',';
+    config += component + "=" + method_;
+  }
+  return config;
+}
+
+QuantSearchDriver::Replay QuantSearchDriver::Run(const std::map<std::string, v1::Metrics>& evaluated) const {
+  Replay replay;
+  replay.beams.push_back({Node{}});
+  for (int level = 1; level <= depth_; ++level) {
+    // Children in a fixed order (beam rank, then component order), each set once.
+    std::vector<std::pair<std::string, Node>> children;
+    std::set<std::string> seen;
+    for (const Node& parent : replay.beams.back()) {
+      for (const std::string& component : components_) {
+        if (parent.count(component) != 0) continue;
+        Node child = parent;
+        child.insert(component);
+        std::string config = ConfigOf(child);
+        if (seen.insert(config).second) children.emplace_back(std::move(config), std::move(child));
+      }
+    }
+    if (children.empty()) break;  // every component is held: the fully quantized model was reached
+    const bool complete = std::all_of(children.begin(), children.end(),
+                                      [&](const auto& child) { return evaluated.count(child.first) != 0; });
+    if (!complete) {
+      for (const auto& child : children) replay.pending.push_back(child.first);
+      break;
+    }
+    std::sort(children.begin(), children.end(), [&](const auto& a, const auto& b) {
+      return RanksBefore(evaluated.at(a.first), a.first, evaluated.at(b.first), b.first);
+    });
+    const size_t keep = std::min<size_t>(children.size(), static_cast<size_t>(beam_));
+    std::vector<Node> beam;
+    for (size_t i = 0; i < keep; ++i) beam.push_back(std::move(children[i].second));
+    replay.beams.push_back(std::move(beam));
+  }
+  return replay;
+}
+
+StatusOr<std::optional<std::vector<std::string>>> QuantSearchDriver::NextStage(
+    const std::map<std::string, v1::Metrics>& evaluated) {
+  Replay replay = Run(evaluated);
+  if (replay.pending.empty()) return std::optional<std::vector<std::string>>();
+  return std::optional<std::vector<std::string>>(std::move(replay.pending));
+}
+
+std::vector<v1::ConfigResult> QuantSearchDriver::Results(const std::map<std::string, v1::Metrics>& evaluated) const {
+  const Replay replay = Run(evaluated);
+  std::vector<v1::ConfigResult> rows;
+  for (size_t level = 0; level < replay.beams.size(); ++level) {
+    for (size_t rank = 0; rank < replay.beams[level].size(); ++rank) {
+      const std::string config = ConfigOf(replay.beams[level][rank]);
+      auto it = evaluated.find(config);
+      if (it == evaluated.end()) continue;  // level 0 without a noise floor
+      v1::ConfigResult row;
+      row.set_config(config);
+      *row.mutable_metrics() = it->second;
+      row.set_complete(true);
+      row.set_search_level(static_cast<uint32_t>(level));
+      row.set_rank(static_cast<uint32_t>(rank));
+      rows.push_back(std::move(row));
+    }
+  }
+  return rows;
+}
+
+void QuantSearchDriver::FillProgress(const std::map<std::string, v1::Metrics>& evaluated,
+                                     v1::JobProgress* progress) const {
+  const Replay replay = Run(evaluated);
+  const size_t finished = replay.beams.size() - 1;  // levels below the root with a ranked beam
+  progress->set_search_level(static_cast<uint32_t>(replay.pending.empty() ? finished : finished + 1));
+  if (finished == 0) {
+    progress->clear_best_fdt75();
+    progress->clear_best_config();
+    return;
+  }
+  const std::string best = ConfigOf(replay.beams.back().front());
+  progress->set_best_fdt75(evaluated.at(best).fdt75());
+  progress->set_best_config(best);
+}
+
+}  // namespace dtm

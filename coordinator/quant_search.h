@@ -1,0 +1,60 @@
+// The quantization tree search of SPEC ("Searches"; the paper's Sec. 4.1) as a JobDriver.
+//
+// Level 0 is the uncompressed model. Level L expands each of the best `beam` nodes of level L-1 by
+// every selected component it does not hold yet (the same set reached twice is one child), ranks
+// all children by fdt75 (ties: fdt_mean, then the canonical config string) and keeps the best
+// `beam`. The driver is a pure function of the metrics it is given: it replays every level from the
+// evaluated configs on each call, so a restarted coordinator (whose stages are all answered from the
+// cache) lands exactly where the interrupted one was.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "coordinator/job_driver.h"
+
+namespace dtm {
+
+class QuantSearchDriver : public JobDriver {
+ public:
+  // `components`: the names a node may hold, `method`: the canonical method applied to each,
+  // `beam` >= 1, 1 <= `depth` <= components.size().
+  QuantSearchDriver(std::vector<std::string> components, std::string method, int beam, int depth);
+
+  StatusOr<std::optional<std::vector<std::string>>> NextStage(
+      const std::map<std::string, dtm::v1::Metrics>& evaluated) override;
+
+  // Every finished level's best nodes, level by level and by rank; the uncompressed model as level 0
+  // when it was evaluated (the noise floor).
+  std::vector<dtm::v1::ConfigResult> Results(const std::map<std::string, dtm::v1::Metrics>& evaluated) const override;
+
+  // The level under evaluation and the best node of the deepest finished level.
+  void FillProgress(const std::map<std::string, dtm::v1::Metrics>& evaluated,
+                    dtm::v1::JobProgress* progress) const override;
+
+  // True when (a, config_a) ranks before (b, config_b): higher fdt75, then higher fdt_mean, then the
+  // smaller canonical config string.
+  static bool RanksBefore(const dtm::v1::Metrics& a, const std::string& config_a, const dtm::v1::Metrics& b,
+                          const std::string& config_b);
+
+ private:
+  using Node = std::set<std::string>;  // component names, kept sorted as the canonical config wants
+
+  struct Replay {
+    std::vector<std::vector<Node>> beams;  // beams[L]: the best nodes of level L, best first
+    std::vector<std::string> pending;      // the children of the first unfinished level, if any
+  };
+
+  Replay Run(const std::map<std::string, dtm::v1::Metrics>& evaluated) const;
+  std::string ConfigOf(const Node& node) const;
+
+  std::vector<std::string> components_;
+  std::string method_;
+  int beam_;
+  int depth_;
+};
+
+}  // namespace dtm

@@ -1,0 +1,199 @@
+#include "coordinator/quant_search.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/sha256.h"
+
+namespace dtm {
+namespace {
+
+using Evaluated = std::map<std::string, v1::Metrics>;
+
+const std::vector<std::string> kComponents = {"c.a", "c.b", "c.c", "c.d", "c.e"};
+
+// Made-up but deterministic metrics of a config, with many ties in fdt75 (and some in fdt_mean) so
+// that the tie rules matter.
+v1::Metrics FakeMetrics(const std::string& config) {
+  const std::string h = Sha256Hex(config);
+  v1::Metrics m;
+  m.set_fdt75(static_cast<double>(std::stoi(h.substr(0, 2), nullptr, 16) % 4));
+  m.set_fdt_mean(static_cast<double>(std::stoi(h.substr(2, 2), nullptr, 16) % 3));
+  return m;
+}
+
+std::string ConfigOf(const std::vector<std::string>& components, const std::string& method) {
+  std::vector<std::string> sorted = components;
+  std::sort(sorted.begin(), sorted.end());
+  std::string out;
+  for (const std::string& c : sorted) out += (out.empty() ? "" : ",") + c + "=" + method;
+  return out;
+}
+
+// Runs the driver to its end, answering each stage with `metrics`; returns the stages it asked for.
+std::vector<std::vector<std::string>> RunToEnd(QuantSearchDriver& driver, Evaluated* evaluated,
+                                               const std::function<v1::Metrics(const std::string&)>& metrics) {
+  std::vector<std::vector<std::string>> stages;
+  for (int guard = 0; guard < 100; ++guard) {
+    StatusOr<std::optional<std::vector<std::string>>> next = driver.NextStage(*evaluated);
+    EXPECT_TRUE(next.ok());
+    if (!next.ok() || !next->has_value()) return stages;
+    stages.push_back(**next);
+    for (const std::string& config : **next) (*evaluated)[config] = metrics(config);
+  }
+  ADD_FAILURE() << "the search did not end";
+  return stages;
+}
+
+// Every k-subset of `items`, in lexicographic index order.
+void Subsets(const std::vector<std::string>& items, size_t k, size_t from, std::vector<std::string>* current,
+             std::vector<std::vector<std::string>>* out) {
+  if (current->size() == k) {
+    out->push_back(*current);
+    return;
+  }
+  for (size_t i = from; i < items.size(); ++i) {
+    current->push_back(items[i]);
+    Subsets(items, k, i + 1, current, out);
+    current->pop_back();
+  }
+}
+
+std::vector<std::string> LevelConfigs(const std::vector<v1::ConfigResult>& rows, uint32_t level) {
+  std::vector<std::string> out;
+  for (const v1::ConfigResult& row : rows) {
+    if (row.search_level() == level) out.push_back(row.config());
+  }
+  return out;
+}
+
+// With a beam at least as wide as any level (C(5,2) = C(5,3) = 10), the beam keeps every node, so
+// each level's result must be the best nodes among ALL sets of that size: an exhaustive ranking that
+// shares no code with the driver's expansion.
+TEST(QuantSearchTest, AWideBeamFindsTheExhaustiveBestOfEveryLevel) {
+  QuantSearchDriver driver(kComponents, "int8-absmax", 10, 5);
+  Evaluated evaluated;
+  RunToEnd(driver, &evaluated, FakeMetrics);
+  const std::vector<v1::ConfigResult> rows = driver.Results(evaluated);
+  for (size_t level = 1; level <= kComponents.size(); ++level) {
+    std::vector<std::vector<std::string>> sets;
+    std::vector<std::string> current;
+    Subsets(kComponents, level, 0, &current, &sets);
+    std::vector<std::string> configs;
+    for (const auto& set : sets) configs.push_back(ConfigOf(set, "int8-absmax"));
+    std::sort(configs.begin(), configs.end(), [](const std::string& a, const std::string& b) {
+      const v1::Metrics ma = FakeMetrics(a), mb = FakeMetrics(b);
+      if (ma.fdt75() != mb.fdt75()) return ma.fdt75() > mb.fdt75();
+      if (ma.fdt_mean() != mb.fdt_mean()) return ma.fdt_mean() > mb.fdt_mean();
+      return a < b;
+    });
+    configs.resize(std::min<size_t>(configs.size(), 10));
+    EXPECT_EQ(LevelConfigs(rows, level), configs) << "level " << level;
+  }
+}
+
+TEST(QuantSearchTest, ExpandsOnlyTheBeamAndEvaluatesEachSetOnce) {
+  QuantSearchDriver driver(kComponents, "int8-absmax", 2, 3);
+  Evaluated evaluated;
+  const auto stages = RunToEnd(driver, &evaluated, FakeMetrics);
+  ASSERT_EQ(stages.size(), 3u);
+  EXPECT_EQ(stages[0].size(), 5u);  // every single component
+  const std::vector<v1::ConfigResult> rows = driver.Results(evaluated);
+  for (size_t level = 1; level < stages.size(); ++level) {
+    // The children of the two kept nodes, each set once: 2 x 4 = 8 pairs minus the one they share.
+    const std::vector<std::string> beam = LevelConfigs(rows, static_cast<uint32_t>(level));
+    ASSERT_EQ(beam.size(), 2u);
+    std::set<std::string> want;
+    for (const std::string& parent : beam) {
+      for (const std::string& component : kComponents) {
+        if (parent.find(component + "=") != std::string::npos) continue;
+        std::vector<std::string> set = {component};
+        for (const std::string& c : kComponents) {
+          if (parent.find(c + "=") != std::string::npos) set.push_back(c);
+        }
+        want.insert(ConfigOf(set, "int8-absmax"));
+      }
+    }
+    std::vector<std::string> stage = stages[level];
+    EXPECT_EQ(std::set<std::string>(stage.begin(), stage.end()).size(), stage.size()) << "a set asked twice";
+    EXPECT_EQ(std::set<std::string>(stage.begin(), stage.end()), want) << "level " << level + 1;
+  }
+}
+
+TEST(QuantSearchTest, RanksByFdt75ThenFdtMeanThenConfig) {
+  QuantSearchDriver driver({"c.a", "c.b", "c.c", "c.d"}, "int8-absmax", 3, 1);
+  const std::map<std::string, std::pair<double, double>> given = {
+      {"c.a=int8-absmax", {10, 5}}, {"c.b=int8-absmax", {12, 1}}, {"c.c=int8-absmax", {10, 7}},
+      {"c.d=int8-absmax", {10, 5}}};
+  Evaluated evaluated;
+  RunToEnd(driver, &evaluated, [&](const std::string& config) {
+    v1::Metrics m;
+    m.set_fdt75(given.at(config).first);
+    m.set_fdt_mean(given.at(config).second);
+    return m;
+  });
+  const std::vector<v1::ConfigResult> rows = driver.Results(evaluated);
+  EXPECT_EQ(LevelConfigs(rows, 1),
+            (std::vector<std::string>{"c.b=int8-absmax", "c.c=int8-absmax", "c.a=int8-absmax"}));
+  for (size_t i = 0; i < rows.size(); ++i) EXPECT_EQ(rows[i].rank(), i);
+}
+
+TEST(QuantSearchTest, ReportsTheUncompressedModelAsLevelZeroAndStopsAtTheFullSet) {
+  QuantSearchDriver driver({"c.a", "c.b"}, "prune:0.5", 4, 2);
+  Evaluated evaluated;
+  evaluated[""] = FakeMetrics("");  // the noise floor, evaluated by the scheduler
+  const auto stages = RunToEnd(driver, &evaluated, FakeMetrics);
+  ASSERT_EQ(stages.size(), 2u);
+  EXPECT_EQ(stages[1], std::vector<std::string>{"c.a=prune:0.5,c.b=prune:0.5"});
+  const std::vector<v1::ConfigResult> rows = driver.Results(evaluated);
+  ASSERT_FALSE(rows.empty());
+  EXPECT_EQ(rows[0].config(), "");
+  EXPECT_EQ(rows[0].search_level(), 0u);
+  EXPECT_EQ(LevelConfigs(rows, 2), std::vector<std::string>{"c.a=prune:0.5,c.b=prune:0.5"});
+}
+
+TEST(QuantSearchTest, ProgressNamesTheLevelUnderWayAndTheBestNodeSoFar) {
+  QuantSearchDriver driver(kComponents, "int8-absmax", 2, 3);
+  Evaluated evaluated;
+  v1::JobProgress progress;
+  driver.FillProgress(evaluated, &progress);
+  EXPECT_EQ(progress.search_level(), 1u);
+  EXPECT_FALSE(progress.has_best_fdt75());
+
+  auto first = driver.NextStage(evaluated);
+  ASSERT_TRUE(first.ok() && first->has_value());
+  for (const std::string& config : **first) evaluated[config] = FakeMetrics(config);
+  driver.FillProgress(evaluated, &progress);
+  EXPECT_EQ(progress.search_level(), 2u);
+  const std::vector<std::string> level1 = LevelConfigs(driver.Results(evaluated), 1);
+  ASSERT_FALSE(level1.empty());
+  EXPECT_EQ(progress.best_config(), level1[0]);
+  EXPECT_EQ(progress.best_fdt75(), FakeMetrics(level1[0]).fdt75());
+}
+
+TEST(QuantSearchTest, ReplaysTheSameStagesFromTheSameMetrics) {
+  // A restarted coordinator builds a fresh driver: it must ask for exactly what the first one did.
+  QuantSearchDriver first(kComponents, "int8-absmax", 3, 4);
+  Evaluated evaluated;
+  const auto stages = RunToEnd(first, &evaluated, FakeMetrics);
+  QuantSearchDriver second(kComponents, "int8-absmax", 3, 4);
+  Evaluated replayed;
+  for (const auto& stage : stages) {
+    auto next = second.NextStage(replayed);
+    ASSERT_TRUE(next.ok() && next->has_value());
+    EXPECT_EQ(**next, stage);
+    for (const std::string& config : stage) replayed[config] = evaluated.at(config);
+  }
+  auto end = second.NextStage(replayed);
+  ASSERT_TRUE(end.ok());
+  EXPECT_FALSE(end->has_value());
+}
+
+}  // namespace
+}  // namespace dtm

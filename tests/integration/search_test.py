@@ -1,0 +1,121 @@
+"""The quantization tree search on the tiny model, end to end: a real redis-server, dtm-coordinator
+and two dtm-workers over loopback.
+
+The check is independent of the coordinator's search code: for every level, the candidates are the
+children of the previous level's reported nodes (level 0: the uncompressed model), each is evaluated
+alone by `dtmctl eval`, ranked by SPEC's rule (fdt75, then fdt_mean, descending, then the config
+string), and the best `beam` must be exactly the nodes the search reports for that level, in order,
+with the same numbers. A second search is killed (coordinator kill -9) half-way, resumed on the same
+Redis, and must pass the same check without computing any finished task again.
+
+Run by CTest (search_integration_test) after the tiny_model fixture.
+"""
+import json
+import os
+import re
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cluster as dtm_cluster  # noqa: E402
+
+PROBES = 16
+PREFIX = 16
+COMPLETION = 48
+SHARD = 8
+LAYERS = 4
+COMPONENTS = [f"model.layers.{layer}.{name}" for layer in range(LAYERS)
+              for name in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                           "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")]
+BEAM = 3
+DEPTH = 4
+JOB_TIMEOUT_S = 900
+
+
+def config_of(components, method):
+    return ",".join(f"{c}={method}" for c in sorted(components))
+
+
+def components_of(config):
+    return set() if not config else {item.split("=", 1)[0] for item in config.split(",")}
+
+
+class SearchTest(dtm_cluster.PrintsLogsOnFailure, unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.cluster = dtm_cluster.Cluster(num_workers=2).__enter__()
+        try:
+            cls.ref = dtm_cluster.Reference(cls.cluster.tmp, PROBES, PREFIX, COMPLETION, threads=1)
+        except BaseException:
+            cls.cluster.__exit__(*sys.exc_info())
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.cluster.__exit__(None, None, None)
+
+    def search_spec(self, name, method):
+        return self.cluster.write_spec(f"{name}.yaml", dtm_cluster.spec_yaml(
+            name=name, kind="quant-search", model=self.cluster.model, probes=self.ref.probes, prefix=PREFIX,
+            completion=COMPLETION, shard_size=SHARD,
+            **{"quant-search": {"method": method, "beam": BEAM, "depth": DEPTH}}))
+
+    def submit(self, spec):
+        return self.cluster.dtmctl("submit", spec).stdout.strip()
+
+    def results(self, job_id):
+        doc = json.loads(self.cluster.dtmctl("results", job_id, "--format", "json").stdout)
+        self.assertEqual(doc["state"], "SUCCEEDED")
+        return doc
+
+    def assert_levels_match_exhaustive_eval(self, doc, method):
+        levels = {}
+        for row in doc["results"]:
+            levels.setdefault(row["search_level"], []).append(row)
+        self.assertEqual(sorted(levels), list(range(DEPTH + 1)))
+        self.assertEqual([r["config"] for r in levels[0]], [""])
+        evaluated = 0
+        for level in range(1, DEPTH + 1):
+            with self.subTest(level=level):
+                parents = [components_of(r["config"]) for r in levels[level - 1]]
+                candidates = sorted({config_of(p | {c}, method) for p in parents for c in COMPONENTS if c not in p})
+                ref = self.ref.eval_many(candidates)
+                evaluated += len(candidates)
+                ranked = sorted(candidates, key=lambda c: (-ref[c]["fdt75"], -ref[c]["fdt_mean"], c))
+                rows = levels[level]
+                self.assertEqual([r["config"] for r in rows], ranked[:BEAM])
+                self.assertEqual([r["rank"] for r in rows], list(range(len(rows))))
+                for row in rows:
+                    want = ref[row["config"]]
+                    self.assertEqual((row["fdt75"], row["fdt_mean"], row["sdt_mean"]),
+                                     (want["fdt75"], want["fdt_mean"], want["sdt_mean"]), row["config"])
+                    self.assertAlmostEqual(row["dppl"], want["dppl"], delta=1e-9 * want["dppl"])
+        print(f"\n{method}: {evaluated} candidates evaluated by dtmctl eval over {DEPTH} levels", file=sys.stderr)
+
+    def test_1_search_equals_an_exhaustive_evaluation_of_every_level(self):
+        job_id = self.submit(self.search_spec("search int8", "int8-absmax"))
+        self.cluster.dtmctl("watch", job_id, timeout=JOB_TIMEOUT_S)
+        job = self.cluster.get_job(job_id)
+        self.assertEqual(job.progress.search_level, DEPTH)
+        self.assert_levels_match_exhaustive_eval(self.results(job_id), "int8-absmax")
+
+    def test_2_search_killed_half_way_resumes_without_recomputing(self):
+        method = "prune:0.5"
+        job_id = self.submit(self.search_spec("search prune", method))
+        # Kill the coordinator once level 2 is under way, so finished levels must be replayed.
+        self.cluster.wait_job(job_id, timeout=JOB_TIMEOUT_S, until=lambda j: j.progress.search_level >= 2)
+        self.cluster.kill_coordinator()
+        redis = self.cluster.redis_client
+        at_kill = {key.rsplit(":", 1)[1][:12] for key in redis.keys("dtm:v1:result:*")}
+        self.cluster.start_coordinator()
+        self.cluster.wait_workers_registered()
+        self.assertRegex(self.cluster.coordinator.log_text(), rf"job {re.escape(job_id)}: resuming")
+        self.cluster.dtmctl("watch", job_id, timeout=JOB_TIMEOUT_S)
+        accepted = re.findall(r"task ([0-9a-f]{12}): accepted from ", self.cluster.coordinator.log_text())
+        self.assertTrue(accepted, "the resumed search computed nothing: was it finished before the kill?")
+        self.assertFalse(set(accepted) & at_kill, "tasks stored before the kill were computed again")
+        self.assert_levels_match_exhaustive_eval(self.results(job_id), method)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
