@@ -10,3 +10,6 @@ dtm_add_test(scheduler_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/scheduler_te
 # The quantization tree search's driver against exhaustive rankings of made-up metrics.
 dtm_add_test(quant_search_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/quant_search_test.cc LABELS fast
   LIBS dtm_coordinator_service GTest::gmock)
+# The balanced sparsity allocation: known optima, the constraint, monotonicity, brute force.
+dtm_add_test(sparsity_allocation_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/sparsity_allocation_test.cc
+  LABELS fast LIBS dtm_sparsity GTest::gmock)
