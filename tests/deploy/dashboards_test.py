@@ -4,14 +4,17 @@ model (tests/integration/cluster.py), and /usr/bin/prometheus scraping all three
 alert rules loaded.
 
 Every panel query of every dashboard must evaluate without error and return at least one series:
-while a probe job runs (all of them; the per-job ones, on dtm_job_tasks{job_id}, exist only then) and
-after it has ended (all but the per-job ones, which must then be gone). Grafana's variables are
-substituted as Grafana would: template variables by their "All" value, $__rate_interval by 1m. A panel
-on a metric the daemons do not export, or with a typo, fails here. Each alert rule must be loaded by
+while a quant-search job runs (all of them; the per-job ones, on dtm_job_tasks{job_id} and the search's
+dtm_job_search_level{job_id} and dtm_job_best_fdt75{job_id}, exist only then) and after it has ended
+(all but the per-job ones, which must then be gone). Grafana's variables are substituted as Grafana
+would: template variables by their "All" value, $__rate_interval by 1m. A panel on a metric the
+daemons do not export, or with a typo, fails here. Each alert rule must be loaded by
 Prometheus, evaluate without error, and its expression must run as a query.
 
-The job is large (thousands of tasks) so that it is still running whatever the machine's speed; it is
-cancelled once the queries during the job are done. Run by CTest (dashboards_test), environment as in
+The job is a quant-search over all 28 components of the tiny model with beam 10 and no depth limit:
+level 1 is 29 configs (the noise floor with them), level 2 about 250, each 2 shards of 8 probes. The
+queries run as soon as level 2 starts (dtm_job_best_fdt75 then holds level 1's best, no longer NaN),
+so the job is still running whatever the machine's speed; it is then cancelled. Run by CTest (dashboards_test), environment as in
 tests/integration/integration_tests.cmake plus DTM_PROMETHEUS_BIN (default /usr/bin/prometheus).
 """
 import glob
@@ -35,11 +38,12 @@ DASHBOARDS = sorted(glob.glob(os.path.join(dtm_cluster.SOURCE_DIR, "dashboards",
 ALERTS = os.path.abspath(os.path.join(dtm_cluster.SOURCE_DIR, "deploy", "prometheus", "alerts.yml"))
 EXPECTED_DASHBOARDS = {"dtm-jobs.json", "dtm-workers.json", "dtm-cache.json"}
 WORKER_METRICS_PORT = re.compile(r"dtm-worker \S+ ready: .*\bmetrics port (\d+)")
-PER_JOB = re.compile(r"\bdtm_job_tasks")          # series that exist only while a job runs
+PER_JOB = re.compile(r"\bdtm_job_(tasks|search_level|best_fdt75)")  # series that exist only while a job runs
+SEARCH_METRICS = ["dtm_job_search_level", "dtm_job_best_fdt75"]  # per running search job
 # Grafana's built-in interval variables, as Grafana would fill them in for a short range.
 BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "5m"}
 PROBES, PREFIX, COMPLETION, SHARD = 48, 16, 48, 8
-METHODS = ["int8-absmax", "int8-absmax-row", "prune:0.25", "prune:0.5", "prune:0.75", "random-prune:0.5:1"]
+SEARCH_PROBES = 16                                  # 2 shards a config: level 1 is short, level 2 long
 SCRAPES_BEFORE_CHECK = 4                            # samples of the job's series, so that rate() has points
 
 
@@ -178,6 +182,8 @@ class DashboardsTest(dtm_cluster.PrintsLogsOnFailure, unittest.TestCase):
                 self.assertTrue(panel.get("targets"), f"{path}: panel {panel['title']!r} has no query")
                 self.assertEqual(panel["datasource"]["uid"], "${DS_PROMETHEUS}", f"{path}: {panel['title']}")
         self.assertTrue(any(PER_JOB.search(e) for _, e in self.queries))
+        for metric in SEARCH_METRICS:
+            self.assertTrue(any(re.search(r"\b" + metric + r"\b", e) for _, e in self.queries), f"no panel on {metric}")
         self.assertGreater(len(self.queries), 20)
 
     def test_2_prometheus_scrapes_every_daemon_and_loads_the_alerts(self):
@@ -208,13 +214,18 @@ class DashboardsTest(dtm_cluster.PrintsLogsOnFailure, unittest.TestCase):
         self.assertEqual(self.cluster.api("alerts")["alerts"], [])
 
     def test_3_every_panel_returns_series_during_and_after_a_job(self):
-        spec = dtm_cluster.spec_yaml(name="dashboards", kind="probe", model=self.cluster.model, dtype="float32",
-                                     probes=self.probes, prefix=PREFIX, completion=COMPLETION, shard_size=SHARD,
-                                     probe={"methods": METHODS})
+        spec = dtm_cluster.spec_yaml(name="dashboards", kind="quant-search", model=self.cluster.model,
+                                     dtype="float32", probes=self.probes, num_probes=SEARCH_PROBES, prefix=PREFIX,
+                                     completion=COMPLETION, shard_size=SHARD,
+                                     **{"quant-search": {"method": "int8-absmax", "beam": 10, "depth": 0}})
+        submitted = time.monotonic()
         job_id = self.cluster.dtmctl("submit", self.cluster.write_spec("dashboards.yaml", spec)).stdout.split()[0]
         # Enough scrapes of the job's own series (and of the completion counters moving) for rate().
         self.wait_query(f'count_over_time(dtm_job_tasks_done{{job_id="{job_id}"}}[1m]) >= {SCRAPES_BEFORE_CHECK} '
                         f'and dtm_job_tasks_done{{job_id="{job_id}"}} > 0')
+        # Level 1 finished: the search is in level 2 and its best fdt75 is a number (NaN compares false).
+        self.wait_query(f'dtm_job_search_level{{job_id="{job_id}"}} >= 2 '
+                        f'and dtm_job_best_fdt75{{job_id="{job_id}"}} >= 0', timeout=120)
         during = time.monotonic()
         self.check(self.queries)
         for where, metric, label in self.variables:  # label_values(metric, label) must offer a value
@@ -222,12 +233,16 @@ class DashboardsTest(dtm_cluster.PrintsLogsOnFailure, unittest.TestCase):
                             f"{where}: no {metric} series with a {label} label")
         self.assertEqual(self.cluster.get_job(job_id).state, dtm_cluster.load_stubs().job_pb2.JOB_STATE_RUNNING,
                          "the job ended before the queries during it were done: make it larger")
-        print(f"queries during the job: {len(self.queries)} in {time.monotonic() - during:.1f} s", file=sys.stderr)
+        progress = self.cluster.get_job(job_id).progress
+        print(f"search in level 2 {during - submitted:.1f} s after submission; queries during the job: "
+              f"{len(self.queries)} in {time.monotonic() - during:.1f} s; then {progress.tasks_done}/"
+              f"{progress.tasks_total} tasks done", file=sys.stderr)
 
         self.cluster.dtmctl("cancel", job_id)
         self.cluster.wait_job(job_id, timeout=120)
         self.wait_query('dtm_jobs{state="cancelled"} == 1')
-        self.wait_query("absent(dtm_job_tasks)")  # the per-job series are gone with the job
+        for metric in ["dtm_job_tasks", "dtm_job_tasks_done"] + SEARCH_METRICS:  # gone with the job
+            self.wait_query(f"absent({metric})")
         self.check([(w, e) for w, e in self.queries if not PER_JOB.search(e)])
 
 
