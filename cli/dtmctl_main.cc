@@ -31,6 +31,7 @@ struct ServiceFlags {
   dtm::cli::ResultsOptions results;
   dtm::cli::CancelOptions cancel;
   dtm::cli::JobsOptions jobs;
+  dtm::cli::ExportConfigOptions export_config;
   dtm::cli::LocalOptions local;
   std::string local_log_level = "warn";
 };
@@ -70,6 +71,14 @@ void AddServiceCommands(CLI::App* app, ServiceFlags* f) {
                                               "failed or cancelled");
   AddConnectionFlags(jobs, &f->jobs.connection);
 
+  CLI::App* export_config = app->add_subcommand(
+      "export-config", "print a finished search job's chosen config in SPEC syntax (COMPONENT=METHOD,...)");
+  export_config->add_option("id", f->export_config.job_id, "job id")->required();
+  export_config->add_option("--level", f->export_config.level,
+                            "search level whose rank-0 config to print (default: the deepest)")
+      ->check(CLI::Range(0, 1000000));
+  AddConnectionFlags(export_config, &f->export_config.connection);
+
   CLI::App* local = app->add_subcommand(
       "local", "run a job spec in this process: a coordinator, K workers and the client (the embedded default)");
   local->add_option("spec", f->local.spec_path, "job spec (YAML)")->required();
@@ -92,6 +101,7 @@ std::optional<int> RunServiceCommand(const std::string& command, const ServiceFl
   if (command == "results") return dtm::cli::ResultsCommand(f.results, console);
   if (command == "cancel") return dtm::cli::CancelCommand(f.cancel, console);
   if (command == "jobs") return dtm::cli::JobsCommand(f.jobs, console);
+  if (command == "export-config") return dtm::cli::ExportConfigCommand(f.export_config, console);
   if (command == "local") {
     if (dtm::Status s = dtm::InitLogging(f.local_log_level); !s.ok()) {
       std::cerr << "dtmctl local: --log-level: " << s.message() << "\n";
@@ -161,6 +171,18 @@ int main(int argc, char** argv) {
   pp->add_option("--completion", ppl.completion, "scored tokens per window")->capture_default_str();
   AddRuntimeFlags(pp, &ppl.runtime);
 
+  dtm::cli::ApplyOptions apply;
+  CLI::App* ap = app.add_subcommand("apply", "apply a compression config and write the result as an HF checkpoint folder");
+  ap->add_option("--model", apply.model_dir, "checkpoint folder")->required();
+  ap->add_option("--config", apply.compress, "COMPONENT=METHOD[,...] (e.g. from `dtmctl export-config`)")->required();
+  ap->add_option("--out", apply.out_dir, "output checkpoint folder (new or empty)")->required();
+  ap->add_option("--calibration", apply.calibration, "probe or baseline file of GPTQ calibration sequences");
+  ap->add_option("--calibration-count", apply.calibration_count, "calibration sequences used")->capture_default_str();
+  ap->add_option("--device", apply.runtime.device, "cpu, cuda, cuda:N or auto")->capture_default_str();
+  ap->add_option("--dtype", apply.runtime.dtype, "float32, float16 or bfloat16 (default: the stored dtype)");
+  ap->add_option("--batch-size", apply.runtime.batch_size, "sequences per forward pass (GPTQ calibration)")->capture_default_str();
+  ap->add_option("--threads", apply.runtime.threads, "CPU threads (0: libtorch's default)");
+
 #ifdef DTM_WITH_SERVICE
   ServiceFlags service;
   AddServiceCommands(&app, &service);
@@ -180,6 +202,7 @@ int main(int argc, char** argv) {
     if (command == "baseline") status = dtm::cli::BaselineCommand(baseline);
     if (command == "eval") status = dtm::cli::EvalCommand(eval);
     if (command == "ppl") status = dtm::cli::PerplexityCommand(ppl);
+    if (command == "apply") status = dtm::cli::ApplyCommand(apply);
   } catch (const c10::Error& e) {
     // The engine returns statuses; this catches what escaped libtorch anyway, in one line.
     status = dtm::InternalError(e.what_without_backtrace());

@@ -2,7 +2,11 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <set>
+#include <system_error>
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -16,6 +20,7 @@
 #include "common/jsonl.h"
 #include "worker/engine/llama_model.h"
 #include "worker/engine/probes.h"
+#include "worker/engine/safetensors.h"
 #include "worker/engine/tensor_util.h"
 #include "worker/engine/tokenizer.h"
 #include "worker/engine/trainer.h"
@@ -223,6 +228,142 @@ Status PerplexityCommand(const PerplexityOptions& options) {
   ASSIGN_OR_RETURN(PerplexityResult ppl, evaluator.Perplexity(windows, options.prefix, eval));
   PrintJson({{"ppl", ppl.ppl}, {"nll_mean", ppl.nll_mean}, {"windows", ppl.windows}, {"tokens_scored", ppl.tokens_scored},
              {"prefix", options.prefix}, {"completion", options.completion}, {"dtype", DTypeName(loaded.dtype)}});
+  return OkStatus();
+}
+
+namespace {
+
+// The files besides the weights that make a checkpoint folder usable by transformers and dtmctl.
+constexpr const char* kCopiedCheckpointFiles[] = {
+    "tokenizer.json",          "tokenizer.model",         "tokenizer_config.json",
+    "special_tokens_map.json", "generation_config.json",  "added_tokens.json"};
+
+// OK when `dir` does not exist or is an empty folder.
+Status CheckOutDirIsFree(const std::string& dir) {
+  namespace fs = std::filesystem;
+  if (dir.empty()) return InvalidArgumentError("--out: empty path");
+  std::error_code ec;
+  const fs::file_status st = fs::status(dir, ec);
+  if (ec && ec != std::errc::no_such_file_or_directory) {
+    return InvalidArgumentError("--out " + dir + ": " + ec.message());
+  }
+  if (!fs::exists(st)) return OkStatus();
+  if (!fs::is_directory(st)) return FailedPreconditionError("--out " + dir + " exists and is not a folder; refusing to overwrite it");
+  if (!fs::is_empty(dir, ec) || ec) {
+    return FailedPreconditionError("--out " + dir + " is not empty; refusing to overwrite it (choose a new or empty folder)");
+  }
+  return OkStatus();
+}
+
+Status CopyFile(const std::string& from, const std::string& to) {
+  std::error_code ec;
+  std::filesystem::copy_file(from, to, std::filesystem::copy_options::overwrite_existing, ec);
+  if (ec) return InternalError("cannot copy " + from + " to " + to + ": " + ec.message());
+  return OkStatus();
+}
+
+}  // namespace
+
+Status ApplyCommand(const ApplyOptions& options) {
+  namespace fs = std::filesystem;
+  const auto t0 = Clock::now();
+  RETURN_IF_ERROR(CheckOutDirIsFree(options.out_dir));
+  ApplyThreads(options.runtime.threads);
+  if (options.runtime.batch_size < 1) return InvalidArgumentError("--batch-size must be at least 1");
+
+  ASSIGN_OR_RETURN(torch::Device device, ParseDevice(options.runtime.device));
+  ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint, Checkpoint::Open(options.model_dir));
+  // Default precision: as stored, so that an untouched tensor is written back bit for bit.
+  torch::ScalarType dtype = torch::kFloat32;
+  if (!options.runtime.dtype.empty()) {
+    ASSIGN_OR_RETURN(dtype, ParseDType(options.runtime.dtype));
+  } else if (const SafetensorsTensorInfo* info = checkpoint->Find("model.embed_tokens.weight")) {
+    const torch::ScalarType stored = ToScalarType(info->dtype);
+    if (stored == torch::kFloat32 || stored == torch::kFloat16 || stored == torch::kBFloat16) dtype = stored;
+  }
+
+  const int num_layers = static_cast<int>(checkpoint->config().num_hidden_layers);
+  ASSIGN_OR_RETURN(CompressionConfig config, ParseCompressionConfig(options.compress, num_layers));
+  for (const auto& [id, method] : config.entries) {
+    if (method.kind == MethodKind::kLlmInt8) {
+      return InvalidArgumentError(id.Name() + "=llm-int8: LLM.int8() picks its outlier columns from each input "
+                                  "at run time, so it cannot be written as weights; evaluate it with `dtmctl eval`");
+    }
+  }
+  std::unique_ptr<CalibrationHessians> calibration;
+  if (ConfigNeedsCalibration(config)) {
+    if (options.calibration.empty()) {
+      return InvalidArgumentError("--calibration FILE (a probe or baseline file) is needed for gptq");
+    }
+    ASSIGN_OR_RETURN(ProbeSet set, ReadProbeFile(options.calibration));
+    std::vector<std::vector<int32_t>> sequences;
+    for (Probe& p : set.probes) sequences.push_back(std::move(p.tokens));
+    if (static_cast<int64_t>(sequences.size()) > options.calibration_count) sequences.resize(options.calibration_count);
+    if (sequences.empty()) return InvalidArgumentError("--calibration " + options.calibration + ": no sequences");
+    calibration = std::make_unique<CalibrationHessians>(std::move(sequences), options.runtime.batch_size);
+  }
+
+  ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, LlamaModel::Load(*checkpoint, ModelOptions{dtype, device}));
+  // The same in-place application eval uses; the evaluator restores the weights when it goes, after
+  // they are written.
+  Evaluator evaluator(model.get(), calibration.get());
+  RETURN_IF_ERROR(evaluator.Apply(config));
+
+  std::vector<std::pair<std::string, torch::Tensor>> tensors = model->NamedWeights();
+  std::set<std::string> written;
+  for (const auto& [name, tensor] : tensors) written.insert(name);
+  // Tensors the model does not use (e.g. rotary inv_freq buffers, a stored tied lm_head) go out
+  // as stored.
+  int64_t kept_as_stored = 0;
+  for (const std::string& name : checkpoint->TensorNames()) {
+    if (written.count(name) > 0) continue;
+    const SafetensorsTensorInfo* info = checkpoint->Find(name);
+    ASSIGN_OR_RETURN(torch::Tensor t, checkpoint->Load(name, info->shape, ToScalarType(info->dtype), torch::kCPU));
+    tensors.emplace_back(name, std::move(t));
+    ++kept_as_stored;
+  }
+
+  std::error_code ec;
+  fs::create_directories(options.out_dir, ec);
+  if (ec) return InternalError("cannot create --out " + options.out_dir + ": " + ec.message());
+  const std::string weights_path = (fs::path(options.out_dir) / kSingleWeightsFileName).string();
+  RETURN_IF_ERROR(WriteSafetensors(weights_path, tensors,
+                                   {{"format", "pt"}, {"dtm_compression", config.Canonical()}}));
+
+  // config.json as the source has it, torch_dtype following --dtype.
+  const std::string config_src = (fs::path(options.model_dir) / kConfigFileName).string();
+  ASSIGN_OR_RETURN(std::string config_text, ReadTextFile(config_src));
+  nlohmann::json config_json;
+  try {
+    config_json = nlohmann::json::parse(config_text);
+  } catch (const nlohmann::json::exception& e) {
+    return DataLossError(config_src + ": " + e.what());
+  }
+  if (!options.runtime.dtype.empty()) config_json["torch_dtype"] = DTypeName(dtype);
+  RETURN_IF_ERROR(WriteTextFile((fs::path(options.out_dir) / kConfigFileName).string(), config_json.dump(2) + "\n"));
+
+  std::vector<std::string> files = {kConfigFileName, kSingleWeightsFileName};
+  for (const char* name : kCopiedCheckpointFiles) {
+    const fs::path from = fs::path(options.model_dir) / name;
+    if (!fs::is_regular_file(from, ec)) continue;
+    RETURN_IF_ERROR(CopyFile(from.string(), (fs::path(options.out_dir) / name).string()));
+    files.push_back(name);
+  }
+
+  nlohmann::json components = nlohmann::json::array();
+  for (const auto& [id, method] : config.entries) components.push_back(id.Name() + "=" + method.ToString());
+  const uintmax_t bytes = fs::file_size(weights_path, ec);
+  PrintJson({{"out", options.out_dir},
+             {"config", config.Canonical()},
+             {"components_changed", config.entries.size()},
+             {"components", components},
+             {"tensors", tensors.size()},
+             {"tensors_kept_as_stored", kept_as_stored},
+             {"dtype", DTypeName(dtype)},
+             {"device", device.str()},
+             {"files", files},
+             {"bytes", ec ? 0 : bytes},
+             {"seconds", SecondsSince(t0)}});
   return OkStatus();
 }
 

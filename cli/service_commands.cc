@@ -16,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -365,6 +366,89 @@ int JobsCommand(const JobsOptions& options, const Console& console) {
     request.set_page_token(page.next_page_token());
   }
   *console.out << FormatJobsTable(jobs) << std::flush;
+  return kExitOk;
+}
+
+int ExportConfigCommand(const ExportConfigOptions& options, const Console& console) {
+  const std::string command = "export-config";
+  // A refusal of this command (not of the coordinator): one line, exit 2.
+  const auto refuse = [&](const std::string& message) {
+    *console.err << "dtmctl " << command << ": " << message << std::endl;
+    return kExitUsage;
+  };
+  auto stub = Connect(options.connection);
+  if (!stub.ok()) return ReportError(command, stub.status(), options.connection, console);
+
+  // The job record says its kind and state; the results hold the levels and ranks.
+  v1::Job job;
+  {
+    v1::GetJobRequest request;
+    request.set_job_id(options.job_id);
+    grpc::ClientContext context;
+    SetUnaryDeadline(&context, options.connection);
+    const grpc::Status status = (*stub)->GetJob(&context, request, &job);
+    if (!status.ok()) return ReportError(command, status, options.connection, console);
+  }
+  const v1::JobKind kind = job.summary().kind();
+  if (kind == v1::JOB_KIND_EVALUATE || kind == v1::JOB_KIND_PROBE) {
+    return refuse("job " + options.job_id + " is " + (kind == v1::JOB_KIND_EVALUATE ? "an " : "a ") +
+                  JobKindName(kind) +
+                  " job; export-config needs a search (quant-search or sparsify-round)");
+  }
+  if (job.state() != v1::JOB_STATE_SUCCEEDED) {
+    return refuse("job " + options.job_id + " is " + JobStateName(job.state()) +
+                  "; export-config needs a job that SUCCEEDED");
+  }
+
+  v1::GetResultsResponse response;
+  {
+    v1::GetResultsRequest request;
+    request.set_job_id(options.job_id);
+    grpc::ClientContext context;
+    SetUnaryDeadline(&context, options.connection);
+    const grpc::Status status = (*stub)->GetResults(&context, request, &response);
+    if (!status.ok()) return ReportError(command, status, options.connection, console);
+  }
+  if (response.state() != v1::JOB_STATE_SUCCEEDED) {
+    return refuse("job " + options.job_id + " is " + JobStateName(response.state()) +
+                  "; export-config needs a job that SUCCEEDED");
+  }
+  std::set<uint32_t> levels;
+  for (const v1::ConfigResult& r : response.results()) {
+    if (r.has_search_level()) levels.insert(r.search_level());
+  }
+  if (levels.empty()) {
+    return refuse("job " + options.job_id + " (" + JobKindName(kind) +
+                  ") has no search levels in its results; export-config needs a search (quant-search "
+                  "or sparsify-round) with levels");
+  }
+  std::string available;
+  for (uint32_t l : levels) available += (available.empty() ? "" : ", ") + std::to_string(l);
+  const uint32_t deepest = *levels.rbegin();
+  uint32_t level = deepest;
+  if (options.level >= 0) {
+    if (levels.count(static_cast<uint32_t>(options.level)) == 0) {
+      return refuse("job " + options.job_id + " has no level " + std::to_string(options.level) +
+                    " (levels " + available + "; the deepest is " + std::to_string(deepest) + ")");
+    }
+    level = static_cast<uint32_t>(options.level);
+  }
+  const v1::ConfigResult* best = nullptr;
+  for (const v1::ConfigResult& r : response.results()) {
+    if (r.has_search_level() && r.search_level() == level && r.has_rank() && r.rank() == 0) {
+      best = &r;
+      break;
+    }
+  }
+  if (best == nullptr) {
+    return refuse("job " + options.job_id + " has no rank-0 config at level " + std::to_string(level));
+  }
+  if (best->config().empty()) {
+    // `eval --compress ''` takes it; an evaluate job spec measures it with `noise_floor: true`.
+    *console.err << "dtmctl " << command << ": note: level " << level
+                 << " is the uncompressed model (an empty config)" << std::endl;
+  }
+  *console.out << best->config() << std::endl;
   return kExitOk;
 }
 

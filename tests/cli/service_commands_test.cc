@@ -6,16 +6,19 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "cli/progress_bar.h"
 #include "dtm/v1/dtm_service.grpc.pb.h"
 
 namespace dtm::cli {
@@ -485,6 +488,140 @@ TEST(ConnectionOptionsTest, DefaultAddressComesFromTheEnvironment) {
   EXPECT_EQ(ConnectionOptions().coordinator, "coord.example:9000");
   ASSERT_EQ(unsetenv("DTM_COORDINATOR"), 0);
   EXPECT_EQ(ConnectionOptions().coordinator, "127.0.0.1:7070");
+}
+
+// -- export-config: the chosen config of a finished search
+
+constexpr char kLevel0Best[] = "model.layers.2.mlp.up_proj=int8-absmax";
+constexpr char kLevel1Best[] = "model.layers.0.self_attn.k_proj=int8-absmax,model.layers.2.mlp.up_proj=int8-absmax";
+constexpr char kLevel2Best[] =
+    "model.layers.0.self_attn.k_proj=int8-absmax,model.layers.1.mlp.down_proj=int8-absmax,"
+    "model.layers.2.mlp.up_proj=int8-absmax";
+
+class ExportConfigTest : public ServiceCommandsTest {
+ protected:
+  void SetUp() override {
+    ServiceCommandsTest::SetUp();
+    service_.stored_job.set_job_id("j-1");
+    service_.stored_job.set_state(v1::JOB_STATE_SUCCEEDED);
+    service_.stored_job.mutable_summary()->set_kind(v1::JOB_KIND_QUANT_SEARCH);
+    service_.results.set_job_id("j-1");
+    service_.results.set_state(v1::JOB_STATE_SUCCEEDED);
+    // Each level ordered by rank as the coordinator sends it, except level 1, whose rank-0 row
+    // comes second (the rank decides, not the position); unranked rows did not make the beam.
+    Add(0, 0, kLevel0Best, 30);
+    Add(0, 1, "model.layers.0.self_attn.k_proj=int8-absmax", 28);
+    Add(0, std::nullopt, "model.layers.1.mlp.down_proj=int8-absmax", 12);
+    Add(1, 1, "model.layers.1.mlp.down_proj=int8-absmax,model.layers.2.mlp.up_proj=int8-absmax", 22);
+    Add(1, 0, kLevel1Best, 25);
+    Add(2, 0, kLevel2Best, 18);
+    Add(2, std::nullopt, "model.layers.0.mlp.gate_proj=int8-absmax,model.layers.0.self_attn.k_proj=int8-absmax,"
+                         "model.layers.2.mlp.up_proj=int8-absmax", 9);
+  }
+
+  void Add(uint32_t level, std::optional<uint32_t> rank, const std::string& config, double fdt75) {
+    v1::ConfigResult* r = service_.results.add_results();
+    r->set_config(config);
+    r->set_complete(true);
+    r->mutable_metrics()->set_fdt75(fdt75);
+    r->set_search_level(level);
+    if (rank.has_value()) r->set_rank(*rank);
+  }
+
+  ExportConfigOptions Export(int level = -1, const std::string& job_id = "j-1") {
+    ExportConfigOptions options;
+    options.connection = connection_;
+    options.job_id = job_id;
+    options.level = level;
+    return options;
+  }
+};
+
+TEST_F(ExportConfigTest, DefaultIsTheRankZeroConfigOfTheDeepestLevel) {
+  EXPECT_EQ(ExportConfigCommand(Export(), console_), 0) << err_.str();
+  EXPECT_EQ(out_.str(), std::string(kLevel2Best) + "\n");
+  EXPECT_EQ(err_.str(), "");
+  // All configs asked for, no per-probe rows.
+  ASSERT_EQ(service_.results_requests.size(), 1u);
+  EXPECT_EQ(service_.results_requests[0].job_id(), "j-1");
+  EXPECT_FALSE(service_.results_requests[0].include_probe_results());
+  EXPECT_EQ(service_.results_requests[0].configs_size(), 0);
+}
+
+TEST_F(ExportConfigTest, DeepestLevelDoesNotDependOnRowOrder) {
+  // The deepest level first in the response: still level 2.
+  v1::GetResultsResponse reordered = service_.results;
+  std::reverse(reordered.mutable_results()->begin(), reordered.mutable_results()->end());
+  service_.results = reordered;
+  EXPECT_EQ(ExportConfigCommand(Export(), console_), 0) << err_.str();
+  EXPECT_EQ(out_.str(), std::string(kLevel2Best) + "\n");
+}
+
+TEST_F(ExportConfigTest, LevelPicksThatLevelsRankZeroConfig) {
+  EXPECT_EQ(ExportConfigCommand(Export(1), console_), 0) << err_.str();
+  EXPECT_EQ(out_.str(), std::string(kLevel1Best) + "\n");
+  out_.str("");
+  EXPECT_EQ(ExportConfigCommand(Export(0), console_), 0) << err_.str();
+  EXPECT_EQ(out_.str(), std::string(kLevel0Best) + "\n");
+}
+
+TEST_F(ExportConfigTest, LevelBeyondTheDeepestExits2NamingTheLevels) {
+  EXPECT_EQ(ExportConfigCommand(Export(3), console_), 2);
+  EXPECT_EQ(out_.str(), "");
+  EXPECT_EQ(err_.str(), "dtmctl export-config: job j-1 has no level 3 (levels 0, 1, 2; the deepest is 2)\n");
+}
+
+TEST_F(ExportConfigTest, UnknownJobExits2WithNotFound) {
+  EXPECT_EQ(ExportConfigCommand(Export(-1, "j-404"), console_), 2);
+  EXPECT_EQ(out_.str(), "");
+  EXPECT_EQ(err_.str(), "dtmctl export-config: NOT_FOUND: no job j-404\n");
+}
+
+TEST_F(ExportConfigTest, JobThatHasNotSucceededExits2SayingItsState) {
+  for (v1::JobState state : {v1::JOB_STATE_RUNNING, v1::JOB_STATE_FAILED, v1::JOB_STATE_CANCELLED}) {
+    out_.str("");
+    err_.str("");
+    service_.stored_job.set_state(state);
+    service_.results.set_state(state);
+    EXPECT_EQ(ExportConfigCommand(Export(), console_), 2) << JobStateName(state);
+    EXPECT_EQ(out_.str(), "");
+    EXPECT_EQ(err_.str(), "dtmctl export-config: job j-1 is " + JobStateName(state) +
+                              "; export-config needs a job that SUCCEEDED\n");
+  }
+}
+
+TEST_F(ExportConfigTest, ProbeAndEvaluateJobsAreRefused) {
+  service_.results.clear_results();
+  service_.results.add_results()->set_config(kLevel0Best);
+  service_.stored_job.mutable_summary()->set_kind(v1::JOB_KIND_PROBE);
+  EXPECT_EQ(ExportConfigCommand(Export(), console_), 2);
+  EXPECT_EQ(err_.str(),
+            "dtmctl export-config: job j-1 is a probe job; export-config needs a search (quant-search or "
+            "sparsify-round)\n");
+  err_.str("");
+  service_.stored_job.mutable_summary()->set_kind(v1::JOB_KIND_EVALUATE);
+  EXPECT_EQ(ExportConfigCommand(Export(), console_), 2);
+  EXPECT_EQ(err_.str(),
+            "dtmctl export-config: job j-1 is an evaluate job; export-config needs a search (quant-search or "
+            "sparsify-round)\n");
+  EXPECT_EQ(out_.str(), "");
+}
+
+TEST_F(ExportConfigTest, SearchResultsWithoutLevelsAreRefused) {
+  service_.results.clear_results();
+  service_.results.add_results()->set_config(kLevel0Best);
+  service_.stored_job.mutable_summary()->set_kind(v1::JOB_KIND_SPARSIFY_ROUND);
+  EXPECT_EQ(ExportConfigCommand(Export(), console_), 2);
+  EXPECT_EQ(out_.str(), "");
+  EXPECT_NE(err_.str().find("job j-1 (sparsify-round) has no search levels"), std::string::npos) << err_.str();
+}
+
+TEST_F(ExportConfigTest, UncompressedRankZeroPrintsAnEmptyLine) {
+  service_.results.clear_results();
+  Add(0, 0, "", 32);
+  EXPECT_EQ(ExportConfigCommand(Export(), console_), 0) << err_.str();
+  EXPECT_EQ(out_.str(), "\n");
+  EXPECT_EQ(err_.str(), "dtmctl export-config: note: level 0 is the uncompressed model (an empty config)\n");
 }
 
 }  // namespace
