@@ -156,19 +156,28 @@ std::string FormatResultsTable(const v1::GetResultsResponse& response) {
   right_aligned[0] = false;
   std::string out = AlignColumns(rows, right_aligned);
   if (any_incomplete) out += "* incomplete: shards outstanding, metrics cover the probes so far\n";
+  for (const v1::SearchLevel& level : response.search_levels()) {
+    out += "level " + std::to_string(level.level()) + ": " + std::to_string(level.nodes()) + " nodes evaluated, " +
+           std::to_string(level.nodes_cached()) + " from the cache\n";
+  }
   return out;
 }
 
 std::string FormatResultsJson(const v1::GetResultsResponse& response) {
   nlohmann::json results = nlohmann::json::array();
   for (const v1::ConfigResult& r : response.results()) results.push_back(ConfigResultJson(r));
-  const nlohmann::json doc = {
+  nlohmann::json doc = {
       {"job_id", response.job_id()},
       {"state", JobStateName(response.state())},
       {"noise_floor",
        response.has_noise_floor() ? MetricsJson(response.noise_floor()) : nlohmann::json(nullptr)},
       {"results", std::move(results)},
   };
+  nlohmann::json levels = nlohmann::json::array();
+  for (const v1::SearchLevel& level : response.search_levels()) {
+    levels.push_back({{"level", level.level()}, {"nodes", level.nodes()}, {"nodes_cached", level.nodes_cached()}});
+  }
+  if (!levels.empty()) doc["search_levels"] = std::move(levels);
   return doc.dump(2) + "\n";
 }
 

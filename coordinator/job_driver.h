@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,13 @@ class JobDriver {
 
   // The job's result rows once NextStage has returned nullopt, in the order users see them.
   virtual std::vector<dtm::v1::ConfigResult> Results(const std::map<std::string, dtm::v1::Metrics>& evaluated) const = 0;
+
+  // Search kinds: per finished level, the nodes evaluated and those among `cached` (configs whose
+  // every shard came from the cache). Others: none.
+  virtual std::vector<dtm::v1::SearchLevel> SearchLevels(const std::map<std::string, dtm::v1::Metrics>& /*evaluated*/,
+                                                         const std::set<std::string>& /*cached*/) const {
+    return {};
+  }
 
   // Search kinds set the level under evaluation and the best node so far; others leave them absent.
   virtual void FillProgress(const std::map<std::string, dtm::v1::Metrics>& /*evaluated*/,

@@ -47,6 +47,8 @@ QuantSearchDriver::Replay QuantSearchDriver::Run(const std::map<std::string, v1:
       for (const auto& child : children) replay.pending.push_back(child.first);
       break;
     }
+    replay.children.emplace_back();
+    for (const auto& child : children) replay.children.back().push_back(child.first);
     std::sort(children.begin(), children.end(), [&](const auto& a, const auto& b) {
       return RanksBefore(evaluated.at(a.first), a.first, evaluated.at(b.first), b.first);
     });
@@ -83,6 +85,22 @@ std::vector<v1::ConfigResult> QuantSearchDriver::Results(const std::map<std::str
     }
   }
   return rows;
+}
+
+std::vector<v1::SearchLevel> QuantSearchDriver::SearchLevels(const std::map<std::string, v1::Metrics>& evaluated,
+                                                             const std::set<std::string>& cached) const {
+  const Replay replay = Run(evaluated);
+  std::vector<v1::SearchLevel> levels;
+  for (size_t i = 0; i < replay.children.size(); ++i) {
+    v1::SearchLevel level;
+    level.set_level(static_cast<uint32_t>(i + 1));
+    level.set_nodes(static_cast<uint32_t>(replay.children[i].size()));
+    const auto from_cache = std::count_if(replay.children[i].begin(), replay.children[i].end(),
+                                          [&](const std::string& config) { return cached.count(config) != 0; });
+    level.set_nodes_cached(static_cast<uint32_t>(from_cache));
+    levels.push_back(std::move(level));
+  }
+  return levels;
 }
 
 void QuantSearchDriver::FillProgress(const std::map<std::string, v1::Metrics>& evaluated,

@@ -31,6 +31,9 @@ class QuantSearchDriver : public JobDriver {
   // when it was evaluated (the noise floor).
   std::vector<dtm::v1::ConfigResult> Results(const std::map<std::string, dtm::v1::Metrics>& evaluated) const override;
 
+  std::vector<dtm::v1::SearchLevel> SearchLevels(const std::map<std::string, dtm::v1::Metrics>& evaluated,
+                                                 const std::set<std::string>& cached) const override;
+
   // The level under evaluation and the best node of the deepest finished level.
   void FillProgress(const std::map<std::string, dtm::v1::Metrics>& evaluated,
                     dtm::v1::JobProgress* progress) const override;
@@ -45,6 +48,7 @@ class QuantSearchDriver : public JobDriver {
 
   struct Replay {
     std::vector<std::vector<Node>> beams;  // beams[L]: the best nodes of level L, best first
+    std::vector<std::vector<std::string>> children;  // children[L-1]: every node of finished level L
     std::vector<std::string> pending;      // the children of the first unfinished level, if any
   };
 

@@ -418,11 +418,7 @@ StatusOr<v1::GetResultsResponse> Scheduler::Results(const v1::GetResultsRequest&
     }
   } else {
     response.set_job_id(run.job.job_id());
-    if (run.driver) {
-      for (v1::ConfigResult& row : run.driver->Results(run.evaluated)) *response.add_results() = std::move(row);
-    }
-    auto nf = run.evaluated.find("");
-    if (nf != run.evaluated.end()) *response.mutable_noise_floor() = nf->second;
+    if (run.driver) FillResults(run, &response);
   }
   response.set_state(run.job.state());
   // Filter, then attach per-probe results read back from the cache.
@@ -592,50 +588,63 @@ Status Scheduler::Resolve(JobRun& run, bool* resolved) {
   return OkStatus();
 }
 
-Status Scheduler::PlanTask(JobRun& run, TaskKindForKey kind, const v1::CacheKey& key, std::shared_ptr<const Rows> rows) {
-  const std::string task_id = TaskIdFor(kind, key);
+Status Scheduler::PlanTasks(JobRun& run, std::vector<PlannedTask> planned) {
+  // Every store read first: if Redis is away, nothing has changed and the next tick plans again.
+  std::vector<bool> cached(planned.size(), false);
+  for (size_t i = 0; i < planned.size(); ++i) {
+    PlannedTask& p = planned[i];
+    p.task_id = TaskIdFor(p.kind, p.key);
+    if (tasks_.count(p.task_id) != 0) continue;  // another job (or this one) already waits for it
+    const std::string store_key =
+        p.kind == TaskKindForKey::kBaseline ? BaselineStoreKey(p.task_id) : ResultStoreKey(p.task_id);
+    StatusOr<std::optional<std::string>> stored = store_->Get(store_key);
+    RETURN_IF_ERROR(NoteStore(stored.status()));
+    cached[i] = stored->has_value();
+  }
+  run.outstanding.clear();
   v1::JobProgress& progress = *run.job.mutable_progress();
-  progress.set_tasks_total(progress.tasks_total() + 1);
-  auto it = tasks_.find(task_id);
-  if (it != tasks_.end()) {  // another job (or this one) already waits for it
-    it->second.jobs.insert(run.job.job_id());
-    run.outstanding.insert(task_id);
-    return OkStatus();
+  for (size_t i = 0; i < planned.size(); ++i) {
+    PlannedTask& p = planned[i];
+    progress.set_tasks_total(progress.tasks_total() + 1);
+    auto it = tasks_.find(p.task_id);
+    if (it != tasks_.end()) {
+      it->second.jobs.insert(run.job.job_id());
+      run.outstanding.insert(p.task_id);
+      continue;
+    }
+    if (cached[i]) {
+      if (p.kind == TaskKindForKey::kEval) ++run.cached_shards[p.key.config().canonical()];
+      progress.set_tasks_done(progress.tasks_done() + 1);
+      progress.set_tasks_cached(progress.tasks_cached() + 1);
+      if (metrics_) metrics_->cache_hits.Increment();
+      continue;
+    }
+    if (metrics_) metrics_->cache_misses.Increment();
+    TaskEntry entry;
+    entry.kind = p.kind;
+    entry.pool = run.pool;
+    entry.model_path = run.spec.model;
+    entry.key = std::move(p.key);
+    entry.rows = std::move(p.rows);
+    entry.jobs.insert(run.job.job_id());
+    Status enqueued = Pool(run.pool).Enqueue(p.task_id, TaskPriority(run.spec, p.kind));
+    if (!enqueued.ok() && enqueued.code() != StatusCode::kAlreadyExists) return enqueued;
+    tasks_.emplace(p.task_id, std::move(entry));
+    run.outstanding.insert(p.task_id);
   }
-  const std::string store_key =
-      kind == TaskKindForKey::kBaseline ? BaselineStoreKey(task_id) : ResultStoreKey(task_id);
-  StatusOr<std::optional<std::string>> cached = store_->Get(store_key);
-  RETURN_IF_ERROR(NoteStore(cached.status()));
-  if (cached->has_value()) {
-    progress.set_tasks_done(progress.tasks_done() + 1);
-    progress.set_tasks_cached(progress.tasks_cached() + 1);
-    if (metrics_) metrics_->cache_hits.Increment();
-    return OkStatus();
-  }
-  if (metrics_) metrics_->cache_misses.Increment();
-  TaskEntry entry;
-  entry.kind = kind;
-  entry.pool = run.pool;
-  entry.model_path = run.spec.model;
-  entry.key = key;
-  entry.rows = std::move(rows);
-  entry.jobs.insert(run.job.job_id());
-  Status enqueued = Pool(run.pool).Enqueue(task_id, TaskPriority(run.spec, kind));
-  if (!enqueued.ok() && enqueued.code() != StatusCode::kAlreadyExists) return enqueued;
-  tasks_.emplace(task_id, std::move(entry));
-  run.outstanding.insert(task_id);
   return OkStatus();
 }
 
 Status Scheduler::PlanBaseline(JobRun& run) {
-  run.phase = Phase::kBaseline;
-  run.outstanding.clear();
+  std::vector<PlannedTask> planned;
   for (size_t s = 0; s < run.shards.size(); ++s) {
     v1::CacheKey key = run.base_key;
     key.mutable_shard()->set_begin(run.shards[s].first);
     key.mutable_shard()->set_end(run.shards[s].second);
-    RETURN_IF_ERROR(PlanTask(run, TaskKindForKey::kBaseline, key, run.probe_rows[s]));
+    planned.push_back({TaskKindForKey::kBaseline, std::move(key), run.probe_rows[s], ""});
   }
+  RETURN_IF_ERROR(PlanTasks(run, std::move(planned)));
+  run.phase = Phase::kBaseline;
   Touch(run);
   return OkStatus();
 }
@@ -670,17 +679,18 @@ Status Scheduler::StartStage(JobRun& run) {
       configs.push_back(std::move(c));
     }
   }
-  run.stage_configs = configs;
-  run.outstanding.clear();
+  std::vector<PlannedTask> planned;
   for (const std::string& config : configs) {
     for (size_t s = 0; s < run.shards.size(); ++s) {
       v1::CacheKey key = run.base_key;
       key.mutable_config()->set_canonical(config);
       key.mutable_shard()->set_begin(run.shards[s].first);
       key.mutable_shard()->set_end(run.shards[s].second);
-      RETURN_IF_ERROR(PlanTask(run, TaskKindForKey::kEval, key, run.baseline_rows[s]));
+      planned.push_back({TaskKindForKey::kEval, std::move(key), run.baseline_rows[s], ""});
     }
   }
+  RETURN_IF_ERROR(PlanTasks(run, std::move(planned)));
+  run.stage_configs = configs;
   run.job.mutable_progress()->set_message("evaluating " + std::to_string(configs.size()) + " configs");
   Touch(run);
   return OkStatus();
@@ -715,13 +725,24 @@ Status Scheduler::AggregateStage(JobRun& run) {
   return OkStatus();
 }
 
+void Scheduler::FillResults(const JobRun& run, v1::GetResultsResponse* response) const {
+  for (v1::ConfigResult& row : run.driver->Results(run.evaluated)) *response->add_results() = std::move(row);
+  std::set<std::string> cached;
+  for (const auto& [config, shards] : run.cached_shards) {
+    if (shards == run.shards.size()) cached.insert(config);
+  }
+  for (v1::SearchLevel& level : run.driver->SearchLevels(run.evaluated, cached)) {
+    *response->add_search_levels() = std::move(level);
+  }
+  auto nf = run.evaluated.find("");
+  if (nf != run.evaluated.end()) *response->mutable_noise_floor() = nf->second;
+}
+
 Status Scheduler::Finish(JobRun& run) {
   v1::GetResultsResponse results;
   results.set_job_id(run.job.job_id());
   results.set_state(v1::JOB_STATE_SUCCEEDED);
-  for (v1::ConfigResult& row : run.driver->Results(run.evaluated)) *results.add_results() = std::move(row);
-  auto nf = run.evaluated.find("");
-  if (nf != run.evaluated.end()) *results.mutable_noise_floor() = nf->second;
+  FillResults(run, &results);
   RETURN_IF_ERROR(NoteStore(store_->Set(JobResultsStoreKey(run.job.job_id()), results.SerializeAsString())));
   EndJob(run, v1::JOB_STATE_SUCCEEDED, OkStatus());
   return OkStatus();

@@ -127,6 +127,7 @@ class Scheduler {
     std::vector<std::string> stage_configs;
     std::set<std::string> outstanding;  // task ids the current stage waits for
     std::map<std::string, dtm::v1::Metrics> evaluated;
+    std::map<std::string, uint32_t> cached_shards;  // per config: shards found in the cache when planned
     uint64_t version = 1;  // bumped on every progress change, for WaitProgress
     bool dirty = false;    // the record changed since it was last persisted
     std::chrono::steady_clock::time_point last_persist;
@@ -150,9 +151,18 @@ class Scheduler {
   Status AggregateStage(JobRun& run);
   StatusOr<std::vector<dtm::v1::ProbeResult>> ReadConfigResults(const JobRun& run, const std::string& config);
   Status Finish(JobRun& run);
-  // Plans one task: counts it cached when its result is in the store, else registers it (or joins
-  // the task another job already waits on) and adds it to the run's outstanding set.
-  Status PlanTask(JobRun& run, TaskKindForKey kind, const dtm::v1::CacheKey& key, std::shared_ptr<const Rows> rows);
+  // The driver's rows, per-level statistics and the noise floor of a job as it stands.
+  void FillResults(const JobRun& run, dtm::v1::GetResultsResponse* response) const;
+  struct PlannedTask {
+    TaskKindForKey kind;
+    dtm::v1::CacheKey key;
+    std::shared_ptr<const Rows> rows;
+    std::string task_id;  // filled by PlanTasks
+  };
+  // Plans a stage's tasks (they become the run's outstanding set): each is counted cached when its
+  // result is in the store, joins the task another job already waits on, or is queued. All store
+  // reads come first, so an unreachable store fails the call before anything changed.
+  Status PlanTasks(JobRun& run, std::vector<PlannedTask> planned);
   void EndJob(JobRun& run, dtm::v1::JobState state, const Status& error);
   void ReleaseTasksOf(JobRun& run);
   void MarkTaskDone(const std::string& task_id);

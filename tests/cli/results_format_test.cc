@@ -1,6 +1,7 @@
 // What `dtmctl results`, `dtmctl jobs` and `dtmctl watch` print, from hand-built messages.
 #include "cli/results_format.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -73,6 +74,26 @@ TEST(ResultsFormatTest, TableShowsLevelAndRankOfSearchResultsAndNoDuplicateUncom
             "--------------  -----  --------  --------  ------  ------  -----  ----\n"
             "(uncompressed)   4.00      4.00      0.00  1.0000       2\n"
             "a=int8           2.00      2.00      1.00  1.5000       2      1     0\n");
+}
+
+TEST(ResultsFormatTest, SearchLevelStatisticsFollowTheTableAndAreInTheJson) {
+  v1::GetResultsResponse response;
+  response.set_job_id("j-8");
+  response.set_state(v1::JOB_STATE_SUCCEEDED);
+  v1::ConfigResult* r = response.add_results();
+  r->set_config("a=int8");
+  SetMetrics(r->mutable_metrics(), 2, 2, 1, 1.5, 0.4, 2, {});
+  r->set_complete(true);
+  r->set_search_level(1);
+  r->set_rank(0);
+  v1::SearchLevel* level = response.add_search_levels();
+  level->set_level(1);
+  level->set_nodes(28);
+  level->set_nodes_cached(7);
+  const std::string table = FormatResultsTable(response);
+  EXPECT_THAT(table, ::testing::EndsWith("level 1: 28 nodes evaluated, 7 from the cache\n"));
+  const nlohmann::json doc = nlohmann::json::parse(FormatResultsJson(response));
+  EXPECT_EQ(doc["search_levels"], nlohmann::json::parse(R"([{"level": 1, "nodes": 28, "nodes_cached": 7}])"));
 }
 
 TEST(ResultsFormatTest, CsvQuotesConfigsWithCommasAndKeepsFullPrecision) {

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -175,6 +176,25 @@ TEST(QuantSearchTest, ProgressNamesTheLevelUnderWayAndTheBestNodeSoFar) {
   ASSERT_FALSE(level1.empty());
   EXPECT_EQ(progress.best_config(), level1[0]);
   EXPECT_EQ(progress.best_fdt75(), FakeMetrics(level1[0]).fdt75());
+}
+
+TEST(QuantSearchTest, CountsEachLevelsNodesAndThoseFromTheCache) {
+  QuantSearchDriver driver(kComponents, "int8-absmax", 2, 3);
+  Evaluated evaluated;
+  const auto stages = RunToEnd(driver, &evaluated, FakeMetrics);
+  ASSERT_EQ(stages.size(), 3u);
+  // Say the first level's nodes and one of the second's came from the cache.
+  std::set<std::string> cached(stages[0].begin(), stages[0].end());
+  cached.insert(stages[1][0]);
+  const std::vector<v1::SearchLevel> levels = driver.SearchLevels(evaluated, cached);
+  ASSERT_EQ(levels.size(), 3u);
+  for (size_t i = 0; i < levels.size(); ++i) {
+    EXPECT_EQ(levels[i].level(), i + 1);
+    EXPECT_EQ(levels[i].nodes(), stages[i].size());
+  }
+  EXPECT_EQ(levels[0].nodes_cached(), 5u);
+  EXPECT_EQ(levels[1].nodes_cached(), 1u);
+  EXPECT_EQ(levels[2].nodes_cached(), 0u);
 }
 
 TEST(QuantSearchTest, ReplaysTheSameStagesFromTheSameMetrics) {

@@ -452,6 +452,47 @@ TEST_F(SchedulerTest, MetricsFollowTheJobAndItsSeriesGoWhenItEnds) {
   s.Stop();
 }
 
+// An InMemoryStore whose reads fail with UNAVAILABLE while `down`, as a Redis that went away.
+class FlakyStore : public InMemoryStore {
+ public:
+  bool down = false;
+  StatusOr<std::optional<std::string>> Get(const std::string& key) override {
+    if (down) return UnavailableError("store down (test)");
+    return InMemoryStore::Get(key);
+  }
+};
+
+TEST_F(SchedulerTest, AStageThatCannotBePlannedForTheStoreIsPlannedWholeLater) {
+  FlakyStore store;
+  Scheduler s(&store, nullptr, Options(), &clock_);
+  ASSERT_TRUE(s.Start().ok());
+  Register(s, "w1");
+  const std::string id = Submit(s, ProbeSpec());
+  // The baseline stage: lease and complete its shards, then take the store away before the eval
+  // stage is planned (it is planned by the tick after the last baseline shard).
+  std::vector<v1::Task> baseline = Lease(s, "w1", kShards);
+  ASSERT_EQ(baseline.size(), static_cast<size_t>(kShards));
+  for (const v1::Task& task : baseline) ASSERT_EQ(Complete(s, task, "w1"), v1::CompleteTaskResponse::OUTCOME_ACCEPTED);
+  store.down = true;
+  s.Tick();
+  s.Tick();
+  EXPECT_TRUE(Lease(s, "w1", 8).empty());
+  v1::Job job = Job(s, id);
+  EXPECT_EQ(job.state(), v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(job.progress().tasks_total(), static_cast<uint32_t>(kShards)) << "a half-planned stage was counted";
+
+  store.down = false;
+  std::vector<v1::Task> leased;
+  Drive(s, id, "w1", &leased);
+  job = Job(s, id);
+  ASSERT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << job.error().message();
+  EXPECT_EQ(job.progress().tasks_total(), static_cast<uint32_t>(kTasksTotal));
+  EXPECT_EQ(job.progress().tasks_done(), static_cast<uint32_t>(kTasksTotal));
+  EXPECT_EQ(leased.size() + kShards, static_cast<size_t>(kTasksTotal));
+  ExpectProbeJobResults(Results(s, id));
+  s.Stop();
+}
+
 TEST_F(SchedulerTest, RejectsAComponentBeyondTheModelAtSubmit) {
   const std::string config = "model.layers.5.mlp.up_proj=int8-absmax";
   // The layer count from the model folder's config.json, with no worker yet.

@@ -75,12 +75,15 @@ class SearchTest(dtm_cluster.PrintsLogsOnFailure, unittest.TestCase):
         self.assertEqual(sorted(levels), list(range(DEPTH + 1)))
         self.assertEqual([r["config"] for r in levels[0]], [""])
         evaluated = 0
+        stats = {entry["level"]: entry for entry in doc["search_levels"]}
+        self.assertEqual(sorted(stats), list(range(1, DEPTH + 1)))
         for level in range(1, DEPTH + 1):
             with self.subTest(level=level):
                 parents = [components_of(r["config"]) for r in levels[level - 1]]
                 candidates = sorted({config_of(p | {c}, method) for p in parents for c in COMPONENTS if c not in p})
                 ref = self.ref.eval_many(candidates)
                 evaluated += len(candidates)
+                self.assertEqual(stats[level]["nodes"], len(candidates))
                 ranked = sorted(candidates, key=lambda c: (-ref[c]["fdt75"], -ref[c]["fdt_mean"], c))
                 rows = levels[level]
                 self.assertEqual([r["config"] for r in rows], ranked[:BEAM])
@@ -91,13 +94,16 @@ class SearchTest(dtm_cluster.PrintsLogsOnFailure, unittest.TestCase):
                                      (want["fdt75"], want["fdt_mean"], want["sdt_mean"]), row["config"])
                     self.assertAlmostEqual(row["dppl"], want["dppl"], delta=1e-9 * want["dppl"])
         print(f"\n{method}: {evaluated} candidates evaluated by dtmctl eval over {DEPTH} levels", file=sys.stderr)
+        return stats
 
     def test_1_search_equals_an_exhaustive_evaluation_of_every_level(self):
         job_id = self.submit(self.search_spec("search int8", "int8-absmax"))
         self.cluster.dtmctl("watch", job_id, timeout=JOB_TIMEOUT_S)
         job = self.cluster.get_job(job_id)
         self.assertEqual(job.progress.search_level, DEPTH)
-        self.assert_levels_match_exhaustive_eval(self.results(job_id), "int8-absmax")
+        stats = self.assert_levels_match_exhaustive_eval(self.results(job_id), "int8-absmax")
+        # A fresh Redis: every node was computed.
+        self.assertEqual([stats[level]["nodes_cached"] for level in sorted(stats)], [0] * DEPTH)
 
     def test_2_search_killed_half_way_resumes_without_recomputing(self):
         method = "prune:0.5"
@@ -114,7 +120,10 @@ class SearchTest(dtm_cluster.PrintsLogsOnFailure, unittest.TestCase):
         accepted = re.findall(r"task ([0-9a-f]{12}): accepted from ", self.cluster.coordinator.log_text())
         self.assertTrue(accepted, "the resumed search computed nothing: was it finished before the kill?")
         self.assertFalse(set(accepted) & at_kill, "tasks stored before the kill were computed again")
-        self.assert_levels_match_exhaustive_eval(self.results(job_id), method)
+        stats = self.assert_levels_match_exhaustive_eval(self.results(job_id), method)
+        # The resumed coordinator found level 1 (finished before the kill) in the cache.
+        self.assertEqual(stats[1]["nodes_cached"], stats[1]["nodes"])
+        self.assertLess(sum(e["nodes_cached"] for e in stats.values()), sum(e["nodes"] for e in stats.values()))
 
 
 if __name__ == "__main__":
