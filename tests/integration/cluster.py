@@ -399,8 +399,20 @@ class Cluster:
         listen = f"127.0.0.1:{self.grpc_port or 0}"
         if self.coordinator is None:
             self.coordinator = Process("coordinator", [], self.tmp)
-        self.coordinator.start(self.coordinator_argv(listen))
-        m = self.coordinator.wait_for_log(COORDINATOR_READY, what="dtm-coordinator ready")
+        for _ in range(20):
+            self.coordinator.start(self.coordinator_argv(listen))
+            try:
+                m = self.coordinator.wait_for_log(COORDINATOR_READY, what="dtm-coordinator ready")
+                break
+            except ClusterError:
+                # On a restart the old port may be held for a moment by another socket (a client's
+                # ephemeral port on a busy machine); the coordinator then refuses to start (no
+                # SO_REUSEPORT). Try again; anything else is a real failure.
+                if self.grpc_port is None or "cannot listen there" not in self.coordinator.log_text():
+                    raise
+                time.sleep(0.5)
+        else:
+            raise ClusterError(f"coordinator: port {self.grpc_port} stayed taken for 10 s after a restart")
         port, self.metrics_port = int(m.group(1)), int(m.group(2))
         if self.grpc_port is not None and port != self.grpc_port:
             raise ClusterError(f"coordinator restarted on port {port}, asked for {self.grpc_port}")
