@@ -127,12 +127,7 @@ int LocalCommand(const LocalOptions& options, const Console& console) {
 
   std::unique_ptr<MetricsHttpServer> metrics_server;
   if (!options.metrics_listen.empty()) {
-    const size_t colon = options.metrics_listen.rfind(':');
-    auto started = colon == std::string::npos
-                       ? StatusOr<std::unique_ptr<MetricsHttpServer>>(
-                             InvalidArgumentError("'" + options.metrics_listen + "' is not HOST:PORT"))
-                       : MetricsHttpServer::Start(registry, options.metrics_listen.substr(0, colon),
-                                                  std::atoi(options.metrics_listen.c_str() + colon + 1));
+    auto started = MetricsHttpServer::Listen(registry, options.metrics_listen);
     if (!started.ok()) return Fail(console, "--metrics-listen", started.status());
     metrics_server = std::move(started).value();
   }

@@ -3,26 +3,16 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <string_view>
 
 namespace dtm::cli {
 
 std::string JobStateName(v1::JobState state) {
-  switch (state) {
-    case v1::JOB_STATE_UNSPECIFIED:
-      return "UNSPECIFIED";
-    case v1::JOB_STATE_PENDING:
-      return "PENDING";
-    case v1::JOB_STATE_RUNNING:
-      return "RUNNING";
-    case v1::JOB_STATE_SUCCEEDED:
-      return "SUCCEEDED";
-    case v1::JOB_STATE_FAILED:
-      return "FAILED";
-    case v1::JOB_STATE_CANCELLED:
-      return "CANCELLED";
-    default:
-      return std::to_string(static_cast<int>(state));
-  }
+  // "JOB_STATE_RUNNING" -> "RUNNING"; a value this build does not know prints as its number.
+  const std::string& name = v1::JobState_Name(state);
+  constexpr std::string_view kPrefix = "JOB_STATE_";
+  if (name.rfind(kPrefix, 0) != 0) return std::to_string(static_cast<int>(state));
+  return name.substr(kPrefix.size());
 }
 
 bool IsTerminal(v1::JobState state) {

@@ -1,5 +1,7 @@
 #include "common/metrics_http_server.h"
 
+#include "common/host_port.h"
+
 #include <httplib.h>
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
@@ -20,6 +22,14 @@ constexpr auto kStartTimeout = std::chrono::seconds(5);
 MetricsHttpServer::MetricsHttpServer(std::shared_ptr<prometheus::Registry> registry,
                                      std::unique_ptr<httplib::Server> server)
     : registry_(std::move(registry)), server_(std::move(server)) {}
+
+StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Listen(
+    std::shared_ptr<prometheus::Registry> registry, const std::string& address) {
+  std::string host;
+  int port = 0;
+  if (!SplitHostPort(address, &host, &port)) return InvalidArgumentError("'" + address + "' is not HOST:PORT");
+  return Start(std::move(registry), host, port);
+}
 
 StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
     std::shared_ptr<prometheus::Registry> registry, const std::string& host, int port) {

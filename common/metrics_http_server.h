@@ -35,6 +35,11 @@ class MetricsHttpServer {
   MetricsHttpServer(const MetricsHttpServer&) = delete;
   MetricsHttpServer& operator=(const MetricsHttpServer&) = delete;
 
+  // Start on a "HOST:PORT" address (a daemon's --metrics-listen); INVALID_ARGUMENT quoting it when it
+  // is not one.
+  static StatusOr<std::unique_ptr<MetricsHttpServer>> Listen(std::shared_ptr<prometheus::Registry> registry,
+                                                             const std::string& address);
+
   // The port bound, the chosen one when Start was given 0.
   int port() const { return port_; }
 

@@ -13,7 +13,6 @@
 #include "common/grpc_security.h"
 #include "common/health_service.h"
 #include "common/in_memory_store.h"
-#include "common/host_port.h"
 #include "common/logging.h"
 #include "common/shutdown_signals.h"
 #include "common/metrics_http_server.h"
@@ -90,15 +89,9 @@ int Run(const Flags& flags) {
 
   std::unique_ptr<dtm::MetricsHttpServer> metrics;
   if (!flags.metrics_listen.empty()) {
-    std::string host;
-    int port = 0;
-    if (!dtm::SplitHostPort(flags.metrics_listen, &host, &port)) {
-      spdlog::critical("dtm-coordinator: --metrics-listen '{}' is not HOST:PORT", flags.metrics_listen);
-      return 2;
-    }
-    auto server = dtm::MetricsHttpServer::Start(registry, host, port);
+    auto server = dtm::MetricsHttpServer::Listen(registry, flags.metrics_listen);
     if (!server.ok()) {
-      spdlog::critical("dtm-coordinator: metrics: {}", server.status().message());
+      spdlog::critical("dtm-coordinator: --metrics-listen: {}", server.status().message());
       return 2;
     }
     metrics = std::move(server).value();

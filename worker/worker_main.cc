@@ -20,7 +20,6 @@
 
 #include "common/grpc_security.h"
 #include "common/health_service.h"
-#include "common/host_port.h"
 #include "common/logging.h"
 #include "common/metrics_http_server.h"
 #include "common/shutdown_signals.h"
@@ -98,13 +97,7 @@ int Run(Flags flags) {
   dtm::WorkerMetrics metrics(registry.get(), id);
   std::unique_ptr<dtm::MetricsHttpServer> metrics_server;
   if (!flags.metrics_listen.empty()) {
-    std::string host;
-    int port = 0;
-    if (!dtm::SplitHostPort(flags.metrics_listen, &host, &port)) {
-      spdlog::critical("dtm-worker: --metrics-listen '{}' is not HOST:PORT", flags.metrics_listen);
-      return 2;
-    }
-    auto server = dtm::MetricsHttpServer::Start(registry, host, port);
+    auto server = dtm::MetricsHttpServer::Listen(registry, flags.metrics_listen);
     if (!server.ok()) {
       spdlog::critical("dtm-worker: --metrics-listen: {}", server.status().message());
       return 2;

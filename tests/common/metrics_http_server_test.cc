@@ -94,5 +94,18 @@ TEST_F(MetricsHttpServerTest, StopsServingWhenDestroyed) {
   EXPECT_FALSE(client.Get("/healthz"));
 }
 
+TEST(MetricsHttpServerListenTest, TakesAHostPortAddressAndRefusesAnythingElse) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  auto server = MetricsHttpServer::Listen(registry, "127.0.0.1:0");
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  EXPECT_GT((*server)->port(), 0);
+  for (const std::string bad : {"127.0.0.1", "127.0.0.1:http", "127.0.0.1:70000"}) {
+    auto refused = MetricsHttpServer::Listen(registry, bad);
+    ASSERT_FALSE(refused.ok()) << bad;
+    EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(refused.status().message().find("'" + bad + "'"), std::string::npos) << refused.status().message();
+  }
+}
+
 }  // namespace
 }  // namespace dtm

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -452,12 +453,13 @@ TEST_F(SchedulerTest, MetricsFollowTheJobAndItsSeriesGoWhenItEnds) {
   s.Stop();
 }
 
-// An InMemoryStore whose reads fail with UNAVAILABLE while `down`, as a Redis that went away.
+// An InMemoryStore whose reads of eval results fail with UNAVAILABLE while `down`: exactly the reads
+// that plan an eval stage, as if Redis went away then. Atomic: the scheduler's own thread ticks too.
 class FlakyStore : public InMemoryStore {
  public:
-  bool down = false;
+  std::atomic<bool> down{false};
   StatusOr<std::optional<std::string>> Get(const std::string& key) override {
-    if (down) return UnavailableError("store down (test)");
+    if (down && key.rfind("dtm:v1:result:", 0) == 0) return UnavailableError("store down (test)");
     return InMemoryStore::Get(key);
   }
 };
@@ -468,12 +470,12 @@ TEST_F(SchedulerTest, AStageThatCannotBePlannedForTheStoreIsPlannedWholeLater) {
   ASSERT_TRUE(s.Start().ok());
   Register(s, "w1");
   const std::string id = Submit(s, ProbeSpec());
-  // The baseline stage: lease and complete its shards, then take the store away before the eval
-  // stage is planned (it is planned by the tick after the last baseline shard).
+  // The baseline stage: take the store away, then complete its shards; the eval stage (planned by
+  // whichever tick comes after the last shard) cannot read the cache.
   std::vector<v1::Task> baseline = Lease(s, "w1", kShards);
   ASSERT_EQ(baseline.size(), static_cast<size_t>(kShards));
-  for (const v1::Task& task : baseline) ASSERT_EQ(Complete(s, task, "w1"), v1::CompleteTaskResponse::OUTCOME_ACCEPTED);
   store.down = true;
+  for (const v1::Task& task : baseline) ASSERT_EQ(Complete(s, task, "w1"), v1::CompleteTaskResponse::OUTCOME_ACCEPTED);
   s.Tick();
   s.Tick();
   EXPECT_TRUE(Lease(s, "w1", 8).empty());
