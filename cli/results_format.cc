@@ -53,6 +53,18 @@ std::string Fixed(double value, int decimals) {
   return buf;
 }
 
+// A fraction as a percentage with `decimals` places: 0.05375 -> "5.38%".
+std::string Percent(double fraction, int decimals) { return Fixed(fraction * 100, decimals) + "%"; }
+
+// A round step as its user wrote it: 0.1 -> "10%", 0.025 -> "2.5%" (at most four places, so that the
+// binary noise of fraction * 100 does not show).
+std::string StepPercent(double fraction) {
+  std::string text = Fixed(fraction * 100, 4);
+  text.erase(text.find_last_not_of('0') + 1);
+  if (!text.empty() && text.back() == '.') text.pop_back();
+  return text + "%";
+}
+
 std::string ConfigLabel(const std::string& canonical) {
   return canonical.empty() ? kUncompressedLabel : canonical;
 }
@@ -108,6 +120,43 @@ std::string CsvRow(const std::string& config, const v1::Metrics& m, bool complet
          "," + std::to_string(m.num_probes()) + "," + (complete ? "true" : "false") + "\n";
 }
 
+// The sparsify-round answer under the probes' table: one row per component, then a line with the
+// round's method, step and the smallest predicted FDT75.
+std::string AllocationTable(const v1::SparsityAllocation& allocation) {
+  std::vector<Row> rows = {{"component", "params", "current", "extra", "target", "predicted_fdt75"}};
+  for (const v1::ComponentSparsity& c : allocation.components()) {
+    rows.push_back({c.component(), std::to_string(c.params()), Percent(c.current(), 2), Percent(c.extra(), 2),
+                    Percent(c.target(), 2), Fixed(c.predicted_fdt75(), 2)});
+  }
+  std::string out = AlignColumns(rows, {false, true, true, true, true, true});
+  out += (allocation.method().empty() ? std::string("allocation") : allocation.method() + " allocation") +
+         ": step " + StepPercent(allocation.step()) + " (achieved " + Percent(allocation.achieved_step(), 4) +
+         "), min predicted fdt75 " + Fixed(allocation.min_fdt75(), 2);
+  if (allocation.completion_len() > 0) out += " of " + std::to_string(allocation.completion_len());
+  return out + "\n";
+}
+
+// The keys a later round reads back from its `previous:` file: keep the names stable.
+nlohmann::json AllocationJson(const v1::SparsityAllocation& allocation) {
+  nlohmann::json components = nlohmann::json::array();
+  for (const v1::ComponentSparsity& c : allocation.components()) {
+    components.push_back({{"component", c.component()},
+                          {"params", c.params()},
+                          {"current", c.current()},
+                          {"extra", c.extra()},
+                          {"target", c.target()},
+                          {"predicted_fdt75", c.predicted_fdt75()}});
+  }
+  return {{"method", allocation.method()},
+          {"step", allocation.step()},
+          {"achieved_step", allocation.achieved_step()},
+          {"min_fdt75", allocation.min_fdt75()},
+          {"completion_len", allocation.completion_len()},
+          {"model_fingerprint", allocation.model_fingerprint()},
+          {"num_layers", allocation.num_layers()},
+          {"components", std::move(components)}};
+}
+
 std::string FormatUtc(const google::protobuf::Timestamp& t) {
   if (t.seconds() == 0 && t.nanos() == 0) return "-";
   const std::time_t seconds = static_cast<std::time_t>(t.seconds());
@@ -160,6 +209,7 @@ std::string FormatResultsTable(const v1::GetResultsResponse& response) {
     out += "level " + std::to_string(level.level()) + ": " + std::to_string(level.nodes()) + " nodes evaluated, " +
            std::to_string(level.nodes_cached()) + " from the cache\n";
   }
+  if (response.has_allocation()) out += "\n" + AllocationTable(response.allocation());
   return out;
 }
 
@@ -178,10 +228,20 @@ std::string FormatResultsJson(const v1::GetResultsResponse& response) {
     levels.push_back({{"level", level.level()}, {"nodes", level.nodes()}, {"nodes_cached", level.nodes_cached()}});
   }
   if (!levels.empty()) doc["search_levels"] = std::move(levels);
+  if (response.has_allocation()) doc["allocation"] = AllocationJson(response.allocation());
   return doc.dump(2) + "\n";
 }
 
 std::string FormatResultsCsv(const v1::GetResultsResponse& response) {
+  if (response.has_allocation()) {
+    std::string out = "component,params,current,extra,target,predicted_fdt75\n";
+    for (const v1::ComponentSparsity& c : response.allocation().components()) {
+      out += CsvField(c.component()) + "," + std::to_string(c.params()) + "," + ShortestDouble(c.current()) +
+             "," + ShortestDouble(c.extra()) + "," + ShortestDouble(c.target()) + "," +
+             ShortestDouble(c.predicted_fdt75()) + "\n";
+    }
+    return out;
+  }
   std::string out = "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete\n";
   // The coordinator sends the noise floor once the uncompressed model's shards are all in.
   if (ShowNoiseFloor(response)) out += CsvRow("", response.noise_floor(), true);

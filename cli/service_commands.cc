@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -22,6 +23,7 @@
 
 #include "cli/progress_bar.h"
 #include "cli/results_format.h"
+#include "common/compression_config.h"
 #include "dtm/v1/dtm_service.grpc.pb.h"
 
 namespace dtm::cli {
@@ -219,6 +221,28 @@ StatusOr<std::string> ReadFile(const std::string& path) {
   return content.str();
 }
 
+// The config a sparsify-round's allocation prunes to: `COMPONENT=prune:TARGET` for every component
+// with a target above 0, in canonical order. Parsing it checks the component names against the
+// model's layer count and the targets against [0, 1]; "" when every target is 0.
+StatusOr<std::string> AllocationConfig(const v1::SparsityAllocation& allocation) {
+  std::string text;
+  for (const v1::ComponentSparsity& c : allocation.components()) {
+    if (std::isnan(c.target())) {
+      return InvalidArgumentError("the allocation's target of " + c.component() + " is not a number");
+    }
+    if (c.target() <= 0) continue;
+    text += (text.empty() ? "" : ",") + c.component() + "=prune:" + ShortestDouble(c.target());
+  }
+  StatusOr<CompressionConfig> config =
+      ParseCompressionConfig(text, static_cast<int>(allocation.num_layers()));
+  if (!config.ok()) {
+    return InvalidArgumentError("the allocation is not a valid config for a model of " +
+                                std::to_string(allocation.num_layers()) +
+                                " layers: " + config.status().message());
+  }
+  return config->Canonical();
+}
+
 }  // namespace
 
 Console Console::Std() {
@@ -395,6 +419,10 @@ int ExportConfigCommand(const ExportConfigOptions& options, const Console& conso
                   JobKindName(kind) +
                   " job; export-config needs a search (quant-search or sparsify-round)");
   }
+  if (kind == v1::JOB_KIND_SPARSIFY_ROUND && options.level >= 0) {
+    return refuse("job " + options.job_id +
+                  ": sparsify-round has no levels; export-config prints its allocation (drop --level)");
+  }
   if (job.state() != v1::JOB_STATE_SUCCEEDED) {
     return refuse("job " + options.job_id + " is " + JobStateName(job.state()) +
                   "; export-config needs a job that SUCCEEDED");
@@ -413,14 +441,29 @@ int ExportConfigCommand(const ExportConfigOptions& options, const Console& conso
     return refuse("job " + options.job_id + " is " + JobStateName(response.state()) +
                   "; export-config needs a job that SUCCEEDED");
   }
+  if (kind == v1::JOB_KIND_SPARSIFY_ROUND) {
+    if (!response.has_allocation()) {
+      return refuse("job " + options.job_id +
+                    " (sparsify-round) SUCCEEDED without an allocation in its results");
+    }
+    StatusOr<std::string> config = AllocationConfig(response.allocation());
+    if (!config.ok()) return refuse("job " + options.job_id + ": " + config.status().message());
+    if (config->empty()) {
+      *console.err << "dtmctl " << command
+                   << ": note: the allocation prunes nothing (every target is 0): the uncompressed model "
+                      "(an empty config)"
+                   << std::endl;
+    }
+    *console.out << *config << std::endl;
+    return kExitOk;
+  }
   std::set<uint32_t> levels;
   for (const v1::ConfigResult& r : response.results()) {
     if (r.has_search_level()) levels.insert(r.search_level());
   }
   if (levels.empty()) {
     return refuse("job " + options.job_id + " (" + JobKindName(kind) +
-                  ") has no search levels in its results; export-config needs a search (quant-search "
-                  "or sparsify-round) with levels");
+                  ") has no search levels in its results; export-config needs a quant-search with levels");
   }
   std::string available;
   for (uint32_t l : levels) available += (available.empty() ? "" : ", ") + std::to_string(l);

@@ -97,12 +97,16 @@ int JobsCommand(const JobsOptions& options, const Console& console);
 // `dtmctl export-config ID [--level K]`: the chosen config of a finished search job, printed in SPEC
 // syntax (the canonical `COMPONENT=METHOD,...`, "" for the uncompressed model) as one line on `out`,
 // ready for `dtmctl eval --compress`, `dtmctl apply --config` and an evaluate job's `configs`.
-// For a quant-search job that is the rank-0 config of level K (default: the deepest level).
-// Exit 2 with a one-line error for an unknown job (NOT_FOUND), a job of a kind without levels
-// (evaluate, probe), a job that has not SUCCEEDED (naming its state), a level the job does not have
-// (naming the levels it has), or a level without a rank-0 config. The uncompressed root (an empty
-// config, a search's level 0) prints as an empty line with a note on `err`: an evaluate job spec
-// refuses an empty config (its noise floor measures that model).
+// For a quant-search job that is the rank-0 config of level K (default: the deepest level). For a
+// sparsify-round job it is its allocation: `COMPONENT=prune:TARGET` for every component whose target
+// is above 0, in canonical order (the config the next round's model is pruned to).
+// Exit 2 with a one-line error for an unknown job (NOT_FOUND), an evaluate or probe job, a job that
+// has not SUCCEEDED (naming its state), --level on a sparsify-round (which has no levels), a level
+// the job does not have (naming the levels it has), a level without a rank-0 config, or a
+// sparsify-round without an allocation or with one that is not a valid config. The uncompressed
+// model (an empty config: a search's level 0, an allocation whose targets are all 0) prints as an
+// empty line with a note on `err`: an evaluate job spec refuses an empty config (its noise floor
+// measures that model).
 struct ExportConfigOptions {
   ConnectionOptions connection;
   std::string job_id;

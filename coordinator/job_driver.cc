@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "coordinator/quant_search.h"
+#include "coordinator/sparsify_round.h"
 
 namespace dtm {
 namespace {
@@ -39,7 +40,8 @@ class FixedConfigsDriver : public JobDriver {
 
 }  // namespace
 
-StatusOr<std::unique_ptr<JobDriver>> CreateJobDriver(const JobSpec& spec, int num_layers) {
+StatusOr<std::unique_ptr<JobDriver>> CreateJobDriver(const JobSpec& spec, const ModelGeometry& geometry) {
+  const int num_layers = geometry.num_layers;
   switch (spec.kind) {
     case JobKind::kEvaluate:
     case JobKind::kProbe: {
@@ -58,9 +60,10 @@ StatusOr<std::unique_ptr<JobDriver>> CreateJobDriver(const JobSpec& spec, int nu
       return std::unique_ptr<JobDriver>(new QuantSearchDriver(std::move(components), spec.search_method,
                                                               static_cast<int>(spec.beam_width), depth));
     }
-    default:
-      return InvalidArgumentError("kind: '" + JobKindName(spec.kind) + "' is not supported yet");
+    case JobKind::kSparsifyRound:
+      return CreateSparsifyRoundDriver(spec, geometry);
   }
+  return InvalidArgumentError("kind: unknown kind " + std::to_string(static_cast<int>(spec.kind)));
 }
 
 }  // namespace dtm

@@ -17,6 +17,7 @@
 
 #include "common/status.h"
 #include "coordinator/job_spec.h"
+#include "coordinator/model_geometry.h"
 #include "dtm/v1/common.pb.h"
 #include "dtm/v1/dtm_service.pb.h"
 #include "dtm/v1/job.pb.h"
@@ -45,11 +46,18 @@ class JobDriver {
   // Search kinds set the level under evaluation and the best node so far; others leave them absent.
   virtual void FillProgress(const std::map<std::string, dtm::v1::Metrics>& /*evaluated*/,
                             dtm::v1::JobProgress* /*progress*/) const {}
+
+  // sparsify-round: the allocation, once the metrics it needs are in. Others: none.
+  virtual std::optional<dtm::v1::SparsityAllocation> Allocation(
+      const std::map<std::string, dtm::v1::Metrics>& /*evaluated*/) const {
+    return std::nullopt;
+  }
 };
 
 // evaluate and probe: one stage holding every config of the spec (ExpandConfigs), then done.
 // quant-search: a QuantSearchDriver over the selected components; its depth must not exceed their
 // number (0 = all of them).
-StatusOr<std::unique_ptr<JobDriver>> CreateJobDriver(const JobSpec& spec, int num_layers);
+// sparsify-round: a SparsifyRoundDriver (sparsify_round.h); it needs the component sizes.
+StatusOr<std::unique_ptr<JobDriver>> CreateJobDriver(const JobSpec& spec, const ModelGeometry& geometry);
 
 }  // namespace dtm

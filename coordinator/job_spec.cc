@@ -3,7 +3,10 @@
 #include <fnmatch.h>
 #include <yaml-cpp/yaml.h>
 
+#include <cerrno>
 #include <charconv>
+#include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <map>
 #include <set>
@@ -21,7 +24,7 @@ constexpr const char* kKindNames[] = {"evaluate", "probe", "quant-search", "spar
 constexpr const char* kKindList = "evaluate, probe, quant-search, sparsify-round";
 constexpr const char* kDtypeList = "float32, float16, bfloat16";
 // The kinds that have a section of their own, named like the kind.
-constexpr const char* kSectionKinds[] = {"evaluate", "probe", "quant-search"};
+constexpr const char* kSectionKinds[] = {"evaluate", "probe", "quant-search", "sparsify-round"};
 
 // Config syntax is checked at submission, before the model's layer count is known: any layer index is
 // admitted here (bounded so that ComponentId::Index() cannot overflow) and re-checked by ExpandConfigs.
@@ -224,6 +227,51 @@ Status ParseQuantSearchSection(const YAML::Node& section, JobSpec* spec) {
   return OkStatus();
 }
 
+// A finite decimal number; yaml-cpp's own conversion accepts ".inf" and "nan".
+StatusOr<double> ReadDouble(const YAML::Node& node, const std::string& field) {
+  if (!node.IsScalar()) return FieldError(field, node, "must be a number, got " + Describe(node));
+  const std::string& text = node.Scalar();
+  char* end = nullptr;
+  errno = 0;
+  const double value = std::strtod(text.c_str(), &end);
+  if (text.empty() || end != text.c_str() + text.size() || errno == ERANGE || !std::isfinite(value)) {
+    return FieldError(field, node, "must be a finite number, got '" + text + "'");
+  }
+  return value;
+}
+
+Status ParseSparsifyRoundSection(const YAML::Node& section, JobSpec* spec) {
+  ASSIGN_OR_RETURN(Entries entries, ReadMapping(section, "sparsify-round"));
+  RETURN_IF_ERROR(
+      CheckKnownKeys(entries, "sparsify-round", {"step", "allocation", "previous", "components"}));
+  const Entry* step = Find(entries, "step");
+  if (step == nullptr) {
+    return FieldError("sparsify-round.step", section,
+                      "missing; the increase of the average sparsity this round, e.g. 0.1 for 10%");
+  }
+  ASSIGN_OR_RETURN(spec->step, ReadDouble(step->value, "sparsify-round.step"));
+  if (!(spec->step > 0 && spec->step < 1)) {
+    return FieldError("sparsify-round.step", step->value,
+                      "must be a fraction in (0, 1) (0.1 = 10%), got " + step->value.Scalar());
+  }
+  if (const Entry* e = Find(entries, "allocation")) {
+    ASSIGN_OR_RETURN(std::string name, ReadString(e->value, "sparsify-round.allocation"));
+    if (name != "balanced" && name != "uniform") {
+      return FieldError("sparsify-round.allocation", e->value,
+                        "must be balanced or uniform, got '" + name + "'");
+    }
+    spec->uniform_allocation = name == "uniform";
+  }
+  if (const Entry* e = Find(entries, "previous")) {
+    ASSIGN_OR_RETURN(spec->previous, ReadNonEmptyString(e->value, "sparsify-round.previous"));
+  }
+  if (const Entry* components = Find(entries, "components")) {
+    ASSIGN_OR_RETURN(auto globs, ReadStringList(components->value, "sparsify-round.components"));
+    for (auto& glob : globs) spec->components.push_back(std::move(glob.first));
+  }
+  return OkStatus();
+}
+
 Status ParseTopLevel(const YAML::Node& root, JobSpec* spec) {
   ASSIGN_OR_RETURN(Entries entries, ReadMapping(root, ""));
 
@@ -236,9 +284,6 @@ Status ParseTopLevel(const YAML::Node& root, JobSpec* spec) {
   StatusOr<JobKind> parsed_kind = ParseJobKind(kind_name);
   if (!parsed_kind.ok()) return FieldError("kind", kind->value, parsed_kind.status().message());
   spec->kind = *parsed_kind;
-  if (spec->kind == JobKind::kSparsifyRound) {
-    return FieldError("kind", kind->value, "'" + kind_name + "' is not supported yet");
-  }
 
   std::vector<std::string> allowed = kTopLevelFields;
   for (const char* section : kSectionKinds) allowed.push_back(section);
@@ -302,9 +347,12 @@ Status ParseTopLevel(const YAML::Node& root, JobSpec* spec) {
       return ParseEvaluateSection(section->value, spec);
     case JobKind::kProbe:
       return ParseProbeSection(section->value, spec);
-    default:
+    case JobKind::kQuantSearch:
       return ParseQuantSearchSection(section->value, spec);
+    case JobKind::kSparsifyRound:
+      return ParseSparsifyRoundSection(section->value, spec);
   }
+  return OkStatus();
 }
 
 StatusOr<std::vector<std::string>> ExpandEvaluate(const JobSpec& spec, int num_layers) {

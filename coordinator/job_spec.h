@@ -47,13 +47,16 @@ struct JobSpec {
   std::string search_method = "int8-absmax";  // canonical method applied to every component of a node
   int64_t beam_width = 10;
   int64_t depth = 0;  // levels below the uncompressed model; 0 = every selected component
+  // sparsify-round (SPEC "Balanced sparsification round")
+  double step = 0;                      // increase of the param-weighted average sparsity, in (0, 1)
+  bool uniform_allocation = false;      // `allocation: uniform` (the paper's baseline) vs `balanced`
+  std::string previous;                 // the previous round's `dtmctl results --format json`; "" = dense
 };
 
 // Parses and validates everything that does not need the model. Errors are INVALID_ARGUMENT and name
 // the field and its YAML line, e.g. "job spec: shard_size (line 7): must be at least 1, got 0".
 // Malformed YAML gives yaml-cpp's message with line and column; unknown keys, keys given twice and
-// missing required fields (kind, model, probes, the kind's section) are errors. A kind whose driver
-// does not exist yet (sparsify-round) is rejected as "not supported yet".
+// missing required fields (kind, model, probes, the kind's section) are errors.
 StatusOr<JobSpec> ParseJobSpec(const std::string& yaml_text);
 
 // The configs a job evaluates on a model with `num_layers` layers, in result order, duplicates dropped

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <random>
 
 #include <google/protobuf/util/time_util.h>
@@ -13,6 +12,7 @@
 #include "common/probe_file.h"
 #include "common/store.h"
 #include "coordinator/aggregate.h"
+#include "coordinator/model_geometry.h"
 
 namespace dtm {
 namespace {
@@ -66,17 +66,6 @@ google::protobuf::Timestamp Now() {
   return google::protobuf::util::TimeUtil::GetCurrentTime();
 }
 
-// The layer count in a model folder's config.json, when the coordinator can read it.
-std::optional<int> ReadNumLayers(const std::string& model_path) {
-  std::ifstream in(std::filesystem::path(model_path) / "config.json");
-  if (!in) return std::nullopt;
-  nlohmann::json config = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (!config.is_object() || !config.contains("num_hidden_layers") || !config["num_hidden_layers"].is_number_integer()) {
-    return std::nullopt;
-  }
-  return config["num_hidden_layers"].get<int>();
-}
-
 // The first `count` probes of the file (all when 0), each cut to its first `prefix_len` tokens.
 StatusOr<ProbeSet> LoadProbes(const JobSpec& spec) {
   StatusOr<ProbeSet> file = ReadProbeFile(spec.probes);
@@ -128,7 +117,13 @@ Status Scheduler::Start() {
       spdlog::warn("store: ignoring malformed model registry entry '{}'", field);
       continue;
     }
-    models_[{field.substr(0, tab), dtype}] = ModelInfo{info.value("fingerprint", ""), info.value("num_layers", 0)};
+    ModelInfo model{info.value("fingerprint", ""), {info.value("num_layers", 0), {}}};
+    if (info.contains("component_params") && info["component_params"].is_object()) {
+      for (const auto& [name, count] : info["component_params"].items()) {
+        if (count.is_number_unsigned()) model.geometry.component_params[name] = count.get<uint64_t>();
+      }
+    }
+    models_[{field.substr(0, tab), dtype}] = std::move(model);
   }
   ASSIGN_OR_RETURN(std::vector<std::string> keys, store_->Keys(kJobKeyPrefix));
   int resumed = 0;
@@ -295,12 +290,16 @@ Status Scheduler::ValidateAtSubmit(const JobSpec& spec) {
   // The components can be checked now when the model's layer count is known: from a worker serving
   // it, or from its config.json when this coordinator can read the folder.
   v1::Dtype dtype = v1::DTYPE_UNSPECIFIED;
-  std::optional<int> layers;
+  std::optional<ModelGeometry> geometry;
   StatusOr<ModelInfo> model = FindModel(spec, &dtype);
-  if (model.ok()) layers = model->num_layers;
-  if (!layers && options_.read_model_configs) layers = ReadNumLayers(spec.model);
-  if (layers) RETURN_IF_ERROR(CreateJobDriver(spec, *layers).status());
-  return OkStatus();
+  if (model.ok()) geometry = model->geometry;
+  if (options_.read_model_configs && (!geometry || geometry->component_params.empty())) {
+    if (std::optional<ModelGeometry> read = ReadModelGeometry(spec.model)) geometry = std::move(read);
+  }
+  if (!geometry) return OkStatus();  // checked when a worker serving the model registers
+  // A round needs the component sizes; without them it is checked once a worker reports them.
+  if (spec.kind == JobKind::kSparsifyRound && geometry->component_params.empty()) return OkStatus();
+  return CreateJobDriver(spec, *geometry).status();
 }
 
 StatusOr<v1::Job> Scheduler::Submit(const std::string& spec_yaml, const std::string& client_request_id) {
@@ -457,6 +456,13 @@ StatusOr<Scheduler::ModelInfo> Scheduler::FindModel(const JobSpec& spec, v1::Dty
   return NotFoundError("no worker has served " + spec.model);
 }
 
+std::map<std::string, uint64_t> Scheduler::ComponentParamsOf(const std::string& fingerprint) const {
+  for (const auto& [key, info] : models_) {
+    if (info.fingerprint == fingerprint && !info.geometry.component_params.empty()) return info.geometry.component_params;
+  }
+  return {};
+}
+
 std::string Scheduler::ServedModels() const {
   std::set<std::string> served;
   for (const auto& [id, worker] : workers_) served.insert(worker.model_path);
@@ -517,7 +523,8 @@ Status Scheduler::Resolve(JobRun& run, bool* resolved) {
   v1::Dtype dtype = summary.dtype();
   if (!summary.model_fingerprint().empty()) {
     // Resolved before a restart: the job keeps the model it started with.
-    model = ModelInfo{summary.model_fingerprint(), static_cast<int>(summary.num_layers())};
+    model = ModelInfo{summary.model_fingerprint(), {static_cast<int>(summary.num_layers()), {}}};
+    model.geometry.component_params = ComponentParamsOf(model.fingerprint);
   } else {
     StatusOr<ModelInfo> found = FindModel(run.spec, &dtype);
     if (!found.ok()) {
@@ -544,10 +551,16 @@ Status Scheduler::Resolve(JobRun& run, bool* resolved) {
                                    summary.probe_set_fingerprint().substr(0, 12) + ", now " + probe_fp.substr(0, 12) +
                                    ")");
   }
-  ASSIGN_OR_RETURN(run.driver, CreateJobDriver(run.spec, model.num_layers));
+  if (model.geometry.component_params.empty() && options_.read_model_configs) {
+    if (std::optional<ModelGeometry> read = ReadModelGeometry(run.spec.model);
+        read && read->num_layers == model.geometry.num_layers) {
+      model.geometry.component_params = std::move(read->component_params);
+    }
+  }
+  ASSIGN_OR_RETURN(run.driver, CreateJobDriver(run.spec, model.geometry));
 
   summary.set_model_fingerprint(model.fingerprint);
-  summary.set_num_layers(model.num_layers);
+  summary.set_num_layers(model.geometry.num_layers);
   summary.set_dtype(dtype);
   summary.set_probe_set_fingerprint(probe_fp);
   summary.set_num_probes(probes.probes.size());
@@ -581,7 +594,7 @@ Status Scheduler::Resolve(JobRun& run, bool* resolved) {
   }
   run.job.mutable_progress()->set_message("baseline");
   spdlog::info("job {}: running on model {} ({}), {} probes in {} shards, {} layers", run.job.job_id(),
-               model.fingerprint.substr(0, 12), v1::Dtype_Name(dtype), n, run.shards.size(), model.num_layers);
+               model.fingerprint.substr(0, 12), v1::Dtype_Name(dtype), n, run.shards.size(), model.geometry.num_layers);
   *resolved = true;
   Touch(run);
   Persist(run, /*force=*/true);
@@ -733,6 +746,10 @@ void Scheduler::FillResults(const JobRun& run, v1::GetResultsResponse* response)
   }
   for (v1::SearchLevel& level : run.driver->SearchLevels(run.evaluated, cached)) {
     *response->add_search_levels() = std::move(level);
+  }
+  if (std::optional<v1::SparsityAllocation> allocation = run.driver->Allocation(run.evaluated)) {
+    allocation->set_model_fingerprint(run.job.summary().model_fingerprint());
+    *response->mutable_allocation() = std::move(*allocation);
   }
   auto nf = run.evaluated.find("");
   if (nf != run.evaluated.end()) *response->mutable_noise_floor() = nf->second;
@@ -915,11 +932,15 @@ StatusOr<v1::RegisterWorkerResponse> Scheduler::RegisterWorker(const v1::Registe
   worker.model_path = path;
   worker.dtype = request.dtype();
   worker.last_seen = clock_->Now();
-  ModelInfo info{request.model_fingerprint(), static_cast<int>(request.num_layers())};
+  ModelInfo info{request.model_fingerprint(), {static_cast<int>(request.num_layers()), {}}};
+  info.geometry.component_params.insert(request.component_params().begin(), request.component_params().end());
   auto& known = models_[{path, request.dtype()}];
-  if (known.fingerprint != info.fingerprint || known.num_layers != info.num_layers) {
+  if (known.fingerprint != info.fingerprint || known.geometry.num_layers != info.geometry.num_layers ||
+      known.geometry.component_params != info.geometry.component_params) {
     known = info;
-    nlohmann::json value = {{"fingerprint", info.fingerprint}, {"num_layers", info.num_layers}};
+    nlohmann::json value = {{"fingerprint", info.fingerprint},
+                            {"num_layers", info.geometry.num_layers},
+                            {"component_params", info.geometry.component_params}};
     Status status = NoteStore(store_->HashSet(kModelsStoreKey, ModelsField(path, request.dtype()), value.dump()));
     if (!status.ok()) spdlog::warn("store: could not record model {}: {}", path, status.message());
   }

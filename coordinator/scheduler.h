@@ -91,7 +91,7 @@ class Scheduler {
  private:
   struct ModelInfo {
     std::string fingerprint;
-    int num_layers = 0;
+    ModelGeometry geometry;
   };
 
   struct WorkerEntry {
@@ -138,6 +138,8 @@ class Scheduler {
 
   // All helpers below require mu_.
   StatusOr<ModelInfo> FindModel(const JobSpec& spec, dtm::v1::Dtype* dtype) const;
+  // The component sizes a worker reported for the model with this fingerprint; empty when none did.
+  std::map<std::string, uint64_t> ComponentParamsOf(const std::string& fingerprint) const;
   // "workers serve A, B" or "no worker is connected", for errors about a model nobody serves.
   std::string ServedModels() const;
   Status ValidateAtSubmit(const JobSpec& spec);

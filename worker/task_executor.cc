@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdio>
 #include <limits>
+#include <map>
 #include <utility>
 #include <vector>
 
@@ -15,6 +16,7 @@
 #include <c10/cuda/CUDACachingAllocator.h>
 #endif
 
+#include "common/components.h"
 #include "common/compression_config.h"
 #include "worker/engine/baseline.h"
 #include "worker/engine/calibration.h"
@@ -107,6 +109,15 @@ uint64_t ReadResidentBytes() {
   return static_cast<uint64_t>(resident_pages) * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
 }
 
+// Elements of every component's weight as loaded, e.g. 4096 * 11008 for a Llama-2-7B up_proj.
+std::map<std::string, uint64_t> CountComponentParams(LlamaModel& model) {
+  std::map<std::string, uint64_t> params;
+  for (const ComponentId& id : AllComponents(static_cast<int>(model.config().num_hidden_layers))) {
+    params[id.Name()] = static_cast<uint64_t>(model.ComponentWeight(id).numel());
+  }
+  return params;
+}
+
 // One replica and its evaluator; see TaskExecutor.
 class EngineExecutor final : public TaskExecutor {
  public:
@@ -114,6 +125,7 @@ class EngineExecutor final : public TaskExecutor {
                  dtm::v1::Dtype dtype, std::unique_ptr<CalibrationHessians> calibration)
       : batch_size_(options.batch_size),
         model_(std::move(model)),
+        component_params_(CountComponentParams(*model_)),
         fingerprint_(std::move(fingerprint)),
         dtype_(dtype),
         calibration_(std::move(calibration)),
@@ -143,6 +155,7 @@ class EngineExecutor final : public TaskExecutor {
   std::string model_fingerprint() const override { return fingerprint_; }
   dtm::v1::Dtype dtype() const override { return dtype_; }
   int num_layers() const override { return static_cast<int>(model_->config().num_hidden_layers); }
+  std::map<std::string, uint64_t> component_params() const override { return component_params_; }
 
   dtm::v1::DeviceInfo device() const override {
     dtm::v1::DeviceInfo info;
@@ -273,6 +286,7 @@ class EngineExecutor final : public TaskExecutor {
 
   int64_t batch_size_;
   std::unique_ptr<LlamaModel> model_;
+  std::map<std::string, uint64_t> component_params_;  // counted once at load; after model_
   std::string fingerprint_;
   dtm::v1::Dtype dtype_;
   std::unique_ptr<CalibrationHessians> calibration_;

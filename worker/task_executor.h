@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -34,6 +35,8 @@ class TaskExecutor {
   // Memory the replica holds now: CUDA bytes allocated on a GPU, the process's resident set on CPU.
   // For the dtm_worker_device_memory_bytes gauge; 0 when unknown.
   virtual uint64_t device_memory_bytes() const { return 0; }
+  // Elements of each compressible component's weight, by ComponentId::Name(); empty when unknown.
+  virtual std::map<std::string, uint64_t> component_params() const { return {}; }
 };
 
 struct EngineExecutorOptions {

@@ -6,6 +6,8 @@
 #include <cinttypes>
 #include <cstdio>
 #include <exception>
+#include <map>
+#include <string>
 #include <utility>
 
 namespace dtm {
@@ -189,6 +191,8 @@ Status Worker::EnsureRegistered(uint64_t* generation) {
   request.set_version(options_.version);
   request.set_model_path(options_.model_path);
   request.set_num_layers(static_cast<uint32_t>(executor_->num_layers()));
+  const std::map<std::string, uint64_t> component_params = executor_->component_params();
+  request.mutable_component_params()->insert(component_params.begin(), component_params.end());
   dtm::v1::RegisterWorkerResponse response;
   grpc::ClientContext context;
   SetDeadline(&context);

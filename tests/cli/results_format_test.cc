@@ -246,6 +246,124 @@ TEST(ResultsFormatTest, JobsTableListsIdStateKindNameProgressAndCreationTime) {
             "j-1  SUCCEEDED  9             -                       8/8  -\n");
 }
 
+// -- sparsify-round: the probes in `results`, the answer in `allocation`
+
+void AddComponent(v1::SparsityAllocation* allocation, const std::string& name, uint64_t params,
+                  double current, double extra, double predicted_fdt75) {
+  v1::ComponentSparsity* c = allocation->add_components();
+  c->set_component(name);
+  c->set_params(params);
+  c->set_current(current);
+  c->set_extra(extra);
+  c->set_target(current + extra);
+  c->set_predicted_fdt75(predicted_fdt75);
+}
+
+// One probe config and a three-component allocation. The first component's extra is 0.1 + 0.2
+// (0.30000000000000004), which only a shortest-round-trip printer keeps exact.
+v1::GetResultsResponse SparsifyRoundResults() {
+  v1::GetResultsResponse response;
+  response.set_job_id("j-9");
+  response.set_state(v1::JOB_STATE_SUCCEEDED);
+  v1::ConfigResult* probe = response.add_results();
+  probe->set_config("model.layers.0.mlp.up_proj=prune:0.05");
+  SetMetrics(probe->mutable_metrics(), 60, 58.5, 1.25, 1.0123, 0.02, 8, {});
+  probe->set_complete(true);
+  v1::SparsityAllocation* a = response.mutable_allocation();
+  a->set_method("balanced");
+  a->set_step(0.1);
+  a->set_achieved_step(0.10000123);
+  a->set_min_fdt75(41.3);
+  a->set_completion_len(64);
+  a->set_model_fingerprint("sha256:abc123");
+  a->set_num_layers(2);
+  AddComponent(a, "model.layers.0.mlp.up_proj", 11008 * 4096, 0.1, 0.1 + 0.2, 41.3);
+  AddComponent(a, "model.layers.0.self_attn.q_proj", 4096 * 4096, 0, 0.0537, 47.126);
+  AddComponent(a, "model.layers.1.mlp.down_proj", 11008 * 4096, 0.25, 0, 64);
+  return response;
+}
+
+TEST(ResultsFormatTest, TableFollowsTheProbesWithTheAllocationAndItsSummary) {
+  EXPECT_EQ(FormatResultsTable(SparsifyRoundResults()),
+            "config                                 fdt75  fdt_mean  sdt_mean    dppl  probes\n"
+            "-------------------------------------  -----  --------  --------  ------  ------\n"
+            "model.layers.0.mlp.up_proj=prune:0.05  60.00     58.50      1.25  1.0123       8\n"
+            "\n"
+            "component                          params  current   extra  target  predicted_fdt75\n"
+            "-------------------------------  --------  -------  ------  ------  ---------------\n"
+            "model.layers.0.mlp.up_proj       45088768   10.00%  30.00%  40.00%            41.30\n"
+            "model.layers.0.self_attn.q_proj  16777216    0.00%   5.37%   5.37%            47.13\n"
+            "model.layers.1.mlp.down_proj     45088768   25.00%   0.00%  25.00%            64.00\n"
+            "balanced allocation: step 10% (achieved 10.0001%), min predicted fdt75 41.30 of 64\n");
+}
+
+TEST(ResultsFormatTest, TableHasNoAllocationSectionWithoutAnAllocation) {
+  v1::GetResultsResponse response = SparsifyRoundResults();
+  response.clear_allocation();
+  const std::string table = FormatResultsTable(response);
+  EXPECT_EQ(table.find("\n\n"), std::string::npos) << table;
+  EXPECT_EQ(table.find("allocation"), std::string::npos) << table;
+}
+
+TEST(ResultsFormatTest, JsonCarriesTheAllocationWithExactNumbers) {
+  const v1::GetResultsResponse response = SparsifyRoundResults();
+  const nlohmann::json doc = nlohmann::json::parse(FormatResultsJson(response));
+  ASSERT_EQ(doc["results"].size(), 1u);
+  EXPECT_EQ(doc["results"][0]["config"], "model.layers.0.mlp.up_proj=prune:0.05");
+  ASSERT_TRUE(doc.contains("allocation"));
+  const nlohmann::json& a = doc["allocation"];
+  // Exactly these keys: a later round reads them back from its `previous:` file.
+  std::vector<std::string> keys;
+  for (auto it = a.begin(); it != a.end(); ++it) keys.push_back(it.key());
+  EXPECT_THAT(
+      keys, ::testing::UnorderedElementsAre("method", "step", "achieved_step", "min_fdt75", "completion_len",
+                                            "model_fingerprint", "num_layers", "components"));
+  EXPECT_EQ(a["method"], "balanced");
+  EXPECT_TRUE(a["step"].is_number_float());
+  EXPECT_EQ(a["step"].get<double>(), 0.1);
+  EXPECT_EQ(a["achieved_step"].get<double>(), 0.10000123);
+  EXPECT_EQ(a["min_fdt75"].get<double>(), 41.3);
+  EXPECT_TRUE(a["completion_len"].is_number_unsigned());
+  EXPECT_EQ(a["completion_len"].get<uint32_t>(), 64u);
+  EXPECT_EQ(a["model_fingerprint"], "sha256:abc123");
+  EXPECT_EQ(a["num_layers"].get<uint32_t>(), 2u);
+  const v1::SparsityAllocation& want = response.allocation();
+  ASSERT_EQ(a["components"].size(), static_cast<size_t>(want.components_size()));
+  for (int i = 0; i < want.components_size(); ++i) {
+    const nlohmann::json& c = a["components"][i];
+    const v1::ComponentSparsity& w = want.components(i);
+    keys.clear();
+    for (auto it = c.begin(); it != c.end(); ++it) keys.push_back(it.key());
+    EXPECT_THAT(keys, ::testing::UnorderedElementsAre("component", "params", "current", "extra", "target",
+                                                      "predicted_fdt75"));
+    EXPECT_EQ(c["component"], w.component());
+    EXPECT_TRUE(c["params"].is_number_integer());
+    EXPECT_EQ(c["params"].get<uint64_t>(), w.params());
+    EXPECT_EQ(c["current"].get<double>(), w.current());
+    EXPECT_EQ(c["extra"].get<double>(), w.extra());
+    EXPECT_EQ(c["target"].get<double>(), w.target());
+    EXPECT_EQ(c["predicted_fdt75"].get<double>(), w.predicted_fdt75());
+  }
+  // Bit-exact, not merely close: 0.1 + 0.2 is not 0.3.
+  EXPECT_EQ(a["components"][0]["extra"].get<double>(), 0.1 + 0.2);
+  EXPECT_NE(a["components"][0]["extra"].get<double>(), 0.3);
+}
+
+TEST(ResultsFormatTest, JsonHasNoAllocationKeyWithoutAnAllocation) {
+  v1::GetResultsResponse response = SparsifyRoundResults();
+  response.clear_allocation();
+  EXPECT_FALSE(nlohmann::json::parse(FormatResultsJson(response)).contains("allocation"));
+  EXPECT_FALSE(nlohmann::json::parse(FormatResultsJson(TwoConfigResults())).contains("allocation"));
+}
+
+TEST(ResultsFormatTest, CsvPrintsTheAllocationInsteadOfTheProbes) {
+  EXPECT_EQ(FormatResultsCsv(SparsifyRoundResults()),
+            "component,params,current,extra,target,predicted_fdt75\n"
+            "model.layers.0.mlp.up_proj,45088768,0.1,0.30000000000000004,0.4,41.3\n"
+            "model.layers.0.self_attn.q_proj,16777216,0,0.0537,0.0537,47.126\n"
+            "model.layers.1.mlp.down_proj,45088768,0.25,0,0.25,64\n");
+}
+
 // -- progress
 
 v1::JobProgress Progress(v1::JobState state, uint32_t done, uint32_t total) {

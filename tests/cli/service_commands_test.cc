@@ -610,10 +610,9 @@ TEST_F(ExportConfigTest, ProbeAndEvaluateJobsAreRefused) {
 TEST_F(ExportConfigTest, SearchResultsWithoutLevelsAreRefused) {
   service_.results.clear_results();
   service_.results.add_results()->set_config(kLevel0Best);
-  service_.stored_job.mutable_summary()->set_kind(v1::JOB_KIND_SPARSIFY_ROUND);
   EXPECT_EQ(ExportConfigCommand(Export(), console_), 2);
   EXPECT_EQ(out_.str(), "");
-  EXPECT_NE(err_.str().find("job j-1 (sparsify-round) has no search levels"), std::string::npos) << err_.str();
+  EXPECT_NE(err_.str().find("job j-1 (quant-search) has no search levels"), std::string::npos) << err_.str();
 }
 
 TEST_F(ExportConfigTest, UncompressedRankZeroPrintsAnEmptyLine) {
@@ -622,6 +621,114 @@ TEST_F(ExportConfigTest, UncompressedRankZeroPrintsAnEmptyLine) {
   EXPECT_EQ(ExportConfigCommand(Export(), console_), 0) << err_.str();
   EXPECT_EQ(out_.str(), "\n");
   EXPECT_EQ(err_.str(), "dtmctl export-config: note: level 0 is the uncompressed model (an empty config)\n");
+}
+
+// -- export-config of a sparsify-round: its allocation as a prune config
+
+class ExportSparsifyRoundTest : public ExportConfigTest {
+ protected:
+  void SetUp() override {
+    ExportConfigTest::SetUp();
+    service_.stored_job.mutable_summary()->set_kind(v1::JOB_KIND_SPARSIFY_ROUND);
+    service_.results.clear_results();
+    // The probes, as the coordinator sends them: no level, no rank.
+    v1::ConfigResult* probe = service_.results.add_results();
+    probe->set_config("model.layers.0.mlp.up_proj=prune:0.05");
+    probe->set_complete(true);
+    v1::SparsityAllocation* a = service_.results.mutable_allocation();
+    a->set_method("balanced");
+    a->set_step(0.1);
+    a->set_achieved_step(0.1);
+    a->set_num_layers(2);
+    // In component order (layer-major), which is not the canonical (name) order: layer 1's
+    // self_attn.q_proj sorts after its mlp.down_proj.
+    Add(a, "model.layers.0.self_attn.q_proj", 0, 0);
+    Add(a, "model.layers.0.mlp.up_proj", 0.1, 0.1 + 0.2);
+    Add(a, "model.layers.1.self_attn.q_proj", 0, 0.05);
+    Add(a, "model.layers.1.mlp.down_proj", 0.25, 0);
+  }
+
+  static void Add(v1::SparsityAllocation* a, const std::string& component, double current, double extra) {
+    v1::ComponentSparsity* c = a->add_components();
+    c->set_component(component);
+    c->set_params(1000);
+    c->set_current(current);
+    c->set_extra(extra);
+    c->set_target(current + extra);
+    c->set_predicted_fdt75(40);
+  }
+};
+
+TEST_F(ExportSparsifyRoundTest, PrintsEveryPrunedComponentsTargetInCanonicalOrder) {
+  EXPECT_EQ(ExportConfigCommand(Export(), console_), 0) << err_.str();
+  // 0.1 + (0.1 + 0.2) is 0.4 exactly in doubles; 0.30000000000000004 would show if it were not.
+  // layers.0.self_attn.q_proj (target 0) is left out.
+  EXPECT_EQ(out_.str(),
+            "model.layers.0.mlp.up_proj=prune:0.4,model.layers.1.mlp.down_proj=prune:0.25,"
+            "model.layers.1.self_attn.q_proj=prune:0.05\n");
+  EXPECT_EQ(err_.str(), "");
+}
+
+TEST_F(ExportSparsifyRoundTest, TargetsKeepEveryDigit) {
+  v1::ComponentSparsity* c = service_.results.mutable_allocation()->mutable_components(2);
+  c->set_target(0.1 + 0.2);
+  EXPECT_EQ(ExportConfigCommand(Export(), console_), 0) << err_.str();
+  EXPECT_NE(out_.str().find("model.layers.1.self_attn.q_proj=prune:0.30000000000000004"), std::string::npos)
+      << out_.str();
+}
+
+TEST_F(ExportSparsifyRoundTest, LevelIsAnErrorNamingTheJob) {
+  EXPECT_EQ(ExportConfigCommand(Export(1), console_), 2);
+  EXPECT_EQ(out_.str(), "");
+  EXPECT_EQ(
+      err_.str(),
+      "dtmctl export-config: job j-1: sparsify-round has no levels; export-config prints its allocation "
+      "(drop --level)\n");
+  EXPECT_TRUE(service_.results_requests.empty());
+}
+
+TEST_F(ExportSparsifyRoundTest, ResultsWithoutAnAllocationAreRefused) {
+  service_.results.clear_allocation();
+  EXPECT_EQ(ExportConfigCommand(Export(), console_), 2);
+  EXPECT_EQ(out_.str(), "");
+  EXPECT_EQ(
+      err_.str(),
+      "dtmctl export-config: job j-1 (sparsify-round) SUCCEEDED without an allocation in its results\n");
+}
+
+TEST_F(ExportSparsifyRoundTest, RunningRoundIsRefusedSayingItsState) {
+  service_.stored_job.set_state(v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(ExportConfigCommand(Export(), console_), 2);
+  EXPECT_EQ(err_.str(),
+            "dtmctl export-config: job j-1 is RUNNING; export-config needs a job that SUCCEEDED\n");
+}
+
+TEST_F(ExportSparsifyRoundTest, AllocationThatPrunesNothingPrintsAnEmptyLineWithANote) {
+  for (v1::ComponentSparsity& c : *service_.results.mutable_allocation()->mutable_components())
+    c.set_target(0);
+  EXPECT_EQ(ExportConfigCommand(Export(), console_), 0) << err_.str();
+  EXPECT_EQ(out_.str(), "\n");
+  EXPECT_EQ(err_.str(),
+            "dtmctl export-config: note: the allocation prunes nothing (every target is 0): the uncompressed "
+            "model (an empty config)\n");
+}
+
+TEST_F(ExportSparsifyRoundTest, ComponentBeyondTheModelsLayersIsRefused) {
+  Add(service_.results.mutable_allocation(), "model.layers.2.mlp.up_proj", 0, 0.1);
+  EXPECT_EQ(ExportConfigCommand(Export(), console_), 2);
+  EXPECT_EQ(out_.str(), "");
+  EXPECT_NE(
+      err_.str().find("dtmctl export-config: job j-1: the allocation is not a valid config for a model of "
+                      "2 layers: compression config item 'model.layers.2.mlp.up_proj=prune:0.1'"),
+      std::string::npos)
+      << err_.str();
+}
+
+TEST_F(ExportSparsifyRoundTest, TargetAboveOneIsRefused) {
+  service_.results.mutable_allocation()->mutable_components(1)->set_target(1.5);
+  EXPECT_EQ(ExportConfigCommand(Export(), console_), 2);
+  EXPECT_EQ(out_.str(), "");
+  EXPECT_NE(err_.str().find("outside [0, 1]"), std::string::npos) << err_.str();
 }
 
 }  // namespace

@@ -13,3 +13,9 @@ dtm_add_test(quant_search_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/quant_sea
 # The balanced sparsity allocation: known optima, the constraint, monotonicity, brute force.
 dtm_add_test(sparsity_allocation_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/sparsity_allocation_test.cc
   LABELS fast LIBS dtm_sparsity GTest::gmock)
+# The sparsify-round driver: probes, the previous-round file, the allocation against the solver.
+dtm_add_test(sparsify_round_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/sparsify_round_test.cc LABELS fast
+  LIBS dtm_coordinator_service GTest::gmock)
+# Component sizes from config.json (Llama shapes, HF defaults).
+dtm_add_test(model_geometry_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/model_geometry_test.cc LABELS fast
+  LIBS dtm_coordinator_service)

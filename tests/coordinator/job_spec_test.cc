@@ -139,7 +139,7 @@ TEST(JobSpecTest, RejectsUnknownAndUnsupportedKinds) {
   ExpectInvalid("kind: quant_search\nmodel: m\nprobes: p\n", {"unknown kind 'quant_search'"});
   ExpectInvalid("kind: quant-search\nmodel: m\nprobes: p\nquant_search: {beam: 10}\n",
                 {"quant_search (line 4)", "unknown field"});
-  ExpectInvalid("kind: sparsify-round\nmodel: m\nprobes: p\n", {"'sparsify-round' is not supported yet"});
+  ExpectInvalid("kind: sparsify-round\nmodel: m\nprobes: p\n", {"job spec: sparsify-round: missing"});
   ExpectInvalid("kind: [evaluate]\nmodel: m\nprobes: p\n", {"kind (line 1)", "must be a string, got a list"});
 }
 
@@ -353,6 +353,40 @@ TEST(JobSpecTest, RejectsBadQuantSearchParameters) {
   ExpectInvalid(head + "quant-search:\n  method: int4\n", {"quant-search.method (line 5)", "int4"});
   ExpectInvalid(head + "quant-search:\n  width: 3\n", {"quant-search.width (line 5)", "unknown field"});
   ExpectInvalid(head, {"quant-search: missing"});
+}
+
+TEST(JobSpecTest, ParsesASparsifyRoundWithDefaultsAndParameters) {
+  const std::string head = "kind: sparsify-round\nmodel: m\nprobes: p\n";
+  JobSpec spec = ParsedOrDie(head + "sparsify-round: {step: 0.1}\n");
+  EXPECT_EQ(spec.kind, JobKind::kSparsifyRound);
+  EXPECT_EQ(spec.step, 0.1);
+  EXPECT_FALSE(spec.uniform_allocation);
+  EXPECT_TRUE(spec.previous.empty());
+  EXPECT_TRUE(spec.components.empty());
+
+  spec = ParsedOrDie(head + "sparsify-round:\n  step: 5e-2\n  allocation: uniform\n  previous: r1.json\n"
+                            "  components: ['*.mlp.*']\n");
+  EXPECT_EQ(spec.step, 0.05);
+  EXPECT_TRUE(spec.uniform_allocation);
+  EXPECT_EQ(spec.previous, "r1.json");
+  EXPECT_EQ(spec.components, std::vector<std::string>{"*.mlp.*"});
+  EXPECT_FALSE(ParsedOrDie(head + "sparsify-round: {step: 0.2, allocation: balanced}\n").uniform_allocation);
+}
+
+TEST(JobSpecTest, RejectsBadSparsifyRoundParameters) {
+  const std::string head = "kind: sparsify-round\nmodel: m\nprobes: p\n";
+  ExpectInvalid(head + "sparsify-round: {allocation: uniform}\n", {"sparsify-round.step (line 4): missing"});
+  ExpectInvalid(head + "sparsify-round:\n  step: 0\n", {"sparsify-round.step (line 5)", "in (0, 1)", "got 0"});
+  ExpectInvalid(head + "sparsify-round:\n  step: 1\n", {"sparsify-round.step (line 5)", "in (0, 1)"});
+  ExpectInvalid(head + "sparsify-round:\n  step: 10%\n", {"sparsify-round.step (line 5)", "finite number", "'10%'"});
+  ExpectInvalid(head + "sparsify-round:\n  step: .nan\n", {"sparsify-round.step (line 5)", "finite number"});
+  ExpectInvalid(head + "sparsify-round:\n  step: 0.1\n  allocation: greedy\n",
+                {"sparsify-round.allocation (line 6)", "balanced or uniform", "'greedy'"});
+  ExpectInvalid(head + "sparsify-round:\n  step: 0.1\n  previous: ''\n",
+                {"sparsify-round.previous (line 6): must not be empty"});
+  ExpectInvalid(head + "sparsify-round:\n  step: 0.1\n  steps: 2\n", {"sparsify-round.steps (line 6)", "unknown field"});
+  ExpectInvalid(head + "sparsify-round: {step: 0.1}\nquant-search: {}\n",
+                {"quant-search (line 5): section does not match kind 'sparsify-round'"});
 }
 
 }  // namespace

@@ -5,10 +5,13 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "common/components.h"
 #include "tests/worker/engine/test_models.h"
 #include "worker/engine/baseline.h"
 #include "worker/engine/calibration.h"
@@ -163,6 +166,51 @@ TEST_F(TaskExecutorTest, DescribesTheLoadedReplica) {
   EXPECT_EQ(executor->device().type(), "cpu");
   EXPECT_GT(executor->device().memory_bytes(), 0u);
   EXPECT_GT(executor->device_memory_bytes(), 0u);
+  EXPECT_EQ(executor->component_params().size(), 14u);  // 2 layers of 7
+  EXPECT_EQ(executor->component_params().at("model.layers.1.mlp.up_proj"), 48u * 32u);
+}
+
+// The tiny model's architecture (TinyModelOptions' defaults, as in tiny-model/config.json) with
+// random weights: the counts below are its shapes, without the tiny_model fixture's training run.
+TEST_F(TaskExecutorTest, CountsEveryComponentsParametersOfTheTinyModel) {
+  LlamaConfig config = testing::SmallConfig();
+  config.vocab_size = 2048;
+  config.hidden_size = 128;  // head_dim 32
+  config.intermediate_size = 384;
+  config.num_hidden_layers = 4;
+  config.num_attention_heads = 4;
+  config.num_key_value_heads = 2;
+  std::unique_ptr<LlamaModel> model = LlamaModel::RandomInit(config, ModelOptions{}, 3);
+  ASSERT_TRUE(WriteCheckpoint(dir_->File("tiny-architecture"), model->config(), model->NamedWeights()).ok());
+  EngineExecutorOptions options;
+  options.model_path = dir_->File("tiny-architecture");
+  StatusOr<std::unique_ptr<TaskExecutor>> executor = CreateEngineExecutor(options, nullptr);
+  ASSERT_TRUE(executor.ok()) << executor.status().ToString();
+
+  const std::map<std::string, uint64_t> params = (*executor)->component_params();
+  ASSERT_EQ(params.size(), 28u);
+  std::vector<std::string> names;
+  for (const auto& entry : params) names.push_back(entry.first);
+  std::vector<std::string> expected_names;
+  for (const ComponentId& id : AllComponents(4)) expected_names.push_back(id.Name());
+  std::sort(expected_names.begin(), expected_names.end());
+  EXPECT_EQ(names, expected_names);
+
+  const std::map<std::string, uint64_t> per_kind = {
+      {"self_attn.q_proj", 128 * 128}, {"self_attn.k_proj", 64 * 128}, {"self_attn.v_proj", 64 * 128},
+      {"self_attn.o_proj", 128 * 128}, {"mlp.gate_proj", 384 * 128},   {"mlp.up_proj", 384 * 128},
+      {"mlp.down_proj", 128 * 384}};
+  for (int layer = 0; layer < 4; ++layer) {
+    for (const auto& [suffix, count] : per_kind) {
+      const std::string name = "model.layers." + std::to_string(layer) + "." + suffix;
+      auto it = params.find(name);
+      ASSERT_NE(it, params.end()) << name;
+      EXPECT_EQ(it->second, count) << name;
+    }
+  }
+  EXPECT_EQ(params.at("model.layers.0.self_attn.q_proj"), 16384u);
+  EXPECT_EQ(params.at("model.layers.0.self_attn.k_proj"), 8192u);
+  EXPECT_EQ(params.at("model.layers.3.mlp.down_proj"), 49152u);
 }
 
 TEST_F(TaskExecutorTest, BaselineTaskEqualsGenerateBaselineOnTheSameProbes) {

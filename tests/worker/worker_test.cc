@@ -184,6 +184,9 @@ class FakeExecutor final : public TaskExecutor {
     return d;
   }
   uint64_t device_memory_bytes() const override { return 4242; }
+  std::map<std::string, uint64_t> component_params() const override {
+    return {{"model.layers.0.self_attn.q_proj", 16777216}, {"model.layers.31.mlp.down_proj", 45088768}};
+  }
 
   void Hold() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -322,6 +325,10 @@ TEST_F(WorkerTest, RegistersTheReplicaAndCompletesATaskWithTheExecutorsOutput) {
   EXPECT_EQ(reg.dtype(), dtm::v1::DTYPE_BF16);
   EXPECT_EQ(reg.device().description(), "Fake GPU 80GB");
   EXPECT_EQ(reg.version(), "0.1.0");
+  const std::map<std::string, uint64_t> component_params(reg.component_params().begin(),
+                                                         reg.component_params().end());
+  const std::map<std::string, uint64_t> expected_params = FakeExecutor().component_params();
+  EXPECT_EQ(component_params, expected_params);
   ASSERT_FALSE(coordinator_.lease_requests.empty());
   EXPECT_EQ(coordinator_.lease_requests[0].max_tasks(), 2u);
   EXPECT_EQ(coordinator_.lease_requests[0].worker_id(), kWorkerId);
