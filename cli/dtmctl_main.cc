@@ -72,10 +72,11 @@ void AddServiceCommands(CLI::App* app, ServiceFlags* f) {
   AddConnectionFlags(jobs, &f->jobs.connection);
 
   CLI::App* export_config = app->add_subcommand(
-      "export-config", "print a finished search job's chosen config in SPEC syntax (COMPONENT=METHOD,...)");
+      "export-config", "print a finished search job's chosen config in SPEC syntax (COMPONENT=METHOD,...): a "
+      "quant-search's best node, a sparsify-round's allocation as prune targets");
   export_config->add_option("id", f->export_config.job_id, "job id")->required();
   export_config->add_option("--level", f->export_config.level,
-                            "search level whose rank-0 config to print (default: the deepest)")
+                            "quant-search level whose rank-0 config to print (default: the deepest)")
       ->check(CLI::Range(0, 1000000));
   AddConnectionFlags(export_config, &f->export_config.connection);
 

@@ -16,7 +16,9 @@ if(TARGET dtm-coordinator AND TARGET dtm-worker AND TARGET dtmctl)
   add_test(NAME python_client_test COMMAND /usr/bin/python3 ${DTM_INTEGRATION_TESTS}/python_client_test.py)
   add_test(NAME daemon_errors_test COMMAND /usr/bin/python3 ${DTM_INTEGRATION_TESTS}/daemon_errors_test.py)
   add_test(NAME search_integration_test COMMAND /usr/bin/python3 ${DTM_INTEGRATION_TESTS}/search_test.py)
+  add_test(NAME sparsify_integration_test COMMAND /usr/bin/python3 ${DTM_INTEGRATION_TESTS}/sparsify_test.py)
   set_tests_properties(service_integration_test python_client_test daemon_errors_test search_integration_test
+    sparsify_integration_test
     PROPERTIES
     LABELS "integration;model;redis"
     FIXTURES_REQUIRED tiny_model
