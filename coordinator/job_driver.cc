@@ -22,16 +22,7 @@ class FixedConfigsDriver : public JobDriver {
   }
 
   std::vector<dtm::v1::ConfigResult> Results(const std::map<std::string, dtm::v1::Metrics>& evaluated) const override {
-    std::vector<dtm::v1::ConfigResult> rows;
-    for (const std::string& config : configs_) {
-      dtm::v1::ConfigResult row;
-      row.set_config(config);
-      auto it = evaluated.find(config);
-      row.set_complete(it != evaluated.end());
-      if (it != evaluated.end()) *row.mutable_metrics() = it->second;
-      rows.push_back(std::move(row));
-    }
-    return rows;
+    return ResultRowsOf(configs_, evaluated);
   }
 
  private:
@@ -39,6 +30,20 @@ class FixedConfigsDriver : public JobDriver {
 };
 
 }  // namespace
+
+std::vector<dtm::v1::ConfigResult> ResultRowsOf(const std::vector<std::string>& configs,
+                                                const std::map<std::string, dtm::v1::Metrics>& evaluated) {
+  std::vector<dtm::v1::ConfigResult> rows;
+  for (const std::string& config : configs) {
+    dtm::v1::ConfigResult row;
+    row.set_config(config);
+    auto it = evaluated.find(config);
+    row.set_complete(it != evaluated.end());
+    if (it != evaluated.end()) *row.mutable_metrics() = it->second;
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
 
 StatusOr<std::unique_ptr<JobDriver>> CreateJobDriver(const JobSpec& spec, const ModelGeometry& geometry) {
   const int num_layers = geometry.num_layers;

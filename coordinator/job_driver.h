@@ -54,6 +54,11 @@ class JobDriver {
   }
 };
 
+// One row per config in the given order, with its metrics when evaluated (complete) and without
+// them otherwise: the results of drivers whose configs are a fixed list.
+std::vector<dtm::v1::ConfigResult> ResultRowsOf(const std::vector<std::string>& configs,
+                                                const std::map<std::string, dtm::v1::Metrics>& evaluated);
+
 // evaluate and probe: one stage holding every config of the spec (ExpandConfigs), then done.
 // quant-search: a QuantSearchDriver over the selected components; its depth must not exceed their
 // number (0 = all of them).

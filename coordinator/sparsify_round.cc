@@ -139,16 +139,7 @@ StatusOr<std::optional<std::vector<std::string>>> SparsifyRoundDriver::NextStage
 }
 
 std::vector<v1::ConfigResult> SparsifyRoundDriver::Results(const std::map<std::string, v1::Metrics>& evaluated) const {
-  std::vector<v1::ConfigResult> rows;
-  for (const std::string& config : ProbeConfigs()) {
-    v1::ConfigResult row;
-    row.set_config(config);
-    auto it = evaluated.find(config);
-    row.set_complete(it != evaluated.end());
-    if (it != evaluated.end()) *row.mutable_metrics() = it->second;
-    rows.push_back(std::move(row));
-  }
-  return rows;
+  return ResultRowsOf(ProbeConfigs(), evaluated);
 }
 
 std::optional<v1::SparsityAllocation> SparsifyRoundDriver::Allocation(

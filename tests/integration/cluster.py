@@ -38,6 +38,9 @@ REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 KEEP_TMP = os.environ.get("DTM_KEEP_TMP") == "1"
 
 READY_TIMEOUT_S = 60
+# Component kinds of a Llama layer in dtm's order (common/components.h).
+COMPONENT_KINDS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                   "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 COORDINATOR_READY = re.compile(r"dtm-coordinator ready: grpc port (\d+) metrics port (\d+)")
 # The worker's own ready line; registration is confirmed separately in the coordinator's log.
 WORKER_READY = re.compile(r"dtm-worker.*\bready\b")
@@ -249,6 +252,11 @@ def load_stubs():
             import atexit
             atexit.register(shutil.rmtree, out, ignore_errors=True)
     return _STUBS
+
+
+def component_names(layers):
+    """Every component of a model with `layers` layers, layer-major, as dtm orders them."""
+    return [f"model.layers.{layer}.{kind}" for layer in range(layers) for kind in COMPONENT_KINDS]
 
 
 # -- job specs

@@ -24,9 +24,7 @@ PREFIX = 16
 COMPLETION = 48
 SHARD = 8
 LAYERS = 4
-COMPONENTS = [f"model.layers.{layer}.{name}" for layer in range(LAYERS)
-              for name in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                           "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")]
+COMPONENTS = dtm_cluster.component_names(LAYERS)
 BEAM = 3
 DEPTH = 4
 JOB_TIMEOUT_S = 900

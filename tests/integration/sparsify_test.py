@@ -37,9 +37,7 @@ SHARD = 8
 STEP = 0.5
 STEP2 = 0.2
 LAYERS = 4
-KINDS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-         "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
-COMPONENTS = [f"model.layers.{layer}.{kind}" for layer in range(LAYERS) for kind in KINDS]
+COMPONENTS = dtm_cluster.component_names(LAYERS)
 JOB_TIMEOUT_S = 900
 
 
@@ -54,7 +52,7 @@ def expected_params(model_dir):
     mlp = c["hidden_size"] * c["intermediate_size"]
     sizes = {"self_attn.q_proj": q, "self_attn.k_proj": kv, "self_attn.v_proj": kv, "self_attn.o_proj": q,
              "mlp.gate_proj": mlp, "mlp.up_proj": mlp, "mlp.down_proj": mlp}
-    return {f"model.layers.{layer}.{kind}": sizes[kind] for layer in range(LAYERS) for kind in KINDS}
+    return {name: sizes[name.split(".", 3)[3]] for name in COMPONENTS}
 
 
 def interpolate(points, s):
