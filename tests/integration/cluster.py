@@ -15,6 +15,7 @@ DTM_KEEP_TMP=1 keeps the temporary folders.
 """
 import concurrent.futures
 import ctypes
+import faulthandler
 import json
 import os
 import re
@@ -38,6 +39,11 @@ REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 KEEP_TMP = os.environ.get("DTM_KEEP_TMP") == "1"
 
 READY_TIMEOUT_S = 60
+# A test process that hangs prints every thread's Python stack before CTest's 1500 s timeout kills it
+# silently (and at once on SIGUSR1), so that a hang in CI says where it was.
+HANG_DUMP_S = int(os.environ.get("DTM_HANG_DUMP_S", "1380"))
+faulthandler.dump_traceback_later(HANG_DUMP_S, exit=True)
+faulthandler.register(signal.SIGUSR1, all_threads=True)
 # Component kinds of a Llama layer in dtm's order (common/components.h).
 COMPONENT_KINDS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                    "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
