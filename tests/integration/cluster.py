@@ -64,6 +64,22 @@ def _die_with_parent():
     _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+# Children must die with the test process, but a preexec_fn makes subprocess fork() instead of
+# vfork(), and fork() runs gRPC's atfork handlers: once this process holds a channel, a fork can hang
+# joining gRPC's executor thread (seen here once: service_test stuck after its first job, its main
+# thread waiting for gRPC's "default-executor" thread to exit, no child running). setpriv (util-linux) sets the death signal itself and execs the program, so
+# no fork handler runs; the preexec_fn is only the fallback where setpriv is missing.
+SETPRIV = shutil.which("setpriv")
+
+
+def child(argv):
+    """Popen arguments that start `argv` so that it is killed when this process dies."""
+    argv = [str(a) for a in argv]
+    if SETPRIV:
+        return dict(args=[SETPRIV, "--pdeathsig", "KILL", "--", *argv])
+    return dict(args=argv, preexec_fn=_die_with_parent)
+
+
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -87,8 +103,7 @@ def require_env():
 # -- dtmctl
 
 def run_dtmctl(*args, check=True, timeout=600):
-    proc = subprocess.run([DTMCTL, *map(str, args)], capture_output=True, text=True, timeout=timeout,
-                          preexec_fn=_die_with_parent)
+    proc = subprocess.run(**child([DTMCTL, *args]), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"dtmctl {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
@@ -113,8 +128,8 @@ class Process:
         self.incarnation += 1
         self.log_path = os.path.join(self.log_dir, f"{self.name}.{self.incarnation}.log")
         with open(self.log_path, "wb") as log:
-            self.popen = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                          preexec_fn=_die_with_parent)
+            self.popen = subprocess.Popen(**child(self.argv), stdin=subprocess.DEVNULL, stdout=log,
+                                          stderr=subprocess.STDOUT)
         return self
 
     @property

@@ -21,8 +21,7 @@ TIMEOUT_S = 60
 
 
 def run(argv, timeout=TIMEOUT_S):
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                          preexec_fn=dtm_cluster._die_with_parent)
+    return subprocess.run(**dtm_cluster.child(argv), capture_output=True, text=True, timeout=timeout)
 
 
 def critical_lines(text):
