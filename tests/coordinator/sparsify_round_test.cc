@@ -37,6 +37,13 @@ ModelGeometry Geometry() {
   return g;
 }
 
+// A double as JSON text that parses back to the same value (std::to_string keeps six decimals only).
+std::string FullPrecision(double value) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", value);
+  return buf;
+}
+
 JobSpec RoundSpec(double step, const std::vector<std::string>& globs = {}) {
   JobSpec spec;
   spec.kind = JobKind::kSparsifyRound;
@@ -63,7 +70,7 @@ class SparsifyRoundTest : public ::testing::Test {
     for (const auto& [name, target] : targets) {
       if (!rows.empty()) rows += ",";
       rows += R"({"component": ")" + name + R"(", "params": )" + std::to_string(g.component_params.at(name)) +
-              R"(, "current": 0, "extra": 0, "target": )" + std::to_string(target) + R"(, "predicted_fdt75": 10})";
+              R"(, "current": 0, "extra": 0, "target": )" + FullPrecision(target) + R"(, "predicted_fdt75": 10})";
     }
     return WritePrevious(R"({"method": "balanced", "step": 0.1, "num_layers": )" + std::to_string(layers) +
                          R"(, "model_fingerprint": "abcdef0123456789", "components": [)" + rows + "]}");

@@ -135,24 +135,19 @@ def dashboard_queries():
     return queries, variables
 
 
-class DashboardsTest(dtm_cluster.PrintsLogsOnFailure, unittest.TestCase):
+class DashboardsTest(dtm_cluster.ClusterTestCase):
     @classmethod
-    def setUpClass(cls):
-        cls.cluster = MonitoredCluster(num_workers=2).__enter__()
-        try:
-            text = os.path.join(cls.cluster.tmp, "held-out.txt")
-            dtm_cluster.run_dtmctl("brown-text", "--corpus", dtm_cluster.BROWN, "--split", "held-out", "--out", text)
-            cls.probes = os.path.join(cls.cluster.tmp, "probes.jsonl")
-            dtm_cluster.run_dtmctl("make-probes", "--model", cls.cluster.model, "--corpus", text, "--count", PROBES,
-                                   "--prefix", PREFIX, "--out", cls.probes)
-            cls.queries, cls.variables = dashboard_queries()
-        except BaseException:
-            cls.cluster.__exit__(*sys.exc_info())
-            raise
+    def new_cluster(cls):
+        return MonitoredCluster(num_workers=2)
 
     @classmethod
-    def tearDownClass(cls):
-        cls.cluster.__exit__(None, None, None)
+    def set_up_cluster(cls):
+        text = os.path.join(cls.cluster.tmp, "held-out.txt")
+        dtm_cluster.run_dtmctl("brown-text", "--corpus", dtm_cluster.BROWN, "--split", "held-out", "--out", text)
+        cls.probes = os.path.join(cls.cluster.tmp, "probes.jsonl")
+        dtm_cluster.run_dtmctl("make-probes", "--model", cls.cluster.model, "--corpus", text, "--count", PROBES,
+                               "--prefix", PREFIX, "--out", cls.probes)
+        cls.queries, cls.variables = dashboard_queries()
 
     def check(self, queries):
         """Every query must succeed with at least one series; all failures in one message."""

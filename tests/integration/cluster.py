@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import types
+import unittest
 import urllib.request
 
 DTMCTL = os.environ.get("DTMCTL", "")
@@ -65,10 +66,10 @@ def _die_with_parent():
 
 
 # Children must die with the test process, but a preexec_fn makes subprocess fork() instead of
-# vfork(), and fork() runs gRPC's atfork handlers: once this process holds a channel, a fork can hang
-# joining gRPC's executor thread (seen here once: service_test stuck after its first job, its main
-# thread waiting for gRPC's "default-executor" thread to exit, no child running). setpriv (util-linux) sets the death signal itself and execs the program, so
-# no fork handler runs; the preexec_fn is only the fallback where setpriv is missing.
+# vfork(), and fork() runs gRPC's atfork handlers: in a process holding a channel, the likely cause of
+# a hang seen here once (service_test stuck after its first job, its main thread waiting for gRPC's
+# "default-executor" thread to exit, no child running). setpriv (util-linux) sets the death signal
+# itself and execs the program, so no fork handler runs; the preexec_fn is the fallback without it.
 SETPRIV = shutil.which("setpriv")
 
 
@@ -298,9 +299,32 @@ def spec_yaml(**fields):
 
 # -- test cases on a cluster
 
-class PrintsLogsOnFailure:
-    """Mixin for a unittest.TestCase whose class holds `cluster`: prints every process's log tail
-    when a test fails, since the cluster outlives the test and its logs would be lost with it."""
+class ClusterTestCase(unittest.TestCase):
+    """Test cases sharing one cluster per class: `new_cluster()` makes it (two workers unless
+    overridden), `set_up_cluster()` prepares what the tests share once it runs; a failure in either
+    closes the cluster again, and tearDownClass closes it after the last test. A failing test prints
+    every process's log tail, since the cluster outlives the test and its logs would go with it."""
+
+    @classmethod
+    def new_cluster(cls):
+        return Cluster(num_workers=2)
+
+    @classmethod
+    def set_up_cluster(cls):
+        pass
+
+    @classmethod
+    def setUpClass(cls):
+        cls.cluster = cls.new_cluster().__enter__()
+        try:
+            cls.set_up_cluster()
+        except BaseException:
+            cls.cluster.__exit__(*sys.exc_info())
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.cluster.__exit__(None, None, None)
 
     def run(self, result=None):
         before = len(result.failures) + len(result.errors) if result is not None else 0

@@ -33,25 +33,24 @@ CANONICAL = [
 ]
 
 
-class PythonClientTest(dtm_cluster.PrintsLogsOnFailure, unittest.TestCase):
+class PythonClientTest(dtm_cluster.ClusterTestCase):
     @classmethod
-    def setUpClass(cls):
-        cls.cluster = dtm_cluster.Cluster(num_workers=1, coordinator_log_level="info").__enter__()
-        try:
-            cls.stubs = dtm_cluster.load_stubs()
-            cls.ref = dtm_cluster.Reference(cls.cluster.tmp, PROBES, PREFIX, COMPLETION, threads=1)
-            cls.channel = cls.stubs.grpc.insecure_channel(cls.cluster.address)
-            cls.dtm = cls.stubs.dtm_service_pb2_grpc.DtmServiceStub(cls.channel)
-            cls.health = cls.stubs.health_pb2_grpc.HealthStub(cls.channel)
-        except BaseException:
-            cls.cluster.__exit__(*sys.exc_info())
-            raise
+    def new_cluster(cls):
+        return dtm_cluster.Cluster(num_workers=1, coordinator_log_level="info")
+
+    @classmethod
+    def set_up_cluster(cls):
+        cls.stubs = dtm_cluster.load_stubs()
+        cls.ref = dtm_cluster.Reference(cls.cluster.tmp, PROBES, PREFIX, COMPLETION, threads=1)
+        cls.channel = cls.stubs.grpc.insecure_channel(cls.cluster.address)
+        cls.dtm = cls.stubs.dtm_service_pb2_grpc.DtmServiceStub(cls.channel)
+        cls.health = cls.stubs.health_pb2_grpc.HealthStub(cls.channel)
         cls._job = None
 
     @classmethod
     def tearDownClass(cls):
         cls.channel.close()
-        cls.cluster.__exit__(None, None, None)
+        super().tearDownClass()
 
     def spec_text(self, **overrides):
         fields = dict(name="python client", kind="evaluate", model=self.cluster.model, probes=self.ref.probes,

@@ -38,19 +38,10 @@ def components_of(config):
     return set() if not config else {item.split("=", 1)[0] for item in config.split(",")}
 
 
-class SearchTest(dtm_cluster.PrintsLogsOnFailure, unittest.TestCase):
+class SearchTest(dtm_cluster.ClusterTestCase):
     @classmethod
-    def setUpClass(cls):
-        cls.cluster = dtm_cluster.Cluster(num_workers=2).__enter__()
-        try:
-            cls.ref = dtm_cluster.Reference(cls.cluster.tmp, PROBES, PREFIX, COMPLETION, threads=1)
-        except BaseException:
-            cls.cluster.__exit__(*sys.exc_info())
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.cluster.__exit__(None, None, None)
+    def set_up_cluster(cls):
+        cls.ref = dtm_cluster.Reference(cls.cluster.tmp, PROBES, PREFIX, COMPLETION, threads=1)
 
     def search_spec(self, name, method):
         return self.cluster.write_spec(f"{name}.yaml", dtm_cluster.spec_yaml(

@@ -9,7 +9,6 @@ relative (the largest difference seen is printed at the end).
 The tests share one cluster and run in name order (test_1 ... test_5); each leaves every process
 running. Run by CTest (service_integration_test) after the tiny_model fixture.
 """
-import math
 import os
 import re
 import sys
@@ -46,21 +45,16 @@ def rel_diff(a, b):
     return abs(a - b) / max(abs(a), abs(b), 1e-300)
 
 
-class ServiceTest(dtm_cluster.PrintsLogsOnFailure, unittest.TestCase):
+class ServiceTest(dtm_cluster.ClusterTestCase):
     # Largest relative differences service vs dtmctl eval, for the report at the end.
     worst = {"dppl": (0.0, ""), "nll_mean": (0.0, ""), "nll": (0.0, "")}
     compared = 0
     exact_dppl = 0
 
     @classmethod
-    def setUpClass(cls):
-        cls.cluster = dtm_cluster.Cluster(num_workers=2).__enter__()
-        try:
-            cls.ref = dtm_cluster.Reference(cls.cluster.tmp, PROBES, PREFIX, COMPLETION, threads=1)
-            cls.stubs = dtm_cluster.load_stubs()
-        except BaseException:
-            cls.cluster.__exit__(*sys.exc_info())
-            raise
+    def set_up_cluster(cls):
+        cls.ref = dtm_cluster.Reference(cls.cluster.tmp, PROBES, PREFIX, COMPLETION, threads=1)
+        cls.stubs = dtm_cluster.load_stubs()
         cls._first_probe_job = None
 
     @classmethod
@@ -68,7 +62,7 @@ class ServiceTest(dtm_cluster.PrintsLogsOnFailure, unittest.TestCase):
         print(f"\nnumbers compared with dtmctl eval: {cls.compared} configs; dppl bit-identical in "
               f"{cls.exact_dppl}; largest relative differences: "
               + ", ".join(f"{k} {v[0]:.3g} ({v[1] or '-'})" for k, v in cls.worst.items()), file=sys.stderr)
-        cls.cluster.__exit__(None, None, None)
+        super().tearDownClass()
 
 
     # -- helpers

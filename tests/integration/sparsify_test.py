@@ -96,21 +96,13 @@ def measured_sparsity(model_dir):
     return zeros
 
 
-class SparsifyRoundTest(dtm_cluster.PrintsLogsOnFailure, unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.cluster = dtm_cluster.Cluster(num_workers=2).__enter__()
-        try:
-            cls.ref = dtm_cluster.Reference(cls.cluster.tmp, PROBES, PREFIX, COMPLETION, threads=1)
-        except BaseException:
-            cls.cluster.__exit__(*sys.exc_info())
-            raise
-        cls.params = expected_params(cls.cluster.model)
-        cls.round1 = None  # (job id, results JSON) once test_1 has run
+class SparsifyRoundTest(dtm_cluster.ClusterTestCase):
+    round1 = None  # (job id, results JSON, pruned checkpoint) once test_1 has run
 
     @classmethod
-    def tearDownClass(cls):
-        cls.cluster.__exit__(None, None, None)
+    def set_up_cluster(cls):
+        cls.ref = dtm_cluster.Reference(cls.cluster.tmp, PROBES, PREFIX, COMPLETION, threads=1)
+        cls.params = expected_params(cls.cluster.model)
 
     def round_spec(self, name, model=None, **section):
         return self.cluster.write_spec(f"{name}.yaml", dtm_cluster.spec_yaml(
