@@ -944,6 +944,8 @@ StatusOr<v1::RegisterWorkerResponse> Scheduler::RegisterWorker(const v1::Registe
     Status status = NoteStore(store_->HashSet(kModelsStoreKey, ModelsField(path, request.dtype()), value.dump()));
     if (!status.ok()) spdlog::warn("store: could not record model {}: {}", path, status.message());
   }
+  // Counted now, not at the next tick, so that the gauge already holds the worker once the line below is logged.
+  if (metrics_) metrics_->SetWorkersConnected(static_cast<double>(workers_.size()));
   spdlog::info("worker {}: registered ({}, model {} fingerprint {}, {}, capacity {})", request.worker_id(),
                request.device().description(), path, request.model_fingerprint().substr(0, 12),
                v1::Dtype_Name(request.dtype()), request.capacity());

@@ -420,6 +420,9 @@ TEST_F(SchedulerTest, MetricsFollowTheJobAndItsSeriesGoWhenItEnds) {
   Scheduler s(&store_, &metrics, Options(), &clock_);
   ASSERT_TRUE(s.Start().ok());
   Register(s, "w1");
+  // Counted at registration, not at the next tick: tests and scripts that saw the worker register
+  // read the gauge right away.
+  EXPECT_EQ(MetricValue(registry, "dtm_workers_connected"), 1.0);
   const std::string id = Submit(s, ProbeSpec());
   s.Tick();
   EXPECT_EQ(MetricValue(registry, "dtm_workers_connected"), 1.0);

@@ -149,14 +149,21 @@ class Process:
     def tail(self, lines=60):
         return "\n".join(self.log_text().splitlines()[-lines:])
 
-    def wait_for_log(self, pattern, timeout=READY_TIMEOUT_S, what=None):
-        """The first match of `pattern` in this incarnation's log; fails if the process exits first."""
+    def count_log(self, pattern):
+        """How often `pattern` occurs in this incarnation's log so far."""
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        return sum(1 for _ in regex.finditer(self.log_text()))
+
+    def wait_for_log(self, pattern, timeout=READY_TIMEOUT_S, what=None, after=0):
+        """The first match of `pattern` in this incarnation's log beyond the first `after` (pass
+        `count_log` taken before the event, so that an older line does not count); fails if the
+        process exits first."""
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern
         deadline = time.monotonic() + timeout
         while True:
-            match = regex.search(self.log_text())
-            if match:
-                return match
+            matches = list(regex.finditer(self.log_text()))
+            if len(matches) > after:
+                return matches[after]
             if not self.alive():
                 raise ClusterError(f"{self.name} exited with {self.popen.returncode} before logging "
                                    f"{what or regex.pattern!r}; its log:\n{self.tail()}")
@@ -327,10 +334,16 @@ class ClusterTestCase(unittest.TestCase):
         cls.cluster.__exit__(None, None, None)
 
     def run(self, result=None):
-        before = len(result.failures) + len(result.errors) if result is not None else 0
+        if result is None:
+            return super().run(result)
+        failures, errors = len(result.failures), len(result.errors)
         outcome = super().run(result)
-        if result is not None and len(result.failures) + len(result.errors) > before:
+        new = result.failures[failures:] + result.errors[errors:]
+        if new:
             self.cluster.print_logs(self.id())
+            # The failure again after the logs: a CI that keeps only part of the output keeps its end.
+            for _, trace in new:
+                print(f"===== {self.id()} failed =====\n{trace}", file=sys.stderr, flush=True)
         return outcome
 
 
@@ -494,18 +507,24 @@ class Cluster:
     def start_worker(self, worker_id):
         proc = self.workers.get(worker_id) or Process(f"worker-{worker_id}", [], self.tmp)
         self.workers[worker_id] = proc
+        # A restarted worker's earlier registration is still in this coordinator's log: wait for a new one.
+        registered_before = self.coordinator.count_log(self.registered_pattern(worker_id))
         proc.start(self.worker_argv(worker_id))
         proc.wait_for_log(WORKER_READY, what="the worker's ready line")
-        self.wait_worker_registered(worker_id)
+        self.wait_worker_registered(worker_id, after=registered_before)
         return proc
 
     def kill_worker(self, worker_id):
         self.workers[worker_id].kill()
 
-    def wait_worker_registered(self, worker_id, timeout=READY_TIMEOUT_S):
-        """Until this coordinator incarnation has logged the worker's registration."""
-        self.coordinator.wait_for_log(r"worker " + re.escape(worker_id) + r": registered", timeout=timeout,
-                                      what=f"worker {worker_id}: registered")
+    @staticmethod
+    def registered_pattern(worker_id):
+        return r"worker " + re.escape(worker_id) + r": registered"
+
+    def wait_worker_registered(self, worker_id, timeout=READY_TIMEOUT_S, after=0):
+        """Until this coordinator incarnation has logged the worker's registration (its `after`+1-th)."""
+        self.coordinator.wait_for_log(self.registered_pattern(worker_id), timeout=timeout,
+                                      what=f"worker {worker_id}: registered", after=after)
 
     def wait_workers_registered(self, timeout=READY_TIMEOUT_S):
         for worker_id, proc in self.workers.items():
