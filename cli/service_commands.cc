@@ -83,6 +83,17 @@ void SetUnaryDeadline(grpc::ClientContext* context, const ConnectionOptions& con
   SetDeadline(context, std::chrono::milliseconds(static_cast<int64_t>(connection.timeout_s * 1000)));
 }
 
+// One unary call under the command's deadline, e.g. Unary(&Stub::GetJob, stub, connection, request, &job).
+// A ClientContext serves one call only, so each call makes its own.
+template <typename Request, typename Response>
+grpc::Status Unary(grpc::Status (v1::DtmService::Stub::*method)(grpc::ClientContext*, const Request&, Response*),
+                   v1::DtmService::Stub* stub, const ConnectionOptions& connection, const Request& request,
+                   Response* response) {
+  grpc::ClientContext context;
+  SetUnaryDeadline(&context, connection);
+  return (stub->*method)(&context, request, response);
+}
+
 // Waits before attempt number `attempt` (1 for the first retry).
 void Backoff(const RetryPolicy& policy, int attempt) {
   int64_t ms = policy.initial_backoff_ms;
@@ -149,12 +160,10 @@ class ProgressView {
 // Why the job ended badly, from its record; the last progress message if that cannot be had.
 std::string JobError(v1::DtmService::Stub* stub, const ConnectionOptions& connection,
                      const std::string& job_id, const v1::JobProgress& last) {
-  grpc::ClientContext context;
-  SetUnaryDeadline(&context, connection);
   v1::GetJobRequest request;
   request.set_job_id(job_id);
   v1::Job job;
-  if (stub->GetJob(&context, request, &job).ok() && !job.error().message().empty())
+  if (Unary(&v1::DtmService::Stub::GetJob, stub, connection, request, &job).ok() && !job.error().message().empty())
     return job.error().message();
   return last.message().empty() ? "no reason given" : last.message();
 }
@@ -288,10 +297,8 @@ int SubmitCommand(const SubmitOptions& options, const Console& console) {
   request.set_client_request_id(NewClientRequestId());
   v1::Job job;
   const grpc::Status status = WithRetries(command, options.connection, console, [&] {
-    grpc::ClientContext context;
-    SetUnaryDeadline(&context, options.connection);
     job.Clear();
-    return (*stub)->SubmitJob(&context, request, &job);
+    return Unary(&v1::DtmService::Stub::SubmitJob, stub->get(), options.connection, request, &job);
   });
   if (status.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
     *console.err << "dtmctl submit: " << options.spec_path << ": " << status.error_message() << std::endl;
@@ -325,9 +332,8 @@ int ResultsCommand(const ResultsOptions& options, const Console& console) {
   request.set_job_id(options.job_id);
   request.set_include_probe_results(options.probes);
   v1::GetResultsResponse response;
-  grpc::ClientContext context;
-  SetUnaryDeadline(&context, options.connection);
-  const grpc::Status status = (*stub)->GetResults(&context, request, &response);
+  const grpc::Status status =
+      Unary(&v1::DtmService::Stub::GetResults, stub->get(), options.connection, request, &response);
   if (!status.ok()) return ReportError(command, status, options.connection, console);
 
   // Metrics of an incomplete config cover only the probes so far and would read as final.
@@ -357,9 +363,7 @@ int CancelCommand(const CancelOptions& options, const Console& console) {
   request.set_job_id(options.job_id);
   request.set_reason(options.reason.empty() ? "cancelled with dtmctl" : options.reason);
   v1::Job job;
-  grpc::ClientContext context;
-  SetUnaryDeadline(&context, options.connection);
-  const grpc::Status status = (*stub)->CancelJob(&context, request, &job);
+  const grpc::Status status = Unary(&v1::DtmService::Stub::CancelJob, stub->get(), options.connection, request, &job);
   if (!status.ok()) return ReportError("cancel", status, options.connection, console);
   // Cancelling a job that had already ended returns it unchanged, so this may say SUCCEEDED.
   *console.out << job.job_id() << " " << JobStateName(job.state()) << std::endl;
@@ -380,9 +384,8 @@ int JobsCommand(const JobsOptions& options, const Console& console) {
   std::vector<v1::Job> jobs;
   while (true) {
     v1::ListJobsResponse page;
-    grpc::ClientContext context;
-    SetUnaryDeadline(&context, options.connection);
-    const grpc::Status status = (*stub)->ListJobs(&context, request, &page);
+    const grpc::Status status =
+        Unary(&v1::DtmService::Stub::ListJobs, stub->get(), options.connection, request, &page);
     if (!status.ok()) return ReportError(command, status, options.connection, console);
     jobs.insert(jobs.end(), page.jobs().begin(), page.jobs().end());
     // A token equal to the one just sent would loop forever; treat it as the last page.
@@ -404,15 +407,12 @@ int ExportConfigCommand(const ExportConfigOptions& options, const Console& conso
   if (!stub.ok()) return ReportError(command, stub.status(), options.connection, console);
 
   // The job record says its kind and state; the results hold the levels and ranks.
+  v1::GetJobRequest job_request;
+  job_request.set_job_id(options.job_id);
   v1::Job job;
-  {
-    v1::GetJobRequest request;
-    request.set_job_id(options.job_id);
-    grpc::ClientContext context;
-    SetUnaryDeadline(&context, options.connection);
-    const grpc::Status status = (*stub)->GetJob(&context, request, &job);
-    if (!status.ok()) return ReportError(command, status, options.connection, console);
-  }
+  const grpc::Status job_status =
+      Unary(&v1::DtmService::Stub::GetJob, stub->get(), options.connection, job_request, &job);
+  if (!job_status.ok()) return ReportError(command, job_status, options.connection, console);
   const v1::JobKind kind = job.summary().kind();
   if (kind == v1::JOB_KIND_EVALUATE || kind == v1::JOB_KIND_PROBE) {
     return refuse("job " + options.job_id + " is " + (kind == v1::JOB_KIND_EVALUATE ? "an " : "a ") +
@@ -428,15 +428,12 @@ int ExportConfigCommand(const ExportConfigOptions& options, const Console& conso
                   "; export-config needs a job that SUCCEEDED");
   }
 
+  v1::GetResultsRequest results_request;
+  results_request.set_job_id(options.job_id);
   v1::GetResultsResponse response;
-  {
-    v1::GetResultsRequest request;
-    request.set_job_id(options.job_id);
-    grpc::ClientContext context;
-    SetUnaryDeadline(&context, options.connection);
-    const grpc::Status status = (*stub)->GetResults(&context, request, &response);
-    if (!status.ok()) return ReportError(command, status, options.connection, console);
-  }
+  const grpc::Status results_status =
+      Unary(&v1::DtmService::Stub::GetResults, stub->get(), options.connection, results_request, &response);
+  if (!results_status.ok()) return ReportError(command, results_status, options.connection, console);
   if (response.state() != v1::JOB_STATE_SUCCEEDED) {
     return refuse("job " + options.job_id + " is " + JobStateName(response.state()) +
                   "; export-config needs a job that SUCCEEDED");
