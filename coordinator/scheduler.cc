@@ -292,9 +292,11 @@ Status Scheduler::ValidateAtSubmit(const JobSpec& spec) {
   v1::Dtype dtype = v1::DTYPE_UNSPECIFIED;
   std::optional<ModelGeometry> geometry;
   StatusOr<ModelInfo> model = FindModel(spec, &dtype);
-  if (model.ok()) geometry = model->geometry;
-  if (options_.read_model_configs && (!geometry || geometry->component_params.empty())) {
-    if (std::optional<ModelGeometry> read = ReadModelGeometry(spec.model)) geometry = std::move(read);
+  if (model.ok()) {
+    geometry = model->geometry;
+    AddSizesFromConfig(spec.model, &*geometry);
+  } else if (options_.read_model_configs) {
+    geometry = ReadModelGeometry(spec.model);
   }
   if (!geometry) return OkStatus();  // checked when a worker serving the model registers
   // A round needs the component sizes; without them it is checked once a worker reports them.
@@ -463,6 +465,12 @@ std::map<std::string, uint64_t> Scheduler::ComponentParamsOf(const std::string& 
   return {};
 }
 
+void Scheduler::AddSizesFromConfig(const std::string& model_path, ModelGeometry* geometry) const {
+  if (!geometry->component_params.empty() || !options_.read_model_configs) return;
+  std::optional<ModelGeometry> read = ReadModelGeometry(model_path);
+  if (read && read->num_layers == geometry->num_layers) geometry->component_params = std::move(read->component_params);
+}
+
 std::string Scheduler::ServedModels() const {
   std::set<std::string> served;
   for (const auto& [id, worker] : workers_) served.insert(worker.model_path);
@@ -551,12 +559,7 @@ Status Scheduler::Resolve(JobRun& run, bool* resolved) {
                                    summary.probe_set_fingerprint().substr(0, 12) + ", now " + probe_fp.substr(0, 12) +
                                    ")");
   }
-  if (model.geometry.component_params.empty() && options_.read_model_configs) {
-    if (std::optional<ModelGeometry> read = ReadModelGeometry(run.spec.model);
-        read && read->num_layers == model.geometry.num_layers) {
-      model.geometry.component_params = std::move(read->component_params);
-    }
-  }
+  AddSizesFromConfig(run.spec.model, &model.geometry);
   ASSIGN_OR_RETURN(run.driver, CreateJobDriver(run.spec, model.geometry));
 
   summary.set_model_fingerprint(model.fingerprint);

@@ -140,6 +140,9 @@ class Scheduler {
   StatusOr<ModelInfo> FindModel(const JobSpec& spec, dtm::v1::Dtype* dtype) const;
   // The component sizes a worker reported for the model with this fingerprint; empty when none did.
   std::map<std::string, uint64_t> ComponentParamsOf(const std::string& fingerprint) const;
+  // Where no worker reported the component sizes (one older than the field), those of the model's
+  // config.json, when this coordinator may read it and it has the same layer count.
+  void AddSizesFromConfig(const std::string& model_path, ModelGeometry* geometry) const;
   // "workers serve A, B" or "no worker is connected", for errors about a model nobody serves.
   std::string ServedModels() const;
   Status ValidateAtSubmit(const JobSpec& spec);

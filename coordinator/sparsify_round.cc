@@ -125,12 +125,18 @@ std::vector<std::string> SparsifyRoundDriver::ProbeConfigs() const {
   return configs;
 }
 
+bool SparsifyRoundDriver::AllProbesIn(const std::map<std::string, v1::Metrics>& evaluated) const {
+  for (const auto& probes : probes_) {
+    for (const Probe& p : probes) {
+      if (evaluated.count(p.config) == 0) return false;
+    }
+  }
+  return true;
+}
+
 StatusOr<std::optional<std::vector<std::string>>> SparsifyRoundDriver::NextStage(
     const std::map<std::string, v1::Metrics>& evaluated) {
-  std::vector<std::string> configs = ProbeConfigs();
-  for (const std::string& config : configs) {
-    if (evaluated.count(config) == 0) return std::optional<std::vector<std::string>>(std::move(configs));
-  }
+  if (!AllProbesIn(evaluated)) return std::optional<std::vector<std::string>>(ProbeConfigs());
   // Solved here as well as in Allocation so that a round the solver refuses fails instead of
   // succeeding without an answer.
   RETURN_IF_ERROR(Solve(evaluated).status());
@@ -143,9 +149,7 @@ std::vector<v1::ConfigResult> SparsifyRoundDriver::Results(const std::map<std::s
 
 std::optional<v1::SparsityAllocation> SparsifyRoundDriver::Allocation(
     const std::map<std::string, v1::Metrics>& evaluated) const {
-  for (const std::string& config : ProbeConfigs()) {
-    if (evaluated.count(config) == 0) return std::nullopt;
-  }
+  if (!AllProbesIn(evaluated)) return std::nullopt;
   StatusOr<v1::SparsityAllocation> allocation = Solve(evaluated);
   if (!allocation.ok()) return std::nullopt;
   return std::move(allocation).value();

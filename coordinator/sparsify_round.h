@@ -60,6 +60,7 @@ class SparsifyRoundDriver : public JobDriver {
     double extra = 0;    // TARGET - current: the s the solver sees
   };
 
+  bool AllProbesIn(const std::map<std::string, dtm::v1::Metrics>& evaluated) const;
   StatusOr<dtm::v1::SparsityAllocation> Solve(const std::map<std::string, dtm::v1::Metrics>& evaluated) const;
 
   std::vector<Component> components_;

@@ -97,15 +97,12 @@ SparsifyRoundDriver* AsRound(const std::unique_ptr<JobDriver>& driver) {
 std::map<std::string, v1::Metrics> MadeUpMetrics(const std::vector<std::string>& configs,
                                                  std::map<std::string, double>* fdt_by_config) {
   std::map<std::string, v1::Metrics> evaluated;
-  const std::vector<ComponentId> all = AllComponents(kLayers);
   for (const std::string& config : configs) {
     const size_t eq = config.find("=prune:");
-    const std::string name = config.substr(0, eq);
     const double target = std::stod(config.substr(eq + 7));
-    int index = 0;
-    for (const ComponentId& c : all) {
-      if (c.Name() == name) index = c.Index();
-    }
+    StatusOr<ComponentId> id = ParseComponentName(config.substr(0, eq), kLayers);
+    EXPECT_TRUE(id.ok()) << config;
+    const int index = id.ok() ? id->Index() : 0;
     v1::Metrics m;
     m.set_fdt75(std::max(0.0, kCompletion * (1 - target * (1 + index % 5))));
     (*fdt_by_config)[config] = m.fdt75();

@@ -151,14 +151,13 @@ class Process:
 
     def count_log(self, pattern):
         """How often `pattern` occurs in this incarnation's log so far."""
-        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
-        return sum(1 for _ in regex.finditer(self.log_text()))
+        return sum(1 for _ in re.finditer(pattern, self.log_text()))
 
     def wait_for_log(self, pattern, timeout=READY_TIMEOUT_S, what=None, after=0):
         """The first match of `pattern` in this incarnation's log beyond the first `after` (pass
         `count_log` taken before the event, so that an older line does not count); fails if the
         process exits first."""
-        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        regex = re.compile(pattern)  # a compiled pattern comes back as it is
         deadline = time.monotonic() + timeout
         while True:
             matches = list(regex.finditer(self.log_text()))

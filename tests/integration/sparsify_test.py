@@ -18,6 +18,7 @@ Checked independently of the coordinator's code:
 Run by CTest (sparsify_integration_test) after the tiny_model fixture.
 """
 import array
+import copy
 import glob
 import json
 import os
@@ -146,6 +147,13 @@ class SparsifyRoundTest(dtm_cluster.ClusterTestCase):
         self.assertAlmostEqual(alloc["min_fdt75"], min(r["predicted_fdt75"] for r in alloc["components"]), delta=1e-9)
         return increase
 
+    def write_json(self, name, doc):
+        """`doc` as a file in the cluster's folder, e.g. a round's results for the next one's `previous:`."""
+        path = os.path.join(self.cluster.tmp, name)
+        with open(path, "w") as f:
+            json.dump(doc, f)
+        return path
+
     def apply_and_measure(self, job_id, out_name, model):
         config = self.cluster.dtmctl("export-config", job_id).stdout.strip()
         out = os.path.join(self.cluster.tmp, out_name)
@@ -199,10 +207,8 @@ class SparsifyRoundTest(dtm_cluster.ClusterTestCase):
 
     def test_3_bad_rounds_are_refused_at_submit(self):
         self.assertIsNotNone(self.round1, "needs test_1's round")
-        job_id, doc, _ = self.round1
-        previous = os.path.join(self.cluster.tmp, "round1.json")
-        with open(previous, "w") as f:
-            json.dump(doc, f)
+        _, doc, _ = self.round1
+        previous = self.write_json("round1.json", doc)
 
         def refused(spec, *parts):
             proc = self.cluster.dtmctl("submit", spec, check=False)
@@ -212,12 +218,10 @@ class SparsifyRoundTest(dtm_cluster.ClusterTestCase):
 
         refused(self.round_spec("too far", step=0.95, previous=previous),
                 "sparsify-round.step: 95% exceeds what is left to prune", "leaving 50%")
-        other = json.loads(json.dumps(doc))
+        other = copy.deepcopy(doc)
         for row in other["allocation"]["components"]:
             row["params"] *= 2
-        other_path = os.path.join(self.cluster.tmp, "other-model-round.json")
-        with open(other_path, "w") as f:
-            json.dump(other, f)
+        other_path = self.write_json("other-model-round.json", other)
         refused(self.round_spec("other model", step=STEP, previous=other_path),
                 "sparsify-round.previous", "the file is for another model")
         refused(self.round_spec("no match", step=STEP, components=["*.lm_head"]),
@@ -227,9 +231,7 @@ class SparsifyRoundTest(dtm_cluster.ClusterTestCase):
     def test_4_second_round_on_the_pruned_model_adds_its_step(self):
         self.assertIsNotNone(self.round1, "needs test_1's round")
         _, doc, pruned = self.round1
-        previous = os.path.join(self.cluster.tmp, "round1-for-round2.json")
-        with open(previous, "w") as f:
-            json.dump(doc, f)
+        previous = self.write_json("round1-for-round2.json", doc)
         spec = self.round_spec("round 2", model=pruned, step=STEP2, previous=previous)
         # The embedded default: coordinator and workers in one process, on the pruned checkpoint.
         proc = dtm_cluster.run_dtmctl("local", spec, "--workers", "2", "--format", "json", timeout=JOB_TIMEOUT_S)
