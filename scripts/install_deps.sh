@@ -7,7 +7,7 @@ packages=(
   libtorch-dev libopenblas0-pthread
   libgrpc++-dev protobuf-compiler-grpc libhiredis-dev prometheus-cpp-dev libcpp-httplib-dev
   libspdlog-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev zlib1g-dev
-  libgtest-dev libgmock-dev
+  libgtest-dev libgmock-dev clang libclang-rt-14-dev libfuzzer-14-dev
   redis-server prometheus
   sentencepiece python3 python3-numpy python3-grpcio python3-protobuf yamllint
 )
