@@ -78,16 +78,33 @@ Status CheckModelIsPlainBpe(const json& model, const std::string& source) {
   return OkStatus();
 }
 
-bool DecoderStripsLeadingSpace(const json& node) {
+// A non-negative integer field. nlohmann converts a float such as 1e300 to an integer without a
+// check (undefined behaviour), and HF's own reader refuses anything but integers, so only integers
+// pass; `what` names the field in the error.
+StatusOr<int64_t> NonNegativeInteger(const json& value, const std::string& source, const std::string& what) {
+  if (!value.is_number_integer() ||
+      (value.is_number_unsigned() ? value.get<uint64_t>() > INT64_MAX : value.get<int64_t>() < 0)) {
+    return InvalidArgumentError(source + ": " + what + " must be a non-negative integer, got " +
+                                value.dump(-1, ' ', false, json::error_handler_t::replace));
+  }
+  return value.get<int64_t>();
+}
+
+StatusOr<bool> DecoderStripsLeadingSpace(const json& node, const std::string& source) {
   if (!node.is_object()) return false;
   const std::string type = node.value("type", "");
   if (type == "Sequence" && node.contains("decoders")) {
     for (const json& child : node.at("decoders")) {
-      if (DecoderStripsLeadingSpace(child)) return true;
+      ASSIGN_OR_RETURN(const bool strips, DecoderStripsLeadingSpace(child, source));
+      if (strips) return true;
     }
     return false;
   }
-  if (type == "Strip") return node.value("content", std::string()) == " " && node.value("start", 0) > 0;
+  if (type == "Strip") {
+    ASSIGN_OR_RETURN(const int64_t start,
+                     NonNegativeInteger(node.value("start", json(0)), source, "Strip decoder's start"));
+    return node.value("content", std::string()) == " " && start > 0;
+  }
   if (type == "Metaspace") {
     if (node.contains("prepend_scheme") && node.at("prepend_scheme").is_string()) {
       return node.at("prepend_scheme").get<std::string>() != "never";
@@ -121,14 +138,16 @@ Status ParseVocabulary(const json& root, const std::string& source, HfTokenizerJ
   };
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
     const PieceType type = ParseBytePiece(it.key()) >= 0 ? PieceType::kByte : PieceType::kNormal;
-    RETURN_IF_ERROR(place(it.value().get<int64_t>(), it.key(), type, true));
+    ASSIGN_OR_RETURN(const int64_t id,
+                     NonNegativeInteger(it.value(), source, "the id of '" + it.key() + "'"));
+    RETURN_IF_ERROR(place(id, it.key(), type, true));
   }
   // Added tokens usually repeat vocabulary entries; they say which ones are special.
   if (root.contains("added_tokens") && root.at("added_tokens").is_array()) {
     for (const json& added : root.at("added_tokens")) {
       const PieceType type = added.value("special", false) ? PieceType::kControl : PieceType::kUserDefined;
-      RETURN_IF_ERROR(
-          place(added.at("id").get<int64_t>(), added.at("content").get<std::string>(), type, false));
+      ASSIGN_OR_RETURN(const int64_t id, NonNegativeInteger(added.at("id"), source, "an added token's id"));
+      RETURN_IF_ERROR(place(id, added.at("content").get<std::string>(), type, false));
     }
   }
   if (model.contains("unk_token") && model.at("unk_token").is_string()) {
@@ -220,7 +239,8 @@ StatusOr<HfTokenizerJson> ParseHfTokenizerJson(std::string_view json_text, std::
     RETURN_IF_ERROR(ParseVocabulary(root, source, &out));
     RETURN_IF_ERROR(ParseNormalizer(root.value("normalizer", json()), source, &out.normalizer_steps));
     RETURN_IF_ERROR(ParsePreTokenizer(root.value("pre_tokenizer", json()), source, &out));
-    out.decoder_strips_leading_space = DecoderStripsLeadingSpace(root.value("decoder", json()));
+    ASSIGN_OR_RETURN(out.decoder_strips_leading_space,
+                     DecoderStripsLeadingSpace(root.value("decoder", json()), source));
     RETURN_IF_ERROR(ParseMerges(model.at("merges"), source, &out));
 
     const std::string bos = ConfigTokenName(config, "bos_token");

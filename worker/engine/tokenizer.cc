@@ -87,6 +87,15 @@ std::string RemoveExtraSpaces(std::string_view text) {
   return out;
 }
 
+bool IsValidUtf8(std::string_view s) {
+  for (size_t pos = 0; pos < s.size();) {
+    const Utf8Char c = DecodeUtf8(s, pos);
+    if (c.code >= kInvalidByteBase) return false;
+    pos += c.length;
+  }
+  return true;
+}
+
 // Appends decoded bytes; what is not valid UTF-8 becomes U+FFFD per byte, as SentencePiece does.
 void AppendBytesAsText(std::string_view bytes, std::string* out) {
   for (size_t pos = 0; pos < bytes.size();) {
@@ -124,6 +133,11 @@ StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromSentencePieceModel(const Sen
   }
   std::unique_ptr<Tokenizer> tok(new Tokenizer());
   for (const SentencePiece& p : model.pieces) {
+    // Decode emits pieces as they are, and promises valid UTF-8; tokenizer.json's pieces are checked
+    // by its JSON parser, tokenizer.model's strings by nothing but this.
+    if (!IsValidUtf8(p.piece)) {
+      return DataLossError(source + ": piece " + std::to_string(tok->pieces_.size()) + " is not valid UTF-8");
+    }
     tok->pieces_.push_back(p.piece);
     tok->types_.push_back(p.type);
     tok->scores_.push_back(p.score);

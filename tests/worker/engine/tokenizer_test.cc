@@ -354,6 +354,44 @@ TEST(TokenizerLoadTest, RefusesModelsItCannotEncodeFaithfully) {
   EXPECT_NE(not_json.status().message().find("/m/tokenizer.json"), std::string::npos);
 }
 
+// Found by fuzz/hf_tokenizer_json_fuzzer: an id written as 1e75 was converted to an integer unchecked
+// (undefined behaviour). HF's reader takes integers only, and so does this one now.
+TEST(TokenizerLoadTest, RefusesTokenizerJsonIdsThatAreNotNonNegativeIntegers) {
+  for (const nlohmann::json& bad :
+       {nlohmann::json(1e75), nlohmann::json(3.5), nlohmann::json(-1), nlohmann::json("3")}) {
+    nlohmann::json vocab_id = HfJson({kSp, "a"}, {});
+    vocab_id["model"]["vocab"]["a"] = bad;
+    nlohmann::json added_id = HfJson({kSp}, {});
+    added_id["added_tokens"][1]["id"] = bad;
+    nlohmann::json strip_start = HfJson({kSp}, {});
+    strip_start["decoder"]["decoders"][3]["start"] = bad;
+    for (const auto& [json, field] :
+         {std::pair{vocab_id, "the id of 'a'"}, std::pair{added_id, "an added token's id"},
+          std::pair{strip_start, "Strip decoder's start"}}) {
+      auto refused = Tokenizer::FromHfJson(json.dump(), "", "t.json");
+      ASSERT_FALSE(refused.ok()) << field << " = " << bad;
+      EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+      EXPECT_NE(refused.status().message().find(std::string("t.json: ") + field +
+                                                " must be a non-negative integer"),
+                std::string::npos)
+          << refused.status().message();
+    }
+  }
+}
+
+// Found by fuzz/sentencepiece_model_fuzzer: Decode emits a piece's bytes as they are, so a
+// tokenizer.model piece that is not UTF-8 broke Decode's promise of valid UTF-8.
+TEST(TokenizerLoadTest, RefusesTokenizerModelPiecesThatAreNotUtf8) {
+  for (const std::string& piece : {std::string("a\xFF"), std::string("\xC3"), std::string("\xED\xA0\x80")}) {
+    auto refused = Tokenizer::FromSentencePieceModel(SpmModel({{kSp, -1}, {piece, -2}}), "u.model");
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.status().code(), StatusCode::kDataLoss);
+    EXPECT_NE(refused.status().message().find("u.model: piece 260 is not valid UTF-8"), std::string::npos)
+        << refused.status().message();
+  }
+  EXPECT_TRUE(Tokenizer::FromSentencePieceModel(SpmModel({{kSp, -1}, {"\xC3\xA9", -2}}), "u.model").ok());
+}
+
 TEST_F(TokenizerTest, LoadsFromAModelDirPreferringTokenizerJson) {
   const std::filesystem::path dir =
       std::filesystem::temp_directory_path() / ("dtm_tokenizer_dir_" + std::to_string(::getpid()));
