@@ -18,9 +18,11 @@
 
 #include "common/components.h"
 #include "common/compression_config.h"
+#include "common/input_checks.h"
 #include "worker/engine/baseline.h"
 #include "worker/engine/calibration.h"
 #include "worker/engine/checkpoint.h"
+#include "worker/engine/engine_error.h"
 #include "worker/engine/evaluator.h"
 #include "worker/engine/llama_model.h"
 #include "worker/engine/tensor_util.h"
@@ -81,7 +83,7 @@ Status CheckRows(const dtm::v1::Task& task, int64_t expected_length) {
   }
   for (int i = 0; i < task.rows_size(); ++i) {
     const dtm::v1::BaselineRow& row = task.rows(i);
-    const std::string row_where = where + " row " + std::to_string(i) + " (probe '" + row.probe_id() + "')";
+    const std::string row_where = where + " row " + std::to_string(i) + " (probe " + QuotedId(row.probe_id()) + ")";
     if (row.probe_id().empty()) return InvalidArgumentError(where + " row " + std::to_string(i) + " has no probe_id");
     if (shard_set && row.probe_index() != shard.begin() + static_cast<uint32_t>(i)) {
       return InvalidArgumentError(row_where + ": probe_index " + std::to_string(row.probe_index()) + ", expected " +
@@ -145,10 +147,8 @@ class EngineExecutor final : public TaskExecutor {
       }
     } catch (const std::exception& e) {
       evaluator_.Restore();
-      const std::string what = e.what();
-      const StatusCode code =
-          what.find("out of memory") != std::string::npos ? StatusCode::kResourceExhausted : StatusCode::kInternal;
-      return Status(code, TaskName(task) + " failed in the engine: " + what.substr(0, what.find('\n')));
+      // Out of memory (CUDA, CPU or std::bad_alloc) is RESOURCE_EXHAUSTED, anything else INTERNAL.
+      return StatusFromException(e, TaskName(task) + " failed in the engine");
     }
   }
 
@@ -206,12 +206,14 @@ class EngineExecutor final : public TaskExecutor {
     RETURN_IF_ERROR(CheckRows(task, key.prefix_len()));
     ProbeSet probes;
     for (const dtm::v1::BaselineRow& row : task.rows()) {
-      ASSIGN_OR_RETURN(std::vector<int32_t> tokens, ToTokens(row.tokens(), TaskName(task) + " probe " + row.probe_id()));
+      ASSIGN_OR_RETURN(std::vector<int32_t> tokens,
+                       ToTokens(row.tokens(), TaskName(task) + " probe " + QuotedId(row.probe_id())));
       probes.probes.push_back({row.probe_id(), std::move(tokens)});
     }
     GenerateOptions options;
     options.completion_len = key.completion_len();
     options.batch_size = batch_size_;
+    options.source = TaskName(task);  // errors name the task and the probe
     const auto t0 = Clock::now();
     ASSIGN_OR_RETURN(Baseline baseline, GenerateBaseline(*model_, probes, options));
     dtm::v1::TaskTiming* timing = request->mutable_timing();
@@ -241,18 +243,23 @@ class EngineExecutor final : public TaskExecutor {
                                   "': " + parsed.status().message());
     }
     const CompressionConfig& config = *parsed;
-    if (NeedsCalibration(config) && calibration_ == nullptr) {
-      return InvalidArgumentError(TaskName(task) +
-                                  ": gptq needs calibration data: start the worker with --calibration FILE");
-    }
     Baseline baseline;
     uint64_t tokens = 0;
     for (const dtm::v1::BaselineRow& row : task.rows()) {
-      ASSIGN_OR_RETURN(std::vector<int32_t> ids, ToTokens(row.tokens(), TaskName(task) + " probe " + row.probe_id()));
+      ASSIGN_OR_RETURN(std::vector<int32_t> ids,
+                       ToTokens(row.tokens(), TaskName(task) + " probe " + QuotedId(row.probe_id())));
       tokens += ids.size();
       baseline.rows.push_back({row.probe_id(), static_cast<int64_t>(key.prefix_len()), std::move(ids)});
     }
     RETURN_IF_ERROR(ValidateBaselineForModel(baseline, *model_, TaskName(task)));
+    // After the row checks: a task no worker could run must fail INVALID_ARGUMENT, not
+    // FAILED_PRECONDITION, which sends it on to another worker. Here this worker lacks the
+    // capability and one started with --calibration can run the task.
+    if (NeedsCalibration(config) && calibration_ == nullptr) {
+      return FailedPreconditionError(TaskName(task) +
+                                     ": gptq needs calibration data and this worker has no calibration set (start it "
+                                     "with --calibration FILE); another worker may run it");
+    }
 
     // Evaluator::Evaluate is Apply + EvaluateCurrent + Restore; the steps run one by one here so
     // that each is timed.
@@ -293,20 +300,13 @@ class EngineExecutor final : public TaskExecutor {
   Evaluator evaluator_;  // after model_ and calibration_, which it points into
 };
 
-StatusOr<std::unique_ptr<CalibrationHessians>> LoadCalibration(const EngineExecutorOptions& options) {
+// Read and checked against config.json before the weights load: a bad file fails the start-up in
+// a second, naming the file and the row, instead of failing every gptq task later.
+StatusOr<std::unique_ptr<CalibrationHessians>> LoadCalibration(const EngineExecutorOptions& options,
+                                                               const LlamaConfig& config) {
   if (options.calibration_file.empty()) return std::unique_ptr<CalibrationHessians>();
-  if (options.calibration_count < 1) return InvalidArgumentError("calibration count must be at least 1");
-  StatusOr<ProbeSet> set = ReadProbeFile(options.calibration_file);
-  if (!set.ok()) {
-    return Status(set.status().code(),
-                  "calibration file " + options.calibration_file + ": " + set.status().message());
-  }
-  std::vector<std::vector<int32_t>> sequences;
-  for (Probe& p : set->probes) {
-    if (static_cast<int64_t>(sequences.size()) == options.calibration_count) break;
-    sequences.push_back(std::move(p.tokens));
-  }
-  if (sequences.empty()) return InvalidArgumentError("calibration file " + options.calibration_file + " has no probes");
+  ASSIGN_OR_RETURN(std::vector<std::vector<int32_t>> sequences,
+                   ReadCalibrationFile(options.calibration_file, options.calibration_count, config));
   return std::make_unique<CalibrationHessians>(std::move(sequences), options.batch_size);
 }
 
@@ -319,7 +319,6 @@ StatusOr<std::unique_ptr<TaskExecutor>> CreateEngineExecutorOrError(const Engine
     ASSIGN_OR_RETURN(dtype, ParseDType(options.dtype));
   }
   ASSIGN_OR_RETURN(dtm::v1::Dtype proto_dtype, ToProtoDtype(dtype));
-  ASSIGN_OR_RETURN(std::unique_ptr<CalibrationHessians> calibration, LoadCalibration(options));
 
   const auto t0 = Clock::now();
   auto model_error = [&](const Status& s) {
@@ -327,6 +326,7 @@ StatusOr<std::unique_ptr<TaskExecutor>> CreateEngineExecutorOrError(const Engine
   };
   StatusOr<std::unique_ptr<Checkpoint>> checkpoint = Checkpoint::Open(options.model_path);
   if (!checkpoint.ok()) return model_error(checkpoint.status());
+  ASSIGN_OR_RETURN(std::unique_ptr<CalibrationHessians> calibration, LoadCalibration(options, (*checkpoint)->config()));
   StatusOr<std::string> fingerprint = (*checkpoint)->Fingerprint();
   if (!fingerprint.ok()) return model_error(fingerprint.status());
   StatusOr<std::unique_ptr<LlamaModel>> model = LlamaModel::Load(**checkpoint, ModelOptions{dtype, device});
@@ -343,8 +343,7 @@ StatusOr<std::unique_ptr<TaskExecutor>> CreateEngineExecutor(const EngineExecuto
   try {
     return CreateEngineExecutorOrError(options, load_seconds);
   } catch (const std::exception& e) {
-    const std::string what = e.what();
-    return InternalError("cannot load model " + options.model_path + ": " + what.substr(0, what.find('\n')));
+    return StatusFromException(e, "cannot load model " + options.model_path);
   }
 }
 

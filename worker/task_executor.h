@@ -22,10 +22,15 @@ class TaskExecutor {
   virtual ~TaskExecutor() = default;
 
   // Fills request->eval or request->baseline (one entry per task row, in row order) and
-  // request->timing (all but total_ms, which the Worker measures from the lease). INVALID_ARGUMENT for
-  // a task that can never succeed (a config naming a component the model lacks, rows inconsistent
-  // with the key); FAILED_PRECONDITION for a task meant for another model or precision; other codes
-  // otherwise (RESOURCE_EXHAUSTED for out-of-memory, INTERNAL for an engine failure).
+  // request->timing (all but total_ms, which the Worker measures from the lease). The code of a
+  // failure says who could run the task, and the Worker reports it by exactly these codes:
+  //   INVALID_ARGUMENT: the task can never succeed on any worker (a config naming a component the
+  //     model lacks, rows inconsistent with the key, duplicate or empty probe ids, token ids
+  //     outside the vocabulary; the message names the task and the probe);
+  //   FAILED_PRECONDITION: this worker cannot run it but another may (another model fingerprint or
+  //     precision, a missing capability such as a gptq task on a worker without --calibration);
+  //   RESOURCE_EXHAUSTED: this worker ran out of memory (any allocator: CUDA, CPU, std::bad_alloc);
+  //   other codes: transient (INTERNAL for an engine failure).
   virtual Status Execute(const dtm::v1::Task& task, dtm::v1::CompleteTaskRequest* request) = 0;
 
   virtual std::string model_fingerprint() const = 0;
@@ -44,13 +49,17 @@ struct EngineExecutorOptions {
   std::string dtype;  // "float32" | "float16" | "bfloat16" (or fp32, bf16, ...); "" = the device's default
   std::string device = "cpu";  // "cpu", "cuda", "cuda:N", "auto"
   int64_t batch_size = 8;
-  // A probe file whose sequences give the GPTQ calibration Hessians; without it gptq configs fail.
+  // A probe or baseline file whose sequences give the GPTQ calibration Hessians; without it gptq
+  // tasks fail with FAILED_PRECONDITION. Checked at start-up (ReadCalibrationFile): a bad file
+  // makes CreateEngineExecutor fail with one line naming the file and the row.
   std::string calibration_file;
   int64_t calibration_count = 128;  // sequences of the calibration file used
 };
 
-// Opens the checkpoint, fingerprints it and loads the replica once; *load_seconds (if not null)
-// receives the time that took. Errors name the model folder (NOT_FOUND when it cannot be read).
+// Opens the checkpoint, checks the calibration file against its config.json, fingerprints it and
+// loads the replica once; *load_seconds (if not null) receives the time that took. Errors name the
+// model folder (NOT_FOUND when it cannot be read) or the calibration file (INVALID_ARGUMENT for its
+// content, as the readers' codes for a missing or unreadable one).
 StatusOr<std::unique_ptr<TaskExecutor>> CreateEngineExecutor(const EngineExecutorOptions& options,
                                                              double* load_seconds);
 

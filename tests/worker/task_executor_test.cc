@@ -278,13 +278,98 @@ TEST_F(TaskExecutorTest, GptqUsesTheCalibrationFile) {
   ExpectSameResults(request, ReferenceEval(baseline, config, &hessians));
 }
 
-TEST_F(TaskExecutorTest, GptqWithoutCalibrationIsInvalidArgument) {
+// A worker without --calibration cannot run gptq, but one started with it can: not the task's fault.
+TEST_F(TaskExecutorTest, GptqWithoutCalibrationIsFailedPreconditionOnThisWorker) {
   std::unique_ptr<TaskExecutor> executor = MakeExecutor();
   ASSERT_NE(executor, nullptr);
   dtm::v1::CompleteTaskRequest request;
   const Status status = executor->Execute(EvalTask(ReferenceBaseline(), "model.layers.0.mlp.up_proj=gptq:4"), &request);
-  EXPECT_EQ(status.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(status.code(), StatusCode::kFailedPrecondition) << status.ToString();
   EXPECT_NE(status.message().find("--calibration FILE"), std::string::npos) << status.message();
+  EXPECT_NE(status.message().find("another worker may run it"), std::string::npos) << status.message();
+  EXPECT_FALSE(request.has_eval());
+}
+
+// The rows' own faults come first: no worker could run such a task, calibration or not.
+TEST_F(TaskExecutorTest, GptqTaskWithBadRowsIsInvalidArgumentEvenWithoutCalibration) {
+  std::unique_ptr<TaskExecutor> executor = MakeExecutor();
+  ASSERT_NE(executor, nullptr);
+  dtm::v1::Task task = EvalTask(ReferenceBaseline(), "model.layers.0.mlp.up_proj=gptq:4");
+  task.mutable_rows(1)->set_tokens(3, 97);
+  dtm::v1::CompleteTaskRequest request;
+  EXPECT_EQ(executor->Execute(task, &request).code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(TaskExecutorTest, OutOfVocabularyTokenIsInvalidArgumentNamingTheProbe) {
+  std::unique_ptr<TaskExecutor> executor = MakeExecutor();
+  ASSERT_NE(executor, nullptr);
+  dtm::v1::CompleteTaskRequest request;
+
+  dtm::v1::Task eval = EvalTask(ReferenceBaseline(), "model.layers.0.mlp.up_proj=int8-absmax");
+  eval.mutable_rows(2)->set_tokens(kPrefix + 3, 97);  // the vocabulary is 0..96
+  Status status = executor->Execute(eval, &request);
+  EXPECT_EQ(status.code(), StatusCode::kInvalidArgument) << status.ToString();
+  EXPECT_EQ(status.message(), "task t-1: row 3 (id 'doc:2'): token id 97 at position " + std::to_string(kPrefix + 3) +
+                                  " is outside the model's vocabulary of 97 ids (0..96)");
+  EXPECT_FALSE(request.has_eval());
+
+  dtm::v1::Task baseline = BaselineTask();
+  baseline.mutable_rows(4)->set_tokens(1, 4000);
+  status = executor->Execute(baseline, &request);
+  EXPECT_EQ(status.code(), StatusCode::kInvalidArgument) << status.ToString();
+  EXPECT_EQ(status.message(),
+            "task t-1: probe 5 (id 'doc:4'): token id 4000 at position 1 is outside the model's vocabulary of 97 ids "
+            "(0..96)");
+  EXPECT_FALSE(request.has_baseline());
+
+  // The replica still serves: the next good task gives the reference's numbers.
+  const Baseline reference = ReferenceBaseline();
+  dtm::v1::CompleteTaskRequest good;
+  ASSERT_TRUE(executor->Execute(EvalTask(reference, ""), &good).ok());
+  ExpectSameResults(good, ReferenceEval(reference, ""));
+}
+
+TEST_F(TaskExecutorTest, DuplicateProbeIdsInATaskAreInvalidArgument) {
+  std::unique_ptr<TaskExecutor> executor = MakeExecutor();
+  ASSERT_NE(executor, nullptr);
+  dtm::v1::Task task = EvalTask(ReferenceBaseline(), "");
+  task.mutable_rows(3)->set_probe_id("doc:0");
+  dtm::v1::CompleteTaskRequest request;
+  const Status status = executor->Execute(task, &request);
+  EXPECT_EQ(status.code(), StatusCode::kInvalidArgument) << status.ToString();
+  EXPECT_EQ(status.message(), "task t-1: row 4 (id 'doc:0') repeats the id of row 1; ids must be unique");
+}
+
+// A bad --calibration file stops the worker at start-up (dtm-worker exits 2 with this line), not
+// every gptq task later with libtorch's "index out of range in self".
+TEST_F(TaskExecutorTest, BadCalibrationFileFailsAtStartUpNamingTheFileAndTheRow) {
+  EngineExecutorOptions options;
+  options.model_path = ModelDir();
+  options.calibration_file = dir_->File("bad-calibration.jsonl");
+
+  ProbeSet out_of_vocab{{{"c1", {1, 2, 3}}, {"c2", {1, 200, 3}}}};
+  ASSERT_TRUE(WriteProbeFile(options.calibration_file, out_of_vocab).ok());
+  StatusOr<std::unique_ptr<TaskExecutor>> executor = CreateEngineExecutor(options, nullptr);
+  ASSERT_FALSE(executor.ok());
+  EXPECT_EQ(executor.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(executor.status().message(), "calibration file " + options.calibration_file +
+                                             ": probe 2 (id 'c2'): token id 200 at position 1 is outside the "
+                                             "model's vocabulary of 97 ids (0..96)");
+
+  ProbeSet duplicate{{{"c1", {1, 2, 3}}, {"c1", {1, 4}}}};
+  ASSERT_TRUE(WriteProbeFile(options.calibration_file, duplicate).ok());
+  executor = CreateEngineExecutor(options, nullptr);
+  ASSERT_FALSE(executor.ok());
+  EXPECT_EQ(executor.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(executor.status().message(), "calibration file " + options.calibration_file +
+                                             ": probe 2 (id 'c1') repeats the id of probe 1; ids must be unique");
+
+  options.calibration_file = dir_->File("no-such-calibration.jsonl");
+  executor = CreateEngineExecutor(options, nullptr);
+  ASSERT_FALSE(executor.ok());
+  EXPECT_EQ(executor.status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(executor.status().message().rfind("calibration file " + options.calibration_file + ": ", 0), 0u)
+      << executor.status().message();
 }
 
 TEST_F(TaskExecutorTest, ComponentTheModelLacksIsInvalidArgument) {

@@ -2,29 +2,19 @@
 
 #include <map>
 
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
-#include "common/jsonl.h"
+#include "common/input_checks.h"
+#include "worker/engine/engine_error.h"
 #include "worker/engine/llama_model.h"
-#include "common/sha256.h"
 
 namespace dtm {
 namespace {
 
-Status CheckTokens(const std::vector<int32_t>& tokens, int64_t vocab_size, const std::string& where) {
-  for (int32_t t : tokens) {
-    if (t < 0 || t >= vocab_size) {
-      return InvalidArgumentError(where + ": token id " + std::to_string(t) + " is outside the model's vocabulary of " +
-                                  std::to_string(vocab_size));
-    }
-  }
-  return OkStatus();
-}
-
-Status CheckContext(int64_t length, int64_t max_positions, const std::string& where) {
+// `what` names the length: "prefix + completion", or "the sequence" for calibration.
+Status CheckContext(int64_t length, int64_t max_positions, const std::string& where, const std::string& what) {
   if (length > max_positions) {
-    return InvalidArgumentError(where + ": prefix + completion = " + std::to_string(length) +
+    return InvalidArgumentError(where + ": " + what + " = " + std::to_string(length) +
                                 " tokens exceeds the model's context of " + std::to_string(max_positions) +
                                 " (max_position_embeddings)");
   }
@@ -56,12 +46,25 @@ std::vector<std::vector<size_t>> BatchRows(const std::vector<std::pair<int64_t, 
   return batches;
 }
 
+Status ValidateBaselineForModel(const Baseline& baseline, const LlamaConfig& config, const std::string& source) {
+  RETURN_IF_ERROR(CheckBaseline(baseline, source, config.vocab_size));
+  // Every row has the first row's length (CheckBaseline).
+  return CheckContext(static_cast<int64_t>(baseline.rows.front().tokens.size()), config.max_position_embeddings, source,
+                      "prefix + completion");
+}
+
 Status ValidateBaselineForModel(const Baseline& baseline, const LlamaModel& model, const std::string& source) {
-  const LlamaConfig& c = model.config();
-  for (const BaselineRow& r : baseline.rows) {
-    const std::string where = source + ": " + r.id;
-    RETURN_IF_ERROR(CheckTokens(r.tokens, c.vocab_size, where));
-    RETURN_IF_ERROR(CheckContext(static_cast<int64_t>(r.tokens.size()), c.max_position_embeddings, where));
+  return ValidateBaselineForModel(baseline, model.config(), source);
+}
+
+Status ValidateProbeSetForModel(const ProbeSet& probes, const LlamaConfig& config, int64_t completion_len,
+                                const std::string& source) {
+  RETURN_IF_ERROR(CheckProbeSet(probes, source, config.vocab_size));
+  for (size_t i = 0; i < probes.probes.size(); ++i) {
+    const Probe& p = probes.probes[i];
+    RETURN_IF_ERROR(CheckContext(static_cast<int64_t>(p.tokens.size()) + completion_len, config.max_position_embeddings,
+                                 source + ": probe " + std::to_string(i + 1) + " (id " + QuotedId(p.id) + ")",
+                                 completion_len > 0 ? "prefix + completion" : "the sequence"));
   }
   return OkStatus();
 }
@@ -69,13 +72,11 @@ Status ValidateBaselineForModel(const Baseline& baseline, const LlamaModel& mode
 StatusOr<Baseline> GenerateBaseline(LlamaModel& model, const ProbeSet& probes, const GenerateOptions& options) {
   if (options.completion_len < 1) return InvalidArgumentError("--completion must be at least 1");
   if (options.batch_size < 1) return InvalidArgumentError("--batch-size must be at least 1");
-  const LlamaConfig& c = model.config();
+  RETURN_IF_ERROR(ValidateProbeSetForModel(probes, model.config(), options.completion_len, options.source));
+  RETURN_IF_ERROR(CheckEqualProbeLengths(probes, options.source));
   std::vector<std::pair<int64_t, int64_t>> shapes;
   for (const Probe& p : probes.probes) {
-    if (p.id.empty()) return InvalidArgumentError("a probe has an empty id");
-    RETURN_IF_ERROR(CheckTokens(p.tokens, c.vocab_size, "probe " + p.id));
     const int64_t n = static_cast<int64_t>(p.tokens.size());
-    RETURN_IF_ERROR(CheckContext(n + options.completion_len, c.max_position_embeddings, "probe " + p.id));
     shapes.emplace_back(n, n);
   }
   Baseline baseline;
@@ -88,8 +89,8 @@ StatusOr<Baseline> GenerateBaseline(LlamaModel& model, const ProbeSet& probes, c
     torch::Tensor out;
     try {
       out = model.GenerateGreedy(StackTokens(prefixes, n), options.completion_len).cpu();
-    } catch (const c10::Error& e) {
-      return InternalError(std::string("greedy generation failed: ") + e.what_without_backtrace());
+    } catch (const std::exception& e) {
+      return StatusFromException(e, "greedy generation failed");
     }
     auto acc = out.accessor<int64_t, 2>();
     for (size_t b = 0; b < batch.size(); ++b) {

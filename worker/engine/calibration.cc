@@ -2,11 +2,32 @@
 
 #include <memory>
 
+#include "common/probe_file.h"
 #include "worker/engine/baseline.h"
+#include "worker/engine/engine_error.h"
 #include "worker/engine/gptq.h"
 #include "worker/engine/llama_model.h"
 
 namespace dtm {
+
+StatusOr<std::vector<std::vector<int32_t>>> ReadCalibrationFile(const std::string& path, int64_t count,
+                                                                const LlamaConfig& config) {
+  const std::string where = "calibration file " + path;
+  if (count < 1) return InvalidArgumentError(where + ": the calibration count must be at least 1, got " + std::to_string(count));
+  StatusOr<ProbeSet> set = ReadProbeFile(path);
+  if (!set.ok()) {
+    // The reader's messages start with the path already.
+    const std::string& m = set.status().message();
+    return Status(set.status().code(), m.rfind(path, 0) == 0 ? "calibration file " + m : where + ": " + m);
+  }
+  RETURN_IF_ERROR(ValidateProbeSetForModel(*set, config, 0, where));
+  std::vector<std::vector<int32_t>> sequences;
+  for (Probe& p : set->probes) {
+    if (static_cast<int64_t>(sequences.size()) == count) break;
+    sequences.push_back(std::move(p.tokens));
+  }
+  return sequences;
+}
 
 CalibrationHessians::CalibrationHessians(std::vector<std::vector<int32_t>> sequences, int64_t batch_size)
     : sequences_(std::move(sequences)), batch_size_(batch_size) {}
@@ -38,9 +59,9 @@ Status CalibrationHessians::Prepare(LlamaModel& model, const std::vector<std::pa
       for (size_t i : batch) rows.push_back(&sequences_[i]);
       model.Forward(StackTokens(rows, static_cast<int64_t>(rows[0]->size())));
     }
-  } catch (const c10::Error& e) {
+  } catch (const std::exception& e) {
     model.SetInputObserver(nullptr);
-    return InvalidArgumentError(std::string("calibration forward failed: ") + e.what_without_backtrace());
+    return StatusFromException(e, "calibration forward failed");
   }
   model.SetInputObserver(nullptr);
   for (auto& [key, acc] : pending) hessians_[key] = acc->hessian();

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <map>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -15,6 +16,15 @@
 namespace dtm {
 
 class LlamaModel;
+struct LlamaConfig;
+
+// The first `count` sequences of a calibration file (a probe or baseline file: each row's "tokens";
+// they may differ in length), for `dtmctl eval`/`apply --calibration` and dtm-worker
+// --calibration. The whole file must pass ValidateProbeSetForModel (unique non-empty ids, tokens
+// within the vocabulary, sequences within the context), so that a bad file fails when it is read,
+// in one line starting "calibration file PATH: " and naming the row, never inside a forward pass.
+StatusOr<std::vector<std::vector<int32_t>>> ReadCalibrationFile(const std::string& path, int64_t count,
+                                                                const LlamaConfig& config);
 
 // Not thread-safe: used by one evaluator on one replica.
 class CalibrationHessians {

@@ -5,6 +5,7 @@
 
 #include "worker/engine/calibration.h"
 #include "worker/engine/compression.h"
+#include "worker/engine/engine_error.h"
 #include "worker/engine/gptq.h"
 #include "worker/engine/llama_model.h"
 
@@ -151,8 +152,8 @@ StatusOr<EvalResult> Evaluator::EvaluateCurrent(const Baseline& baseline, const 
       done += static_cast<int64_t>(batch.rows.size());
       if (options.on_progress) options.on_progress(done, static_cast<int64_t>(sequences.size()));
     }
-  } catch (const c10::Error& e) {
-    return InternalError(std::string("evaluation forward failed: ") + e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    return StatusFromException(e, "evaluation forward failed");
   }
   result.summary = Summarize(result.per_probe, result.completion_len);
   return result;

@@ -5,6 +5,8 @@
 #include <sstream>
 #include <string>
 
+#include "worker/engine/engine_error.h"
+
 namespace dtm {
 namespace {
 
@@ -156,8 +158,8 @@ StatusOr<torch::Tensor> GptqQuantize(const torch::Tensor& w, const torch::Tensor
   RETURN_IF_ERROR(CheckArguments(w, hessian, opts));
   try {
     return RunGptq(w, hessian, opts);
-  } catch (const c10::Error& e) {
-    return InternalError(std::string("GPTQ: libtorch failed: ") + e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    return StatusFromException(e, "GPTQ: libtorch failed");
   }
 }
 
