@@ -26,6 +26,11 @@ namespace {
 
 using OrderedJson = nlohmann::ordered_json;
 
+// A valid header nests three levels (the header object, a tensor's entry, its shape list); values
+// nested deeper than this are refused as they are parsed. The bound is far above three so that a
+// slightly wrong header (a shape [[2]]) still gets the message that names its error.
+constexpr int kMaxHeaderDepth = 64;
+
 struct DTypeEntry {
   SafetensorsDType dtype;
   std::string_view name;
@@ -204,13 +209,21 @@ Status SafetensorsFile::ParseHeader() {
   data_size_ = file_size - data_start_;
 
   // Top-level keys are collected as they are parsed, since the object itself keeps only the last
-  // of two equal keys.
+  // of two equal keys. Containers nested past kMaxHeaderDepth (the callback's depth counts those
+  // around one) are dropped as they are parsed, before an ordered object growing around them copies
+  // them: the copy recurses once per level and would overflow the stack on a hostile file.
   std::set<std::string> seen_keys;
   std::string duplicate;
+  bool too_deep = false;
   auto on_event = [&](int depth, OrderedJson::parse_event_t event, OrderedJson& parsed) {
     if (depth == 1 && event == OrderedJson::parse_event_t::key && duplicate.empty()) {
       const std::string& key = parsed.get_ref<const std::string&>();
       if (!seen_keys.insert(key).second) duplicate = key;
+    }
+    if (depth >= kMaxHeaderDepth && (event == OrderedJson::parse_event_t::object_start ||
+                                     event == OrderedJson::parse_event_t::array_start)) {
+      too_deep = true;
+      return false;
     }
     return true;
   };
@@ -221,6 +234,7 @@ Status SafetensorsFile::ParseHeader() {
   } catch (const nlohmann::json::exception& e) {
     return corrupt("header is not valid JSON: " + std::string(e.what()));
   }
+  if (too_deep) return corrupt("header nests deeper than " + std::to_string(kMaxHeaderDepth) + " levels");
   if (!header.is_object()) return corrupt("header is not a JSON object");
   if (!duplicate.empty()) return corrupt("header names '" + duplicate + "' twice");
 

@@ -166,6 +166,23 @@ TEST(LlamaConfigTest, RejectsVariantsThatChangeTheMath) {
   EXPECT_TRUE(ParseLlamaConfig(With("attention_bias", false), "cfg.json").ok());
 }
 
+// A JSON value `levels` deep ([[...]]), parsed rather than built, since building copies recursively.
+Json Nested(int levels) { return Json::parse(std::string(levels, '[') + std::string(levels, ']')); }
+
+// Found with fuzz/model_config_fuzzer on a crafted input (libFuzzer's length limit keeps it from nesting
+// this deep itself): a value nested 40,000 levels deep (under ASan; more without) overflowed the stack
+// when its error message dumped it.
+TEST(LlamaConfigTest, RefusesConfigsNestedTooDeeply) {
+  Json deep = Llama2Config();
+  deep["vocab_size"] = Nested(200'000);  // moved in: a copy would recurse as deep
+  ExpectError(ParseLlamaConfig(deep, "cfg.json"), StatusCode::kInvalidArgument,
+              "config nests deeper than 64 levels");
+  // 64 levels in all (the config object is one) is what a file may hold, whatever the field.
+  EXPECT_TRUE(ParseLlamaConfig(With("quantization_config", Nested(63)), "cfg.json").ok());
+  ExpectError(ParseLlamaConfig(With("quantization_config", Nested(64)), "cfg.json"),
+              StatusCode::kInvalidArgument, "config nests deeper than 64 levels");
+}
+
 TEST(LlamaConfigTest, LoadsAFileAndNamesItInErrors) {
   const fs::path dir = fs::temp_directory_path() / ("dtm_model_config_test_" + std::to_string(::getpid()));
   fs::create_directories(dir);

@@ -259,6 +259,19 @@ TEST_F(SafetensorsTest, RejectsShapesThatAreNotListsOfNonNegativeIntegers) {
   }
 }
 
+// Found with fuzz/safetensors_fuzzer on a crafted input (libFuzzer's length limit keeps it from nesting
+// this deep itself): a shape nested 200,000 levels deep overflowed the stack when the header object
+// grew around it and copied it.
+TEST_F(SafetensorsTest, RejectsHeadersNestedTooDeeply) {
+  const auto nested = [](int levels) { return std::string(levels, '[') + std::string(levels, ']'); };
+  ExpectCorruptHeader(R"({"a":{"dtype":"U8","shape":)" + nested(200'000) + R"(,"data_offsets":[0,0]}})", "",
+                      "header nests deeper than 64 levels");
+  ExpectCorruptHeader(R"({"__metadata__":{"k":)" + nested(63) + "}}", "",
+                      "header nests deeper than 64 levels");
+  // 64 levels in all are parsed, and refused for what they are.
+  ExpectCorruptHeader(R"({"__metadata__":{"k":)" + nested(62) + "}}", "", "'k' is not a string");
+}
+
 TEST_F(SafetensorsTest, RejectsShapesWhoseSizeOverflows) {
   ExpectCorruptHeader(R"({"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,4]}})", "abcd",
                       "too large");

@@ -392,6 +392,29 @@ TEST(TokenizerLoadTest, RefusesTokenizerModelPiecesThatAreNotUtf8) {
   EXPECT_TRUE(Tokenizer::FromSentencePieceModel(SpmModel({{kSp, -1}, {"\xC3\xA9", -2}}), "u.model").ok());
 }
 
+// Found with fuzz/hf_tokenizer_json_fuzzer on a crafted input (libFuzzer's length limit keeps it from
+// nesting this deep itself): a normalizer nested 10,000 levels deep (under ASan; more without) overflowed
+// the stack when it was copied.
+TEST(TokenizerLoadTest, RefusesTokenizerJsonNestedTooDeeply) {
+  const auto nested = [](int levels) { return std::string(levels, '[') + std::string(levels, ']'); };
+  // The text is put together by hand: dumping such a value would recurse as deep.
+  nlohmann::json llama = HfJson({kSp}, {});
+  llama["normalizer"] = "DEEP";
+  std::string deep = llama.dump();
+  deep.replace(deep.find("\"DEEP\""), 6, nested(200'000));
+  auto refused = Tokenizer::FromHfJson(deep, "", "d.json");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("d.json: nests deeper than 64 levels"), std::string::npos)
+      << refused.status().message();
+  auto deep_config = Tokenizer::FromHfJson(HfJson({kSp}, {}).dump(), "{\"x\": " + nested(64) + "}", "d.json");
+  EXPECT_EQ(deep_config.status().code(), StatusCode::kInvalidArgument);
+  // 64 levels in all is what a file may hold: here an unknown key beside the model.
+  nlohmann::json deepest_allowed = HfJson({kSp}, {});
+  deepest_allowed["x"] = nlohmann::json::parse(nested(63));
+  EXPECT_TRUE(Tokenizer::FromHfJson(deepest_allowed.dump(), "", "d.json").ok());
+}
+
 TEST_F(TokenizerTest, LoadsFromAModelDirPreferringTokenizerJson) {
   const std::filesystem::path dir =
       std::filesystem::temp_directory_path() / ("dtm_tokenizer_dir_" + std::to_string(::getpid()));
