@@ -1,4 +1,8 @@
 // dtmctl: flags only; the commands live in engine_commands.cc and (with the service) service_commands.cc.
+//
+// Exit codes of the engine commands: 0 success; 2 bad input (a flag, a missing, malformed or
+// inconsistent file: what the user must fix); 1 the engine failed on good input (out of memory, an
+// internal error). The service commands document their own (service_commands.h).
 #include <iostream>
 #include <optional>
 #include <string>
@@ -21,6 +25,22 @@ void AddRuntimeFlags(CLI::App* cmd, dtm::cli::RuntimeOptions* runtime) {
   cmd->add_option("--dtype", runtime->dtype, "compute precision: float32, float16, bfloat16 (default: float32 on CPU, bfloat16 on GPU)");
   cmd->add_option("--batch-size", runtime->batch_size, "sequences per forward pass")->capture_default_str();
   cmd->add_option("--threads", runtime->threads, "CPU threads (0: libtorch's default)");
+}
+
+// The exit code of an engine command that failed with `status`.
+int EngineExitCode(const dtm::Status& status) {
+  switch (status.code()) {
+    case dtm::StatusCode::kInvalidArgument:     // a flag or a file's content
+    case dtm::StatusCode::kNotFound:            // a missing file or folder
+    case dtm::StatusCode::kFailedPrecondition:  // --out not empty, --device cuda without CUDA
+    case dtm::StatusCode::kOutOfRange:
+    case dtm::StatusCode::kAlreadyExists:
+    case dtm::StatusCode::kDataLoss:            // a truncated or corrupt file
+    case dtm::StatusCode::kUnimplemented:       // a checkpoint variant dtm does not read
+      return 2;
+    default:
+      return 1;
+  }
 }
 
 #ifdef DTM_WITH_SERVICE
@@ -212,7 +232,7 @@ int main(int argc, char** argv) {
   }
   if (!status.ok()) {
     std::cerr << "dtmctl " << command << ": error: " << status.message() << std::endl;
-    return 1;
+    return EngineExitCode(status);
   }
   return 0;
 }

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <set>
 #include <system_error>
@@ -16,6 +17,7 @@
 #include "worker/engine/calibration.h"
 #include "worker/engine/checkpoint.h"
 #include "common/compression_config.h"
+#include "common/input_checks.h"
 #include "worker/engine/evaluator.h"
 #include "common/jsonl.h"
 #include "worker/engine/llama_model.h"
@@ -50,7 +52,10 @@ struct LoadedModel {
   torch::ScalarType dtype = torch::kFloat32;
 };
 
-StatusOr<LoadedModel> LoadModel(const std::string& dir, const RuntimeOptions& runtime) {
+// `check_inputs` (if set) runs on config.json before the weights load, so that a bad input file
+// fails in a second rather than after minutes of loading a large model.
+StatusOr<LoadedModel> LoadModel(const std::string& dir, const RuntimeOptions& runtime,
+                                const std::function<Status(const LlamaConfig&)>& check_inputs = nullptr) {
   ApplyThreads(runtime.threads);
   if (runtime.batch_size < 1) return InvalidArgumentError("--batch-size must be at least 1");
   LoadedModel loaded;
@@ -60,6 +65,7 @@ StatusOr<LoadedModel> LoadModel(const std::string& dir, const RuntimeOptions& ru
     ASSIGN_OR_RETURN(loaded.dtype, ParseDType(runtime.dtype));
   }
   ASSIGN_OR_RETURN(loaded.checkpoint, Checkpoint::Open(dir));
+  if (check_inputs) RETURN_IF_ERROR(check_inputs(loaded.checkpoint->config()));
   ASSIGN_OR_RETURN(loaded.model, LlamaModel::Load(*loaded.checkpoint, ModelOptions{loaded.dtype, loaded.device}));
   return loaded;
 }
@@ -78,18 +84,6 @@ nlohmann::json EvalResultJson(const EvalResult& r) {
   out["per_probe"] = std::move(per_probe);
   out["fdt_histogram"] = r.summary.fdt_histogram;
   return out;
-}
-
-StatusOr<std::vector<std::vector<int32_t>>> CalibrationSequences(const EvalOptions& options, const Baseline& baseline) {
-  std::vector<std::vector<int32_t>> sequences;
-  if (options.calibration.empty()) {
-    for (const BaselineRow& row : baseline.rows) sequences.push_back(row.tokens);
-  } else {
-    ASSIGN_OR_RETURN(ProbeSet set, ReadProbeFile(options.calibration));
-    for (Probe& p : set.probes) sequences.push_back(std::move(p.tokens));
-  }
-  if (static_cast<int64_t>(sequences.size()) > options.calibration_count) sequences.resize(options.calibration_count);
-  return sequences;
 }
 
 bool ConfigNeedsCalibration(const CompressionConfig& config) {
@@ -152,10 +146,17 @@ Status MakeProbesCommand(const MakeProbesOptions& options) {
 
 Status BaselineCommand(const BaselineOptions& options) {
   ASSIGN_OR_RETURN(ProbeSet probes, ReadProbeFile(options.probes));
-  ASSIGN_OR_RETURN(LoadedModel loaded, LoadModel(options.model_dir, options.runtime));
+  if (options.completion < 1) return InvalidArgumentError("--completion must be at least 1");
+  // GenerateBaseline checks these too; here they run before the weights load.
+  auto check = [&](const LlamaConfig& config) -> Status {
+    RETURN_IF_ERROR(ValidateProbeSetForModel(probes, config, options.completion, options.probes));
+    return CheckEqualProbeLengths(probes, options.probes);
+  };
+  ASSIGN_OR_RETURN(LoadedModel loaded, LoadModel(options.model_dir, options.runtime, check));
   GenerateOptions gen;
   gen.completion_len = options.completion;
   gen.batch_size = options.runtime.batch_size;
+  gen.source = options.probes;
   gen.on_progress = [](int64_t done, int64_t total) { Progress("baseline", done, total); };
   const auto t0 = Clock::now();
   ASSIGN_OR_RETURN(Baseline baseline, GenerateBaseline(*loaded.model, probes, gen));
@@ -176,14 +177,31 @@ Status BaselineCommand(const BaselineOptions& options) {
 
 Status EvalCommand(const EvalOptions& options) {
   ASSIGN_OR_RETURN(Baseline baseline, ReadBaselineFile(options.baseline));
-  ASSIGN_OR_RETURN(LoadedModel loaded, LoadModel(options.model_dir, options.runtime));
-  ASSIGN_OR_RETURN(CompressionConfig config,
-                   ParseCompressionConfig(options.compress, static_cast<int>(loaded.model->config().num_hidden_layers)));
-  RETURN_IF_ERROR(ValidateBaselineForModel(baseline, *loaded.model, options.baseline));
+  // Every input is checked against config.json before the weights load. A --calibration file is
+  // checked whenever it is given, even for a config without gptq: a broken file named on the
+  // command line is an error, not something to ignore.
+  CompressionConfig config;
+  std::vector<std::vector<int32_t>> calibration_file_sequences;
+  auto check = [&](const LlamaConfig& model_config) -> Status {
+    RETURN_IF_ERROR(ValidateBaselineForModel(baseline, model_config, options.baseline));
+    ASSIGN_OR_RETURN(config, ParseCompressionConfig(options.compress, static_cast<int>(model_config.num_hidden_layers)));
+    if (!options.calibration.empty()) {
+      ASSIGN_OR_RETURN(calibration_file_sequences,
+                       ReadCalibrationFile(options.calibration, options.calibration_count, model_config));
+    }
+    return OkStatus();
+  };
+  ASSIGN_OR_RETURN(LoadedModel loaded, LoadModel(options.model_dir, options.runtime, check));
 
   std::unique_ptr<CalibrationHessians> calibration;
   if (ConfigNeedsCalibration(config)) {
-    ASSIGN_OR_RETURN(auto sequences, CalibrationSequences(options, baseline));
+    std::vector<std::vector<int32_t>> sequences = std::move(calibration_file_sequences);
+    if (options.calibration.empty()) {  // by default the baseline's own sequences
+      for (const BaselineRow& row : baseline.rows) {
+        if (static_cast<int64_t>(sequences.size()) >= options.calibration_count) break;
+        sequences.push_back(row.tokens);
+      }
+    }
     calibration = std::make_unique<CalibrationHessians>(std::move(sequences), options.runtime.batch_size);
   }
   Evaluator evaluator(loaded.model.get(), calibration.get());
@@ -222,6 +240,9 @@ Status PerplexityCommand(const PerplexityOptions& options) {
   make.prefix_len = options.prefix + options.completion;
   ASSIGN_OR_RETURN(make.format, ParseCorpusFormat(options.format));
   ASSIGN_OR_RETURN(ProbeSet windows, MakeProbes(options.corpus, *tokenizer, make));
+  // A tokenizer with more pieces than config.json's vocab_size would otherwise fail in the embedding.
+  RETURN_IF_ERROR(ValidateProbeSetForModel(windows, loaded.model->config(), 0,
+                                           options.corpus + " as tokenized by " + options.model_dir));
   Evaluator evaluator(loaded.model.get(), nullptr);
   dtm::EvalOptions eval;
   eval.batch_size = options.runtime.batch_size;
@@ -290,17 +311,17 @@ Status ApplyCommand(const ApplyOptions& options) {
                                   "at run time, so it cannot be written as weights; evaluate it with `dtmctl eval`");
     }
   }
+  if (ConfigNeedsCalibration(config) && options.calibration.empty()) {
+    return InvalidArgumentError("--calibration FILE (a probe or baseline file) is needed for gptq");
+  }
+  // Checked whenever given, as eval does, and before the weights load.
   std::unique_ptr<CalibrationHessians> calibration;
-  if (ConfigNeedsCalibration(config)) {
-    if (options.calibration.empty()) {
-      return InvalidArgumentError("--calibration FILE (a probe or baseline file) is needed for gptq");
+  if (!options.calibration.empty()) {
+    ASSIGN_OR_RETURN(std::vector<std::vector<int32_t>> sequences,
+                     ReadCalibrationFile(options.calibration, options.calibration_count, checkpoint->config()));
+    if (ConfigNeedsCalibration(config)) {
+      calibration = std::make_unique<CalibrationHessians>(std::move(sequences), options.runtime.batch_size);
     }
-    ASSIGN_OR_RETURN(ProbeSet set, ReadProbeFile(options.calibration));
-    std::vector<std::vector<int32_t>> sequences;
-    for (Probe& p : set.probes) sequences.push_back(std::move(p.tokens));
-    if (static_cast<int64_t>(sequences.size()) > options.calibration_count) sequences.resize(options.calibration_count);
-    if (sequences.empty()) return InvalidArgumentError("--calibration " + options.calibration + ": no sequences");
-    calibration = std::make_unique<CalibrationHessians>(std::move(sequences), options.runtime.batch_size);
   }
 
   ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, LlamaModel::Load(*checkpoint, ModelOptions{dtype, device}));

@@ -1,5 +1,10 @@
 // dtmctl's single-process commands: each runs the engine and prints one JSON document on stdout
 // (progress goes to stderr), so other programs can check the numbers.
+//
+// Token files (probes, baselines, --calibration) are checked whole against config.json before the
+// weights load (common/input_checks.h): a repeated or empty id, a token outside the vocabulary, a
+// baseline whose rows differ in prefix_len or length (a baseline is G(F, y[:n], N) for one n and
+// N) is INVALID_ARGUMENT naming the file and the row, and nothing is printed on stdout.
 #pragma once
 
 #include <cstdint>

@@ -149,11 +149,11 @@ class DtmctlTest(unittest.TestCase):
         path = os.path.join(self.tmp, "foreign.jsonl")
         with open(path, "w") as f:
             f.write(json.dumps({"id": "x", "tokens": [1, 50, 60, 70]}) + "\n\n")
-            f.write(json.dumps({"tokens": [1, 80, 90], "id": "y", "note": "extra keys are fine"}) + "\n")
+            f.write(json.dumps({"tokens": [1, 80, 90, 100], "id": "y", "note": "extra keys are fine"}) + "\n")
         out = os.path.join(self.tmp, "foreign-baseline.jsonl.gz")
         run("baseline", "--model", MODEL, "--probes", path, "--completion", "5", "--out", out)
         rows = read_jsonl(out)
-        self.assertEqual([(r["id"], r["prefix_len"], len(r["tokens"])) for r in rows], [("x", 4, 9), ("y", 3, 8)])
+        self.assertEqual([(r["id"], r["prefix_len"], len(r["tokens"])) for r in rows], [("x", 4, 9), ("y", 4, 9)])
 
     def test_ground_truth_perplexity_is_finite_and_reasonable(self):
         ppl = run_json("ppl", "--model", MODEL, "--corpus", self.text, "--count", "8", "--prefix", "16",
@@ -197,6 +197,116 @@ class DtmctlTest(unittest.TestCase):
         with open(bad, "w") as f:
             f.write('{"id": "a", "prefix_len": 2, "tokens": [1, 2, 3]}\n{"id": "b", "tokens": [1]}\n')
         self.expect_error(["eval", "--model", MODEL, "--baseline", bad], "bad-baseline.jsonl")
+
+    # -- inconsistent token files (issue F7): exit 2, one line naming the file, the row and the
+    # problem, nothing on stdout. A baseline is G(F, y[:n], N): one n and one N for every row.
+
+    def expect_input_error(self, args, *needles):
+        proc = run(*args, check=False)
+        self.assertEqual(proc.returncode, 2, f"dtmctl {args}: exit {proc.returncode}\n{proc.stderr}")
+        self.assertEqual(proc.stdout, "")
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        self.assertEqual(len(lines), 1, proc.stderr)
+        for needle in needles:
+            self.assertIn(needle, lines[0])
+        self.assertNotIn("index out of range", lines[0])
+        return lines[0]
+
+    def write_rows(self, name, rows):
+        path = os.path.join(self.tmp, name)
+        with open(path, "w") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+        return path
+
+    def damaged_baseline(self, name, damage):
+        """The good baseline with `damage(rows)` applied, written to `name`."""
+        rows = read_jsonl(self.baseline)
+        damage(rows)
+        return self.write_rows(name, rows)
+
+    def vocab_size(self):
+        with open(os.path.join(MODEL, "config.json")) as f:
+            return json.load(f)["vocab_size"]
+
+    def test_baseline_row_cut_short(self):
+        def cut(rows):
+            rows[4]["tokens"] = rows[4]["tokens"][:-5]
+        path = self.damaged_baseline("cut-short.jsonl", cut)
+        ids = [r["id"] for r in read_jsonl(path)]
+        line = self.expect_input_error(["eval", "--model", MODEL, "--baseline", path])
+        self.assertEqual(line, f"dtmctl eval: error: {path}: row 5 (id '{ids[4]}') has {PREFIX + COMPLETION - 5} "
+                               f"tokens and row 1 has {PREFIX + COMPLETION}: every row of a baseline holds prefix + "
+                               "completion = N tokens, one N for all rows")
+
+    def test_baseline_row_with_another_prefix_len(self):
+        def shift(rows):
+            rows[3]["prefix_len"] = PREFIX - 1
+        path = self.damaged_baseline("other-prefix.jsonl", shift)
+        self.expect_input_error(["eval", "--model", MODEL, "--baseline", path], path, "row 4 (id ",
+                                f"has prefix_len {PREFIX - 1} and row 1 has {PREFIX}", "one prefix length n")
+
+    def test_baseline_with_duplicate_ids(self):
+        def duplicate(rows):
+            rows[6]["id"] = rows[1]["id"]
+        path = self.damaged_baseline("duplicate-ids.jsonl", duplicate)
+        ids = [r["id"] for r in read_jsonl(path)]
+        self.expect_input_error(["eval", "--model", MODEL, "--baseline", path], path,
+                                f"row 7 (id '{ids[1]}') repeats the id of row 2; ids must be unique")
+
+    def test_baseline_with_an_empty_id(self):
+        def empty(rows):
+            rows[2]["id"] = ""
+        path = self.damaged_baseline("empty-id.jsonl", empty)
+        self.expect_input_error(["eval", "--model", MODEL, "--baseline", path], path, "row 3 has an empty id")
+
+    def test_baseline_token_outside_the_vocabulary(self):
+        vocab = self.vocab_size()
+        def out_of_vocab(rows):
+            rows[5]["tokens"][PREFIX + 2] = vocab
+        path = self.damaged_baseline("out-of-vocab.jsonl", out_of_vocab)
+        self.expect_input_error(["eval", "--model", MODEL, "--baseline", path], path, "row 6 (id ",
+                                f"token id {vocab} at position {PREFIX + 2} is outside the model's vocabulary of "
+                                f"{vocab} ids (0..{vocab - 1})")
+
+    def test_calibration_token_outside_the_vocabulary(self):
+        vocab = self.vocab_size()
+        path = self.write_rows("bad-calibration.jsonl", [{"id": "c1", "tokens": [1, 50, 60]},
+                                                         {"id": "c2", "tokens": [1, vocab + 7, 60]}])
+        needles = (f"calibration file {path}: probe 2 (id 'c2'): token id {vocab + 7} at position 1 is outside",)
+        self.expect_input_error(["eval", "--model", MODEL, "--baseline", self.baseline, "--compress",
+                                 "model.layers.2.mlp.gate_proj=gptq:4", "--calibration", path], *needles)
+        out = os.path.join(self.tmp, "never-applied")
+        self.expect_input_error(["apply", "--model", MODEL, "--config", "model.layers.2.mlp.gate_proj=gptq:4", "--out",
+                                 out, "--calibration", path], *needles)
+        self.assertFalse(os.path.exists(out))
+
+    def test_local_refuses_a_bad_calibration_file_before_running_anything(self):
+        spec = os.path.join(self.tmp, "local-gptq.yaml")
+        with open(spec, "w") as f:
+            f.write(f"kind: evaluate\nmodel: {MODEL}\nprobes: {self.probes}\nprefix: {PREFIX}\ncompletion: 8\n"
+                    "evaluate:\n  configs: [model.layers.2.mlp.gate_proj=gptq:4]\n")
+        path = self.write_rows("local-calibration.jsonl", [{"id": "c1", "tokens": [1, 50]},
+                                                           {"id": "c1", "tokens": [1, 60]}])
+        self.expect_input_error(["local", spec, "--calibration", path], f"calibration file {path}: probe 2 (id 'c1') "
+                                "repeats the id of probe 1")
+
+    def test_probe_file_with_duplicate_ids(self):
+        path = self.write_rows("duplicate-probes.jsonl", [{"id": "p", "tokens": [1, 50, 60]},
+                                                          {"id": "q", "tokens": [1, 70, 80]},
+                                                          {"id": "p", "tokens": [1, 90, 100]}])
+        out = os.path.join(self.tmp, "never-baseline.jsonl")
+        self.expect_input_error(["baseline", "--model", MODEL, "--probes", path, "--completion", "4", "--out", out],
+                                f"{path}: probe 3 (id 'p') repeats the id of probe 1; ids must be unique")
+        self.assertFalse(os.path.exists(out))
+
+    def test_probe_file_of_unequal_lengths(self):
+        # The baseline written from it would have rows of two prefix lengths, which eval refuses.
+        path = self.write_rows("ragged-probes.jsonl", [{"id": "p", "tokens": [1, 50, 60]},
+                                                       {"id": "q", "tokens": [1, 70]}])
+        self.expect_input_error(["baseline", "--model", MODEL, "--probes", path, "--completion", "4", "--out",
+                                 os.path.join(self.tmp, "ragged-baseline.jsonl")],
+                                f"{path}: probe 2 (id 'q') has 2 tokens and probe 1 has 3")
 
     def test_bad_dtype_and_device(self):
         self.expect_error(["eval", "--model", MODEL, "--baseline", self.baseline, "--dtype", "float8"], "float8")
