@@ -124,30 +124,42 @@ Status CheckBothOrNeither(const std::string& cert, const std::string& key) {
 // What the processor enforces on one listening port.
 struct AuthPolicy {
   std::string token;                 // empty: DtmService is open
+  std::string worker_token;          // non-empty: WorkerService callers need this bearer token
   bool require_client_cert = false;  // WorkerService callers need a verified client certificate
 };
+
+// Whether `authorization` is "Bearer <token>"; compared in constant time.
+Status CheckBearer(std::string_view path, const std::string_view* authorization, const std::string& token,
+                   const char* flag) {
+  if (authorization == nullptr) {
+    return Status(StatusCode::kUnauthenticated,
+                  std::string(path) + " needs \"authorization: Bearer <token>\" metadata (" + flag + ")");
+  }
+  if (!StartsWithIgnoreCase(*authorization, kBearerScheme) ||
+      !ConstantTimeEquals(authorization->substr(kBearerScheme.size()), token)) {
+    return Status(StatusCode::kUnauthenticated, "invalid bearer token for " + std::string(path));
+  }
+  return OkStatus();
+}
 
 // The decision for one call. `authorization` is null when the call carries no such metadata.
 Status Authorize(const AuthPolicy& policy, std::string_view path, const std::string_view* authorization,
                  bool peer_authenticated) {
-  if (path.empty() && (!policy.token.empty() || policy.require_client_cert)) {
+  if (path.empty() && (!policy.token.empty() || !policy.worker_token.empty() || policy.require_client_cert)) {
     // Fail closed: without the method, the call cannot be told apart from a protected one.
     return Status(StatusCode::kUnauthenticated, "call without a :path");
   }
   if (!policy.token.empty() && StartsWith(path, kDtmServicePrefix)) {
-    if (authorization == nullptr) {
-      return Status(
-          StatusCode::kUnauthenticated,
-          std::string(path) + " needs \"authorization: Bearer <token>\" metadata (dtmctl: --token-file)");
-    }
-    if (!StartsWithIgnoreCase(*authorization, kBearerScheme) ||
-        !ConstantTimeEquals(authorization->substr(kBearerScheme.size()), policy.token)) {
-      return Status(StatusCode::kUnauthenticated, "invalid bearer token for " + std::string(path));
-    }
+    RETURN_IF_ERROR(CheckBearer(path, authorization, policy.token, "dtmctl: --token-file"));
   }
-  if (policy.require_client_cert && StartsWith(path, kWorkerServicePrefix) && !peer_authenticated) {
-    return Status(StatusCode::kUnauthenticated,
-                  std::string(path) + " needs a client certificate signed by the server's --tls-client-ca");
+  if (StartsWith(path, kWorkerServicePrefix)) {
+    if (policy.require_client_cert && !peer_authenticated) {
+      return Status(StatusCode::kUnauthenticated,
+                    std::string(path) + " needs a client certificate signed by the server's --tls-client-ca");
+    }
+    if (!policy.worker_token.empty()) {
+      RETURN_IF_ERROR(CheckBearer(path, authorization, policy.worker_token, "dtm-worker: --token-file"));
+    }
   }
   return OkStatus();
 }
@@ -326,11 +338,14 @@ void AddServerSecurityFlags(CLI::App* app, ServerSecurityOptions* options) {
   app->add_option(
       "--tls-client-ca", options->client_ca_file,
       "CA (PEM) that signs worker certificates: WorkerService calls need a client certificate it signed");
-  app->add_option(
-      "--token-file", options->token_file,
-      "File holding the bearer token DtmService calls must carry (surrounding whitespace ignored)");
+  app->add_option("--token-file", options->token_file,
+                  "File holding the bearer token DtmService calls must carry (surrounding whitespace ignored); "
+                  "WorkerService calls must carry it too unless --worker-token-file or --tls-client-ca says otherwise");
+  app->add_option("--worker-token-file", options->worker_token_file,
+                  "File holding the bearer token WorkerService calls must carry (instead of --token-file's)");
   app->add_flag("--allow-insecure", options->allow_insecure,
-                "Allow listening on a non-loopback address without TLS (traffic and token travel in clear)");
+                "Allow listening on a non-loopback address without TLS, or without any authentication "
+                "(traffic and tokens travel in clear; anyone who reaches the port may submit jobs or act as a worker)");
 }
 
 Status ConfigureServer(grpc::ServerBuilder* builder, const std::string& listen_address,
@@ -356,6 +371,24 @@ Status ConfigureServer(grpc::ServerBuilder* builder, const std::string& listen_a
     ASSIGN_OR_RETURN(policy.token, ReadTokenFile(options.token_file));
   }
   policy.require_client_cert = !options.client_ca_file.empty();
+  if (!options.worker_token_file.empty()) {
+    ASSIGN_OR_RETURN(policy.worker_token, ReadTokenFile(options.worker_token_file));
+  } else if (!policy.require_client_cert) {
+    // Whenever the client API needs credentials, so does the worker API: an unauthenticated caller
+    // that could register as a worker could report made-up results into the cache.
+    policy.worker_token = policy.token;
+  }
+  const bool authenticated = !policy.token.empty() || !policy.worker_token.empty() || policy.require_client_cert;
+  if (!authenticated && !IsLoopbackAddress(listen_address)) {
+    if (!options.allow_insecure) {
+      return InvalidArgumentError("refusing to listen on non-loopback address '" + listen_address +
+                                  "' without authentication: pass --token-file (and/or --tls-client-ca), or "
+                                  "--allow-insecure");
+    }
+    spdlog::warn("gRPC on {} without authentication (--allow-insecure): anyone who reaches it may submit jobs or "
+                 "register as a worker",
+                 listen_address);
+  }
   ASSIGN_OR_RETURN(grpc_server_credentials * core, MakeCoreServerCredentials(options));
 
   builder->AddListeningPort(
@@ -371,9 +404,12 @@ Status ConfigureServer(grpc::ServerBuilder* builder, const std::string& listen_a
   builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder->AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
                               kServerMinClientPingIntervalMs);
-  spdlog::info("gRPC on {}: {}{}{}", listen_address, tls ? "TLS" : "no TLS",
+  spdlog::info("gRPC on {}: {}{}{}{}", listen_address, tls ? "TLS" : "no TLS",
                options.client_ca_file.empty() ? "" : ", client certificates required for WorkerService",
-               options.token_file.empty() ? "" : ", bearer token required for DtmService");
+               options.token_file.empty() ? "" : ", bearer token required for DtmService",
+               policy.worker_token.empty() ? ""
+               : options.worker_token_file.empty() ? ", the same token required for WorkerService"
+                                                   : ", the worker token required for WorkerService");
   return OkStatus();
 }
 

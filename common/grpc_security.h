@@ -3,8 +3,12 @@
 //
 // What is protected, on a coordinator port:
 //   /dtm.v1.DtmService/*     needs "authorization: Bearer <token>" when a token file is set;
-//   /dtm.v1.WorkerService/*  needs a client certificate signed by --tls-client-ca when one is set;
+//   /dtm.v1.WorkerService/*  needs a client certificate signed by --tls-client-ca when one is set, and
+//                            "authorization: Bearer <worker token>" when --worker-token-file is set;
+//                            without either, the --token-file token when one is set: whenever the
+//                            client API requires authentication, so does the worker API;
 //   anything else (the standard health service) is open, so that probes need no secrets.
+// Off loopback, a port without TLS or without any authentication is refused unless --allow-insecure.
 //
 // The checks run in gRPC core's auth-metadata step, before the call reaches any handler, so a
 // rejected call never runs application code and the client sees UNAUTHENTICATED. (A server
@@ -37,11 +41,12 @@ struct ServerSecurityOptions {
   std::string client_ca_file;  // when set: mTLS, WorkerService callers must present a cert signed by it
   std::string
       token_file;  // when set: DtmService calls need "authorization: Bearer <token>" (file content, trimmed)
+  std::string worker_token_file;  // when set: WorkerService calls need this bearer token (see the top)
   bool allow_insecure =
-      false;  // without TLS, listening on a non-loopback address is refused unless this is set
+      false;  // without TLS or authentication, listening on a non-loopback address is refused unless this is set
 };
 
-// Adds --tls-cert, --tls-key, --tls-client-ca, --token-file and --allow-insecure to `app`, writing
+// Adds --tls-cert, --tls-key, --tls-client-ca, --token-file, --worker-token-file and --allow-insecure to `app`, writing
 // into `options` (which must outlive the parse).
 void AddServerSecurityFlags(CLI::App* app, ServerSecurityOptions* options);
 
@@ -50,7 +55,7 @@ void AddServerSecurityFlags(CLI::App* app, ServerSecurityOptions* options);
 // Files are read here, so that a bad one is an error at start-up: NOT_FOUND naming the flag and the
 // file for one that cannot be read, INVALID_ARGUMENT for a file that holds no PEM of the right kind,
 // a cert without a key (or the reverse), a client CA without TLS, or a non-loopback address without
-// TLS and without allow_insecure. `selected_port` (may be null) receives the bound port, e.g. for
+// TLS (or without any authentication) and without allow_insecure. `selected_port` (may be null) receives the bound port, e.g. for
 // "127.0.0.1:0", once builder->BuildAndStart() has run; a bind failure shows there as a null server.
 Status ConfigureServer(grpc::ServerBuilder* builder, const std::string& listen_address,
                        const ServerSecurityOptions& options, int* selected_port);
@@ -58,7 +63,7 @@ Status ConfigureServer(grpc::ServerBuilder* builder, const std::string& listen_a
 struct ClientSecurityOptions {
   std::string tls_ca_file;                  // when set, TLS verifying the server against this CA
   std::string tls_cert_file, tls_key_file;  // client cert for mTLS (workers); needs tls_ca_file
-  std::string token_file;                   // bearer token sent on every call (dtmctl)
+  std::string token_file;                   // bearer token sent on every call (dtmctl; dtm-worker: the worker token)
   std::string tls_server_name;              // override the name checked in the server cert (optional)
 };
 

@@ -59,6 +59,14 @@ Status InMemoryStore::Delete(const std::string& key) {
   return OkStatus();
 }
 
+StatusOr<std::vector<bool>> InMemoryStore::Exist(const std::vector<std::string>& keys) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<bool> exist;
+  exist.reserve(keys.size());
+  for (const std::string& key : keys) exist.push_back(entries_.count(key) != 0);
+  return exist;
+}
+
 Status InMemoryStore::HashSet(const std::string& key, const std::string& field, const std::string& value) {
   std::lock_guard<std::mutex> lock(mu_);
   ASSIGN_OR_RETURN(Hash * hash, Find<Hash>(key));

@@ -27,6 +27,7 @@ class InMemoryStore : public Store {
   Status Set(const std::string& key, const std::string& value) override;
   StatusOr<bool> SetIfAbsent(const std::string& key, const std::string& value) override;
   Status Delete(const std::string& key) override;
+  StatusOr<std::vector<bool>> Exist(const std::vector<std::string>& keys) override;
   Status HashSet(const std::string& key, const std::string& field, const std::string& value) override;
   StatusOr<std::map<std::string, std::string>> HashGetAll(const std::string& key) override;
   Status HashDelete(const std::string& key, const std::string& field) override;

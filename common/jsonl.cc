@@ -6,6 +6,8 @@
 #include <cstring>
 #include <system_error>
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #ifdef DTM_HAVE_ZLIB
@@ -151,14 +153,43 @@ class GzipSource : public LineReader::Source {
 };
 #endif  // DTM_HAVE_ZLIB
 
-StatusOr<std::unique_ptr<LineReader::Source>> OpenSource(const std::string& path) {
+// Opens `path` for reading. O_NONBLOCK keeps open() itself from waiting for a FIFO's writer; the
+// descriptor is checked, then made blocking again for the reads.
+StatusOr<FilePtr> OpenForReading(const std::string& path, const ReadLimits& limits) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (fd < 0) return OpenError(path, errno);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || (limits.regular_file_only && !S_ISREG(st.st_mode))) {
+    ::close(fd);
+    return FailedPreconditionError(path + ": not a regular file");
+  }
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return InternalError(path + ": cannot read: " + ErrnoText(err));
+  }
+  FilePtr file(::fdopen(fd, "rb"));
+  if (file == nullptr) {
+    const int err = errno;
+    ::close(fd);
+    return InternalError(path + ": cannot read: " + ErrnoText(err));
+  }
+  return file;
+}
+
+Status TooLarge(const std::string& path, uint64_t max_bytes) {
+  return Status(StatusCode::kResourceExhausted,
+                path + ": larger than the limit of " + std::to_string(max_bytes) + " bytes");
+}
+
+StatusOr<std::unique_ptr<LineReader::Source>> OpenSource(const std::string& path, const ReadLimits& limits) {
   if (IsGzipPath(path)) {
 #ifndef DTM_HAVE_ZLIB
     return UnsupportedGzip(path);
 #endif
   }
-  FilePtr file(std::fopen(path.c_str(), "rb"));
-  if (file == nullptr) return OpenError(path, errno);
+  ASSIGN_OR_RETURN(FilePtr file, OpenForReading(path, limits));
 #ifdef DTM_HAVE_ZLIB
   if (IsGzipPath(path)) {
     auto source = std::make_unique<GzipSource>(path, std::move(file));
@@ -174,14 +205,14 @@ StatusOr<std::unique_ptr<LineReader::Source>> OpenSource(const std::string& path
 // ---------------------------------------------------------------------------------------------
 // LineReader
 
-LineReader::LineReader(std::string path, std::unique_ptr<Source> source)
-    : path_(std::move(path)), source_(std::move(source)) {}
+LineReader::LineReader(std::string path, std::unique_ptr<Source> source, uint64_t max_bytes)
+    : path_(std::move(path)), source_(std::move(source)), max_bytes_(max_bytes) {}
 
 LineReader::~LineReader() = default;
 
-StatusOr<std::unique_ptr<LineReader>> LineReader::Open(const std::string& path) {
-  ASSIGN_OR_RETURN(std::unique_ptr<Source> source, OpenSource(path));
-  return std::unique_ptr<LineReader>(new LineReader(path, std::move(source)));
+StatusOr<std::unique_ptr<LineReader>> LineReader::Open(const std::string& path, const ReadLimits& limits) {
+  ASSIGN_OR_RETURN(std::unique_ptr<Source> source, OpenSource(path, limits));
+  return std::unique_ptr<LineReader>(new LineReader(path, std::move(source), limits.max_bytes));
 }
 
 bool LineReader::Next(std::string* line) {
@@ -209,6 +240,8 @@ bool LineReader::Next(std::string* line) {
     size_t got = 0;
     status_ = source_->Read(buffer_.data(), buffer_.size(), &got);
     buffer_.resize(got);
+    bytes_read_ += got;
+    if (status_.ok() && max_bytes_ > 0 && bytes_read_ > max_bytes_) status_ = TooLarge(path_, max_bytes_);
     if (!status_.ok()) {
       line->clear();
       return false;
@@ -378,8 +411,8 @@ Status FileWriter::Close() {
 // ---------------------------------------------------------------------------------------------
 // Whole files
 
-StatusOr<std::string> ReadTextFile(const std::string& path) {
-  ASSIGN_OR_RETURN(std::unique_ptr<LineReader::Source> source, OpenSource(path));
+StatusOr<std::string> ReadTextFile(const std::string& path, const ReadLimits& limits) {
+  ASSIGN_OR_RETURN(std::unique_ptr<LineReader::Source> source, OpenSource(path, limits));
   std::string text;
   try {
     std::vector<char> chunk(kChunkBytes);
@@ -388,6 +421,7 @@ StatusOr<std::string> ReadTextFile(const std::string& path) {
       RETURN_IF_ERROR(source->Read(chunk.data(), chunk.size(), &got));
       if (got == 0) break;
       text.append(chunk.data(), got);
+      if (limits.max_bytes > 0 && text.size() > limits.max_bytes) return TooLarge(path, limits.max_bytes);
     }
   } catch (const std::exception& e) {
     return Status(StatusCode::kResourceExhausted, path + ": cannot hold the file in memory: " + OneLine(e.what()));
@@ -401,17 +435,17 @@ Status WriteTextFile(const std::string& path, std::string_view text) {
   return writer->Close();
 }
 
-StatusOr<nlohmann::json> ReadJsonFile(const std::string& path) {
-  ASSIGN_OR_RETURN(std::string text, ReadTextFile(path));
+StatusOr<nlohmann::json> ReadJsonFile(const std::string& path, const ReadLimits& limits) {
+  ASSIGN_OR_RETURN(std::string text, ReadTextFile(path, limits));
   try {
     return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
-    return DataLossError(path + ": invalid JSON: " + OneLine(e.what()));
+    return DataLossError(path + ": invalid JSON" + (limits.quote_content ? ": " + OneLine(e.what()) : ""));
   }
 }
 
-StatusOr<std::vector<nlohmann::json>> ReadJsonLines(const std::string& path) {
-  ASSIGN_OR_RETURN(std::unique_ptr<LineReader> reader, LineReader::Open(path));
+StatusOr<std::vector<nlohmann::json>> ReadJsonLines(const std::string& path, const ReadLimits& limits) {
+  ASSIGN_OR_RETURN(std::unique_ptr<LineReader> reader, LineReader::Open(path, limits));
   std::vector<nlohmann::json> rows;
   std::string line;
   while (reader->Next(&line)) {
@@ -419,7 +453,8 @@ StatusOr<std::vector<nlohmann::json>> ReadJsonLines(const std::string& path) {
     try {
       rows.push_back(nlohmann::json::parse(line));
     } catch (const nlohmann::json::exception& e) {
-      return DataLossError(path + ":" + std::to_string(reader->line_number()) + ": invalid JSON: " + OneLine(e.what()));
+      return DataLossError(path + ":" + std::to_string(reader->line_number()) + ": invalid JSON" +
+                           (limits.quote_content ? ": " + OneLine(e.what()) : ""));
     } catch (const std::bad_alloc&) {
       return Status(StatusCode::kResourceExhausted, path + ":" + std::to_string(reader->line_number()) +
                                                         ": out of memory parsing the line");

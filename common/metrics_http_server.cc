@@ -6,6 +6,8 @@
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 
+#include <spdlog/spdlog.h>
+
 #include <chrono>
 #include <thread>
 #include <utility>
@@ -16,6 +18,11 @@ namespace {
 
 constexpr char kMetricsContentType[] = "text/plain; version=0.0.4; charset=utf-8";
 constexpr auto kStartTimeout = std::chrono::seconds(5);
+// httplib serves each connection on a pool thread until the client is done with it. Its defaults (8
+// threads, idle connections kept 5 s) let 8 clients that connect and send nothing starve every
+// scrape; with these, 31 such clients still leave a thread, and each is dropped within 2 s.
+constexpr size_t kServerThreads = 32;
+constexpr time_t kIdleTimeoutSeconds = 2;
 
 }  // namespace
 
@@ -28,6 +35,10 @@ StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Listen(
   std::string host;
   int port = 0;
   if (!SplitHostPort(address, &host, &port)) return InvalidArgumentError("'" + address + "' is not HOST:PORT");
+  // ":9100" would bind every interface without saying so: every interface must be asked for.
+  if (host.empty()) {
+    return InvalidArgumentError("'" + address + "' names no host: use 127.0.0.1:PORT, or 0.0.0.0:PORT for every interface");
+  }
   return Start(std::move(registry), host, port);
 }
 
@@ -47,6 +58,9 @@ StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   server.Get("/healthz", [](const httplib::Request&, httplib::Response& response) {
     response.set_content("ok", "text/plain");
   });
+  server.new_task_queue = [] { return new httplib::ThreadPool(kServerThreads); };
+  server.set_read_timeout(kIdleTimeoutSeconds, 0);
+  server.set_keep_alive_timeout(kIdleTimeoutSeconds);
 
   // httplib's default is SO_REUSEPORT, with which a second daemon on the same port would bind too
   // and silently take half the scrapes; SO_REUSEADDR alone still allows a quick restart.
@@ -59,6 +73,9 @@ StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   const int bound = port == 0 ? server.bind_to_any_port(host) : (server.bind_to_port(host, port) ? port : -1);
   if (bound <= 0) return UnavailableError("metrics server cannot bind " + address);
   metrics->port_ = bound;
+  if (host != "127.0.0.1" && host != "localhost" && host != "::1") {
+    spdlog::warn("metrics: /metrics on {}:{} is reachable from other hosts", host, bound);
+  }
   metrics->thread_ = std::thread([&server] { server.listen_after_bind(); });
   // stop() is a no-op on a server that is not yet running, so the destructor could otherwise
   // join a thread that goes on to listen forever.

@@ -20,8 +20,8 @@ std::string ProbeSet::Fingerprint() const {
   return hash.HexDigest();
 }
 
-StatusOr<ProbeSet> ReadProbeFile(const std::string& path) {
-  ASSIGN_OR_RETURN(std::vector<nlohmann::json> rows, ReadJsonLines(path));
+StatusOr<ProbeSet> ReadProbeFile(const std::string& path, const ReadLimits& limits) {
+  ASSIGN_OR_RETURN(std::vector<nlohmann::json> rows, ReadJsonLines(path, limits));
   ProbeSet set;
   for (size_t i = 0; i < rows.size(); ++i) {
     const nlohmann::json& row = rows[i];

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "common/jsonl.h"
 #include "common/status.h"
 
 namespace dtm {
@@ -23,7 +24,8 @@ struct ProbeSet {
   std::string Fingerprint() const;
 };
 
-StatusOr<ProbeSet> ReadProbeFile(const std::string& path);
+// Errors name the file and the probe's 1-based number, never its content when `limits` says so.
+StatusOr<ProbeSet> ReadProbeFile(const std::string& path, const ReadLimits& limits = {});
 Status WriteProbeFile(const std::string& path, const ProbeSet& probes);
 
 }  // namespace dtm

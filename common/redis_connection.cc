@@ -83,27 +83,58 @@ StatusOr<std::unique_ptr<RedisConnection>> RedisConnection::Open(const RedisOpti
 
 RedisConnection::~RedisConnection() { redisFree(context_); }
 
+namespace {
+
+// Explicit lengths make every argument binary-safe, like %b in a format string.
+struct Argv {
+  explicit Argv(const std::vector<std::string>& args) {
+    argv.reserve(args.size());
+    lengths.reserve(args.size());
+    for (const std::string& arg : args) {
+      argv.push_back(arg.data());
+      lengths.push_back(arg.size());
+    }
+  }
+  std::vector<const char*> argv;
+  std::vector<size_t> lengths;
+};
+
+}  // namespace
+
+Status RedisConnection::Lost() {
+  broken_ = true;
+  return UnavailableError("Redis at " + address_ +
+                          ": connection lost: " + (context_->err != 0 ? context_->errstr : "no reply"));
+}
+
 StatusOr<RedisReply> RedisConnection::Command(const std::vector<std::string>& args) {
   if (broken_) return UnavailableError("Redis at " + address_ + ": connection is broken");
-  // Explicit lengths make every argument binary-safe, like %b in a format string.
-  std::vector<const char*> argv;
-  std::vector<size_t> argv_len;
-  argv.reserve(args.size());
-  argv_len.reserve(args.size());
-  for (const std::string& arg : args) {
-    argv.push_back(arg.data());
-    argv_len.push_back(arg.size());
-  }
+  Argv argv(args);
   RedisReply reply(static_cast<redisReply*>(
-      redisCommandArgv(context_, static_cast<int>(args.size()), argv.data(), argv_len.data())));
-  if (reply == nullptr) {
-    broken_ = true;
-    return UnavailableError("Redis at " + address_ +
-                            ": connection lost: " + (context_->err != 0 ? context_->errstr : "no reply"));
-  }
+      redisCommandArgv(context_, static_cast<int>(args.size()), argv.argv.data(), argv.lengths.data())));
+  if (reply == nullptr) return Lost();
   if (reply->type == REDIS_REPLY_ERROR)
     return RedisErrorStatus(address_, std::string(reply->str, reply->len));
   return reply;
+}
+
+StatusOr<std::vector<RedisReply>> RedisConnection::Pipeline(const std::vector<std::vector<std::string>>& commands) {
+  if (broken_) return UnavailableError("Redis at " + address_ + ": connection is broken");
+  for (const std::vector<std::string>& args : commands) {
+    Argv argv(args);
+    if (redisAppendCommandArgv(context_, static_cast<int>(args.size()), argv.argv.data(), argv.lengths.data()) !=
+        REDIS_OK) {
+      return Lost();
+    }
+  }
+  std::vector<RedisReply> replies;
+  replies.reserve(commands.size());
+  for (size_t i = 0; i < commands.size(); ++i) {
+    void* reply = nullptr;
+    if (redisGetReply(context_, &reply) != REDIS_OK || reply == nullptr) return Lost();
+    replies.emplace_back(static_cast<redisReply*>(reply));
+  }
+  return replies;
 }
 
 }  // namespace dtm

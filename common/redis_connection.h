@@ -44,10 +44,17 @@ class RedisConnection {
   // UNAVAILABLE and leaves the connection broken().
   StatusOr<RedisReply> Command(const std::vector<std::string>& args);
 
+  // Sends every command, then reads every reply (one round trip for all of them), in order. An
+  // error reply is returned as a reply (its type is REDIS_REPLY_ERROR), not as a status; a lost
+  // connection or a timeout is UNAVAILABLE and leaves the connection broken().
+  StatusOr<std::vector<RedisReply>> Pipeline(const std::vector<std::vector<std::string>>& commands);
+
   bool broken() const { return broken_; }
 
  private:
   RedisConnection(redisContext* context, std::string address) : context_(context), address_(address) {}
+  // Marks the connection broken; UNAVAILABLE with hiredis's reason.
+  Status Lost();
 
   redisContext* context_;  // owned; freed with redisFree
   std::string address_;    // host:port, for messages

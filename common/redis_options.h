@@ -16,11 +16,17 @@ struct RedisOptions {
   int connect_timeout_ms = 2000;
   // A command that gets no reply within this time counts as a lost connection and is retried.
   int command_timeout_ms = 5000;
-  // Retries after the first attempt of one command; with the backoff below the defaults wait about
-  // 0.05 + 0.1 + 0.2 + ... + 2 s, some 9 s in all, before reporting UNAVAILABLE.
-  int max_retries = 10;
+  // Retries after the first attempt of one command while Redis is up; with the backoff below the
+  // defaults wait 0.05 + 0.1 + 0.2 + 0.4 s, 0.75 s in all, before reporting UNAVAILABLE (a blip
+  // passes unnoticed; an outage is reported within a second, see RedisStore).
+  int max_retries = 4;
   int initial_backoff_ms = 50;
   int max_backoff_ms = 2000;
+  // Once a command has failed every retry, Redis counts as down: commands then fail at once with
+  // UNAVAILABLE, but for one attempt per this interval, which finds out when it is back.
+  int outage_probe_interval_ms = 1000;
+  // Connections kept open for reuse; as many more are opened as threads run commands at once.
+  int pool_size = 4;
 
   // "host:port", the form every error message names the server by.
   std::string Address() const;

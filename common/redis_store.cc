@@ -66,6 +66,10 @@ Status ValidateOptions(const RedisOptions& options) {
                                 " need max_retries >= 0 and 0 <= initial_backoff_ms <= max_backoff_ms");
   }
   if (options.db < 0) return InvalidArgumentError("Redis database " + std::to_string(options.db) + " < 0");
+  if (options.outage_probe_interval_ms <= 0 || options.pool_size < 0) {
+    return InvalidArgumentError("Redis outage probe interval for " + address +
+                                " must be positive and the pool size not negative");
+  }
   return OkStatus();
 }
 
@@ -78,30 +82,117 @@ StatusOr<std::unique_ptr<RedisStore>> RedisStore::Connect(const RedisOptions& op
   return store;
 }
 
-StatusOr<RedisReply> RedisStore::TryOnce(const std::vector<std::string>& args) {
-  if (connection_ != nullptr && connection_->broken()) connection_.reset();
-  if (connection_ == nullptr) {
-    ASSIGN_OR_RETURN(connection_, RedisConnection::Open(options_));
-  }
-  return connection_->Command(args);
+int RedisStore::AttemptsAllowed() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!down_) return 1 + options_.max_retries;
+  const auto now = Steady::now();
+  if (now < next_probe_) return 0;
+  next_probe_ = now + std::chrono::milliseconds(options_.outage_probe_interval_ms);
+  return 1;
 }
 
-StatusOr<RedisReply> RedisStore::Run(const std::vector<std::string>& args) {
+void RedisStore::NoteOutcome(bool reached, const Status& error) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (reached) {
+    if (down_) spdlog::info("Redis at {} is reachable again", options_.Address());
+    down_ = false;
+    return;
+  }
+  last_error_ = error.message();
+  if (!down_) {
+    down_ = true;
+    down_since_ = Steady::now();
+    next_probe_ = down_since_ + std::chrono::milliseconds(options_.outage_probe_interval_ms);
+    spdlog::warn("{}; commands fail at once until it answers again (one try per {} ms)", error.message(),
+                 options_.outage_probe_interval_ms);
+  }
+}
+
+bool RedisStore::up() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return !down_;
+}
+
+StatusOr<std::unique_ptr<RedisConnection>> RedisStore::Checkout() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!idle_.empty()) {
+      std::unique_ptr<RedisConnection> connection = std::move(idle_.back());
+      idle_.pop_back();
+      return connection;
+    }
+  }
+  return RedisConnection::Open(options_);
+}
+
+void RedisStore::Checkin(std::unique_ptr<RedisConnection> connection) {
+  if (connection->broken()) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (static_cast<int>(idle_.size()) < options_.pool_size) idle_.push_back(std::move(connection));
+}
+
+template <typename T, typename F>
+StatusOr<T> RedisStore::RunOn(F&& use) {
+  const int attempts = AttemptsAllowed();
+  if (attempts == 0) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(Steady::now() - down_since_).count();
+    return UnavailableError("Redis at " + options_.Address() + " has been unreachable for " + std::to_string(seconds) +
+                            " s: " + last_error_);
+  }
   int backoff_ms = options_.initial_backoff_ms;
   Status last;
-  for (int attempt = 0; attempt <= options_.max_retries; ++attempt) {
+  for (int attempt = 0; attempt < attempts; ++attempt) {
     if (attempt > 0) {
-      spdlog::warn("{} (retry {}/{} in {} ms)", last.message(), attempt, options_.max_retries, backoff_ms);
+      spdlog::warn("{} (retry {}/{} in {} ms)", last.message(), attempt, attempts - 1, backoff_ms);
       std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
       backoff_ms = std::min(backoff_ms * 2, options_.max_backoff_ms);
     }
-    StatusOr<RedisReply> reply = TryOnce(args);
-    if (reply.ok() || reply.status().code() != StatusCode::kUnavailable) return reply;
-    last = reply.status();
+    StatusOr<std::unique_ptr<RedisConnection>> connection = Checkout();
+    if (!connection.ok()) {
+      if (connection.status().code() != StatusCode::kUnavailable) return connection.status();
+      last = connection.status();
+      continue;
+    }
+    StatusOr<T> result = use(**connection);
+    Checkin(std::move(*connection));
+    if (result.ok() || result.status().code() != StatusCode::kUnavailable) {
+      NoteOutcome(/*reached=*/true, OkStatus());
+      return result;
+    }
+    last = result.status();
   }
-  return UnavailableError("Redis at " + options_.Address() + " is unavailable after " +
-                          std::to_string(options_.max_retries + 1) + " attempts: " + last.message());
+  Status failed = UnavailableError("Redis at " + options_.Address() + " is unavailable after " +
+                                   std::to_string(attempts) + (attempts == 1 ? " attempt: " : " attempts: ") +
+                                   last.message());
+  NoteOutcome(/*reached=*/false, failed);
+  return failed;
+}
+
+StatusOr<RedisReply> RedisStore::Run(const std::vector<std::string>& args) {
+  return RunOn<RedisReply>([&](RedisConnection& connection) { return connection.Command(args); });
+}
+
+StatusOr<std::vector<bool>> RedisStore::Exist(const std::vector<std::string>& keys) {
+  // Pipelines of a thousand: one round trip each, and replies that stay small.
+  constexpr size_t kBatch = 1000;
+  std::vector<bool> exist;
+  exist.reserve(keys.size());
+  for (size_t begin = 0; begin < keys.size(); begin += kBatch) {
+    std::vector<std::vector<std::string>> commands;
+    for (size_t i = begin; i < std::min(keys.size(), begin + kBatch); ++i) commands.push_back({"EXISTS", keys[i]});
+    ASSIGN_OR_RETURN(std::vector<RedisReply> replies,
+                     RunOn<std::vector<RedisReply>>(
+                         [&](RedisConnection& connection) { return connection.Pipeline(commands); }));
+    for (const RedisReply& reply : replies) {
+      if (reply->type == REDIS_REPLY_ERROR) {
+        return RedisErrorStatus(options_.Address(), std::string(reply->str, reply->len));
+      }
+      ASSIGN_OR_RETURN(long long count, IntegerOf("EXISTS", reply));
+      exist.push_back(count > 0);
+    }
+  }
+  return exist;
 }
 
 StatusOr<std::optional<std::string>> RedisStore::Get(const std::string& key) {

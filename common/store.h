@@ -43,6 +43,11 @@ class Store {
   // Removes `key`, whatever its type; OK when it did not exist.
   virtual Status Delete(const std::string& key) = 0;
 
+  // For each key, whether it exists (any type), in order. One round trip per thousand keys on
+  // Redis (pipelined EXISTS), so that planning a stage of 100,000 tasks reads the cache in about a
+  // second instead of a hundred thousand round trips.
+  virtual StatusOr<std::vector<bool>> Exist(const std::vector<std::string>& keys) = 0;
+
   // Sets `field` of the hash at `key` to `value`, creating the hash when absent (HSET).
   virtual Status HashSet(const std::string& key, const std::string& field, const std::string& value) = 0;
 

@@ -301,14 +301,40 @@ TEST_F(GrpcSecurityTest, DtmServiceCallWithRightTokenSucceedsAndTheTokenStopsAtT
   EXPECT_FALSE(dtm_service_.saw_authorization);
 }
 
-TEST_F(GrpcSecurityTest, TokenDoesNotGuardHealthOrWorkerService) {
+TEST_F(GrpcSecurityTest, TheTokenGuardsTheWorkerServiceTooButNotHealth) {
   ServerSecurityOptions options;
   options.token_file = Path("token");
   StartServer(options);
-  const auto channel = Channel(ClientSecurityOptions{});
-  EXPECT_TRUE(CheckHealth(channel).ok());
-  const grpc::Status status = RegisterWorker(channel);
+  const auto anonymous = Channel(ClientSecurityOptions{});
+  EXPECT_TRUE(CheckHealth(anonymous).ok());
+  // A caller that could register without credentials could report made-up results into the cache.
+  const grpc::Status refused = RegisterWorker(anonymous);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAUTHENTICATED) << refused.error_message();
+  EXPECT_EQ(worker_service_.calls, 0);
+  ClientSecurityOptions worker;
+  worker.token_file = Path("token");
+  const grpc::Status status = RegisterWorker(Channel(worker));
   EXPECT_TRUE(status.ok()) << status.error_code() << " " << status.error_message();
+  EXPECT_EQ(worker_service_.calls, 1);
+}
+
+TEST_F(GrpcSecurityTest, AWorkerTokenSeparatesTheWorkerServiceFromTheClients) {
+  WriteFile(Path("worker-token"), "w0rker-token\n");
+  ServerSecurityOptions options;
+  options.token_file = Path("token");
+  options.worker_token_file = Path("worker-token");
+  StartServer(options);
+  ClientSecurityOptions client;
+  client.token_file = Path("token");
+  ClientSecurityOptions worker;
+  worker.token_file = Path("worker-token");
+  // Each token opens its own service only.
+  EXPECT_EQ(RegisterWorker(Channel(client)).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(GetJob(Channel(worker)).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_TRUE(RegisterWorker(Channel(worker)).ok());
+  EXPECT_TRUE(GetJob(Channel(client)).ok());
+  EXPECT_EQ(worker_service_.calls, 1);
+  EXPECT_EQ(dtm_service_.calls, 1);
 }
 
 TEST_F(GrpcSecurityTest, MessageAboveTheLimitIsResourceExhaustedEitherWay) {
@@ -470,6 +496,24 @@ TEST_F(GrpcSecurityTest, InsecureNonLoopbackListenIsRefusedUnlessAllowed) {
   options.allow_insecure = true;
   grpc::ServerBuilder allowed;
   EXPECT_TRUE(ConfigureServer(&allowed, "0.0.0.0:0", options, nullptr).ok());
+}
+
+TEST_F(GrpcSecurityTest, UnauthenticatedNonLoopbackListenIsRefusedUnlessAllowed) {
+  REQUIRE_OPENSSL();
+  // TLS alone encrypts, but lets anyone who reaches the port act as a client or a worker.
+  ServerSecurityOptions options = TlsServer();
+  grpc::ServerBuilder builder;
+  const Status status = ConfigureServer(&builder, "0.0.0.0:0", options, nullptr);
+  EXPECT_EQ(status.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("without authentication"), std::string::npos) << status.message();
+
+  options.token_file = Path("token");
+  grpc::ServerBuilder with_token;
+  EXPECT_TRUE(ConfigureServer(&with_token, "0.0.0.0:0", options, nullptr).ok());
+  options.token_file.clear();
+  options.client_ca_file = Path("ca.pem");
+  grpc::ServerBuilder with_client_certs;
+  EXPECT_TRUE(ConfigureServer(&with_client_certs, "0.0.0.0:0", options, nullptr).ok());
 }
 
 TEST_F(GrpcSecurityTest, TokenOverInsecureNonLoopbackChannelIsRefused) {

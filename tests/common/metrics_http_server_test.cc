@@ -6,8 +6,14 @@
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace dtm {
 namespace {
@@ -94,12 +100,31 @@ TEST_F(MetricsHttpServerTest, StopsServingWhenDestroyed) {
   EXPECT_FALSE(client.Get("/healthz"));
 }
 
+TEST_F(MetricsHttpServerTest, IdleConnectionsDoNotStarveAScrape) {
+  // Clients that connect and send nothing, more than httplib's default pool of 8 threads.
+  std::vector<int> idle;
+  for (int i = 0; i < 16; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<uint16_t>(server_->port()));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+    idle.push_back(fd);
+  }
+  httplib::Result scrape = GetPath("/metrics");
+  ASSERT_TRUE(scrape) << "the scrape timed out behind " << idle.size() << " idle connections";
+  EXPECT_EQ(scrape->status, 200);
+  for (int fd : idle) ::close(fd);
+}
+
 TEST(MetricsHttpServerListenTest, TakesAHostPortAddressAndRefusesAnythingElse) {
   auto registry = std::make_shared<prometheus::Registry>();
   auto server = MetricsHttpServer::Listen(registry, "127.0.0.1:0");
   ASSERT_TRUE(server.ok()) << server.status().ToString();
   EXPECT_GT((*server)->port(), 0);
-  for (const std::string bad : {"127.0.0.1", "127.0.0.1:http", "127.0.0.1:70000"}) {
+  for (const std::string bad : {"127.0.0.1", "127.0.0.1:http", "127.0.0.1:70000", ":9100"}) {
     auto refused = MetricsHttpServer::Listen(registry, bad);
     ASSERT_FALSE(refused.ok()) << bad;
     EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument) << bad;

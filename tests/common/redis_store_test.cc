@@ -36,7 +36,18 @@ class RedisStoreTest : public ::testing::Test {
     options.max_retries = 3;
     options.initial_backoff_ms = 10;
     options.max_backoff_ms = 40;
+    options.outage_probe_interval_ms = 100;
     return options;
+  }
+
+  // Pings until the store has found the server again (one probe per outage_probe_interval_ms).
+  static bool WaitUntilUp(RedisStore& store) {
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < give_up) {
+      if (store.Ping().ok()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
   }
 
   std::unique_ptr<RedisStore> ConnectOrDie(const RedisOptions& options) {
@@ -90,6 +101,7 @@ TEST_F(RedisStoreTest, CommandDuringAnOutageIsUnavailableAndDataSurvivesACrashRe
   EXPECT_EQ(store->Set("k", "v").code(), StatusCode::kUnavailable);
 
   ASSERT_TRUE(server_->Restart().ok());
+  ASSERT_TRUE(WaitUntilUp(*store));
   EXPECT_EQ(store->Get("cache:baseline").value(), std::optional<std::string>(std::string("tokens\0ids", 10)));
   EXPECT_EQ(store->HashGetAll("job:1").value(), (std::map<std::string, std::string>{{"state", "running"}}));
   EXPECT_EQ(store->ListRange("job:1:events").value(), std::vector<std::string>{"started"});
@@ -117,6 +129,56 @@ TEST_F(RedisStoreTest, CommandSucceedsWhenTheServerReturnsWithinItsRetries) {
   ASSERT_TRUE(restarted.ok()) << restarted.ToString();
   ASSERT_TRUE(value.ok()) << value.status().ToString();
   EXPECT_EQ(*value, std::optional<std::string>("v"));
+}
+
+TEST_F(RedisStoreTest, DuringAnOutageCommandsFailAtOnceAndAProbeFindsTheServerBack) {
+  RedisOptions options = FastOptions();
+  options.outage_probe_interval_ms = 300;
+  std::unique_ptr<RedisStore> store = ConnectOrDie(options);
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->Set("k", "v").ok());
+  EXPECT_TRUE(store->up());
+
+  server_->Kill();
+  // The first command spends its retries (10 + 20 + 40 ms of backoff), then Redis counts as down.
+  EXPECT_EQ(store->Get("k").status().code(), StatusCode::kUnavailable);
+  EXPECT_FALSE(store->up());
+  // Now commands do not wait: 200 of them take far less than one backoff round each.
+  const auto start = Clock::now();
+  for (int i = 0; i < 200; ++i) {
+    StatusOr<std::optional<std::string>> value = store->Get("k");
+    ASSERT_EQ(value.status().code(), StatusCode::kUnavailable);
+    if (i == 0) {
+      EXPECT_NE(value.status().message().find("unreachable for"), std::string::npos) << value.status().message();
+    }
+  }
+  EXPECT_LT(Clock::now() - start, std::chrono::milliseconds(250));
+
+  ASSERT_TRUE(server_->Restart().ok());
+  ASSERT_TRUE(WaitUntilUp(*store));
+  EXPECT_TRUE(store->up());
+  EXPECT_EQ(store->Get("k").value(), std::optional<std::string>("v"));
+}
+
+TEST_F(RedisStoreTest, ExistTellsEachKeyInOrderAcrossPipelines) {
+  std::unique_ptr<RedisStore> store = ConnectOrDie(FastOptions());
+  ASSERT_NE(store, nullptr);
+  std::vector<std::string> keys;
+  std::vector<bool> want;
+  // 2,500 keys: three pipelines of up to a thousand; every third one exists, one as a hash.
+  for (int i = 0; i < 2500; ++i) {
+    keys.push_back("k" + std::to_string(i));
+    want.push_back(i % 3 == 0);
+    if (i == 999) {
+      ASSERT_TRUE(store->HashSet(keys.back(), "f", "v").ok());
+    } else if (want.back()) {
+      ASSERT_TRUE(store->Set(keys.back(), "v").ok());
+    }
+  }
+  StatusOr<std::vector<bool>> exist = store->Exist(keys);
+  ASSERT_TRUE(exist.ok()) << exist.status().ToString();
+  EXPECT_EQ(*exist, want);
+  EXPECT_TRUE(store->Exist({}).value().empty());
 }
 
 TEST_F(RedisStoreTest, EightThreadsShareOneStore) {

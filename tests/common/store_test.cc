@@ -122,6 +122,17 @@ TYPED_TEST(StoreTest, DeleteRemovesAKeyOfAnyTypeAndIgnoresAMissingOne) {
   EXPECT_EQ(this->store_->Keys("").value(), Strings{});
 }
 
+TYPED_TEST(StoreTest, ExistTellsEachKeyOfAnyTypeInOrder) {
+  ASSERT_TRUE(this->store_->Set("s", "v").ok());
+  ASSERT_TRUE(this->store_->HashSet("h", "f", "v").ok());
+  ASSERT_TRUE(this->store_->ListPush("l", "v").ok());
+  ASSERT_TRUE(this->store_->Set(kBinary, "").ok());
+  StatusOr<std::vector<bool>> exist = this->store_->Exist({"missing", "s", "h", "l", kBinary, "s", "gone"});
+  ASSERT_TRUE(exist.ok()) << exist.status().ToString();
+  EXPECT_EQ(*exist, (std::vector<bool>{false, true, true, true, true, true, false}));
+  EXPECT_TRUE(this->store_->Exist({}).value().empty());
+}
+
 TYPED_TEST(StoreTest, SetReplacesAKeyOfAnotherType) {
   ASSERT_TRUE(this->store_->ListPush("k", "v").ok());
   ASSERT_TRUE(this->store_->Set("k", "s").ok());

@@ -1,0 +1,34 @@
+#include "common/version.h"
+
+namespace dtm {
+namespace {
+
+// "MAJOR.MINOR" of a "MAJOR.MINOR.PATCH" version (digits only), or "" when it is not one.
+std::string_view MajorMinor(std::string_view version) {
+  int dots = 0;
+  size_t minor_end = std::string_view::npos;
+  bool digit_before = false;
+  for (size_t i = 0; i < version.size(); ++i) {
+    const char c = version[i];
+    if (c == '.') {
+      if (!digit_before || ++dots > 2) return {};
+      if (dots == 2) minor_end = i;
+      digit_before = false;
+    } else if (c >= '0' && c <= '9') {
+      digit_before = true;
+    } else {
+      return {};
+    }
+  }
+  if (dots != 2 || !digit_before) return {};
+  return version.substr(0, minor_end);
+}
+
+}  // namespace
+
+bool IsCompatibleWorkerVersion(std::string_view worker_version) {
+  const std::string_view theirs = MajorMinor(worker_version);
+  return !theirs.empty() && theirs == MajorMinor(kDtmVersion);
+}
+
+}  // namespace dtm
