@@ -32,6 +32,7 @@
 #include "common/redis_store.h"
 #include "coordinator/clock.h"
 #include "coordinator/coordinator_metrics.h"
+#include "common/version.h"
 #include "coordinator/scheduler.h"
 
 namespace dtm {
@@ -156,7 +157,7 @@ void WorkerLoop(Scheduler* scheduler, const std::string& worker, const BenchOpti
     lease.set_max_tasks(1);
     lease.set_request_id(worker + "-" + std::to_string(++request));
     const Steady::time_point lease_start = Steady::now();
-    StatusOr<v1::LeaseTasksResponse> tasks = scheduler->LeaseTasks(lease);
+    StatusOr<v1::LeaseTasksResponse> tasks = scheduler->worker().LeaseTasks(lease);
     const double lease_us = MicrosSince(lease_start);
     if (!tasks.ok()) Fail("LeaseTasks for " + worker + ": " + tasks.status().ToString());
     if (tasks->tasks().empty()) {
@@ -167,7 +168,7 @@ void WorkerLoop(Scheduler* scheduler, const std::string& worker, const BenchOpti
     for (const v1::Task& task : tasks->tasks()) {
       v1::CompleteTaskRequest result = InstantOutput(task, worker, static_cast<uint32_t>(o.completion));
       const Steady::time_point complete_start = Steady::now();
-      StatusOr<v1::CompleteTaskResponse> answer = scheduler->CompleteTask(result);
+      StatusOr<v1::CompleteTaskResponse> answer = scheduler->worker().CompleteTask(result);
       const double complete_us = MicrosSince(complete_start);
       if (!answer.ok()) Fail("CompleteTask for " + worker + ": " + answer.status().ToString());
       out->lease_us.push_back(lease_us);
@@ -193,7 +194,11 @@ RunResult RunOnce(const BenchOptions& o, int workers, int run) {
   prometheus::Registry registry;
   CoordinatorMetrics metrics(registry);
   SystemClock clock;
-  Scheduler scheduler(store.get(), &metrics, CoordinatorOptions{}, &clock);
+  CoordinatorOptions coordinator_options;
+  coordinator_options.data_root = "/";  // the inputs live in a temporary folder
+  StatusOr<std::unique_ptr<Scheduler>> made = Scheduler::Create(store.get(), &metrics, coordinator_options, &clock);
+  Check(made.status(), "creating the scheduler");
+  Scheduler& scheduler = **made;
   Check(scheduler.Start(), "starting the scheduler");
 
   std::vector<std::string> names;
@@ -206,13 +211,16 @@ RunResult RunOnce(const BenchOptions& o, int workers, int run) {
     request.set_dtype(v1::DTYPE_F32);
     request.set_num_layers(o.layers);
     request.set_capacity(1);
-    Check(scheduler.RegisterWorker(request).status(), "registering " + names.back());
+    request.set_version(kDtmVersion);
+    Check(scheduler.worker().RegisterWorker(request).status(), "registering " + names.back());
   }
 
   std::atomic<bool> done{false};
   std::vector<RunResult> per_worker(workers);
   const Steady::time_point start = Steady::now();
-  StatusOr<v1::Job> job = scheduler.Submit(Spec(o, in), "");
+  StatusOr<v1::Job> job = scheduler.client().Submit(Spec(o, in), "bench-run-" + std::to_string(run) + "-" +
+                                                                        std::to_string(workers) + "-" +
+                                                                        std::to_string(Steady::now().time_since_epoch().count()));
   Check(job.status(), "submitting the job");
   std::vector<std::thread> threads;
   for (int w = 0; w < workers; ++w) {
@@ -222,7 +230,7 @@ RunResult RunOnce(const BenchOptions& o, int workers, int run) {
   v1::JobProgress progress;
   for (;;) {
     StatusOr<std::pair<v1::JobProgress, uint64_t>> seen =
-        scheduler.WaitProgress(job->job_id(), version, std::chrono::milliseconds(100));
+        scheduler.client().WaitProgress(job->job_id(), version, std::chrono::milliseconds(100));
     Check(seen.status(), "watching the job");
     progress = seen->first;
     version = seen->second;

@@ -52,6 +52,7 @@ struct ServiceFlags {
   dtm::cli::CancelOptions cancel;
   dtm::cli::JobsOptions jobs;
   dtm::cli::ExportConfigOptions export_config;
+  dtm::cli::PurgeWorkerOptions purge_worker;
   dtm::cli::LocalOptions local;
   std::string local_log_level = "warn";
 };
@@ -100,6 +101,12 @@ void AddServiceCommands(CLI::App* app, ServiceFlags* f) {
       ->check(CLI::Range(0, 1000000));
   AddConnectionFlags(export_config, &f->export_config.connection);
 
+  CLI::App* purge = app->add_subcommand(
+      "purge-worker", "delete from the cache every result a worker computed (a broken or forged worker), so "
+      "that later jobs compute them again");
+  purge->add_option("worker_id", f->purge_worker.worker_id, "the worker's id (--worker-id)")->required();
+  AddConnectionFlags(purge, &f->purge_worker.connection);
+
   CLI::App* local = app->add_subcommand(
       "local", "run a job spec in this process: a coordinator, K workers and the client (the embedded default)");
   local->add_option("spec", f->local.spec_path, "job spec (YAML)")->required();
@@ -123,6 +130,7 @@ std::optional<int> RunServiceCommand(const std::string& command, const ServiceFl
   if (command == "cancel") return dtm::cli::CancelCommand(f.cancel, console);
   if (command == "jobs") return dtm::cli::JobsCommand(f.jobs, console);
   if (command == "export-config") return dtm::cli::ExportConfigCommand(f.export_config, console);
+  if (command == "purge-worker") return dtm::cli::PurgeWorkerCommand(f.purge_worker, console);
   if (command == "local") {
     if (dtm::Status s = dtm::InitLogging(f.local_log_level); !s.ok()) {
       std::cerr << "dtmctl local: --log-level: " << s.message() << "\n";

@@ -110,6 +110,8 @@ int LocalCommand(const LocalOptions& options, const Console& console) {
   coordinator_options.heartbeat_interval_ms = std::max<int64_t>(100, options.lease_timeout_ms / 6);
   coordinator_options.idle_poll_interval_ms = 100;
   coordinator_options.tick_ms = 100;
+  // The files are the user's own, read by the user's own process: no data root to keep them in.
+  coordinator_options.data_root = "/";
   auto coordinator = Coordinator::Create(store->get(), registry.get(), coordinator_options);
   if (!coordinator.ok()) return Fail(console, "coordinator", coordinator.status());
   if (Status s = (*coordinator)->Start(); !s.ok()) return Fail(console, "coordinator", s);

@@ -229,6 +229,9 @@ std::string FormatResultsJson(const v1::GetResultsResponse& response) {
   }
   if (!levels.empty()) doc["search_levels"] = std::move(levels);
   if (response.has_allocation()) doc["allocation"] = AllocationJson(response.allocation());
+  if (response.warnings_size() > 0) {
+    doc["warnings"] = std::vector<std::string>(response.warnings().begin(), response.warnings().end());
+  }
   return doc.dump(2) + "\n";
 }
 

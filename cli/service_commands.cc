@@ -1,6 +1,7 @@
 #include "cli/service_commands.h"
 
 #include <grpcpp/grpcpp.h>
+#include <nlohmann/json.hpp>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
@@ -24,6 +25,7 @@
 #include "cli/progress_bar.h"
 #include "cli/results_format.h"
 #include "common/compression_config.h"
+#include "common/grpc_status.h"
 #include "dtm/v1/dtm_service.grpc.pb.h"
 
 namespace dtm::cli {
@@ -33,11 +35,6 @@ constexpr int kExitOk = 0;
 constexpr int kExitFailed = 1;
 constexpr int kExitUsage = 2;
 constexpr int kExitUnreachable = 3;
-
-// The codes are the same numbers on both sides (common/status.h), so the conversion is exact.
-Status FromGrpc(const grpc::Status& status) {
-  return Status(static_cast<StatusCode>(status.error_code()), status.error_message());
-}
 
 // Prints "dtmctl <command>: <CODE>: <message>" and returns the exit code the code maps to.
 int ReportError(const std::string& command, const Status& status, const ConnectionOptions& connection,
@@ -65,7 +62,7 @@ int ReportError(const std::string& command, const Status& status, const Connecti
 
 int ReportError(const std::string& command, const grpc::Status& status, const ConnectionOptions& connection,
                 const Console& console) {
-  return ReportError(command, FromGrpc(status), connection, console);
+  return ReportError(command, FromGrpcStatus(status), connection, console);
 }
 
 StatusOr<std::unique_ptr<v1::DtmService::Stub>> Connect(const ConnectionOptions& connection) {
@@ -102,15 +99,20 @@ void Backoff(const RetryPolicy& policy, int attempt) {
 }
 
 // Runs `call` (which makes a fresh ClientContext each time) until it returns anything but
-// UNAVAILABLE or the policy's attempts are spent. Only for calls that are safe to repeat.
+// UNAVAILABLE (and, when `also_on_deadline`, DEADLINE_EXCEEDED) or the policy's attempts are spent.
+// Only for calls that are safe to repeat; a call that timed out may have taken effect, so
+// `also_on_deadline` is for idempotent ones only.
 grpc::Status WithRetries(const std::string& command, const ConnectionOptions& connection,
-                         const Console& console, const std::function<grpc::Status()>& call) {
+                         const Console& console, bool also_on_deadline, const std::function<grpc::Status()>& call) {
   const int attempts = std::max(connection.retry.max_attempts, 1);
   grpc::Status status;
   for (int attempt = 1; attempt <= attempts; ++attempt) {
     status = call();
-    if (status.error_code() != grpc::StatusCode::UNAVAILABLE || attempt == attempts) break;
-    *console.err << "dtmctl " << command << ": coordinator at " << connection.coordinator << " unavailable ("
+    const bool again = status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+                       (also_on_deadline && status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED);
+    if (!again || attempt == attempts) break;
+    *console.err << "dtmctl " << command << ": coordinator at " << connection.coordinator << ": "
+                 << StatusCodeName(static_cast<StatusCode>(status.error_code())) << " ("
                  << status.error_message() << "), retrying" << std::endl;
     Backoff(connection.retry, attempt);
   }
@@ -293,10 +295,11 @@ int SubmitCommand(const SubmitOptions& options, const Console& console) {
 
   v1::SubmitJobRequest request;
   request.set_spec_yaml(*spec);
-  // One id for every attempt: a retry after a lost reply returns the job the first attempt made.
+  // One id for every attempt: a retry after a lost reply, or after a deadline that passed while the
+  // coordinator was creating the job, returns the job the first attempt made.
   request.set_client_request_id(NewClientRequestId());
   v1::Job job;
-  const grpc::Status status = WithRetries(command, options.connection, console, [&] {
+  const grpc::Status status = WithRetries(command, options.connection, console, /*also_on_deadline=*/true, [&] {
     job.Clear();
     return Unary(&v1::DtmService::Stub::SubmitJob, stub->get(), options.connection, request, &job);
   });
@@ -331,10 +334,26 @@ int ResultsCommand(const ResultsOptions& options, const Console& console) {
   v1::GetResultsRequest request;
   request.set_job_id(options.job_id);
   request.set_include_probe_results(options.probes);
+  // Every page (each within the message limit), then the rows together.
   v1::GetResultsResponse response;
-  const grpc::Status status =
-      Unary(&v1::DtmService::Stub::GetResults, stub->get(), options.connection, request, &response);
-  if (!status.ok()) return ReportError(command, status, options.connection, console);
+  while (true) {
+    v1::GetResultsResponse page;
+    const grpc::Status status =
+        Unary(&v1::DtmService::Stub::GetResults, stub->get(), options.connection, request, &page);
+    if (!status.ok()) return ReportError(command, status, options.connection, console);
+    const bool first = request.page_token().empty();
+    auto rows = std::move(*page.mutable_results());
+    page.clear_results();
+    if (first) response = page;
+    for (v1::ConfigResult& row : rows) *response.add_results() = std::move(row);
+    // A token equal to the one just sent would loop forever; treat it as the last page.
+    if (page.next_page_token().empty() || page.next_page_token() == request.page_token()) break;
+    request.set_page_token(page.next_page_token());
+  }
+  response.clear_next_page_token();
+  for (const std::string& warning : response.warnings()) {
+    *console.err << "dtmctl results: warning: " << warning << std::endl;
+  }
 
   // Metrics of an incomplete config cover only the probes so far and would read as final.
   const int total = response.results_size();
@@ -353,6 +372,20 @@ int ResultsCommand(const ResultsOptions& options, const Console& console) {
     *console.err << std::endl;
   }
   *console.out << FormatResults(response, *format) << std::flush;
+  return kExitOk;
+}
+
+int PurgeWorkerCommand(const PurgeWorkerOptions& options, const Console& console) {
+  auto stub = Connect(options.connection);
+  if (!stub.ok()) return ReportError("purge-worker", stub.status(), options.connection, console);
+  v1::PurgeWorkerResultsRequest request;
+  request.set_worker_id(options.worker_id);
+  v1::PurgeWorkerResultsResponse response;
+  const grpc::Status status =
+      Unary(&v1::DtmService::Stub::PurgeWorkerResults, stub->get(), options.connection, request, &response);
+  if (!status.ok()) return ReportError("purge-worker", status, options.connection, console);
+  *console.out << "{\"worker_id\": " << nlohmann::json(options.worker_id).dump()
+               << ", \"results_deleted\": " << response.results_deleted() << "}" << std::endl;
   return kExitOk;
 }
 

@@ -31,8 +31,8 @@ struct Console {
   static Console Std();
 };
 
-// Retries of calls that are safe to repeat (SubmitJob with the same client_request_id, WatchJob),
-// after UNAVAILABLE only. The wait doubles from `initial_backoff_ms` up to `max_backoff_ms`.
+// Retries of calls that are safe to repeat (SubmitJob with the same client_request_id, also after
+// DEADLINE_EXCEEDED; WatchJob), after UNAVAILABLE. The wait doubles from `initial_backoff_ms` up to `max_backoff_ms`.
 struct RetryPolicy {
   int max_attempts = 5;
   int initial_backoff_ms = 250;
@@ -114,6 +114,14 @@ struct ExportConfigOptions {
   int level = -1;
 };
 int ExportConfigCommand(const ExportConfigOptions& options, const Console& console);
+
+// `dtmctl purge-worker WORKER_ID`: deletes from the cache every result that worker computed, so that
+// later jobs compute them again (a worker found broken or forged). Prints {"worker_id", "results_deleted"}.
+struct PurgeWorkerOptions {
+  ConnectionOptions connection;
+  std::string worker_id;
+};
+int PurgeWorkerCommand(const PurgeWorkerOptions& options, const Console& console);
 
 // A fresh random client_request_id (a version 4 UUID).
 std::string NewClientRequestId();

@@ -17,9 +17,14 @@ StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(Store* store, prometh
                                 " ms) must be at least twice the heartbeat interval (" +
                                 std::to_string(options.heartbeat_interval_ms) + " ms)");
   }
+  if (options.max_stage_tasks <= 0 || options.max_spec_bytes == 0 || options.max_file_bytes == 0 ||
+      options.lease_retention_ms < 0) {
+    return InvalidArgumentError("coordinator: the stage, spec and file limits must be positive");
+  }
   static const SystemClock system_clock;
   auto metrics = registry ? std::make_unique<CoordinatorMetrics>(*registry) : nullptr;
-  auto scheduler = std::make_unique<Scheduler>(store, metrics.get(), options, clock ? clock : &system_clock);
+  ASSIGN_OR_RETURN(std::unique_ptr<Scheduler> scheduler,
+                   Scheduler::Create(store, metrics.get(), std::move(options), clock ? clock : &system_clock));
   std::unique_ptr<Coordinator> coordinator(new Coordinator(std::move(scheduler)));
   coordinator->metrics_ = std::move(metrics);
   return coordinator;
@@ -27,8 +32,8 @@ StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(Store* store, prometh
 
 Coordinator::Coordinator(std::unique_ptr<Scheduler> scheduler)
     : scheduler_(std::move(scheduler)),
-      client_service_(std::make_unique<DtmServiceImpl>(scheduler_.get())),
-      worker_service_(std::make_unique<WorkerServiceImpl>(scheduler_.get())) {}
+      client_service_(std::make_unique<DtmServiceImpl>(&scheduler_->client())),
+      worker_service_(std::make_unique<WorkerServiceImpl>(&scheduler_->worker())) {}
 
 Coordinator::~Coordinator() { Stop(); }
 

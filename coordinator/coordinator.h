@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -31,12 +32,29 @@ struct CoordinatorOptions {
   int64_t tick_ms = 200;
   // Names this coordinator's leases; a fresh one per start when empty.
   std::string instance_id;
-  // Whether a job's probe file and model folder may be read at submit time to validate them
-  // (true when the coordinator shares the workers' filesystem, as in `dtmctl local`).
+  // Whether a model folder's config.json may be read (when it lies under the data root) to check a
+  // job's components at submit before any worker serving the model has registered.
   bool read_model_configs = true;
   // A job whose model no registered worker serves fails after waiting this long (0: waits forever),
-  // so that a path the workers cannot read ends in an error instead of a job pending for ever.
+  // so that a path the workers cannot read ends in an error instead of a job pending for ever. A
+  // task that every registered worker of its pool said it cannot run fails after as long.
   int64_t model_wait_ms = 600000;
+
+  // Bounds on what a client may make the coordinator read, hold and answer (README "Limits"):
+  // files a job spec names (probes, a previous round) must be regular files under `data_root`
+  // ("/" admits every path) of at most `max_file_bytes` after gunzip;
+  std::string data_root = ".";
+  uint64_t max_file_bytes = uint64_t{256} << 20;
+  // a spec is at most `max_spec_bytes`;
+  uint64_t max_spec_bytes = 1 << 20;
+  // one stage of a job plans at most `max_stage_tasks` tasks (configs x shards, the noise floor
+  // included; the baseline is one stage of shards): a spec whose stages could exceed it is refused.
+  int64_t max_stage_tasks = 100000;
+  // How long finished tasks and ended leases are remembered, to answer late reports precisely.
+  int64_t lease_retention_ms = 300000;
+  // Called on the scheduler thread when the store stops answering (false) and answers again (true),
+  // e.g. to turn the daemon's health to NOT_SERVING. Must not call into the coordinator.
+  std::function<void(bool reachable)> on_store_reachable;
 };
 
 class CoordinatorMetrics;
@@ -54,10 +72,11 @@ class Coordinator {
   Coordinator(const Coordinator&) = delete;
   Coordinator& operator=(const Coordinator&) = delete;
 
-  // Loads unfinished jobs from the store and starts the scheduler thread. UNAVAILABLE when the
-  // store cannot be reached.
+  // Loads the jobs from the store and starts the scheduler thread, which resumes the unfinished
+  // ones. UNAVAILABLE when the store cannot be reached.
   Status Start();
-  // Stops the scheduler thread; jobs stay in the store, to be resumed by the next Start().
+  // Stops the scheduler thread within about one store command timeout, whatever the store does;
+  // jobs stay in the store, to be resumed by the next Start().
   void Stop();
 
   dtm::v1::DtmService::Service* client_service();

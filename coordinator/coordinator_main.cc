@@ -2,6 +2,7 @@
 #include <signal.h>
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -21,6 +22,9 @@
 #include "coordinator/coordinator.h"
 
 namespace {
+
+// How long calls in flight may finish after SIGTERM.
+constexpr int kShutdownGraceSeconds = 5;
 
 struct Flags {
   std::string listen = "127.0.0.1:7070";
@@ -75,8 +79,22 @@ int Run(const Flags& flags) {
     return 2;
   }
   auto registry = std::make_shared<prometheus::Registry>();
+  // SERVING only while the store answers, so that a load balancer or kubelet sees an outage. The
+  // scheduler thread reports the store's state; the services start SERVING once the port is up.
+  dtm::HealthService health;
+  std::mutex health_mu;
+  bool listening = false;  // guarded by health_mu
+  bool store_up = true;    // guarded by health_mu
+  const auto set_health = [&health](bool serving) {
+    for (const char* service : {"", "dtm.v1.DtmService", "dtm.v1.WorkerService"}) health.SetStatus(service, serving);
+  };
   dtm::CoordinatorOptions options = flags.coordinator;
   options.model_wait_ms = flags.model_wait_s * 1000;
+  options.on_store_reachable = [&](bool reachable) {
+    std::lock_guard<std::mutex> lock(health_mu);
+    store_up = reachable;
+    if (listening) set_health(reachable);
+  };
   auto coordinator = dtm::Coordinator::Create(store->get(), registry.get(), options);
   if (!coordinator.ok()) {
     spdlog::critical("dtm-coordinator: {}", coordinator.status().message());
@@ -97,7 +115,6 @@ int Run(const Flags& flags) {
     metrics = std::move(server).value();
   }
 
-  dtm::HealthService health;
   grpc::ServerBuilder builder;
   int port = 0;
   if (dtm::Status s = dtm::ConfigureServer(&builder, flags.listen, flags.security, &port); !s.ok()) {
@@ -113,17 +130,23 @@ int Run(const Flags& flags) {
                      flags.listen);
     return 2;
   }
-  health.SetStatus("", true);
-  health.SetStatus("dtm.v1.DtmService", true);
-  health.SetStatus("dtm.v1.WorkerService", true);
+  {
+    std::lock_guard<std::mutex> lock(health_mu);
+    listening = true;
+    set_health(store_up);
+  }
   // One line that scripts and tests wait for, with the ports actually bound.
   spdlog::info("dtm-coordinator ready: grpc port {} metrics port {}", port, metrics ? metrics->port() : 0);
 
   const int signal = dtm::ShutdownSignals::Wait();
   spdlog::info("dtm-coordinator: signal {}; shutting down", signal);
+  // The bound README promises: calls in flight get kShutdownGraceSeconds, then are cancelled; the
+  // scheduler stops within one store command timeout. Every acknowledged job and result is in the
+  // store already.
   health.Shutdown();
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(kShutdownGraceSeconds));
   (*coordinator)->Stop();
+  spdlog::info("dtm-coordinator: stopped");
   return 0;
 }
 
@@ -147,6 +170,17 @@ int main(int argc, char** argv) {
   app.add_option("--heartbeat-ms", flags.coordinator.heartbeat_interval_ms, "Heartbeat interval asked of workers")
       ->capture_default_str();
   app.add_option("--max-attempts", flags.coordinator.max_attempts, "Attempts per task before its job fails")
+      ->capture_default_str();
+  app.add_option("--data-root", flags.coordinator.data_root,
+                 "Folder under which the files job specs name (probes, a previous round) must lie; '/' admits any")
+      ->capture_default_str();
+  app.add_option("--max-file-bytes", flags.coordinator.max_file_bytes,
+                 "Bytes read at most from one file a job spec names (after gunzip)")
+      ->capture_default_str();
+  app.add_option("--max-spec-bytes", flags.coordinator.max_spec_bytes, "Largest job spec accepted, in bytes")
+      ->capture_default_str();
+  app.add_option("--max-stage-tasks", flags.coordinator.max_stage_tasks,
+                 "Tasks one stage of a job may plan (configs x shards); larger specs are refused at submit")
       ->capture_default_str();
   app.add_option("--log-level", flags.log_level, "trace, debug, info, warn or error")->capture_default_str();
   dtm::AddServerSecurityFlags(&app, &flags.security);

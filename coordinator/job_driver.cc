@@ -21,6 +21,8 @@ class FixedConfigsDriver : public JobDriver {
     return std::optional<std::vector<std::string>>();
   }
 
+  uint64_t MaxStageConfigs() const override { return configs_.size(); }
+
   std::vector<dtm::v1::ConfigResult> Results(const std::map<std::string, dtm::v1::Metrics>& evaluated) const override {
     return ResultRowsOf(configs_, evaluated);
   }
@@ -45,7 +47,8 @@ std::vector<dtm::v1::ConfigResult> ResultRowsOf(const std::vector<std::string>& 
   return rows;
 }
 
-StatusOr<std::unique_ptr<JobDriver>> CreateJobDriver(const JobSpec& spec, const ModelGeometry& geometry) {
+StatusOr<std::unique_ptr<JobDriver>> CreateJobDriver(const JobSpec& spec, const ModelGeometry& geometry,
+                                                     const ReadLimits& limits) {
   const int num_layers = geometry.num_layers;
   switch (spec.kind) {
     case JobKind::kEvaluate:
@@ -66,7 +69,7 @@ StatusOr<std::unique_ptr<JobDriver>> CreateJobDriver(const JobSpec& spec, const 
                                                               static_cast<int>(spec.beam_width), depth));
     }
     case JobKind::kSparsifyRound:
-      return CreateSparsifyRoundDriver(spec, geometry);
+      return CreateSparsifyRoundDriver(spec, geometry, limits);
   }
   return InvalidArgumentError("kind: unknown kind " + std::to_string(static_cast<int>(spec.kind)));
 }

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "common/jsonl.h"
 #include "common/status.h"
 #include "coordinator/job_spec.h"
 #include "coordinator/model_geometry.h"
@@ -32,6 +33,10 @@ class JobDriver {
   // metrics of every config evaluated so far in this job. nullopt when the job is finished.
   virtual StatusOr<std::optional<std::vector<std::string>>> NextStage(
       const std::map<std::string, dtm::v1::Metrics>& evaluated) = 0;
+
+  // The most configs any one stage may name, known before the first: what submission checks against
+  // the coordinator's limit on a stage's tasks.
+  virtual uint64_t MaxStageConfigs() const = 0;
 
   // The job's result rows once NextStage has returned nullopt, in the order users see them.
   virtual std::vector<dtm::v1::ConfigResult> Results(const std::map<std::string, dtm::v1::Metrics>& evaluated) const = 0;
@@ -62,7 +67,9 @@ std::vector<dtm::v1::ConfigResult> ResultRowsOf(const std::vector<std::string>& 
 // evaluate and probe: one stage holding every config of the spec (ExpandConfigs), then done.
 // quant-search: a QuantSearchDriver over the selected components; its depth must not exceed their
 // number (0 = all of them).
-// sparsify-round: a SparsifyRoundDriver (sparsify_round.h); it needs the component sizes.
-StatusOr<std::unique_ptr<JobDriver>> CreateJobDriver(const JobSpec& spec, const ModelGeometry& geometry);
+// sparsify-round: a SparsifyRoundDriver (sparsify_round.h); it needs the component sizes, and reads
+// the spec's `previous` file within `limits`.
+StatusOr<std::unique_ptr<JobDriver>> CreateJobDriver(const JobSpec& spec, const ModelGeometry& geometry,
+                                                     const ReadLimits& limits = {});
 
 }  // namespace dtm

@@ -16,6 +16,7 @@
 
 #include "common/components.h"
 #include "common/compression_config.h"
+#include "common/user_text.h"
 
 namespace dtm {
 namespace {
@@ -29,6 +30,9 @@ constexpr const char* kSectionKinds[] = {"evaluate", "probe", "quant-search", "s
 // Config syntax is checked at submission, before the model's layer count is known: any layer index is
 // admitted here (bounded so that ComponentId::Index() cannot overflow) and re-checked by ExpandConfigs.
 constexpr int kSyntaxCheckLayers = std::numeric_limits<int>::max() / kComponentKindsPerLayer - 1;
+
+// A job's free-text name, in bytes.
+constexpr size_t kMaxNameBytes = 256;
 
 // Counts end up in uint32 proto fields and int tensor sizes: keep them within both.
 constexpr int64_t kMaxCount = std::numeric_limits<int32_t>::max();
@@ -50,12 +54,13 @@ std::string Joined(const std::vector<std::string>& names) {
   return out;
 }
 
-// "job spec: FIELD (line L): WHY"; the line is 1-based, as editors show it.
+// "job spec: FIELD (line L): WHY"; the line is 1-based, as editors show it. Both parts may hold the
+// spec's text (a key, a value), so both are bounded (common/user_text.h).
 Status FieldError(const std::string& field, const YAML::Node& node, const std::string& why) {
-  std::string where = field;
+  std::string where = Bounded(field, 200);
   if (node.IsDefined() && !node.Mark().is_null())
     where += " (line " + std::to_string(node.Mark().line + 1) + ")";
-  return InvalidArgumentError("job spec: " + where + ": " + why);
+  return InvalidArgumentError("job spec: " + where + ": " + Bounded(why, 1000));
 }
 
 std::string Describe(const YAML::Node& node) {
@@ -67,7 +72,7 @@ std::string Describe(const YAML::Node& node) {
     case YAML::NodeType::Map:
       return "a mapping";
     case YAML::NodeType::Scalar:
-      return "'" + node.Scalar() + "'";
+      return Quoted(node.Scalar());
     default:
       return "an undefined value";
   }
@@ -126,7 +131,7 @@ StatusOr<int64_t> ReadInt(const YAML::Node& node, const std::string& field, int6
   int64_t value = 0;
   auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (text.empty() || ec != std::errc() || ptr != text.data() + text.size()) {
-    return FieldError(field, node, "must be an integer, got '" + text + "'");
+    return FieldError(field, node, "must be an integer, got " + Quoted(text));
   }
   if (value < min)
     return FieldError(field, node, "must be at least " + std::to_string(min) + ", got " + text);
@@ -235,7 +240,7 @@ StatusOr<double> ReadDouble(const YAML::Node& node, const std::string& field) {
   errno = 0;
   const double value = std::strtod(text.c_str(), &end);
   if (text.empty() || end != text.c_str() + text.size() || errno == ERANGE || !std::isfinite(value)) {
-    return FieldError(field, node, "must be a finite number, got '" + text + "'");
+    return FieldError(field, node, "must be a finite number, got " + Quoted(text));
   }
   return value;
 }
@@ -252,13 +257,13 @@ Status ParseSparsifyRoundSection(const YAML::Node& section, JobSpec* spec) {
   ASSIGN_OR_RETURN(spec->step, ReadDouble(step->value, "sparsify-round.step"));
   if (!(spec->step > 0 && spec->step < 1)) {
     return FieldError("sparsify-round.step", step->value,
-                      "must be a fraction in (0, 1) (0.1 = 10%), got " + step->value.Scalar());
+                      "must be a fraction in (0, 1) (0.1 = 10%), got " + Quoted(step->value.Scalar()));
   }
   if (const Entry* e = Find(entries, "allocation")) {
     ASSIGN_OR_RETURN(std::string name, ReadString(e->value, "sparsify-round.allocation"));
     if (name != "balanced" && name != "uniform") {
       return FieldError("sparsify-round.allocation", e->value,
-                        "must be balanced or uniform, got '" + name + "'");
+                        "must be balanced or uniform, got " + Quoted(name));
     }
     spec->uniform_allocation = name == "uniform";
   }
@@ -300,12 +305,17 @@ Status ParseTopLevel(const YAML::Node& root, JobSpec* spec) {
 
   if (const Entry* e = Find(entries, "name")) {
     ASSIGN_OR_RETURN(spec->name, ReadString(e->value, "name"));
+    // Names are listed with every job (ListJobs): they stay short.
+    if (spec->name.size() > kMaxNameBytes) {
+      return FieldError("name", e->value,
+                        "is " + std::to_string(spec->name.size()) + " bytes; at most " + std::to_string(kMaxNameBytes));
+    }
   }
   if (const Entry* e = Find(entries, "dtype")) {
     ASSIGN_OR_RETURN(spec->dtype, ReadString(e->value, "dtype"));
     if (spec->dtype != "float32" && spec->dtype != "float16" && spec->dtype != "bfloat16") {
       return FieldError("dtype", e->value,
-                        std::string("must be one of ") + kDtypeList + ", got '" + spec->dtype + "'");
+                        std::string("must be one of ") + kDtypeList + ", got " + Quoted(spec->dtype));
     }
   }
   if (const Entry* e = Find(entries, "num_probes")) {
@@ -360,8 +370,8 @@ StatusOr<std::vector<std::string>> ExpandEvaluate(const JobSpec& spec, int num_l
   for (size_t i = 0; i < spec.configs.size(); ++i) {
     StatusOr<CompressionConfig> config = ParseCompressionConfig(spec.configs[i], num_layers);
     if (!config.ok()) {
-      return InvalidArgumentError("job spec: evaluate.configs[" + std::to_string(i) + "] '" +
-                                  spec.configs[i] + "': " + config.status().message());
+      return InvalidArgumentError("job spec: evaluate.configs[" + std::to_string(i) + "] " +
+                                  Quoted(spec.configs[i]) + ": " + Bounded(config.status().message(), 500));
     }
     out.push_back(config->Canonical());
   }
@@ -395,8 +405,8 @@ StatusOr<std::vector<std::string>> SelectComponents(const std::vector<std::strin
       if (fnmatch(globs[g].c_str(), all[c].Name().c_str(), 0) == 0) selected[c] = any = true;
     }
     if (!any) {
-      return InvalidArgumentError("job spec: " + field + "[" + std::to_string(g) + "] '" + globs[g] +
-                                  "': matches no component of a model with " + std::to_string(num_layers) +
+      return InvalidArgumentError("job spec: " + field + "[" + std::to_string(g) + "] " + Quoted(globs[g]) +
+                                  ": matches no component of a model with " + std::to_string(num_layers) +
                                   " layers (names look like model.layers.0.self_attn.q_proj)");
     }
   }
@@ -413,7 +423,7 @@ StatusOr<JobKind> ParseJobKind(std::string_view name) {
   for (int k = 0; k < 4; ++k) {
     if (name == kKindNames[k]) return static_cast<JobKind>(k);
   }
-  return InvalidArgumentError("unknown kind '" + std::string(name) + "'; expected one of " + kKindList);
+  return InvalidArgumentError("unknown kind " + Quoted(name) + "; expected one of " + kKindList);
 }
 
 dtm::v1::JobKind ToProto(JobKind kind) {

@@ -13,6 +13,10 @@ StatusOr<std::unique_ptr<LeaseTable>> LeaseTable::Create(Options options, const 
     return InvalidArgumentError("max_attempts must be at least 1, got " +
                                 std::to_string(options.max_attempts));
   }
+  if (options.retention_ms < 0) {
+    return InvalidArgumentError("retention_ms must not be negative, got " +
+                                std::to_string(options.retention_ms));
+  }
   if (clock == nullptr) return InvalidArgumentError("clock must not be null");
   return std::unique_ptr<LeaseTable>(new LeaseTable(options, clock));
 }
@@ -35,6 +39,7 @@ Status LeaseTable::Enqueue(const std::string& task_id, int priority) {
   ++task.generation;
   task.attempt = 1;
   task.lease_id.clear();
+  task.unable.clear();
   queue_.emplace(task.priority, task.seq, task_id);
   return OkStatus();
 }
@@ -51,11 +56,17 @@ StatusOr<std::vector<LeaseGrant>> LeaseTable::Lease(const std::string& worker_id
   if (last.id == lease_request_id) return last.grants;
 
   std::vector<LeaseGrant> grants;
-  const auto expires_at = clock_->Now() + std::chrono::milliseconds(options_.lease_timeout_ms);
-  while (static_cast<int>(grants.size()) < max_tasks && !queue_.empty()) {
-    std::string task_id = std::get<2>(*queue_.begin());
-    queue_.erase(queue_.begin());
+  const auto now = clock_->Now();
+  const auto expires_at = now + std::chrono::milliseconds(options_.lease_timeout_ms);
+  // Tasks this worker cannot run are skipped where they stand, keeping their place for others.
+  for (auto next = queue_.begin(); static_cast<int>(grants.size()) < max_tasks && next != queue_.end();) {
+    const std::string task_id = std::get<2>(*next);
     Task& task = tasks_.at(task_id);
+    if (task.unable.count(worker_id) != 0) {
+      ++next;
+      continue;
+    }
+    next = queue_.erase(next);
 
     std::string lease_id = options_.lease_id_prefix + std::to_string(next_lease_++);
     LeaseRecord& lease = leases_[lease_id];
@@ -63,6 +74,7 @@ StatusOr<std::vector<LeaseGrant>> LeaseTable::Lease(const std::string& worker_id
     lease.worker_id = worker_id;
     lease.generation = task.generation;
     lease.attempt = task.attempt;
+    lease.leased_at = now;
     lease.expires_at = expires_at;
     active_leases_.insert(lease_id);
 
@@ -98,10 +110,12 @@ std::vector<HeartbeatResult> LeaseTable::Heartbeat(const std::string& worker_id,
       case LeaseEnd::kExpired:
         results.push_back(HeartbeatResult::kExpired);
         break;
-      case LeaseEnd::kReleased:
       case LeaseEnd::kCancelled:
-      case LeaseEnd::kSuperseded:
         results.push_back(HeartbeatResult::kCancelled);
+        break;
+      case LeaseEnd::kReleased:
+      case LeaseEnd::kSuperseded:
+        results.push_back(HeartbeatResult::kRevoked);
         break;
       case LeaseEnd::kCompleted:
       case LeaseEnd::kFailed:
@@ -113,6 +127,31 @@ std::vector<HeartbeatResult> LeaseTable::Heartbeat(const std::string& worker_id,
   return results;
 }
 
+CompleteResult LeaseTable::Accept(const std::string& task_id, Task& task, const std::string& by_lease) {
+  switch (task.state) {
+    case TaskState::kDone:
+      return CompleteResult::kDuplicate;
+    case TaskState::kCancelled:
+      return CompleteResult::kCancelled;
+    case TaskState::kFailed:
+      break;  // the callers refuse this before
+    case TaskState::kQueued:
+      // Its lease expired or was released and the task waits for another worker: this result wins.
+      EraseFromQueue(task_id, task);
+      break;
+    case TaskState::kLeased:
+      // Under another worker's lease, or under this one past expiry but not yet swept: the result is
+      // still the first, so it is accepted, and no expiry is counted because no work was lost.
+      if (task.lease_id != by_lease) {
+        EndLease(task.lease_id, leases_.at(task.lease_id), LeaseEnd::kSuperseded);
+      }
+      break;
+  }
+  task.lease_id.clear();
+  Finish(task_id, task, TaskState::kDone);
+  return CompleteResult::kAccepted;
+}
+
 StatusOr<CompleteResult> LeaseTable::Complete(const std::string& lease_id, const std::string& task_id) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = leases_.find(lease_id);
@@ -121,35 +160,35 @@ StatusOr<CompleteResult> LeaseTable::Complete(const std::string& lease_id, const
   if (lease.task_id != task_id) {
     return InvalidArgumentError("lease " + lease_id + " is for task " + lease.task_id + ", not " + task_id);
   }
-  Task& task = tasks_.at(task_id);
-  if (lease.generation != task.generation) return CompleteResult::kDuplicate;
-
-  switch (task.state) {
-    case TaskState::kDone:
-      return CompleteResult::kDuplicate;
-    case TaskState::kCancelled:
-      return CompleteResult::kCancelled;
-    case TaskState::kFailed:
-      return FailedPreconditionError("task " + task_id + " already failed");
-    case TaskState::kQueued:
-      // This lease expired or was released and the task waits for another worker: this result wins.
-      EraseFromQueue(task_id, task);
-      break;
-    case TaskState::kLeased:
-      // Past expiry but not yet swept, the lease is expired; its result is still the first, so it is
-      // accepted, and no expiry is counted because no work was lost.
-      if (task.lease_id != lease_id) {
-        EndLease(task.lease_id, leases_.at(task.lease_id), LeaseEnd::kSuperseded);
-      }
-      break;
+  auto task = tasks_.find(task_id);
+  if (task == tasks_.end() || lease.generation != task->second.generation) return CompleteResult::kDuplicate;
+  if (task->second.state == TaskState::kFailed)
+    return FailedPreconditionError("task " + task_id + " already failed");
+  const CompleteResult result = Accept(task_id, task->second, lease_id);
+  if (result == CompleteResult::kAccepted && lease.end == LeaseEnd::kActive) {
+    EndLease(lease_id, lease, LeaseEnd::kCompleted);
   }
-  if (lease.end == LeaseEnd::kActive) EndLease(lease_id, lease, LeaseEnd::kCompleted);
-  task.lease_id.clear();
-  SetState(task, TaskState::kDone);
-  return CompleteResult::kAccepted;
+  return result;
 }
 
-StatusOr<FailResult> LeaseTable::Fail(const std::string& lease_id, bool retryable) {
+StatusOr<CompleteResult> LeaseTable::CompleteWithoutLease(const std::string& task_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto task = tasks_.find(task_id);
+  if (task == tasks_.end()) return NotFoundError("no task " + task_id);
+  if (task->second.state == TaskState::kFailed)
+    return FailedPreconditionError("task " + task_id + " already failed");
+  return Accept(task_id, task->second, /*by_lease=*/"");
+}
+
+std::optional<LeaseInfo> LeaseTable::FindLease(const std::string& lease_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = leases_.find(lease_id);
+  if (it == leases_.end()) return std::nullopt;
+  return LeaseInfo{it->second.task_id, it->second.worker_id, it->second.leased_at,
+                   it->second.end == LeaseEnd::kActive};
+}
+
+StatusOr<FailResult> LeaseTable::Fail(const std::string& lease_id, FailCause cause, const std::string& why) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = leases_.find(lease_id);
   if (it == leases_.end()) return NotFoundError("no lease " + lease_id);
@@ -160,12 +199,28 @@ StatusOr<FailResult> LeaseTable::Fail(const std::string& lease_id, bool retryabl
   EndLease(lease_id, lease, LeaseEnd::kFailed);
   Task& task = tasks_.at(lease.task_id);
   task.lease_id.clear();
-  return RetryOrFail(lease.task_id, task, retryable) ? FailResult::kRequeued : FailResult::kFailed;
+  switch (cause) {
+    case FailCause::kTask:
+      return RetryOrFail(lease.task_id, task, /*retryable=*/false) ? FailResult::kRequeued
+                                                                   : FailResult::kFailed;
+    case FailCause::kTransient:
+      return RetryOrFail(lease.task_id, task, /*retryable=*/true) ? FailResult::kRequeued
+                                                                  : FailResult::kFailed;
+    case FailCause::kWorker:
+      break;
+  }
+  // Not the task's fault: it keeps its attempt, and this worker never gets it again. That ends: each
+  // worker can be excluded once, and the owner gives up on a task no live worker can run.
+  task.unable[lease.worker_id] = why;
+  task.unable_since = clock_->Now();
+  PushQueue(lease.task_id, task);
+  ++stats_.requeued_total;
+  return FailResult::kRequeued;
 }
 
-std::vector<std::string> LeaseTable::ReleaseWorker(const std::string& worker_id) {
+std::vector<std::string> LeaseTable::ReleaseWorker(const std::string& worker_id, ReleaseReason reason) {
   std::lock_guard<std::mutex> lock(mu_);
-  // A retried lease request after a drain must lease afresh, not get back the leases just released.
+  // A retried lease request after a release must lease afresh, not get back the leases just released.
   last_request_.erase(worker_id);
   std::vector<std::string> released;
   for (auto it = active_leases_.begin(); it != active_leases_.end();) {
@@ -175,11 +230,47 @@ std::vector<std::string> LeaseTable::ReleaseWorker(const std::string& worker_id)
     EndLease(lease_id, lease, LeaseEnd::kReleased);
     Task& task = tasks_.at(lease.task_id);
     task.lease_id.clear();
+    if (reason == ReleaseReason::kLost) {
+      if (RetryOrFail(lease.task_id, task, /*retryable=*/true)) released.push_back(lease.task_id);
+      continue;
+    }
     PushQueue(lease.task_id, task);
     ++stats_.requeued_total;
     released.push_back(lease.task_id);
   }
   return released;
+}
+
+void LeaseTable::ForgetWorker(const std::string& worker_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  last_request_.erase(worker_id);
+}
+
+std::vector<ExcludedTask> LeaseTable::QueuedWithExclusions() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<ExcludedTask> out;
+  for (const QueueKey& key : queue_) {
+    const Task& task = tasks_.at(std::get<2>(key));
+    if (!task.unable.empty()) out.push_back({std::get<2>(key), task.unable, task.unable_since});
+  }
+  return out;
+}
+
+Status LeaseTable::GiveUp(const std::string& task_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = tasks_.find(task_id);
+  if (it == tasks_.end() || it->second.state != TaskState::kQueued) {
+    return FailedPreconditionError("task " + task_id + " is not queued");
+  }
+  EraseFromQueue(task_id, it->second);
+  Finish(task_id, it->second, TaskState::kFailed);
+  return OkStatus();
+}
+
+bool LeaseTable::IsDone(const std::string& task_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = tasks_.find(task_id);
+  return it != tasks_.end() && it->second.state == TaskState::kDone;
 }
 
 Status LeaseTable::Cancel(const std::string& task_id) {
@@ -201,7 +292,7 @@ Status LeaseTable::Cancel(const std::string& task_id) {
       task.lease_id.clear();
       break;
   }
-  SetState(task, TaskState::kCancelled);
+  Finish(task_id, task, TaskState::kCancelled);
   return OkStatus();
 }
 
@@ -215,6 +306,7 @@ std::vector<std::string> LeaseTable::ExpireLeases() {
     if (now < lease.expires_at) continue;
     if (ExpireLease(lease_id, lease)) requeued.push_back(lease.task_id);
   }
+  Forget(now);
   return requeued;
 }
 
@@ -263,6 +355,34 @@ void LeaseTable::EraseFromQueue(const std::string& task_id, const Task& task) {
 void LeaseTable::EndLease(const std::string& lease_id, LeaseRecord& lease, LeaseEnd end) {
   lease.end = end;
   active_leases_.erase(lease_id);
+  ended_leases_.emplace_back(clock_->Now(), lease_id);
+}
+
+void LeaseTable::Finish(const std::string& task_id, Task& task, TaskState state) {
+  SetState(task, state);
+  finished_tasks_.emplace_back(clock_->Now(), task_id, task.generation);
+}
+
+void LeaseTable::Forget(TimePoint now) {
+  const TimePoint cutoff = now - std::chrono::milliseconds(options_.retention_ms);
+  // Every lease of a task ends no later than the task finishes, so a task is forgotten no earlier
+  // than its leases: no remembered lease ever names a forgotten task's current generation.
+  while (!ended_leases_.empty() && ended_leases_.front().first <= cutoff) {
+    auto it = leases_.find(ended_leases_.front().second);
+    if (it != leases_.end() && it->second.end != LeaseEnd::kActive) leases_.erase(it);
+    ended_leases_.pop_front();
+  }
+  while (!finished_tasks_.empty() && std::get<0>(finished_tasks_.front()) <= cutoff) {
+    const auto& [when, task_id, generation] = finished_tasks_.front();
+    auto it = tasks_.find(task_id);
+    // A task enqueued again since has another generation, and is not forgotten.
+    if (it != tasks_.end() && it->second.generation == generation &&
+        (it->second.state == TaskState::kDone || it->second.state == TaskState::kFailed ||
+         it->second.state == TaskState::kCancelled)) {
+      tasks_.erase(it);
+    }
+    finished_tasks_.pop_front();
+  }
 }
 
 bool LeaseTable::ExpireLease(const std::string& lease_id, LeaseRecord& lease) {
@@ -275,7 +395,7 @@ bool LeaseTable::ExpireLease(const std::string& lease_id, LeaseRecord& lease) {
 
 bool LeaseTable::RetryOrFail(const std::string& task_id, Task& task, bool retryable) {
   if (!retryable || task.attempt >= options_.max_attempts) {
-    SetState(task, TaskState::kFailed);
+    Finish(task_id, task, TaskState::kFailed);
     failed_unreported_.push_back(task_id);
     return false;
   }

@@ -3,9 +3,11 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <tuple>
@@ -27,9 +29,10 @@ struct LeaseGrant {
 
 enum class HeartbeatResult {
   kValid,      // the lease is held and its expiry was pushed back
-  kExpired,    // the lease ran out; its task went back to the queue (or failed), drop the work
+  kExpired,    // the lease ran out; its task went back to the queue (or failed)
   kUnknown,    // no such lease for this worker, or the lease already ended by its own Complete or Fail
-  kCancelled,  // the task was cancelled, completed under another lease, or released: drop the work
+  kCancelled,  // the task was cancelled (no job needs it): drop the work
+  kRevoked,    // the task was completed under another lease, or the lease was released: drop the work
 };
 
 enum class CompleteResult {
@@ -43,10 +46,39 @@ enum class FailResult {
   kFailed,    // the task gave up (not retryable, or out of attempts)
 };
 
+// Whose fault a failure is (worker_service.proto FailureCause).
+enum class FailCause {
+  kTask,       // the task can never succeed: it fails for good
+  kWorker,     // this worker cannot run it: re-queued, never leased to this worker again, no attempt counted
+  kTransient,  // may pass on another try: re-queued, an attempt counted
+};
+
+// Why a worker's leases are released all at once.
+enum class ReleaseReason {
+  kDrained,  // the worker stopped on purpose and handed them back: no attempt is counted
+  kLost,     // the worker restarted and lost the work: each counts as an attempt, like an expiry
+};
+
+// What the table knows of one lease.
+struct LeaseInfo {
+  std::string task_id;
+  std::string worker_id;
+  std::chrono::steady_clock::time_point leased_at;
+  bool active = false;  // not yet completed, failed, expired, released or cancelled
+};
+
+// A queued task that some workers cannot run (FailCause::kWorker), with each one's reason.
+struct ExcludedTask {
+  std::string task_id;
+  std::map<std::string, std::string> unable;       // worker id -> why
+  std::chrono::steady_clock::time_point since;      // of the latest exclusion
+};
+
 struct LeaseTableStats {
-  // Tasks in each state now.
+  // Tasks queued and leased now.
   int64_t queued = 0;
   int64_t leased = 0;
+  // Tasks that ended so, and did not start over (Enqueue) since; forgetting one does not uncount it.
   int64_t done = 0;
   int64_t failed = 0;
   int64_t cancelled = 0;
@@ -61,8 +93,9 @@ struct LeaseTableStats {
 //      eval tasks that need them), then by first-enqueue order. A re-queued task keeps its place, so
 //      the shard a job has waited on longest is not sent to the back.
 //   2. Lease pops up to max_tasks tasks for one worker and grants each a lease that expires
-//      lease_timeout_ms from now. The worker names each request; a retry with the same name (its
-//      reply was lost) gets the same grants instead of leasing more tasks.
+//      lease_timeout_ms from now, skipping tasks that worker said it cannot run (6). The worker
+//      names each request; a retry with the same name (its reply was lost) gets the same grants
+//      instead of leasing more tasks.
 //   3. Heartbeat pushes a held lease's expiry back by lease_timeout_ms, and tells the worker when to
 //      drop a task: its lease expired, or the task was cancelled or completed elsewhere.
 //   4. ExpireLeases (called periodically) ends every lease past its expiry. Heartbeat also expires a
@@ -72,15 +105,20 @@ struct LeaseTableStats {
 //      (results are keyed by what determines them, so a late result is as good as a fresh one).
 //      Every later result is a duplicate. Any other lease of the task ends, and its holder hears
 //      CANCELLED at its next heartbeat.
-//   6. Fail re-queues the task with attempt + 1, or marks it FAILED when not retryable or after
-//      max_attempts attempts.
-//   7. ReleaseWorker (graceful drain) returns a worker's tasks to the queue without counting an
-//      attempt: the work was stopped, not lost to a fault.
+//   6. Fail, by cause: kTransient re-queues the task with attempt + 1, or marks it FAILED after
+//      max_attempts attempts; kTask marks it FAILED; kWorker re-queues it without counting an
+//      attempt and excludes that worker from it for good (QueuedWithExclusions lists such tasks,
+//      so that the owner can give up on one no live worker can run).
+//   7. ReleaseWorker returns a worker's tasks to the queue: without counting an attempt after a
+//      graceful drain (the work was stopped, not lost to a fault), counting one when the worker
+//      restarted (the work was lost, as on an expiry).
 //   8. Cancel removes a task from the queue, or ends its lease (CANCELLED at the next heartbeat).
 //
-// Ended leases are remembered so that a late heartbeat or result gets a precise answer rather than
-// UNKNOWN; the table therefore grows with the tasks it has seen, and is meant to live for one job's
-// tasks, not the life of the coordinator.
+// Ended leases and finished tasks are remembered for retention_ms, so that a late heartbeat or
+// result gets a precise answer rather than UNKNOWN, and then forgotten by the periodic
+// ExpireLeases, so that the table's memory follows the tasks in flight, not every task the
+// coordinator has ever run. A result under a forgotten lease is the owner's to judge (its store says
+// whether the task has a result); CompleteWithoutLease then records it.
 //
 // Thread-safety: thread-safe; one mutex guards all state and is held for the length of each call.
 // The clock is called with the mutex held, so it must not call back into the table.
@@ -92,6 +130,8 @@ class LeaseTable {
     // Lease ids are this prefix and a counter. A coordinator picks a prefix per start, so that a
     // lease id from before a restart never names a lease of the new table.
     std::string lease_id_prefix = "lease-";
+    // How long ended leases and finished tasks are remembered (see the class comment).
+    int64_t retention_ms = 300000;
   };
 
   // `clock` is not owned and must outlive the table. INVALID_ARGUMENT on a non-positive option.
@@ -119,19 +159,43 @@ class LeaseTable {
   // FAILED_PRECONDITION if the task already failed for good.
   StatusOr<CompleteResult> Complete(const std::string& lease_id, const std::string& task_id);
 
-  // NOT_FOUND for an unknown lease; FAILED_PRECONDITION if the lease already ended (its task has
-  // been re-queued or finished, so this failure must not count a second time).
-  StatusOr<FailResult> Fail(const std::string& lease_id, bool retryable);
+  // A result for a task that came under no lease this table knows (one of an earlier coordinator
+  // run, or one forgotten after retention_ms): accepted as Complete would accept it, ending the
+  // task's active lease if another worker holds one (REVOKED at its next heartbeat). NOT_FOUND for an
+  // unknown task; FAILED_PRECONDITION if the task already failed for good.
+  StatusOr<CompleteResult> CompleteWithoutLease(const std::string& task_id);
 
-  // The task ids returned to the queue.
-  std::vector<std::string> ReleaseWorker(const std::string& worker_id);
+  // The lease, or nullopt when the table does not know it (any more).
+  std::optional<LeaseInfo> FindLease(const std::string& lease_id) const;
+
+  // NOT_FOUND for an unknown lease; FAILED_PRECONDITION if the lease already ended (its task has
+  // been re-queued or finished, so this failure must not count a second time). `why` is kept for
+  // kWorker (QueuedWithExclusions).
+  StatusOr<FailResult> Fail(const std::string& lease_id, FailCause cause, const std::string& why = "");
+
+  // The task ids returned to the queue (not those that a kLost release failed for running out of
+  // attempts: TakeFailedTasks lists them).
+  std::vector<std::string> ReleaseWorker(const std::string& worker_id, ReleaseReason reason);
+
+  // Forgets what the table remembers of a worker (its last lease request), once it is gone.
+  void ForgetWorker(const std::string& worker_id);
+
+  // Queued tasks that at least one worker cannot run, in queue order.
+  std::vector<ExcludedTask> QueuedWithExclusions() const;
+
+  // Fails a queued task for good, e.g. one that no live worker can run. FAILED_PRECONDITION unless
+  // it is queued; it is not listed by TakeFailedTasks (the caller reports it).
+  Status GiveUp(const std::string& task_id);
+
+  // Whether the task finished with a result (and is still remembered).
+  bool IsDone(const std::string& task_id) const;
 
   // NOT_FOUND for an unknown task; FAILED_PRECONDITION if it is done or failed. Cancelling a
   // cancelled task is OK.
   Status Cancel(const std::string& task_id);
 
   // The task ids re-queued because their lease expired (tasks that ran out of attempts are not
-  // listed; they are FAILED).
+  // listed; they are FAILED). Also forgets leases and tasks past retention_ms.
   std::vector<std::string> ExpireLeases();
 
   // The tasks that failed for good (Fail, or an expiry that used the last attempt) since the last
@@ -147,13 +211,17 @@ class LeaseTable {
   // Why a lease ended; decides what a late heartbeat hears.
   enum class LeaseEnd { kActive, kCompleted, kFailed, kExpired, kReleased, kCancelled, kSuperseded };
 
+  using TimePoint = std::chrono::steady_clock::time_point;
+
   struct Task {
     int priority = 0;
     uint64_t seq = 0;         // first-enqueue order, the FIFO tie-break
     uint64_t generation = 0;  // bumped by each Enqueue, so old leases of a re-enqueued task are stale
     int attempt = 1;          // the attempt the next lease runs
     TaskState state = TaskState::kQueued;
-    std::string lease_id;  // the active lease when kLeased
+    std::string lease_id;                         // the active lease when kLeased
+    std::map<std::string, std::string> unable;    // workers that cannot run it (FailCause::kWorker), and why
+    TimePoint unable_since;                       // of the latest exclusion
   };
 
   struct LeaseRecord {
@@ -161,7 +229,8 @@ class LeaseTable {
     std::string worker_id;
     uint64_t generation = 0;
     int attempt = 0;
-    std::chrono::steady_clock::time_point expires_at;
+    TimePoint leased_at;
+    TimePoint expires_at;
     LeaseEnd end = LeaseEnd::kActive;
   };
 
@@ -182,6 +251,12 @@ class LeaseTable {
   void EraseFromQueue(const std::string& task_id, const Task& task);
   // Ends an active lease; the caller decides what happens to its task.
   void EndLease(const std::string& lease_id, LeaseRecord& lease, LeaseEnd end);
+  // Marks a task finished (done, failed or cancelled), to be forgotten after retention_ms.
+  void Finish(const std::string& task_id, Task& task, TaskState state);
+  // Accepts the first result of `task`, whose leases other than `by_lease` are superseded.
+  CompleteResult Accept(const std::string& task_id, Task& task, const std::string& by_lease);
+  // Forgets ended leases and finished tasks older than retention_ms.
+  void Forget(TimePoint now);
   // Ends an expired lease and re-queues its task, or fails it when out of attempts. True if
   // re-queued.
   bool ExpireLease(const std::string& lease_id, LeaseRecord& lease);
@@ -202,6 +277,9 @@ class LeaseTable {
   uint64_t next_lease_ = 1;                                     // guarded by mu_
   LeaseTableStats stats_;                                       // guarded by mu_
   std::vector<std::string> failed_unreported_;                  // guarded by mu_
+  // In the order they ended: (when, lease id) and (when, task id, generation); guarded by mu_.
+  std::deque<std::pair<TimePoint, std::string>> ended_leases_;
+  std::deque<std::tuple<TimePoint, std::string, uint64_t>> finished_tasks_;
 };
 
 }  // namespace dtm

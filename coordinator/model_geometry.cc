@@ -3,7 +3,6 @@
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
-#include <fstream>
 
 #include "common/components.h"
 
@@ -51,11 +50,10 @@ std::map<std::string, uint64_t> LlamaComponentParams(const nlohmann::json& confi
 
 }  // namespace
 
-std::optional<ModelGeometry> ReadModelGeometry(const std::string& model_path) {
-  std::ifstream in(std::filesystem::path(model_path) / "config.json");
-  if (!in) return std::nullopt;
-  const nlohmann::json config = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (!config.is_object()) return std::nullopt;
+std::optional<ModelGeometry> ReadModelGeometry(const std::string& model_path, const ReadLimits& limits) {
+  StatusOr<nlohmann::json> read = ReadJsonFile((std::filesystem::path(model_path) / "config.json").string(), limits);
+  if (!read.ok() || !read->is_object()) return std::nullopt;
+  const nlohmann::json& config = *read;
   auto layers = config.find("num_hidden_layers");
   if (layers == config.end() || !layers->is_number_integer() || layers->get<int64_t>() < 1 ||
       layers->get<int64_t>() > 1 << 20) {

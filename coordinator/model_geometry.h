@@ -8,6 +8,8 @@
 #include <optional>
 #include <string>
 
+#include "common/jsonl.h"
+
 namespace dtm {
 
 struct ModelGeometry {
@@ -21,7 +23,7 @@ struct ModelGeometry {
 // not there or has no integer num_hidden_layers. The component sizes follow the Llama shapes
 // (q, o: hidden x heads*head_dim; k, v: hidden x kv_heads*head_dim; gate, up, down: hidden x
 // intermediate) and are left empty when a size is missing. Workers report the sizes of the tensors
-// they load, which tests check against these.
-std::optional<ModelGeometry> ReadModelGeometry(const std::string& model_path);
+// they load, which tests check against these. config.json is read within `limits`.
+std::optional<ModelGeometry> ReadModelGeometry(const std::string& model_path, const ReadLimits& limits = {});
 
 }  // namespace dtm

@@ -27,6 +27,9 @@ class QuantSearchDriver : public JobDriver {
   StatusOr<std::optional<std::vector<std::string>>> NextStage(
       const std::map<std::string, dtm::v1::Metrics>& evaluated) override;
 
+  // A level's children: each of the beam's nodes grown by each component it lacks, at most.
+  uint64_t MaxStageConfigs() const override { return static_cast<uint64_t>(beam_) * components_.size(); }
+
   // Every finished level's best nodes, level by level and by rank; the uncompressed model as level 0
   // when it was evaluated (the noise floor).
   std::vector<dtm::v1::ConfigResult> Results(const std::map<std::string, dtm::v1::Metrics>& evaluated) const override;

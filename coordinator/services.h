@@ -1,4 +1,6 @@
-// The coordinator's gRPC services: thin translations between the wire API and the Scheduler.
+// The coordinator's gRPC services: thin translations between the wire API and the Scheduler's two
+// APIs. Nothing throws across them, and every status crosses through the one converter
+// (common/grpc_status.h), which bounds its message.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -11,7 +13,7 @@ namespace dtm {
 
 class DtmServiceImpl final : public dtm::v1::DtmService::Service {
  public:
-  explicit DtmServiceImpl(Scheduler* scheduler) : scheduler_(scheduler) {}
+  explicit DtmServiceImpl(ClientApi* api) : api_(api) {}
 
   grpc::Status SubmitJob(grpc::ServerContext*, const dtm::v1::SubmitJobRequest*, dtm::v1::Job*) override;
   grpc::Status GetJob(grpc::ServerContext*, const dtm::v1::GetJobRequest*, dtm::v1::Job*) override;
@@ -21,14 +23,16 @@ class DtmServiceImpl final : public dtm::v1::DtmService::Service {
                         grpc::ServerWriter<dtm::v1::JobProgress>*) override;
   grpc::Status GetResults(grpc::ServerContext*, const dtm::v1::GetResultsRequest*,
                           dtm::v1::GetResultsResponse*) override;
+  grpc::Status PurgeWorkerResults(grpc::ServerContext*, const dtm::v1::PurgeWorkerResultsRequest*,
+                                  dtm::v1::PurgeWorkerResultsResponse*) override;
 
  private:
-  Scheduler* scheduler_;
+  ClientApi* api_;
 };
 
 class WorkerServiceImpl final : public dtm::v1::WorkerService::Service {
  public:
-  explicit WorkerServiceImpl(Scheduler* scheduler) : scheduler_(scheduler) {}
+  explicit WorkerServiceImpl(WorkerApi* api) : api_(api) {}
 
   grpc::Status RegisterWorker(grpc::ServerContext*, const dtm::v1::RegisterWorkerRequest*,
                               dtm::v1::RegisterWorkerResponse*) override;
@@ -42,7 +46,7 @@ class WorkerServiceImpl final : public dtm::v1::WorkerService::Service {
                            dtm::v1::DrainWorkerResponse*) override;
 
  private:
-  Scheduler* scheduler_;
+  WorkerApi* api_;
 };
 
 }  // namespace dtm

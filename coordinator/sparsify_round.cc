@@ -2,11 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include <cerrno>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
-#include <fstream>
 #include <utility>
 
 #include "common/components.h"
@@ -42,11 +39,19 @@ std::string ShortFingerprint(const nlohmann::json& allocation) {
 
 }  // namespace
 
-StatusOr<std::map<std::string, double>> ReadPreviousRound(const std::string& path, const ModelGeometry& geometry) {
-  std::ifstream in(path);
-  if (!in) return PreviousError(path, std::string("cannot be read: ") + std::strerror(errno));
-  nlohmann::json doc = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded()) return PreviousError(path, "is not JSON; expected `dtmctl results ROUND --format json`");
+StatusOr<std::map<std::string, double>> ReadPreviousRound(const std::string& path, const ModelGeometry& geometry,
+                                                          const ReadLimits& limits) {
+  StatusOr<nlohmann::json> read = ReadJsonFile(path, limits);
+  if (!read.ok() && read.status().code() == StatusCode::kDataLoss) {
+    return PreviousError(path, "is not JSON; expected `dtmctl results ROUND --format json`");
+  }
+  if (!read.ok()) {
+    // The reader's messages start with the path, which PreviousError names already.
+    std::string why = read.status().message();
+    if (why.rfind(path + ": ", 0) == 0) why = why.substr(path.size() + 2);
+    return PreviousError(path, "cannot be read: " + why);
+  }
+  const nlohmann::json& doc = *read;
   auto alloc_it = doc.is_object() ? doc.find("allocation") : doc.end();
   if (!doc.is_object() || alloc_it == doc.end() || !alloc_it->is_object()) {
     return PreviousError(path,
@@ -189,12 +194,13 @@ StatusOr<v1::SparsityAllocation> SparsifyRoundDriver::Solve(const std::map<std::
   return out;
 }
 
-StatusOr<std::unique_ptr<JobDriver>> CreateSparsifyRoundDriver(const JobSpec& spec, const ModelGeometry& geometry) {
+StatusOr<std::unique_ptr<JobDriver>> CreateSparsifyRoundDriver(const JobSpec& spec, const ModelGeometry& geometry,
+                                                               const ReadLimits& limits) {
   ASSIGN_OR_RETURN(std::vector<std::string> names,
                    SelectComponents(spec.components, geometry.num_layers, "sparsify-round.components"));
   std::map<std::string, double> current;
   if (!spec.previous.empty()) {
-    ASSIGN_OR_RETURN(current, ReadPreviousRound(spec.previous, geometry));
+    ASSIGN_OR_RETURN(current, ReadPreviousRound(spec.previous, geometry, limits));
   }
   std::vector<SparsifyRoundDriver::Component> components;
   double total = 0;

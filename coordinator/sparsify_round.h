@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "common/jsonl.h"
 #include "coordinator/job_driver.h"
 #include "coordinator/model_geometry.h"
 
@@ -24,8 +25,9 @@ namespace dtm {
 // The previous round's per-component target sparsities from its results file (`dtmctl results ROUND
 // --format json`), checked against this job's model: same layer count and, where known, the same
 // parameter count for every component, else the file is for another model. INVALID_ARGUMENT naming
-// the file and what is wrong.
-StatusOr<std::map<std::string, double>> ReadPreviousRound(const std::string& path, const ModelGeometry& geometry);
+// the file and what is wrong; the file is read within `limits`.
+StatusOr<std::map<std::string, double>> ReadPreviousRound(const std::string& path, const ModelGeometry& geometry,
+                                                          const ReadLimits& limits = {});
 
 class SparsifyRoundDriver : public JobDriver {
  public:
@@ -43,6 +45,9 @@ class SparsifyRoundDriver : public JobDriver {
   // the job is done.
   StatusOr<std::optional<std::vector<std::string>>> NextStage(
       const std::map<std::string, dtm::v1::Metrics>& evaluated) override;
+
+  // The one stage: every component's probes.
+  uint64_t MaxStageConfigs() const override { return ProbeConfigs().size(); }
 
   // The probes, component by component, smallest extra first.
   std::vector<dtm::v1::ConfigResult> Results(const std::map<std::string, dtm::v1::Metrics>& evaluated) const override;
@@ -73,7 +78,9 @@ class SparsifyRoundDriver : public JobDriver {
 
 // The driver of a sparsify-round spec on a model of `geometry`: the selected components (spec globs),
 // their sizes (which must be known), their current sparsity (spec.previous) and the check that the
-// step fits in what is left to prune (on average for balanced, per component for uniform).
-StatusOr<std::unique_ptr<JobDriver>> CreateSparsifyRoundDriver(const JobSpec& spec, const ModelGeometry& geometry);
+// step fits in what is left to prune (on average for balanced, per component for uniform). The
+// previous round's file is read within `limits`.
+StatusOr<std::unique_ptr<JobDriver>> CreateSparsifyRoundDriver(const JobSpec& spec, const ModelGeometry& geometry,
+                                                               const ReadLimits& limits);
 
 }  // namespace dtm

@@ -25,6 +25,12 @@ std::string BaselineStoreKey(const std::string& task_id) { return "dtm:v1:baseli
 std::string ResultStoreKey(const std::string& task_id) { return "dtm:v1:result:" + task_id; }
 std::string JobStoreKey(const std::string& job_id) { return kJobKeyPrefix + job_id; }
 std::string JobResultsStoreKey(const std::string& job_id) { return "dtm:v1:job-results:" + job_id; }
-std::string RequestStoreKey(const std::string& client_request_id) { return "dtm:v1:request:" + client_request_id; }
+std::string WorkerResultsStoreKey(const std::string& worker_id) { return "dtm:v1:worker-results:" + worker_id; }
+
+std::string JobIdFor(const std::string& client_request_id) {
+  Sha256 hash;
+  hash.Update("dtm-job-v1\n" + client_request_id);
+  return "j-" + hash.HexDigest().substr(0, 20);
+}
 
 }  // namespace dtm

@@ -5,8 +5,12 @@
 //   dtm:v1:result:<task id>     EvalShardOutput of one (config, shard) (protobuf bytes), content-addressed
 //   dtm:v1:job:<job id>         the Job record (protobuf bytes): spec, state, summary, progress
 //   dtm:v1:job-results:<job id> the final GetResultsResponse of a finished job (protobuf bytes)
-//   dtm:v1:request:<client id>  job id created for a client_request_id (idempotent submit)
 //   dtm:v1:models               hash "<model path>\t<dtype>" -> ModelInfo JSON, learnt from workers
+//   dtm:v1:worker-results:<worker id>  list of the baseline:/result: keys that worker's results were
+//                               stored under (may repeat a key), for PurgeWorkerResults
+//
+// A job's id is derived from its client_request_id (JobIdFor), so the job record's key is the
+// idempotency key of SubmitJob: creating it with SETNX both creates the job and claims the id.
 //
 // A task id is the SHA-256 of everything that determines the task's result (ARCHITECTURE "Keys"):
 // model fingerprint, probe-set fingerprint, n, completion length, dtype, canonical config and shard
@@ -28,7 +32,11 @@ std::string BaselineStoreKey(const std::string& task_id);
 std::string ResultStoreKey(const std::string& task_id);
 std::string JobStoreKey(const std::string& job_id);
 std::string JobResultsStoreKey(const std::string& job_id);
-std::string RequestStoreKey(const std::string& client_request_id);
+std::string WorkerResultsStoreKey(const std::string& worker_id);
+
+// "j-" and 20 hex digits of SHA-256 over the client request id: the same request id names the same
+// job, whichever coordinator run receives it.
+std::string JobIdFor(const std::string& client_request_id);
 inline constexpr char kJobKeyPrefix[] = "dtm:v1:job:";
 inline constexpr char kModelsStoreKey[] = "dtm:v1:models";
 

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/grpc_status.h"
+
 #include <algorithm>
 #include <cinttypes>
 #include <cstdio>
@@ -13,6 +15,7 @@
 namespace dtm {
 namespace {
 
+namespace v1 = dtm::v1;
 using dtm::v1::Task;
 
 // Default intervals for a coordinator that leaves them unset.
@@ -22,14 +25,27 @@ constexpr int64_t kDefaultIdlePollIntervalMs = 500;
 constexpr int kMaxReregistrationsPerReport = 3;
 
 Status FromGrpc(const char* rpc, const grpc::Status& status) {
-  return Status(static_cast<StatusCode>(status.error_code()),
-                std::string(rpc) + " to the coordinator: " + status.error_message());
+  return FromGrpcStatus(status, std::string(rpc) + " to the coordinator");
 }
 
-// "worker W is not registered": the coordinator restarted or declared the worker dead.
-bool IsNotRegistered(const grpc::Status& status) {
-  return status.error_code() == grpc::StatusCode::FAILED_PRECONDITION;
+// Whose fault an executor's error is (TaskExecutor::Execute's codes), which decides where the task
+// runs next (worker_service.proto FailureCause).
+v1::FailureCause CauseOf(StatusCode code) {
+  switch (code) {
+    case StatusCode::kInvalidArgument:
+      return v1::FAILURE_CAUSE_TASK;
+    case StatusCode::kFailedPrecondition:
+    case StatusCode::kResourceExhausted:
+      return v1::FAILURE_CAUSE_WORKER;
+    default:
+      return v1::FAILURE_CAUSE_TRANSIENT;
+  }
 }
+
+// Consecutive failed registrations after which the worker says what else than a down coordinator
+// may be the cause, and how often it repeats it.
+constexpr int kRegistrationFailuresBeforeHint = 3;
+constexpr int kRegistrationHintEvery = 20;
 
 // The coordinator may be restarting or overloaded: worth asking again later.
 bool IsTransient(StatusCode code) {
@@ -109,7 +125,8 @@ void Worker::Drain() {
 
 Status Worker::Loop() {
   int64_t backoff_ms = options_.initial_backoff_ms;
-  int failures = 0;  // consecutive failed attempts, to back off
+  int failures = 0;          // consecutive failed registrations
+  int unknown_in_a_row = 0;  // consecutive leases answered "register again"
   while (!draining()) {
     uint64_t gen = 0;
     Status registered = EnsureRegistered(&gen);
@@ -120,28 +137,40 @@ Status Worker::Loop() {
         return registered;
       }
       spdlog::warn("worker {}: cannot register ({}); retrying", options_.worker_id, registered.ToString());
-      if (!WaitUnlessDraining(Jittered(backoff_ms))) break;
-      backoff_ms = NextBackoff(backoff_ms);
-      continue;
-    }
-
-    StatusOr<std::vector<Task>> leased = Lease(gen);
-    if (!leased.ok()) {
       ++failures;
-      if (leased.status().code() == StatusCode::kFailedPrecondition) {
-        spdlog::info("worker {}: the coordinator does not know this worker ({}); registering again",
-                     options_.worker_id, leased.status().message());
-        MarkUnregistered(gen);
-        // At once the first time (the coordinator restarted); with backoff if it keeps saying so.
-        if (failures == 1) continue;
-      } else {
-        spdlog::warn("worker {}: cannot lease tasks ({}); retrying", options_.worker_id, leased.status().ToString());
+      if (!options_.connection_hint.empty() && failures >= kRegistrationFailuresBeforeHint &&
+          (failures - kRegistrationFailuresBeforeHint) % kRegistrationHintEvery == 0) {
+        spdlog::error("worker {}: {} registrations failed in a row; if the coordinator is up: {}", options_.worker_id,
+                      failures, options_.connection_hint);
       }
       if (!WaitUnlessDraining(Jittered(backoff_ms))) break;
       backoff_ms = NextBackoff(backoff_ms);
       continue;
     }
+
+    if (failures > 0 && failures >= kRegistrationFailuresBeforeHint) {
+      spdlog::info("worker {}: registered after {} failed attempts", options_.worker_id, failures);
+    }
     failures = 0;
+    bool reregister = false;
+    StatusOr<std::vector<Task>> leased = Lease(&reregister);
+    if (reregister) {
+      ++unknown_in_a_row;
+      spdlog::info("worker {}: the coordinator does not know this worker; registering again", options_.worker_id);
+      MarkUnregistered(gen);
+      // At once the first time (the coordinator restarted); with backoff if it keeps saying so.
+      if (unknown_in_a_row == 1) continue;
+      if (!WaitUnlessDraining(Jittered(backoff_ms))) break;
+      backoff_ms = NextBackoff(backoff_ms);
+      continue;
+    }
+    unknown_in_a_row = 0;
+    if (!leased.ok()) {
+      spdlog::warn("worker {}: cannot lease tasks ({}); retrying", options_.worker_id, leased.status().ToString());
+      if (!WaitUnlessDraining(Jittered(backoff_ms))) break;
+      backoff_ms = NextBackoff(backoff_ms);
+      continue;
+    }
     backoff_ms = options_.initial_backoff_ms;
 
     std::vector<Task>& tasks = *leased;
@@ -157,7 +186,11 @@ Status Worker::Loop() {
     const Clock::time_point leased_at = Clock::now();
     {
       std::lock_guard<std::mutex> lock(mu_);
-      for (const Task& task : tasks) held_[task.lease_id()] = HeldLease{task.task_id(), task.job_id()};
+      for (const Task& task : tasks) {
+        HeldLease& held = held_[task.lease_id()];
+        held.task_id = task.task_id();
+        held.job_id = task.job_id();
+      }
     }
     for (const Task& task : tasks) {
       spdlog::info("{}: leased ({}, attempt {}, {} rows, config '{}')", Describe(task),
@@ -233,7 +266,7 @@ uint64_t Worker::generation() const {
   return generation_;
 }
 
-StatusOr<std::vector<Task>> Worker::Lease(uint64_t generation) {
+StatusOr<std::vector<Task>> Worker::Lease(bool* reregister) {
   dtm::v1::LeaseTasksRequest request;
   request.set_worker_id(options_.worker_id);
   request.set_max_tasks(static_cast<uint32_t>(std::max(1, options_.capacity)));
@@ -247,26 +280,21 @@ StatusOr<std::vector<Task>> Worker::Lease(uint64_t generation) {
   grpc::ClientContext context;
   SetDeadline(&context);
   const grpc::Status status = stub_->LeaseTasks(&context, request, &response);
-  if (!status.ok()) {
-    // A lost reply is retried under the same id, so that the coordinator hands back the same
-    // leases; a worker it does not know starts afresh.
-    if (IsNotRegistered(status)) {
-      std::lock_guard<std::mutex> lock(mu_);
-      lease_request_id_.clear();
-    }
-    return FromGrpc("LeaseTasks", status);
-  }
+  // A lost reply is retried under the same id, so that the coordinator hands back the same leases;
+  // a worker it does not know starts afresh.
+  if (!status.ok()) return FromGrpc("LeaseTasks", status);
   {
     std::lock_guard<std::mutex> lock(mu_);
     lease_request_id_.clear();
   }
+  *reregister = response.reregister();
   return std::vector<Task>(response.tasks().begin(), response.tasks().end());
 }
 
 void Worker::RunTask(const Task& task, Clock::time_point leased_at) {
   const std::string& lease_id = task.lease_id();
   if (IsCancelled(lease_id)) {
-    spdlog::info("{}: dropped before it ran: the job was cancelled", Describe(task));
+    spdlog::info("{}: dropped before it ran: {}", Describe(task), DropReason(lease_id));
     if (metrics_ != nullptr) metrics_->CountTask(task.kind(), TaskOutcome::kCancelled);
     ForgetLease(lease_id);
     return;
@@ -294,7 +322,7 @@ void Worker::RunTask(const Task& task, Clock::time_point leased_at) {
 
   TaskOutcome outcome;
   if (IsCancelled(lease_id)) {
-    spdlog::info("{}: result dropped after {:.3f} s: the job was cancelled", Describe(task), seconds);
+    spdlog::info("{}: result dropped after {:.3f} s: {}", Describe(task), seconds, DropReason(lease_id));
     outcome = TaskOutcome::kCancelled;
   } else if (!executed.ok()) {
     spdlog::warn("{}: failed after {:.3f} s: {}", Describe(task), seconds, executed.ToString());
@@ -318,7 +346,7 @@ TaskOutcome Worker::ReportCompletion(const Task& task, dtm::v1::CompleteTaskRequ
   int reregistrations = 0;
   while (true) {
     if (IsCancelled(task.lease_id())) {
-      spdlog::info("{}: result dropped: the job was cancelled", Describe(task));
+      spdlog::info("{}: result dropped: {}", Describe(task), DropReason(task.lease_id()));
       return TaskOutcome::kCancelled;
     }
     request->mutable_timing()->set_total_ms(MsSince(leased_at));
@@ -327,7 +355,7 @@ TaskOutcome Worker::ReportCompletion(const Task& task, dtm::v1::CompleteTaskRequ
     grpc::ClientContext context;
     SetDeadline(&context);
     const grpc::Status status = stub_->CompleteTask(&context, *request, &response);
-    if (status.ok()) {
+    if (status.ok() && !response.reregister()) {
       if (response.outcome() == dtm::v1::CompleteTaskResponse::OUTCOME_DUPLICATE) {
         spdlog::info("{}: completed; the coordinator already had a result (duplicate)", Describe(task));
         return TaskOutcome::kDuplicate;
@@ -336,11 +364,11 @@ TaskOutcome Worker::ReportCompletion(const Task& task, dtm::v1::CompleteTaskRequ
                    request->timing().total_ms());
       return TaskOutcome::kCompleted;
     }
-    Status last = FromGrpc("CompleteTask", status);
-    if (IsNotRegistered(status) && reregistrations < kMaxReregistrationsPerReport) {
+    Status last = status.ok() ? FailedPreconditionError("the coordinator does not know this worker")
+                              : FromGrpc("CompleteTask", status);
+    if (status.ok() && reregistrations < kMaxReregistrationsPerReport) {
       ++reregistrations;
-      spdlog::info("{}: the coordinator does not know this worker ({}); registering again", Describe(task),
-                   status.error_message());
+      spdlog::info("{}: the coordinator does not know this worker; registering again", Describe(task));
       MarkUnregistered(gen);
       last = EnsureRegistered();
       if (last.ok()) continue;
@@ -371,8 +399,9 @@ void Worker::ReportFailure(const Task& task, const Status& error) {
   request.set_task_id(task.task_id());
   request.mutable_error()->set_code(static_cast<int32_t>(error.code()));
   request.mutable_error()->set_message(error.message());
-  // INVALID_ARGUMENT is the executor's word for "can never succeed", on any worker.
-  request.set_retryable(error.code() != StatusCode::kInvalidArgument);
+  request.set_cause(CauseOf(error.code()));
+  // For a coordinator older than `cause`: anything but the task's own fault may pass elsewhere.
+  request.set_retryable(request.cause() != v1::FAILURE_CAUSE_TASK);
   request.set_request_id(NewRequestId());  // one per failure, reused by the retries below
 
   const Clock::time_point give_up_at = Clock::now() + std::chrono::milliseconds(options_.report_retry_ms);
@@ -385,13 +414,14 @@ void Worker::ReportFailure(const Task& task, const Status& error) {
     grpc::ClientContext context;
     SetDeadline(&context);
     const grpc::Status status = stub_->FailTask(&context, request, &response);
-    if (status.ok()) {
-      spdlog::info("{}: failure reported ({}); {}", Describe(task), request.retryable() ? "retryable" : "permanent",
+    if (status.ok() && !response.reregister()) {
+      spdlog::info("{}: failure reported ({}); {}", Describe(task), v1::FailureCause_Name(request.cause()),
                    response.requeued() ? "the task was re-queued" : "the task failed for good");
       return;
     }
-    Status last = FromGrpc("FailTask", status);
-    if (IsNotRegistered(status) && reregistrations < kMaxReregistrationsPerReport) {
+    Status last = status.ok() ? FailedPreconditionError("the coordinator does not know this worker")
+                              : FromGrpc("FailTask", status);
+    if (status.ok() && reregistrations < kMaxReregistrationsPerReport) {
       ++reregistrations;
       MarkUnregistered(gen);
       last = EnsureRegistered();
@@ -470,11 +500,11 @@ void Worker::HeartbeatOnce(const std::vector<std::string>& lease_ids, uint64_t g
   grpc::ClientContext context;
   SetDeadline(&context);
   const grpc::Status status = stub_->Heartbeat(&context, request, &response);
-  if (!status.ok() && !IsNotRegistered(status)) {
+  if (!status.ok()) {
     spdlog::warn("worker {}: heartbeat failed: {}", options_.worker_id, FromGrpc("Heartbeat", status).ToString());
     return;
   }
-  if (!status.ok() || response.reregister()) {
+  if (response.reregister()) {
     spdlog::info("worker {}: the coordinator does not know this worker; registering again", options_.worker_id);
     MarkUnregistered(generation);
     const Status registered = EnsureRegistered();
@@ -489,9 +519,15 @@ void Worker::HeartbeatOnce(const std::vector<std::string>& lease_ids, uint64_t g
     if (it == held_.end()) continue;  // reported meanwhile
     HeldLease& lease = it->second;
     const std::string what = "task " + lease.task_id + " lease " + state.lease_id() + " job " + lease.job_id;
-    if (state.state() == dtm::v1::LEASE_STATE_CANCELLED && !lease.cancelled) {
+    const bool drop =
+        state.state() == dtm::v1::LEASE_STATE_CANCELLED || state.state() == dtm::v1::LEASE_STATE_REVOKED;
+    if (drop && !lease.cancelled) {
       lease.cancelled = true;
-      spdlog::info("{}: cancelled by the coordinator; its work will be dropped", what);
+      lease.drop_reason = state.state() == dtm::v1::LEASE_STATE_CANCELLED
+                              ? "no job needs the task any more (its jobs were cancelled or failed)"
+                              : "the coordinator took the lease back (the task was completed under another lease, "
+                                "or handed back)";
+      spdlog::info("{}: {}; its work will be dropped", what, lease.drop_reason);
     } else if ((state.state() == dtm::v1::LEASE_STATE_EXPIRED || state.state() == dtm::v1::LEASE_STATE_UNKNOWN) &&
                !lease.stale_logged) {
       lease.stale_logged = true;
@@ -499,6 +535,12 @@ void Worker::HeartbeatOnce(const std::vector<std::string>& lease_ids, uint64_t g
                    dtm::v1::LeaseState_Name(state.state()));
     }
   }
+}
+
+std::string Worker::DropReason(const std::string& lease_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = held_.find(lease_id);
+  return it == held_.end() ? std::string("the lease ended") : it->second.drop_reason;
 }
 
 bool Worker::IsCancelled(const std::string& lease_id) const {

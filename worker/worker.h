@@ -8,14 +8,17 @@
 //   2. LeaseTasks (up to capacity, one request id per attempt, reused on retry); when none come, wait
 //      idle_poll_interval_ms.
 //   3. Run the leased tasks one after the other on the single replica; report each with CompleteTask
-//      (or FailTask, retryable unless the executor said INVALID_ARGUMENT). A report that meets
+//      (or FailTask, with the failure's cause from the executor's code: INVALID_ARGUMENT is the
+//      task's fault, FAILED_PRECONDITION and RESOURCE_EXHAUSTED this worker's, anything else
+//      transient). A report that meets
 //      UNAVAILABLE or DEADLINE_EXCEEDED is retried with backoff for report_retry_ms: the coordinator
 //      may be restarting, and a result is content-addressed, so a late one is still worth giving.
 //   4. Meanwhile a heartbeat thread renews the held leases every heartbeat_interval_ms. A lease the
-//      coordinator calls CANCELLED has its work dropped (not run, or its result not reported);
-//      EXPIRED and UNKNOWN leases are still reported, since the coordinator accepts a late valid result.
-//   5. Any call answered FAILED_PRECONDITION ("worker W is not registered"), or a heartbeat answered
-//      `reregister`, makes the worker register again and go on.
+//      coordinator calls CANCELLED or REVOKED has its work dropped (not run, or its result not
+//      reported); EXPIRED and UNKNOWN leases are still reported, since the coordinator accepts a late
+//      valid result.
+//   5. Any reply with `reregister` set (the coordinator does not know this worker) makes the worker
+//      register again and go on.
 //   6. Drain(): stop leasing, finish and report the running task, return the leases not started with
 //      DrainWorker; Run() then returns OK.
 //
@@ -38,6 +41,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "common/status.h"
+#include "common/version.h"
 #include "dtm/v1/worker_service.grpc.pb.h"
 #include "worker/task_executor.h"
 #include "worker/worker_metrics.h"
@@ -48,12 +52,16 @@ struct WorkerOptions {
   std::string worker_id;
   std::string model_path;  // the --model folder, reported at registration
   int capacity = 1;        // tasks leased at once
-  std::string version = "0.1.0";
+  std::string version = kDtmVersion;
   int64_t rpc_timeout_ms = 10000;     // deadline of every RPC
   int64_t report_retry_ms = 300000;   // how long an undeliverable result is retried
   // Backoff while the coordinator is away: doubles from initial to max, each wait jittered by +-20%.
   int64_t initial_backoff_ms = 200;
   int64_t max_backoff_ms = 10000;
+  // Logged (with the failures' count) when registration keeps failing with a transient error, as
+  // what to check besides a coordinator that is down; e.g. for TLS, which certificates must match.
+  // Empty: nothing to add.
+  std::string connection_hint;
   // Called on Run()'s or the heartbeat thread after each successful registration (e.g. to turn the
   // daemon's health to SERVING). Must not call back into the Worker.
   std::function<void()> on_registered;
@@ -82,7 +90,8 @@ class Worker {
   struct HeldLease {
     std::string task_id;
     std::string job_id;
-    bool cancelled = false;      // the coordinator said CANCELLED: drop the work
+    bool cancelled = false;      // the coordinator said CANCELLED or REVOKED: drop the work
+    std::string drop_reason;     // why, in words, for the logs
     bool stale_logged = false;   // an EXPIRED/UNKNOWN state was logged once
   };
 
@@ -95,8 +104,9 @@ class Worker {
   void MarkUnregistered(uint64_t generation);
   uint64_t generation() const;
 
-  // One LeaseTasks call, with request id reuse across retries.
-  StatusOr<std::vector<dtm::v1::Task>> Lease(uint64_t generation);
+  // One LeaseTasks call, with request id reuse across retries; `*reregister` tells that the
+  // coordinator does not know this worker (no tasks then).
+  StatusOr<std::vector<dtm::v1::Task>> Lease(bool* reregister);
   void RunTask(const dtm::v1::Task& task, Clock::time_point leased_at);
   TaskOutcome ReportCompletion(const dtm::v1::Task& task, dtm::v1::CompleteTaskRequest* request,
                                Clock::time_point leased_at);
@@ -107,6 +117,7 @@ class Worker {
   void HeartbeatOnce(const std::vector<std::string>& lease_ids, uint64_t generation);
 
   bool IsCancelled(const std::string& lease_id) const;
+  std::string DropReason(const std::string& lease_id) const;
   void ForgetLease(const std::string& lease_id);
   bool draining() const;
   // Waits `ms` or until Drain(); false when draining.

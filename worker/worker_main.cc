@@ -92,6 +92,9 @@ int Run(Flags flags) {
       spdlog::critical("dtm-worker: --health-listen {}: cannot listen there", flags.health_listen);
       return 2;
     }
+    if (!dtm::IsLoopbackAddress(flags.health_listen)) {
+      spdlog::warn("dtm-worker: the health service on {} is reachable from other hosts", flags.health_listen);
+    }
   }
   auto registry = std::make_shared<prometheus::Registry>();
   dtm::WorkerMetrics metrics(registry.get(), id);
@@ -122,6 +125,15 @@ int Run(Flags flags) {
   metrics.SetDeviceMemoryBytes((*executor)->device_memory_bytes());
 
   flags.worker.on_registered = [&health] { health.SetStatus("", true); };
+  if (!flags.security.tls_ca_file.empty()) {
+    // A TLS handshake the coordinator refuses shows here only as "Socket closed", like a coordinator that is down.
+    flags.worker.connection_hint = "check that --tls-ca (" + flags.security.tls_ca_file +
+                                   ") signed the coordinator's certificate" +
+                                   (flags.security.tls_cert_file.empty()
+                                        ? std::string()
+                                        : " and that the coordinator's --tls-client-ca signed this worker's --tls-cert (" +
+                                              flags.security.tls_cert_file + ")");
+  }
   dtm::Worker worker(flags.worker, *channel, executor->get(), &metrics);
 
   // First signal: drain (finish and report the running task). A second: leave at once.

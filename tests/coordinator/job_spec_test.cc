@@ -376,7 +376,7 @@ TEST(JobSpecTest, ParsesASparsifyRoundWithDefaultsAndParameters) {
 TEST(JobSpecTest, RejectsBadSparsifyRoundParameters) {
   const std::string head = "kind: sparsify-round\nmodel: m\nprobes: p\n";
   ExpectInvalid(head + "sparsify-round: {allocation: uniform}\n", {"sparsify-round.step (line 4): missing"});
-  ExpectInvalid(head + "sparsify-round:\n  step: 0\n", {"sparsify-round.step (line 5)", "in (0, 1)", "got 0"});
+  ExpectInvalid(head + "sparsify-round:\n  step: 0\n", {"sparsify-round.step (line 5)", "in (0, 1)", "got '0'"});
   ExpectInvalid(head + "sparsify-round:\n  step: 1\n", {"sparsify-round.step (line 5)", "in (0, 1)"});
   ExpectInvalid(head + "sparsify-round:\n  step: 10%\n", {"sparsify-round.step (line 5)", "finite number", "'10%'"});
   ExpectInvalid(head + "sparsify-round:\n  step: .nan\n", {"sparsify-round.step (line 5)", "finite number"});

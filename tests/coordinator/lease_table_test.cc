@@ -6,6 +6,7 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -138,7 +139,7 @@ TEST_F(LeaseTableTest, AcceptsAResultOnce) {
   EXPECT_EQ(table_->Complete(alive.lease_id, "t2").status().code(), StatusCode::kInvalidArgument);
 }
 
-TEST_F(LeaseTableTest, LateResultFromAnExpiredLeaseWinsIfFirstAndCancelsTheOtherLease) {
+TEST_F(LeaseTableTest, LateResultFromAnExpiredLeaseWinsIfFirstAndRevokesTheOtherLease) {
   ASSERT_TRUE(table_->Enqueue("t1", 0).ok());
   LeaseGrant slow = LeaseOne("w1");
   clock_.Advance(milliseconds(kTimeoutMs));
@@ -147,7 +148,7 @@ TEST_F(LeaseTableTest, LateResultFromAnExpiredLeaseWinsIfFirstAndCancelsTheOther
 
   EXPECT_EQ(*table_->Complete(slow.lease_id, "t1"), CompleteResult::kAccepted);
   EXPECT_EQ(table_->Heartbeat("w2", {other.lease_id}),
-            std::vector<HeartbeatResult>{HeartbeatResult::kCancelled});
+            std::vector<HeartbeatResult>{HeartbeatResult::kRevoked});
   EXPECT_EQ(*table_->Complete(other.lease_id, "t1"), CompleteResult::kDuplicate);
   EXPECT_EQ(table_->Stats().done, 1);
   EXPECT_EQ(table_->Stats().leased, 0);
@@ -193,7 +194,7 @@ TEST_F(LeaseTableTest, ARequeuedTaskKeepsItsPlaceInTheQueue) {
   ASSERT_TRUE(table_->Enqueue("t1", 0).ok());
   LeaseGrant g = LeaseOne("w1");
   ASSERT_TRUE(table_->Enqueue("t2", 0).ok());
-  ASSERT_EQ(*table_->Fail(g.lease_id, /*retryable=*/true), FailResult::kRequeued);
+  ASSERT_EQ(*table_->Fail(g.lease_id, FailCause::kTransient), FailResult::kRequeued);
   EXPECT_EQ(LeaseOne("w1").task_id, "t1");
 }
 
@@ -202,10 +203,10 @@ TEST_F(LeaseTableTest, FailRetriesThenGivesUp) {
   for (int attempt = 1; attempt <= 3; ++attempt) {
     LeaseGrant g = LeaseOne("w1");
     EXPECT_EQ(g.attempt, attempt);
-    EXPECT_EQ(*table_->Fail(g.lease_id, /*retryable=*/true),
+    EXPECT_EQ(*table_->Fail(g.lease_id, FailCause::kTransient),
               attempt < 3 ? FailResult::kRequeued : FailResult::kFailed);
     // Reporting the same failure twice must not count it twice.
-    EXPECT_EQ(table_->Fail(g.lease_id, true).status().code(), StatusCode::kFailedPrecondition);
+    EXPECT_EQ(table_->Fail(g.lease_id, FailCause::kTransient).status().code(), StatusCode::kFailedPrecondition);
   }
   EXPECT_TRUE(LeaseNew("w1", 1).empty());
   EXPECT_EQ(table_->Stats().failed, 1);
@@ -213,9 +214,9 @@ TEST_F(LeaseTableTest, FailRetriesThenGivesUp) {
 
   ASSERT_TRUE(table_->Enqueue("t2", 0).ok());
   LeaseGrant g = LeaseOne("w1");
-  EXPECT_EQ(*table_->Fail(g.lease_id, /*retryable=*/false), FailResult::kFailed);
+  EXPECT_EQ(*table_->Fail(g.lease_id, FailCause::kTask), FailResult::kFailed);
   EXPECT_EQ(table_->Complete(g.lease_id, "t2").status().code(), StatusCode::kFailedPrecondition);
-  EXPECT_EQ(table_->Fail("nope", true).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(table_->Fail("nope", FailCause::kTransient).status().code(), StatusCode::kNotFound);
 }
 
 TEST_F(LeaseTableTest, ExpiryCountsAsAnAttempt) {
@@ -237,10 +238,10 @@ TEST_F(LeaseTableTest, ReleaseWorkerReturnsLeasesWithoutCountingAnAttempt) {
   ASSERT_TRUE(drained.ok());
   LeaseGrant kept = LeaseOne("w2");
 
-  std::vector<std::string> released = table_->ReleaseWorker("w1");
+  std::vector<std::string> released = table_->ReleaseWorker("w1", ReleaseReason::kDrained);
   EXPECT_EQ(released.size(), 2u);
   EXPECT_EQ(table_->Heartbeat("w1", {(*drained)[0].lease_id}),
-            std::vector<HeartbeatResult>{HeartbeatResult::kCancelled});
+            std::vector<HeartbeatResult>{HeartbeatResult::kRevoked});
   EXPECT_EQ(table_->Heartbeat("w2", {kept.lease_id}), std::vector<HeartbeatResult>{HeartbeatResult::kValid});
 
   // A retried request after the drain leases afresh; the attempt is unchanged.
@@ -299,9 +300,9 @@ TEST_F(LeaseTableTest, StatsCountEveryTransition) {
   expect(1, 4, 0, 0, 0, 0, 0);
   ASSERT_EQ(*table_->Complete(g[0].lease_id, "t0"), CompleteResult::kAccepted);
   expect(1, 3, 1, 0, 0, 0, 0);
-  ASSERT_EQ(*table_->Fail(g[1].lease_id, /*retryable=*/true), FailResult::kRequeued);
+  ASSERT_EQ(*table_->Fail(g[1].lease_id, FailCause::kTransient), FailResult::kRequeued);
   expect(2, 2, 1, 0, 0, 1, 0);
-  ASSERT_EQ(*table_->Fail(g[2].lease_id, /*retryable=*/false), FailResult::kFailed);
+  ASSERT_EQ(*table_->Fail(g[2].lease_id, FailCause::kTask), FailResult::kFailed);
   expect(2, 1, 1, 1, 0, 1, 0);
   clock_.Advance(milliseconds(kTimeoutMs));
   ASSERT_EQ(table_->ExpireLeases(), std::vector<std::string>{"t3"});
@@ -310,10 +311,107 @@ TEST_F(LeaseTableTest, StatsCountEveryTransition) {
   expect(2, 0, 1, 1, 1, 2, 1);
   ASSERT_EQ(LeaseNew("w2", 5).size(), 2u);
   expect(0, 2, 1, 1, 1, 2, 1);
-  EXPECT_EQ(table_->ReleaseWorker("w2").size(), 2u);
+  EXPECT_EQ(table_->ReleaseWorker("w2", ReleaseReason::kDrained).size(), 2u);
   expect(2, 0, 1, 1, 1, 4, 1);
   ASSERT_TRUE(table_->Enqueue("t0", 0).ok());  // done, so it may run again
   expect(3, 0, 0, 1, 1, 4, 1);
+}
+
+TEST_F(LeaseTableTest, ReleaseOfARestartedWorkerCountsAnAttemptLikeAnExpiry) {
+  ASSERT_TRUE(table_->Enqueue("t1", 0).ok());
+  for (int attempt = 1; attempt <= 3; ++attempt) {
+    EXPECT_EQ(LeaseOne("w1").attempt, attempt);
+    EXPECT_EQ(table_->ReleaseWorker("w1", ReleaseReason::kLost).size(), attempt < 3 ? 1u : 0u);
+  }
+  // A task that kills its worker each time fails in the end, as it would by expiring.
+  EXPECT_EQ(table_->TakeFailedTasks(), std::vector<std::string>{"t1"});
+  EXPECT_EQ(table_->Stats().failed, 1);
+}
+
+TEST_F(LeaseTableTest, AWorkerThatCannotRunATaskIsKeptOffItWithoutSpendingAnAttempt) {
+  ASSERT_TRUE(table_->Enqueue("gptq", 0).ok());
+  ASSERT_TRUE(table_->Enqueue("int8", 1).ok());
+  LeaseGrant g = LeaseOne("w1");
+  ASSERT_EQ(g.task_id, "gptq");
+  EXPECT_EQ(*table_->Fail(g.lease_id, FailCause::kWorker, "w1: no calibration"), FailResult::kRequeued);
+  EXPECT_EQ(LeaseOne("w1").task_id, "int8");
+  // w1 skips it, keeping its place for others; w2 gets it on its first attempt.
+  std::vector<ExcludedTask> excluded = table_->QueuedWithExclusions();
+  ASSERT_EQ(excluded.size(), 1u);
+  EXPECT_EQ(excluded[0].task_id, "gptq");
+  EXPECT_EQ(excluded[0].unable, (std::map<std::string, std::string>{{"w1", "w1: no calibration"}}));
+  EXPECT_TRUE(LeaseNew("w1", 5).empty());
+  LeaseGrant other = LeaseOne("w2");
+  EXPECT_EQ(other.task_id, "gptq");
+  EXPECT_EQ(other.attempt, 1);
+  EXPECT_EQ(table_->Stats().failed, 0);
+}
+
+TEST_F(LeaseTableTest, GiveUpFailsAQueuedTaskOnly) {
+  ASSERT_TRUE(table_->Enqueue("t1", 0).ok());
+  ASSERT_TRUE(table_->Enqueue("t2", 0).ok());
+  LeaseGrant leased = LeaseOne("w1");
+  EXPECT_EQ(table_->GiveUp(leased.task_id).code(), StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(table_->GiveUp("t2").ok());
+  EXPECT_TRUE(LeaseNew("w2", 5).empty());
+  EXPECT_EQ(table_->Stats().failed, 1);
+  EXPECT_TRUE(table_->TakeFailedTasks().empty()) << "the caller reports what it gave up";
+}
+
+TEST_F(LeaseTableTest, FindLeaseTellsItsWorkerAndWhenItWasGranted) {
+  ASSERT_TRUE(table_->Enqueue("t1", 0).ok());
+  const auto granted = clock_.Now();
+  LeaseGrant g = LeaseOne("w1");
+  clock_.Advance(milliseconds(10));
+  std::optional<LeaseInfo> info = table_->FindLease(g.lease_id);
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->task_id, "t1");
+  EXPECT_EQ(info->worker_id, "w1");
+  EXPECT_EQ(info->leased_at, granted);
+  EXPECT_TRUE(info->active);
+  ASSERT_EQ(*table_->Complete(g.lease_id, "t1"), CompleteResult::kAccepted);
+  EXPECT_FALSE(table_->FindLease(g.lease_id)->active);
+  EXPECT_FALSE(table_->FindLease("nope").has_value());
+}
+
+TEST_F(LeaseTableTest, AResultUnderNoKnownLeaseIsAcceptedOnceAndRevokesTheHolder) {
+  ASSERT_TRUE(table_->Enqueue("t1", 0).ok());
+  LeaseGrant holder = LeaseOne("w1");
+  EXPECT_EQ(*table_->CompleteWithoutLease("t1"), CompleteResult::kAccepted);
+  EXPECT_EQ(table_->Heartbeat("w1", {holder.lease_id}), std::vector<HeartbeatResult>{HeartbeatResult::kRevoked});
+  EXPECT_EQ(*table_->CompleteWithoutLease("t1"), CompleteResult::kDuplicate);
+  EXPECT_EQ(*table_->Complete(holder.lease_id, "t1"), CompleteResult::kDuplicate);
+  EXPECT_TRUE(table_->IsDone("t1"));
+  EXPECT_EQ(table_->CompleteWithoutLease("nope").status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(LeaseTableTest, ForgetsEndedLeasesAndFinishedTasksAfterTheRetention) {
+  LeaseTable::Options options;
+  options.lease_timeout_ms = kTimeoutMs;
+  options.retention_ms = 5 * kTimeoutMs;
+  table_ = std::move(LeaseTable::Create(options, &clock_)).value();
+  ASSERT_TRUE(table_->Enqueue("done", 0).ok());
+  ASSERT_TRUE(table_->Enqueue("running", 0).ok());
+  LeaseGrant d = LeaseOne("w1");
+  ASSERT_EQ(*table_->Complete(d.lease_id, "done"), CompleteResult::kAccepted);
+  LeaseGrant r = LeaseOne("w1");
+
+  // Within the retention a late report gets a precise answer.
+  clock_.Advance(milliseconds(4 * kTimeoutMs));
+  EXPECT_EQ(table_->Heartbeat("w1", {r.lease_id}), std::vector<HeartbeatResult>{HeartbeatResult::kExpired});
+  ASSERT_EQ(table_->ExpireLeases().size(), 0u);
+  EXPECT_EQ(*table_->Complete(d.lease_id, "done"), CompleteResult::kDuplicate);
+  EXPECT_TRUE(table_->IsDone("done"));
+
+  // Past it, the finished task and its lease are gone; the task still in the queue is not.
+  clock_.Advance(milliseconds(2 * kTimeoutMs));
+  (void)table_->ExpireLeases();
+  EXPECT_FALSE(table_->IsDone("done"));
+  EXPECT_FALSE(table_->FindLease(d.lease_id).has_value());
+  EXPECT_EQ(table_->Complete(d.lease_id, "done").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(LeaseOne("w2").task_id, "running");
+  // Forgotten, a task may be enqueued afresh.
+  EXPECT_TRUE(table_->Enqueue("done", 0).ok());
 }
 
 TEST_F(LeaseTableTest, ConcurrentWorkersHaveEachTaskAcceptedExactlyOnce) {

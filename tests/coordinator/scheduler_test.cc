@@ -27,6 +27,7 @@
 #include "coordinator/clock.h"
 #include "coordinator/coordinator_metrics.h"
 #include "coordinator/store_keys.h"
+#include "common/version.h"
 
 namespace dtm {
 namespace {
@@ -172,17 +173,21 @@ class SchedulerTest : public ::testing::Test {
     fs::remove_all(dir_, ec);
   }
 
-  static CoordinatorOptions Options() {
+  CoordinatorOptions Options() const {
     CoordinatorOptions options;
     options.lease_timeout_ms = kLeaseTimeoutMs;
     options.heartbeat_interval_ms = 100;
     options.max_attempts = 3;
+    options.data_root = dir_.string();
     return options;
   }
 
-  std::unique_ptr<Scheduler> Make(Store* store, CoordinatorOptions options = Options()) {
-    return std::make_unique<Scheduler>(store, nullptr, options, &clock_);
+  std::unique_ptr<Scheduler> Make(Store* store, CoordinatorOptions options, CoordinatorMetrics* metrics = nullptr) {
+    StatusOr<std::unique_ptr<Scheduler>> made = Scheduler::Create(store, metrics, std::move(options), &clock_);
+    EXPECT_TRUE(made.ok()) << made.status().ToString();
+    return made.ok() ? std::move(made).value() : nullptr;
   }
+  std::unique_ptr<Scheduler> Make(Store* store) { return Make(store, Options()); }
 
   std::string ProbeSpec(const std::string& extra = "") const {
     return "kind: probe\nmodel: " + model_dir_ + "\nprobes: " + probes_path_ + "\nprefix: " +
@@ -205,20 +210,24 @@ class SchedulerTest : public ::testing::Test {
     request.set_dtype(v1::DTYPE_F32);
     request.set_num_layers(kLayers);
     request.set_capacity(1);
-    StatusOr<v1::RegisterWorkerResponse> response = s.RegisterWorker(request);
+    request.set_version(kDtmVersion);
+    StatusOr<v1::RegisterWorkerResponse> response = s.worker().RegisterWorker(request);
     ASSERT_TRUE(response.ok()) << response.status().ToString();
     EXPECT_EQ(response->lease_timeout_ms(), kLeaseTimeoutMs);
   }
   void Register(Scheduler& s, const std::string& worker) { Register(s, worker, model_dir_); }
 
+  // Submits under `request_id` (or a fresh one), then ticks once, so that the job is planned as far
+  // as it can be, as the scheduler thread would.
   std::string Submit(Scheduler& s, const std::string& spec, const std::string& request_id = "") {
-    StatusOr<v1::Job> job = s.Submit(spec, request_id);
+    StatusOr<v1::Job> job = s.client().Submit(spec, request_id.empty() ? NewRequestId() : request_id);
     EXPECT_TRUE(job.ok()) << job.status().ToString();
+    s.Tick();
     return job.ok() ? job->job_id() : "";
   }
 
   v1::Job Job(Scheduler& s, const std::string& id) {
-    StatusOr<v1::Job> job = s.GetJob(id);
+    StatusOr<v1::Job> job = s.client().GetJob(id);
     EXPECT_TRUE(job.ok()) << job.status().ToString();
     return job.ok() ? *job : v1::Job();
   }
@@ -226,7 +235,7 @@ class SchedulerTest : public ::testing::Test {
   v1::GetResultsResponse Results(Scheduler& s, const std::string& id) {
     v1::GetResultsRequest request;
     request.set_job_id(id);
-    StatusOr<v1::GetResultsResponse> results = s.Results(request);
+    StatusOr<v1::GetResultsResponse> results = s.client().Results(request);
     EXPECT_TRUE(results.ok()) << results.status().ToString();
     return results.ok() ? *results : v1::GetResultsResponse();
   }
@@ -236,7 +245,7 @@ class SchedulerTest : public ::testing::Test {
     request.set_worker_id(worker);
     request.set_max_tasks(max_tasks);
     request.set_request_id("req-" + std::to_string(++next_request_));
-    return s.LeaseTasks(request);
+    return s.worker().LeaseTasks(request);
   }
 
   // Leases and checks that each task carries what the fake worker needs and nothing else.
@@ -302,7 +311,7 @@ class SchedulerTest : public ::testing::Test {
 
   v1::CompleteTaskResponse::Outcome Complete(Scheduler& s, const v1::Task& task, const std::string& worker,
                                              uint32_t salt = 0) {
-    StatusOr<v1::CompleteTaskResponse> response = s.CompleteTask(Output(task, worker, salt));
+    StatusOr<v1::CompleteTaskResponse> response = s.worker().CompleteTask(Output(task, worker, salt));
     EXPECT_TRUE(response.ok()) << response.status().ToString();
     return response.ok() ? response->outcome() : v1::CompleteTaskResponse::OUTCOME_UNSPECIFIED;
   }
@@ -327,6 +336,13 @@ class SchedulerTest : public ::testing::Test {
     ADD_FAILURE() << "job " << job_id << " did not end after 500 rounds";
   }
 
+  std::string NewRequestId() { return "request-" + std::to_string(++next_submit_); }
+  size_t JobCount(Scheduler& s) {
+    StatusOr<v1::ListJobsResponse> listed = s.client().ListJobs(v1::ListJobsRequest());
+    EXPECT_TRUE(listed.ok()) << listed.status().ToString();
+    return listed.ok() ? static_cast<size_t>(listed->jobs_size()) : 0;
+  }
+
   fs::path dir_;
   std::string model_dir_;
   std::string probes_path_;
@@ -334,12 +350,17 @@ class SchedulerTest : public ::testing::Test {
   InMemoryStore store_;
   std::unique_ptr<Scheduler> scheduler_;
   int next_request_ = 0;
+  int next_submit_ = 0;
 };
 
 TEST_F(SchedulerTest, RunsAProbeJobThroughBaselineAndEvalTasks) {
   Register(*scheduler_, "w1");
-  const std::string id = Submit(*scheduler_, ProbeSpec());
-  ASSERT_FALSE(id.empty());
+  StatusOr<v1::Job> submitted = scheduler_->client().Submit(ProbeSpec(), NewRequestId());
+  ASSERT_TRUE(submitted.ok()) << submitted.status().ToString();
+  const std::string id = submitted->job_id();
+  // Submission stores the job; the scheduler's tick resolves and plans it.
+  EXPECT_EQ(submitted->state(), v1::JOB_STATE_PENDING);
+  scheduler_->Tick();
   EXPECT_EQ(Job(*scheduler_, id).state(), v1::JOB_STATE_RUNNING);
 
   std::vector<v1::Task> leased;
@@ -417,7 +438,8 @@ std::optional<double> MetricValue(prometheus::Registry& registry, const std::str
 TEST_F(SchedulerTest, MetricsFollowTheJobAndItsSeriesGoWhenItEnds) {
   prometheus::Registry registry;
   CoordinatorMetrics metrics(registry);
-  Scheduler s(&store_, &metrics, Options(), &clock_);
+  std::unique_ptr<Scheduler> owned = Make(&store_, Options(), &metrics);
+  Scheduler& s = *owned;
   ASSERT_TRUE(s.Start().ok());
   Register(s, "w1");
   // Counted at registration, not at the next tick: tests and scripts that saw the worker register
@@ -465,11 +487,18 @@ class FlakyStore : public InMemoryStore {
     if (down && key.rfind("dtm:v1:result:", 0) == 0) return UnavailableError("store down (test)");
     return InMemoryStore::Get(key);
   }
+  StatusOr<std::vector<bool>> Exist(const std::vector<std::string>& keys) override {
+    for (const std::string& key : keys) {
+      if (down && key.rfind("dtm:v1:result:", 0) == 0) return UnavailableError("store down (test)");
+    }
+    return InMemoryStore::Exist(keys);
+  }
 };
 
 TEST_F(SchedulerTest, AStageThatCannotBePlannedForTheStoreIsPlannedWholeLater) {
   FlakyStore store;
-  Scheduler s(&store, nullptr, Options(), &clock_);
+  std::unique_ptr<Scheduler> owned = Make(&store);
+  Scheduler& s = *owned;
   ASSERT_TRUE(s.Start().ok());
   Register(s, "w1");
   const std::string id = Submit(s, ProbeSpec());
@@ -501,7 +530,7 @@ TEST_F(SchedulerTest, AStageThatCannotBePlannedForTheStoreIsPlannedWholeLater) {
 TEST_F(SchedulerTest, RejectsAComponentBeyondTheModelAtSubmit) {
   const std::string config = "model.layers.5.mlp.up_proj=int8-absmax";
   // The layer count from the model folder's config.json, with no worker yet.
-  StatusOr<v1::Job> job = scheduler_->Submit(EvaluateSpec(config), "");
+  StatusOr<v1::Job> job = scheduler_->client().Submit(EvaluateSpec(config), "r1");
   ASSERT_FALSE(job.ok());
   EXPECT_EQ(job.status().code(), StatusCode::kInvalidArgument);
   EXPECT_THAT(job.status().message(), HasSubstr(config));
@@ -512,15 +541,15 @@ TEST_F(SchedulerTest, RejectsAComponentBeyondTheModelAtSubmit) {
   InMemoryStore store;
   std::unique_ptr<Scheduler> blind = Make(&store, options);
   Register(*blind, "w1");
-  job = blind->Submit(EvaluateSpec(config), "");
+  job = blind->client().Submit(EvaluateSpec(config), "r2");
   ASSERT_FALSE(job.ok());
   EXPECT_EQ(job.status().code(), StatusCode::kInvalidArgument);
   EXPECT_THAT(job.status().message(), HasSubstr(config));
 
-  EXPECT_TRUE(scheduler_->ListJobs({})->empty());
-  EXPECT_TRUE(blind->ListJobs({})->empty());
+  EXPECT_EQ(JobCount(*scheduler_), 0u);
+  EXPECT_EQ(JobCount(*blind), 0u);
   // Layer 1 exists: the same spec otherwise is fine.
-  EXPECT_TRUE(blind->Submit(EvaluateSpec("model.layers.1.mlp.up_proj=int8-absmax"), "").ok());
+  EXPECT_TRUE(blind->client().Submit(EvaluateSpec("model.layers.1.mlp.up_proj=int8-absmax"), "r3").ok());
 }
 
 TEST_F(SchedulerTest, RejectsBadSpecsAtSubmit) {
@@ -537,12 +566,12 @@ TEST_F(SchedulerTest, RejectsBadSpecsAtSubmit) {
       {Replaced(ProbeSpec(), probes_path_, probes_path_ + ".missing"), "probes"},
   };
   for (const Case& c : cases) {
-    StatusOr<v1::Job> job = scheduler_->Submit(c.spec, "");
+    StatusOr<v1::Job> job = scheduler_->client().Submit(c.spec, NewRequestId());
     ASSERT_FALSE(job.ok()) << c.spec;
     EXPECT_EQ(job.status().code(), StatusCode::kInvalidArgument) << job.status().ToString();
     EXPECT_THAT(job.status().message(), HasSubstr(c.mentions));
   }
-  EXPECT_TRUE(scheduler_->ListJobs({})->empty());
+  EXPECT_EQ(JobCount(*scheduler_), 0u);
 }
 
 TEST_F(SchedulerTest, ReLeasesATaskWhoseLeaseExpiredAndIgnoresTheLateResult) {
@@ -601,7 +630,7 @@ TEST_F(SchedulerTest, RequeuesARetryableFailureAndFailsTheJobOnANonRetryableOne)
   request.mutable_error()->set_code(static_cast<int>(StatusCode::kResourceExhausted));
   request.mutable_error()->set_message("CUDA out of memory");
   request.set_retryable(true);
-  StatusOr<v1::FailTaskResponse> response = scheduler_->FailTask(request);
+  StatusOr<v1::FailTaskResponse> response = scheduler_->worker().FailTask(request);
   ASSERT_TRUE(response.ok()) << response.status().ToString();
   EXPECT_TRUE(response->requeued());
   EXPECT_EQ(Job(*scheduler_, id).state(), v1::JOB_STATE_RUNNING);
@@ -615,7 +644,7 @@ TEST_F(SchedulerTest, RequeuesARetryableFailureAndFailsTheJobOnANonRetryableOne)
   request.mutable_error()->set_code(static_cast<int>(StatusCode::kInternal));
   request.mutable_error()->set_message("checkpoint shard 3 is truncated");
   request.set_retryable(false);
-  response = scheduler_->FailTask(request);
+  response = scheduler_->worker().FailTask(request);
   ASSERT_TRUE(response.ok()) << response.status().ToString();
   EXPECT_FALSE(response->requeued());
 
@@ -634,7 +663,7 @@ TEST_F(SchedulerTest, CancelEndsTheJobAndRevokesItsLeases) {
   std::vector<v1::Task> tasks = Lease(*scheduler_, "w1", 1);
   ASSERT_EQ(tasks.size(), 1u);
 
-  StatusOr<v1::Job> cancelled = scheduler_->Cancel(id, "wrong probe set");
+  StatusOr<v1::Job> cancelled = scheduler_->client().Cancel(id, "wrong probe set");
   ASSERT_TRUE(cancelled.ok()) << cancelled.status().ToString();
   EXPECT_EQ(cancelled->state(), v1::JOB_STATE_CANCELLED);
   EXPECT_EQ(Job(*scheduler_, id).state(), v1::JOB_STATE_CANCELLED);
@@ -643,7 +672,7 @@ TEST_F(SchedulerTest, CancelEndsTheJobAndRevokesItsLeases) {
   v1::HeartbeatRequest heartbeat;
   heartbeat.set_worker_id("w1");
   heartbeat.add_lease_ids(tasks[0].lease_id());
-  StatusOr<v1::HeartbeatResponse> answer = scheduler_->Heartbeat(heartbeat);
+  StatusOr<v1::HeartbeatResponse> answer = scheduler_->worker().Heartbeat(heartbeat);
   ASSERT_TRUE(answer.ok()) << answer.status().ToString();
   EXPECT_FALSE(answer->reregister());
   ASSERT_EQ(answer->leases_size(), 1);
@@ -651,7 +680,7 @@ TEST_F(SchedulerTest, CancelEndsTheJobAndRevokesItsLeases) {
   // The shards still queued are gone too.
   EXPECT_TRUE(Lease(*scheduler_, "w1", 8).empty());
   // Cancelling again is a no-op.
-  cancelled = scheduler_->Cancel(id, "again");
+  cancelled = scheduler_->client().Cancel(id, "again");
   ASSERT_TRUE(cancelled.ok());
   EXPECT_EQ(cancelled->state(), v1::JOB_STATE_CANCELLED);
 }
@@ -718,11 +747,14 @@ TEST_F(SchedulerTest, ResumesAfterARestartWithoutRecomputingFinishedTasks) {
   restarted->Stop();
 }
 
-TEST_F(SchedulerTest, RefusesToLeaseToAnUnregisteredWorker) {
+TEST_F(SchedulerTest, TellsAnUnregisteredWorkerToRegisterInsteadOfLeasing) {
+  Submit(*scheduler_, ProbeSpec());
+  Register(*scheduler_, "w1");
+  scheduler_->Tick();
   StatusOr<v1::LeaseTasksResponse> response = TryLease(*scheduler_, "stranger", 1);
-  ASSERT_FALSE(response.ok());
-  EXPECT_EQ(response.status().code(), StatusCode::kFailedPrecondition);
-  EXPECT_THAT(response.status().message(), HasSubstr("stranger"));
+  ASSERT_TRUE(response.ok()) << response.status().ToString();
+  EXPECT_TRUE(response->reregister());
+  EXPECT_EQ(response->tasks_size(), 0);
 }
 
 TEST_F(SchedulerTest, LeasesTasksOnlyToWorkersServingTheJobsModel) {
@@ -786,10 +818,10 @@ TEST_F(SchedulerTest, SubmitIsIdempotentOnTheClientRequestId) {
   const std::string again = Submit(*scheduler_, ProbeSpec(), "req-a");
   EXPECT_FALSE(a.empty());
   EXPECT_EQ(again, a);
-  EXPECT_EQ(scheduler_->ListJobs({})->size(), 1u);
+  EXPECT_EQ(JobCount(*scheduler_), 1u);
   const std::string b = Submit(*scheduler_, ProbeSpec(), "req-b");
   EXPECT_NE(b, a);
-  EXPECT_EQ(scheduler_->ListJobs({})->size(), 2u);
+  EXPECT_EQ(JobCount(*scheduler_), 2u);
   EXPECT_EQ(Job(*scheduler_, a).client_request_id(), "req-a");
 }
 

@@ -206,10 +206,12 @@ TEST(ProtoRoundTripTest, WorkerApiMessagesSurvive) {
   t->set_kind(TASK_KIND_EVAL_SHARD);
   *t->mutable_key() = MakeKey();
   t->set_model_path("/models/llama-2-7b");
-  t->mutable_probe_set()->set_fingerprint("sha256:probes");
-  t->mutable_probe_set()->set_uri("/data/probes.jsonl.gz");
-  t->mutable_baseline()->set_fingerprint("sha256:baseline");
-  t->mutable_baseline()->set_uri("redis://baseline/sha256:baseline");
+  BaselineRow* task_row = t->add_rows();
+  task_row->set_probe_id("c4:17");
+  task_row->set_probe_index(17);
+  task_row->set_prefix_len(2);
+  task_row->add_tokens(1);
+  task_row->add_tokens(450);
   t->set_attempt(2);
   t->set_lease_expire_unix_ms(1'790'000'030'000);
   RoundTrip(leased);

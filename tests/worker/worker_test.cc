@@ -3,6 +3,8 @@
 // Every wait is on a condition the fakes signal, bounded so a broken worker fails instead of hanging.
 #include "worker/worker.h"
 
+#include "common/version.h"
+
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <prometheus/registry.h>
@@ -52,8 +54,9 @@ class FakeCoordinator final : public dtm::v1::WorkerService::Service {
     lease_requests.push_back(*request);
     if (lease_not_registered > 0) {
       --lease_not_registered;
+      response->set_reregister(true);
       changed.notify_all();
-      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "worker " + request->worker_id() + " is not registered");
+      return grpc::Status::OK;
     }
     while (!queue.empty() && response->tasks_size() < static_cast<int>(request->max_tasks())) {
       *response->add_tasks() = queue.front();
@@ -90,6 +93,13 @@ class FakeCoordinator final : public dtm::v1::WorkerService::Service {
     if (unavailable_completions > 0 || always_unavailable.count(request->task_id())) {
       if (unavailable_completions > 0) --unavailable_completions;
       return grpc::Status(grpc::StatusCode::UNAVAILABLE, "coordinator restarting");
+    }
+    if (complete_not_registered > 0) {
+      // A coordinator that restarted: it stores nothing and says so.
+      --complete_not_registered;
+      events.push_back("complete refused " + request->task_id());
+      response->set_reregister(true);
+      return grpc::Status::OK;
     }
     completions.push_back(*request);
     events.push_back("complete " + request->task_id());
@@ -129,6 +139,7 @@ class FakeCoordinator final : public dtm::v1::WorkerService::Service {
   std::deque<Task> queue;
   std::map<std::string, dtm::v1::LeaseState> lease_states;
   int lease_not_registered = 0;
+  int complete_not_registered = 0;
   int unavailable_completions = 0;
   std::set<std::string> always_unavailable;  // task ids whose completion never gets through
   bool reregister_next_heartbeat = false;
@@ -324,7 +335,7 @@ TEST_F(WorkerTest, RegistersTheReplicaAndCompletesATaskWithTheExecutorsOutput) {
   EXPECT_EQ(reg.num_layers(), 32u);
   EXPECT_EQ(reg.dtype(), dtm::v1::DTYPE_BF16);
   EXPECT_EQ(reg.device().description(), "Fake GPU 80GB");
-  EXPECT_EQ(reg.version(), "0.1.0");
+  EXPECT_EQ(reg.version(), kDtmVersion);
   const std::map<std::string, uint64_t> component_params(reg.component_params().begin(),
                                                          reg.component_params().end());
   const std::map<std::string, uint64_t> expected_params = FakeExecutor().component_params();
@@ -370,6 +381,21 @@ TEST_F(WorkerTest, RegistersAgainWhenALeaseCallSaysItIsNotRegistered) {
   EXPECT_EQ(coordinator_.registrations.size(), 2u);
   EXPECT_EQ(coordinator_.events[0], "register");
   EXPECT_EQ(coordinator_.events[1], "register");
+}
+
+TEST_F(WorkerTest, RegistersAgainAndReportsAgainWhenACompletionSaysItIsNotRegistered) {
+  coordinator_.complete_not_registered = 1;
+  coordinator_.queue.push_back(MakeTask("t1", 1));
+  StartWorker();
+  ASSERT_TRUE(coordinator_.WaitUntil([&] { return coordinator_.completions.size() == 1; }));
+  ASSERT_TRUE(DrainAndJoin().ok());
+  std::lock_guard<std::mutex> lock(coordinator_.mu);
+  EXPECT_EQ(coordinator_.registrations.size(), 2u);
+  ASSERT_GE(coordinator_.events.size(), 4u);
+  EXPECT_EQ(coordinator_.events[1], "complete refused t1");
+  EXPECT_EQ(coordinator_.events[2], "register");
+  EXPECT_EQ(coordinator_.events[3], "complete t1");
+  EXPECT_EQ(Tasks("completed"), 1);
 }
 
 TEST_F(WorkerTest, RegistersAgainWhenAHeartbeatSaysSo) {
@@ -437,13 +463,14 @@ TEST_F(WorkerTest, DropsTheResultOfATaskTheCoordinatorCancelled) {
   EXPECT_EQ(Tasks("completed"), 0);
 }
 
-TEST_F(WorkerTest, ReportsAnInvalidTaskAsAPermanentFailureAndOthersAsRetryable) {
+TEST_F(WorkerTest, ReportsEachFailureWithItsCause) {
   executor_.FailWith("bad", InvalidArgumentError("config names model.layers.99.mlp.up_proj"));
   executor_.FailWith("oom", Status(StatusCode::kResourceExhausted, "out of memory"));
-  coordinator_.queue.push_back(MakeTask("bad", 1));
-  coordinator_.queue.push_back(MakeTask("oom", 1));
+  executor_.FailWith("gptq", FailedPreconditionError("this worker has no calibration set"));
+  executor_.FailWith("flaky", InternalError("NCCL timeout"));
+  for (const char* id : {"bad", "oom", "gptq", "flaky"}) coordinator_.queue.push_back(MakeTask(id, 1));
   StartWorker();
-  ASSERT_TRUE(coordinator_.WaitUntil([&] { return coordinator_.failures.size() == 2; }));
+  ASSERT_TRUE(coordinator_.WaitUntil([&] { return coordinator_.failures.size() == 4; }));
   ASSERT_TRUE(DrainAndJoin().ok());
   std::lock_guard<std::mutex> lock(coordinator_.mu);
   const dtm::v1::FailTaskRequest& bad = coordinator_.failures[0];
@@ -454,12 +481,19 @@ TEST_F(WorkerTest, ReportsAnInvalidTaskAsAPermanentFailureAndOthersAsRetryable) 
   EXPECT_EQ(bad.error().code(), static_cast<int>(StatusCode::kInvalidArgument));
   EXPECT_EQ(bad.error().message(), "config names model.layers.99.mlp.up_proj");
   EXPECT_FALSE(bad.request_id().empty());
+  EXPECT_EQ(bad.cause(), dtm::v1::FAILURE_CAUSE_TASK);
   const dtm::v1::FailTaskRequest& oom = coordinator_.failures[1];
   EXPECT_TRUE(oom.retryable());
+  EXPECT_EQ(oom.cause(), dtm::v1::FAILURE_CAUSE_WORKER);
   EXPECT_EQ(oom.error().code(), static_cast<int>(StatusCode::kResourceExhausted));
   EXPECT_NE(oom.request_id(), bad.request_id());
+  // A capability this worker lacks: another worker may run the task.
+  EXPECT_EQ(coordinator_.failures[2].cause(), dtm::v1::FAILURE_CAUSE_WORKER);
+  EXPECT_TRUE(coordinator_.failures[2].retryable());
+  EXPECT_EQ(coordinator_.failures[3].cause(), dtm::v1::FAILURE_CAUSE_TRANSIENT);
+  EXPECT_TRUE(coordinator_.failures[3].retryable());
   EXPECT_TRUE(coordinator_.completions.empty());
-  EXPECT_EQ(Tasks("failed"), 2);
+  EXPECT_EQ(Tasks("failed"), 4);
 }
 
 TEST_F(WorkerTest, DrainDuringATaskFinishesAndReportsItThenReturnsTheRestWithDrainWorker) {

@@ -1,0 +1,61 @@
+#include "coordinator/job_files.h"
+
+#include <filesystem>
+
+namespace dtm {
+
+StatusOr<JobFiles> JobFiles::Create(const std::string& data_root, uint64_t max_file_bytes,
+                                    bool read_model_configs) {
+  ASSIGN_OR_RETURN(DataRoot root, DataRoot::Create(data_root));
+  ReadLimits limits;
+  limits.max_bytes = max_file_bytes;
+  limits.regular_file_only = true;
+  limits.quote_content = false;
+  return JobFiles(std::move(root), limits, read_model_configs);
+}
+
+Status JobFiles::ResolvePaths(JobSpec* spec) const {
+  StatusOr<std::string> probes = root_.Resolve(spec->probes);
+  if (!probes.ok()) return InvalidArgumentError("job spec: probes: " + probes.status().message());
+  spec->probes = *probes;
+  if (!spec->previous.empty()) {
+    StatusOr<std::string> previous = root_.Resolve(spec->previous);
+    if (!previous.ok()) {
+      return InvalidArgumentError("job spec: sparsify-round.previous: " + previous.status().message());
+    }
+    spec->previous = *previous;
+  }
+  return OkStatus();
+}
+
+StatusOr<ProbeSet> JobFiles::LoadProbes(const JobSpec& spec) const {
+  StatusOr<ProbeSet> file = ReadProbeFile(spec.probes, limits_);
+  if (!file.ok()) return InvalidArgumentError("probes: " + file.status().message());
+  ProbeSet set = std::move(file).value();
+  if (spec.num_probes > 0) {
+    if (static_cast<int64_t>(set.probes.size()) < spec.num_probes) {
+      return InvalidArgumentError("num_probes: " + std::to_string(spec.num_probes) + " asked for, but " +
+                                  spec.probes + " holds " + std::to_string(set.probes.size()));
+    }
+    set.probes.resize(spec.num_probes);
+  }
+  for (size_t i = 0; i < set.probes.size(); ++i) {
+    Probe& p = set.probes[i];
+    if (static_cast<int64_t>(p.tokens.size()) < spec.prefix_len) {
+      return InvalidArgumentError("prefix: " + std::to_string(spec.prefix_len) + " tokens is beyond probe #" +
+                                  std::to_string(i + 1) + " of " + spec.probes + ", which has " +
+                                  std::to_string(p.tokens.size()));
+    }
+    p.tokens.resize(spec.prefix_len);
+  }
+  return set;
+}
+
+std::optional<ModelGeometry> JobFiles::ModelConfigGeometry(const std::string& model_path) const {
+  if (!read_model_configs_) return std::nullopt;
+  // The check resolves MODEL/config.json itself, so a config.json that links out of the root is not read.
+  if (!root_.Contains((std::filesystem::path(model_path) / "config.json").string())) return std::nullopt;
+  return ReadModelGeometry(model_path, limits_);
+}
+
+}  // namespace dtm

@@ -1,0 +1,403 @@
+#include "coordinator/job_planner.h"
+
+#include <google/protobuf/util/time_util.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstdio>
+
+#include "coordinator/aggregate.h"
+
+namespace dtm {
+namespace {
+
+using v1::JobState;
+
+// Baseline shards run before the eval shards that need them; within each, the spec's priority.
+int TaskPriority(const JobSpec& spec, TaskKindForKey kind) {
+  return spec.priority * 2 + (kind == TaskKindForKey::kBaseline ? 0 : 1);
+}
+
+// A float32 noise floor below this share of the completion length is reported as suspect: a healthy
+// float32 replica reproduces its own greedy baseline exactly (fdt75 = completion), while one that
+// computes wrong numbers, or a worker that makes them up, does not.
+constexpr double kSuspectNoiseFloorShare = 0.9;
+
+}  // namespace
+
+Status CheckStageSize(const JobDriver& driver, size_t shards, int64_t max_tasks) {
+  const uint64_t tasks = (driver.MaxStageConfigs() + 1) * shards;
+  if (tasks > static_cast<uint64_t>(max_tasks)) {
+    return InvalidArgumentError("job spec: a stage of this job could plan " + std::to_string(tasks) +
+                                " tasks (" + std::to_string(driver.MaxStageConfigs()) +
+                                " configs and the noise floor, x " + std::to_string(shards) +
+                                " shards); this coordinator plans at most " + std::to_string(max_tasks) +
+                                " per stage (--max-stage-tasks): use fewer configs or a larger shard_size");
+  }
+  return OkStatus();
+}
+
+void JobPlanner::AdvanceAll() {
+  std::vector<JobRun*> runs;
+  {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    for (auto& [id, run] : state_->jobs) {
+      // Ended jobs that still hold planner state are visited once more, to free it.
+      if (run->phase != JobPhase::kEnded || run->driver != nullptr || !run->probe_rows.empty()) {
+        runs.push_back(run.get());
+      }
+    }
+  }
+  for (JobRun* run : runs) {
+    {
+      std::lock_guard<std::mutex> lock(state_->mu);
+      if (state_->stopping) return;
+    }
+    Advance(*run);
+  }
+}
+
+bool JobPlanner::Ended(JobRun& run) {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  return run.phase == JobPhase::kEnded;
+}
+
+void JobPlanner::Advance(JobRun& run) {
+  // Loops while a stage completes at once (everything cached), so a resumed job replays up to its
+  // first stage with work left in one call.
+  for (;;) {
+    JobPhase phase;
+    {
+      std::lock_guard<std::mutex> lock(state_->mu);
+      phase = run.phase;
+      if (phase != JobPhase::kEnded && phase != JobPhase::kWaitingForModel && !run.outstanding.empty())
+        return;
+    }
+    Status status = OkStatus();
+    switch (phase) {
+      case JobPhase::kEnded:
+        // Free what the job held; its record and results stay in the store.
+        run.driver.reset();
+        run.probe_rows.clear();
+        run.baseline_rows.clear();
+        run.evaluated.clear();
+        return;
+      case JobPhase::kWaitingForModel: {
+        bool resolved = false;
+        status = Resolve(run, &resolved);
+        if (status.ok() && !resolved) return;
+        if (status.ok()) status = PlanBaseline(run);
+        break;
+      }
+      case JobPhase::kBaseline:
+        status = LoadBaselineRows(run);
+        if (status.ok()) status = StartStage(run);
+        break;
+      case JobPhase::kStages:
+        status = AggregateStage(run);
+        if (status.ok()) status = StartStage(run);
+        break;
+    }
+    if (status.code() == StatusCode::kUnavailable) {
+      // The store is away: try again at the next tick, nothing lost. Logged by the store itself.
+      spdlog::debug("job {}: {}; will retry", run.job.job_id(), status.message());
+      return;
+    }
+    if (!status.ok()) {
+      Fail(run, status);
+      return;
+    }
+    if (Ended(run)) return;
+  }
+}
+
+void JobPlanner::Fail(JobRun& run, const Status& error) {
+  {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    if (run.phase == JobPhase::kEnded) return;
+    state_->EndJob(run, v1::JOB_STATE_FAILED, error);
+  }
+  (void)state_->Persist(run.job.job_id(), /*force=*/true);
+}
+
+Status JobPlanner::Resolve(JobRun& run, bool* resolved) {
+  *resolved = false;
+  const std::string job_id = run.job.job_id();
+  ModelInfo model;
+  v1::Dtype dtype;
+  std::string stored_probe_fingerprint;
+  {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    if (run.phase == JobPhase::kEnded) return OkStatus();
+    const v1::JobSummary& summary = run.job.summary();
+    stored_probe_fingerprint = summary.probe_set_fingerprint();
+    if (!summary.model_fingerprint().empty()) {
+      // Resolved before a restart: the job keeps the model it started with.
+      model = ModelInfo{summary.model_fingerprint(), {static_cast<int>(summary.num_layers()), {}}};
+      model.geometry.component_params = state_->workers.ComponentParamsOf(model.fingerprint);
+      dtype = summary.dtype();
+    } else {
+      auto found = state_->workers.FindModel(run.spec.model, DtypeToProto(run.spec.dtype));
+      if (!found.ok()) {
+        const std::string wanted = run.spec.model + (run.spec.dtype.empty() ? "" : " in " + run.spec.dtype);
+        const int64_t wait_ms = state_->options().model_wait_ms;
+        if (wait_ms > 0 && state_->clock().Now() - run.started > std::chrono::milliseconds(wait_ms)) {
+          return FailedPreconditionError(
+              "model: no worker has registered serving " + wanted + " within " +
+              std::to_string(wait_ms / 1000) + " s (" + state_->workers.ServedModels() +
+              "); is the path readable on the workers? their logs say why they did not "
+              "start");
+        }
+        const std::string message =
+            "waiting for a worker serving model " + wanted + " (" + state_->workers.ServedModels() + ")";
+        if (run.job.progress().message() != message) {
+          run.job.mutable_progress()->set_message(message);
+          state_->Touch(run);
+        }
+        return OkStatus();
+      }
+      model = found->first;
+      dtype = found->second;
+    }
+  }
+  // The files and the driver, without the lock: a probe file of 1000 x 600 tokens takes a moment.
+  ASSIGN_OR_RETURN(ProbeSet probes, files_->LoadProbes(run.spec));
+  const std::string probe_fp = probes.Fingerprint();
+  if (!stored_probe_fingerprint.empty() && stored_probe_fingerprint != probe_fp) {
+    return FailedPreconditionError(
+        "probes: " + run.spec.probes + " changed since the job started (fingerprint " +
+        stored_probe_fingerprint.substr(0, 12) + ", now " + probe_fp.substr(0, 12) + ")");
+  }
+  if (model.geometry.component_params.empty()) {
+    // Where no worker reported the sizes (one older than the field), the config's, if it has the same layers.
+    std::optional<ModelGeometry> config = files_->ModelConfigGeometry(run.spec.model);
+    if (config && config->num_layers == model.geometry.num_layers) {
+      model.geometry.component_params = std::move(config->component_params);
+    }
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<JobDriver> driver,
+                   CreateJobDriver(run.spec, model.geometry, files_->limits()));
+  const uint32_t n = static_cast<uint32_t>(probes.probes.size());
+  const uint32_t shard_size = static_cast<uint32_t>(run.spec.shard_size);
+  RETURN_IF_ERROR(
+      CheckStageSize(*driver, (n + shard_size - 1) / shard_size, state_->options().max_stage_tasks));
+  std::vector<std::shared_ptr<const Rows>> probe_rows;
+  for (uint32_t begin = 0; begin < n; begin += shard_size) {
+    const uint32_t end = std::min(n, begin + shard_size);
+    auto rows = std::make_shared<Rows>();
+    for (uint32_t i = begin; i < end; ++i) {
+      v1::BaselineRow row;
+      row.set_probe_id(probes.probes[i].id);
+      row.set_probe_index(i);
+      row.set_prefix_len(static_cast<uint32_t>(run.spec.prefix_len));
+      for (int32_t t : probes.probes[i].tokens) row.add_tokens(static_cast<uint32_t>(t));
+      rows->push_back(std::move(row));
+    }
+    probe_rows.push_back(std::move(rows));
+  }
+  {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    if (run.phase == JobPhase::kEnded) return OkStatus();
+    v1::JobSummary& summary = *run.job.mutable_summary();
+    summary.set_model_fingerprint(model.fingerprint);
+    summary.set_num_layers(static_cast<uint32_t>(model.geometry.num_layers));
+    summary.set_dtype(dtype);
+    summary.set_probe_set_fingerprint(probe_fp);
+    summary.set_num_probes(n);
+    RestoreResolution(run);
+    run.pool = PoolName(model.fingerprint, dtype);
+    if (run.job.state() == v1::JOB_STATE_PENDING) {
+      run.job.set_state(v1::JOB_STATE_RUNNING);
+      *run.job.mutable_start_time() = google::protobuf::util::TimeUtil::GetCurrentTime();
+    }
+    run.job.mutable_progress()->set_message("baseline");
+    spdlog::info("job {}: running on model {} ({}), {} probes in {} shards, {} layers", job_id,
+                 model.fingerprint.substr(0, 12), v1::Dtype_Name(dtype), n, run.shards.size(),
+                 model.geometry.num_layers);
+    state_->Touch(run);
+  }
+  run.driver = std::move(driver);
+  run.probe_rows = std::move(probe_rows);
+  *resolved = true;
+  (void)state_->Persist(job_id, /*force=*/true);
+  return OkStatus();
+}
+
+Status JobPlanner::PlanTasks(JobRun& run, std::vector<PlannedTask> planned, JobPhase next,
+                             const std::string& message) {
+  if (static_cast<int64_t>(planned.size()) > state_->options().max_stage_tasks) {
+    return InvalidArgumentError("a stage of " + std::to_string(planned.size()) +
+                                " tasks exceeds this coordinator's " +
+                                std::to_string(state_->options().max_stage_tasks) + " (--max-stage-tasks)");
+  }
+  std::vector<std::pair<TaskKindForKey, std::string>> ids;
+  ids.reserve(planned.size());
+  for (PlannedTask& p : planned) {
+    p.task_id = TaskIdFor(p.kind, p.key);
+    ids.emplace_back(p.kind, p.task_id);
+  }
+  // Every store read first: if Redis is away, nothing has changed and the next tick plans again.
+  ASSIGN_OR_RETURN(std::vector<bool> cached, state_->storage().HaveResults(ids));
+
+  std::lock_guard<std::mutex> lock(state_->mu);
+  if (run.phase == JobPhase::kEnded) return OkStatus();
+  CoordinatorMetrics* metrics = state_->metrics();
+  const std::string& job_id = run.job.job_id();
+  run.outstanding.clear();
+  v1::JobProgress& progress = *run.job.mutable_progress();
+  for (size_t i = 0; i < planned.size(); ++i) {
+    const PlannedTask& p = planned[i];
+    progress.set_tasks_total(progress.tasks_total() + 1);
+    if (state_->tasks.Join(p.task_id, job_id)) {
+      run.outstanding.insert(p.task_id);
+      continue;
+    }
+    // A task accepted since the read above is in the store too.
+    if (cached[i] || state_->tasks.RecentlyDone(p.task_id, run.pool)) {
+      if (p.kind == TaskKindForKey::kEval) ++run.cached_shards[p.key.config().canonical()];
+      progress.set_tasks_done(progress.tasks_done() + 1);
+      progress.set_tasks_cached(progress.tasks_cached() + 1);
+      if (metrics != nullptr) metrics->cache_hits.Increment();
+      continue;
+    }
+    if (metrics != nullptr) metrics->cache_misses.Increment();
+    RETURN_IF_ERROR(state_->tasks.Add(p, run.pool, run.spec.model, TaskPriority(run.spec, p.kind), job_id));
+    run.outstanding.insert(p.task_id);
+  }
+  run.phase = next;
+  progress.set_message(message);
+  state_->Touch(run);
+  if (!run.outstanding.empty()) state_->Wake();
+  return OkStatus();
+}
+
+Status JobPlanner::PlanBaseline(JobRun& run) {
+  std::vector<PlannedTask> planned;
+  for (size_t s = 0; s < run.shards.size(); ++s) {
+    v1::CacheKey key = run.base_key;
+    key.mutable_shard()->set_begin(run.shards[s].first);
+    key.mutable_shard()->set_end(run.shards[s].second);
+    planned.push_back({TaskKindForKey::kBaseline, std::move(key), run.probe_rows[s], ""});
+  }
+  return PlanTasks(run, std::move(planned), JobPhase::kBaseline, "baseline");
+}
+
+Status JobPlanner::LoadBaselineRows(JobRun& run) {
+  std::vector<std::shared_ptr<const Rows>> rows;
+  for (const auto& [begin, end] : run.shards) {
+    v1::CacheKey key = run.base_key;
+    key.mutable_shard()->set_begin(begin);
+    key.mutable_shard()->set_end(end);
+    ASSIGN_OR_RETURN(v1::BaselineShardOutput output,
+                     state_->storage().ReadBaseline(
+                         TaskIdFor(TaskKindForKey::kBaseline, key),
+                         "baseline shard " + std::to_string(begin) + ".." + std::to_string(end)));
+    rows.push_back(std::make_shared<Rows>(output.rows().begin(), output.rows().end()));
+  }
+  run.baseline_rows = std::move(rows);
+  return OkStatus();
+}
+
+Status JobPlanner::StartStage(JobRun& run) {
+  Publish(run);
+  ASSIGN_OR_RETURN(std::optional<std::vector<std::string>> next, run.driver->NextStage(run.evaluated));
+  if (!next) return Finish(run);
+  std::vector<std::string> configs;
+  // The noise floor runs with the first stage, so that it is beside every result.
+  if (run.spec.noise_floor && !run.evaluated.count("")) configs.push_back("");
+  for (std::string& c : *next) {
+    if (!run.evaluated.count(c) && std::find(configs.begin(), configs.end(), c) == configs.end()) {
+      configs.push_back(std::move(c));
+    }
+  }
+  std::vector<PlannedTask> planned;
+  planned.reserve(configs.size() * run.shards.size());
+  for (const std::string& config : configs) {
+    for (size_t s = 0; s < run.shards.size(); ++s) {
+      v1::CacheKey key = run.base_key;
+      key.mutable_config()->set_canonical(config);
+      key.mutable_shard()->set_begin(run.shards[s].first);
+      key.mutable_shard()->set_end(run.shards[s].second);
+      planned.push_back({TaskKindForKey::kEval, std::move(key), run.baseline_rows[s], ""});
+    }
+  }
+  const size_t count = configs.size();
+  run.stage_configs = std::move(configs);
+  return PlanTasks(run, std::move(planned), JobPhase::kStages,
+                   "evaluating " + std::to_string(count) + " configs");
+}
+
+Status JobPlanner::AggregateStage(JobRun& run) {
+  for (const std::string& config : run.stage_configs) {
+    ASSIGN_OR_RETURN(std::vector<v1::ProbeResult> results,
+                     state_->storage().ReadConfigResults(run.base_key, run.shards, config));
+    ASSIGN_OR_RETURN(v1::Metrics metrics, AggregateProbeResults(results, run.spec.completion_len));
+    run.evaluated[config] = std::move(metrics);
+  }
+  return OkStatus();
+}
+
+v1::GetResultsResponse JobPlanner::ResultsOf(const JobRun& run) const {
+  v1::GetResultsResponse response;
+  response.set_job_id(run.job.job_id());
+  if (run.driver == nullptr) return response;
+  for (v1::ConfigResult& row : run.driver->Results(run.evaluated)) *response.add_results() = std::move(row);
+  std::set<std::string> cached;
+  for (const auto& [config, shards] : run.cached_shards) {
+    if (shards == run.shards.size()) cached.insert(config);
+  }
+  for (v1::SearchLevel& level : run.driver->SearchLevels(run.evaluated, cached)) {
+    *response.add_search_levels() = std::move(level);
+  }
+  if (std::optional<v1::SparsityAllocation> allocation = run.driver->Allocation(run.evaluated)) {
+    allocation->set_model_fingerprint(run.base_key.model_fingerprint());
+    *response.mutable_allocation() = std::move(*allocation);
+  }
+  auto nf = run.evaluated.find("");
+  if (nf != run.evaluated.end()) {
+    *response.mutable_noise_floor() = nf->second;
+    const double completion = static_cast<double>(run.spec.completion_len);
+    if (run.base_key.dtype() == v1::DTYPE_F32 && nf->second.fdt75() < kSuspectNoiseFloorShare * completion) {
+      char buf[96];
+      std::snprintf(buf, sizeof buf, "%.2f of %.0f", nf->second.fdt75(), completion);
+      response.add_warnings(
+          std::string(
+              "suspect noise floor: in float32 the uncompressed model keeps its own baseline only for "
+              "fdt75 ") +
+          buf +
+          " tokens, where a healthy worker reproduces all of it; some results may come from a broken or "
+          "forged "
+          "worker (stored results name their worker; `dtmctl purge-worker ID` deletes one worker's)");
+    }
+  }
+  return response;
+}
+
+void JobPlanner::Publish(JobRun& run) {
+  auto results = std::make_shared<const v1::GetResultsResponse>(ResultsOf(run));
+  v1::JobProgress search;
+  run.driver->FillProgress(run.evaluated, &search);
+  std::lock_guard<std::mutex> lock(state_->mu);
+  run.results = std::move(results);
+  v1::JobProgress& progress = *run.job.mutable_progress();
+  if (search.has_search_level()) progress.set_search_level(search.search_level());
+  if (search.has_best_fdt75()) progress.set_best_fdt75(search.best_fdt75());
+  if (search.has_best_config()) progress.set_best_config(search.best_config());
+  state_->Touch(run);
+}
+
+Status JobPlanner::Finish(JobRun& run) {
+  v1::GetResultsResponse results = ResultsOf(run);
+  results.set_state(v1::JOB_STATE_SUCCEEDED);
+  RETURN_IF_ERROR(state_->storage().SaveResults(results));
+  {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    if (run.phase == JobPhase::kEnded) return OkStatus();
+    run.results = std::make_shared<const v1::GetResultsResponse>(std::move(results));
+    state_->EndJob(run, v1::JOB_STATE_SUCCEEDED, OkStatus());
+  }
+  (void)state_->Persist(run.job.job_id(), /*force=*/true);
+  return OkStatus();
+}
+
+}  // namespace dtm

@@ -1,0 +1,82 @@
+// JobRun: one job as the coordinator runs it, and the progress figures derived from it.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "coordinator/job_driver.h"
+#include "coordinator/job_spec.h"
+#include "coordinator/task_table.h"
+#include "dtm/v1/dtm_service.pb.h"
+#include "dtm/v1/job.pb.h"
+
+namespace dtm {
+
+enum class JobPhase {
+  kWaitingForModel,  // PENDING until a worker serving the model registers (or the job resolved before a
+                     // restart)
+  kBaseline,         // the baseline shards are planned; their tasks are outstanding
+  kStages,           // a stage of configs is planned; its tasks are outstanding
+  kEnded,            // SUCCEEDED, FAILED or CANCELLED
+};
+
+// The fields fall in two groups, so that the scheduler thread can plan a job without holding the
+// lock that RPC handlers wait for:
+//   - shared: read and written under CoordinatorState::mu, by RPC handlers and the scheduler thread;
+//   - planner's: the scheduler thread's alone (JobPlanner); no RPC handler touches them.
+struct JobRun {
+  using TimePoint = std::chrono::steady_clock::time_point;
+
+  // --- shared (guarded by CoordinatorState::mu) ---
+  dtm::v1::Job job;  // the record as the store holds it (once persisted)
+  JobPhase phase = JobPhase::kWaitingForModel;
+  std::string pool;                                   // the workers' pool, once resolved
+  dtm::v1::CacheKey base_key;                         // model, probes, n, completion, dtype; once resolved
+  std::vector<std::pair<uint32_t, uint32_t>> shards;  // probe ranges [begin, end), once resolved
+  std::set<std::string> outstanding;                  // task ids the current stage waits for
+  // The results so far of a running job (no per-probe rows), remade by the planner after each stage.
+  std::shared_ptr<const dtm::v1::GetResultsResponse> results;
+  uint64_t version = 1;  // bumped on every progress change, for WaitProgress
+  bool dirty = false;    // the record changed since it was last written
+  TimePoint last_persist;
+  TimePoint started;                // of this coordinator's run of the job
+  int64_t tasks_computed_here = 0;  // results accepted since `started`, for rates
+  int64_t probes_computed_here = 0;
+
+  // Serializes writes of this job's record, so that an older snapshot never overwrites a newer one.
+  // Held across the store write, and by nothing but the writers of this one record.
+  std::mutex persist_mu;
+
+  // --- set before the run is shared, then read-only ---
+  JobSpec spec;  // paths resolved under the data root
+
+  // --- the planner's (scheduler thread only) ---
+  std::unique_ptr<JobDriver> driver;
+  std::vector<std::shared_ptr<const Rows>> probe_rows;     // per shard
+  std::vector<std::shared_ptr<const Rows>> baseline_rows;  // per shard, once the baseline is in
+  std::vector<std::string> stage_configs;
+  std::map<std::string, dtm::v1::Metrics> evaluated;
+  std::map<std::string, uint32_t> cached_shards;  // per config: shards found in the cache when planned
+};
+
+bool IsFinal(dtm::v1::JobState state);
+// "pending", "running", ...: the `state` label of dtm_jobs and the word in logs.
+std::string JobStateLabel(dtm::v1::JobState state);
+
+// base_key and shards from the record's summary, once it names the model (resolved, maybe by an
+// earlier coordinator run); requires the fields it writes to be writable (mu held, or the run not
+// shared yet).
+void RestoreResolution(JobRun& run);
+
+// The progress fields that follow from the record and the clock: job id, state, update time, probes
+// per second and the ETA (computed tasks only, since this coordinator started the job).
+void RefreshProgress(JobRun& run, JobRun::TimePoint now);
+
+}  // namespace dtm

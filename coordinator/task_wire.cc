@@ -1,0 +1,98 @@
+#include "coordinator/task_wire.h"
+
+#include <cmath>
+
+namespace dtm {
+
+v1::Task ToWireTask(const TaskEntry& entry, const LeaseGrant& grant, const std::string& job_id,
+                    int64_t lease_expire_unix_ms) {
+  v1::Task task;
+  task.set_task_id(grant.task_id);
+  task.set_lease_id(grant.lease_id);
+  task.set_job_id(job_id);
+  task.set_kind(entry.kind == TaskKindForKey::kBaseline ? v1::TASK_KIND_BASELINE_SHARD
+                                                        : v1::TASK_KIND_EVAL_SHARD);
+  *task.mutable_key() = entry.key;
+  task.set_model_path(entry.model_path);
+  task.set_attempt(static_cast<uint32_t>(grant.attempt));
+  task.set_lease_expire_unix_ms(lease_expire_unix_ms);
+  task.mutable_rows()->Reserve(static_cast<int>(entry.rows->size()));
+  for (const v1::BaselineRow& row : *entry.rows) *task.add_rows() = row;
+  return task;
+}
+
+Status ValidateTaskOutput(const TaskEntry& task, const v1::CompleteTaskRequest& request) {
+  const std::string where = "task " + request.task_id().substr(0, 12) + ": ";
+  const Rows& rows = *task.rows;
+  if (task.kind == TaskKindForKey::kBaseline) {
+    if (!request.has_baseline())
+      return InvalidArgumentError(where + "a baseline shard needs a baseline output");
+    const auto& out = request.baseline().rows();
+    if (out.size() != static_cast<int>(rows.size())) {
+      return InvalidArgumentError(where + std::to_string(out.size()) + " baseline rows for " +
+                                  std::to_string(rows.size()) + " probes");
+    }
+    for (int i = 0; i < out.size(); ++i) {
+      const v1::BaselineRow& r = out[i];
+      if (r.probe_index() != rows[i].probe_index() || r.prefix_len() != task.key.prefix_len() ||
+          r.tokens_size() != static_cast<int>(task.key.prefix_len() + task.key.completion_len())) {
+        return InvalidArgumentError(where + "baseline row " + std::to_string(i) + " does not match probe " +
+                                    std::to_string(rows[i].probe_index()) + " (index, prefix or length)");
+      }
+      for (int k = 0; k < static_cast<int>(r.prefix_len()); ++k) {
+        if (r.tokens(k) != rows[i].tokens(k)) {
+          return InvalidArgumentError(where + "baseline row " + std::to_string(i) +
+                                      " changed the probe's prefix");
+        }
+      }
+    }
+    return OkStatus();
+  }
+  if (!request.has_eval()) return InvalidArgumentError(where + "an eval shard needs an eval output");
+  const auto& out = request.eval().results();
+  if (out.size() != static_cast<int>(rows.size())) {
+    return InvalidArgumentError(where + std::to_string(out.size()) + " results for " +
+                                std::to_string(rows.size()) + " probes");
+  }
+  for (int i = 0; i < out.size(); ++i) {
+    const v1::ProbeResult& r = out[i];
+    if (r.probe_index() != rows[i].probe_index() || r.fdt() > task.key.completion_len() ||
+        r.sdt() > task.key.completion_len() || !std::isfinite(r.nll())) {
+      return InvalidArgumentError(where + "result " + std::to_string(i) +
+                                  " is not a valid result for probe " +
+                                  std::to_string(rows[i].probe_index()));
+    }
+  }
+  return OkStatus();
+}
+
+FailCause FailCauseOf(const v1::FailTaskRequest& request) {
+  switch (request.cause()) {
+    case v1::FAILURE_CAUSE_TASK:
+      return FailCause::kTask;
+    case v1::FAILURE_CAUSE_WORKER:
+      return FailCause::kWorker;
+    case v1::FAILURE_CAUSE_TRANSIENT:
+      return FailCause::kTransient;
+    default:
+      return request.retryable() ? FailCause::kTransient : FailCause::kTask;
+  }
+}
+
+v1::LeaseState ToWireLeaseState(HeartbeatResult result) {
+  switch (result) {
+    case HeartbeatResult::kValid:
+      return v1::LEASE_STATE_VALID;
+    case HeartbeatResult::kExpired:
+      return v1::LEASE_STATE_EXPIRED;
+    case HeartbeatResult::kCancelled:
+      return v1::LEASE_STATE_CANCELLED;
+    case HeartbeatResult::kRevoked:
+      return v1::LEASE_STATE_REVOKED;
+    case HeartbeatResult::kUnknown:
+      break;
+  }
+  return v1::LEASE_STATE_UNKNOWN;
+}
+
+}  // namespace dtm
