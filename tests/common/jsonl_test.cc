@@ -1,6 +1,7 @@
 #include "common/jsonl.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -243,6 +244,139 @@ TEST_F(JsonlTest, ReportsRowsThatCannotBeWrittenAsJson) {
   ExpectErrorNaming(WriteJsonLines(Path("bad.jsonl"), rows), StatusCode::kInvalidArgument, "bad.jsonl");
   EXPECT_FALSE(fs::exists(Path("bad.jsonl")));
   EXPECT_FALSE(fs::exists(Path("bad.jsonl.tmp")));
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// ReadLimits: how the coordinator reads files that a job spec names.
+
+ReadLimits MaxBytes(uint64_t max_bytes) {
+  ReadLimits limits;
+  limits.max_bytes = max_bytes;
+  return limits;
+}
+
+ReadLimits RegularFilesOnly() {
+  ReadLimits limits;
+  limits.regular_file_only = true;
+  return limits;
+}
+
+TEST_F(JsonlTest, MaxBytesRefusesALargerFileAndAdmitsOneOfExactlyTheLimit) {
+  std::string text;
+  for (int i = 0; i < 100; ++i) text += "{\"i\":" + std::to_string(i) + "}\n";
+  WriteBytes(Path("rows.jsonl"), text);
+  const uint64_t size = text.size();
+
+  EXPECT_TRUE(ReadTextFile(Path("rows.jsonl"), MaxBytes(size)).ok());
+  EXPECT_TRUE(ReadJsonLines(Path("rows.jsonl"), MaxBytes(size)).ok());
+  const std::string limit = std::to_string(size - 1);
+  for (const Status& status : {ReadTextFile(Path("rows.jsonl"), MaxBytes(size - 1)).status(),
+                               ReadJsonLines(Path("rows.jsonl"), MaxBytes(size - 1)).status()}) {
+    ExpectErrorNaming(status, StatusCode::kResourceExhausted, "rows.jsonl");
+    EXPECT_NE(status.message().find(limit), std::string::npos) << status.message();
+  }
+
+  WriteBytes(Path("config.json"), "{\"num_hidden_layers\": 4, \"pad\": \"" + std::string(1000, 'p') + "\"}");
+  const uint64_t json_size = fs::file_size(Path("config.json"));
+  EXPECT_TRUE(ReadJsonFile(Path("config.json"), MaxBytes(json_size)).ok());
+  ExpectErrorNaming(ReadJsonFile(Path("config.json"), MaxBytes(json_size - 1)).status(),
+                    StatusCode::kResourceExhausted, "config.json");
+}
+
+TEST_F(JsonlTest, MaxBytesCountsGunzippedBytesSoAGzipBombIsRefused) {
+  if (!HaveZlib()) GTEST_SKIP() << "built without zlib";
+  constexpr uint64_t kLimit = 1 << 20;
+  // 32 MiB of zeros compress to about 32 KiB: the file is far below the limit, its content far above.
+  ASSERT_TRUE(WriteTextFile(Path("bomb.jsonl.gz"), std::string(32u << 20, '\0')).ok());
+  ASSERT_LT(fs::file_size(Path("bomb.jsonl.gz")), kLimit);
+  ExpectErrorNaming(ReadTextFile(Path("bomb.jsonl.gz"), MaxBytes(kLimit)).status(), StatusCode::kResourceExhausted,
+                    "bomb.jsonl.gz");
+  ExpectErrorNaming(ReadJsonLines(Path("bomb.jsonl.gz"), MaxBytes(kLimit)).status(),
+                    StatusCode::kResourceExhausted, "bomb.jsonl.gz");
+  ExpectErrorNaming(ReadJsonFile(Path("bomb.jsonl.gz"), MaxBytes(kLimit)).status(), StatusCode::kResourceExhausted,
+                    "bomb.jsonl.gz");
+  // Lines too: a bomb of newlines is as large.
+  ASSERT_TRUE(WriteTextFile(Path("lines.jsonl.gz"), std::string(8u << 20, '\n')).ok());
+  ExpectErrorNaming(ReadJsonLines(Path("lines.jsonl.gz"), MaxBytes(kLimit)).status(),
+                    StatusCode::kResourceExhausted, "lines.jsonl.gz");
+}
+
+TEST_F(JsonlTest, MaxBytesAdmitsAGzipFileWhoseContentFits) {
+  if (!HaveZlib()) GTEST_SKIP() << "built without zlib";
+  const std::string text = "{\"id\":\"a\",\"tokens\":[1,2,3]}\n";
+  ASSERT_TRUE(WriteTextFile(Path("ok.jsonl.gz"), text).ok());
+  StatusOr<std::vector<nlohmann::json>> rows = ReadJsonLines(Path("ok.jsonl.gz"), MaxBytes(text.size()));
+  ASSERT_TRUE(rows.ok()) << rows.status().ToString();
+  EXPECT_EQ(rows->size(), 1u);
+  ExpectErrorNaming(ReadTextFile(Path("ok.jsonl.gz"), MaxBytes(text.size() - 1)).status(),
+                    StatusCode::kResourceExhausted, "ok.jsonl.gz");
+}
+
+TEST_F(JsonlTest, RegularFileOnlyRefusesAFifoWithoutBlocking) {
+  // Nobody ever opens the FIFO for writing: a reader that opened it for reading would wait forever.
+  ASSERT_EQ(::mkfifo(Path("fifo.jsonl").c_str(), 0600), 0) << "mkfifo " << Path("fifo.jsonl");
+  ExpectErrorNaming(ReadTextFile(Path("fifo.jsonl"), RegularFilesOnly()).status(), StatusCode::kFailedPrecondition,
+                    "fifo.jsonl");
+  ExpectErrorNaming(ReadJsonLines(Path("fifo.jsonl"), RegularFilesOnly()).status(),
+                    StatusCode::kFailedPrecondition, "fifo.jsonl");
+  ExpectErrorNaming(ReadJsonFile(Path("fifo.jsonl"), RegularFilesOnly()).status(), StatusCode::kFailedPrecondition,
+                    "fifo.jsonl");
+  ExpectErrorNaming(LineReader::Open(Path("fifo.jsonl"), RegularFilesOnly()).status(),
+                    StatusCode::kFailedPrecondition, "fifo.jsonl");
+}
+
+TEST_F(JsonlTest, RegularFileOnlyRefusesDevZeroAndAFolder) {
+  if (!fs::exists("/dev/zero")) GTEST_SKIP() << "no /dev/zero";
+  ExpectErrorNaming(ReadTextFile("/dev/zero", RegularFilesOnly()).status(), StatusCode::kFailedPrecondition,
+                    "/dev/zero");
+  ExpectErrorNaming(ReadJsonLines("/dev/zero", RegularFilesOnly()).status(), StatusCode::kFailedPrecondition,
+                    "/dev/zero");
+  fs::create_directories(dir_ / "folder");
+  ExpectErrorNaming(ReadTextFile(Path("folder"), RegularFilesOnly()).status(), StatusCode::kFailedPrecondition,
+                    "folder");
+}
+
+TEST_F(JsonlTest, RegularFileOnlyAdmitsARegularFileAndASymlinkToOne) {
+  WriteBytes(Path("rows.jsonl"), "{\"a\":1}\n");
+  fs::create_symlink(Path("rows.jsonl"), Path("link.jsonl"));
+  StatusOr<std::vector<nlohmann::json>> rows = ReadJsonLines(Path("rows.jsonl"), RegularFilesOnly());
+  ASSERT_TRUE(rows.ok()) << rows.status().ToString();
+  EXPECT_EQ(rows->size(), 1u);
+  EXPECT_EQ(ReadTextFile(Path("link.jsonl"), RegularFilesOnly()).value(), "{\"a\":1}\n");
+  // A missing file is still NOT_FOUND, not a file of the wrong kind.
+  ExpectErrorNaming(ReadTextFile(Path("missing.jsonl"), RegularFilesOnly()).status(), StatusCode::kNotFound,
+                    "missing.jsonl");
+}
+
+TEST_F(JsonlTest, QuoteContentFalseKeepsFileBytesOutOfErrors) {
+  ReadLimits quiet;
+  quiet.quote_content = false;
+  // Lines that a JSON parser would quote back ("last read: ..."): a bare word, an unterminated
+  // string, a value inside an object.
+  const std::vector<std::string> lines = {"SECRET-VALUE-123", "\"SECRET-VALUE-123",
+                                          "{\"key\": SECRET-VALUE-123}", "[\"SECRET-VALUE-123\""};
+  for (size_t i = 0; i < lines.size(); ++i) {
+    SCOPED_TRACE(lines[i]);
+    WriteBytes(Path("secret.jsonl"), "{\"ok\":1}\n" + lines[i] + "\n");
+    Status lines_error = ReadJsonLines(Path("secret.jsonl"), quiet).status();
+    ExpectErrorNaming(lines_error, StatusCode::kDataLoss, "secret.jsonl:2");
+    EXPECT_EQ(lines_error.message().find("SECRET"), std::string::npos) << lines_error.message();
+
+    WriteBytes(Path("secret.json"), lines[i]);
+    Status file_error = ReadJsonFile(Path("secret.json"), quiet).status();
+    ExpectErrorNaming(file_error, StatusCode::kDataLoss, "secret.json");
+    EXPECT_EQ(file_error.message().find("SECRET"), std::string::npos) << file_error.message();
+  }
+}
+
+TEST_F(JsonlTest, QuoteContentTrueMayQuoteTheParsersDetail) {
+  // The default, for the user's own files: today the parser's detail names what it read, which is
+  // what QuoteContentFalseKeepsFileBytesOutOfErrors shows is left out.
+  WriteBytes(Path("secret.jsonl"), "\"SECRET-VALUE-123\n");
+  Status error = ReadJsonLines(Path("secret.jsonl")).status();
+  ExpectErrorNaming(error, StatusCode::kDataLoss, "secret.jsonl:1");
+  EXPECT_NE(error.message().find("SECRET-VALUE-123"), std::string::npos) << error.message();
 }
 
 }  // namespace
