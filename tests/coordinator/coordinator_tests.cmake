@@ -19,3 +19,19 @@ dtm_add_test(sparsify_round_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/sparsif
 # Component sizes from config.json (Llama shapes, HF defaults).
 dtm_add_test(model_geometry_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/model_geometry_test.cc LABELS fast
   LIBS dtm_coordinator_service)
+# The parts of the scheduler, each on its own: the worker registry, the task table over its lease
+# pools, the wire conversions and the spec files under the data root, on a fake clock and no I/O but files.
+dtm_add_test(worker_registry_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/worker_registry_test.cc LABELS fast
+  LIBS dtm_coordinator_service)
+dtm_add_test(task_table_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/task_table_test.cc LABELS fast
+  LIBS dtm_coordinator_service)
+dtm_add_test(task_wire_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/task_wire_test.cc LABELS fast
+  LIBS dtm_coordinator_service)
+dtm_add_test(job_files_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/job_files_test.cc LABELS fast
+  LIBS dtm_coordinator_service)
+# The typed store tables against every Store, as store_test: the Redis half needs a redis-server.
+dtm_add_test(table_storage_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/table_storage_test.cc LABELS redis
+  LIBS dtm_coordinator_service dtm_common dtm_test_support)
+set_property(TEST table_storage_test APPEND PROPERTY ENVIRONMENT "GTEST_FILTER=TableStorageTest/RedisStore.*")
+add_test(NAME table_storage_test_in_memory COMMAND table_storage_test --gtest_filter=TableStorageTest/InMemoryStore.*)
+set_tests_properties(table_storage_test_in_memory PROPERTIES LABELS fast)
