@@ -124,6 +124,43 @@ TEST_F(DataRootTest, ResolveRefusesAPathOutsideTheRootWithoutRevealingWhetherItE
   EXPECT_FALSE(root.Contains((base_ / "secret.txt").string()));
 }
 
+// The lexical check reads the whole string, the file system reads it up to its first NUL: a path
+// that is under the root lexically but names a file outside the root up to its NUL must be refused
+// alike whether that file exists or not. Today realpath(3) looks the outside file up, so a missing
+// one is NOT_FOUND and an existing one PERMISSION_DENIED (YAML's "\0" escape puts a NUL in a spec).
+TEST_F(DataRootTest, ResolveRefusesAPathWithANulWithoutRevealingWhetherTheFileBeforeItExists) {
+  DataRoot root = Root(root_dir_);
+  // "<outside file>\0/../../...<root>/probes.jsonl": lexically the root's file (".." at "/" stays at
+  // "/"), up to the NUL the outside file.
+  std::string climb;
+  for (int i = 0; i < 64; ++i) climb += "/..";
+  const std::string after_nul = std::string(1, '\0') + climb + root_dir_ + "/probes.jsonl";
+  const std::string existing = (base_ / "secret.txt").string() + after_nul;
+  const std::string missing = (base_ / "no-such-file.txt").string() + after_nul;
+  StatusOr<std::string> about_existing = root.Resolve(existing);
+  StatusOr<std::string> about_missing = root.Resolve(missing);
+  ASSERT_FALSE(about_existing.ok()) << *about_existing;
+  ASSERT_FALSE(about_missing.ok()) << *about_missing;
+  EXPECT_NE(about_missing.status().code(), StatusCode::kNotFound) << about_missing.status().ToString();
+  EXPECT_EQ(about_existing.status().code(), about_missing.status().code())
+      << about_existing.status().ToString() << " vs " << about_missing.status().ToString();
+}
+
+// A daemon started with --data-root /data, /data being a symlink (to /mnt/disk1/data, say), is
+// given files as /data/probes.jsonl. Create keeps the canonical root and Resolve checks the path
+// lexically against it first, so today such a path is PERMISSION_DENIED although it resolves to a
+// file under the root.
+TEST_F(DataRootTest, ResolveAdmitsAPathUnderTheRootAsTheDaemonWasGivenIt) {
+  fs::create_directory_symlink(base_ / "root", base_ / "link-to-root");
+  const std::string given = (base_ / "link-to-root").string();
+  DataRoot root = Root(given);
+  StatusOr<std::string> resolved = root.Resolve(given + "/probes.jsonl");
+  ASSERT_TRUE(resolved.ok()) << resolved.status().ToString();
+  EXPECT_EQ(*resolved, root_dir_ + "/probes.jsonl");
+  // Still nothing outside it.
+  ExpectOutside(root.Resolve(given + "/../secret.txt"), root);
+}
+
 TEST_F(DataRootTest, ResolveRefusesAFolderBesideTheRootWhoseNameStartsWithTheRoots) {
   DataRoot root = Root(root_dir_);
   ExpectOutside(root.Resolve(root_dir_ + "x/file.txt"), root);

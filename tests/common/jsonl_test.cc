@@ -246,7 +246,6 @@ TEST_F(JsonlTest, ReportsRowsThatCannotBeWrittenAsJson) {
   EXPECT_FALSE(fs::exists(Path("bad.jsonl.tmp")));
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // ReadLimits: how the coordinator reads files that a job spec names.
 
