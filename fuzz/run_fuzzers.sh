@@ -51,9 +51,11 @@ fi
 
 echo "run_fuzzers: building in $build"
 mkdir -p "$build"
+build_start=$(date +%s)
 cmake -S "$src/fuzz" -B "$build" -DCMAKE_CXX_COMPILER="$cxx" >"$build/configure.log" 2>&1 ||
   { cat "$build/configure.log"; exit 2; }
 cmake --build "$build" -j "$(nproc)" >"$build/build.log" 2>&1 || { tail -50 "$build/build.log"; exit 2; }
+echo "run_fuzzers: built in $(( $(date +%s) - build_start )) s"
 
 if [ ${#selected[@]} -eq 0 ]; then mapfile -t selected < "$build/fuzzers.txt"; fi
 
