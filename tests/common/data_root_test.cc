@@ -55,7 +55,8 @@ class DataRootTest : public ::testing::Test {
   static void ExpectOutside(const StatusOr<std::string>& resolved, const DataRoot& root) {
     ASSERT_FALSE(resolved.ok()) << *resolved;
     EXPECT_EQ(resolved.status().code(), StatusCode::kPermissionDenied) << resolved.status().ToString();
-    EXPECT_NE(resolved.status().message().find(root.path()), std::string::npos) << resolved.status().message();
+    EXPECT_NE(resolved.status().message().find(root.path()), std::string::npos)
+        << resolved.status().message();
     EXPECT_EQ(resolved.status().message().find("no such"), std::string::npos) << resolved.status().message();
   }
 
@@ -181,7 +182,8 @@ TEST_F(DataRootTest, ResolveReportsAMissingFileUnderTheRootAsNotFound) {
   DataRoot root = Root(root_dir_);
   StatusOr<std::string> resolved = root.Resolve(root_dir_ + "/missing.jsonl");
   EXPECT_EQ(resolved.status().code(), StatusCode::kNotFound) << resolved.status().ToString();
-  EXPECT_NE(resolved.status().message().find("missing.jsonl"), std::string::npos) << resolved.status().message();
+  EXPECT_NE(resolved.status().message().find("missing.jsonl"), std::string::npos)
+      << resolved.status().message();
   EXPECT_EQ(root.Resolve(root_dir_ + "/sub/missing/deeper.txt").status().code(), StatusCode::kNotFound);
   EXPECT_FALSE(root.Contains(root_dir_ + "/missing.jsonl"));
 }
@@ -211,7 +213,8 @@ TEST_F(DataRootTest, QuotesALongPathBoundedInItsError) {
     StatusOr<std::string> resolved = root.Resolve(path);
     ASSERT_FALSE(resolved.ok());
     const std::string& message = resolved.status().message();
-    EXPECT_LT(message.size(), 1000u) << StatusCodeName(resolved.status().code()) << " " << message.substr(0, 300);
+    EXPECT_LT(message.size(), 1000u) << StatusCodeName(resolved.status().code()) << " "
+                                     << message.substr(0, 300);
     EXPECT_NE(message.find("(10000 bytes)"), std::string::npos) << message.substr(0, 300);
   }
   ExpectOutside(root.Resolve(outside), root);
@@ -223,7 +226,8 @@ TEST_F(DataRootTest, QuotesControlCharactersInAPathAsQuestionMarks) {
   ASSERT_FALSE(resolved.ok());
   EXPECT_EQ(resolved.status().message().find('\n'), std::string::npos);
   EXPECT_EQ(resolved.status().message().find('\x1b'), std::string::npos);
-  EXPECT_NE(resolved.status().message().find("'/etc/?passwd?[0m'"), std::string::npos) << resolved.status().message();
+  EXPECT_NE(resolved.status().message().find("'/etc/?passwd?[0m'"), std::string::npos)
+      << resolved.status().message();
 }
 
 }  // namespace

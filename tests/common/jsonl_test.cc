@@ -289,12 +289,12 @@ TEST_F(JsonlTest, MaxBytesCountsGunzippedBytesSoAGzipBombIsRefused) {
   // 32 MiB of zeros compress to about 32 KiB: the file is far below the limit, its content far above.
   ASSERT_TRUE(WriteTextFile(Path("bomb.jsonl.gz"), std::string(32u << 20, '\0')).ok());
   ASSERT_LT(fs::file_size(Path("bomb.jsonl.gz")), kLimit);
-  ExpectErrorNaming(ReadTextFile(Path("bomb.jsonl.gz"), MaxBytes(kLimit)).status(), StatusCode::kResourceExhausted,
-                    "bomb.jsonl.gz");
+  ExpectErrorNaming(ReadTextFile(Path("bomb.jsonl.gz"), MaxBytes(kLimit)).status(),
+                    StatusCode::kResourceExhausted, "bomb.jsonl.gz");
   ExpectErrorNaming(ReadJsonLines(Path("bomb.jsonl.gz"), MaxBytes(kLimit)).status(),
                     StatusCode::kResourceExhausted, "bomb.jsonl.gz");
-  ExpectErrorNaming(ReadJsonFile(Path("bomb.jsonl.gz"), MaxBytes(kLimit)).status(), StatusCode::kResourceExhausted,
-                    "bomb.jsonl.gz");
+  ExpectErrorNaming(ReadJsonFile(Path("bomb.jsonl.gz"), MaxBytes(kLimit)).status(),
+                    StatusCode::kResourceExhausted, "bomb.jsonl.gz");
   // Lines too: a bomb of newlines is as large.
   ASSERT_TRUE(WriteTextFile(Path("lines.jsonl.gz"), std::string(8u << 20, '\n')).ok());
   ExpectErrorNaming(ReadJsonLines(Path("lines.jsonl.gz"), MaxBytes(kLimit)).status(),
@@ -315,12 +315,12 @@ TEST_F(JsonlTest, MaxBytesAdmitsAGzipFileWhoseContentFits) {
 TEST_F(JsonlTest, RegularFileOnlyRefusesAFifoWithoutBlocking) {
   // Nobody ever opens the FIFO for writing: a reader that opened it for reading would wait forever.
   ASSERT_EQ(::mkfifo(Path("fifo.jsonl").c_str(), 0600), 0) << "mkfifo " << Path("fifo.jsonl");
-  ExpectErrorNaming(ReadTextFile(Path("fifo.jsonl"), RegularFilesOnly()).status(), StatusCode::kFailedPrecondition,
-                    "fifo.jsonl");
+  ExpectErrorNaming(ReadTextFile(Path("fifo.jsonl"), RegularFilesOnly()).status(),
+                    StatusCode::kFailedPrecondition, "fifo.jsonl");
   ExpectErrorNaming(ReadJsonLines(Path("fifo.jsonl"), RegularFilesOnly()).status(),
                     StatusCode::kFailedPrecondition, "fifo.jsonl");
-  ExpectErrorNaming(ReadJsonFile(Path("fifo.jsonl"), RegularFilesOnly()).status(), StatusCode::kFailedPrecondition,
-                    "fifo.jsonl");
+  ExpectErrorNaming(ReadJsonFile(Path("fifo.jsonl"), RegularFilesOnly()).status(),
+                    StatusCode::kFailedPrecondition, "fifo.jsonl");
   ExpectErrorNaming(LineReader::Open(Path("fifo.jsonl"), RegularFilesOnly()).status(),
                     StatusCode::kFailedPrecondition, "fifo.jsonl");
 }
@@ -332,8 +332,8 @@ TEST_F(JsonlTest, RegularFileOnlyRefusesDevZeroAndAFolder) {
   ExpectErrorNaming(ReadJsonLines("/dev/zero", RegularFilesOnly()).status(), StatusCode::kFailedPrecondition,
                     "/dev/zero");
   fs::create_directories(dir_ / "folder");
-  ExpectErrorNaming(ReadTextFile(Path("folder"), RegularFilesOnly()).status(), StatusCode::kFailedPrecondition,
-                    "folder");
+  ExpectErrorNaming(ReadTextFile(Path("folder"), RegularFilesOnly()).status(),
+                    StatusCode::kFailedPrecondition, "folder");
 }
 
 TEST_F(JsonlTest, RegularFileOnlyAdmitsARegularFileAndASymlinkToOne) {

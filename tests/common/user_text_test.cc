@@ -13,9 +13,9 @@ namespace {
 constexpr size_t npos = std::string_view::npos;
 
 // "日" is 3 bytes, "é" 2, "😀" 4: text whose characters are wider than one byte.
-const std::string kE = "\xc3\xa9";               // U+00E9
-const std::string kSun = "\xe6\x97\xa5";         // U+65E5
-const std::string kSmile = "\xf0\x9f\x98\x80";   // U+1F600
+const std::string kE = "\xc3\xa9";                     // U+00E9
+const std::string kSun = "\xe6\x97\xa5";               // U+65E5
+const std::string kSmile = "\xf0\x9f\x98\x80";         // U+1F600
 const std::string kMaxCodePoint = "\xf4\x8f\xbf\xbf";  // U+10FFFF
 
 // Whether `text` holds a C0 control character or DEL.
@@ -51,21 +51,21 @@ TEST_F(UserTextTest, ValidTextHasNoInvalidOffset) {
 
 TEST_F(UserTextTest, ReturnsTheOffsetOfTheFirstInvalidByte) {
   EXPECT_EQ(InvalidUtf8Offset("\xff"), 0u);
-  EXPECT_EQ(InvalidUtf8Offset("abc\xff" "def"), 3u);
+  EXPECT_EQ(InvalidUtf8Offset(std::string("abc\xff") + "def"), 3u);
   // After multi-byte characters, the offset counts bytes, not characters.
   EXPECT_EQ(InvalidUtf8Offset(kSun + "\xfe"), 3u);
   EXPECT_EQ(InvalidUtf8Offset(kE + kSmile + "x\x80"), 7u);
   // A continuation byte with nothing to continue.
-  EXPECT_EQ(InvalidUtf8Offset("a\x80" "b"), 1u);
+  EXPECT_EQ(InvalidUtf8Offset(std::string("a\x80") + "b"), 1u);
   EXPECT_EQ(InvalidUtf8Offset("\xbf"), 0u);
 }
 
 TEST_F(UserTextTest, RefusesOverlongForms) {
-  EXPECT_EQ(InvalidUtf8Offset("ab\xc0\x80"), 2u);            // U+0000 in two bytes
-  EXPECT_EQ(InvalidUtf8Offset("\xc1\xbf"), 0u);              // U+007F in two bytes
-  EXPECT_EQ(InvalidUtf8Offset("x\xe0\x80\xaf"), 1u);         // '/' in three bytes
-  EXPECT_EQ(InvalidUtf8Offset("\xe0\x9f\xbf"), 0u);          // U+07FF in three bytes
-  EXPECT_EQ(InvalidUtf8Offset("\xf0\x8f\xbf\xbf"), 0u);      // U+FFFF in four bytes
+  EXPECT_EQ(InvalidUtf8Offset("ab\xc0\x80"), 2u);        // U+0000 in two bytes
+  EXPECT_EQ(InvalidUtf8Offset("\xc1\xbf"), 0u);          // U+007F in two bytes
+  EXPECT_EQ(InvalidUtf8Offset("x\xe0\x80\xaf"), 1u);     // '/' in three bytes
+  EXPECT_EQ(InvalidUtf8Offset("\xe0\x9f\xbf"), 0u);      // U+07FF in three bytes
+  EXPECT_EQ(InvalidUtf8Offset("\xf0\x8f\xbf\xbf"), 0u);  // U+FFFF in four bytes
   EXPECT_EQ(InvalidUtf8Offset("\xf0\x80\x80\x80"), 0u);
 }
 
@@ -100,7 +100,10 @@ TEST_F(UserTextTest, RefusesTruncatedAndBrokenSequences) {
 TEST_F(UserTextTest, BoundedKeepsShortPrintableTextAsItIs) {
   EXPECT_EQ(Bounded(""), "");
   EXPECT_EQ(Bounded("probes.jsonl"), "probes.jsonl");
-  const std::string unicode = "gr" + kE + "\xc3\x9f" "e " + kSun + " " + kSmile + " " + kMaxCodePoint;
+  const std::string unicode = "gr" + kE +
+                              "\xc3\x9f"
+                              "e " +
+                              kSun + " " + kSmile + " " + kMaxCodePoint;
   EXPECT_EQ(Bounded(unicode), unicode);
 }
 
@@ -149,12 +152,12 @@ TEST_F(UserTextTest, BoundedReplacesControlCharactersWithQuestionMarks) {
 // Unicode control characters too (category Cc): U+0085 is NEXT LINE, and U+009B is the one-byte CSI
 // that some terminals act on. Today they are kept as they are.
 TEST_F(UserTextTest, BoundedReplacesC1ControlCharactersWithQuestionMarks) {
-  EXPECT_EQ(Bounded("a\xc2\x85" "b"), "a?b");          // U+0085 NEXT LINE
-  EXPECT_EQ(Bounded("\xc2\x9b" "31mred"), "?31mred");  // U+009B CSI
+  EXPECT_EQ(Bounded("a" + std::string("\xc2\x85") + "b"), "a?b");     // U+0085 NEXT LINE
+  EXPECT_EQ(Bounded(std::string("\xc2\x9b") + "31mred"), "?31mred");  // U+009B CSI
 }
 
 TEST_F(UserTextTest, BoundedReplacesInvalidUtf8WithQuestionMarks) {
-  EXPECT_EQ(Bounded("a\xff" "b"), "a?b");
+  EXPECT_EQ(Bounded(std::string("a\xff") + "b"), "a?b");
   EXPECT_EQ(Bounded("\x80"), "?");
   // Overlong, surrogate, past U+10FFFF, truncated: every byte of them is replaced, nothing of them kept.
   for (const std::string& bad : {std::string("\xc0\xaf"), std::string("\xed\xa0\x80"),

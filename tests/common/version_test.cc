@@ -28,9 +28,7 @@ class VersionTest : public ::testing::Test {
   int major_ = 0, minor_ = 0, patch_ = 0;
 };
 
-TEST_F(VersionTest, OwnVersionIsMajorMinorPatch) {
-  EXPECT_EQ(Version(major_, minor_, patch_), kDtmVersion);
-}
+TEST_F(VersionTest, OwnVersionIsMajorMinorPatch) { EXPECT_EQ(Version(major_, minor_, patch_), kDtmVersion); }
 
 TEST_F(VersionTest, AcceptsItsOwnVersionAndAnyPatchOfIt) {
   EXPECT_TRUE(IsCompatibleWorkerVersion(kDtmVersion));
@@ -62,8 +60,9 @@ TEST_F(VersionTest, RefusesMalformedVersions) {
   for (const std::string& bad :
        {mm, mm + ".", mm + ".x", "v" + std::string(kDtmVersion), std::string(kDtmVersion) + "-rc1",
         std::string(kDtmVersion) + ".1", " " + std::string(kDtmVersion), std::string(kDtmVersion) + " ",
-        std::string(kDtmVersion) + "\n", "." + mm + ".0", std::to_string(major_) + ".." + std::to_string(minor_),
-        mm + "..0", std::string("a.b.c"), std::string("..."), std::string(".")}) {
+        std::string(kDtmVersion) + "\n", "." + mm + ".0",
+        std::to_string(major_) + ".." + std::to_string(minor_), mm + "..0", std::string("a.b.c"),
+        std::string("..."), std::string(".")}) {
     EXPECT_FALSE(IsCompatibleWorkerVersion(bad)) << "'" << bad << "'";
   }
 }

@@ -30,9 +30,10 @@ class JobFilesTest : public ::testing::Test {
     fs::create_directories(base_ / "outside-model");
     base_ = fs::canonical(base_);
     root_ = (base_ / "data").string();
-    const std::string probes = "{\"id\":\"p0\",\"tokens\":[1,2,3,4,5]}\n"
-                               "{\"id\":\"p1\",\"tokens\":[6,7,8,9,10]}\n"
-                               "{\"id\":\"p2\",\"tokens\":[11,12,13,14,15]}\n";
+    const std::string probes =
+        "{\"id\":\"p0\",\"tokens\":[1,2,3,4,5]}\n"
+        "{\"id\":\"p1\",\"tokens\":[6,7,8,9,10]}\n"
+        "{\"id\":\"p2\",\"tokens\":[11,12,13,14,15]}\n";
     Write(base_ / "data" / "probes.jsonl", probes);
     Write(base_ / "outside.jsonl", probes);
     Write(base_ / "data" / "prev.json", "[]");
@@ -66,7 +67,8 @@ class JobFilesTest : public ::testing::Test {
 
   static void ExpectInvalidNaming(const Status& status, const std::vector<std::string>& names) {
     EXPECT_EQ(status.code(), StatusCode::kInvalidArgument) << status.ToString();
-    for (const std::string& name : names) EXPECT_NE(status.message().find(name), std::string::npos) << status.message();
+    for (const std::string& name : names)
+      EXPECT_NE(status.message().find(name), std::string::npos) << status.message();
   }
 
   fs::path base_;
@@ -125,7 +127,8 @@ TEST_F(JobFilesTest, ResolvePathsRefusesProbesOutsideTheRootOrMissingNamingTheFi
 
 TEST_F(JobFilesTest, ResolvePathsRefusesAPreviousRoundOutsideTheRootNamingTheField) {
   fs::create_symlink(base_ / "outside.jsonl", base_ / "data" / "link.json");
-  for (const std::string& path : {(base_ / "outside.jsonl").string(), root_ + "/link.json", root_ + "/missing.json"}) {
+  for (const std::string& path :
+       {(base_ / "outside.jsonl").string(), root_ + "/link.json", root_ + "/missing.json"}) {
     SCOPED_TRACE(path);
     JobSpec spec;
     spec.probes = root_ + "/probes.jsonl";
@@ -192,7 +195,8 @@ TEST_F(JobFilesTest, LoadProbesNamesTheProbesFieldAndKeepsTheFileContentOutOfErr
 TEST_F(JobFilesTest, LoadProbesRefusesAFileLargerThanTheLimit) {
   const uint64_t size = fs::file_size(base_ / "data" / "probes.jsonl");
   EXPECT_TRUE(Files(true, size).LoadProbes(Spec(0, 3)).ok());
-  ExpectInvalidNaming(Files(true, size - 1).LoadProbes(Spec(0, 3)).status(), {"probes", std::to_string(size - 1)});
+  ExpectInvalidNaming(Files(true, size - 1).LoadProbes(Spec(0, 3)).status(),
+                      {"probes", std::to_string(size - 1)});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -214,7 +218,8 @@ TEST_F(JobFilesTest, ModelConfigGeometryIsNulloptForAModelOutsideTheRoot) {
   fs::create_directory_symlink(base_ / "outside-model", base_ / "data" / "linked-model");
   EXPECT_FALSE(files.ModelConfigGeometry(root_ + "/linked-model").has_value());
   fs::create_directories(base_ / "data" / "model-with-link");
-  fs::create_symlink(base_ / "outside-model" / "config.json", base_ / "data" / "model-with-link" / "config.json");
+  fs::create_symlink(base_ / "outside-model" / "config.json",
+                     base_ / "data" / "model-with-link" / "config.json");
   EXPECT_FALSE(files.ModelConfigGeometry(root_ + "/model-with-link").has_value());
   // A missing one too.
   EXPECT_FALSE(files.ModelConfigGeometry(root_ + "/no-model").has_value());

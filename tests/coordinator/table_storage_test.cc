@@ -26,7 +26,10 @@ using google::protobuf::util::MessageDifferencer;
 using Strings = std::vector<std::string>;
 
 // Bytes that no protobuf message parses: field 1, length 5, then only two bytes.
-const std::string kUnreadable("\x0a\x05" "ab", 4);
+const std::string kUnreadable(
+    "\x0a\x05"
+    "ab",
+    4);
 
 // A Store that forwards to another and runs `after_list_range` once, after the next ListRange: a
 // report that lands while a purge is under way.
@@ -42,7 +45,9 @@ class InterleavingStore : public Store {
     return inner_->SetIfAbsent(key, value);
   }
   Status Delete(const std::string& key) override { return inner_->Delete(key); }
-  StatusOr<std::vector<bool>> Exist(const std::vector<std::string>& keys) override { return inner_->Exist(keys); }
+  StatusOr<std::vector<bool>> Exist(const std::vector<std::string>& keys) override {
+    return inner_->Exist(keys);
+  }
   Status HashSet(const std::string& key, const std::string& field, const std::string& value) override {
     return inner_->HashSet(key, field, value);
   }
@@ -52,7 +57,9 @@ class InterleavingStore : public Store {
   Status HashDelete(const std::string& key, const std::string& field) override {
     return inner_->HashDelete(key, field);
   }
-  Status ListPush(const std::string& key, const std::string& value) override { return inner_->ListPush(key, value); }
+  Status ListPush(const std::string& key, const std::string& value) override {
+    return inner_->ListPush(key, value);
+  }
   StatusOr<std::vector<std::string>> ListRange(const std::string& key) override {
     StatusOr<std::vector<std::string>> range = inner_->ListRange(key);
     if (after_list_range) std::exchange(after_list_range, nullptr)();
@@ -71,7 +78,8 @@ class TableStorageTest : public ::testing::Test {
   void SetUp() override {
     if constexpr (std::is_same_v<T, RedisStore>) {
       StatusOr<std::unique_ptr<RedisTestServer>> server = RedisTestServer::Start();
-      if (server.status().code() == StatusCode::kFailedPrecondition) GTEST_SKIP() << server.status().ToString();
+      if (server.status().code() == StatusCode::kFailedPrecondition)
+        GTEST_SKIP() << server.status().ToString();
       ASSERT_TRUE(server.ok()) << server.status().ToString();
       server_ = std::move(server).value();
       RedisOptions options;
@@ -229,7 +237,8 @@ TYPED_TEST(TableStorageTest, ResultsRoundTripAndAreDataLossWhenMissing) {
 // Models
 
 TYPED_TEST(TableStorageTest, ModelsRoundTrip) {
-  const ModelInfo f32{"fp-a", {2, {{"model.layers.0.mlp.up_proj", 4096}, {"model.layers.1.mlp.up_proj", 4096}}}};
+  const ModelInfo f32{"fp-a",
+                      {2, {{"model.layers.0.mlp.up_proj", 4096}, {"model.layers.1.mlp.up_proj", 4096}}}};
   const ModelInfo bf16{"fp-a", {2, {}}};
   const ModelInfo other{"fp-b", {32, {{"model.layers.0.self_attn.q_proj", uint64_t{1} << 40}}}};
   ASSERT_TRUE(this->storage_->SaveModel("/models/a", v1::DTYPE_F32, f32).ok());
@@ -268,7 +277,8 @@ TYPED_TEST(TableStorageTest, LoadModelsSkipsMalformedEntries) {
       {"/models/no-layers\tDTYPE_F32", R"({"fingerprint":"fp"})"},
       {"/models/string-layers\tDTYPE_F32", R"({"fingerprint":"fp","num_layers":"2"})"},
   };
-  for (const auto& [field, value] : malformed) ASSERT_TRUE(this->store_->HashSet(kModelsStoreKey, field, value).ok());
+  for (const auto& [field, value] : malformed)
+    ASSERT_TRUE(this->store_->HashSet(kModelsStoreKey, field, value).ok());
 
   StatusOr<std::map<std::pair<std::string, v1::Dtype>, ModelInfo>> models = this->storage_->LoadModels();
   ASSERT_TRUE(models.ok()) << models.status().ToString();
@@ -305,8 +315,10 @@ TYPED_TEST(TableStorageTest, StoreResultKeepsTheFirstResult) {
   EXPECT_EQ(stored->results(0).nll(), 1.5);
   EXPECT_EQ(stored->computed_by(), "w1");
 
-  EXPECT_TRUE(this->storage_->StoreResult(TaskKindForKey::kBaseline, "t1", "w2", this->BaselineReport(7)).value());
-  EXPECT_FALSE(this->storage_->StoreResult(TaskKindForKey::kBaseline, "t1", "w1", this->BaselineReport(8)).value());
+  EXPECT_TRUE(
+      this->storage_->StoreResult(TaskKindForKey::kBaseline, "t1", "w2", this->BaselineReport(7)).value());
+  EXPECT_FALSE(
+      this->storage_->StoreResult(TaskKindForKey::kBaseline, "t1", "w1", this->BaselineReport(8)).value());
   StatusOr<v1::BaselineShardOutput> baseline = this->storage_->ReadBaseline("t1", "shard");
   ASSERT_TRUE(baseline.ok()) << baseline.status().ToString();
   EXPECT_EQ(baseline->rows(0).tokens(1), 7u);
@@ -315,10 +327,12 @@ TYPED_TEST(TableStorageTest, StoreResultKeepsTheFirstResult) {
 
 TYPED_TEST(TableStorageTest, StoreResultRecordsTheReportingWorkerWhateverTheRequestClaims) {
   ASSERT_TRUE(
-      this->storage_->StoreResult(TaskKindForKey::kEval, "t1", "w1", this->EvalReport(1.0, "w-victim")).value());
+      this->storage_->StoreResult(TaskKindForKey::kEval, "t1", "w1", this->EvalReport(1.0, "w-victim"))
+          .value());
   EXPECT_EQ(this->storage_->ReadEval("t1", "shard").value().computed_by(), "w1");
   ASSERT_TRUE(
-      this->storage_->StoreResult(TaskKindForKey::kBaseline, "t2", "w1", this->BaselineReport(5, "w-victim")).value());
+      this->storage_->StoreResult(TaskKindForKey::kBaseline, "t2", "w1", this->BaselineReport(5, "w-victim"))
+          .value());
   EXPECT_EQ(this->storage_->ReadBaseline("t2", "shard").value().computed_by(), "w1");
   // The victim's purge leaves them alone.
   EXPECT_TRUE(this->Purge("w-victim").empty());
@@ -328,7 +342,8 @@ TYPED_TEST(TableStorageTest, StoreResultRecordsTheReportingWorkerWhateverTheRequ
 
 TYPED_TEST(TableStorageTest, StoreResultIndexesEveryReportUnderItsWorker) {
   ASSERT_TRUE(this->storage_->StoreResult(TaskKindForKey::kEval, "t1", "w1", this->EvalReport(1.0)).ok());
-  ASSERT_TRUE(this->storage_->StoreResult(TaskKindForKey::kBaseline, "t2", "w1", this->BaselineReport(5)).ok());
+  ASSERT_TRUE(
+      this->storage_->StoreResult(TaskKindForKey::kBaseline, "t2", "w1", this->BaselineReport(5)).ok());
   ASSERT_TRUE(this->storage_->StoreResult(TaskKindForKey::kEval, "t1", "w2", this->EvalReport(2.0)).ok());
   EXPECT_EQ(this->store_->ListRange(WorkerResultsStoreKey("w1")).value(),
             (Strings{ResultStoreKey("t1"), BaselineStoreKey("t2")}));
@@ -337,7 +352,8 @@ TYPED_TEST(TableStorageTest, StoreResultIndexesEveryReportUnderItsWorker) {
 }
 
 TYPED_TEST(TableStorageTest, HaveResultsTellsWhichTasksHaveAResultOfTheirKind) {
-  ASSERT_TRUE(this->storage_->StoreResult(TaskKindForKey::kBaseline, "b1", "w1", this->BaselineReport(5)).ok());
+  ASSERT_TRUE(
+      this->storage_->StoreResult(TaskKindForKey::kBaseline, "b1", "w1", this->BaselineReport(5)).ok());
   ASSERT_TRUE(this->storage_->StoreResult(TaskKindForKey::kEval, "e1", "w1", this->EvalReport(1.0)).ok());
   StatusOr<std::vector<bool>> have = this->storage_->HaveResults({{TaskKindForKey::kBaseline, "b1"},
                                                                   {TaskKindForKey::kEval, "b1"},
@@ -363,7 +379,8 @@ TYPED_TEST(TableStorageTest, ReadingAMissingOrUnreadableShardIsDataLossNamingWha
 
 TYPED_TEST(TableStorageTest, PurgeWorkerDeletesOnlyThatWorkersResults) {
   ASSERT_TRUE(this->storage_->StoreResult(TaskKindForKey::kEval, "t1", "w1", this->EvalReport(1.0)).value());
-  ASSERT_TRUE(this->storage_->StoreResult(TaskKindForKey::kBaseline, "b1", "w1", this->BaselineReport(5)).value());
+  ASSERT_TRUE(
+      this->storage_->StoreResult(TaskKindForKey::kBaseline, "b1", "w1", this->BaselineReport(5)).value());
   ASSERT_TRUE(this->storage_->StoreResult(TaskKindForKey::kEval, "t2", "w2", this->EvalReport(2.0)).value());
   // w2 reports t1 after w1: a duplicate, indexed under w2 but computed by w1.
   ASSERT_FALSE(this->storage_->StoreResult(TaskKindForKey::kEval, "t1", "w2", this->EvalReport(3.0)).value());
@@ -438,7 +455,8 @@ TYPED_TEST(TableStorageTest, ReadConfigResultsJoinsTheShardsInProbeOrder) {
       r->set_probe_index(p);
       r->set_fdt(p);
     }
-    ASSERT_TRUE(this->storage_->StoreResult(TaskKindForKey::kEval, TaskIdFor(TaskKindForKey::kEval, key), "w1", report)
+    ASSERT_TRUE(this->storage_
+                    ->StoreResult(TaskKindForKey::kEval, TaskIdFor(TaskKindForKey::kEval, key), "w1", report)
                     .value());
   }
 
@@ -451,9 +469,11 @@ TYPED_TEST(TableStorageTest, ReadConfigResultsJoinsTheShardsInProbeOrder) {
   }
 
   // Another config, or a shard nobody computed: DATA_LOSS naming the config and the shard.
-  Status other = this->storage_->ReadConfigResults(base, shards, "model.layers.1.mlp.up_proj=int8-absmax").status();
+  Status other =
+      this->storage_->ReadConfigResults(base, shards, "model.layers.1.mlp.up_proj=int8-absmax").status();
   EXPECT_EQ(other.code(), StatusCode::kDataLoss) << other.ToString();
-  EXPECT_NE(other.message().find("model.layers.1.mlp.up_proj=int8-absmax"), std::string::npos) << other.message();
+  EXPECT_NE(other.message().find("model.layers.1.mlp.up_proj=int8-absmax"), std::string::npos)
+      << other.message();
   Status missing = this->storage_->ReadConfigResults(base, {{0, 2}, {2, 4}}, config).status();
   EXPECT_EQ(missing.code(), StatusCode::kDataLoss) << missing.ToString();
   EXPECT_NE(missing.message().find("2..4"), std::string::npos) << missing.message();

@@ -57,7 +57,8 @@ class TaskTableTest : public ::testing::Test {
   }
 
   // Leases up to `max_tasks` of `pool` for `worker`.
-  std::vector<LeaseGrant> Lease(const std::string& worker, int max_tasks = 1, const std::string& pool = kPool) {
+  std::vector<LeaseGrant> Lease(const std::string& worker, int max_tasks = 1,
+                                const std::string& pool = kPool) {
     auto grants = table_.Pool(pool).Lease(worker, max_tasks, "req-" + std::to_string(next_request_++));
     EXPECT_TRUE(grants.ok()) << grants.status().ToString();
     return grants.ok() ? *grants : std::vector<LeaseGrant>{};
@@ -291,7 +292,8 @@ TEST_F(TaskTableTest, ExpireReportsATaskThatFailedForGood) {
   Add(task, "job-1");
   std::vector<LeaseGrant> grants = Lease("w1");
   ASSERT_EQ(grants.size(), 1u);
-  ASSERT_EQ(table_.Pool(kPool).Fail(grants[0].lease_id, FailCause::kTask, "bad config").value(), FailResult::kFailed);
+  ASSERT_EQ(table_.Pool(kPool).Fail(grants[0].lease_id, FailCause::kTask, "bad config").value(),
+            FailResult::kFailed);
   TaskTable::Sweep sweep = table_.Expire();
   EXPECT_EQ(sweep.failed, std::vector<std::string>{task.task_id});
   EXPECT_TRUE(sweep.requeued.empty());

@@ -34,7 +34,8 @@ class TaskWireTest : public ::testing::Test {
     entry.key.set_dtype(v1::DTYPE_F32);
     entry.key.mutable_shard()->set_begin(kFirstProbe);
     entry.key.mutable_shard()->set_end(kFirstProbe + 2);
-    if (kind == TaskKindForKey::kEval) entry.key.mutable_config()->set_canonical("model.layers.0.mlp.up_proj=int8-absmax");
+    if (kind == TaskKindForKey::kEval)
+      entry.key.mutable_config()->set_canonical("model.layers.0.mlp.up_proj=int8-absmax");
     auto rows = std::make_shared<Rows>();
     for (uint32_t p = kFirstProbe; p < kFirstProbe + 2; ++p) {
       v1::BaselineRow& row = rows->emplace_back();
@@ -77,7 +78,8 @@ class TaskWireTest : public ::testing::Test {
                            const std::string& misfit) {
     Status status = ValidateTaskOutput(entry, request);
     EXPECT_EQ(status.code(), StatusCode::kInvalidArgument) << status.ToString();
-    EXPECT_NE(status.message().find(std::string(kTaskId).substr(0, 12)), std::string::npos) << status.message();
+    EXPECT_NE(status.message().find(std::string(kTaskId).substr(0, 12)), std::string::npos)
+        << status.message();
     EXPECT_NE(status.message().find(misfit), std::string::npos) << status.message();
   }
 };
@@ -103,7 +105,8 @@ TEST_F(TaskWireTest, ToWireTaskCarriesTheGrantTheKeyAndTheRows) {
   ASSERT_EQ(task.rows_size(), 2);
   for (int i = 0; i < 2; ++i) EXPECT_TRUE(MessageDifferencer::Equals(task.rows(i), (*entry.rows)[i])) << i;
 
-  EXPECT_EQ(ToWireTask(Entry(TaskKindForKey::kBaseline), grant, "job-9", 0).kind(), v1::TASK_KIND_BASELINE_SHARD);
+  EXPECT_EQ(ToWireTask(Entry(TaskKindForKey::kBaseline), grant, "job-9", 0).kind(),
+            v1::TASK_KIND_BASELINE_SHARD);
 }
 
 TEST_F(TaskWireTest, ToWireTaskCopiesTheRows) {
@@ -238,7 +241,8 @@ TEST_F(TaskWireTest, RefusesFdtOrSdtBeyondTheCompletion) {
 
 TEST_F(TaskWireTest, RefusesANonFiniteNll) {
   TaskEntry entry = Entry(TaskKindForKey::kEval);
-  for (double nll : {std::nan(""), std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity()}) {
+  for (double nll :
+       {std::nan(""), std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity()}) {
     SCOPED_TRACE(std::to_string(nll));
     v1::CompleteTaskRequest request = GoodOutput(entry);
     request.mutable_eval()->mutable_results(1)->set_nll(nll);

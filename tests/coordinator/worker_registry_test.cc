@@ -212,7 +212,8 @@ TEST_F(WorkerRegistryTest, ModelChangesOnlyWhenFingerprintLayersOrSizesChange) {
   ASSERT_NE(model, nullptr);
   EXPECT_EQ(model->fingerprint, "fp-a-retrained");
   EXPECT_EQ(model->geometry.num_layers, 3);
-  EXPECT_EQ(model->geometry.component_params, (std::map<std::string, uint64_t>{{"model.layers.0.mlp.up_proj", 4097}}));
+  EXPECT_EQ(model->geometry.component_params,
+            (std::map<std::string, uint64_t>{{"model.layers.0.mlp.up_proj", 4097}}));
 }
 
 TEST_F(WorkerRegistryTest, RegisterAfterLoadModelOfTheSameModelChangesNothing) {
@@ -256,8 +257,8 @@ TEST_F(WorkerRegistryTest, RemoveSilentSinceRemovesOnlyWorkersNotSeenSinceTheCut
   Register(Request("late"));
 
   std::vector<std::pair<std::string, std::string>> removed = registry_.RemoveSilentSince(cutoff);
-  EXPECT_EQ(removed, (std::vector<std::pair<std::string, std::string>>{
-                         {"early", PoolName("fp-a", v1::DTYPE_F32)}}));
+  EXPECT_EQ(removed,
+            (std::vector<std::pair<std::string, std::string>>{{"early", PoolName("fp-a", v1::DTYPE_F32)}}));
   EXPECT_EQ(registry_.Find("early"), nullptr);
   EXPECT_NE(registry_.Find("touched"), nullptr);  // seen exactly at the cutoff
   EXPECT_NE(registry_.Find("late"), nullptr);
@@ -311,9 +312,9 @@ TEST_F(WorkerRegistryTest, ComponentParamsOfReturnsTheSizesSomeWorkerReported) {
   (*sized.mutable_component_params())["model.layers.0.self_attn.q_proj"] = 16384;
   (*sized.mutable_component_params())["model.layers.1.self_attn.q_proj"] = 16384;
   Register(sized);
-  EXPECT_EQ(registry_.ComponentParamsOf("fp-a"), (std::map<std::string, uint64_t>{
-                                                     {"model.layers.0.self_attn.q_proj", 16384},
-                                                     {"model.layers.1.self_attn.q_proj", 16384}}));
+  EXPECT_EQ(registry_.ComponentParamsOf("fp-a"),
+            (std::map<std::string, uint64_t>{{"model.layers.0.self_attn.q_proj", 16384},
+                                             {"model.layers.1.self_attn.q_proj", 16384}}));
   EXPECT_TRUE(registry_.ComponentParamsOf("fp-b").empty());
 }
 
