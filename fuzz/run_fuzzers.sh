@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Builds the fuzzers of fuzz/ with clang and runs each over its seed corpus.
 #
-#   fuzz/run_fuzzers.sh [--build DIR] [--seconds N] [--fresh] [FUZZER...]
+#   fuzz/run_fuzzers.sh [--build DIR] [--seconds N] [--fresh] [--parallel N] [FUZZER...]
 #
 #   --build DIR   where to build (default: build/fuzz); each fuzzer's run corpus, logs and crashing
 #                 inputs go to DIR/runs/NAME/
 #   --seconds N   how long each fuzzer runs (default 5)
 #   --fresh       start from the seed corpus alone, forgetting inputs found by earlier runs
+#   --parallel N  how many fuzzers run at a time (default: one per core)
 #   FUZZER        e.g. safetensors (default: every fuzzer built)
 #
 # New inputs go to DIR/runs/NAME/corpus, never into fuzz/corpus, which is read only. Exit status: 0
@@ -19,13 +20,15 @@ src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build="$src/build/fuzz"
 seconds=5
 fresh=0
+parallel=$(nproc)
 selected=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --build) build="$2"; shift 2 ;;
     --seconds) seconds="$2"; shift 2 ;;
     --fresh) fresh=1; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    --parallel) parallel="$2"; shift 2 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     -*) echo "run_fuzzers: unknown option $1" >&2; exit 2 ;;
     *) selected+=("$1"); shift ;;
   esac
@@ -63,32 +66,45 @@ if [ ${#selected[@]} -eq 0 ]; then mapfile -t selected < "$build/fuzzers.txt"; f
 # (77) is CTest's code for a skipped test, hence -error_exitcode=1.
 export ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=0:detect_leaks=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}"
-failed=()
-for name in "${selected[@]}"; do
-  [ -n "$name" ] || continue
-  bin="$build/${name}_fuzzer"
-  seeds="$src/fuzz/corpus/$name"
-  [ -x "$bin" ] || { echo "run_fuzzers: no fuzzer $bin" >&2; exit 2; }
-  [ -d "$seeds" ] || { echo "run_fuzzers: no seed corpus $seeds" >&2; exit 2; }
-  run="$build/runs/$name"
-  [ $fresh -eq 1 ] && rm -rf "$run"
-  mkdir -p "$run/corpus"
-  dict=()
+# Runs one fuzzer; its report (one line, then the sanitizer's summary on a failure) goes to
+# $run/report, its exit status to $run/status.
+run_one() {
+  local name=$1 bin="$build/${1}_fuzzer" seeds="$src/fuzz/corpus/$1" run="$build/runs/$1"
+  local dict=() start status=0 runs cov
   [ -f "$src/fuzz/dictionaries/$name.dict" ] && dict=("-dict=$src/fuzz/dictionaries/$name.dict")
   start=$(date +%s)
-  status=0
   (cd "$run" && "$bin" "${dict[@]}" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
       -error_exitcode=1 -timeout_exitcode=1 -print_final_stats=1 -artifact_prefix="$run/" \
       corpus "$seeds") >"$run/log" 2>&1 || status=$?
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$run/log" | tail -1)
   cov=$(grep -o 'cov: [0-9]*' "$run/log" | tail -1 || true)
   if [ $status -ne 0 ]; then
-    failed+=("$name")
-    echo "run_fuzzers: $name FAILED (exit $status) after $(( $(date +%s) - start )) s; log: $run/log"
-    grep -E '^(==[0-9]+==ERROR|SUMMARY|.*runtime error)|artifact_prefix|Test unit written' "$run/log" | head -20 || true
+    echo "run_fuzzers: $name FAILED (exit $status) after $(( $(date +%s) - start )) s; log: $run/log" >"$run/report"
+    grep -E '^(==[0-9]+==ERROR|SUMMARY|.*runtime error)|artifact_prefix|Test unit written' "$run/log" |
+      head -20 >>"$run/report" || true
   else
-    echo "run_fuzzers: $name ok: ${runs:-?} runs in $(( $(date +%s) - start )) s, ${cov:-cov: ?}"
+    echo "run_fuzzers: $name ok: ${runs:-?} runs in $(( $(date +%s) - start )) s, ${cov:-cov: ?}" >"$run/report"
   fi
+  echo $status >"$run/status"
+}
+
+for name in "${selected[@]}"; do
+  [ -x "$build/${name}_fuzzer" ] || { echo "run_fuzzers: no fuzzer $build/${name}_fuzzer" >&2; exit 2; }
+  [ -d "$src/fuzz/corpus/$name" ] || { echo "run_fuzzers: no seed corpus $src/fuzz/corpus/$name" >&2; exit 2; }
+  [ $fresh -eq 1 ] && rm -rf "$build/runs/$name"
+  mkdir -p "$build/runs/$name/corpus"
+  rm -f "$build/runs/$name/report" "$build/runs/$name/status"
+done
+# As many fuzzers at a time as --parallel says; each is one process.
+for name in "${selected[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge "$parallel" ]; do wait -n || true; done
+  run_one "$name" &
+done
+wait
+failed=()
+for name in "${selected[@]}"; do
+  cat "$build/runs/$name/report"
+  [ "$(cat "$build/runs/$name/status")" = 0 ] || failed+=("$name")
 done
 
 if [ ${#failed[@]} -gt 0 ]; then
