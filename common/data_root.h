@@ -17,8 +17,10 @@ class DataRoot {
   static StatusOr<DataRoot> Create(const std::string& root);
 
   // The canonical path of `path` (relative paths against the working directory, symlinks resolved)
-  // when it lies under the root. NOT_FOUND for a path that does not exist, PERMISSION_DENIED for one
-  // outside the root; messages quote `path` bounded (common/user_text.h) and name the root. Whether
+  // when it lies under the root. NOT_FOUND for a path under the root that does not exist,
+  // PERMISSION_DENIED for one outside the root (or holding a NUL byte, which would make the check
+  // and the lookup read different paths); messages quote `path` bounded (common/user_text.h) and
+  // name the root. A root given through a symlink admits paths under either spelling. Whether
   // the file is a regular file is the reader's check (ReadLimits::regular_file_only), made on the
   // opened descriptor.
   StatusOr<std::string> Resolve(const std::string& path) const;
@@ -29,12 +31,13 @@ class DataRoot {
   const std::string& path() const { return root_; }
 
  private:
-  explicit DataRoot(std::string root) : root_(std::move(root)) {}
-  // Whether the absolute, normal `path` is the root or below it.
-  bool Under(const std::string& path) const;
+  DataRoot(std::string given, std::string root) : given_(std::move(given)), root_(std::move(root)) {}
+  // Whether the absolute, normal `path` is `root` or below it.
+  static bool Under(const std::string& path, const std::string& root);
   Status Outside(const std::string& path) const;
 
-  std::string root_;  // canonical, no trailing slash except for "/"
+  std::string given_;  // absolute and lexically normal, as the daemon was given it
+  std::string root_;   // canonical (symlinks resolved); no trailing slash except for "/"
 };
 
 }  // namespace dtm

@@ -1,5 +1,7 @@
 #include "common/in_memory_store.h"
 
+#include <algorithm>
+
 #include <utility>
 
 namespace dtm {
@@ -102,6 +104,15 @@ StatusOr<std::vector<std::string>> InMemoryStore::ListRange(const std::string& k
   std::lock_guard<std::mutex> lock(mu_);
   ASSIGN_OR_RETURN(List * list, Find<List>(key));
   return list == nullptr ? List() : *list;
+}
+
+Status InMemoryStore::ListTrimFront(const std::string& key, size_t count) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(List * list, Find<List>(key));
+  if (list == nullptr) return OkStatus();
+  list->erase(list->begin(), list->begin() + static_cast<std::ptrdiff_t>(std::min(count, list->size())));
+  if (list->empty()) entries_.erase(key);
+  return OkStatus();
 }
 
 StatusOr<std::vector<std::string>> InMemoryStore::Keys(const std::string& prefix) {

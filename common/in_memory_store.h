@@ -33,6 +33,7 @@ class InMemoryStore : public Store {
   Status HashDelete(const std::string& key, const std::string& field) override;
   Status ListPush(const std::string& key, const std::string& value) override;
   StatusOr<std::vector<std::string>> ListRange(const std::string& key) override;
+  Status ListTrimFront(const std::string& key, size_t count) override;
   StatusOr<std::vector<std::string>> Keys(const std::string& prefix) override;
   Status Ping() override;
 

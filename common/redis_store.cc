@@ -241,6 +241,10 @@ StatusOr<std::vector<std::string>> RedisStore::ListRange(const std::string& key)
   return StringsOf("LRANGE", *reply);
 }
 
+Status RedisStore::ListTrimFront(const std::string& key, size_t count) {
+  return Run({"LTRIM", key, std::to_string(count), "-1"}).status();
+}
+
 StatusOr<std::vector<std::string>> RedisStore::Keys(const std::string& prefix) {
   const std::string pattern = PrefixPattern(prefix);
   // SCAN may return a key more than once; the set keeps each once, sorted.

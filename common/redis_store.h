@@ -55,6 +55,7 @@ class RedisStore : public Store {
   Status HashDelete(const std::string& key, const std::string& field) override;
   Status ListPush(const std::string& key, const std::string& value) override;
   StatusOr<std::vector<std::string>> ListRange(const std::string& key) override;
+  Status ListTrimFront(const std::string& key, size_t count) override;
   StatusOr<std::vector<std::string>> Keys(const std::string& prefix) override;
   StatusOr<std::vector<bool>> Exist(const std::vector<std::string>& keys) override;
   Status Ping() override;

@@ -64,6 +64,11 @@ class Store {
   // Every element of the list at `key`, first pushed first; empty when absent (LRANGE 0 -1).
   virtual StatusOr<std::vector<std::string>> ListRange(const std::string& key) = 0;
 
+  // Removes the first `count` elements of the list at `key` (LTRIM key count -1): elements pushed
+  // after a ListRange that read `count` of them stay. Removing the last element removes the key;
+  // OK when the key is absent.
+  virtual Status ListTrimFront(const std::string& key, size_t count) = 0;
+
   // Every key that starts with `prefix` (any type), sorted, each once. Redis walks its keyspace with
   // SCAN (never KEYS, which blocks the server), so a key added or removed during the walk may or may
   // not be listed; every key present for the whole walk is.

@@ -35,6 +35,14 @@ size_t SequenceLength(std::string_view text, size_t i) {
   return n;
 }
 
+// Whether the valid sequence of `n` bytes at text[i] is a control character: C0, DEL, or C1
+// (U+0080..U+009F, two bytes C2 80..C2 9F; U+009B is a one-byte terminal escape in some terminals).
+bool IsControl(std::string_view text, size_t i, size_t n) {
+  const auto b0 = static_cast<uint8_t>(text[i]);
+  if (n == 1) return b0 < 0x20 || b0 == 0x7F;
+  return n == 2 && b0 == 0xC2 && static_cast<uint8_t>(text[i + 1]) <= 0x9F;
+}
+
 }  // namespace
 
 size_t InvalidUtf8Offset(std::string_view text) {
@@ -47,22 +55,27 @@ size_t InvalidUtf8Offset(std::string_view text) {
 }
 
 std::string Bounded(std::string_view text, size_t max_bytes) {
+  // Cut text ends in the suffix, which the bound includes.
+  const std::string suffix = "... (" + std::to_string(text.size()) + " bytes)";
+  const size_t budget =
+      text.size() <= max_bytes ? max_bytes : (max_bytes > suffix.size() ? max_bytes - suffix.size() : 0);
   std::string out;
-  out.reserve(std::min(text.size(), max_bytes) + 24);
+  out.reserve(std::min(text.size(), max_bytes));
   size_t i = 0;
   while (i < text.size()) {
-    size_t n = SequenceLength(text, i);
+    const size_t n = SequenceLength(text, i);
     const size_t width = n == 0 ? 1 : n;
-    if (out.size() + width > max_bytes) break;
-    const auto b0 = static_cast<uint8_t>(text[i]);
-    if (n == 0 || (n == 1 && (b0 < 0x20 || b0 == 0x7F))) {
+    // A replaced character takes one byte; a kept one its own.
+    const bool replaced = n == 0 || IsControl(text, i, n);
+    if (out.size() + (replaced ? 1 : n) > budget) break;
+    if (replaced) {
       out += '?';
     } else {
       out.append(text.substr(i, n));
     }
     i += width;
   }
-  if (i < text.size()) out += "... (" + std::to_string(text.size()) + " bytes)";
+  if (i < text.size()) out += suffix;
   return out;
 }
 

@@ -13,9 +13,10 @@ namespace dtm {
 // Bytes of user text quoted in an error message by default.
 inline constexpr size_t kQuotedTextBytes = 120;
 
-// `text` made safe to quote: invalid UTF-8 and control characters (newlines included) become '?',
-// and text longer than `max_bytes` is cut at a character boundary and followed by
-// "... (N bytes)", N being the original length.
+// `text` made safe to quote: invalid UTF-8 and control characters (C0, DEL and C1, newlines
+// included) become '?', and text longer than `max_bytes` is cut at a character boundary and followed
+// by "... (N bytes)", N being the original length, so that the whole stays within `max_bytes` (which
+// should leave room for that suffix: at least 32).
 std::string Bounded(std::string_view text, size_t max_bytes = kQuotedTextBytes);
 
 // Bounded(text) in single quotes: for names, paths and values quoted in an error.

@@ -36,7 +36,9 @@ Status LeaseTable::Enqueue(const std::string& task_id, int priority) {
   }
   task.priority = priority;
   task.seq = next_seq_++;
-  ++task.generation;
+  // Unique over the table's life, not per task: a task forgotten and enqueued afresh must not take a
+  // generation one of its old leases still carries.
+  task.generation = ++generations_;
   task.attempt = 1;
   task.lease_id.clear();
   task.unable.clear();
@@ -271,6 +273,15 @@ bool LeaseTable::IsDone(const std::string& task_id) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = tasks_.find(task_id);
   return it != tasks_.end() && it->second.state == TaskState::kDone;
+}
+
+void LeaseTable::ForgetFinished(const std::string& task_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = tasks_.find(task_id);
+  if (it == tasks_.end() || it->second.state == TaskState::kQueued || it->second.state == TaskState::kLeased) return;
+  // Its ended leases stay until their retention; a late result under one finds no task and is a
+  // duplicate, which the store then decides.
+  tasks_.erase(it);
 }
 
 Status LeaseTable::Cancel(const std::string& task_id) {

@@ -190,6 +190,10 @@ class LeaseTable {
   // Whether the task finished with a result (and is still remembered).
   bool IsDone(const std::string& task_id) const;
 
+  // Forgets a finished task now (its result was deleted from the store, so that "done" no longer
+  // holds); a task still queued or leased is kept.
+  void ForgetFinished(const std::string& task_id);
+
   // NOT_FOUND for an unknown task; FAILED_PRECONDITION if it is done or failed. Cancelling a
   // cancelled task is OK.
   Status Cancel(const std::string& task_id);
@@ -216,7 +220,7 @@ class LeaseTable {
   struct Task {
     int priority = 0;
     uint64_t seq = 0;         // first-enqueue order, the FIFO tie-break
-    uint64_t generation = 0;  // bumped by each Enqueue, so old leases of a re-enqueued task are stale
+    uint64_t generation = 0;  // new at each Enqueue, so old leases of a re-enqueued task are stale
     int attempt = 1;          // the attempt the next lease runs
     TaskState state = TaskState::kQueued;
     std::string lease_id;                         // the active lease when kLeased
@@ -275,6 +279,7 @@ class LeaseTable {
   std::unordered_map<std::string, LeaseRequest> last_request_;  // by worker id; guarded by mu_
   uint64_t next_seq_ = 0;                                       // guarded by mu_
   uint64_t next_lease_ = 1;                                     // guarded by mu_
+  uint64_t generations_ = 0;                                    // the last generation given; guarded by mu_
   LeaseTableStats stats_;                                       // guarded by mu_
   std::vector<std::string> failed_unreported_;                  // guarded by mu_
   // In the order they ended: (when, lease id) and (when, task id, generation); guarded by mu_.

@@ -14,6 +14,9 @@ std::string ModelsField(const std::string& path, v1::Dtype dtype) {
   return path + "\t" + v1::Dtype_Name(dtype);
 }
 
+// As WorkerRegistry::Validate admits from a worker.
+constexpr int64_t kMaxModelLayers = 1 << 12;
+
 std::string CacheKeyOf(TaskKindForKey kind, const std::string& task_id) {
   return kind == TaskKindForKey::kBaseline ? BaselineStoreKey(task_id) : ResultStoreKey(task_id);
 }
@@ -42,7 +45,8 @@ StatusOr<std::map<std::pair<std::string, v1::Dtype>, ModelInfo>> TableStorage::L
     nlohmann::json info = nlohmann::json::parse(value, nullptr, false);
     if (tab == std::string::npos || !v1::Dtype_Parse(field.substr(tab + 1), &dtype) || !info.is_object() ||
         !info.contains("fingerprint") || !info["fingerprint"].is_string() || !info.contains("num_layers") ||
-        !info["num_layers"].is_number_integer()) {
+        !info["num_layers"].is_number_integer() || info["num_layers"].get<int64_t>() < 1 ||
+        info["num_layers"].get<int64_t>() > kMaxModelLayers) {
       spdlog::warn("store: ignoring a malformed model registry entry");
       continue;
     }
@@ -68,9 +72,11 @@ StatusOr<std::vector<v1::Job>> TableStorage::LoadJobs() {
   ASSIGN_OR_RETURN(std::vector<std::string> keys, store_->Keys(kJobKeyPrefix));
   std::vector<v1::Job> jobs;
   for (const std::string& key : keys) {
-    ASSIGN_OR_RETURN(std::optional<std::string> bytes, store_->Get(key));
+    StatusOr<std::optional<std::string>> bytes = store_->Get(key);
+    // A key of another type under the prefix is as unreadable as a bad record; only an outage stops the load.
+    if (!bytes.ok() && bytes.status().code() == StatusCode::kUnavailable) return bytes.status();
     v1::Job job;
-    if (!bytes || !job.ParseFromString(*bytes) || job.job_id().empty()) {
+    if (!bytes.ok() || !bytes->has_value() || !job.ParseFromString(**bytes) || job.job_id().empty()) {
       spdlog::error("store: job record {} is unreadable; left as it is", key);
       continue;
     }
@@ -159,18 +165,19 @@ StatusOr<bool> TableStorage::StoreResult(TaskKindForKey kind, const std::string&
   return store_->SetIfAbsent(key, bytes);
 }
 
-StatusOr<uint32_t> TableStorage::PurgeWorker(const std::string& worker_id) {
+StatusOr<std::vector<std::string>> TableStorage::PurgeWorker(const std::string& worker_id) {
   const std::string index = WorkerResultsStoreKey(worker_id);
   ASSIGN_OR_RETURN(std::vector<std::string> keys, store_->ListRange(index));
   std::set<std::string> unique(keys.begin(), keys.end());
-  uint32_t deleted = 0;
+  std::vector<std::string> deleted;
   for (const std::string& key : unique) {
     ASSIGN_OR_RETURN(std::optional<std::string> bytes, store_->Get(key));
     if (!bytes) continue;
     // The index lists every result the worker reported, also those another worker stored first:
     // only the worker's own are deleted.
     std::string computed_by;
-    if (key.rfind(BaselineStoreKey(""), 0) == 0) {
+    const bool baseline = key.rfind(BaselineStoreKey(""), 0) == 0;
+    if (baseline) {
       v1::BaselineShardOutput output;
       if (output.ParseFromString(*bytes)) computed_by = output.computed_by();
     } else {
@@ -179,9 +186,10 @@ StatusOr<uint32_t> TableStorage::PurgeWorker(const std::string& worker_id) {
     }
     if (computed_by != worker_id) continue;
     RETURN_IF_ERROR(store_->Delete(key));
-    ++deleted;
+    deleted.push_back(key.substr((baseline ? BaselineStoreKey("") : ResultStoreKey("")).size()));
   }
-  RETURN_IF_ERROR(store_->Delete(index));
+  // Only the entries read: a result the worker stores meanwhile keeps its entry, for the next purge.
+  RETURN_IF_ERROR(store_->ListTrimFront(index, keys.size()));
   return deleted;
 }
 

@@ -59,8 +59,8 @@ class TableStorage {
   // added to the worker's index for PurgeWorker.
   StatusOr<bool> StoreResult(TaskKindForKey kind, const std::string& task_id, const std::string& worker_id,
                              const dtm::v1::CompleteTaskRequest& request);
-  // Deletes every cached result computed by `worker_id`, and its index: the number deleted.
-  StatusOr<uint32_t> PurgeWorker(const std::string& worker_id);
+  // Deletes every cached result computed by `worker_id`, and its index: the task ids deleted.
+  StatusOr<std::vector<std::string>> PurgeWorker(const std::string& worker_id);
 
  private:
   Store* const store_;

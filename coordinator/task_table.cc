@@ -87,6 +87,12 @@ std::vector<std::pair<std::string, ExcludedTask>> TaskTable::Excluded() const {
   return out;
 }
 
+void TaskTable::ForgetDone(const std::vector<std::string>& task_ids) {
+  for (auto& [pool, table] : pools_) {
+    for (const std::string& id : task_ids) table->ForgetFinished(id);
+  }
+}
+
 std::pair<int64_t, int64_t> TaskTable::QueuedAndLeased() const {
   int64_t queued = 0, leased = 0;
   for (const auto& [pool, table] : pools_) {

@@ -77,7 +77,7 @@ class TaskTable {
   void Release(const std::string& job_id, const std::set<std::string>& task_ids);
 
   // One sweep of every pool: expired leases' tasks re-queued, and the tasks that failed for good
-  // (out of attempts) since the last sweep, each with its pool.
+  // (out of attempts) since the last sweep.
   struct Sweep {
     std::vector<std::string> requeued;
     std::vector<std::string> failed;
@@ -86,6 +86,9 @@ class TaskTable {
 
   // Queued tasks that some worker said it cannot run, with their pools.
   std::vector<std::pair<std::string, ExcludedTask>> Excluded() const;
+
+  // Forgets, in every pool, that these tasks are done: their results were deleted (PurgeWorker).
+  void ForgetDone(const std::vector<std::string>& task_ids);
 
   // Tasks queued and leased over every pool.
   std::pair<int64_t, int64_t> QueuedAndLeased() const;

@@ -52,6 +52,12 @@ Status WorkerRegistry::Validate(const v1::RegisterWorkerRequest& request) {
     return InvalidArgumentError("component_params names more components than " +
                                 std::to_string(request.num_layers()) + " layers have");
   }
+  for (const auto& component : request.component_params()) {
+    if (component.first.size() > kMaxIdBytes) {
+      return InvalidArgumentError("component_params names a component of " + std::to_string(component.first.size()) +
+                                  " bytes");
+    }
+  }
   if (!IsCompatibleWorkerVersion(request.version())) {
     return FailedPreconditionError("worker " + Quoted(request.worker_id()) + " runs dtm " +
                                    Quoted(request.version()) + "; this coordinator runs " + kDtmVersion +

@@ -173,6 +173,17 @@ TYPED_TEST(StoreTest, ListRangeReturnsPushedValuesInOrderWithDuplicates) {
   EXPECT_EQ(this->store_->ListRange("events").value(), (Strings{"b", "a", "b", "c"}));
 }
 
+TYPED_TEST(StoreTest, ListTrimFrontRemovesWhatWasReadAndKeepsWhatCameLater) {
+  for (const char* v : {"a", "b", "c"}) ASSERT_TRUE(this->store_->ListPush("l", v).ok());
+  ASSERT_TRUE(this->store_->ListTrimFront("l", 2).ok());
+  EXPECT_EQ(this->store_->ListRange("l").value(), (Strings{"c"}));
+  ASSERT_TRUE(this->store_->ListTrimFront("l", 5).ok());
+  EXPECT_TRUE(this->store_->Exist({"l"}).value() == std::vector<bool>{false}) << "an emptied list is gone";
+  EXPECT_TRUE(this->store_->ListTrimFront("missing", 1).ok());
+  ASSERT_TRUE(this->store_->Set("s", "v").ok());
+  EXPECT_EQ(this->store_->ListTrimFront("s", 1).code(), StatusCode::kFailedPrecondition);
+}
+
 TYPED_TEST(StoreTest, ListRangeOfAMissingKeyIsEmpty) {
   StatusOr<Strings> list = this->store_->ListRange("missing");
   ASSERT_TRUE(list.ok()) << list.status().ToString();

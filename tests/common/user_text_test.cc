@@ -112,40 +112,51 @@ TEST_F(UserTextTest, BoundedKeepsTextOfExactlyTheLimit) {
   EXPECT_EQ(Bounded(std::string(kQuotedTextBytes, 'x')), std::string(kQuotedTextBytes, 'x'));
 }
 
-TEST_F(UserTextTest, BoundedCutsLongTextAndNamesItsLength) {
-  EXPECT_EQ(Bounded("abcdef", 3), "abc... (6 bytes)");
-  EXPECT_EQ(Bounded(std::string(kQuotedTextBytes + 1, 'y')),
-            std::string(kQuotedTextBytes, 'y') + "... (" + std::to_string(kQuotedTextBytes + 1) + " bytes)");
+TEST_F(UserTextTest, BoundedCutsLongTextAndNamesItsLengthWithinTheLimit) {
+  // The limit holds the suffix too: "... (20 bytes)" is 14 bytes, so a limit of 17 keeps 3.
+  EXPECT_EQ(Bounded("abcdefghijklmnopqrst", 17), "abc... (20 bytes)");
+  const std::string suffix = "... (" + std::to_string(kQuotedTextBytes + 1) + " bytes)";
+  const std::string cut = Bounded(std::string(kQuotedTextBytes + 1, 'y'));
+  EXPECT_EQ(cut, std::string(kQuotedTextBytes - suffix.size(), 'y') + suffix);
+  EXPECT_EQ(cut.size(), kQuotedTextBytes);
   const std::string big(100000, 'z');
-  EXPECT_EQ(Bounded(big, 10), std::string(10, 'z') + "... (100000 bytes)");
+  EXPECT_EQ(Bounded(big, 30), std::string(12, 'z') + "... (100000 bytes)");
+  // A limit too small for the suffix keeps no text, and says how much there was.
+  EXPECT_EQ(Bounded("abcdef", 3), "... (6 bytes)");
   EXPECT_EQ(Bounded("abc", 0), "... (3 bytes)");
 }
 
 TEST_F(UserTextTest, BoundedCutsAtACharacterBoundary) {
-  // "a" + 3-byte characters: a limit inside the second character keeps only the first.
-  const std::string text = "a" + kSun + kSun + kSun;  // 10 bytes
-  EXPECT_EQ(Bounded(text, 4), "a" + kSun + "... (10 bytes)");
-  EXPECT_EQ(Bounded(text, 5), "a" + kSun + "... (10 bytes)");
-  EXPECT_EQ(Bounded(text, 6), "a" + kSun + "... (10 bytes)");
-  EXPECT_EQ(Bounded(text, 7), "a" + kSun + kSun + "... (10 bytes)");
+  // "a" + 3-byte characters, with room for 4 to 6 bytes of text beside the 14-byte suffix: a limit
+  // inside the second character keeps only the first.
+  std::string text = "a";
+  for (int i = 0; i < 10; ++i) text += kSun;  // 31 bytes
+  const size_t suffix = std::string("... (31 bytes)").size();
+  EXPECT_EQ(Bounded(text, suffix + 4), "a" + kSun + "... (31 bytes)");
+  EXPECT_EQ(Bounded(text, suffix + 5), "a" + kSun + "... (31 bytes)");
+  EXPECT_EQ(Bounded(text, suffix + 6), "a" + kSun + "... (31 bytes)");
+  EXPECT_EQ(Bounded(text, suffix + 7), "a" + kSun + kSun + "... (31 bytes)");
   // Four-byte characters, cut at each byte of the second one.
-  const std::string smiles = kSmile + kSmile + kSmile;
+  std::string smiles;
+  for (int i = 0; i < 10; ++i) smiles += kSmile;  // 40 bytes
+  const size_t smile_suffix = std::string("... (40 bytes)").size();
   for (size_t limit = 4; limit < 8; ++limit) {
     SCOPED_TRACE("limit " + std::to_string(limit));
-    const std::string out = Bounded(smiles, limit);
-    EXPECT_EQ(out, kSmile + "... (12 bytes)");
+    const std::string out = Bounded(smiles, smile_suffix + limit);
+    EXPECT_EQ(out, kSmile + "... (40 bytes)");
     EXPECT_EQ(InvalidUtf8Offset(out), npos);
   }
   EXPECT_EQ(Bounded(kE + "x", 1), "... (3 bytes)");
 }
+
 
 TEST_F(UserTextTest, BoundedReplacesControlCharactersWithQuestionMarks) {
   EXPECT_EQ(Bounded("line1\nline2\r\n"), "line1?line2??");
   EXPECT_EQ(Bounded("tab\there"), "tab?here");
   EXPECT_EQ(Bounded("\x1b[31mred\x1b[0m"), "?[31mred?[0m");
   EXPECT_EQ(Bounded(std::string("nul\0del\x7f", 8)), "nul?del?");
-  // Replacement keeps the length, so the cut falls where it would have.
-  EXPECT_EQ(Bounded("a\nb\nc\nd", 4), "a?b?... (7 bytes)");
+  // Replacement keeps the length, so the cut falls where it would have: 4 bytes beside "... (20 bytes)".
+  EXPECT_EQ(Bounded("a\nb\nc\nd\ne\nf\ng\nh\ni\nj\n", 18), "a?b?... (20 bytes)");
 }
 
 // The header promises that control characters become '?', newlines included. U+0080..U+009F are
@@ -201,7 +212,7 @@ TEST_F(UserTextTest, QuotedPutsBoundedTextInSingleQuotes) {
   EXPECT_EQ(Quoted("probes.jsonl"), "'probes.jsonl'");
   EXPECT_EQ(Quoted(""), "''");
   EXPECT_EQ(Quoted("a\nb\xff"), "'a?b?'");
-  EXPECT_EQ(Quoted("abcdef", 2), "'ab... (6 bytes)'");
+  EXPECT_EQ(Quoted("abcdefghijklmnopq", 16), "'ab... (17 bytes)'");
   const std::string long_path(10000, 'p');
   const std::string quoted = Quoted(long_path);
   EXPECT_EQ(quoted, "'" + Bounded(long_path) + "'");

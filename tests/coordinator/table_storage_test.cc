@@ -65,6 +65,7 @@ class InterleavingStore : public Store {
     if (after_list_range) std::exchange(after_list_range, nullptr)();
     return range;
   }
+  Status ListTrimFront(const std::string& key, size_t count) override { return inner_->ListTrimFront(key, count); }
   StatusOr<std::vector<std::string>> Keys(const std::string& prefix) override { return inner_->Keys(prefix); }
   Status Ping() override { return inner_->Ping(); }
 
