@@ -4,41 +4,15 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/user_text.h"
+
 namespace dtm {
 namespace {
 
-constexpr size_t kQuotedIdBytes = 100;
-
-// The length of the valid UTF-8 sequence starting at text[i], or 0 when none starts there.
-size_t Utf8SequenceLength(std::string_view text, size_t i) {
-  const auto byte = [&](size_t k) { return static_cast<unsigned char>(text[k]); };
-  const unsigned char lead = byte(i);
-  size_t length = 0;
-  uint32_t min = 0;
-  if (lead < 0x80) return 1;
-  if (lead >= 0xC2 && lead <= 0xDF) {
-    length = 2, min = 0x80;
-  } else if (lead >= 0xE0 && lead <= 0xEF) {
-    length = 3, min = 0x800;
-  } else if (lead >= 0xF0 && lead <= 0xF4) {
-    length = 4, min = 0x10000;
-  } else {
-    return 0;
-  }
-  if (i + length > text.size()) return 0;
-  uint32_t code = lead & (0x7F >> length);
-  for (size_t k = 1; k < length; ++k) {
-    if ((byte(i + k) & 0xC0) != 0x80) return 0;
-    code = (code << 6) | (byte(i + k) & 0x3F);
-  }
-  // Overlong forms, UTF-16 surrogates and code points past U+10FFFF are not valid UTF-8.
-  if (code < min || (code >= 0xD800 && code <= 0xDFFF) || code > 0x10FFFF) return 0;
-  return length;
-}
 
 // "probe 3 (id 'a')": a row by its 1-based position in the set and its id.
 std::string RowName(const char* kind, size_t index, const std::string& id) {
-  return std::string(kind) + " " + std::to_string(index + 1) + " (id " + QuotedId(id) + ")";
+  return std::string(kind) + " " + std::to_string(index + 1) + " (id " + Quoted(id) + ")";
 }
 
 // Ids must be non-empty and unique; `first_row` maps each id seen to its row.
@@ -73,26 +47,6 @@ Status CheckTokenIds(const std::vector<int32_t>& tokens, int64_t vocab_size, con
 }
 
 }  // namespace
-
-std::string QuotedId(std::string_view id) {
-  std::string out = "'";
-  size_t i = 0;
-  while (i < id.size()) {
-    const size_t length = Utf8SequenceLength(id, i);
-    if (out.size() - 1 + std::max<size_t>(length, 1) > kQuotedIdBytes) break;
-    const unsigned char c = static_cast<unsigned char>(id[i]);
-    if (length == 0 || c < 0x20 || c == 0x7F) {
-      out += '?';  // one line, and valid UTF-8 wherever the message goes (gRPC status, protobuf string)
-      i += 1;
-    } else {
-      out.append(id.substr(i, length));
-      i += length;
-    }
-  }
-  out += "'";
-  if (i < id.size()) out += "... (" + std::to_string(id.size()) + " bytes)";
-  return out;
-}
 
 Status CheckProbeSet(const ProbeSet& set, const std::string& where, int64_t vocab_size) {
   if (set.probes.empty()) return InvalidArgumentError(where + ": holds no probes");

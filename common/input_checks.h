@@ -44,8 +44,4 @@ Status CheckBaseline(const Baseline& baseline, const std::string& where, int64_t
 // prefix length n. An empty set passes.
 Status CheckEqualProbeLengths(const ProbeSet& set, const std::string& where);
 
-// An id as an error message may quote it: in single quotes, cut at a character boundary after
-// about 100 bytes (then followed by "... (N bytes)"), control characters and invalid UTF-8 as '?'.
-std::string QuotedId(std::string_view id);
-
 }  // namespace dtm

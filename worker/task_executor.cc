@@ -19,6 +19,7 @@
 #include "common/components.h"
 #include "common/compression_config.h"
 #include "common/input_checks.h"
+#include "common/user_text.h"
 #include "worker/engine/baseline.h"
 #include "worker/engine/calibration.h"
 #include "worker/engine/checkpoint.h"
@@ -83,7 +84,7 @@ Status CheckRows(const dtm::v1::Task& task, int64_t expected_length) {
   }
   for (int i = 0; i < task.rows_size(); ++i) {
     const dtm::v1::BaselineRow& row = task.rows(i);
-    const std::string row_where = where + " row " + std::to_string(i) + " (probe " + QuotedId(row.probe_id()) + ")";
+    const std::string row_where = where + " row " + std::to_string(i) + " (probe " + Quoted(row.probe_id()) + ")";
     if (row.probe_id().empty()) return InvalidArgumentError(where + " row " + std::to_string(i) + " has no probe_id");
     if (shard_set && row.probe_index() != shard.begin() + static_cast<uint32_t>(i)) {
       return InvalidArgumentError(row_where + ": probe_index " + std::to_string(row.probe_index()) + ", expected " +
@@ -207,7 +208,7 @@ class EngineExecutor final : public TaskExecutor {
     ProbeSet probes;
     for (const dtm::v1::BaselineRow& row : task.rows()) {
       ASSIGN_OR_RETURN(std::vector<int32_t> tokens,
-                       ToTokens(row.tokens(), TaskName(task) + " probe " + QuotedId(row.probe_id())));
+                       ToTokens(row.tokens(), TaskName(task) + " probe " + Quoted(row.probe_id())));
       probes.probes.push_back({row.probe_id(), std::move(tokens)});
     }
     GenerateOptions options;
@@ -247,7 +248,7 @@ class EngineExecutor final : public TaskExecutor {
     uint64_t tokens = 0;
     for (const dtm::v1::BaselineRow& row : task.rows()) {
       ASSIGN_OR_RETURN(std::vector<int32_t> ids,
-                       ToTokens(row.tokens(), TaskName(task) + " probe " + QuotedId(row.probe_id())));
+                       ToTokens(row.tokens(), TaskName(task) + " probe " + Quoted(row.probe_id())));
       tokens += ids.size();
       baseline.rows.push_back({row.probe_id(), static_cast<int64_t>(key.prefix_len()), std::move(ids)});
     }

@@ -118,17 +118,6 @@ TEST(InputChecksTest, EqualProbeLengthsNamesTheFirstProbeThatDiffers) {
   EXPECT_NE(m.find("probe 3 (id 'z') has 1 tokens and probe 1 has 2"), std::string::npos) << m;
 }
 
-TEST(InputChecksTest, QuotesAnIdBoundedAndOnOneLine) {
-  EXPECT_EQ(QuotedId("brown.txt:12"), "'brown.txt:12'");
-  EXPECT_EQ(QuotedId("a\nb\tc\x7f"), "'a?b?c?'");
-  EXPECT_EQ(QuotedId("caf\xc3\xa9"), "'caf\xc3\xa9'");
-  EXPECT_EQ(QuotedId("bad\xc3(\xff"), "'bad?(?'");
-  const std::string quoted = QuotedId(std::string(5000, 'x'));
-  EXPECT_EQ(quoted, "'" + std::string(100, 'x') + "'... (5000 bytes)");
-  // A multi-byte character is never cut in half: 99 ASCII bytes leave no room for a 2-byte one.
-  EXPECT_EQ(QuotedId(std::string(99, 'x') + "\xc3\xa9"), "'" + std::string(99, 'x') + "'... (101 bytes)");
-}
-
 TEST(InputChecksTest, AnErrorNeverQuotesMoreThanABoundedId) {
   const std::string long_id(100000, 'q');
   const std::string m = ErrorOf(CheckProbeSet(Probes({{long_id, {1}}, {long_id, {1}}}), kWhere, kVocab));

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "common/input_checks.h"
+#include "common/user_text.h"
 #include "worker/engine/engine_error.h"
 #include "worker/engine/llama_model.h"
 
@@ -63,7 +64,7 @@ Status ValidateProbeSetForModel(const ProbeSet& probes, const LlamaConfig& confi
   for (size_t i = 0; i < probes.probes.size(); ++i) {
     const Probe& p = probes.probes[i];
     RETURN_IF_ERROR(CheckContext(static_cast<int64_t>(p.tokens.size()) + completion_len, config.max_position_embeddings,
-                                 source + ": probe " + std::to_string(i + 1) + " (id " + QuotedId(p.id) + ")",
+                                 source + ": probe " + std::to_string(i + 1) + " (id " + Quoted(p.id) + ")",
                                  completion_len > 0 ? "prefix + completion" : "the sequence"));
   }
   return OkStatus();
