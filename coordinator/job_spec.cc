@@ -1,6 +1,7 @@
 #include "coordinator/job_spec.h"
 
 #include <fnmatch.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <cerrno>
@@ -10,6 +11,7 @@
 #include <limits>
 #include <map>
 #include <set>
+#include <sstream>
 #include <system_error>
 #include <unordered_set>
 #include <utility>
@@ -40,6 +42,22 @@ constexpr int64_t kMaxCount = std::numeric_limits<int32_t>::max();
 const std::vector<std::string> kTopLevelFields = {"name",       "kind",       "model",      "dtype",
                                                   "probes",     "num_probes", "prefix",     "completion",
                                                   "shard_size", "priority",   "noise_floor"};
+
+// Where each document of a YAML stream starts; nothing else of the stream is kept.
+class DocumentStarts : public YAML::EventHandler {
+ public:
+  void OnDocumentStart(const YAML::Mark& mark) override { marks.push_back(mark); }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+
+  std::vector<YAML::Mark> marks;
+};
 
 // A mapping's value with the key as the user wrote it, so that errors can point at the line.
 struct Entry {
@@ -450,20 +468,26 @@ dtm::v1::Dtype DtypeToProto(std::string_view dtype) {
 StatusOr<JobSpec> ParseJobSpec(const std::string& yaml_text) {
   // yaml-cpp reports everything by exception; none may escape to a gRPC handler.
   try {
-    const std::vector<YAML::Node> docs = YAML::LoadAll(yaml_text);
-    if (docs.empty() || docs[0].IsNull()) {
+    // The documents are counted with the event parser, not YAML::LoadAll: on some input (a lone
+    // ",") yaml-cpp 0.7's LoadAll never returns and allocates without bound (yaml-cpp issue #1040,
+    // found by fuzz/job_spec_fuzzer), and a submission must not be able to do that to the
+    // coordinator. Two documents are enough to refuse the spec.
+    std::istringstream stream(yaml_text);
+    YAML::Parser parser(stream);
+    DocumentStarts starts;
+    for (int i = 0; i < 2 && starts.marks.size() < 2 && parser.HandleNextDocument(starts); ++i) {
+    }
+    if (starts.marks.size() > 1) {
+      return InvalidArgumentError("job spec: holds more than one YAML document (the second on line " +
+                                  std::to_string(starts.marks[1].line + 1) + "); expected one");
+    }
+    const YAML::Node doc = YAML::Load(yaml_text);
+    if (!doc.IsDefined() || doc.IsNull()) {
       return InvalidArgumentError("job spec: empty; expected a mapping with at least kind, model and probes");
     }
-    if (docs.size() > 1) {
-      return InvalidArgumentError("job spec: holds " + std::to_string(docs.size()) +
-                                  " YAML documents (the second on line " +
-                                  std::to_string(docs[1].Mark().line + 1) + "); expected one");
-    }
-    if (!docs[0].IsMap()) {
-      return FieldError("top level", docs[0], "must be a mapping of fields, got " + Describe(docs[0]));
-    }
+    if (!doc.IsMap()) return FieldError("top level", doc, "must be a mapping of fields, got " + Describe(doc));
     JobSpec spec;
-    RETURN_IF_ERROR(ParseTopLevel(docs[0], &spec));
+    RETURN_IF_ERROR(ParseTopLevel(doc, &spec));
     return spec;
   } catch (const YAML::Exception& e) {
     if (e.mark.is_null()) return InvalidArgumentError("job spec: malformed YAML: " + e.msg);
