@@ -147,7 +147,7 @@ StatusOr<v1::Job> ClientApi::Submit(const std::string& spec_yaml, const std::str
   job.set_client_request_id(client_request_id);
   job.set_state(v1::JOB_STATE_PENDING);
   job.set_spec_yaml(spec_yaml);
-  *job.mutable_create_time() = google::protobuf::util::TimeUtil::GetCurrentTime();
+  *job.mutable_create_time() = WallClockNow();
   v1::JobSummary& summary = *job.mutable_summary();
   summary.set_kind(ToProto(spec.kind));
   summary.set_model_path(spec.model);
@@ -242,7 +242,7 @@ StatusOr<v1::Job> ClientApi::Cancel(const std::string& job_id, const std::string
     if (!IsFinal(run->job.state())) {
       state_->EndJob(
           *run, v1::JOB_STATE_CANCELLED,
-          CancelledError(reason.empty() ? "cancelled by the user" : "cancelled: " + Bounded(reason, 500)));
+          CancelledError(reason.empty() ? "cancelled by the user" : Bounded(reason, 500)));
     }
   }
   // Answered once stored, so that a coordinator that restarts does not resume a job it said it cancelled.
@@ -321,10 +321,15 @@ StatusOr<v1::PurgeWorkerResultsResponse> ClientApi::PurgeWorkerResults(const std
   if (worker_id.empty() || worker_id.size() > kMaxWorkerIdBytes) {
     return InvalidArgumentError("worker_id must be 1 to " + std::to_string(kMaxWorkerIdBytes) + " bytes");
   }
-  ASSIGN_OR_RETURN(uint32_t deleted, state_->storage().PurgeWorker(worker_id));
-  spdlog::warn("worker {}: {} cached results it computed were purged", Bounded(worker_id), deleted);
+  ASSIGN_OR_RETURN(std::vector<std::string> deleted, state_->storage().PurgeWorker(worker_id));
+  {
+    // Planning takes a task the table remembers as done for cached: not any more.
+    std::lock_guard<std::mutex> lock(state_->mu);
+    state_->tasks.ForgetDone(deleted);
+  }
+  spdlog::warn("worker {}: {} cached results it computed were purged", Bounded(worker_id), deleted.size());
   v1::PurgeWorkerResultsResponse response;
-  response.set_results_deleted(deleted);
+  response.set_results_deleted(static_cast<uint32_t>(deleted.size()));
   return response;
 }
 

@@ -63,7 +63,7 @@ void CoordinatorState::EndJob(JobRun& run, v1::JobState state, const Status& err
   run.outstanding.clear();
   run.phase = JobPhase::kEnded;
   run.job.set_state(state);
-  *run.job.mutable_end_time() = google::protobuf::util::TimeUtil::GetCurrentTime();
+  *run.job.mutable_end_time() = WallClockNow();
   v1::JobProgress& progress = *run.job.mutable_progress();
   progress.set_state(state);
   progress.clear_eta_seconds();

@@ -208,7 +208,7 @@ Status JobPlanner::Resolve(JobRun& run, bool* resolved) {
     run.pool = PoolName(model.fingerprint, dtype);
     if (run.job.state() == v1::JOB_STATE_PENDING) {
       run.job.set_state(v1::JOB_STATE_RUNNING);
-      *run.job.mutable_start_time() = google::protobuf::util::TimeUtil::GetCurrentTime();
+      *run.job.mutable_start_time() = WallClockNow();
     }
     run.job.mutable_progress()->set_message("baseline");
     spdlog::info("job {}: running on model {} ({}), {} probes in {} shards, {} layers", job_id,

@@ -7,6 +7,12 @@
 
 namespace dtm {
 
+google::protobuf::Timestamp WallClockNow() {
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+      std::chrono::system_clock::now().time_since_epoch());
+  return google::protobuf::util::TimeUtil::NanosecondsToTimestamp(ns.count());
+}
+
 bool IsFinal(v1::JobState state) {
   return state == v1::JOB_STATE_SUCCEEDED || state == v1::JOB_STATE_FAILED ||
          state == v1::JOB_STATE_CANCELLED;
@@ -38,7 +44,7 @@ void RefreshProgress(JobRun& run, JobRun::TimePoint now) {
   v1::JobProgress& progress = *run.job.mutable_progress();
   progress.set_job_id(run.job.job_id());
   progress.set_state(run.job.state());
-  *progress.mutable_update_time() = google::protobuf::util::TimeUtil::GetCurrentTime();
+  *progress.mutable_update_time() = WallClockNow();
   const double elapsed = std::chrono::duration<double>(now - run.started).count();
   if (elapsed > 0 && run.probes_computed_here > 0) {
     progress.set_probes_per_second(run.probes_computed_here / elapsed);

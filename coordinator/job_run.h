@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include <google/protobuf/timestamp.pb.h>
+
 #include "coordinator/job_driver.h"
 #include "coordinator/job_spec.h"
 #include "coordinator/task_table.h"
@@ -65,6 +67,10 @@ struct JobRun {
   std::map<std::string, dtm::v1::Metrics> evaluated;
   std::map<std::string, uint32_t> cached_shards;  // per config: shards found in the cache when planned
 };
+
+// Now, to the nanosecond. (Debian's protobuf TimeUtil::GetCurrentTime has whole seconds only: jobs
+// created within one second would list in id order, and lease expiries would be off by up to 1 s.)
+google::protobuf::Timestamp WallClockNow();
 
 bool IsFinal(dtm::v1::JobState state);
 // "pending", "running", ...: the `state` label of dtm_jobs and the word in logs.

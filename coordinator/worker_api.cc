@@ -98,8 +98,7 @@ StatusOr<v1::LeaseTasksResponse> WorkerApi::LeaseTasks(const v1::LeaseTasksReque
   }
   // The rows are copied into the reply here, without the lock.
   const auto now = state_->clock().Now();
-  const int64_t now_unix_ms = google::protobuf::util::TimeUtil::TimestampToMilliseconds(
-      google::protobuf::util::TimeUtil::GetCurrentTime());
+  const int64_t now_unix_ms = google::protobuf::util::TimeUtil::TimestampToMilliseconds(WallClockNow());
   for (const auto& [grant, entry] : granted) {
     const int64_t expire_ms =
         now_unix_ms + std::chrono::duration_cast<std::chrono::milliseconds>(grant.expires_at - now).count();

@@ -7,6 +7,12 @@ dtm_add_test(aggregate_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/aggregate_te
 # The scheduler driven by fake workers on a fake clock and an in-memory store: no gRPC, no thread.
 dtm_add_test(scheduler_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/scheduler_test.cc LABELS fast
   LIBS dtm_coordinator_service dtm_common GTest::gmock)
+# The two APIs' promises on the same fixture (scheduler_fixture.h): limits, idempotency, pages, store
+# outages, purging; registration, failure causes, leases of other workers, late reports.
+dtm_add_test(client_api_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/client_api_test.cc LABELS fast
+  LIBS dtm_coordinator_service dtm_common GTest::gmock)
+dtm_add_test(worker_api_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/worker_api_test.cc LABELS fast
+  LIBS dtm_coordinator_service dtm_common GTest::gmock)
 # The quantization tree search's driver against exhaustive rankings of made-up metrics.
 dtm_add_test(quant_search_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/quant_search_test.cc LABELS fast
   LIBS dtm_coordinator_service GTest::gmock)
