@@ -112,7 +112,7 @@ grpc::Status WithRetries(const std::string& command, const ConnectionOptions& co
                        (also_on_deadline && status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED);
     if (!again || attempt == attempts) break;
     *console.err << "dtmctl " << command << ": coordinator at " << connection.coordinator << ": "
-                 << StatusCodeName(static_cast<StatusCode>(status.error_code())) << " ("
+                 << StatusCodeName(FromGrpcStatus(status).code()) << " ("
                  << status.error_message() << "), retrying" << std::endl;
     Backoff(connection.retry, attempt);
   }

@@ -270,11 +270,13 @@ def load_stubs():
         subprocess.run([os.path.join(SOURCE_DIR, "proto", "gen_python.sh"), out], check=True)
         sys.path.insert(0, out)
         import grpc  # noqa: F401  (Debian's python3-grpcio)
-        from dtm.v1 import common_pb2, dtm_service_pb2, dtm_service_pb2_grpc, job_pb2, worker_service_pb2
+        from dtm.v1 import (common_pb2, dtm_service_pb2, dtm_service_pb2_grpc, job_pb2, worker_service_pb2,
+                            worker_service_pb2_grpc)
         from grpc_health.v1 import health_pb2, health_pb2_grpc
         _STUBS = types.SimpleNamespace(grpc=grpc, common_pb2=common_pb2, dtm_service_pb2=dtm_service_pb2,
                                        dtm_service_pb2_grpc=dtm_service_pb2_grpc, job_pb2=job_pb2,
-                                       worker_service_pb2=worker_service_pb2, health_pb2=health_pb2,
+                                       worker_service_pb2=worker_service_pb2,
+                                       worker_service_pb2_grpc=worker_service_pb2_grpc, health_pb2=health_pb2,
                                        health_pb2_grpc=health_pb2_grpc, dir=out)
         if not KEEP_TMP:
             import atexit
@@ -350,7 +352,8 @@ class ClusterTestCase(unittest.TestCase):
 
 class Cluster:
     def __init__(self, num_workers=2, lease_timeout_ms=3000, heartbeat_ms=500, worker_threads=1,
-                 coordinator_log_level="debug", model=None):
+                 coordinator_log_level="debug", model=None, data_root="/", coordinator_args=(), worker_args=(),
+                 token=None):
         require_env()
         self.num_workers = num_workers
         self.lease_timeout_ms = lease_timeout_ms
@@ -360,7 +363,21 @@ class Cluster:
         # kill test needs to know what the killed worker held.
         self.coordinator_log_level = coordinator_log_level
         self.model = model or MODEL
+        # The tests' probe files live in temporary folders of their own: the coordinator may read
+        # anywhere unless a test is about --data-root.
+        self.data_root = data_root
+        self.coordinator_args = list(coordinator_args)
+        # Every worker's extra flags: a list, or a dict by worker id.
+        self.worker_args = worker_args
+        # A bearer token both APIs then require: written to a file passed to every daemon and dtmctl.
+        self.token = token
+        self.token_file = None
         self.tmp = tempfile.mkdtemp(prefix="dtm-cluster-")
+        if token:
+            self.token_file = os.path.join(self.tmp, "token")
+            with open(self.token_file, "w") as f:
+                f.write(token + "\n")
+            self.coordinator_args += ["--token-file", self.token_file]
         self.redis = None
         self.redis_port = None
         self.coordinator = None
@@ -457,7 +474,8 @@ class Cluster:
     def coordinator_argv(self, listen):
         return [COORDINATOR_BIN, "--listen", listen, "--redis", f"redis://127.0.0.1:{self.redis_port}",
                 "--metrics-listen", "127.0.0.1:0", "--lease-timeout-ms", str(self.lease_timeout_ms),
-                "--heartbeat-ms", str(self.heartbeat_ms), "--log-level", self.coordinator_log_level]
+                "--heartbeat-ms", str(self.heartbeat_ms), "--log-level", self.coordinator_log_level,
+                "--data-root", self.data_root, *self.coordinator_args]
 
     def start_coordinator(self):
         """Starts it on port 0 the first time, on the same port afterwards (a restart)."""
@@ -499,9 +517,11 @@ class Cluster:
     # workers
 
     def worker_argv(self, worker_id):
+        extra = self.worker_args.get(worker_id, []) if isinstance(self.worker_args, dict) else self.worker_args
+        token = ["--token-file", self.token_file] if self.token_file else []
         return [WORKER_BIN, "--coordinator", self.address, "--model", self.model, "--threads",
                 str(self.worker_threads), "--metrics-listen", "127.0.0.1:0", "--worker-id", worker_id,
-                "--log-level", "info"]
+                "--log-level", "info", *token, *extra]
 
     def start_worker(self, worker_id):
         proc = self.workers.get(worker_id) or Process(f"worker-{worker_id}", [], self.tmp)
@@ -552,7 +572,8 @@ class Cluster:
 
     def dtmctl(self, *args, check=True, timeout=600):
         """dtmctl against this coordinator (--coordinator is added)."""
-        return run_dtmctl(*args, "--coordinator", self.address, check=check, timeout=timeout)
+        token = ["--token-file", self.token_file] if self.token_file else []
+        return run_dtmctl(*args, "--coordinator", self.address, *token, check=check, timeout=timeout)
 
     def stub(self):
         stubs = load_stubs()
@@ -560,9 +581,14 @@ class Cluster:
             self._channel = stubs.grpc.insecure_channel(self.address)
         return stubs.dtm_service_pb2_grpc.DtmServiceStub(self._channel)
 
+    def call_metadata(self):
+        """What every call of this cluster's client carries (the bearer token, when there is one)."""
+        return [("authorization", f"Bearer {self.token}")] if self.token else None
+
     def get_job(self, job_id, timeout=10):
         stubs = load_stubs()
-        return self.stub().GetJob(stubs.dtm_service_pb2.GetJobRequest(job_id=job_id), timeout=timeout)
+        return self.stub().GetJob(stubs.dtm_service_pb2.GetJobRequest(job_id=job_id), timeout=timeout,
+                                  metadata=self.call_metadata())
 
     def wait_job(self, job_id, timeout=600, until=None):
         """Polls GetJob until `until(job)` (default: a terminal state); returns that Job."""

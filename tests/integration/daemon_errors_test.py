@@ -1,5 +1,6 @@
 """Bad input at the daemons' edges, with real processes: an unreachable Redis at the coordinator's
-start, a model folder a worker cannot load, and a job whose model no worker serves. Each must end in
+start, a /metrics address without a host, a model folder a worker cannot load, a worker whose client
+certificate the coordinator does not trust, and a job whose model no worker serves. Each must end in
 one clear message that names what is wrong, and nothing may crash.
 
 Run by CTest (daemon_errors_test) after the tiny_model fixture.
@@ -22,6 +23,49 @@ TIMEOUT_S = 60
 
 def run(argv, timeout=TIMEOUT_S):
     return subprocess.run(**dtm_cluster.child(argv), capture_output=True, text=True, timeout=timeout)
+
+
+# A CA, a server certificate for localhost, and a client certificate of another CA (openssl CLI).
+OPENSSL_CONFIG = """[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = unused
+[ca_ext]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+[server_ext]
+basicConstraints = CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:localhost, IP:127.0.0.1
+[client_ext]
+basicConstraints = CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = clientAuth
+"""
+
+
+def make_certificates(folder):
+    """ca.pem signs server.pem; rogue-ca.pem signs rogue-client.pem. None when openssl is missing."""
+    if shutil.which("openssl") is None:
+        return None
+    cnf = os.path.join(folder, "openssl.cnf")
+    with open(cnf, "w") as f:
+        f.write(OPENSSL_CONFIG)
+    path = lambda name: os.path.join(folder, name)  # noqa: E731
+    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-config", cnf]
+    for ca in ("ca", "rogue-ca"):
+        subprocess.run(["openssl", "req", "-x509", "-new", *key, "-days", "2", "-subj", f"/CN={ca}", "-extensions",
+                        "ca_ext", "-keyout", path(f"{ca}.key"), "-out", path(f"{ca}.pem")], check=True,
+                       capture_output=True)
+    for serial, (leaf, ca, ext) in enumerate((("server", "ca", "server_ext"), ("rogue-client", "rogue-ca", "client_ext")), 2):
+        subprocess.run(["openssl", "req", "-new", *key, "-subj", "/CN=localhost", "-keyout", path(f"{leaf}.key"), "-out",
+                        path(f"{leaf}.csr")], check=True, capture_output=True)
+        subprocess.run(["openssl", "x509", "-req", "-days", "2", "-set_serial", str(serial), "-in", path(f"{leaf}.csr"),
+                        "-CA", path(f"{ca}.pem"), "-CAkey", path(f"{ca}.key"), "-extfile", cnf, "-extensions", ext,
+                        "-out", path(f"{leaf}.pem")], check=True, capture_output=True)
+    return path
 
 
 def critical_lines(text):
@@ -117,12 +161,44 @@ class DaemonErrorsTest(unittest.TestCase):
         os.symlink(os.path.join(dtm_cluster.MODEL, "model.safetensors"), os.path.join(model, "model.safetensors"))
         self.assert_refused(self.worker(model), os.path.join(model, "config.json"), "num_hidden_layers")
 
+    def test_metrics_address_without_a_host_is_refused(self):
+        proc = run([dtm_cluster.COORDINATOR_BIN, "--listen", "127.0.0.1:0", "--redis", "memory",
+                    "--metrics-listen", ":0"])
+        self.assertEqual(proc.returncode, 2, proc.stderr)
+        self.assertIn("names no host", proc.stdout + proc.stderr)
+
+    def test_worker_with_a_certificate_of_another_ca_says_what_to_check(self):
+        path = make_certificates(self.tmp)
+        if path is None:
+            self.skipTest("no openssl")
+        coordinator = dtm_cluster.Process("tls-coordinator", [], self.tmp).start(
+            [dtm_cluster.COORDINATOR_BIN, "--listen", "127.0.0.1:0", "--metrics-listen", "", "--redis", "memory",
+             "--tls-cert", path("server.pem"), "--tls-key", path("server.key"), "--tls-client-ca", path("ca.pem")])
+        worker = None
+        try:
+            m = coordinator.wait_for_log(dtm_cluster.COORDINATOR_READY)
+            worker = dtm_cluster.Process("rogue-worker", [], self.tmp).start(
+                [dtm_cluster.WORKER_BIN, "--coordinator", f"localhost:{m.group(1)}", "--model", dtm_cluster.MODEL,
+                 "--worker-id", "rogue", "--metrics-listen", "", "--health-listen", "", "--tls-ca", path("ca.pem"),
+                 "--tls-cert", path("rogue-client.pem"), "--tls-key", path("rogue-client.key")])
+            # The handshake fails as "Socket closed", as a coordinator that is down would: the worker says what
+            # else to check, naming its certificate.
+            line = worker.wait_for_log(r"registrations failed in a row; if the coordinator is up: .*", timeout=TIMEOUT_S)
+            self.assertIn("--tls-client-ca signed this worker's --tls-cert", line.group(0))
+            self.assertIn(path("rogue-client.pem"), line.group(0))
+            self.assertTrue(worker.alive())
+            self.assertNotIn("worker rogue: registered", coordinator.log_text())
+        finally:
+            for proc in (worker, coordinator):
+                if proc is not None:
+                    proc.kill()
+
     # -- a job on a model that no worker serves
 
     def test_job_on_a_model_no_worker_serves_fails_with_the_reason(self):
         coordinator = dtm_cluster.Process("coordinator", [], self.tmp).start(
             [dtm_cluster.COORDINATOR_BIN, "--listen", "127.0.0.1:0", "--metrics-listen", "", "--redis", "memory",
-             "--model-wait-seconds", "2"])
+             "--model-wait-seconds", "2", "--data-root", self.tmp])
         worker = None
         try:
             m = coordinator.wait_for_log(dtm_cluster.COORDINATOR_READY)

@@ -60,7 +60,8 @@ class PythonClientTest(dtm_cluster.ClusterTestCase):
 
     def submit(self, spec_yaml, request_id=None):
         pb = self.stubs.dtm_service_pb2
-        request = pb.SubmitJobRequest(spec_yaml=spec_yaml, client_request_id=request_id or str(uuid.uuid4()))
+        # spec_yaml is bytes on the wire (UTF-8 text), so that the coordinator can refuse text that is not.
+        request = pb.SubmitJobRequest(spec_yaml=spec_yaml.encode(), client_request_id=request_id or str(uuid.uuid4()))
         return self.dtm.SubmitJob(request, timeout=DEADLINE_S)
 
     def watched_job(self):

@@ -56,7 +56,7 @@ class PythonStubsTest(unittest.TestCase):
 
     def test_submit_job_round_trips(self):
         stub = dtm_service_pb2_grpc.DtmServiceStub(self.channel)
-        request = dtm_service_pb2.SubmitJobRequest(spec_yaml="kind: evaluate\n", client_request_id="py")
+        request = dtm_service_pb2.SubmitJobRequest(spec_yaml=b"kind: evaluate\n", client_request_id="py")
         job = stub.SubmitJob(request, timeout=DEADLINE_S)
         self.assertEqual(job.job_id, "job-py")
         self.assertEqual(job.state, job_pb2.JOB_STATE_PENDING)

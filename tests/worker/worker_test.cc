@@ -79,7 +79,9 @@ class FakeCoordinator final : public dtm::v1::WorkerService::Service {
       status->set_lease_id(id);
       auto it = lease_states.find(id);
       status->set_state(it == lease_states.end() ? dtm::v1::LEASE_STATE_VALID : it->second);
-      if (status->state() == dtm::v1::LEASE_STATE_CANCELLED && !cancel_sent_at.count(id)) cancel_sent_at[id] = heartbeats;
+      const bool drop =
+          status->state() == dtm::v1::LEASE_STATE_CANCELLED || status->state() == dtm::v1::LEASE_STATE_REVOKED;
+      if (drop && !cancel_sent_at.count(id)) cancel_sent_at[id] = heartbeats;
     }
     changed.notify_all();
     return grpc::Status::OK;
@@ -461,6 +463,28 @@ TEST_F(WorkerTest, DropsTheResultOfATaskTheCoordinatorCancelled) {
   EXPECT_TRUE(coordinator_.failures.empty());
   EXPECT_EQ(Tasks("cancelled"), 1);
   EXPECT_EQ(Tasks("completed"), 0);
+}
+
+TEST_F(WorkerTest, DropsTheResultOfATaskWhoseLeaseTheCoordinatorRevoked) {
+  // Completed under another lease, or handed back: as final for this worker as a cancellation.
+  executor_.Hold();
+  coordinator_.queue.push_back(MakeTask("t1", 1));
+  StartWorker();
+  ASSERT_TRUE(executor_.WaitStarted(1));
+  {
+    std::lock_guard<std::mutex> lock(coordinator_.mu);
+    coordinator_.lease_states["lease-t1"] = dtm::v1::LEASE_STATE_REVOKED;
+  }
+  ASSERT_TRUE(coordinator_.WaitUntil([&] {
+    auto it = coordinator_.cancel_sent_at.find("lease-t1");
+    return it != coordinator_.cancel_sent_at.end() && coordinator_.heartbeats > it->second;
+  }));
+  executor_.Release();
+  ASSERT_TRUE(DrainAndJoin().ok());
+  std::lock_guard<std::mutex> lock(coordinator_.mu);
+  EXPECT_EQ(coordinator_.complete_calls.count("t1"), 0u);
+  EXPECT_TRUE(coordinator_.failures.empty());
+  EXPECT_EQ(Tasks("cancelled"), 1);
 }
 
 TEST_F(WorkerTest, ReportsEachFailureWithItsCause) {
