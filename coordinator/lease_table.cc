@@ -1,5 +1,6 @@
 #include "coordinator/lease_table.h"
 
+#include <algorithm>
 #include <utility>
 
 namespace dtm {
@@ -42,6 +43,7 @@ Status LeaseTable::Enqueue(const std::string& task_id, int priority) {
   task.attempt = 1;
   task.lease_id.clear();
   task.unable.clear();
+  with_exclusions_.erase(task_id);
   queue_.emplace(task.priority, task.seq, task_id);
   return OkStatus();
 }
@@ -214,6 +216,7 @@ StatusOr<FailResult> LeaseTable::Fail(const std::string& lease_id, FailCause cau
   // Not the task's fault: it keeps its attempt, and this worker never gets it again. That ends: each
   // worker can be excluded once, and the owner gives up on a task no live worker can run.
   task.unable[lease.worker_id] = why;
+  with_exclusions_.insert(lease.task_id);
   task.unable_since = clock_->Now();
   PushQueue(lease.task_id, task);
   ++stats_.requeued_total;
@@ -250,11 +253,17 @@ void LeaseTable::ForgetWorker(const std::string& worker_id) {
 
 std::vector<ExcludedTask> LeaseTable::QueuedWithExclusions() const {
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<ExcludedTask> out;
-  for (const QueueKey& key : queue_) {
-    const Task& task = tasks_.at(std::get<2>(key));
-    if (!task.unable.empty()) out.push_back({std::get<2>(key), task.unable, task.unable_since});
+  // Only the tasks some worker said it cannot run: the scheduler asks at every tick, and the queue
+  // may hold a stage of 100,000 tasks.
+  std::vector<std::pair<QueueKey, const Task*>> queued;
+  for (const std::string& task_id : with_exclusions_) {
+    auto it = tasks_.find(task_id);
+    if (it == tasks_.end() || it->second.state != TaskState::kQueued) continue;
+    queued.emplace_back(QueueKey(it->second.priority, it->second.seq, task_id), &it->second);
   }
+  std::sort(queued.begin(), queued.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<ExcludedTask> out;
+  for (const auto& [key, task] : queued) out.push_back({std::get<2>(key), task->unable, task->unable_since});
   return out;
 }
 
@@ -282,6 +291,7 @@ void LeaseTable::ForgetFinished(const std::string& task_id) {
   // Its ended leases stay until their retention; a late result under one finds no task and is a
   // duplicate, which the store then decides.
   tasks_.erase(it);
+  with_exclusions_.erase(task_id);
 }
 
 Status LeaseTable::Cancel(const std::string& task_id) {
@@ -390,6 +400,7 @@ void LeaseTable::Forget(TimePoint now) {
     if (it != tasks_.end() && it->second.generation == generation &&
         (it->second.state == TaskState::kDone || it->second.state == TaskState::kFailed ||
          it->second.state == TaskState::kCancelled)) {
+      with_exclusions_.erase(task_id);
       tasks_.erase(it);
     }
     finished_tasks_.pop_front();

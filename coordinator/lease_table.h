@@ -282,6 +282,7 @@ class LeaseTable {
   uint64_t generations_ = 0;                                    // the last generation given; guarded by mu_
   LeaseTableStats stats_;                                       // guarded by mu_
   std::vector<std::string> failed_unreported_;                  // guarded by mu_
+  std::set<std::string> with_exclusions_;  // tasks with a non-empty `unable` (maybe no longer queued); guarded by mu_
   // In the order they ended: (when, lease id) and (when, task id, generation); guarded by mu_.
   std::deque<std::pair<TimePoint, std::string>> ended_leases_;
   std::deque<std::tuple<TimePoint, std::string, uint64_t>> finished_tasks_;
