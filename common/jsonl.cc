@@ -435,6 +435,15 @@ Status WriteTextFile(const std::string& path, std::string_view text) {
   return writer->Close();
 }
 
+bool JsonNestedDeeperThan(const nlohmann::json& value, int levels) {
+  if (!value.is_structured()) return false;
+  if (levels == 0) return true;
+  for (const nlohmann::json& child : value) {
+    if (JsonNestedDeeperThan(child, levels - 1)) return true;
+  }
+  return false;
+}
+
 StatusOr<nlohmann::json> ReadJsonFile(const std::string& path, const ReadLimits& limits) {
   ASSIGN_OR_RETURN(std::string text, ReadTextFile(path, limits));
   try {

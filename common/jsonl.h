@@ -104,6 +104,14 @@ StatusOr<std::string> ReadTextFile(const std::string& path, const ReadLimits& li
 // Replaces the file's content with `text`, gzipped if its name ends in ".gz".
 Status WriteTextFile(const std::string& path, std::string_view text);
 
+// Real JSON files of dtm's formats nest a few levels; a hostile one nests thousands deep, and
+// nlohmann's copies, dumps and destructors recurse once per level: readers that copy or dump what
+// they parsed refuse anything deeper than this first.
+inline constexpr int kMaxJsonNesting = 64;
+
+// Whether `value` nests deeper than `levels` (scalars are level 0); recurses at most `levels` deep.
+bool JsonNestedDeeperThan(const nlohmann::json& value, int levels);
+
 // A whole file holding one JSON value (config.json, an index.json), gunzipped if ".gz".
 StatusOr<nlohmann::json> ReadJsonFile(const std::string& path, const ReadLimits& limits = {});
 

@@ -10,40 +10,14 @@
 #include <string_view>
 #include <vector>
 
+#include "common/user_text.h"
 #include "worker/engine/tokenizer.h"
 
 namespace dtm::fuzz {
 
-// True when `text` is well-formed UTF-8 (no overlong forms, surrogates or values past U+10FFFF).
-inline bool IsValidUtf8(std::string_view text) {
-  for (size_t i = 0; i < text.size();) {
-    const auto b0 = static_cast<uint8_t>(text[i]);
-    size_t length = 0;
-    uint32_t code = 0;
-    uint32_t min_code = 0;
-    if (b0 < 0x80) {
-      ++i;
-      continue;
-    } else if ((b0 & 0xE0) == 0xC0) {
-      length = 2, code = b0 & 0x1F, min_code = 0x80;
-    } else if ((b0 & 0xF0) == 0xE0) {
-      length = 3, code = b0 & 0x0F, min_code = 0x800;
-    } else if ((b0 & 0xF8) == 0xF0) {
-      length = 4, code = b0 & 0x07, min_code = 0x10000;
-    } else {
-      return false;
-    }
-    if (i + length > text.size()) return false;
-    for (size_t k = 1; k < length; ++k) {
-      const auto b = static_cast<uint8_t>(text[i + k]);
-      if ((b & 0xC0) != 0x80) return false;
-      code = (code << 6) | (b & 0x3F);
-    }
-    if (code < min_code || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return false;
-    i += length;
-  }
-  return true;
-}
+// True when `text` is well-formed UTF-8 (no overlong forms, surrogates or values past U+10FFFF):
+// common/user_text's check, which shares no code with the tokenizer's own decoder.
+inline bool IsValidUtf8(std::string_view text) { return InvalidUtf8Offset(text) == std::string_view::npos; }
 
 inline void CheckTokenizer(const Tokenizer& tokenizer, std::string_view extra_text) {
   static const char* const kTexts[] = {

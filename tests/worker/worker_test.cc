@@ -434,17 +434,19 @@ TEST_F(WorkerTest, GivesUpOnAResultAfterTheReportRetryTimeAndGoesOn) {
   EXPECT_EQ(Tasks("completed"), 1);
 }
 
-TEST_F(WorkerTest, DropsTheResultOfATaskTheCoordinatorCancelled) {
+class LeaseEndTest : public WorkerTest, public ::testing::WithParamInterface<dtm::v1::LeaseState> {};
+
+TEST_P(LeaseEndTest, DropsTheResultOfATaskWhoseLeaseTheCoordinatorEnded) {
   executor_.Hold();
   coordinator_.queue.push_back(MakeTask("t1", 1));
   StartWorker();
   ASSERT_TRUE(executor_.WaitStarted(1));
   {
     std::lock_guard<std::mutex> lock(coordinator_.mu);
-    coordinator_.lease_states["lease-t1"] = dtm::v1::LEASE_STATE_CANCELLED;
+    coordinator_.lease_states["lease-t1"] = GetParam();
   }
   // The heartbeat thread handles one reply before it sends the next heartbeat, so a heartbeat after
-  // the one that said CANCELLED means the worker knows.
+  // the one that ended the lease means the worker knows.
   ASSERT_TRUE(coordinator_.WaitUntil([&] {
     auto it = coordinator_.cancel_sent_at.find("lease-t1");
     return it != coordinator_.cancel_sent_at.end() && coordinator_.heartbeats > it->second;
@@ -465,27 +467,10 @@ TEST_F(WorkerTest, DropsTheResultOfATaskTheCoordinatorCancelled) {
   EXPECT_EQ(Tasks("completed"), 0);
 }
 
-TEST_F(WorkerTest, DropsTheResultOfATaskWhoseLeaseTheCoordinatorRevoked) {
-  // Completed under another lease, or handed back: as final for this worker as a cancellation.
-  executor_.Hold();
-  coordinator_.queue.push_back(MakeTask("t1", 1));
-  StartWorker();
-  ASSERT_TRUE(executor_.WaitStarted(1));
-  {
-    std::lock_guard<std::mutex> lock(coordinator_.mu);
-    coordinator_.lease_states["lease-t1"] = dtm::v1::LEASE_STATE_REVOKED;
-  }
-  ASSERT_TRUE(coordinator_.WaitUntil([&] {
-    auto it = coordinator_.cancel_sent_at.find("lease-t1");
-    return it != coordinator_.cancel_sent_at.end() && coordinator_.heartbeats > it->second;
-  }));
-  executor_.Release();
-  ASSERT_TRUE(DrainAndJoin().ok());
-  std::lock_guard<std::mutex> lock(coordinator_.mu);
-  EXPECT_EQ(coordinator_.complete_calls.count("t1"), 0u);
-  EXPECT_TRUE(coordinator_.failures.empty());
-  EXPECT_EQ(Tasks("cancelled"), 1);
-}
+// CANCELLED: no job needs the task; REVOKED: it was completed under another lease, or handed back.
+INSTANTIATE_TEST_SUITE_P(CancelledOrRevoked, LeaseEndTest,
+                         ::testing::Values(dtm::v1::LEASE_STATE_CANCELLED, dtm::v1::LEASE_STATE_REVOKED),
+                         [](const auto& info) { return dtm::v1::LeaseState_Name(info.param); });
 
 TEST_F(WorkerTest, ReportsEachFailureWithItsCause) {
   executor_.FailWith("bad", InvalidArgumentError("config names model.layers.99.mlp.up_proj"));

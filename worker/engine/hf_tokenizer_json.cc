@@ -7,25 +7,12 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "common/jsonl.h"
+
 namespace dtm {
 namespace {
 
 using json = nlohmann::json;
-
-// Real files nest a few levels (a Sequence of normalizers holding a Replace with its pattern); anything
-// far deeper is refused right after parsing, before a value is copied, since copies recurse once per
-// level and would overflow the stack on a hostile file.
-constexpr int kMaxJsonDepth = 64;
-
-// Whether `value` nests deeper than `levels` (scalars are level 0); recurses at most `levels` deep.
-bool NestedDeeperThan(const json& value, int levels) {
-  if (!value.is_structured()) return false;
-  if (levels == 0) return true;
-  for (const json& child : value) {
-    if (NestedDeeperThan(child, levels - 1)) return true;
-  }
-  return false;
-}
 
 // Normalizers of tokenizer.json that Llama-family files use; anything else is refused by name.
 Status ParseNormalizer(const json& node, const std::string& source,
@@ -241,8 +228,8 @@ StatusOr<HfTokenizerJson> ParseHfTokenizerJson(std::string_view json_text, std::
     const json root = json::parse(json_text.begin(), json_text.end());
     const json config =
         config_json.empty() ? json::object() : json::parse(config_json.begin(), config_json.end());
-    if (NestedDeeperThan(root, kMaxJsonDepth) || NestedDeeperThan(config, kMaxJsonDepth)) {
-      return InvalidArgumentError(source + ": nests deeper than " + std::to_string(kMaxJsonDepth) +
+    if (JsonNestedDeeperThan(root, kMaxJsonNesting) || JsonNestedDeeperThan(config, kMaxJsonNesting)) {
+      return InvalidArgumentError(source + ": nests deeper than " + std::to_string(kMaxJsonNesting) +
                                   " levels");
     }
     if (!root.is_object() || !root.contains("model")) {

@@ -16,21 +16,6 @@ std::string OneLine(std::string text) {
   return text;
 }
 
-// Real configs nest a few levels (rope_scaling, quantization_config); anything far deeper is refused
-// before a value is copied or dumped, both of which recurse once per level and would overflow the
-// stack on a hostile file.
-constexpr int kMaxConfigDepth = 64;
-
-// Whether `value` nests deeper than `levels` (scalars are level 0); recurses at most `levels` deep.
-bool NestedDeeperThan(const Json& value, int levels) {
-  if (!value.is_structured()) return false;
-  if (levels == 0) return true;
-  for (const Json& child : value) {
-    if (NestedDeeperThan(child, levels - 1)) return true;
-  }
-  return false;
-}
-
 // A JSON value shown in a message, cut short: config values can be large objects.
 std::string Show(const Json& value) {
   std::string text = value.dump(-1, ' ', false, Json::error_handler_t::replace);
@@ -201,9 +186,9 @@ Json LlamaConfig::ToJson() const {
 
 StatusOr<LlamaConfig> ParseLlamaConfig(const Json& j, const std::string& source) {
   if (!j.is_object()) return InvalidArgumentError(OneLine(source + ": config is not a JSON object"));
-  if (NestedDeeperThan(j, kMaxConfigDepth)) {
+  if (JsonNestedDeeperThan(j, kMaxJsonNesting)) {
     return InvalidArgumentError(
-        OneLine(source + ": config nests deeper than " + std::to_string(kMaxConfigDepth) + " levels"));
+        OneLine(source + ": config nests deeper than " + std::to_string(kMaxJsonNesting) + " levels"));
   }
   FieldReader f(j, source);
   LlamaConfig c;

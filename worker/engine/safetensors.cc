@@ -27,9 +27,9 @@ namespace {
 using OrderedJson = nlohmann::ordered_json;
 
 // A valid header nests three levels (the header object, a tensor's entry, its shape list); values
-// nested deeper than this are refused as they are parsed. The bound is far above three so that a
-// slightly wrong header (a shape [[2]]) still gets the message that names its error.
-constexpr int kMaxHeaderDepth = 64;
+// nested deeper than common/jsonl.h's bound are refused as they are parsed. The bound is far above
+// three so that a slightly wrong header (a shape [[2]]) still gets the message that names its error.
+constexpr int kMaxHeaderDepth = kMaxJsonNesting;
 
 struct DTypeEntry {
   SafetensorsDType dtype;
