@@ -116,26 +116,35 @@ StatusOr<v1::Job> ClientApi::Submit(const std::string& spec_yaml, const std::str
   spec.model = NormalModelPath(spec.model);
   const std::string job_id = JobIdFor(client_request_id);
   {
-    std::lock_guard<std::mutex> lock(state_->mu);
-    if (JobRun* run = state_->FindJob(job_id)) {
-      if (run->job.spec_yaml() != spec_yaml) {
-        return InvalidArgumentError("client_request_id " + Quoted(client_request_id) +
-                                    " was used for another spec (job " + job_id +
-                                    "); use a fresh id per job");
+    // A retry whose first call is still being validated (the client gave up waiting) waits for
+    // that call's outcome instead of failing: it then returns the job, or validates again.
+    std::unique_lock<std::mutex> lock(state_->mu);
+    const auto give_up = std::chrono::steady_clock::now() + kSubmitRetryWait;
+    while (true) {
+      if (JobRun* run = state_->FindJob(job_id)) {
+        if (run->job.spec_yaml() != spec_yaml) {
+          return InvalidArgumentError("client_request_id " + Quoted(client_request_id) +
+                                      " was used for another spec (job " + job_id +
+                                      "); use a fresh id per job");
+        }
+        return run->job;
       }
-      return run->job;
-    }
-    if (!submitting_.insert(job_id).second) {
-      return UnavailableError("a submission with client_request_id " + Quoted(client_request_id) +
-                              " is under way; retry to get its job");
+      if (submitting_.insert(job_id).second) break;
+      if (submitted_.wait_until(lock, give_up) == std::cv_status::timeout) {
+        return UnavailableError("a submission with client_request_id " + Quoted(client_request_id) +
+                                " is still under way; retry to get its job");
+      }
     }
   }
   struct Done {
     ClientApi* api;
     std::string id;
     ~Done() {
-      std::lock_guard<std::mutex> lock(api->state_->mu);
-      api->submitting_.erase(id);
+      {
+        std::lock_guard<std::mutex> lock(api->state_->mu);
+        api->submitting_.erase(id);
+      }
+      api->submitted_.notify_all();
     }
   } done{this, job_id};
 

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <set>
 #include <string>
@@ -21,6 +22,8 @@ namespace dtm {
 
 // A reply page is cut before its encoded size passes this, well within the 16 MiB message limit.
 inline constexpr size_t kMaxReplyPageBytes = 8 << 20;
+// How long Submit waits for an earlier call with the same client_request_id to finish.
+inline constexpr std::chrono::seconds kSubmitRetryWait{10};
 
 class ClientApi {
  public:
@@ -31,8 +34,9 @@ class ClientApi {
   // the coordinator's limits), then creates the job in the store, PENDING, and returns it; the
   // scheduler thread runs it. Idempotent on client_request_id (required): the job id is derived
   // from it, so a retried call returns the job the first call created, and the same id with another
-  // spec is INVALID_ARGUMENT. UNAVAILABLE when the store cannot take the job (nothing was created),
-  // or while another call with the same id is being validated.
+  // spec is INVALID_ARGUMENT. A call made while another with the same id is still being validated
+  // waits for it (up to kSubmitRetryWait) and returns its job. UNAVAILABLE when the store cannot
+  // take the job (nothing was created), or when that wait runs out.
   StatusOr<dtm::v1::Job> Submit(const std::string& spec_yaml, const std::string& client_request_id);
   StatusOr<dtm::v1::Job> GetJob(const std::string& job_id);
   // Newest first, in pages without specs (dtm_service.proto).
@@ -58,6 +62,7 @@ class ClientApi {
   CoordinatorState* const state_;
   const JobFiles* const files_;
   std::set<std::string> submitting_;  // job ids of Submit calls under way; guarded by state_->mu
+  std::condition_variable submitted_;  // notified when one leaves submitting_
 };
 
 }  // namespace dtm

@@ -7,6 +7,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
 #include "tests/coordinator/scheduler_fixture.h"
 
 namespace dtm {
@@ -155,6 +159,52 @@ TEST_F(ClientApiTest, AJobStoredByAnEarlierRunIsWhatARetriedSubmitReturns) {
   EXPECT_EQ(again->job_id(), id);
   EXPECT_EQ(JobCount(*restarted), 1u);
   restarted->Stop();
+}
+
+// An InMemoryStore whose SetIfAbsent (how a job is created) waits until `release` is set, so that a
+// Submit can be held in the middle while a retry arrives.
+class GatedStore : public InMemoryStore {
+ public:
+  std::mutex mu;
+  std::condition_variable cv;
+  bool entered = false;
+  bool release = false;
+  StatusOr<bool> SetIfAbsent(const std::string& key, const std::string& value) override {
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      entered = true;
+      cv.notify_all();
+      cv.wait(lock, [this] { return release; });
+    }
+    return InMemoryStore::SetIfAbsent(key, value);
+  }
+};
+
+TEST_F(ClientApiTest, ARetryWhileTheFirstCallIsUnderWayWaitsForItAndReturnsItsJob) {
+  // The client gave up on its first call (a short deadline) and retried while the coordinator was
+  // still storing the job: the retry is answered with that job, not told to retry again.
+  GatedStore store;
+  std::unique_ptr<Scheduler> s = Make(&store);
+  StatusOr<v1::Job> first = InternalError("not answered");
+  std::thread first_call([&] { first = s->client().Submit(ProbeSpec(), "slow-first"); });
+  {
+    std::unique_lock<std::mutex> lock(store.mu);
+    store.cv.wait(lock, [&] { return store.entered; });
+  }
+  StatusOr<v1::Job> retry = InternalError("not answered");
+  std::thread retry_call([&] { retry = s->client().Submit(ProbeSpec(), "slow-first"); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the retry is waiting by now
+  {
+    std::lock_guard<std::mutex> lock(store.mu);
+    store.release = true;
+  }
+  store.cv.notify_all();
+  first_call.join();
+  retry_call.join();
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  ASSERT_TRUE(retry.ok()) << retry.status().ToString();
+  EXPECT_EQ(retry->job_id(), first->job_id());
+  EXPECT_EQ(JobCount(*s), 1u);
 }
 
 TEST_F(ClientApiTest, ListsJobsNewestFirstInPagesWithoutTheirSpecs) {
