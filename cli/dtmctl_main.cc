@@ -116,7 +116,6 @@ void AddServiceCommands(CLI::App* app, ServiceFlags* f) {
   local->add_option("--device", f->local.device, "cpu, cuda, cuda:N or auto")->capture_default_str();
   local->add_option("--dtype", f->local.dtype, "float32, float16 or bfloat16 (default: the device's)");
   local->add_option("--batch-size", f->local.batch_size, "sequences per forward pass")->capture_default_str();
-  local->add_option("--calibration", f->local.calibration, "probe file of GPTQ calibration sequences");
   local->add_option("--metrics-listen", f->local.metrics_listen, "serve /metrics on HOST:PORT while the job runs");
   local->add_option("--log-level", f->local_log_level, "trace, debug, info, warn or error")->capture_default_str();
 }
@@ -185,8 +184,12 @@ int main(int argc, char** argv) {
   ev->add_option("--model", eval.model_dir, "checkpoint folder")->required();
   ev->add_option("--baseline", eval.baseline, "baseline file")->required();
   ev->add_option("--compress", eval.compress, "COMPONENT=METHOD[,...]; empty: the uncompressed model");
-  ev->add_option("--calibration", eval.calibration, "probe or baseline file of GPTQ calibration sequences (default: the baseline's)");
+  ev->add_option("--calibration", eval.calibration,
+                 "probe or baseline file of GPTQ calibration sequences, or `baseline` to calibrate on the baseline "
+                 "being scored; required for gptq");
   ev->add_option("--calibration-count", eval.calibration_count, "calibration sequences used")->capture_default_str();
+  ev->add_option("--calibration-seq-len", eval.calibration_seq_len, "tokens of each calibration sequence used")
+      ->capture_default_str();
   ev->add_flag("!--no-noise-floor", eval.noise_floor, "skip evaluating the uncompressed model beside the result");
   AddRuntimeFlags(ev, &eval.runtime);
 
@@ -207,6 +210,8 @@ int main(int argc, char** argv) {
   ap->add_option("--out", apply.out_dir, "output checkpoint folder (new or empty)")->required();
   ap->add_option("--calibration", apply.calibration, "probe or baseline file of GPTQ calibration sequences");
   ap->add_option("--calibration-count", apply.calibration_count, "calibration sequences used")->capture_default_str();
+  ap->add_option("--calibration-seq-len", apply.calibration_seq_len, "tokens of each calibration sequence used")
+      ->capture_default_str();
   ap->add_option("--device", apply.runtime.device, "cpu, cuda, cuda:N or auto")->capture_default_str();
   ap->add_option("--dtype", apply.runtime.dtype, "float32, float16 or bfloat16 (default: the stored dtype)");
   ap->add_option("--batch-size", apply.runtime.batch_size, "sequences per forward pass (GPTQ calibration)")->capture_default_str();

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <optional>
 #include <set>
 #include <system_error>
 
@@ -16,6 +17,7 @@
 #include "worker/engine/brown_corpus.h"
 #include "worker/engine/calibration.h"
 #include "worker/engine/checkpoint.h"
+#include "common/calibration_set.h"
 #include "common/compression_config.h"
 #include "common/input_checks.h"
 #include "worker/engine/evaluator.h"
@@ -181,13 +183,22 @@ Status EvalCommand(const EvalOptions& options) {
   // checked whenever it is given, even for a config without gptq: a broken file named on the
   // command line is an error, not something to ignore.
   CompressionConfig config;
-  std::vector<std::vector<int32_t>> calibration_file_sequences;
+  std::optional<CalibrationSequences> calibration_set;
   auto check = [&](const LlamaConfig& model_config) -> Status {
     RETURN_IF_ERROR(ValidateBaselineForModel(baseline, model_config, options.baseline));
     ASSIGN_OR_RETURN(config, ParseCompressionConfig(options.compress, static_cast<int>(model_config.num_hidden_layers)));
-    if (!options.calibration.empty()) {
-      ASSIGN_OR_RETURN(calibration_file_sequences,
-                       ReadCalibrationFile(options.calibration, options.calibration_count, model_config));
+    if (options.calibration == kCalibrateOnBaseline) {
+      // Asked for by name: calibrating on the very sequences that are scored flatters GPTQ.
+      ProbeSet rows;
+      for (const BaselineRow& row : baseline.rows) rows.probes.push_back({row.id, row.tokens});
+      ASSIGN_OR_RETURN(calibration_set, CutCalibrationSet(std::move(rows), options.calibration_count,
+                                                          options.calibration_seq_len, "calibration (the baseline)"));
+    } else if (!options.calibration.empty()) {
+      ASSIGN_OR_RETURN(calibration_set, ReadCalibrationFile(options.calibration, options.calibration_count,
+                                                            options.calibration_seq_len, model_config));
+    } else if (ConfigNeedsCalibration(config)) {
+      return InvalidArgumentError("gptq needs a calibration set: --calibration FILE (a probe or baseline file), or "
+                                  "--calibration baseline to calibrate on the evaluation baseline itself");
     }
     return OkStatus();
   };
@@ -195,14 +206,7 @@ Status EvalCommand(const EvalOptions& options) {
 
   std::unique_ptr<CalibrationHessians> calibration;
   if (ConfigNeedsCalibration(config)) {
-    std::vector<std::vector<int32_t>> sequences = std::move(calibration_file_sequences);
-    if (options.calibration.empty()) {  // by default the baseline's own sequences
-      for (const BaselineRow& row : baseline.rows) {
-        if (static_cast<int64_t>(sequences.size()) >= options.calibration_count) break;
-        sequences.push_back(row.tokens);
-      }
-    }
-    calibration = std::make_unique<CalibrationHessians>(std::move(sequences), options.runtime.batch_size);
+    calibration = std::make_unique<CalibrationHessians>(std::move(*calibration_set), options.runtime.batch_size);
   }
   Evaluator evaluator(loaded.model.get(), calibration.get());
   dtm::EvalOptions eval;
@@ -213,6 +217,7 @@ Status EvalCommand(const EvalOptions& options) {
   ASSIGN_OR_RETURN(EvalResult result, evaluator.Evaluate(baseline, config, eval));
   const double seconds = SecondsSince(t0);
   nlohmann::json out = EvalResultJson(result);
+  if (calibration != nullptr) out["calibration_fingerprint"] = calibration->fingerprint();
   out["config"] = config.Canonical();
   out["probes"] = result.per_probe.size();
   out["completion"] = result.completion_len;
@@ -317,10 +322,10 @@ Status ApplyCommand(const ApplyOptions& options) {
   // Checked whenever given, as eval does, and before the weights load.
   std::unique_ptr<CalibrationHessians> calibration;
   if (!options.calibration.empty()) {
-    ASSIGN_OR_RETURN(std::vector<std::vector<int32_t>> sequences,
-                     ReadCalibrationFile(options.calibration, options.calibration_count, checkpoint->config()));
+    ASSIGN_OR_RETURN(CalibrationSequences set, ReadCalibrationFile(options.calibration, options.calibration_count,
+                                                                   options.calibration_seq_len, checkpoint->config()));
     if (ConfigNeedsCalibration(config)) {
-      calibration = std::make_unique<CalibrationHessians>(std::move(sequences), options.runtime.batch_size);
+      calibration = std::make_unique<CalibrationHessians>(std::move(set), options.runtime.batch_size);
     }
   }
 

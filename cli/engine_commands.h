@@ -58,12 +58,18 @@ struct BaselineOptions {
 };
 Status BaselineCommand(const BaselineOptions& options);
 
+// `--calibration baseline`: GPTQ calibrated on the evaluation baseline's own sequences.
+inline constexpr char kCalibrateOnBaseline[] = "baseline";
+
 struct EvalOptions {
   std::string model_dir;
   std::string baseline;
   std::string compress;      // COMPONENT=METHOD,...; empty: the uncompressed model
-  std::string calibration;   // probe or baseline file for gptq; default: the baseline's sequences
-  int64_t calibration_count = 128;
+  // Probe or baseline file for gptq, or kCalibrateOnBaseline; required for gptq (never a silent
+  // default: calibrating on the scored sequences themselves flatters GPTQ).
+  std::string calibration;
+  int64_t calibration_count = 128;     // a job's calibration.count
+  int64_t calibration_seq_len = 2048;  // a job's calibration.seq_len
   bool noise_floor = true;   // also evaluate the uncompressed model and report it beside the result
   RuntimeOptions runtime;
 };
@@ -94,6 +100,7 @@ struct ApplyOptions {
   std::string out_dir;
   std::string calibration;   // probe or baseline file; needed for gptq
   int64_t calibration_count = 128;
+  int64_t calibration_seq_len = 2048;
   RuntimeOptions runtime;    // dtype empty: the checkpoint's stored dtype
 };
 Status ApplyCommand(const ApplyOptions& options);

@@ -58,7 +58,6 @@ class LocalWorkers {
       engine.dtype = spec.dtype.empty() ? options.dtype : spec.dtype;
       engine.device = options.device;
       engine.batch_size = options.batch_size;
-      engine.calibration_file = options.calibration;
       double load_seconds = 0;
       ASSIGN_OR_RETURN(std::unique_ptr<TaskExecutor> executor, CreateEngineExecutor(engine, &load_seconds));
       WorkerOptions worker_options;

@@ -19,7 +19,6 @@ struct LocalOptions {
   std::string device = "cpu";
   std::string dtype;               // "" = the device's default
   int64_t batch_size = 8;
-  std::string calibration;         // probe file for gptq Hessians
   std::string metrics_listen;      // HOST:PORT for /metrics; "" = none
   int64_t lease_timeout_ms = 60000;
 };

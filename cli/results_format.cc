@@ -205,6 +205,7 @@ std::string FormatResultsTable(const v1::GetResultsResponse& response) {
   right_aligned[0] = false;
   std::string out = AlignColumns(rows, right_aligned);
   if (any_incomplete) out += "* incomplete: shards outstanding, metrics cover the probes so far\n";
+  if (!response.rank_by().empty()) out += "levels ranked by " + response.rank_by() + "\n";
   for (const v1::SearchLevel& level : response.search_levels()) {
     out += "level " + std::to_string(level.level()) + ": " + std::to_string(level.nodes()) + " nodes evaluated, " +
            std::to_string(level.nodes_cached()) + " from the cache\n";
@@ -228,6 +229,7 @@ std::string FormatResultsJson(const v1::GetResultsResponse& response) {
     levels.push_back({{"level", level.level()}, {"nodes", level.nodes()}, {"nodes_cached", level.nodes_cached()}});
   }
   if (!levels.empty()) doc["search_levels"] = std::move(levels);
+  if (!response.rank_by().empty()) doc["rank_by"] = response.rank_by();
   if (response.has_allocation()) doc["allocation"] = AllocationJson(response.allocation());
   if (response.warnings_size() > 0) {
     doc["warnings"] = std::vector<std::string>(response.warnings().begin(), response.warnings().end());

@@ -176,4 +176,9 @@ StatusOr<CompressionConfig> ParseCompressionConfig(std::string_view text, int nu
   return config;
 }
 
+bool ConfigUsesGptq(std::string_view canonical_config) {
+  // "COMPONENT=METHOD" entries joined by commas; gptq's canonical methods are "gptq:BITS[:gG]".
+  return canonical_config.find("=gptq:") != std::string_view::npos;
+}
+
 }  // namespace dtm

@@ -58,4 +58,8 @@ struct CompressionConfig {
 // quotes the offending item.
 StatusOr<CompressionConfig> ParseCompressionConfig(std::string_view text, int num_layers);
 
+// Whether a canonical config (CompressionConfig::ToString) holds a gptq component, so that its
+// results depend on a calibration set. Canonical text only: no spaces, methods as ToString writes them.
+bool ConfigUsesGptq(std::string_view canonical_config);
+
 }  // namespace dtm

@@ -59,6 +59,8 @@ StatusOr<size_t> ParseOffset(const std::string& token) {
 Status ClientApi::Validate(JobSpec* spec) {
   RETURN_IF_ERROR(files_->ResolvePaths(spec));
   ASSIGN_OR_RETURN(ProbeSet probes, files_->LoadProbes(*spec));
+  // Read now so that a bad calibration file is refused at submit, not when the job starts.
+  if (SpecUsesGptq(*spec)) RETURN_IF_ERROR(files_->LoadCalibration(*spec).status());
   const size_t shards = (probes.probes.size() + spec->shard_size - 1) / spec->shard_size;
   const int64_t max_tasks = state_->options().max_stage_tasks;
   if (static_cast<int64_t>(shards) > max_tasks) {

@@ -65,8 +65,9 @@ StatusOr<std::unique_ptr<JobDriver>> CreateJobDriver(const JobSpec& spec, const 
                                     std::to_string(count) + " components the search may quantize (0 = all)");
       }
       const int depth = static_cast<int>(spec.depth == 0 ? count : spec.depth);
+      const RankMetric rank_by = spec.rank_by == "dppl" ? RankMetric::kDppl : RankMetric::kFdt75;
       return std::unique_ptr<JobDriver>(new QuantSearchDriver(std::move(components), spec.search_method,
-                                                              static_cast<int>(spec.beam_width), depth));
+                                                              static_cast<int>(spec.beam_width), depth, rank_by));
     }
     case JobKind::kSparsifyRound:
       return CreateSparsifyRoundDriver(spec, geometry, limits);

@@ -25,7 +25,21 @@ Status JobFiles::ResolvePaths(JobSpec* spec) const {
     }
     spec->previous = *previous;
   }
+  if (!spec->calibration.empty()) {
+    StatusOr<std::string> calibration = root_.Resolve(spec->calibration);
+    if (!calibration.ok()) {
+      return InvalidArgumentError("job spec: calibration.probes: " + calibration.status().message());
+    }
+    spec->calibration = *calibration;
+  }
   return OkStatus();
+}
+
+StatusOr<CalibrationSequences> JobFiles::LoadCalibration(const JobSpec& spec) const {
+  StatusOr<ProbeSet> file = ReadProbeFile(spec.calibration, limits_);
+  if (!file.ok()) return InvalidArgumentError("calibration.probes: " + file.status().message());
+  return CutCalibrationSet(std::move(file).value(), spec.calibration_count, spec.calibration_seq_len,
+                           "calibration: " + spec.calibration);
 }
 
 StatusOr<ProbeSet> JobFiles::LoadProbes(const JobSpec& spec) const {

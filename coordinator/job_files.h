@@ -1,5 +1,5 @@
-// JobFiles: how the coordinator reads the files a job spec names (the probe file, a sparsify
-// round's previous results, a model's config.json). Anyone allowed to submit jobs names these
+// JobFiles: how the coordinator reads the files a job spec names (the probe file, the calibration
+// file, a sparsify round's previous results, a model's config.json). Anyone allowed to submit jobs names these
 // paths, so each is read only if it is a regular file under the data root, at most max_file_bytes of
 // it, and no error quotes its content.
 //
@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 
+#include "common/calibration_set.h"
 #include "common/data_root.h"
 #include "common/jsonl.h"
 #include "common/probe_file.h"
@@ -24,14 +25,18 @@ class JobFiles {
   static StatusOr<JobFiles> Create(const std::string& data_root, uint64_t max_file_bytes,
                                    bool read_model_configs);
 
-  // Replaces spec->probes and spec->previous (when set) by their canonical paths under the data
-  // root. INVALID_ARGUMENT naming the field when one is missing or outside the root.
+  // Replaces spec->probes, spec->calibration and spec->previous (when set) by their canonical paths
+  // under the data root. INVALID_ARGUMENT naming the field when one is missing or outside the root.
   Status ResolvePaths(JobSpec* spec) const;
 
   // The probes of a spec whose paths are resolved: the first num_probes (all when 0), each cut to
   // its first prefix_len tokens. INVALID_ARGUMENT naming the field (probes, num_probes, prefix)
   // and the probe.
   StatusOr<ProbeSet> LoadProbes(const JobSpec& spec) const;
+
+  // The calibration set of a spec whose paths are resolved and that names one (CutCalibrationSet:
+  // INVALID_ARGUMENT naming the file and the row).
+  StatusOr<CalibrationSequences> LoadCalibration(const JobSpec& spec) const;
 
   // The layer count and component sizes from MODEL/config.json, when configs may be read and it
   // lies under the data root; nullopt otherwise.

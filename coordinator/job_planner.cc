@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "coordinator/aggregate.h"
+#include "coordinator/store_keys.h"
 
 namespace dtm {
 namespace {
@@ -125,12 +126,13 @@ Status JobPlanner::Resolve(JobRun& run, bool* resolved) {
   const std::string job_id = run.job.job_id();
   ModelInfo model;
   v1::Dtype dtype;
-  std::string stored_probe_fingerprint;
+  std::string stored_probe_fingerprint, stored_calibration_fingerprint;
   {
     std::lock_guard<std::mutex> lock(state_->mu);
     if (run.phase == JobPhase::kEnded) return OkStatus();
     const v1::JobSummary& summary = run.job.summary();
     stored_probe_fingerprint = summary.probe_set_fingerprint();
+    stored_calibration_fingerprint = summary.calibration_fingerprint();
     if (!summary.model_fingerprint().empty()) {
       // Resolved before a restart: the job keeps the model it started with.
       model = ModelInfo{summary.model_fingerprint(), {static_cast<int>(summary.num_layers()), {}}};
@@ -168,6 +170,26 @@ Status JobPlanner::Resolve(JobRun& run, bool* resolved) {
         "probes: " + run.spec.probes + " changed since the job started (fingerprint " +
         stored_probe_fingerprint.substr(0, 12) + ", now " + probe_fp.substr(0, 12) + ")");
   }
+  std::string calibration_fp;
+  if (SpecUsesGptq(run.spec)) {
+    // Stored before any task names it, so that every worker can fetch it by its fingerprint.
+    ASSIGN_OR_RETURN(CalibrationSequences calibration, files_->LoadCalibration(run.spec));
+    calibration_fp = calibration.fingerprint;
+    if (!stored_calibration_fingerprint.empty() && stored_calibration_fingerprint != calibration_fp) {
+      return FailedPreconditionError("calibration: " + run.spec.calibration +
+                                     " changed since the job started (fingerprint " +
+                                     stored_calibration_fingerprint.substr(0, 12) + ", now " +
+                                     calibration_fp.substr(0, 12) + ")");
+    }
+    v1::CalibrationSet set;
+    set.set_fingerprint(calibration_fp);
+    set.set_seq_len(static_cast<uint32_t>(calibration.seq_len));
+    for (const std::vector<int32_t>& sequence : calibration.sequences) {
+      v1::TokenSequence* out = set.add_sequences();
+      for (int32_t t : sequence) out->add_tokens(static_cast<uint32_t>(t));
+    }
+    RETURN_IF_ERROR(state_->storage().StoreCalibration(set));
+  }
   if (model.geometry.component_params.empty()) {
     // Where no worker reported the sizes (one older than the field), the config's, if it has the same layers.
     std::optional<ModelGeometry> config = files_->ModelConfigGeometry(run.spec.model);
@@ -203,6 +225,7 @@ Status JobPlanner::Resolve(JobRun& run, bool* resolved) {
     summary.set_num_layers(static_cast<uint32_t>(model.geometry.num_layers));
     summary.set_dtype(dtype);
     summary.set_probe_set_fingerprint(probe_fp);
+    summary.set_calibration_fingerprint(calibration_fp);
     summary.set_num_probes(n);
     RestoreResolution(run);
     run.pool = PoolName(model.fingerprint, dtype);
@@ -274,10 +297,8 @@ Status JobPlanner::PlanTasks(JobRun& run, std::vector<PlannedTask> planned, JobP
 Status JobPlanner::PlanBaseline(JobRun& run) {
   std::vector<PlannedTask> planned;
   for (size_t s = 0; s < run.shards.size(); ++s) {
-    v1::CacheKey key = run.base_key;
-    key.mutable_shard()->set_begin(run.shards[s].first);
-    key.mutable_shard()->set_end(run.shards[s].second);
-    planned.push_back({TaskKindForKey::kBaseline, std::move(key), run.probe_rows[s], ""});
+    planned.push_back({TaskKindForKey::kBaseline, ShardKey(run.base_key, "", run.shards[s].first, run.shards[s].second),
+                       run.probe_rows[s], ""});
   }
   return PlanTasks(run, std::move(planned), JobPhase::kBaseline, "baseline");
 }
@@ -285,12 +306,9 @@ Status JobPlanner::PlanBaseline(JobRun& run) {
 Status JobPlanner::LoadBaselineRows(JobRun& run) {
   std::vector<std::shared_ptr<const Rows>> rows;
   for (const auto& [begin, end] : run.shards) {
-    v1::CacheKey key = run.base_key;
-    key.mutable_shard()->set_begin(begin);
-    key.mutable_shard()->set_end(end);
     ASSIGN_OR_RETURN(v1::BaselineShardOutput output,
                      state_->storage().ReadBaseline(
-                         TaskIdFor(TaskKindForKey::kBaseline, key),
+                         TaskIdFor(TaskKindForKey::kBaseline, ShardKey(run.base_key, "", begin, end)),
                          "baseline shard " + std::to_string(begin) + ".." + std::to_string(end)));
     rows.push_back(std::make_shared<Rows>(output.rows().begin(), output.rows().end()));
   }
@@ -314,11 +332,8 @@ Status JobPlanner::StartStage(JobRun& run) {
   planned.reserve(configs.size() * run.shards.size());
   for (const std::string& config : configs) {
     for (size_t s = 0; s < run.shards.size(); ++s) {
-      v1::CacheKey key = run.base_key;
-      key.mutable_config()->set_canonical(config);
-      key.mutable_shard()->set_begin(run.shards[s].first);
-      key.mutable_shard()->set_end(run.shards[s].second);
-      planned.push_back({TaskKindForKey::kEval, std::move(key), run.baseline_rows[s], ""});
+      planned.push_back({TaskKindForKey::kEval, ShardKey(run.base_key, config, run.shards[s].first, run.shards[s].second),
+                         run.baseline_rows[s], ""});
     }
   }
   const size_t count = configs.size();
@@ -349,6 +364,7 @@ v1::GetResultsResponse JobPlanner::ResultsOf(const JobRun& run) const {
   for (v1::SearchLevel& level : run.driver->SearchLevels(run.evaluated, cached)) {
     *response.add_search_levels() = std::move(level);
   }
+  if (run.spec.kind == JobKind::kQuantSearch) response.set_rank_by(run.spec.rank_by);
   if (std::optional<v1::SparsityAllocation> allocation = run.driver->Allocation(run.evaluated)) {
     allocation->set_model_fingerprint(run.base_key.model_fingerprint());
     *response.mutable_allocation() = std::move(*allocation);

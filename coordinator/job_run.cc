@@ -34,6 +34,7 @@ void RestoreResolution(JobRun& run) {
   run.base_key.set_prefix_len(summary.prefix_len());
   run.base_key.set_completion_len(summary.completion_len());
   run.base_key.set_dtype(summary.dtype());
+  run.base_key.set_calibration_fingerprint(summary.calibration_fingerprint());
   run.shards.clear();
   for (uint32_t begin = 0; begin < summary.num_probes(); begin += summary.shard_size()) {
     run.shards.emplace_back(begin, std::min(summary.num_probes(), begin + summary.shard_size()));

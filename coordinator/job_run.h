@@ -40,7 +40,8 @@ struct JobRun {
   dtm::v1::Job job;  // the record as the store holds it (once persisted)
   JobPhase phase = JobPhase::kWaitingForModel;
   std::string pool;                                   // the workers' pool, once resolved
-  dtm::v1::CacheKey base_key;                         // model, probes, n, completion, dtype; once resolved
+  // model, probes, n, completion, dtype and calibration fingerprint, once resolved (ShardKey)
+  dtm::v1::CacheKey base_key;
   std::vector<std::pair<uint32_t, uint32_t>> shards;  // probe ranges [begin, end), once resolved
   std::set<std::string> outstanding;                  // task ids the current stage waits for
   // The results so far of a running job (no per-probe rows), remade by the planner after each stage.

@@ -4,6 +4,7 @@
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -16,6 +17,7 @@
 #include <unordered_set>
 #include <utility>
 
+#include "common/calibration_set.h"
 #include "common/components.h"
 #include "common/compression_config.h"
 #include "common/user_text.h"
@@ -41,7 +43,7 @@ constexpr int64_t kMaxCount = std::numeric_limits<int32_t>::max();
 
 const std::vector<std::string> kTopLevelFields = {"name",       "kind",       "model",      "dtype",
                                                   "probes",     "num_probes", "prefix",     "completion",
-                                                  "shard_size", "priority",   "noise_floor"};
+                                                  "shard_size", "priority",   "noise_floor", "calibration"};
 
 // Where each document of a YAML stream starts; nothing else of the stream is kept.
 class DocumentStarts : public YAML::EventHandler {
@@ -229,7 +231,18 @@ Status ParseProbeSection(const YAML::Node& section, JobSpec* spec) {
 
 Status ParseQuantSearchSection(const YAML::Node& section, JobSpec* spec) {
   ASSIGN_OR_RETURN(Entries entries, ReadMapping(section, "quant-search"));
-  RETURN_IF_ERROR(CheckKnownKeys(entries, "quant-search", {"method", "beam", "depth", "components"}));
+  RETURN_IF_ERROR(CheckKnownKeys(entries, "quant-search", {"method", "beam", "depth", "components", "rank_by"}));
+  if (const Entry* e = Find(entries, "rank_by")) {
+    ASSIGN_OR_RETURN(spec->rank_by, ReadString(e->value, "quant-search.rank_by"));
+    if (spec->rank_by == "ppl") {
+      return FieldError("quant-search.rank_by", e->value,
+                        "ppl needs every node's ground-truth perplexity, which jobs do not compute yet; use "
+                        "fdt75 or dppl (or `dtmctl ppl` on a search's chosen configs)");
+    }
+    if (spec->rank_by != "fdt75" && spec->rank_by != "dppl") {
+      return FieldError("quant-search.rank_by", e->value, "must be fdt75 or dppl, got " + Quoted(spec->rank_by));
+    }
+  }
   if (const Entry* e = Find(entries, "method")) {
     ASSIGN_OR_RETURN(std::string text, ReadNonEmptyString(e->value, "quant-search.method"));
     StatusOr<CompressionMethod> method = ParseCompressionMethod(text);
@@ -295,6 +308,30 @@ Status ParseSparsifyRoundSection(const YAML::Node& section, JobSpec* spec) {
   return OkStatus();
 }
 
+Status ParseCalibrationSection(const YAML::Node& section, JobSpec* spec) {
+  ASSIGN_OR_RETURN(Entries entries, ReadMapping(section, "calibration"));
+  RETURN_IF_ERROR(CheckKnownKeys(entries, "calibration", {"probes", "count", "seq_len"}));
+  const Entry* probes = Find(entries, "probes");
+  if (probes == nullptr) {
+    return FieldError("calibration.probes", section,
+                      "missing; a probe or baseline file whose rows are the calibration sequences");
+  }
+  ASSIGN_OR_RETURN(spec->calibration, ReadNonEmptyString(probes->value, "calibration.probes"));
+  if (const Entry* e = Find(entries, "count")) {
+    ASSIGN_OR_RETURN(spec->calibration_count, ReadInt(e->value, "calibration.count", 1, kMaxCount));
+  }
+  if (const Entry* e = Find(entries, "seq_len")) {
+    ASSIGN_OR_RETURN(spec->calibration_seq_len, ReadInt(e->value, "calibration.seq_len", 1, kMaxCount));
+  }
+  if (spec->calibration_count > kMaxCalibrationTokens / spec->calibration_seq_len) {
+    return FieldError("calibration", section,
+                      std::to_string(spec->calibration_count) + " x " + std::to_string(spec->calibration_seq_len) +
+                          " tokens is more than a calibration set may hold (" +
+                          std::to_string(kMaxCalibrationTokens) + ")");
+  }
+  return OkStatus();
+}
+
 Status ParseTopLevel(const YAML::Node& root, JobSpec* spec) {
   ASSIGN_OR_RETURN(Entries entries, ReadMapping(root, ""));
 
@@ -356,6 +393,7 @@ Status ParseTopLevel(const YAML::Node& root, JobSpec* spec) {
   if (const Entry* e = Find(entries, "noise_floor")) {
     ASSIGN_OR_RETURN(spec->noise_floor, ReadBool(e->value, "noise_floor"));
   }
+  if (const Entry* e = Find(entries, "calibration")) RETURN_IF_ERROR(ParseCalibrationSection(e->value, spec));
 
   // Exactly the kind's own section.
   const std::string own = JobKindName(spec->kind);
@@ -488,12 +526,34 @@ StatusOr<JobSpec> ParseJobSpec(const std::string& yaml_text) {
     if (!doc.IsMap()) return FieldError("top level", doc, "must be a mapping of fields, got " + Describe(doc));
     JobSpec spec;
     RETURN_IF_ERROR(ParseTopLevel(doc, &spec));
+    if (spec.calibration.empty() && SpecUsesGptq(spec)) {
+      // Never a silent default: the calibration set is part of every gptq result (SPEC, gptq).
+      return InvalidArgumentError(
+          "job spec: calibration: missing; gptq needs a calibration set, e.g. `calibration: {probes: "
+          "calib.jsonl, count: 128, seq_len: 2048}` (rows of at least seq_len tokens)");
+    }
     return spec;
   } catch (const YAML::Exception& e) {
     if (e.mark.is_null()) return InvalidArgumentError("job spec: malformed YAML: " + e.msg);
     return InvalidArgumentError("job spec: malformed YAML at line " + std::to_string(e.mark.line + 1) +
                                 ", column " + std::to_string(e.mark.column + 1) + ": " + e.msg);
   }
+}
+
+bool SpecUsesGptq(const JobSpec& spec) {
+  auto is_gptq = [](const std::string& method) { return method.rfind("gptq:", 0) == 0; };
+  switch (spec.kind) {
+    case JobKind::kEvaluate:
+      return std::any_of(spec.configs.begin(), spec.configs.end(),
+                         [](const std::string& config) { return ConfigUsesGptq(config); });
+    case JobKind::kProbe:
+      return std::any_of(spec.methods.begin(), spec.methods.end(), is_gptq);
+    case JobKind::kQuantSearch:
+      return is_gptq(spec.search_method);
+    case JobKind::kSparsifyRound:
+      return false;  // magnitude pruning only
+  }
+  return false;
 }
 
 StatusOr<std::vector<std::string>> ExpandConfigs(const JobSpec& spec, int num_layers) {

@@ -47,11 +47,20 @@ struct JobSpec {
   std::string search_method = "int8-absmax";  // canonical method applied to every component of a node
   int64_t beam_width = 10;
   int64_t depth = 0;  // levels below the uncompressed model; 0 = every selected component
+  std::string rank_by = "fdt75";  // `rank_by`: fdt75 or dppl (SPEC "Quantization tree search")
   // sparsify-round (SPEC "Balanced sparsification round")
   double step = 0;                      // increase of the param-weighted average sparsity, in (0, 1)
   bool uniform_allocation = false;      // `allocation: uniform` (the paper's baseline) vs `balanced`
   std::string previous;                 // the previous round's `dtmctl results --format json`; "" = dense
+  // `calibration:` (SPEC, gptq): required when any method is gptq, else unused.
+  std::string calibration;              // probe or baseline file of calibration sequences; "" = none
+  int64_t calibration_count = 128;      // its first rows used
+  int64_t calibration_seq_len = 2048;   // tokens of each row used
 };
+
+// True when some config the spec may evaluate holds a gptq method (its methods, search method or
+// configs), so that the job needs `calibration:`.
+bool SpecUsesGptq(const JobSpec& spec);
 
 // Parses and validates everything that does not need the model. Errors are INVALID_ARGUMENT and name
 // the field and its YAML line, e.g. "job spec: shard_size (line 7): must be at least 1, got 0".

@@ -5,13 +5,35 @@
 
 namespace dtm {
 
-QuantSearchDriver::QuantSearchDriver(std::vector<std::string> components, std::string method, int beam, int depth)
-    : components_(std::move(components)), method_(std::move(method)), beam_(beam), depth_(depth) {}
+std::string RankMetricName(RankMetric metric) {
+  switch (metric) {
+    case RankMetric::kFdt75: return "fdt75";
+    case RankMetric::kDppl: return "dppl";
+    case RankMetric::kPpl: return "ppl";
+  }
+  return "fdt75";
+}
 
-bool QuantSearchDriver::RanksBefore(const v1::Metrics& a, const std::string& config_a, const v1::Metrics& b,
-                                    const std::string& config_b) {
-  if (a.fdt75() != b.fdt75()) return a.fdt75() > b.fdt75();
-  if (a.fdt_mean() != b.fdt_mean()) return a.fdt_mean() > b.fdt_mean();
+QuantSearchDriver::QuantSearchDriver(std::vector<std::string> components, std::string method, int beam, int depth,
+                                     RankMetric rank_by)
+    : components_(std::move(components)), method_(std::move(method)), beam_(beam), depth_(depth), rank_by_(rank_by) {}
+
+bool QuantSearchDriver::RanksBefore(RankMetric metric, const v1::Metrics& a, const std::string& config_a,
+                                    const v1::Metrics& b, const std::string& config_b) {
+  switch (metric) {
+    case RankMetric::kFdt75:
+      // SPEC: ties by fdt_mean, then by dppl (lower first), then by the canonical config string.
+      if (a.fdt75() != b.fdt75()) return a.fdt75() > b.fdt75();
+      if (a.fdt_mean() != b.fdt_mean()) return a.fdt_mean() > b.fdt_mean();
+      if (a.dppl() != b.dppl()) return a.dppl() < b.dppl();
+      break;
+    case RankMetric::kDppl:
+      if (a.dppl() != b.dppl()) return a.dppl() < b.dppl();
+      break;
+    case RankMetric::kPpl:
+      if (a.ppl() != b.ppl()) return a.ppl() < b.ppl();
+      break;
+  }
   return config_a < config_b;
 }
 
@@ -50,7 +72,7 @@ QuantSearchDriver::Replay QuantSearchDriver::Run(const std::map<std::string, v1:
     replay.children.emplace_back();
     for (const auto& child : children) replay.children.back().push_back(child.first);
     std::sort(children.begin(), children.end(), [&](const auto& a, const auto& b) {
-      return RanksBefore(evaluated.at(a.first), a.first, evaluated.at(b.first), b.first);
+      return RanksBefore(rank_by_, evaluated.at(a.first), a.first, evaluated.at(b.first), b.first);
     });
     const size_t keep = std::min<size_t>(children.size(), static_cast<size_t>(beam_));
     std::vector<Node> beam;

@@ -2,8 +2,7 @@
 //
 // Level 0 is the uncompressed model. Level L expands each of the best `beam` nodes of level L-1 by
 // every selected component it does not hold yet (the same set reached twice is one child), ranks
-// all children by fdt75 (ties: fdt_mean, then the canonical config string) and keeps the best
-// `beam`. The driver is a pure function of the metrics it is given: it replays every level from the
+// all children by the job's ranking metric (RankMetric) and keeps the best `beam`. The driver is a pure function of the metrics it is given: it replays every level from the
 // evaluated configs on each call, so a restarted coordinator (whose stages are all answered from the
 // cache) lands exactly where the interrupted one was.
 #pragma once
@@ -18,11 +17,22 @@
 
 namespace dtm {
 
+// What a search ranks its nodes by (the spec's `rank_by`; the paper's Table 1 compares the three).
+enum class RankMetric {
+  kFdt75,  // higher first; ties: higher fdt_mean, then lower dppl, then the canonical config string
+  kDppl,   // lower first; ties: the canonical config string
+  kPpl,    // lower first (Metrics.ppl); ties: the canonical config string
+};
+
+// "fdt75", "dppl", "ppl".
+std::string RankMetricName(RankMetric metric);
+
 class QuantSearchDriver : public JobDriver {
  public:
   // `components`: the names a node may hold, `method`: the canonical method applied to each,
   // `beam` >= 1, 1 <= `depth` <= components.size().
-  QuantSearchDriver(std::vector<std::string> components, std::string method, int beam, int depth);
+  QuantSearchDriver(std::vector<std::string> components, std::string method, int beam, int depth,
+                    RankMetric rank_by = RankMetric::kFdt75);
 
   StatusOr<std::optional<std::vector<std::string>>> NextStage(
       const std::map<std::string, dtm::v1::Metrics>& evaluated) override;
@@ -41,10 +51,9 @@ class QuantSearchDriver : public JobDriver {
   void FillProgress(const std::map<std::string, dtm::v1::Metrics>& evaluated,
                     dtm::v1::JobProgress* progress) const override;
 
-  // True when (a, config_a) ranks before (b, config_b): higher fdt75, then higher fdt_mean, then the
-  // smaller canonical config string.
-  static bool RanksBefore(const dtm::v1::Metrics& a, const std::string& config_a, const dtm::v1::Metrics& b,
-                          const std::string& config_b);
+  // True when (a, config_a) ranks before (b, config_b) by `metric` (RankMetric says how).
+  static bool RanksBefore(RankMetric metric, const dtm::v1::Metrics& a, const std::string& config_a,
+                          const dtm::v1::Metrics& b, const std::string& config_b);
 
  private:
   using Node = std::set<std::string>;  // component names, kept sorted as the canonical config wants
@@ -62,6 +71,7 @@ class QuantSearchDriver : public JobDriver {
   std::string method_;
   int beam_;
   int depth_;
+  RankMetric rank_by_;
 };
 
 }  // namespace dtm

@@ -101,4 +101,9 @@ grpc::Status WorkerServiceImpl::DrainWorker(grpc::ServerContext*, const v1::Drai
   return Answer(response, [&] { return api_->DrainWorker(*request); });
 }
 
+grpc::Status WorkerServiceImpl::GetCalibrationSet(grpc::ServerContext*, const v1::GetCalibrationSetRequest* request,
+                                                  v1::CalibrationSet* response) {
+  return Answer(response, [&] { return api_->GetCalibrationSet(*request); });
+}
+
 }  // namespace dtm

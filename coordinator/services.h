@@ -44,6 +44,8 @@ class WorkerServiceImpl final : public dtm::v1::WorkerService::Service {
   grpc::Status FailTask(grpc::ServerContext*, const dtm::v1::FailTaskRequest*, dtm::v1::FailTaskResponse*) override;
   grpc::Status DrainWorker(grpc::ServerContext*, const dtm::v1::DrainWorkerRequest*,
                            dtm::v1::DrainWorkerResponse*) override;
+  grpc::Status GetCalibrationSet(grpc::ServerContext*, const dtm::v1::GetCalibrationSetRequest*,
+                                 dtm::v1::CalibrationSet*) override;
 
  private:
   WorkerApi* api_;

@@ -1,5 +1,6 @@
 #include "coordinator/store_keys.h"
 
+#include "common/compression_config.h"
 #include "common/sha256.h"
 
 namespace dtm {
@@ -15,6 +16,9 @@ std::string TaskIdFor(TaskKindForKey kind, const dtm::v1::CacheKey& key) {
   text += "completion=" + std::to_string(key.completion_len()) + "\n";
   text += "dtype=" + dtm::v1::Dtype_Name(key.dtype()) + "\n";
   if (kind == TaskKindForKey::kEval) text += "config=" + key.config().canonical() + "\n";
+  if (kind == TaskKindForKey::kEval && !key.calibration_fingerprint().empty()) {
+    text += "calibration=" + key.calibration_fingerprint() + "\n";
+  }
   text += "shard=" + std::to_string(key.shard().begin()) + ":" + std::to_string(key.shard().end()) + "\n";
   Sha256 hash;
   hash.Update(text);
@@ -26,6 +30,18 @@ std::string ResultStoreKey(const std::string& task_id) { return "dtm:v1:result:"
 std::string JobStoreKey(const std::string& job_id) { return kJobKeyPrefix + job_id; }
 std::string JobResultsStoreKey(const std::string& job_id) { return "dtm:v1:job-results:" + job_id; }
 std::string WorkerResultsStoreKey(const std::string& worker_id) { return "dtm:v1:worker-results:" + worker_id; }
+
+std::string CalibrationStoreKey(const std::string& fingerprint) { return "dtm:v1:calibration:" + fingerprint; }
+
+dtm::v1::CacheKey ShardKey(const dtm::v1::CacheKey& base, const std::string& config, uint32_t begin,
+                           uint32_t end) {
+  dtm::v1::CacheKey key = base;
+  key.mutable_config()->set_canonical(config);
+  if (!ConfigUsesGptq(config)) key.clear_calibration_fingerprint();
+  key.mutable_shard()->set_begin(begin);
+  key.mutable_shard()->set_end(end);
+  return key;
+}
 
 std::string JobIdFor(const std::string& client_request_id) {
   Sha256 hash;

@@ -6,6 +6,7 @@
 //   dtm:v1:job:<job id>         the Job record (protobuf bytes): spec, state, summary, progress
 //   dtm:v1:job-results:<job id> the final GetResultsResponse of a finished job (protobuf bytes)
 //   dtm:v1:models               hash "<model path>\t<dtype>" -> ModelInfo JSON, learnt from workers
+//   dtm:v1:calibration:<fingerprint>  a job's GPTQ CalibrationSet (protobuf bytes), content-addressed
 //   dtm:v1:worker-results:<worker id>  list of the baseline:/result: keys that worker's results were
 //                               stored under (may repeat a key), for PurgeWorkerResults
 //
@@ -13,8 +14,8 @@
 // idempotency key of SubmitJob: creating it with SETNX both creates the job and claims the id.
 //
 // A task id is the SHA-256 of everything that determines the task's result (ARCHITECTURE "Keys"):
-// model fingerprint, probe-set fingerprint, n, completion length, dtype, canonical config and shard
-// range. The same id means the same numbers, whoever computed them and whenever.
+// model fingerprint, probe-set fingerprint, n, completion length, dtype, canonical config, the
+// calibration-set fingerprint (configs with gptq) and shard range. The same id means the same numbers, whoever computed them and whenever.
 #pragma once
 
 #include <string>
@@ -25,14 +26,23 @@ namespace dtm {
 
 enum class TaskKindForKey { kBaseline, kEval };
 
-// The content hash of a task: hex SHA-256 over a versioned, unambiguous text of the key.
+// The content hash of a task: hex SHA-256 over a versioned, unambiguous text of the key. The
+// calibration fingerprint is hashed only when set, so that the ids of every task without gptq are
+// what they were before the field existed (their cached results stay found).
 std::string TaskIdFor(TaskKindForKey kind, const dtm::v1::CacheKey& key);
+
+// The key of one shard of a job: `base` (model, probes, n, completion, dtype and the job's
+// calibration fingerprint) with `config` and [begin, end). The calibration fingerprint stays only
+// when the config uses gptq; a baseline shard's config is "".
+dtm::v1::CacheKey ShardKey(const dtm::v1::CacheKey& base, const std::string& config, uint32_t begin,
+                           uint32_t end);
 
 std::string BaselineStoreKey(const std::string& task_id);
 std::string ResultStoreKey(const std::string& task_id);
 std::string JobStoreKey(const std::string& job_id);
 std::string JobResultsStoreKey(const std::string& job_id);
 std::string WorkerResultsStoreKey(const std::string& worker_id);
+std::string CalibrationStoreKey(const std::string& fingerprint);
 
 // "j-" and 20 hex digits of SHA-256 over the client request id: the same request id names the same
 // job, whichever coordinator run receives it.

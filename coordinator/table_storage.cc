@@ -132,10 +132,7 @@ StatusOr<std::vector<v1::ProbeResult>> TableStorage::ReadConfigResults(
     const std::string& config) {
   std::vector<v1::ProbeResult> results;
   for (const auto& [begin, end] : shards) {
-    v1::CacheKey key = base_key;
-    key.mutable_config()->set_canonical(config);
-    key.mutable_shard()->set_begin(begin);
-    key.mutable_shard()->set_end(end);
+    const v1::CacheKey key = ShardKey(base_key, config, begin, end);
     ASSIGN_OR_RETURN(v1::EvalShardOutput output,
                      ReadEval(TaskIdFor(TaskKindForKey::kEval, key), "result of '" + config + "' on shard " +
                                                                          std::to_string(begin) + ".." +
@@ -143,6 +140,21 @@ StatusOr<std::vector<v1::ProbeResult>> TableStorage::ReadConfigResults(
     for (v1::ProbeResult& r : *output.mutable_results()) results.push_back(std::move(r));
   }
   return results;
+}
+
+Status TableStorage::StoreCalibration(const v1::CalibrationSet& set) {
+  // Content-addressed: whichever job stores it first, the bytes are the same.
+  return store_->SetIfAbsent(CalibrationStoreKey(set.fingerprint()), set.SerializeAsString()).status();
+}
+
+StatusOr<std::optional<v1::CalibrationSet>> TableStorage::LoadCalibration(const std::string& fingerprint) {
+  ASSIGN_OR_RETURN(std::optional<std::string> bytes, store_->Get(CalibrationStoreKey(fingerprint)));
+  if (!bytes) return std::optional<v1::CalibrationSet>();
+  v1::CalibrationSet set;
+  if (!set.ParseFromString(*bytes) || set.fingerprint() != fingerprint) {
+    return DataLossError("the calibration set " + fingerprint + " in the store is unreadable");
+  }
+  return std::optional<v1::CalibrationSet>(std::move(set));
 }
 
 StatusOr<bool> TableStorage::StoreResult(TaskKindForKey kind, const std::string& task_id,

@@ -59,6 +59,10 @@ class TableStorage {
   // added to the worker's index for PurgeWorker.
   StatusOr<bool> StoreResult(TaskKindForKey kind, const std::string& task_id, const std::string& worker_id,
                              const dtm::v1::CompleteTaskRequest& request);
+  // A job's calibration set, stored once under its fingerprint (the same set may serve many jobs).
+  Status StoreCalibration(const dtm::v1::CalibrationSet& set);
+  // The set stored under `fingerprint`, or nullopt; DATA_LOSS when it is unreadable.
+  StatusOr<std::optional<dtm::v1::CalibrationSet>> LoadCalibration(const std::string& fingerprint);
   // Deletes every cached result computed by `worker_id`, and its index: the task ids deleted.
   StatusOr<std::vector<std::string>> PurgeWorker(const std::string& worker_id);
 

@@ -276,4 +276,15 @@ StatusOr<v1::DrainWorkerResponse> WorkerApi::DrainWorker(const v1::DrainWorkerRe
   return response;
 }
 
+StatusOr<v1::CalibrationSet> WorkerApi::GetCalibrationSet(const v1::GetCalibrationSetRequest& request) {
+  const std::string& fingerprint = request.fingerprint();
+  const bool hex = fingerprint.size() == 64 &&
+                   std::all_of(fingerprint.begin(), fingerprint.end(),
+                               [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+  if (!hex) return InvalidArgumentError("fingerprint " + Quoted(fingerprint) + " is not 64 lowercase hex digits");
+  ASSIGN_OR_RETURN(std::optional<v1::CalibrationSet> set, state_->storage().LoadCalibration(fingerprint));
+  if (!set) return NotFoundError("no calibration set " + fingerprint + " is stored here");
+  return std::move(*set);
+}
+
 }  // namespace dtm

@@ -31,6 +31,9 @@ class WorkerApi {
   StatusOr<dtm::v1::CompleteTaskResponse> CompleteTask(const dtm::v1::CompleteTaskRequest& request);
   StatusOr<dtm::v1::FailTaskResponse> FailTask(const dtm::v1::FailTaskRequest& request);
   StatusOr<dtm::v1::DrainWorkerResponse> DrainWorker(const dtm::v1::DrainWorkerRequest& request);
+  // From the store, without the lock: INVALID_ARGUMENT for a fingerprint that is not 64 hex
+  // digits, NOT_FOUND for one no job stored, UNAVAILABLE while the store is away.
+  StatusOr<dtm::v1::CalibrationSet> GetCalibrationSet(const dtm::v1::GetCalibrationSetRequest& request);
 
  private:
   // The replies to the latest FailTask request ids (a retry gets the first reply); guarded by

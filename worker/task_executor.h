@@ -28,7 +28,8 @@ class TaskExecutor {
   //     model lacks, rows inconsistent with the key, duplicate or empty probe ids, token ids
   //     outside the vocabulary; the message names the task and the probe);
   //   FAILED_PRECONDITION: this worker cannot run it but another may (another model fingerprint or
-  //     precision, a missing capability such as a gptq task on a worker without --calibration);
+  //     precision, a gptq task whose calibration set this executor does not hold: see
+  //     SetCalibration);
   //   RESOURCE_EXHAUSTED: this worker ran out of memory (any allocator: CUDA, CPU, std::bad_alloc);
   //   other codes: transient (INTERNAL for an engine failure).
   virtual Status Execute(const dtm::v1::Task& task, dtm::v1::CompleteTaskRequest* request) = 0;
@@ -42,6 +43,16 @@ class TaskExecutor {
   virtual uint64_t device_memory_bytes() const { return 0; }
   // Elements of each compressible component's weight, by ComponentId::Name(); empty when unknown.
   virtual std::map<std::string, uint64_t> component_params() const { return {}; }
+
+  // The fingerprint of the GPTQ calibration set gptq tasks run with ("" for none). The Worker
+  // fetches the set a task's key names (CacheKey.calibration_fingerprint) when it differs.
+  virtual std::string calibration_fingerprint() const { return ""; }
+  // Replaces the calibration set. INVALID_ARGUMENT when the set does not hold what its fingerprint
+  // says, or does not fit the model (then no task naming it can run anywhere). Executors that run no
+  // gptq task (test fakes) keep this default.
+  virtual Status SetCalibration(const dtm::v1::CalibrationSet& set) {
+    return UnimplementedError("this executor runs no gptq task (calibration set " + set.fingerprint() + ")");
+  }
 };
 
 struct EngineExecutorOptions {
@@ -49,17 +60,10 @@ struct EngineExecutorOptions {
   std::string dtype;  // "float32" | "float16" | "bfloat16" (or fp32, bf16, ...); "" = the device's default
   std::string device = "cpu";  // "cpu", "cuda", "cuda:N", "auto"
   int64_t batch_size = 8;
-  // A probe or baseline file whose sequences give the GPTQ calibration Hessians; without it gptq
-  // tasks fail with FAILED_PRECONDITION. Checked at start-up (ReadCalibrationFile): a bad file
-  // makes CreateEngineExecutor fail with one line naming the file and the row.
-  std::string calibration_file;
-  int64_t calibration_count = 128;  // sequences of the calibration file used
 };
 
-// Opens the checkpoint, checks the calibration file against its config.json, fingerprints it and
-// loads the replica once; *load_seconds (if not null) receives the time that took. Errors name the
-// model folder (NOT_FOUND when it cannot be read) or the calibration file (INVALID_ARGUMENT for its
-// content, as the readers' codes for a missing or unreadable one).
+// Opens the checkpoint, fingerprints it and loads the replica once; *load_seconds (if not null)
+// receives the time that took. Errors name the model folder (NOT_FOUND when it cannot be read).
 StatusOr<std::unique_ptr<TaskExecutor>> CreateEngineExecutor(const EngineExecutorOptions& options,
                                                              double* load_seconds);
 

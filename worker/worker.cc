@@ -309,7 +309,8 @@ void Worker::RunTask(const Task& task, Clock::time_point leased_at) {
   const Clock::time_point started = Clock::now();
   Status executed;
   try {
-    executed = executor_->Execute(task, &request);
+    executed = EnsureCalibration(task);
+    if (executed.ok()) executed = executor_->Execute(task, &request);
   } catch (const std::exception& e) {
     executed = InternalError(Describe(task) + ": the executor threw: " + e.what());
   }
@@ -443,6 +444,30 @@ void Worker::ReportFailure(const Task& task, const Status& error) {
     std::this_thread::sleep_for(std::chrono::milliseconds(Jittered(backoff_ms)));
     backoff_ms = NextBackoff(backoff_ms);
   }
+}
+
+Status Worker::EnsureCalibration(const Task& task) {
+  const std::string& fingerprint = task.key().calibration_fingerprint();
+  if (fingerprint.empty() || executor_->calibration_fingerprint() == fingerprint) return OkStatus();
+  dtm::v1::GetCalibrationSetRequest request;
+  request.set_worker_id(options_.worker_id);
+  request.set_fingerprint(fingerprint);
+  dtm::v1::CalibrationSet set;
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  const grpc::Status status = stub_->GetCalibrationSet(&context, request, &set);
+  if (!status.ok()) {
+    const Status fetched = FromGrpc("GetCalibrationSet", status);
+    // Whatever the coordinator said, the task itself may be fine: another try may fetch the set.
+    return UnavailableError(Describe(task) + ": cannot fetch calibration set " + fingerprint.substr(0, 12) + ": " +
+                            fetched.message());
+  }
+  const auto t0 = Clock::now();
+  RETURN_IF_ERROR(executor_->SetCalibration(set));
+  spdlog::info("{}: calibration set {} ({} x {} tokens) fetched and loaded in {:.3f} s", Describe(task),
+               fingerprint.substr(0, 12), set.sequences_size(), set.seq_len(),
+               std::chrono::duration<double>(Clock::now() - t0).count());
+  return OkStatus();
 }
 
 void Worker::ReturnLeases() {

@@ -111,6 +111,11 @@ class Worker {
   TaskOutcome ReportCompletion(const dtm::v1::Task& task, dtm::v1::CompleteTaskRequest* request,
                                Clock::time_point leased_at);
   void ReportFailure(const dtm::v1::Task& task, const Status& error);
+  // Gives the executor the calibration set the task's key names, fetched from the coordinator
+  // (GetCalibrationSet) unless it holds it already. The status is the task's failure when not OK:
+  // transient for a coordinator that cannot answer now, INVALID_ARGUMENT for a set that is not
+  // what it claims or does not fit the model.
+  Status EnsureCalibration(const dtm::v1::Task& task);
   void ReturnLeases();
 
   void HeartbeatLoop();

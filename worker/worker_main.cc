@@ -193,9 +193,6 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--batch-size", flags.engine.batch_size, "Sequences per forward pass")->capture_default_str();
   app.add_option("--threads", flags.threads, "CPU threads (0: libtorch's default)");
-  app.add_option("--calibration", flags.engine.calibration_file, "Probe file of GPTQ calibration sequences");
-  app.add_option("--calibration-count", flags.engine.calibration_count, "Calibration sequences used")
-      ->capture_default_str();
   app.add_option("--metrics-listen", flags.metrics_listen, "Prometheus /metrics HOST:PORT ('' disables)")
       ->capture_default_str();
   app.add_option("--health-listen", flags.health_listen, "grpc.health.v1 HOST:PORT, plaintext ('' disables)")

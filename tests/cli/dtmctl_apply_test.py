@@ -21,8 +21,10 @@ BROWN = os.environ["DTM_BROWN_DIR"]
 PREFIX = 16
 COMPLETION = 32
 PROBES = 8
+# Every baseline row, whole: `apply --calibration BASELINE` and `eval --calibration baseline` cut the same set.
+CALIBRATION_SHAPE = ("--calibration-count", str(PROBES), "--calibration-seq-len", str(PREFIX + COMPLETION))
 
-# Every weight-rewriting method, gptq included (calibrated on the baseline, as eval does by default).
+# Every weight-rewriting method, gptq included (calibrated on the baseline: the same set for apply and eval).
 CONFIG = ("model.layers.2.self_attn.k_proj=prune:0.6,"
           "model.layers.1.mlp.down_proj=int8-absmax-row,"
           "model.layers.0.mlp.gate_proj=gptq:4:g64,"
@@ -77,15 +79,16 @@ class DtmctlApplyTest(unittest.TestCase):
             cls.baseline)
         cls.out = os.path.join(cls.tmp, "applied")
         cls.summary = run_json("apply", "--model", MODEL, "--config", CONFIG, "--out", cls.out, "--calibration",
-                               cls.baseline)
+                               cls.baseline, *CALIBRATION_SHAPE)
 
     @classmethod
     def tearDownClass(cls):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def eval_per_probe(self, model, config, *extra):
+        calibration = ("--calibration", "baseline", *CALIBRATION_SHAPE) if "gptq" in config else ()
         result = run_json("eval", "--model", model, "--baseline", self.baseline, "--compress", config,
-                          "--no-noise-floor", *extra)
+                          "--no-noise-floor", *calibration, *extra)
         return result
 
     def test_summary_names_the_config_and_the_output(self):
@@ -96,8 +99,7 @@ class DtmctlApplyTest(unittest.TestCase):
         self.assertEqual(s["dtype"], "float32")
         self.assertEqual(s["bytes"], os.path.getsize(os.path.join(self.out, "model.safetensors")))
         # The canonical form, which eval prints too.
-        self.assertEqual(s["config"], run_json("eval", "--model", MODEL, "--baseline", self.baseline,
-                                               "--compress", CONFIG, "--no-noise-floor")["config"])
+        self.assertEqual(s["config"], self.eval_per_probe(MODEL, CONFIG)["config"])
 
     def test_applied_checkpoint_evaluates_like_eval_with_the_config(self):
         ours = self.eval_per_probe(self.out, "")

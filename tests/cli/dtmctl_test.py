@@ -124,7 +124,10 @@ class DtmctlTest(unittest.TestCase):
         for spec in ["model.layers.0.self_attn.q_proj=random-prune:0.5:3", "model.layers.1.mlp.up_proj=llm-int8",
                      "model.layers.2.mlp.gate_proj=gptq:4:g64", "model.layers.2.mlp.gate_proj=gptq:2"]:
             with self.subTest(spec=spec):
-                result = run_json("eval", "--model", MODEL, "--baseline", self.baseline, "--compress", spec)
+                calibration = ["--calibration", "baseline", "--calibration-count", str(PROBES),
+                               "--calibration-seq-len", str(PREFIX + COMPLETION)] if "gptq" in spec else []
+                result = run_json("eval", "--model", MODEL, "--baseline", self.baseline, "--compress", spec,
+                                  *calibration)
                 self.assertEqual(result["config"], spec)
                 for key in ("fdt75", "fdt_mean", "sdt_mean", "dppl", "per_probe", "fdt_histogram", "noise_floor"):
                     self.assertIn(key, result)
@@ -281,15 +284,27 @@ class DtmctlTest(unittest.TestCase):
                                  out, "--calibration", path], *needles)
         self.assertFalse(os.path.exists(out))
 
-    def test_local_refuses_a_bad_calibration_file_before_running_anything(self):
+    def test_gptq_needs_a_calibration_set_named_explicitly(self):
+        self.expect_input_error(["eval", "--model", MODEL, "--baseline", self.baseline, "--compress",
+                                 "model.layers.2.mlp.gate_proj=gptq:4"], "--calibration FILE",
+                                "--calibration baseline")
+        self.expect_input_error(["eval", "--model", MODEL, "--baseline", self.baseline, "--compress",
+                                 "model.layers.2.mlp.gate_proj=gptq:4", "--calibration", "baseline",
+                                 "--calibration-count", str(PROBES)],
+                                f"has {PREFIX + COMPLETION} tokens, fewer than seq_len 2048")
+
+    def test_local_refuses_a_gptq_spec_without_or_with_a_short_calibration_set_before_running_anything(self):
         spec = os.path.join(self.tmp, "local-gptq.yaml")
+        head = (f"kind: evaluate\nmodel: {MODEL}\nprobes: {self.probes}\nprefix: {PREFIX}\ncompletion: 8\n"
+                "evaluate:\n  configs: [model.layers.2.mlp.gate_proj=gptq:4]\n")
         with open(spec, "w") as f:
-            f.write(f"kind: evaluate\nmodel: {MODEL}\nprobes: {self.probes}\nprefix: {PREFIX}\ncompletion: 8\n"
-                    "evaluate:\n  configs: [model.layers.2.mlp.gate_proj=gptq:4]\n")
-        path = self.write_rows("local-calibration.jsonl", [{"id": "c1", "tokens": [1, 50]},
-                                                           {"id": "c1", "tokens": [1, 60]}])
-        self.expect_input_error(["local", spec, "--calibration", path], f"calibration file {path}: probe 2 (id 'c1') "
-                                "repeats the id of probe 1")
+            f.write(head)
+        self.expect_input_error(["local", spec], "calibration: missing; gptq needs a calibration set")
+        path = self.write_rows("local-calibration.jsonl", [{"id": "c1", "tokens": [1, 50, 7]},
+                                                           {"id": "c2", "tokens": [1, 60]}])
+        with open(spec, "w") as f:
+            f.write(head + f"calibration: {{probes: {path}, count: 2, seq_len: 3}}\n")
+        self.expect_input_error(["local", spec], f"calibration: {path}: row 2 ('c2') has 2 tokens, fewer than seq_len 3")
 
     def test_probe_file_with_duplicate_ids(self):
         path = self.write_rows("duplicate-probes.jsonl", [{"id": "p", "tokens": [1, 50, 60]},

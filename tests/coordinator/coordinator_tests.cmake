@@ -33,6 +33,8 @@ dtm_add_test(task_table_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/task_table_
   LIBS dtm_coordinator_service)
 dtm_add_test(task_wire_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/task_wire_test.cc LABELS fast
   LIBS dtm_coordinator_service)
+dtm_add_test(store_keys_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/store_keys_test.cc LABELS fast
+  LIBS dtm_coordinator_service)
 dtm_add_test(job_files_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/job_files_test.cc LABELS fast
   LIBS dtm_coordinator_service)
 # The typed store tables against every Store, as store_test: the Redis half needs a redis-server.

@@ -22,6 +22,10 @@ completion: 40
 shard_size: 25
 priority: -3
 noise_floor: false
+calibration:
+  probes: build/calibration.jsonl
+  count: 64
+  seq_len: 512
 evaluate:
   configs:
     - model.layers.1.mlp.up_proj=int8-absmax, model.layers.0.self_attn.q_proj=prune:0.50
@@ -69,6 +73,10 @@ TEST(JobSpecTest, ParsesEveryFieldOfAnEvaluateJob) {
   EXPECT_EQ(spec->shard_size, 25);
   EXPECT_EQ(spec->priority, -3);
   EXPECT_FALSE(spec->noise_floor);
+  EXPECT_EQ(spec->calibration, "build/calibration.jsonl");
+  EXPECT_EQ(spec->calibration_count, 64);
+  EXPECT_EQ(spec->calibration_seq_len, 512);
+  EXPECT_TRUE(SpecUsesGptq(*spec));
   // Canonical: sorted by component name, blanks dropped, fractions in their shortest form.
   EXPECT_EQ(spec->configs,
             (std::vector<std::string>{
@@ -76,6 +84,45 @@ TEST(JobSpecTest, ParsesEveryFieldOfAnEvaluateJob) {
                 "model.layers.0.mlp.down_proj=gptq:4:g128"}));
   EXPECT_TRUE(spec->methods.empty());
   EXPECT_TRUE(spec->components.empty());
+}
+
+// SPEC, gptq: the calibration set is part of every gptq result, so a job that uses gptq names one.
+TEST(JobSpecTest, AGptqJobNeedsACalibrationSetAndOthersDoNot) {
+  const std::string gptq_eval = "kind: evaluate\nmodel: m\nprobes: p.jsonl\nevaluate:\n  configs: "
+                                "[model.layers.0.mlp.up_proj=gptq:4]\n";
+  ExpectInvalid(gptq_eval, {"calibration: missing", "gptq needs a calibration set"});
+  ExpectInvalid(ProbeSpec("  methods: [int8-absmax, gptq:8]\n"), {"calibration: missing"});
+  ExpectInvalid("kind: quant-search\nmodel: m\nprobes: p.jsonl\nquant-search:\n  method: gptq:4\n",
+                {"calibration: missing"});
+
+  StatusOr<JobSpec> spec = ParseJobSpec(gptq_eval + "calibration: {probes: c.jsonl}\n");
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->calibration, "c.jsonl");
+  EXPECT_EQ(spec->calibration_count, 128);  // SPEC's default: 128 x 2048 tokens
+  EXPECT_EQ(spec->calibration_seq_len, 2048);
+
+  // Without gptq the section is allowed and unused.
+  spec = ParseJobSpec(EvaluateWith("calibration: {probes: c.jsonl}"));
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_FALSE(SpecUsesGptq(*spec));
+
+  ExpectInvalid(EvaluateWith("calibration: {count: 4}"), {"calibration.probes", "missing"});
+  ExpectInvalid(EvaluateWith("calibration: {probes: c.jsonl, seq_len: 0}"), {"calibration.seq_len", "at least 1"});
+  ExpectInvalid(EvaluateWith("calibration: {probes: c.jsonl, tokens: 4}"), {"calibration.tokens", "unknown field"});
+  ExpectInvalid(EvaluateWith("calibration: {probes: c.jsonl, count: 4096, seq_len: 4096}"),
+                {"4096 x 4096 tokens is more than a calibration set may hold"});
+}
+
+TEST(JobSpecTest, AQuantSearchNamesItsRankingMetric) {
+  const std::string head = "kind: quant-search\nmodel: m\nprobes: p.jsonl\nquant-search:\n";
+  StatusOr<JobSpec> spec = ParseJobSpec(head + "  beam: 2\n");
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->rank_by, "fdt75");
+  spec = ParseJobSpec(head + "  rank_by: dppl\n");
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->rank_by, "dppl");
+  ExpectInvalid(head + "  rank_by: sdt\n", {"quant-search.rank_by (line 5)", "must be fdt75 or dppl"});
+  ExpectInvalid(head + "  rank_by: ppl\n", {"quant-search.rank_by", "jobs do not compute yet"});
 }
 
 TEST(JobSpecTest, AppliesDefaultsForOmittedFields) {
@@ -93,7 +140,7 @@ TEST(JobSpecTest, AppliesDefaultsForOmittedFields) {
 }
 
 TEST(JobSpecTest, ParsesAProbeJobWithCanonicalMethods) {
-  StatusOr<JobSpec> spec = ParseJobSpec(ProbeSpec(
+  StatusOr<JobSpec> spec = ParseJobSpec("calibration: {probes: c.jsonl}\n" + ProbeSpec(
       "  methods: [int8-absmax, 'prune:0.50', gptq:3]\n  components: ['model.layers.*.mlp.*', '*q_proj']\n"));
   ASSERT_TRUE(spec.ok()) << spec.status().ToString();
   EXPECT_EQ(spec->kind, JobKind::kProbe);
@@ -275,7 +322,8 @@ TEST(ExpandConfigsTest, FiltersComponentsByGlobsKeepingModelOrder) {
                           "model.layers.1.mlp.down_proj=llm-int8",
                       }));
 
-  spec = ParsedOrDie(ProbeSpec("  methods: [llm-int8, gptq:4]\n  components: ['model.layers.?.mlp.*']\n"));
+  spec = ParsedOrDie("calibration: {probes: c.jsonl}\n" +
+                     ProbeSpec("  methods: [llm-int8, gptq:4]\n  components: ['model.layers.?.mlp.*']\n"));
   configs = ExpandConfigs(spec, 12);  // layers 10 and 11 do not match '?'
   ASSERT_TRUE(configs.ok()) << configs.status().ToString();
   EXPECT_EQ(configs->size(), 10u * 3 * 2);

@@ -8,6 +8,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "common/sha256.h"
@@ -26,6 +27,8 @@ v1::Metrics FakeMetrics(const std::string& config) {
   v1::Metrics m;
   m.set_fdt75(static_cast<double>(std::stoi(h.substr(0, 2), nullptr, 16) % 4));
   m.set_fdt_mean(static_cast<double>(std::stoi(h.substr(2, 2), nullptr, 16) % 3));
+  m.set_dppl(1.0 + static_cast<double>(std::stoi(h.substr(4, 2), nullptr, 16) % 5));
+  m.set_ppl(2.0 + static_cast<double>(std::stoi(h.substr(6, 2), nullptr, 16) % 5));
   return m;
 }
 
@@ -74,11 +77,26 @@ std::vector<std::string> LevelConfigs(const std::vector<v1::ConfigResult>& rows,
   return out;
 }
 
+// SPEC's order for each ranking metric, written out again here (not RanksBefore): fdt75 higher first,
+// ties by fdt_mean (higher), dppl (lower), config; dppl and ppl lower first, ties by config.
+bool ExpectedBefore(RankMetric metric, const std::string& a, const std::string& b) {
+  const v1::Metrics ma = FakeMetrics(a), mb = FakeMetrics(b);
+  if (metric == RankMetric::kDppl) return ma.dppl() != mb.dppl() ? ma.dppl() < mb.dppl() : a < b;
+  if (metric == RankMetric::kPpl) return ma.ppl() != mb.ppl() ? ma.ppl() < mb.ppl() : a < b;
+  if (ma.fdt75() != mb.fdt75()) return ma.fdt75() > mb.fdt75();
+  if (ma.fdt_mean() != mb.fdt_mean()) return ma.fdt_mean() > mb.fdt_mean();
+  if (ma.dppl() != mb.dppl()) return ma.dppl() < mb.dppl();
+  return a < b;
+}
+
+class QuantSearchRankTest : public ::testing::TestWithParam<RankMetric> {};
+
 // With a beam at least as wide as any level (C(5,2) = C(5,3) = 10), the beam keeps every node, so
-// each level's result must be the best nodes among ALL sets of that size: an exhaustive ranking that
-// shares no code with the driver's expansion.
-TEST(QuantSearchTest, AWideBeamFindsTheExhaustiveBestOfEveryLevel) {
-  QuantSearchDriver driver(kComponents, "int8-absmax", 10, 5);
+// each level's result must be the best nodes among ALL sets of that size: an exhaustive ranking by
+// the search's metric that shares no code with the driver's expansion.
+TEST_P(QuantSearchRankTest, AWideBeamFindsTheExhaustiveBestOfEveryLevel) {
+  const RankMetric metric = GetParam();
+  QuantSearchDriver driver(kComponents, "int8-absmax", 10, 5, metric);
   Evaluated evaluated;
   RunToEnd(driver, &evaluated, FakeMetrics);
   const std::vector<v1::ConfigResult> rows = driver.Results(evaluated);
@@ -88,15 +106,56 @@ TEST(QuantSearchTest, AWideBeamFindsTheExhaustiveBestOfEveryLevel) {
     Subsets(kComponents, level, 0, &current, &sets);
     std::vector<std::string> configs;
     for (const auto& set : sets) configs.push_back(ConfigOf(set, "int8-absmax"));
-    std::sort(configs.begin(), configs.end(), [](const std::string& a, const std::string& b) {
-      const v1::Metrics ma = FakeMetrics(a), mb = FakeMetrics(b);
-      if (ma.fdt75() != mb.fdt75()) return ma.fdt75() > mb.fdt75();
-      if (ma.fdt_mean() != mb.fdt_mean()) return ma.fdt_mean() > mb.fdt_mean();
-      return a < b;
-    });
+    std::sort(configs.begin(), configs.end(),
+              [&](const std::string& a, const std::string& b) { return ExpectedBefore(metric, a, b); });
     configs.resize(std::min<size_t>(configs.size(), 10));
     EXPECT_EQ(LevelConfigs(rows, level), configs) << "level " << level;
   }
+}
+
+// A narrow beam: each level's beam is the best `beam` among the children of the previous beam, by
+// the metric, found here by expanding and ranking independently of the driver.
+TEST_P(QuantSearchRankTest, ANarrowBeamKeepsTheBestChildrenByTheMetric) {
+  const RankMetric metric = GetParam();
+  QuantSearchDriver driver(kComponents, "int8-absmax", 2, 4, metric);
+  Evaluated evaluated;
+  RunToEnd(driver, &evaluated, FakeMetrics);
+  const std::vector<v1::ConfigResult> rows = driver.Results(evaluated);
+  std::vector<std::vector<std::string>> beam = {{}};
+  for (uint32_t level = 1; level <= 4; ++level) {
+    std::map<std::string, std::vector<std::string>> children;  // config -> its components
+    for (const std::vector<std::string>& parent : beam) {
+      for (const std::string& c : kComponents) {
+        if (std::find(parent.begin(), parent.end(), c) != parent.end()) continue;
+        std::vector<std::string> child = parent;
+        child.push_back(c);
+        std::sort(child.begin(), child.end());
+        children[ConfigOf(child, "int8-absmax")] = child;
+      }
+    }
+    std::vector<std::string> ranked;
+    for (const auto& [config, set] : children) ranked.push_back(config);
+    std::sort(ranked.begin(), ranked.end(),
+              [&](const std::string& a, const std::string& b) { return ExpectedBefore(metric, a, b); });
+    ranked.resize(std::min<size_t>(ranked.size(), 2));
+    EXPECT_EQ(LevelConfigs(rows, level), ranked) << "level " << level;
+    beam.clear();
+    for (const std::string& config : ranked) beam.push_back(children[config]);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryRankMetric, QuantSearchRankTest,
+                         ::testing::Values(RankMetric::kFdt75, RankMetric::kDppl, RankMetric::kPpl),
+                         [](const ::testing::TestParamInfo<RankMetric>& info) { return RankMetricName(info.param); });
+
+// The two searches disagree on these metrics somewhere, or the tests above could not tell them apart.
+TEST(QuantSearchTest, RankingByDpplPicksOtherNodesThanByFdt75) {
+  Evaluated by_fdt, by_dppl;
+  QuantSearchDriver fdt(kComponents, "int8-absmax", 2, 3, RankMetric::kFdt75);
+  QuantSearchDriver dppl(kComponents, "int8-absmax", 2, 3, RankMetric::kDppl);
+  RunToEnd(fdt, &by_fdt, FakeMetrics);
+  RunToEnd(dppl, &by_dppl, FakeMetrics);
+  EXPECT_NE(LevelConfigs(fdt.Results(by_fdt), 1), LevelConfigs(dppl.Results(by_dppl), 1));
 }
 
 TEST(QuantSearchTest, ExpandsOnlyTheBeamAndEvaluatesEachSetOnce) {
@@ -127,21 +186,22 @@ TEST(QuantSearchTest, ExpandsOnlyTheBeamAndEvaluatesEachSetOnce) {
   }
 }
 
-TEST(QuantSearchTest, RanksByFdt75ThenFdtMeanThenConfig) {
-  QuantSearchDriver driver({"c.a", "c.b", "c.c", "c.d"}, "int8-absmax", 3, 1);
-  const std::map<std::string, std::pair<double, double>> given = {
-      {"c.a=int8-absmax", {10, 5}}, {"c.b=int8-absmax", {12, 1}}, {"c.c=int8-absmax", {10, 7}},
-      {"c.d=int8-absmax", {10, 5}}};
+TEST(QuantSearchTest, RanksByFdt75ThenFdtMeanThenDpplThenConfig) {
+  QuantSearchDriver driver({"c.a", "c.b", "c.c", "c.d", "c.e"}, "int8-absmax", 4, 1);
+  const std::map<std::string, std::tuple<double, double, double>> given = {
+      {"c.a=int8-absmax", {10, 5, 2.0}}, {"c.b=int8-absmax", {12, 1, 9.0}}, {"c.c=int8-absmax", {10, 7, 3.0}},
+      {"c.d=int8-absmax", {10, 5, 2.0}}, {"c.e=int8-absmax", {10, 5, 1.5}}};
   Evaluated evaluated;
   RunToEnd(driver, &evaluated, [&](const std::string& config) {
     v1::Metrics m;
-    m.set_fdt75(given.at(config).first);
-    m.set_fdt_mean(given.at(config).second);
+    m.set_fdt75(std::get<0>(given.at(config)));
+    m.set_fdt_mean(std::get<1>(given.at(config)));
+    m.set_dppl(std::get<2>(given.at(config)));
     return m;
   });
   const std::vector<v1::ConfigResult> rows = driver.Results(evaluated);
-  EXPECT_EQ(LevelConfigs(rows, 1),
-            (std::vector<std::string>{"c.b=int8-absmax", "c.c=int8-absmax", "c.a=int8-absmax"}));
+  EXPECT_EQ(LevelConfigs(rows, 1), (std::vector<std::string>{"c.b=int8-absmax", "c.c=int8-absmax",
+                                                             "c.e=int8-absmax", "c.a=int8-absmax"}));
   for (size_t i = 0; i < rows.size(); ++i) EXPECT_EQ(rows[i].rank(), i);
 }
 

@@ -4,6 +4,7 @@
 // worker, late reports answered from the store, bounded replies.
 #include "coordinator/worker_api.h"
 
+#include "common/calibration_set.h"
 #include "tests/coordinator/scheduler_fixture.h"
 
 namespace dtm {
@@ -65,6 +66,52 @@ TEST_F(WorkerApiTest, TellsAnUnknownWorkerToRegisterOnEveryCallThatNeedsIt) {
   EXPECT_EQ(drained->tasks_released(), 0u);
   // Nothing a stranger sent changed the task: w1 still completes it.
   EXPECT_EQ(Complete(*scheduler_, tasks[0], "w1"), v1::CompleteTaskResponse::OUTCOME_ACCEPTED);
+}
+
+// SPEC, gptq: a gptq job's calibration set is stored when the job starts, named in the key of its
+// gptq tasks only, and served to workers by its fingerprint.
+TEST_F(WorkerApiTest, GptqTasksNameTheJobsCalibrationSetAndWorkersFetchIt) {
+  const std::string calibration = (dir_ / "calibration.jsonl").string();
+  ProbeSet rows;
+  for (int i = 0; i < 3; ++i) rows.probes.push_back({"c" + std::to_string(i), {1, 2 + i, 3, 4 + i, 5}});
+  ASSERT_TRUE(WriteProbeFile(calibration, rows).ok());
+  const std::vector<std::vector<int32_t>> expected = {{1, 2, 3, 4}, {1, 3, 3, 5}};
+  const std::string fingerprint = CalibrationFingerprint(4, expected);
+
+  Register(*scheduler_, "w1");
+  const std::string gptq = "model.layers.1.mlp.down_proj=gptq:4";
+  std::string spec = EvaluateSpec(gptq + ", model.layers.0.mlp.up_proj=int8-absmax");
+  spec = spec.substr(0, spec.find("evaluate:")) + "calibration: {probes: " + calibration +
+         ", count: 2, seq_len: 4}\n" + spec.substr(spec.find("evaluate:"));
+  const std::string id = Submit(*scheduler_, spec);
+  std::vector<v1::Task> leased;
+  Drive(*scheduler_, id, "w1", &leased);
+  EXPECT_EQ(Job(*scheduler_, id).state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(Job(*scheduler_, id).summary().calibration_fingerprint(), fingerprint);
+  int gptq_tasks = 0;
+  for (const v1::Task& task : leased) {
+    const bool uses_gptq = task.key().config().canonical().find("gptq") != std::string::npos;
+    EXPECT_EQ(task.key().calibration_fingerprint(), uses_gptq ? fingerprint : "") << task.key().config().canonical();
+    gptq_tasks += uses_gptq;
+  }
+  EXPECT_GT(gptq_tasks, 0);
+
+  v1::GetCalibrationSetRequest request;
+  request.set_worker_id("w1");
+  request.set_fingerprint(fingerprint);
+  StatusOr<v1::CalibrationSet> set = scheduler_->worker().GetCalibrationSet(request);
+  ASSERT_TRUE(set.ok()) << set.status().ToString();
+  EXPECT_EQ(set->fingerprint(), fingerprint);
+  EXPECT_EQ(set->seq_len(), 4u);
+  ASSERT_EQ(set->sequences_size(), 2);
+  for (int i = 0; i < 2; ++i) {
+    std::vector<int32_t> tokens(set->sequences(i).tokens().begin(), set->sequences(i).tokens().end());
+    EXPECT_EQ(tokens, expected[i]);
+  }
+  request.set_fingerprint(std::string(64, '0'));
+  EXPECT_EQ(scheduler_->worker().GetCalibrationSet(request).status().code(), StatusCode::kNotFound);
+  request.set_fingerprint("../../etc");
+  EXPECT_EQ(scheduler_->worker().GetCalibrationSet(request).status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST_F(WorkerApiTest, RefusesAWorkerOfAnotherMinorVersion) {

@@ -1,6 +1,7 @@
 """A worker written with the Python gRPC stubs, for tests that need one that lies or misbehaves: it
-registers with whatever it claims, leases, and reports results it makes up (a forged worker), or
-reports again after the coordinator restarted (a late report). It never runs a model."""
+registers with whatever it claims, leases, and reports results it makes up (a forged worker), reports
+again after the coordinator restarted (a late report), or says it cannot run what it leased (a worker
+that lacks a capability). It never runs a model."""
 import uuid
 
 
@@ -54,6 +55,20 @@ class FakeWorker:
 
     def complete(self, request):
         return self._call("CompleteTask", request)
+
+    def fail(self, task, message, cause=None):
+        """Reports that this worker cannot run `task` (cause WORKER unless given)."""
+        pb = self.stubs.worker_service_pb2
+        request = pb.FailTaskRequest(worker_id=self.worker_id, lease_id=task.lease_id, task_id=task.task_id,
+                                     cause=cause if cause is not None else pb.FAILURE_CAUSE_WORKER,
+                                     retryable=True, request_id=str(uuid.uuid4()))
+        request.error.code = 9  # FAILED_PRECONDITION: this worker lacks what the task needs
+        request.error.message = message
+        return self._call("FailTask", request)
+
+    def heartbeat(self, lease_ids=()):
+        pb = self.stubs.worker_service_pb2
+        return self._call("Heartbeat", pb.HeartbeatRequest(worker_id=self.worker_id, lease_ids=list(lease_ids)))
 
     @staticmethod
     def dtm_version():

@@ -59,11 +59,10 @@ class TaskExecutorTest : public ::testing::Test {
 
   static std::string ModelDir() { return dir_->File("model"); }
 
-  std::unique_ptr<TaskExecutor> MakeExecutor(const std::string& calibration_file = "") {
+  std::unique_ptr<TaskExecutor> MakeExecutor() {
     EngineExecutorOptions options;
     options.model_path = ModelDir();
     options.batch_size = kBatch;
-    options.calibration_file = calibration_file;
     double load_seconds = -1;
     StatusOr<std::unique_ptr<TaskExecutor>> executor = CreateEngineExecutor(options, &load_seconds);
     EXPECT_TRUE(executor.ok()) << executor.status().ToString();
@@ -260,33 +259,73 @@ TEST_F(TaskExecutorTest, EvalTaskEqualsEvaluatorPerProbeExactly) {
   for (const dtm::v1::ProbeResult& r : floor.eval().results()) EXPECT_EQ(r.fdt(), static_cast<uint32_t>(kCompletion));
 }
 
-TEST_F(TaskExecutorTest, GptqUsesTheCalibrationFile) {
-  const Baseline baseline = ReferenceBaseline();
-  ProbeSet calibration;
-  for (const BaselineRow& row : baseline.rows) calibration.probes.push_back({row.id, row.tokens});
-  ASSERT_TRUE(WriteProbeFile(dir_->File("calibration.jsonl"), calibration).ok());
-  std::unique_ptr<TaskExecutor> executor = MakeExecutor(dir_->File("calibration.jsonl"));
-  ASSERT_NE(executor, nullptr);
-  const std::string config = "model.layers.1.mlp.down_proj=gptq:4";
-  dtm::v1::CompleteTaskRequest request;
-  const Status status = executor->Execute(EvalTask(baseline, config), &request);
-  ASSERT_TRUE(status.ok()) << status.ToString();
-
-  std::vector<std::vector<int32_t>> sequences;
-  for (const Probe& p : calibration.probes) sequences.push_back(p.tokens);
-  CalibrationHessians hessians(sequences, kBatch);
-  ExpectSameResults(request, ReferenceEval(baseline, config, &hessians));
+// The first `count` baseline rows as a coordinator ships a calibration set (seq_len: a row's length).
+CalibrationSequences CalibrationOf(const Baseline& baseline, size_t count) {
+  CalibrationSequences set;
+  set.seq_len = static_cast<int64_t>(baseline.rows[0].tokens.size());
+  for (size_t i = 0; i < count; ++i) set.sequences.push_back(baseline.rows[i].tokens);
+  set.fingerprint = CalibrationFingerprint(set.seq_len, set.sequences);
+  return set;
 }
 
-// A worker without --calibration cannot run gptq, but one started with it can: not the task's fault.
-TEST_F(TaskExecutorTest, GptqWithoutCalibrationIsFailedPreconditionOnThisWorker) {
+dtm::v1::CalibrationSet ToProto(const CalibrationSequences& set) {
+  dtm::v1::CalibrationSet out;
+  out.set_fingerprint(set.fingerprint);
+  out.set_seq_len(static_cast<uint32_t>(set.seq_len));
+  for (const std::vector<int32_t>& s : set.sequences) {
+    dtm::v1::TokenSequence* sequence = out.add_sequences();
+    for (int32_t t : s) sequence->add_tokens(static_cast<uint32_t>(t));
+  }
+  return out;
+}
+
+// The executor runs a gptq task with the set its key names, as Evaluator::Evaluate does with that
+// set; another set gives other numbers.
+TEST_F(TaskExecutorTest, GptqRunsWithTheCalibrationSetTheKeyNames) {
+  const Baseline baseline = ReferenceBaseline();
   std::unique_ptr<TaskExecutor> executor = MakeExecutor();
   ASSERT_NE(executor, nullptr);
+  EXPECT_EQ(executor->calibration_fingerprint(), "");
+  const std::string config = "model.layers.0.self_attn.q_proj=gptq:2,model.layers.1.mlp.down_proj=gptq:2";
+  std::vector<std::vector<int32_t>> per_set;
+  for (size_t count : {size_t{kProbes}, size_t{2}}) {
+    const CalibrationSequences set = CalibrationOf(baseline, count);
+    ASSERT_TRUE(executor->SetCalibration(ToProto(set)).ok());
+    EXPECT_EQ(executor->calibration_fingerprint(), set.fingerprint);
+    dtm::v1::Task task = EvalTask(baseline, config);
+    task.mutable_key()->set_calibration_fingerprint(set.fingerprint);
+    dtm::v1::CompleteTaskRequest request;
+    const Status status = executor->Execute(task, &request);
+    ASSERT_TRUE(status.ok()) << status.ToString();
+    CalibrationHessians hessians(set, kBatch);
+    ExpectSameResults(request, ReferenceEval(baseline, config, &hessians));
+    std::vector<int32_t> sdt;
+    for (const dtm::v1::ProbeResult& r : request.eval().results()) sdt.push_back(static_cast<int32_t>(r.sdt()));
+    per_set.push_back(sdt);
+  }
+  // 2-bit GPTQ of two components calibrated on 5 or on 2 sequences: not the same weights.
+  EXPECT_NE(per_set[0], per_set[1]);
+}
+
+// A gptq task whose set this executor does not hold may run elsewhere (or after a fetch); one whose
+// key names no set can run nowhere.
+TEST_F(TaskExecutorTest, GptqWithoutItsCalibrationSetIsRefused) {
+  std::unique_ptr<TaskExecutor> executor = MakeExecutor();
+  ASSERT_NE(executor, nullptr);
+  const Baseline baseline = ReferenceBaseline();
+  dtm::v1::Task task = EvalTask(baseline, "model.layers.0.mlp.up_proj=gptq:4");
+  task.mutable_key()->set_calibration_fingerprint(CalibrationOf(baseline, 3).fingerprint);
   dtm::v1::CompleteTaskRequest request;
-  const Status status = executor->Execute(EvalTask(ReferenceBaseline(), "model.layers.0.mlp.up_proj=gptq:4"), &request);
+  Status status = executor->Execute(task, &request);
   EXPECT_EQ(status.code(), StatusCode::kFailedPrecondition) << status.ToString();
-  EXPECT_NE(status.message().find("--calibration FILE"), std::string::npos) << status.message();
-  EXPECT_NE(status.message().find("another worker may run it"), std::string::npos) << status.message();
+  EXPECT_NE(status.message().find("this worker holds none"), std::string::npos) << status.message();
+  ASSERT_TRUE(executor->SetCalibration(ToProto(CalibrationOf(baseline, 2))).ok());
+  status = executor->Execute(task, &request);
+  EXPECT_EQ(status.code(), StatusCode::kFailedPrecondition) << status.ToString();
+  task.mutable_key()->clear_calibration_fingerprint();
+  status = executor->Execute(task, &request);
+  EXPECT_EQ(status.code(), StatusCode::kInvalidArgument) << status.ToString();
+  EXPECT_NE(status.message().find("names no calibration set"), std::string::npos) << status.message();
   EXPECT_FALSE(request.has_eval());
 }
 
@@ -298,6 +337,35 @@ TEST_F(TaskExecutorTest, GptqTaskWithBadRowsIsInvalidArgumentEvenWithoutCalibrat
   task.mutable_rows(1)->set_tokens(3, 97);
   dtm::v1::CompleteTaskRequest request;
   EXPECT_EQ(executor->Execute(task, &request).code(), StatusCode::kInvalidArgument);
+}
+
+// A coordinator that lies about a set, or ships one the model cannot read, is refused, and the set
+// held before stays.
+TEST_F(TaskExecutorTest, ACalibrationSetThatIsNotWhatItClaimsIsRefused) {
+  std::unique_ptr<TaskExecutor> executor = MakeExecutor();
+  ASSERT_NE(executor, nullptr);
+  const Baseline baseline = ReferenceBaseline();
+  const CalibrationSequences good = CalibrationOf(baseline, 2);
+  ASSERT_TRUE(executor->SetCalibration(ToProto(good)).ok());
+
+  dtm::v1::CalibrationSet forged = ToProto(CalibrationOf(baseline, 3));
+  forged.mutable_sequences(1)->set_tokens(0, forged.sequences(1).tokens(0) == 5 ? 6 : 5);
+  Status status = executor->SetCalibration(forged);
+  EXPECT_EQ(status.code(), StatusCode::kInvalidArgument) << status.ToString();
+  EXPECT_NE(status.message().find("its content has fingerprint"), std::string::npos) << status.message();
+
+  CalibrationSequences out_of_vocab = CalibrationOf(baseline, 2);
+  out_of_vocab.sequences[1][4] = 97;  // the vocabulary is 0..96
+  out_of_vocab.fingerprint = CalibrationFingerprint(out_of_vocab.seq_len, out_of_vocab.sequences);
+  status = executor->SetCalibration(ToProto(out_of_vocab));
+  EXPECT_EQ(status.code(), StatusCode::kInvalidArgument) << status.ToString();
+  EXPECT_NE(status.message().find("holds token 97, outside the vocabulary of 97"), std::string::npos)
+      << status.message();
+
+  dtm::v1::CalibrationSet ragged = ToProto(good);
+  ragged.mutable_sequences(0)->mutable_tokens()->RemoveLast();
+  EXPECT_EQ(executor->SetCalibration(ragged).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(executor->calibration_fingerprint(), good.fingerprint);
 }
 
 TEST_F(TaskExecutorTest, OutOfVocabularyTokenIsInvalidArgumentNamingTheProbe) {
@@ -338,38 +406,6 @@ TEST_F(TaskExecutorTest, DuplicateProbeIdsInATaskAreInvalidArgument) {
   const Status status = executor->Execute(task, &request);
   EXPECT_EQ(status.code(), StatusCode::kInvalidArgument) << status.ToString();
   EXPECT_EQ(status.message(), "task t-1: row 4 (id 'doc:0') repeats the id of row 1; ids must be unique");
-}
-
-// A bad --calibration file stops the worker at start-up (dtm-worker exits 2 with this line), not
-// every gptq task later with libtorch's "index out of range in self".
-TEST_F(TaskExecutorTest, BadCalibrationFileFailsAtStartUpNamingTheFileAndTheRow) {
-  EngineExecutorOptions options;
-  options.model_path = ModelDir();
-  options.calibration_file = dir_->File("bad-calibration.jsonl");
-
-  ProbeSet out_of_vocab{{{"c1", {1, 2, 3}}, {"c2", {1, 200, 3}}}};
-  ASSERT_TRUE(WriteProbeFile(options.calibration_file, out_of_vocab).ok());
-  StatusOr<std::unique_ptr<TaskExecutor>> executor = CreateEngineExecutor(options, nullptr);
-  ASSERT_FALSE(executor.ok());
-  EXPECT_EQ(executor.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(executor.status().message(), "calibration file " + options.calibration_file +
-                                             ": probe 2 (id 'c2'): token id 200 at position 1 is outside the "
-                                             "model's vocabulary of 97 ids (0..96)");
-
-  ProbeSet duplicate{{{"c1", {1, 2, 3}}, {"c1", {1, 4}}}};
-  ASSERT_TRUE(WriteProbeFile(options.calibration_file, duplicate).ok());
-  executor = CreateEngineExecutor(options, nullptr);
-  ASSERT_FALSE(executor.ok());
-  EXPECT_EQ(executor.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(executor.status().message(), "calibration file " + options.calibration_file +
-                                             ": probe 2 (id 'c1') repeats the id of probe 1; ids must be unique");
-
-  options.calibration_file = dir_->File("no-such-calibration.jsonl");
-  executor = CreateEngineExecutor(options, nullptr);
-  ASSERT_FALSE(executor.ok());
-  EXPECT_EQ(executor.status().code(), StatusCode::kNotFound);
-  EXPECT_EQ(executor.status().message().rfind("calibration file " + options.calibration_file + ": ", 0), 0u)
-      << executor.status().message();
 }
 
 TEST_F(TaskExecutorTest, ComponentTheModelLacksIsInvalidArgument) {

@@ -58,17 +58,7 @@ Evaluator::Evaluator(LlamaModel* model, CalibrationHessians* calibration) : mode
 
 Evaluator::~Evaluator() { Restore(); }
 
-Status Evaluator::PrepareCalibration(const CompressionConfig& config) {
-  std::vector<std::pair<int, LinearInputSite>> sites;
-  for (const auto& [id, method] : config.entries) {
-    if (method.kind == MethodKind::kGptq) sites.emplace_back(id.layer, InputSiteOf(id.kind));
-  }
-  if (sites.empty()) return OkStatus();
-  if (calibration_ == nullptr) return FailedPreconditionError("gptq needs calibration data (--calibration)");
-  return calibration_->Prepare(*model_, sites);
-}
-
-Status Evaluator::ApplyOne(const ComponentId& id, const CompressionMethod& method) {
+Status Evaluator::ApplyOne(const ComponentId& id, const CompressionMethod& method, const torch::Tensor& hessian) {
   torch::Tensor& w = model_->ComponentWeight(id);
   saved_.emplace(id.Index(), w.clone());
   torch::Tensor compressed;
@@ -82,7 +72,6 @@ Status Evaluator::ApplyOne(const ComponentId& id, const CompressionMethod& metho
       overridden_.push_back(id);
       return OkStatus();
     case MethodKind::kGptq: {
-      ASSIGN_OR_RETURN(torch::Tensor hessian, calibration_->Get(id.layer, InputSiteOf(id.kind)));
       GptqOptions opts;
       opts.bits = method.bits;
       opts.group_size = method.group_size;
@@ -99,14 +88,33 @@ Status Evaluator::ApplyOne(const ComponentId& id, const CompressionMethod& metho
 
 Status Evaluator::Apply(const CompressionConfig& config) {
   Restore();
-  // Hessians come from the uncompressed model, so they are collected before any weight changes.
-  RETURN_IF_ERROR(PrepareCalibration(config));
-  for (const auto& [id, method] : config.entries) {
-    Status s = ApplyOne(id, method);
-    if (!s.ok()) {
-      Restore();
-      return s;
+  Status s = ApplyInLayerOrder(config);
+  if (!s.ok()) Restore();
+  return s;
+}
+
+Status Evaluator::ApplyInLayerOrder(const CompressionConfig& config) {
+  // SPEC, gptq, as the reference implementation: layers in order, and a layer's Hessians come from
+  // inputs that pass through the layers below it as this config compresses them. So each layer is
+  // compressed only after its Hessians are taken, and before those of any layer above.
+  std::map<int, std::vector<std::pair<ComponentId, CompressionMethod>>> by_layer;
+  for (const auto& [id, method] : config.entries) by_layer[id.layer].emplace_back(id, method);
+  bool below_compressed = false;
+  for (const auto& [layer, entries] : by_layer) {
+    std::vector<LinearInputSite> sites;
+    for (const auto& [id, method] : entries) {
+      if (method.kind == MethodKind::kGptq) sites.push_back(InputSiteOf(id.kind));
     }
+    std::map<LinearInputSite, torch::Tensor> hessians;
+    if (!sites.empty()) {
+      if (calibration_ == nullptr) return FailedPreconditionError("gptq needs a calibration set and none was given");
+      ASSIGN_OR_RETURN(hessians, calibration_->LayerHessians(*model_, layer, sites, !below_compressed));
+    }
+    for (const auto& [id, method] : entries) {
+      const torch::Tensor hessian = method.kind == MethodKind::kGptq ? hessians.at(InputSiteOf(id.kind)) : torch::Tensor();
+      RETURN_IF_ERROR(ApplyOne(id, method, hessian));
+    }
+    below_compressed = true;
   }
   return OkStatus();
 }

@@ -44,6 +44,8 @@ class Evaluator {
  public:
   // `calibration` is needed only for gptq configs; it may be null otherwise.
   Evaluator(LlamaModel* model, CalibrationHessians* calibration);
+  // Another calibration set for the configs applied from now on (null: none).
+  void SetCalibration(CalibrationHessians* calibration) { calibration_ = calibration; }
   ~Evaluator();  // restores any applied config
 
   // Apply + evaluate + restore; the weights are restored on every path.
@@ -55,13 +57,16 @@ class Evaluator {
   // Ground-truth perplexity: each window's tokens after `prefix_len` are scored.
   StatusOr<PerplexityResult> Perplexity(const ProbeSet& windows, int64_t prefix_len, const EvalOptions& options);
 
-  // Applies `config` in place (after restoring any earlier one); Restore() undoes it exactly.
+  // Applies `config` in place (after restoring any earlier one); Restore() undoes it exactly. A
+  // gptq component's Hessians come from the calibration set through the layers below it as the
+  // config compresses them (SPEC, gptq).
   Status Apply(const CompressionConfig& config);
   void Restore();
 
  private:
-  Status PrepareCalibration(const CompressionConfig& config);
-  Status ApplyOne(const ComponentId& id, const CompressionMethod& method);
+  Status ApplyInLayerOrder(const CompressionConfig& config);
+  // `hessian`: the component's input Hessian for gptq, else unused.
+  Status ApplyOne(const ComponentId& id, const CompressionMethod& method, const torch::Tensor& hessian);
 
   LlamaModel* model_;
   CalibrationHessians* calibration_;

@@ -251,19 +251,30 @@ torch::Tensor LlamaModel::Mlp(const torch::Tensor& x, int layer) {
   return Linear(hidden, layer, ComponentKind::kDown);
 }
 
-torch::Tensor LlamaModel::Forward(const torch::Tensor& tokens, KvCache* cache, int64_t start_pos) {
+torch::Tensor LlamaModel::RunLayers(const torch::Tensor& tokens, int num_layers, KvCache* cache, int64_t start_pos) {
   TORCH_CHECK(tokens.dim() == 2, "tokens must be [B, T]");
   TORCH_CHECK(start_pos + tokens.size(1) <= config_.max_position_embeddings,
               "sequence of ", start_pos + tokens.size(1), " tokens exceeds max_position_embeddings ",
               config_.max_position_embeddings);
+  TORCH_CHECK(num_layers >= 0 && num_layers <= config_.num_hidden_layers, "num_layers ", num_layers,
+              " is outside [0, ", config_.num_hidden_layers, "]");
   torch::Tensor x = torch::embedding(embed_tokens_, tokens.to(options_.device));  // [B, T, D]
-  for (int l = 0; l < config_.num_hidden_layers; ++l) {
+  for (int l = 0; l < num_layers; ++l) {
     const LayerWeights& w = layers_[l];
     x = x + Attention(RmsNorm(x, w.input_layernorm), l, cache, start_pos);
     x = x + Mlp(RmsNorm(x, w.post_attention_layernorm), l);
   }
+  return x;
+}
+
+torch::Tensor LlamaModel::Forward(const torch::Tensor& tokens, KvCache* cache, int64_t start_pos) {
+  torch::Tensor x = RunLayers(tokens, config_.num_hidden_layers, cache, start_pos);
   if (cache != nullptr) cache->length = start_pos + tokens.size(1);
   return RmsNorm(x, norm_);
+}
+
+torch::Tensor LlamaModel::ForwardLayers(const torch::Tensor& tokens, int num_layers) {
+  return RunLayers(tokens, num_layers, nullptr, 0);
 }
 
 torch::Tensor LlamaModel::Logits(const torch::Tensor& hidden) const { return torch::matmul(hidden, lm_head_.t()); }

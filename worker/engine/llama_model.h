@@ -77,6 +77,9 @@ class LlamaModel {
   // Hidden states after the final norm, [B, T, D], for tokens [B, T] at positions
   // [start_pos, start_pos + T). With a cache, keys/values are appended at start_pos.
   torch::Tensor Forward(const torch::Tensor& tokens, KvCache* cache = nullptr, int64_t start_pos = 0);
+  // The residual stream after the first `num_layers` decoder layers (no final norm, no cache): the
+  // inputs GPTQ's calibration of layer num_layers - 1 needs, without running the layers above it.
+  torch::Tensor ForwardLayers(const torch::Tensor& tokens, int num_layers);
   // lm_head: [..., D] -> [..., V] in the compute dtype.
   torch::Tensor Logits(const torch::Tensor& hidden) const;
 
@@ -89,6 +92,8 @@ class LlamaModel {
  private:
   LlamaModel(LlamaConfig config, ModelOptions options);
   void BuildRope();
+  // Embeds `tokens` and runs layers [0, num_layers); the residual stream, before the final norm.
+  torch::Tensor RunLayers(const torch::Tensor& tokens, int num_layers, KvCache* cache, int64_t start_pos);
   torch::Tensor Linear(const torch::Tensor& x, int layer, ComponentKind kind);
   void Observe(int layer, LinearInputSite site, const torch::Tensor& x) const;
   torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight) const;

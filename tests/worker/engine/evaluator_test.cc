@@ -5,6 +5,8 @@
 #include "tests/worker/engine/test_models.h"
 #include "worker/engine/calibration.h"
 #include "worker/engine/compression.h"
+#include "worker/engine/gptq.h"
+#include "worker/engine/llama_model.h"
 
 namespace dtm {
 namespace {
@@ -52,6 +54,75 @@ bool SameBits(const std::vector<torch::Tensor>& a, const std::vector<torch::Tens
   return true;
 }
 
+CalibrationSequences CalibrationOf(const Baseline& baseline) {
+  CalibrationSequences set;
+  set.seq_len = static_cast<int64_t>(baseline.rows[0].tokens.size());
+  for (const BaselineRow& row : baseline.rows) set.sequences.push_back(row.tokens);
+  set.fingerprint = CalibrationFingerprint(set.seq_len, set.sequences);
+  return set;
+}
+
+// The Hessian of one site of `layer`, over every calibration sequence in one forward of the model
+// as it is: computed here without CalibrationHessians.
+torch::Tensor HessianOf(LlamaModel& model, const CalibrationSequences& set, int layer, LinearInputSite site,
+                        int64_t in_features) {
+  HessianAccumulator acc(in_features, torch::kCPU);
+  model.SetInputObserver([&](int l, LinearInputSite s, const torch::Tensor& x) {
+    if (l == layer && s == site) acc.Add(x);
+  });
+  torch::NoGradGuard no_grad;
+  std::vector<const std::vector<int32_t>*> rows;
+  for (const auto& seq : set.sequences) rows.push_back(&seq);
+  model.Forward(StackTokens(rows, set.seq_len));
+  model.SetInputObserver(nullptr);
+  return acc.hessian().clone();
+}
+
+// SPEC, gptq: layer 1's Hessians come from inputs that passed through layer 0 as the config
+// compresses it, not from the uncompressed model.
+TEST(EvaluatorTest, GptqQuantizesLayersInOrderWithHessiansThroughTheEarlierQuantizedLayers) {
+  std::unique_ptr<LlamaModel> model = SmallModel();
+  const CalibrationSequences set = CalibrationOf(MakeBaseline(*model, 4));
+  const LlamaConfig& c = model->config();
+  const ComponentId q0{0, ComponentKind::kQ}, down1{1, ComponentKind::kDown};
+  GptqOptions opts;
+  opts.bits = 2;
+
+  // By hand: q0 from the uncompressed model's Hessian, then down1 from the model with q0 quantized.
+  const torch::Tensor q0_original = model->ComponentWeight(q0).clone();
+  const torch::Tensor h0 = HessianOf(*model, set, 0, LinearInputSite::kAttentionIn, c.hidden_size);
+  StatusOr<torch::Tensor> q0_quantized = GptqQuantize(q0_original, h0, opts);
+  ASSERT_TRUE(q0_quantized.ok());
+  const torch::Tensor h1_uncompressed = HessianOf(*model, set, 1, LinearInputSite::kMlpHidden, c.intermediate_size);
+  {
+    torch::NoGradGuard no_grad;
+    model->ComponentWeight(q0).copy_(*q0_quantized);
+  }
+  const torch::Tensor h1 = HessianOf(*model, set, 1, LinearInputSite::kMlpHidden, c.intermediate_size);
+  {
+    torch::NoGradGuard no_grad;
+    model->ComponentWeight(q0).copy_(q0_original);
+  }
+  ASSERT_FALSE(torch::equal(h1, h1_uncompressed));  // else this test could not tell the two apart
+  StatusOr<torch::Tensor> down1_expected = GptqQuantize(model->ComponentWeight(down1), h1, opts);
+  StatusOr<torch::Tensor> down1_from_uncompressed = GptqQuantize(model->ComponentWeight(down1), h1_uncompressed, opts);
+  ASSERT_TRUE(down1_expected.ok() && down1_from_uncompressed.ok());
+  ASSERT_FALSE(torch::equal(*down1_expected, *down1_from_uncompressed));
+
+  CalibrationHessians hessians(set, 3);
+  Evaluator evaluator(model.get(), &hessians);
+  ASSERT_TRUE(evaluator.Apply(Config("model.layers.0.self_attn.q_proj=gptq:2,model.layers.1.mlp.down_proj=gptq:2")).ok());
+  EXPECT_TRUE(torch::allclose(model->ComponentWeight(q0), *q0_quantized, 0, 1e-6));
+  EXPECT_TRUE(torch::allclose(model->ComponentWeight(down1), *down1_expected, 0, 1e-6));
+  EXPECT_EQ(hessians.passes(), 2);
+  evaluator.Restore();
+  // Alone, down1 is calibrated on the uncompressed model; layer 0's Hessian is reused from the cache.
+  ASSERT_TRUE(evaluator.Apply(Config("model.layers.1.mlp.down_proj=gptq:2")).ok());
+  EXPECT_TRUE(torch::allclose(model->ComponentWeight(down1), *down1_from_uncompressed, 0, 1e-6));
+  ASSERT_TRUE(evaluator.Apply(Config("model.layers.0.self_attn.q_proj=gptq:2")).ok());
+  EXPECT_EQ(hessians.passes(), 3);
+}
+
 TEST(EvaluatorTest, UncompressedModelNeverDivergesFromItsOwnBaseline) {
   std::unique_ptr<LlamaModel> model = SmallModel();
   Baseline baseline = MakeBaseline(*model, 7);
@@ -69,9 +140,7 @@ TEST(EvaluatorTest, UncompressedModelNeverDivergesFromItsOwnBaseline) {
 TEST(EvaluatorTest, RestoresEveryMethodBitExactly) {
   std::unique_ptr<LlamaModel> model = SmallModel();
   Baseline baseline = MakeBaseline(*model, 4);
-  std::vector<std::vector<int32_t>> calibration;
-  for (const BaselineRow& row : baseline.rows) calibration.push_back(row.tokens);
-  CalibrationHessians hessians(calibration, 2);
+  CalibrationHessians hessians(CalibrationOf(baseline), 2);
   Evaluator evaluator(model.get(), &hessians);
   const std::vector<torch::Tensor> before = Snapshot(*model);
   StatusOr<EvalResult> reference = evaluator.Evaluate(baseline, CompressionConfig{}, EvalOptions{});

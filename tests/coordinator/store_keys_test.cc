@@ -1,0 +1,51 @@
+// coordinator/store_keys: the task id is the hash of what determines a result, and the calibration
+// set is part of it exactly when the config uses gptq (ARCHITECTURE "Keys", SPEC gptq).
+#include "coordinator/store_keys.h"
+
+#include <gtest/gtest.h>
+
+#include "common/sha256.h"
+
+namespace dtm {
+namespace {
+
+v1::CacheKey Base() {
+  v1::CacheKey key;
+  key.set_model_fingerprint("m1");
+  key.set_probe_set_fingerprint("p1");
+  key.set_prefix_len(100);
+  key.set_completion_len(500);
+  key.set_dtype(v1::DTYPE_BF16);
+  key.set_calibration_fingerprint(std::string(64, 'c'));
+  return key;
+}
+
+TEST(StoreKeysTest, IdsOfTasksWithoutGptqAreTheHashOfTheDocumentedTextAsBeforeCalibrationExisted) {
+  // The cached results of every earlier job stay found: their ids are what they always were.
+  const v1::CacheKey key = ShardKey(Base(), "model.layers.0.mlp.up_proj=int8-absmax", 50, 100);
+  EXPECT_TRUE(key.calibration_fingerprint().empty());
+  Sha256 hash;
+  hash.Update("dtm-task-v1\nkind=eval\nmodel=m1\nprobes=p1\nprefix=100\ncompletion=500\ndtype=DTYPE_BF16\n"
+              "config=model.layers.0.mlp.up_proj=int8-absmax\nshard=50:100\n");
+  EXPECT_EQ(TaskIdFor(TaskKindForKey::kEval, key), hash.HexDigest());
+  const v1::CacheKey baseline = ShardKey(Base(), "", 0, 50);
+  EXPECT_TRUE(baseline.calibration_fingerprint().empty());
+  EXPECT_EQ(baseline.config().canonical(), "");
+}
+
+TEST(StoreKeysTest, AGptqTaskIdNamesItsCalibrationSet) {
+  const std::string config = "model.layers.0.mlp.up_proj=gptq:4,model.layers.1.mlp.up_proj=int8-absmax";
+  const v1::CacheKey key = ShardKey(Base(), config, 0, 50);
+  EXPECT_EQ(key.calibration_fingerprint(), std::string(64, 'c'));
+  v1::CacheKey other = key;
+  other.set_calibration_fingerprint(std::string(64, 'd'));
+  EXPECT_NE(TaskIdFor(TaskKindForKey::kEval, key), TaskIdFor(TaskKindForKey::kEval, other));
+  EXPECT_EQ(TaskIdFor(TaskKindForKey::kEval, key), TaskIdFor(TaskKindForKey::kEval, ShardKey(Base(), config, 0, 50)));
+  Sha256 hash;
+  hash.Update("dtm-task-v1\nkind=eval\nmodel=m1\nprobes=p1\nprefix=100\ncompletion=500\ndtype=DTYPE_BF16\nconfig=" +
+              config + "\ncalibration=" + std::string(64, 'c') + "\nshard=0:50\n");
+  EXPECT_EQ(TaskIdFor(TaskKindForKey::kEval, key), hash.HexDigest());
+}
+
+}  // namespace
+}  // namespace dtm
