@@ -43,6 +43,32 @@ int EngineExitCode(const dtm::Status& status) {
   }
 }
 
+// `dtmctl ppl` runs in one of two modes, chosen by --text or --corpus; a flag of the other mode is an
+// error naming it rather than something silently ignored.
+dtm::Status CheckPerplexityMode(const CLI::Option* text, const std::vector<CLI::Option*>& text_flags,
+                                const CLI::Option* corpus, const std::vector<CLI::Option*>& corpus_flags) {
+  // "--count belongs", "--count, --prefix belong", or "" when none was given.
+  auto given = [](const std::vector<CLI::Option*>& flags) {
+    std::string names;
+    int n = 0;
+    for (const CLI::Option* flag : flags) {
+      if (*flag) names += (n++ == 0 ? "" : ", ") + flag->get_name();
+    }
+    return n == 0 ? names : names + (n == 1 ? " belongs" : " belong");
+  };
+  if (*text && *corpus) {
+    return dtm::InvalidArgumentError("--text and --corpus are two modes; give one (--text: the literature's "
+                                     "protocol, --corpus: prefix + completion windows)");
+  }
+  if (!*text && !*corpus) return dtm::InvalidArgumentError("give --text FILE (the literature's protocol) or --corpus FILE");
+  const std::string wrong = *text ? given(corpus_flags) : given(text_flags);
+  if (!wrong.empty()) {
+    return dtm::InvalidArgumentError(*text ? wrong + " to the --corpus mode, not to --text"
+                                           : wrong + " to the --text mode, not to --corpus");
+  }
+  return dtm::OkStatus();
+}
+
 #ifdef DTM_WITH_SERVICE
 // The service commands' options; each command parses into its own.
 struct ServiceFlags {
@@ -193,14 +219,35 @@ int main(int argc, char** argv) {
   ev->add_flag("!--no-noise-floor", eval.noise_floor, "skip evaluating the uncompressed model beside the result");
   AddRuntimeFlags(ev, &eval.runtime);
 
+  // Two modes: --text FILE is the literature's protocol (SPEC `ppl`); --corpus cuts windows of a
+  // prefix and a scored completion, as make-probes cuts probes. CheckPerplexityMode keeps them apart.
   dtm::cli::PerplexityOptions ppl;
-  CLI::App* pp = app.add_subcommand("ppl", "ground-truth perplexity of text windows, the prefix excluded");
+  dtm::cli::TextPerplexityOptions text_ppl;
+  CLI::App* pp = app.add_subcommand(
+      "ppl", "ground-truth perplexity. --text FILE: the literature's protocol (GPTQ, SparseGPT, Wanda on "
+             "Wikitext-2): the file's lines as rows joined by blank lines (\"\\n\\n\".join of the rows, a "
+             "whitespace-only line an empty row, as HF's wikitext rows are), tokenized once with one BOS at the "
+             "start, cut into consecutive windows of --window tokens (the last partial window dropped), every "
+             "token of a window after its first scored; ppl = exp(mean NLL). --corpus FILE: windows of --prefix "
+             "unscored + --completion scored tokens");
   pp->add_option("--model", ppl.model_dir, "checkpoint folder")->required();
-  pp->add_option("--corpus", ppl.corpus, "plain text, Wikitext raw text, or C4-style JSON lines")->required();
-  pp->add_option("--format", ppl.format, "auto, text, wikitext or jsonl")->capture_default_str();
-  pp->add_option("--count", ppl.count, "number of windows")->capture_default_str();
-  pp->add_option("--prefix", ppl.prefix, "prefix tokens not scored")->capture_default_str();
-  pp->add_option("--completion", ppl.completion, "scored tokens per window")->capture_default_str();
+  CLI::Option* text_opt = pp->add_option("--text", text_ppl.text, "raw text file, e.g. Wikitext-2's wiki.test.raw (.gz ok)");
+  std::vector<CLI::Option*> text_mode = {
+      pp->add_option("--window", text_ppl.window, "--text: tokens per window, 2 .. max_position_embeddings")
+          ->capture_default_str(),
+      pp->add_option("--join", text_ppl.join, "--text: rows (lines joined by blank lines, the protocol) or as-is "
+                                              "(the file already holds the joined text)")->capture_default_str(),
+      pp->add_option("--compress", text_ppl.compress, "--text: COMPONENT=METHOD[,...] as eval takes; empty: uncompressed"),
+      pp->add_option("--calibration", text_ppl.calibration, "--text: probe or baseline file of GPTQ calibration "
+                                                            "sequences (required for gptq)"),
+      pp->add_option("--calibration-count", text_ppl.calibration_count, "--text: calibration sequences used")
+          ->capture_default_str()};
+  CLI::Option* corpus_opt = pp->add_option("--corpus", ppl.corpus, "plain text, Wikitext raw text, or C4-style JSON lines");
+  std::vector<CLI::Option*> corpus_mode = {
+      pp->add_option("--format", ppl.format, "--corpus: auto, text, wikitext or jsonl")->capture_default_str(),
+      pp->add_option("--count", ppl.count, "--corpus: number of windows")->capture_default_str(),
+      pp->add_option("--prefix", ppl.prefix, "--corpus: prefix tokens not scored")->capture_default_str(),
+      pp->add_option("--completion", ppl.completion, "--corpus: scored tokens per window")->capture_default_str()};
   AddRuntimeFlags(pp, &ppl.runtime);
 
   dtm::cli::ApplyOptions apply;
@@ -235,7 +282,12 @@ int main(int argc, char** argv) {
     if (command == "make-probes") status = dtm::cli::MakeProbesCommand(probes);
     if (command == "baseline") status = dtm::cli::BaselineCommand(baseline);
     if (command == "eval") status = dtm::cli::EvalCommand(eval);
-    if (command == "ppl") status = dtm::cli::PerplexityCommand(ppl);
+    if (command == "ppl") {
+      status = CheckPerplexityMode(text_opt, text_mode, corpus_opt, corpus_mode);
+      text_ppl.model_dir = ppl.model_dir;
+      text_ppl.runtime = ppl.runtime;
+      if (status.ok()) status = *text_opt ? dtm::cli::TextPerplexityCommand(text_ppl) : dtm::cli::PerplexityCommand(ppl);
+    }
     if (command == "apply") status = dtm::cli::ApplyCommand(apply);
   } catch (const c10::Error& e) {
     // The engine returns statuses; this catches what escaped libtorch anyway, in one line.

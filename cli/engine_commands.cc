@@ -23,6 +23,7 @@
 #include "worker/engine/evaluator.h"
 #include "common/jsonl.h"
 #include "worker/engine/llama_model.h"
+#include "worker/engine/perplexity_windows.h"
 #include "worker/engine/probes.h"
 #include "worker/engine/safetensors.h"
 #include "worker/engine/tensor_util.h"
@@ -254,6 +255,74 @@ Status PerplexityCommand(const PerplexityOptions& options) {
   ASSIGN_OR_RETURN(PerplexityResult ppl, evaluator.Perplexity(windows, options.prefix, eval));
   PrintJson({{"ppl", ppl.ppl}, {"nll_mean", ppl.nll_mean}, {"windows", ppl.windows}, {"tokens_scored", ppl.tokens_scored},
              {"prefix", options.prefix}, {"completion", options.completion}, {"dtype", DTypeName(loaded.dtype)}});
+  return OkStatus();
+}
+
+Status TextPerplexityCommand(const TextPerplexityOptions& options) {
+  if (options.join != "rows" && options.join != "as-is") {
+    return InvalidArgumentError("--join must be rows or as-is, got '" + options.join + "'");
+  }
+  if (options.window < 2) {
+    return InvalidArgumentError("--window " + std::to_string(options.window) +
+                                ": a window must hold at least 2 tokens (its first token is not scored)");
+  }
+  // Every input is checked before the weights load: a 7B model takes minutes to load.
+  CompressionConfig config;
+  std::unique_ptr<CalibrationHessians> calibration;
+  std::unique_ptr<Tokenizer> tokenizer;
+  PerplexityWindows cut;
+  auto check = [&](const LlamaConfig& model_config) -> Status {
+    if (options.window > model_config.max_position_embeddings) {
+      return InvalidArgumentError("--window " + std::to_string(options.window) + " is longer than the context of " +
+                                  options.model_dir + " (max_position_embeddings " +
+                                  std::to_string(model_config.max_position_embeddings) + ")");
+    }
+    ASSIGN_OR_RETURN(config, ParseCompressionConfig(options.compress, static_cast<int>(model_config.num_hidden_layers)));
+    // Unlike eval there is no baseline to fall back on, and calibrating on the text being scored
+    // would flatter gptq: the calibration set must be named.
+    if (ConfigNeedsCalibration(config) && options.calibration.empty()) {
+      return InvalidArgumentError("--compress '" + options.compress +
+                                  "' holds gptq, which needs --calibration FILE (a probe or baseline file); "
+                                  "ppl does not calibrate on the text it scores");
+    }
+    if (!options.calibration.empty()) {
+      ASSIGN_OR_RETURN(std::vector<std::vector<int32_t>> sequences,
+                       ReadCalibrationFile(options.calibration, options.calibration_count, model_config));
+      if (ConfigNeedsCalibration(config)) {
+        calibration = std::make_unique<CalibrationHessians>(std::move(sequences), options.runtime.batch_size);
+      }
+    }
+    ASSIGN_OR_RETURN(std::string file_text, ReadTextFile(options.text));
+    ASSIGN_OR_RETURN(tokenizer, Tokenizer::FromModelDir(options.model_dir));
+    const std::string text = options.join == "rows" ? JoinLinesAsRows(file_text) : std::move(file_text);
+    ASSIGN_OR_RETURN(cut, PerplexityWindowsFromText(text, *tokenizer, options.window, options.text));
+    // A tokenizer with more pieces than config.json's vocab_size would otherwise fail in the embedding.
+    return ValidateProbeSetForModel(cut.windows, model_config, 0, options.text + " as tokenized by " + options.model_dir);
+  };
+  ASSIGN_OR_RETURN(LoadedModel loaded, LoadModel(options.model_dir, options.runtime, check));
+
+  Evaluator evaluator(loaded.model.get(), calibration.get());
+  dtm::EvalOptions eval;
+  eval.batch_size = options.runtime.batch_size;
+  eval.on_progress = [](int64_t done, int64_t total) { Progress("ppl windows", done, total); };
+  const auto t0 = Clock::now();
+  RETURN_IF_ERROR(evaluator.Apply(config));
+  // prefix_len 1: each window's first token only conditions, every later one is scored.
+  StatusOr<PerplexityResult> ppl = evaluator.Perplexity(cut.windows, 1, eval);
+  evaluator.Restore();
+  if (!ppl.ok()) return ppl.status();
+  PrintJson({{"ppl", ppl->ppl},
+             {"nll_mean", ppl->nll_mean},
+             {"windows", ppl->windows},
+             {"tokens_scored", ppl->tokens_scored},
+             {"window", options.window},
+             {"text_tokens", cut.text_tokens},
+             {"tokens_dropped", cut.dropped_tokens},
+             {"join", options.join},
+             {"config", config.Canonical()},
+             {"dtype", DTypeName(loaded.dtype)},
+             {"device", loaded.device.str()},
+             {"seconds", SecondsSince(t0)}});
   return OkStatus();
 }
 

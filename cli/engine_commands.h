@@ -86,6 +86,22 @@ struct PerplexityOptions {
 };
 Status PerplexityCommand(const PerplexityOptions& options);
 
+// `dtmctl ppl --text FILE`: ground-truth perplexity by the literature's protocol (SPEC `ppl`;
+// worker/engine/perplexity_windows.h): the file's lines as rows joined by blank lines, one BOS,
+// consecutive windows of `window` tokens, the last partial one dropped, every token of a window
+// after its first scored. With `compress`, of the compressed model (applied as `eval` applies it).
+struct TextPerplexityOptions {
+  std::string model_dir;
+  std::string text;          // raw text file (.gz ok)
+  std::string join = "rows"; // rows: lines joined by blank lines (the protocol); as-is: the file's text unchanged
+  int64_t window = 2048;     // W: 2 .. max_position_embeddings
+  std::string compress;      // COMPONENT=METHOD,...; empty: the uncompressed model
+  std::string calibration;   // probe or baseline file; required for gptq
+  int64_t calibration_count = 128;
+  RuntimeOptions runtime;
+};
+Status TextPerplexityCommand(const TextPerplexityOptions& options);
+
 // `dtmctl apply`: the compressed model as a Hugging Face checkpoint folder. The config is applied
 // in place exactly as `eval` applies it (Evaluator::Apply on the loaded model, computed in float32
 // and written back in the compute dtype), then every weight is written to OUT/model.safetensors

