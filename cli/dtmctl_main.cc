@@ -241,6 +241,9 @@ int main(int argc, char** argv) {
       pp->add_option("--calibration", text_ppl.calibration, "--text: probe or baseline file of GPTQ calibration "
                                                             "sequences (required for gptq)"),
       pp->add_option("--calibration-count", text_ppl.calibration_count, "--text: calibration sequences used")
+          ->capture_default_str(),
+      pp->add_option("--calibration-seq-len", text_ppl.calibration_seq_len,
+                     "--text: tokens of each calibration sequence used")
           ->capture_default_str()};
   CLI::Option* corpus_opt = pp->add_option("--corpus", ppl.corpus, "plain text, Wikitext raw text, or C4-style JSON lines");
   std::vector<CLI::Option*> corpus_mode = {

@@ -286,10 +286,10 @@ Status TextPerplexityCommand(const TextPerplexityOptions& options) {
                                   "ppl does not calibrate on the text it scores");
     }
     if (!options.calibration.empty()) {
-      ASSIGN_OR_RETURN(std::vector<std::vector<int32_t>> sequences,
-                       ReadCalibrationFile(options.calibration, options.calibration_count, model_config));
+      ASSIGN_OR_RETURN(CalibrationSequences set, ReadCalibrationFile(options.calibration, options.calibration_count,
+                                                                     options.calibration_seq_len, model_config));
       if (ConfigNeedsCalibration(config)) {
-        calibration = std::make_unique<CalibrationHessians>(std::move(sequences), options.runtime.batch_size);
+        calibration = std::make_unique<CalibrationHessians>(std::move(set), options.runtime.batch_size);
       }
     }
     ASSIGN_OR_RETURN(std::string file_text, ReadTextFile(options.text));
@@ -311,18 +311,20 @@ Status TextPerplexityCommand(const TextPerplexityOptions& options) {
   StatusOr<PerplexityResult> ppl = evaluator.Perplexity(cut.windows, 1, eval);
   evaluator.Restore();
   if (!ppl.ok()) return ppl.status();
-  PrintJson({{"ppl", ppl->ppl},
-             {"nll_mean", ppl->nll_mean},
-             {"windows", ppl->windows},
-             {"tokens_scored", ppl->tokens_scored},
-             {"window", options.window},
-             {"text_tokens", cut.text_tokens},
-             {"tokens_dropped", cut.dropped_tokens},
-             {"join", options.join},
-             {"config", config.Canonical()},
-             {"dtype", DTypeName(loaded.dtype)},
-             {"device", loaded.device.str()},
-             {"seconds", SecondsSince(t0)}});
+  nlohmann::json out = {{"ppl", ppl->ppl},
+                        {"nll_mean", ppl->nll_mean},
+                        {"windows", ppl->windows},
+                        {"tokens_scored", ppl->tokens_scored},
+                        {"window", options.window},
+                        {"text_tokens", cut.text_tokens},
+                        {"tokens_dropped", cut.dropped_tokens},
+                        {"join", options.join},
+                        {"config", config.Canonical()},
+                        {"dtype", DTypeName(loaded.dtype)},
+                        {"device", loaded.device.str()},
+                        {"seconds", SecondsSince(t0)}};
+  if (calibration != nullptr) out["calibration_fingerprint"] = calibration->fingerprint();
+  PrintJson(out);
   return OkStatus();
 }
 

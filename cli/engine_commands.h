@@ -97,7 +97,8 @@ struct TextPerplexityOptions {
   int64_t window = 2048;     // W: 2 .. max_position_embeddings
   std::string compress;      // COMPONENT=METHOD,...; empty: the uncompressed model
   std::string calibration;   // probe or baseline file; required for gptq
-  int64_t calibration_count = 128;
+  int64_t calibration_count = 128;     // cut as a job's calibration: set is (common/calibration_set.h)
+  int64_t calibration_seq_len = 2048;
   RuntimeOptions runtime;
 };
 Status TextPerplexityCommand(const TextPerplexityOptions& options);

@@ -135,8 +135,10 @@ class DtmctlPplTest(unittest.TestCase):
         probes = os.path.join(self.tmp, "calibration.jsonl")
         run("make-probes", "--model", MODEL, "--corpus", self.text, "--count", "8", "--prefix", "64", "--out", probes)
         out = run_json("ppl", "--model", MODEL, "--text", self.text, "--window", "256", "--compress",
-                       "model.layers.2.mlp.gate_proj=gptq:4", "--calibration", probes)
+                       "model.layers.2.mlp.gate_proj=gptq:4", "--calibration", probes, "--calibration-count", "8",
+                       "--calibration-seq-len", "64")
         self.assertTrue(math.isfinite(out["ppl"]) and out["ppl"] > 1.0, out)
+        self.assertEqual(len(out["calibration_fingerprint"]), 64)
 
     # -- bad input: exit 2, one line naming what is wrong, nothing on stdout
 
