@@ -78,9 +78,14 @@ nlohmann::json SummaryJson(const DivergenceSummary& s) {
 nlohmann::json EvalResultJson(const EvalResult& r) {
   nlohmann::json per_probe = nlohmann::json::array();
   for (size_t i = 0; i < r.per_probe.size(); ++i) {
-    per_probe.push_back({{"id", r.ids[i]}, {"fdt", r.per_probe[i].fdt}, {"sdt", r.per_probe[i].sdt}, {"nll", r.per_probe[i].nll}});
+    per_probe.push_back({{"id", r.ids[i]},
+                         {"fdt", r.per_probe[i].fdt},
+                         {"sdt", r.per_probe[i].sdt},
+                         {"nll", r.per_probe[i].nll},
+                         {"outlier_columns", r.outlier_columns[i]}});
   }
   nlohmann::json out = SummaryJson(r.summary);
+  out["outlier_columns_mean"] = r.outlier_columns_mean;
   out["per_probe"] = std::move(per_probe);
   out["fdt_histogram"] = r.summary.fdt_histogram;
   return out;

@@ -126,8 +126,13 @@ class DtmctlTest(unittest.TestCase):
             with self.subTest(spec=spec):
                 result = run_json("eval", "--model", MODEL, "--baseline", self.baseline, "--compress", spec)
                 self.assertEqual(result["config"], spec)
-                for key in ("fdt75", "fdt_mean", "sdt_mean", "dppl", "per_probe", "fdt_histogram", "noise_floor"):
+                for key in ("fdt75", "fdt_mean", "sdt_mean", "dppl", "per_probe", "fdt_histogram", "noise_floor",
+                            "outlier_columns_mean"):
                     self.assertIn(key, result)
+                counts = [p["outlier_columns"] for p in result["per_probe"]]
+                self.assertAlmostEqual(result["outlier_columns_mean"], sum(counts) / len(counts))
+                if "llm-int8" not in spec:
+                    self.assertEqual(counts, [0] * PROBES)
                 self.assertEqual(sum(result["fdt_histogram"]), PROBES)
                 self.assertLessEqual(result["fdt_mean"], COMPLETION)
         # Removing a whole MLP matrix is far from free.
