@@ -143,9 +143,21 @@ Status MakeProbesCommand(const MakeProbesOptions& options) {
   make.count = options.count;
   make.prefix_len = options.prefix;
   ASSIGN_OR_RETURN(make.format, ParseCorpusFormat(options.format));
+  ASSIGN_OR_RETURN(make.sampling, ParseProbeSampling(options.sample));
+  // A random probe set is reproducible only with its seed written down, so the seed is never implicit.
+  if (make.sampling == ProbeSampling::kRandom && !options.seed_given) {
+    return InvalidArgumentError("--sample random needs --seed S");
+  }
+  if (make.sampling == ProbeSampling::kFirst && options.seed_given) {
+    return InvalidArgumentError("--seed applies to --sample random only (--sample first takes documents in corpus order)");
+  }
+  make.seed = options.seed;
   ASSIGN_OR_RETURN(ProbeSet set, MakeProbes(options.corpus, *tokenizer, make));
   RETURN_IF_ERROR(WriteProbeFile(options.out, set));
-  PrintJson({{"out", options.out}, {"probes", set.probes.size()}, {"prefix", options.prefix}, {"fingerprint", set.Fingerprint()}});
+  nlohmann::json out = {{"out", options.out}, {"probes", set.probes.size()}, {"prefix", options.prefix},
+                        {"sample", options.sample}, {"fingerprint", set.Fingerprint()}};
+  if (make.sampling == ProbeSampling::kRandom) out["seed"] = options.seed;
+  PrintJson(out);
   return OkStatus();
 }
 
