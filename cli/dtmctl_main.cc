@@ -195,6 +195,11 @@ int main(int argc, char** argv) {
   make_probes->add_option("--format", probes.format, "auto, text, wikitext or jsonl")->capture_default_str();
   make_probes->add_option("--count", probes.count, "number of probes |D|")->capture_default_str();
   make_probes->add_option("--prefix", probes.prefix, "prefix length n in tokens (BOS included)")->capture_default_str();
+  make_probes->add_option("--sample", probes.sample,
+                          "first: the first documents in corpus order; random: documents drawn without replacement "
+                          "by --seed (reads the whole corpus)")
+      ->capture_default_str();
+  make_probes->add_option("--seed", probes.seed, "seed of --sample random (required there)");
   make_probes->add_option("--out", probes.out, "probe file (JSON lines, .gz to compress)")->required();
 
   dtm::cli::BaselineOptions baseline;
@@ -282,7 +287,10 @@ int main(int argc, char** argv) {
 #endif
     if (command == "make-tiny-model") status = dtm::cli::MakeTinyModelCommand(tiny);
     if (command == "brown-text") status = dtm::cli::BrownTextCommand(brown);
-    if (command == "make-probes") status = dtm::cli::MakeProbesCommand(probes);
+    if (command == "make-probes") {
+      probes.seed_given = make_probes->count("--seed") > 0;
+      status = dtm::cli::MakeProbesCommand(probes);
+    }
     if (command == "baseline") status = dtm::cli::BaselineCommand(baseline);
     if (command == "eval") status = dtm::cli::EvalCommand(eval);
     if (command == "ppl") {

@@ -81,9 +81,14 @@ nlohmann::json SummaryJson(const DivergenceSummary& s) {
 nlohmann::json EvalResultJson(const EvalResult& r) {
   nlohmann::json per_probe = nlohmann::json::array();
   for (size_t i = 0; i < r.per_probe.size(); ++i) {
-    per_probe.push_back({{"id", r.ids[i]}, {"fdt", r.per_probe[i].fdt}, {"sdt", r.per_probe[i].sdt}, {"nll", r.per_probe[i].nll}});
+    per_probe.push_back({{"id", r.ids[i]},
+                         {"fdt", r.per_probe[i].fdt},
+                         {"sdt", r.per_probe[i].sdt},
+                         {"nll", r.per_probe[i].nll},
+                         {"outlier_columns", r.outlier_columns[i]}});
   }
   nlohmann::json out = SummaryJson(r.summary);
+  out["outlier_columns_mean"] = r.outlier_columns_mean;
   out["per_probe"] = std::move(per_probe);
   out["fdt_histogram"] = r.summary.fdt_histogram;
   return out;
@@ -141,9 +146,21 @@ Status MakeProbesCommand(const MakeProbesOptions& options) {
   make.count = options.count;
   make.prefix_len = options.prefix;
   ASSIGN_OR_RETURN(make.format, ParseCorpusFormat(options.format));
+  ASSIGN_OR_RETURN(make.sampling, ParseProbeSampling(options.sample));
+  // A random probe set is reproducible only with its seed written down, so the seed is never implicit.
+  if (make.sampling == ProbeSampling::kRandom && !options.seed_given) {
+    return InvalidArgumentError("--sample random needs --seed S");
+  }
+  if (make.sampling == ProbeSampling::kFirst && options.seed_given) {
+    return InvalidArgumentError("--seed applies to --sample random only (--sample first takes documents in corpus order)");
+  }
+  make.seed = options.seed;
   ASSIGN_OR_RETURN(ProbeSet set, MakeProbes(options.corpus, *tokenizer, make));
   RETURN_IF_ERROR(WriteProbeFile(options.out, set));
-  PrintJson({{"out", options.out}, {"probes", set.probes.size()}, {"prefix", options.prefix}, {"fingerprint", set.Fingerprint()}});
+  nlohmann::json out = {{"out", options.out}, {"probes", set.probes.size()}, {"prefix", options.prefix},
+                        {"sample", options.sample}, {"fingerprint", set.Fingerprint()}};
+  if (make.sampling == ProbeSampling::kRandom) out["seed"] = options.seed;
+  PrintJson(out);
   return OkStatus();
 }
 

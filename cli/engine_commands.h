@@ -45,6 +45,9 @@ struct MakeProbesOptions {
   std::string format = "auto";
   int64_t count = 1000;
   int64_t prefix = 100;
+  std::string sample = "first";  // first|random (worker/engine/probes.h)
+  uint64_t seed = 0;             // --sample random only
+  bool seed_given = false;       // --seed was on the command line
   std::string out;
 };
 Status MakeProbesCommand(const MakeProbesOptions& options);

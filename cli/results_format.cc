@@ -85,6 +85,7 @@ nlohmann::json MetricsJson(const v1::Metrics& m) {
       {"dppl", m.dppl()},
       {"nll_mean", m.nll_mean()},
       {"num_probes", m.num_probes()},
+      {"outlier_columns_mean", m.outlier_columns_mean()},
       {"fdt_histogram",
        nlohmann::json(std::vector<uint32_t>(m.fdt_histogram().begin(), m.fdt_histogram().end()))},
   };
@@ -97,7 +98,8 @@ nlohmann::json ProbeResultJson(const v1::ProbeResult& p) {
           {"probe_index", p.probe_index()},
           {"fdt", p.fdt()},
           {"sdt", p.sdt()},
-          {"nll", p.nll()}};
+          {"nll", p.nll()},
+          {"outlier_columns", p.outlier_columns()}};
 }
 
 nlohmann::json ConfigResultJson(const v1::ConfigResult& r) {
@@ -117,7 +119,8 @@ nlohmann::json ConfigResultJson(const v1::ConfigResult& r) {
 std::string CsvRow(const std::string& config, const v1::Metrics& m, bool complete) {
   return CsvField(config) + "," + ShortestDouble(m.fdt75()) + "," + ShortestDouble(m.fdt_mean()) + "," +
          ShortestDouble(m.sdt_mean()) + "," + ShortestDouble(m.dppl()) + "," + ShortestDouble(m.nll_mean()) +
-         "," + std::to_string(m.num_probes()) + "," + (complete ? "true" : "false") + "\n";
+         "," + std::to_string(m.num_probes()) + "," + (complete ? "true" : "false") + "," +
+         ShortestDouble(m.outlier_columns_mean()) + "\n";
 }
 
 // The sparsify-round answer under the probes' table: one row per component, then a line with the
@@ -247,7 +250,8 @@ std::string FormatResultsCsv(const v1::GetResultsResponse& response) {
     }
     return out;
   }
-  std::string out = "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete\n";
+  // outlier_columns_mean is last, so that readers of the older columns by position are unaffected.
+  std::string out = "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete,outlier_columns_mean\n";
   // The coordinator sends the noise floor once the uncompressed model's shards are all in.
   if (ShowNoiseFloor(response)) out += CsvRow("", response.noise_floor(), true);
   for (const v1::ConfigResult& r : response.results()) out += CsvRow(r.config(), r.metrics(), r.complete());

@@ -56,7 +56,7 @@ StatusOr<dtm::v1::Metrics> AggregateProbeResults(const std::vector<dtm::v1::Prob
   std::vector<uint32_t> histogram(static_cast<size_t>(completion_len) + 1, 0);
   std::vector<double> fdts;
   fdts.reserve(ordered.size());
-  double fdt_sum = 0, sdt_sum = 0, ppl_sum = 0, nll_sum = 0;
+  double fdt_sum = 0, sdt_sum = 0, ppl_sum = 0, nll_sum = 0, outlier_sum = 0;
   for (size_t i = 0; i < ordered.size(); ++i) {
     const dtm::v1::ProbeResult& r = *ordered[i];
     if (i > 0 && ordered[i - 1]->probe_index() == r.probe_index()) {
@@ -68,6 +68,7 @@ StatusOr<dtm::v1::Metrics> AggregateProbeResults(const std::vector<dtm::v1::Prob
     sdt_sum += static_cast<double>(r.sdt());
     ppl_sum += std::exp(r.nll());
     nll_sum += r.nll();
+    outlier_sum += static_cast<double>(r.outlier_columns());
     ++histogram[r.fdt()];
   }
   for (uint32_t count : histogram) metrics.add_fdt_histogram(count);
@@ -78,6 +79,7 @@ StatusOr<dtm::v1::Metrics> AggregateProbeResults(const std::vector<dtm::v1::Prob
   metrics.set_sdt_mean(sdt_sum / n);
   metrics.set_dppl(ppl_sum / n);
   metrics.set_nll_mean(nll_sum / n);
+  metrics.set_outlier_columns_mean(outlier_sum / n);
   metrics.set_fdt75(Quantile(std::move(fdts), 0.75));
   return metrics;
 }

@@ -4,6 +4,20 @@
 #include "common/sha256.h"
 
 namespace dtm {
+namespace {
+
+// Whether a canonical config holds a component compressed with llm-int8 (a method without
+// parameters, so "=llm-int8" ends the item).
+bool HoldsLlmInt8(const std::string& canonical) {
+  const std::string method = "=llm-int8";
+  for (size_t at = canonical.find(method); at != std::string::npos; at = canonical.find(method, at + 1)) {
+    const size_t end = at + method.size();
+    if (end == canonical.size() || canonical[end] == ',') return true;
+  }
+  return false;
+}
+
+}  // namespace
 
 std::string TaskIdFor(TaskKindForKey kind, const dtm::v1::CacheKey& key) {
   // One field per line, named: no two different keys can print the same text (a config holds no
@@ -19,6 +33,10 @@ std::string TaskIdFor(TaskKindForKey kind, const dtm::v1::CacheKey& key) {
   if (kind == TaskKindForKey::kEval && !key.calibration_fingerprint().empty()) {
     text += "calibration=" + key.calibration_fingerprint() + "\n";
   }
+  // llm-int8 results stored before it followed bitsandbytes (whole-row weight int8, dequantized
+  // outlier weight columns) and before ProbeResult carried outlier_columns are other numbers under the
+  // same config string: this line gives such configs new ids and leaves every other id unchanged.
+  if (kind == TaskKindForKey::kEval && HoldsLlmInt8(key.config().canonical())) text += "llm-int8=bitsandbytes\n";
   text += "shard=" + std::to_string(key.shard().begin()) + ":" + std::to_string(key.shard().end()) + "\n";
   Sha256 hash;
   hash.Update(text);

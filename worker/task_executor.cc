@@ -314,6 +314,7 @@ class EngineExecutor final : public TaskExecutor {
       r->set_fdt(static_cast<uint32_t>(d.fdt));
       r->set_sdt(static_cast<uint32_t>(d.sdt));
       r->set_nll(d.nll);
+      r->set_outlier_columns(static_cast<uint32_t>(result->outlier_columns[i]));
     }
     timing->set_tokens_processed(tokens);
     return OkStatus();

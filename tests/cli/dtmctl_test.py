@@ -129,8 +129,13 @@ class DtmctlTest(unittest.TestCase):
                 result = run_json("eval", "--model", MODEL, "--baseline", self.baseline, "--compress", spec,
                                   *calibration)
                 self.assertEqual(result["config"], spec)
-                for key in ("fdt75", "fdt_mean", "sdt_mean", "dppl", "per_probe", "fdt_histogram", "noise_floor"):
+                for key in ("fdt75", "fdt_mean", "sdt_mean", "dppl", "per_probe", "fdt_histogram", "noise_floor",
+                            "outlier_columns_mean"):
                     self.assertIn(key, result)
+                counts = [p["outlier_columns"] for p in result["per_probe"]]
+                self.assertAlmostEqual(result["outlier_columns_mean"], sum(counts) / len(counts))
+                if "llm-int8" not in spec:
+                    self.assertEqual(counts, [0] * PROBES)
                 self.assertEqual(sum(result["fdt_histogram"]), PROBES)
                 self.assertLessEqual(result["fdt_mean"], COMPLETION)
         # Removing a whole MLP matrix is far from free.
@@ -164,6 +169,51 @@ class DtmctlTest(unittest.TestCase):
         self.assertEqual(ppl["tokens_scored"], 8 * 64)
         self.assertGreater(ppl["ppl"], 1.0)
         self.assertLess(ppl["ppl"], 2048)  # better than uniform over the vocabulary
+
+    def test_make_probes_samples_documents_at_random_by_seed(self):
+        # 40 C4-style documents, each far longer than the 8-token prefix, so every one is a candidate
+        # and the sample can be predicted here with an independent SplitMix64.
+        with open(self.text) as f:
+            words = f.read().split()
+        corpus = os.path.join(self.tmp, "c4-sample.jsonl")
+        with open(corpus, "w") as f:
+            for d in range(40):
+                f.write(json.dumps({"text": " ".join(words[d * 40:(d + 1) * 40])}) + "\n")
+
+        def make(*extra):
+            out = os.path.join(self.tmp, "sampled.jsonl")
+            made = run_json("make-probes", "--model", MODEL, "--corpus", corpus, "--prefix", "8", "--out", out, *extra)
+            return made, [row["id"] for row in read_jsonl(out)]
+
+        def splitmix64(seed, index):
+            mask = (1 << 64) - 1
+            z = (seed + (index + 1) * 0x9E3779B97F4A7C15) & mask
+            z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+            z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+            return z ^ (z >> 31)
+
+        made, ids = make("--count", "10", "--sample", "random", "--seed", "2024")
+        self.assertEqual((made["sample"], made["seed"], made["probes"]), ("random", 2024, 10))
+        lines = sorted(range(1, 41), key=lambda line: splitmix64(2024, line))
+        self.assertEqual(ids, [f"c4-sample.jsonl:{line}" for line in lines[:10]])
+        self.assertEqual(len(set(ids)), 10)
+        again, ids_again = make("--count", "10", "--sample", "random", "--seed", "2024")
+        self.assertEqual((ids_again, again["fingerprint"]), (ids, made["fingerprint"]))
+        _, other = make("--count", "10", "--sample", "random", "--seed", "2025")
+        self.assertNotEqual(other, ids)
+        _, first = make("--count", "10")
+        self.assertEqual(first, [f"c4-sample.jsonl:{line}" for line in range(1, 11)])  # the default: corpus order
+        _, everything = make("--count", "40", "--sample", "random", "--seed", "1")
+        self.assertEqual(sorted(everything), sorted(f"c4-sample.jsonl:{line}" for line in range(1, 41)))
+
+        out = os.path.join(self.tmp, "never.jsonl")
+        base = ["make-probes", "--model", MODEL, "--corpus", corpus, "--prefix", "8", "--out", out]
+        self.expect_error(base + ["--count", "41", "--sample", "random", "--seed", "1"], "c4-sample.jsonl",
+                          "only 40 probes", "41 asked for")
+        self.expect_error(base + ["--count", "5", "--sample", "random"], "--seed")
+        self.expect_error(base + ["--count", "5", "--seed", "3"], "--seed", "random only")
+        self.expect_error(base + ["--count", "5", "--sample", "shuffle", "--seed", "3"], "'shuffle'")
+        self.assertFalse(os.path.exists(out))
 
     # -- bad input: one line naming what is wrong, non-zero exit
 

@@ -98,11 +98,31 @@ TEST(ResultsFormatTest, SearchLevelStatisticsFollowTheTableAndAreInTheJson) {
 
 TEST(ResultsFormatTest, CsvQuotesConfigsWithCommasAndKeepsFullPrecision) {
   EXPECT_EQ(FormatResultsCsv(TwoConfigResults()),
-            "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete\n"
-            ",4,3.75,0.25,1.0001,0.0001,4,true\n"
+            "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete,outlier_columns_mean\n"
+            ",4,3.75,0.25,1.0001,0.0001,4,true,0\n"
             "\"model.layers.0.mlp.up_proj=int8-absmax,model.layers.1.mlp.down_proj=prune:0.5\","
-            "3.25,2.5,1.75,1.2345678,0.1,4,true\n"
-            "model.layers.3.self_attn.q_proj=int4,1.5,0.3333333333333333,3,12.5,2.5257,3,false\n");
+            "3.25,2.5,1.75,1.2345678,0.1,4,true,0\n"
+            "model.layers.3.self_attn.q_proj=int4,1.5,0.3333333333333333,3,12.5,2.5257,3,false,0\n");
+}
+
+TEST(ResultsFormatTest, CsvAndJsonCarryTheOutlierColumns) {
+  v1::GetResultsResponse response;
+  response.set_job_id("j-9");
+  response.set_state(v1::JOB_STATE_SUCCEEDED);
+  v1::ConfigResult* r = response.add_results();
+  r->set_config("a=llm-int8");
+  SetMetrics(r->mutable_metrics(), 2, 2, 1, 1.5, 0.4, 2, {});
+  r->mutable_metrics()->set_outlier_columns_mean(12.5);
+  r->set_complete(true);
+  v1::ProbeResult* p = r->add_probe_results();
+  p->set_probe_id("p0");
+  p->set_outlier_columns(13);
+  EXPECT_EQ(FormatResultsCsv(response),
+            "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete,outlier_columns_mean\n"
+            "a=llm-int8,2,2,1,1.5,0.4,2,true,12.5\n");
+  const nlohmann::json doc = nlohmann::json::parse(FormatResultsJson(response));
+  EXPECT_EQ(doc["results"][0]["outlier_columns_mean"].get<double>(), 12.5);
+  EXPECT_EQ(doc["results"][0]["probe_results"][0]["outlier_columns"].get<uint32_t>(), 13u);
 }
 
 TEST(ResultsFormatTest, CsvFieldDoublesQuotesAndQuotesLineBreaks) {
@@ -144,6 +164,7 @@ TEST(ResultsFormatTest, JsonIsTheExpectedDocument) {
     "fdt_mean": 2.0,
     "nll_mean": 0.0,
     "num_probes": 1,
+    "outlier_columns_mean": 0.0,
     "sdt_mean": 0.0
   },
   "results": [
@@ -160,11 +181,13 @@ TEST(ResultsFormatTest, JsonIsTheExpectedDocument) {
       "fdt_mean": 1.0,
       "nll_mean": 0.25,
       "num_probes": 1,
+      "outlier_columns_mean": 0.0,
       "ppl": 7.5,
       "probe_results": [
         {
           "fdt": 1,
           "nll": 0.25,
+          "outlier_columns": 0,
           "probe_id": "p0",
           "probe_index": 0,
           "sdt": 1

@@ -64,6 +64,17 @@ TEST(AggregateTest, ComputesHandCheckedMetrics) {
   EXPECT_EQ(Histogram(*m), (std::vector<uint32_t>{1, 1, 1, 1, 0}));
   EXPECT_EQ(m->num_probes(), 4u);
   EXPECT_FALSE(m->has_ppl());
+  EXPECT_EQ(m->outlier_columns_mean(), 0.0);  // no llm-int8: no counts
+}
+
+TEST(AggregateTest, AveragesTheOutlierColumnsOverTheProbes) {
+  std::vector<dtm::v1::ProbeResult> results = {Probe(1, 4, 0, 0.0), Probe(0, 4, 0, 0.0), Probe(2, 1, 2, 0.5)};
+  results[0].set_outlier_columns(7);
+  results[1].set_outlier_columns(0);
+  results[2].set_outlier_columns(12);
+  StatusOr<dtm::v1::Metrics> m = AggregateProbeResults(results, 4);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_DOUBLE_EQ(m->outlier_columns_mean(), (7 + 0 + 12) / 3.0);
 }
 
 TEST(AggregateTest, CountsProbesThatNeverDivergeInTheLastBin) {
@@ -96,6 +107,7 @@ TEST(AggregateTest, MatchesTheEngineOnRandomProbesInRandomShardOrder) {
   for (int trial = 0; trial < 20; ++trial) {
     std::vector<ProbeDivergence> engine(kProbes);
     std::vector<dtm::v1::ProbeResult> probes;
+    uint64_t outlier_total = 0;  // an integer sum: exact, whatever the order
     for (int i = 0; i < kProbes; ++i) {
       // A quarter never diverge; the rest diverge somewhere with a consistent SDT.
       ProbeDivergence& d = engine[i];
@@ -103,6 +115,9 @@ TEST(AggregateTest, MatchesTheEngineOnRandomProbesInRandomShardOrder) {
       d.sdt = d.fdt == kCompletion ? 0 : 1 + static_cast<int64_t>(rng() % (kCompletion - d.fdt));
       d.nll = std::uniform_real_distribution<double>(0.0, 6.0)(rng);
       probes.push_back(Probe(i, static_cast<uint32_t>(d.fdt), static_cast<uint32_t>(d.sdt), d.nll));
+      const uint32_t outliers = static_cast<uint32_t>(rng() % 300);
+      probes.back().set_outlier_columns(outliers);
+      outlier_total += outliers;
     }
     // Random shard boundaries, shards in random order, rows inside a shard shuffled too.
     std::vector<std::vector<dtm::v1::ProbeResult>> shards;
@@ -124,6 +139,7 @@ TEST(AggregateTest, MatchesTheEngineOnRandomProbesInRandomShardOrder) {
     ExpectRelativelyEqual(m->sdt_mean(), want.sdt_mean, "sdt_mean");
     ExpectRelativelyEqual(m->dppl(), want.dppl, "dppl");
     ExpectRelativelyEqual(m->nll_mean(), want.nll_mean, "nll_mean");
+    ExpectRelativelyEqual(m->outlier_columns_mean(), static_cast<double>(outlier_total) / kProbes, "outlier_columns_mean");
     EXPECT_EQ(m->num_probes(), static_cast<uint32_t>(kProbes));
     ASSERT_EQ(m->fdt_histogram_size(), kCompletion + 1);
     for (int64_t k = 0; k <= kCompletion; ++k) {

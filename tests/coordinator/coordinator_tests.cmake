@@ -31,9 +31,10 @@ dtm_add_test(worker_registry_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/worker
   LIBS dtm_coordinator_service)
 dtm_add_test(task_table_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/task_table_test.cc LABELS fast
   LIBS dtm_coordinator_service)
-dtm_add_test(task_wire_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/task_wire_test.cc LABELS fast
-  LIBS dtm_coordinator_service)
+# Task ids: unchanged for old configs, new for llm-int8 ones, naming the calibration set of gptq ones.
 dtm_add_test(store_keys_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/store_keys_test.cc LABELS fast
+  LIBS dtm_coordinator_service)
+dtm_add_test(task_wire_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/task_wire_test.cc LABELS fast
   LIBS dtm_coordinator_service)
 dtm_add_test(job_files_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/job_files_test.cc LABELS fast
   LIBS dtm_coordinator_service)

@@ -145,6 +145,7 @@ class TaskExecutorTest : public ::testing::Test {
       EXPECT_EQ(got.fdt(), static_cast<uint32_t>(expected.per_probe[i].fdt)) << "probe " << i;
       EXPECT_EQ(got.sdt(), static_cast<uint32_t>(expected.per_probe[i].sdt)) << "probe " << i;
       EXPECT_EQ(got.nll(), expected.per_probe[i].nll) << "probe " << i;  // bit-exact: same math, same batches
+      EXPECT_EQ(got.outlier_columns(), static_cast<uint32_t>(expected.outlier_columns[i])) << "probe " << i;
     }
   }
 
@@ -238,8 +239,10 @@ TEST_F(TaskExecutorTest, EvalTaskEqualsEvaluatorPerProbeExactly) {
   ASSERT_NE(executor, nullptr);
   const Baseline baseline = ReferenceBaseline();
   // The compressed config first: the noise floor after it also shows the weights were restored.
-  for (const std::string config : {"model.layers.0.mlp.up_proj=int8-absmax", "model.layers.1.self_attn.q_proj=prune:0.9",
-                                   ""}) {
+  for (const std::string config :
+       {"model.layers.0.mlp.up_proj=int8-absmax", "model.layers.1.self_attn.q_proj=prune:0.9",
+        "model.layers.0.mlp.down_proj=llm-int8,model.layers.1.mlp.down_proj=llm-int8,model.layers.1.self_attn.q_proj=prune:0.9",
+        ""}) {
     SCOPED_TRACE("config '" + config + "'");
     dtm::v1::CompleteTaskRequest request;
     const Status status = executor->Execute(EvalTask(baseline, config), &request);

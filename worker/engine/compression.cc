@@ -33,12 +33,15 @@ torch::Tensor AbsMaxRoundTrip(const torch::Tensor& wf, const torch::Tensor& amax
   return torch::clamp(torch::round(wf / safe), -127, 127) * scale;
 }
 
-// The integers of symmetric int8 quantization with one absmax scale per row of m [rows, cols]:
-// returns (q [rows, cols] float32 holding integers in [-127, 127], scale [rows, 1] float32).
-std::pair<torch::Tensor, torch::Tensor> RowWiseInt8(const torch::Tensor& m) {
-  torch::Tensor scale = DivideBy127(m.abs().amax(1, /*keepdim=*/true));  // [rows, 1]
-  torch::Tensor safe = torch::where(scale > 0, scale, torch::ones_like(scale));
-  return {torch::clamp(torch::round(m / safe), -127, 127), scale};
+// bitsandbytes' row-wise int8 (int8_vectorwise_quant): q = round(m * (127 / amax)) with amax [rows, 1]
+// the absmax of each row (of whichever entries the caller counts), as float32 integers. The scale
+// multiplies by 127 / amax as bitsandbytes does, rather than dividing by amax / 127, which can round a
+// value at a .5 boundary the other way. |m| <= amax keeps q within [-127, 127]; the clamp only
+// guards that. A zero amax (an all-zero row) gives zeros rather than bitsandbytes' 0 * inf.
+torch::Tensor RowWiseInt8(const torch::Tensor& m, const torch::Tensor& amax) {
+  torch::Tensor inv = torch::full({}, 127.0, amax.options()) / amax;
+  inv = torch::where(amax > 0, inv, torch::zeros_like(inv));
+  return torch::clamp(torch::round(m * inv), -127, 127);
 }
 
 // qx [n, in] @ qw [out, in]^T for integer-valued float32 matrices with |entries| <= 127, exactly.
@@ -94,28 +97,49 @@ torch::Tensor AbsMaxInt8Rows(const torch::Tensor& w) {
   return AbsMaxRoundTrip(wf, wf.abs().amax(1, /*keepdim=*/true)).reshape(w.sizes());
 }
 
+LlmInt8Weight QuantizeLlmInt8Weight(const torch::Tensor& w) {
+  TORCH_CHECK(w.dim() == 2, "QuantizeLlmInt8Weight: w ", w.sizes(), " is not a matrix");
+  torch::Tensor wf = w.to(torch::kFloat32);
+  torch::Tensor amax = wf.abs().amax(1, /*keepdim=*/true);  // [out, 1], over the whole row
+  return {RowWiseInt8(wf, amax).to(torch::kInt8), amax.squeeze(1)};
+}
+
 torch::Tensor LlmInt8Matmul(const torch::Tensor& x, const torch::Tensor& w, double threshold) {
-  TORCH_CHECK(w.dim() == 2 && x.dim() >= 1 && x.size(-1) == w.size(1), "LlmInt8Matmul: x ", x.sizes(),
-              " and w ", w.sizes(), " do not fit y = x w^T");
-  const int64_t in = w.size(1);
+  return LlmInt8Matmul(x, QuantizeLlmInt8Weight(w), threshold);
+}
+
+torch::Tensor LlmInt8Matmul(const torch::Tensor& x, const LlmInt8Weight& w, double threshold,
+                            torch::Tensor* outlier_columns) {
+  TORCH_CHECK(w.cb.dim() == 2 && x.dim() >= 1 && x.size(-1) == w.cb.size(1), "LlmInt8Matmul: x ", x.sizes(),
+              " and w ", w.cb.sizes(), " do not fit y = x w^T");
+  const int64_t in = w.cb.size(1);
   std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
-  out_shape.back() = w.size(0);
+  out_shape.back() = w.cb.size(0);
   torch::Tensor xf = x.to(torch::kFloat32).reshape({-1, in});  // [n, in]
-  torch::Tensor wf = w.to(torch::kFloat32);                    // [out, in]
+  torch::Tensor cb = w.cb.to(torch::kFloat32);                 // [out, in], integers
+  torch::Tensor scb = w.scb.to(torch::kFloat32).unsqueeze(1);  // [out, 1]
+
+  torch::Tensor outlier_value = xf.abs() >= threshold;  // [n, in]
+  torch::Tensor outlier = outlier_value.any(0);         // [in] bool
+  if (outlier_columns != nullptr) *outlier_columns = outlier;
   if (in == 0) return torch::zeros(out_shape, xf.options());
 
-  // Outlier feature columns, over every position of this call.
-  torch::Tensor outlier = (xf.abs() > threshold).any(0);  // [in] bool
-  torch::Tensor regular = outlier.logical_not();          // [in] bool
-  // Masking (rather than gathering the outlier columns) keeps shapes static and needs no host sync;
-  // masked_fill rather than multiplying by a 0/1 mask, so an inf in one part cannot make NaN in the other.
-  torch::Tensor y_fp = torch::matmul(xf.masked_fill(regular, 0.0), wf.t());  // [n, out]
+  // Outlier part. Masking (rather than gathering the outlier columns) keeps shapes static and needs no
+  // host sync; masked_fill rather than multiplying by a 0/1 mask, so an inf in one part cannot make NaN
+  // in the other. The dequantized weight passes through x's dtype as bitsandbytes' subB does.
+  torch::Tensor w_deq = (cb * DivideBy127(scb)).to(x.scalar_type()).to(torch::kFloat32);  // [out, in]
+  torch::Tensor y_fp = torch::matmul(xf.masked_fill(outlier.logical_not(), 0.0), w_deq.t());  // [n, out]
 
-  auto [qx, sx] = RowWiseInt8(xf.masked_fill(outlier, 0.0));  // [n, in], [n, 1]
-  auto [qw, sw] = RowWiseInt8(wf.masked_fill(outlier, 0.0));  // [out, in], [out, 1]
-  torch::Tensor y_int = ExactIntegerMatmul(qx, qw);           // [n, out] float64
-  // Dequantize in float64 (the product of the two scales is exact there), then round once.
-  torch::Tensor y_q = (y_int * (sx.to(torch::kFloat64) * sw.to(torch::kFloat64).t())).to(torch::kFloat32);
+  // Regular part: the row absmax leaves out the outlier values only; whole outlier columns are zeroed
+  // after quantizing (bitsandbytes: `A[outliers] = 0`, absmax, quantize, `out_row[:, outlier_cols] = 0`).
+  torch::Tensor x_in = xf.masked_fill(outlier_value, 0.0);
+  torch::Tensor sx = x_in.abs().amax(1, /*keepdim=*/true);                     // [n, 1]
+  torch::Tensor qx = RowWiseInt8(x_in, sx).masked_fill(outlier, 0.0);          // [n, in]
+  torch::Tensor y_int = ExactIntegerMatmul(qx, cb);                            // [n, out] float64
+  // Dequantize in float64 (sx * scb is exact there), then round once; a tensor divisor, as in DivideBy127.
+  torch::Tensor scale = sx.to(torch::kFloat64) * scb.to(torch::kFloat64).t() /
+                        torch::full({}, 127.0 * 127.0, y_int.options());
+  torch::Tensor y_q = (y_int * scale).to(torch::kFloat32);
   return (y_fp + y_q).reshape(out_shape);
 }
 

@@ -28,12 +28,39 @@ torch::Tensor AbsMaxInt8(const torch::Tensor& w);
 // The same with one scale per output row: w is [out, in] (trailing dims are flattened into `in`).
 torch::Tensor AbsMaxInt8Rows(const torch::Tensor& w);
 
-// LLM.int8() (Dettmers et al. 2022) for y = x w^T, x [..., in], w [out, in]; returns float32
-// [..., out]. Columns j of x with any |x[.., j]| > threshold (over every position this call receives)
-// are outliers: their part x[:, j] w[:, j]^T is a float32 product. The rest is vector-wise int8: each
-// row of x and each row of w quantized with its own absmax scale over the non-outlier columns, the
-// integer product computed exactly, then dequantized by the two scales. Shapes must agree
-// (x.size(-1) == w.size(1)); a mismatch is a programming error and throws c10::Error.
-torch::Tensor LlmInt8Matmul(const torch::Tensor& x, const torch::Tensor& w, double threshold = 6.0);
+// LLM.int8() (Dettmers et al. 2022) as bitsandbytes computes it (MatMul8bitLt with Int8Params, the
+// paper's implementation). The weight is stored once as row-wise int8 over each WHOLE row (bitsandbytes'
+// CB and SCB): scb[o] = max_j |w[o, j]|, cb[o, j] = round(w[o, j] * (127 / scb[o])).
+inline constexpr double kLlmInt8Threshold = 6.0;  // bitsandbytes' default llm_int8_threshold
+
+struct LlmInt8Weight {
+  torch::Tensor cb;   // [out, in] int8, on w's device
+  torch::Tensor scb;  // [out] float32: each row's absmax
+};
+
+// Quantizes w [out, in] (any floating dtype); an all-zero row gets scb 0 and cb 0.
+LlmInt8Weight QuantizeLlmInt8Weight(const torch::Tensor& w);
+
+// y = x w^T for x [..., in]; returns float32 [..., out]. At each call (bitsandbytes'
+// int8_vectorwise_quant + int8_mixed_scaled_mm):
+//  - the outlier columns are the input features j with any |x[.., j]| >= threshold over every position
+//    this call receives (bitsandbytes compares with >=, so a value of exactly 6.0 is an outlier);
+//  - their part is x[:, outliers] @ (cb[:, outliers] * scb / 127)^T: the weight columns are
+//    dequantized from the int8, then rounded to x's dtype (bitsandbytes' `.to(A.dtype)`), and the
+//    product is taken in float32;
+//  - the rest is vector-wise int8: each row i of x is quantized with sx[i] = max |x[i, j]| over the
+//    entries below the threshold (the outlier VALUES are left out of the absmax, the other entries of
+//    an outlier column are not), qx = round(x * (127 / sx)), then the outlier columns of qx are zeroed;
+//    qx @ cb^T is computed exactly and dequantized by sx[i] * scb[o] / 127^2.
+// Deviations, all below bitsandbytes' own fp16 rounding: inputs are not cast to fp16 first, the
+// dequantization runs in float64 and the two parts are summed in float32 and rounded once by the caller;
+// a row of x whose every entry is an outlier (or zero) quantizes to zeros instead of bitsandbytes' 0/0.
+// If `outlier_columns` is given, it receives the [in] bool mask of outlier columns.
+// Shapes must agree (x.size(-1) == cb.size(1)); a mismatch is a programming error and throws c10::Error.
+torch::Tensor LlmInt8Matmul(const torch::Tensor& x, const LlmInt8Weight& w, double threshold = kLlmInt8Threshold,
+                            torch::Tensor* outlier_columns = nullptr);
+
+// The same, quantizing w first.
+torch::Tensor LlmInt8Matmul(const torch::Tensor& x, const torch::Tensor& w, double threshold = kLlmInt8Threshold);
 
 }  // namespace dtm

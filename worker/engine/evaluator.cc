@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 
 #include "worker/engine/calibration.h"
 #include "worker/engine/compression.h"
@@ -12,12 +13,20 @@
 namespace dtm {
 namespace {
 
-// LLM.int8() as a forward override. Outlier columns are found per sequence (one call per batch
-// row), so a probe's result does not depend on which probes share its batch.
-torch::Tensor LlmInt8Forward(const torch::Tensor& x, const torch::Tensor& w) {
+// LLM.int8() as a forward override, with the weight quantized once when the config is applied.
+// Outlier columns are found per sequence (one call per batch row), so a probe's result does not
+// depend on which probes share its batch. When `outlier_counts` is defined ([B] int64 on x's device),
+// row b gains the number of outlier columns of sequence b; the counts stay on the device, so that
+// counting adds no host sync to the forward.
+torch::Tensor LlmInt8Forward(const torch::Tensor& x, const LlmInt8Weight& w, const torch::Tensor& outlier_counts) {
+  const bool count = outlier_counts.defined() && outlier_counts.size(0) == x.size(0);
   std::vector<torch::Tensor> rows;
   rows.reserve(x.size(0));
-  for (int64_t b = 0; b < x.size(0); ++b) rows.push_back(LlmInt8Matmul(x[b], w));
+  for (int64_t b = 0; b < x.size(0); ++b) {
+    torch::Tensor outliers;
+    rows.push_back(LlmInt8Matmul(x[b], w, kLlmInt8Threshold, &outliers));
+    if (count) outlier_counts[b].add_(outliers.sum());
+  }
   return torch::stack(rows).to(x.scalar_type());
 }
 
@@ -67,10 +76,15 @@ Status Evaluator::ApplyOne(const ComponentId& id, const CompressionMethod& metho
     case MethodKind::kRandomPrune: compressed = RandomPrune(w, method.fraction, method.seed); break;
     case MethodKind::kInt8AbsMax: compressed = AbsMaxInt8(w); break;
     case MethodKind::kInt8AbsMaxRow: compressed = AbsMaxInt8Rows(w); break;
-    case MethodKind::kLlmInt8:
-      model_->SetLinearOverride(id, LlmInt8Forward);
+    case MethodKind::kLlmInt8: {
+      // Stored once, as bitsandbytes' Int8Params is; the override ignores the float weight it is passed.
+      auto weight = std::make_shared<const LlmInt8Weight>(QuantizeLlmInt8Weight(w));
+      model_->SetLinearOverride(id, [this, weight](const torch::Tensor& x, const torch::Tensor&) {
+        return LlmInt8Forward(x, *weight, outlier_counts_);
+      });
       overridden_.push_back(id);
       return OkStatus();
+    }
     case MethodKind::kGptq: {
       GptqOptions opts;
       opts.bits = method.bits;
@@ -151,19 +165,35 @@ StatusOr<EvalResult> Evaluator::EvaluateCurrent(const Baseline& baseline, const 
     result.completion_len = std::max(result.completion_len, row.completion_len());
   }
   result.per_probe.resize(baseline.rows.size());
+  result.outlier_columns.assign(baseline.rows.size(), 0);
   torch::NoGradGuard no_grad;
   int64_t done = 0;
   try {
     for (const Batch& batch : MakeBatches(sequences, prefix_lens, options.batch_size)) {
+      const int64_t rows = static_cast<int64_t>(batch.rows.size());
+      if (!overridden_.empty()) {
+        outlier_counts_ = torch::zeros({rows}, torch::TensorOptions(model_->options().device).dtype(torch::kLong));
+      }
       std::vector<ProbeDivergence> scored = ScoreBatch(*model_, batch);
-      for (size_t i = 0; i < batch.rows.size(); ++i) result.per_probe[batch.rows[i]] = scored[i];
-      done += static_cast<int64_t>(batch.rows.size());
+      torch::Tensor counts = outlier_counts_.defined() ? outlier_counts_.cpu() : torch::zeros({rows}, torch::kLong);
+      outlier_counts_ = torch::Tensor();
+      for (size_t i = 0; i < batch.rows.size(); ++i) {
+        result.per_probe[batch.rows[i]] = scored[i];
+        result.outlier_columns[batch.rows[i]] = counts[static_cast<int64_t>(i)].item<int64_t>();
+      }
+      done += rows;
       if (options.on_progress) options.on_progress(done, static_cast<int64_t>(sequences.size()));
     }
   } catch (const std::exception& e) {
+    outlier_counts_ = torch::Tensor();
     return StatusFromException(e, "evaluation forward failed");
   }
   result.summary = Summarize(result.per_probe, result.completion_len);
+  double outlier_sum = 0;
+  for (int64_t c : result.outlier_columns) outlier_sum += static_cast<double>(c);
+  if (!result.outlier_columns.empty()) {
+    result.outlier_columns_mean = outlier_sum / static_cast<double>(result.outlier_columns.size());
+  }
   return result;
 }
 

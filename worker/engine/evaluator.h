@@ -30,6 +30,11 @@ struct EvalResult {
   std::vector<ProbeDivergence> per_probe;    // in baseline order
   DivergenceSummary summary;
   int64_t completion_len = 0;                // the longest completion among the rows
+  // Per probe, in baseline order: the number of outlier input columns (|x| >= 6.0 anywhere in the
+  // probe's sequence, LLM.int8()'s test) summed over the config's llm-int8 components; 0 for every
+  // probe of a config without llm-int8. The second axis of the paper's Fig. 5.
+  std::vector<int64_t> outlier_columns;
+  double outlier_columns_mean = 0;           // their mean over the probes
 };
 
 struct PerplexityResult {
@@ -72,6 +77,9 @@ class Evaluator {
   CalibrationHessians* calibration_;
   std::map<int, torch::Tensor> saved_;       // ComponentId::Index() -> original weight
   std::vector<ComponentId> overridden_;      // components with an LLM.int8() forward
+  // During one batch's forward with llm-int8 components: [B] int64 outlier column counts per batch row,
+  // on the model's device, which the LLM.int8() overrides add to; undefined otherwise.
+  torch::Tensor outlier_counts_;
 };
 
 }  // namespace dtm

@@ -49,51 +49,56 @@ void AbsMaxLoop(const std::vector<float>& v, size_t begin, size_t end, std::vect
   }
 }
 
-// LLM.int8() y = x w^T as SPEC defines it, x [n, in], w [out, in].
+// bitsandbytes' row-wise int8 of one row v[0, cols): the integers round(v * (127 / amax)), where
+// amax is the largest |v[j]| over the entries `counted` (all when empty); zeros for amax 0.
+std::vector<int64_t> QuantizeRowLoop(const std::vector<float>& v, const std::vector<bool>& counted, float* amax) {
+  *amax = 0;
+  for (size_t j = 0; j < v.size(); ++j) {
+    if (counted.empty() || counted[j]) *amax = std::max(*amax, std::fabs(v[j]));
+  }
+  const float inv = *amax > 0 ? 127.0f / *amax : 0.0f;
+  std::vector<int64_t> q(v.size());
+  for (size_t j = 0; j < v.size(); ++j) q[j] = static_cast<int64_t>(std::nearbyint(v[j] * inv));
+  return q;
+}
+
+// LLM.int8() y = x w^T as bitsandbytes computes it (see compression.h), x [n, in], w [out, in], with
+// the outlier part's dequantized weight rounded through bfloat16 when `bf16_compute`.
 std::vector<float> LlmInt8Loop(const std::vector<float>& x, const std::vector<float>& w, int64_t n,
-                               int64_t in, int64_t out, double threshold) {
+                               int64_t in, int64_t out, double threshold, bool bf16_compute = false) {
   std::vector<bool> outlier(in, false);
   for (int64_t i = 0; i < n; ++i) {
-    for (int64_t j = 0; j < in; ++j) outlier[j] = outlier[j] || std::fabs(x[i * in + j]) > threshold;
+    for (int64_t j = 0; j < in; ++j) outlier[j] = outlier[j] || std::fabs(x[i * in + j]) >= threshold;
   }
-  // Row-wise absmax int8 over the regular columns: the integers and the scale of each row.
-  auto quantize_rows = [&](const std::vector<float>& m, int64_t rows, std::vector<int64_t>* q,
-                           std::vector<float>* scale) {
-    q->assign(rows * in, 0);
-    scale->assign(rows, 0);
-    for (int64_t r = 0; r < rows; ++r) {
-      float amax = 0;
-      for (int64_t j = 0; j < in; ++j) {
-        if (!outlier[j]) amax = std::max(amax, std::fabs(m[r * in + j]));
-      }
-      float s = amax / 127.0f;
-      (*scale)[r] = s;
-      for (int64_t j = 0; j < in; ++j) {
-        if (!outlier[j] && s > 0) {
-          (*q)[r * in + j] =
-              static_cast<int64_t>(std::clamp(std::nearbyint(m[r * in + j] / s), -127.0f, 127.0f));
-        }
-      }
-    }
-  };
-  std::vector<int64_t> qx, qw;
-  std::vector<float> sx, sw;
-  quantize_rows(x, n, &qx, &sx);
-  quantize_rows(w, out, &qw, &sw);
+  // Weights: whole rows. Activations: the absmax over the entries below the threshold, then the outlier
+  // columns zeroed.
+  std::vector<std::vector<int64_t>> qw(out), qx(n);
+  std::vector<float> sw(out), sx(n);
+  for (int64_t o = 0; o < out; ++o) {
+    qw[o] = QuantizeRowLoop(std::vector<float>(w.begin() + o * in, w.begin() + (o + 1) * in), {}, &sw[o]);
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    std::vector<float> row(x.begin() + i * in, x.begin() + (i + 1) * in);
+    std::vector<bool> below(in);
+    for (int64_t j = 0; j < in; ++j) below[j] = std::fabs(row[j]) < threshold;
+    for (int64_t j = 0; j < in; ++j) row[j] = below[j] ? row[j] : 0.0f;
+    qx[i] = QuantizeRowLoop(row, below, &sx[i]);
+    for (int64_t j = 0; j < in; ++j) qx[i][j] = outlier[j] ? 0 : qx[i][j];
+  }
   std::vector<float> y(n * out);
   for (int64_t i = 0; i < n; ++i) {
     for (int64_t o = 0; o < out; ++o) {
       int64_t acc = 0;
       double fp = 0;
       for (int64_t j = 0; j < in; ++j) {
-        if (outlier[j]) {
-          fp += static_cast<double>(x[i * in + j]) * w[o * in + j];
-        } else {
-          acc += qx[i * in + j] * qw[o * in + j];
-        }
+        acc += qx[i][j] * qw[o][j];
+        if (!outlier[j]) continue;
+        float deq = static_cast<float>(qw[o][j]) * (sw[o] / 127.0f);
+        if (bf16_compute) deq = c10::BFloat16(deq);
+        fp += static_cast<double>(x[i * in + j]) * deq;
       }
-      float yq = static_cast<float>(static_cast<double>(acc) * (static_cast<double>(sx[i]) * sw[o]));
-      y[i * out + o] = static_cast<float>(fp) + yq;
+      const double scale = static_cast<double>(sx[i]) * static_cast<double>(sw[o]) / (127.0 * 127.0);
+      y[i * out + o] = static_cast<float>(fp) + static_cast<float>(static_cast<double>(acc) * scale);
     }
   }
   return y;
@@ -248,17 +253,56 @@ TEST(AbsMaxInt8Test, RowsAcceptBfloat16AndReturnFloat32OfTheSameShape) {
 
 // ---- LlmInt8Matmul
 
-TEST(LlmInt8MatmulTest, MatchesTheDefinitionWithOutlierColumns) {
+TEST(LlmInt8MatmulTest, MatchesAHandComputationOfTheBitsandbytesSteps) {
+  // x [2, 4], w [2, 4], threshold 6.
+  //   x = [ 1    8   2    -0.5 ]     w = [ 127    10.4  -3.5    2.5 ]
+  //       [ 4    5  -1.5  -6   ]         [ -63.5  20    15.75   0.6 ]
+  // Outlier columns: 1 (the 8) and 3 (the -6: bitsandbytes' test is >=).
+  // Weights, whole rows: scb = [127, 63.5], so 127 / scb = [1, 2]:
+  //   cb = [ 127  10  -4  2 ]   (-3.5 and 2.5 round half to even)
+  //        [-127  40  32  1 ]   (15.75 * 2 = 31.5 -> 32; 0.6 * 2 = 1.2 -> 1)
+  // Activations: each row's absmax leaves out the outlier values (8 and -6) but not the other entries of
+  // the outlier columns: sx = [max(1, 2, 0.5), max(4, 5, 1.5)] = [2, 5], so 127 / sx = [63.5, 25.4]:
+  //   qx = [ 64   0  127  0 ]   (63.5 -> 64; columns 1 and 3 zeroed after quantizing)
+  //        [ 102  0  -38  0 ]   (101.6 -> 102, -38.1 -> -38)
+  // Integer product over columns 0 and 2, then * sx[i] * scb[o] / 127^2:
+  //   [ 64*127 + 127*-4 = 7620,       64*-127 + 127*32 = -4064 ]   ->  [ 7620*2/127 = 120,  -4064/127 = -32 ]
+  //   [ 102*127 + -38*-4 = 13106, 102*-127 + -38*32 = -14170 ]     ->  [ 65530/127,         -35425/127 ]
+  // Outlier part with the DEQUANTIZED weight columns cb * scb / 127: column 1 = [10, 20] (not 10.4),
+  // column 3 = [2, 0.5]:
+  //   [ 8*10 - 0.5*2 = 79,   8*20 - 0.5*0.5 = 159.75 ]
+  //   [ 5*10 - 6*2 = 38,     5*20 - 6*0.5 = 97       ]
+  std::vector<float> x = {1, 8, 2, -0.5f, 4, 5, -1.5f, -6};
+  std::vector<float> w = {127, 10.4f, -3.5f, 2.5f, -63.5f, 20, 15.75f, 0.6f};
+  const std::vector<double> want = {120 + 79, -32 + 159.75, 65530.0 / 127 + 38, -35425.0 / 127 + 97};
+
+  LlmInt8Weight q = QuantizeLlmInt8Weight(ToTensor(w, {2, 4}));
+  EXPECT_EQ(ToVector(q.cb), (std::vector<float>{127, 10, -4, 2, -127, 40, 32, 1}));
+  EXPECT_EQ(ToVector(q.scb), (std::vector<float>{127, 63.5f}));
+  torch::Tensor mask;
+  std::vector<float> got = ToVector(LlmInt8Matmul(ToTensor(x, {2, 4}), q, 6.0, &mask));
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-4) << "output " << i;
+  EXPECT_EQ(ToVector(mask), (std::vector<float>{0, 1, 0, 1}));
+  EXPECT_EQ(ToVector(LlmInt8Matmul(ToTensor(x, {2, 4}), ToTensor(w, {2, 4}))), got);
+}
+
+TEST(LlmInt8MatmulTest, MatchesTheLoopImplementationWithOutlierColumns) {
   const int64_t n = 5, in = 16, out = 6;
   std::vector<float> x = RandomValues(n * in, 11);
   std::vector<float> w = RandomValues(out * in, 12, 0.1f);
   x[1 * in + 3] = 8.0f;    // column 3 is an outlier through one position
   x[4 * in + 11] = -9.5f;  // column 11 too, negative
-  x[2 * in + 7] = 6.0f;    // exactly the threshold: not an outlier
+  x[2 * in + 7] = 6.0f;    // exactly the threshold: an outlier
+  x[3 * in + 9] = 5.99f;   // just below: not one
   std::vector<float> want = LlmInt8Loop(x, w, n, in, out, 6.0);
-  std::vector<float> got = ToVector(LlmInt8Matmul(ToTensor(x, {n, in}), ToTensor(w, {out, in})));
+  torch::Tensor mask;
+  std::vector<float> got =
+      ToVector(LlmInt8Matmul(ToTensor(x, {n, in}), QuantizeLlmInt8Weight(ToTensor(w, {out, in})), 6.0, &mask));
   ASSERT_EQ(got.size(), want.size());
   for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-5) << "output " << i;
+  std::vector<float> outliers = ToVector(mask);
+  for (int64_t j = 0; j < in; ++j) EXPECT_EQ(outliers[j], j == 3 || j == 7 || j == 11 ? 1.0f : 0.0f) << j;
 
   // Without the outlier decomposition the large values would have crushed their rows' int8 scales.
   std::vector<float> plain = LlmInt8Loop(x, w, n, in, out, std::numeric_limits<double>::infinity());
@@ -278,20 +322,25 @@ TEST(LlmInt8MatmulTest, WithoutOutliersEqualsTheVectorWiseInt8ProductExactly) {
   EXPECT_EQ(ToVector(LlmInt8Matmul(ToTensor(x, {n, in}), ToTensor(w, {out, in}), inf)), want);
 }
 
-TEST(LlmInt8MatmulTest, WithEveryColumnAnOutlierEqualsTheFloatProduct) {
+TEST(LlmInt8MatmulTest, WithEveryColumnAnOutlierIsTheProductWithTheDequantizedWeight) {
   const int64_t n = 3, in = 8, out = 5;
   std::vector<float> x = RandomValues(n * in, 15);
   std::vector<float> w = RandomValues(out * in, 16);
   torch::Tensor xt = ToTensor(x, {n, in}), wt = ToTensor(w, {out, in});
-  torch::Tensor got = LlmInt8Matmul(xt, wt, /*threshold=*/-1.0);
-  EXPECT_EQ(ToVector(got), ToVector(torch::matmul(xt, wt.t())));
+  std::vector<float> got = ToVector(LlmInt8Matmul(xt, wt, /*threshold=*/0.0));
+  std::vector<float> plain_product = ToVector(torch::matmul(xt, wt.t()));
+  LlmInt8Weight q = QuantizeLlmInt8Weight(wt);
+  std::vector<float> cb = ToVector(q.cb), scb = ToVector(q.scb);
+  bool differs_from_float_weight = false;
   for (int64_t i = 0; i < n; ++i) {
     for (int64_t o = 0; o < out; ++o) {
       double dot = 0;
-      for (int64_t j = 0; j < in; ++j) dot += static_cast<double>(x[i * in + j]) * w[o * in + j];
-      EXPECT_NEAR(ToVector(got)[i * out + o], dot, 1e-5);
+      for (int64_t j = 0; j < in; ++j) dot += static_cast<double>(x[i * in + j]) * cb[o * in + j] * scb[o] / 127.0;
+      EXPECT_NEAR(got[i * out + o], dot, 1e-5);
+      differs_from_float_weight |= std::fabs(got[i * out + o] - plain_product[i * out + o]) > 1e-4;
     }
   }
+  EXPECT_TRUE(differs_from_float_weight);  // the outlier weight columns are not kept exact
 }
 
 TEST(LlmInt8MatmulTest, KeepsLeadingDimensionsAndFindsOutliersOverAllPositions) {
@@ -305,6 +354,25 @@ TEST(LlmInt8MatmulTest, KeepsLeadingDimensionsAndFindsOutliersOverAllPositions) 
   std::vector<float> want = LlmInt8Loop(x, w_bf16, 6, in, out, 6.0);
   std::vector<float> flat = ToVector(got);
   for (size_t i = 0; i < flat.size(); ++i) EXPECT_NEAR(flat[i], want[i], 1e-5) << "output " << i;
+}
+
+TEST(LlmInt8MatmulTest, RoundsTheDequantizedOutlierWeightsToTheInputsDtype) {
+  const int64_t n = 4, in = 10, out = 3;
+  std::vector<float> x = RandomValues(n * in, 22);
+  x[2 * in + 5] = 12.0f;
+  x = ToVector(ToTensor(x, {n, in}).to(torch::kBFloat16));  // values a bf16 x holds exactly
+  std::vector<float> w = RandomValues(out * in, 23);
+  torch::Tensor got = LlmInt8Matmul(ToTensor(x, {n, in}).to(torch::kBFloat16), ToTensor(w, {out, in}));
+  EXPECT_EQ(got.scalar_type(), torch::kFloat32);
+  std::vector<float> want = LlmInt8Loop(x, w, n, in, out, 6.0, /*bf16_compute=*/true);
+  std::vector<float> unrounded = LlmInt8Loop(x, w, n, in, out, 6.0, /*bf16_compute=*/false);
+  std::vector<float> flat = ToVector(got);
+  double off_unrounded = 0;
+  for (size_t i = 0; i < flat.size(); ++i) {
+    EXPECT_NEAR(flat[i], want[i], 1e-5) << "output " << i;
+    off_unrounded = std::max(off_unrounded, std::fabs(static_cast<double>(flat[i]) - unrounded[i]));
+  }
+  EXPECT_GT(off_unrounded, 1e-4);  // bf16 has 8 significant bits: the rounding shows
 }
 
 // ---- the same results on CUDA
@@ -323,7 +391,7 @@ TEST(CompressionTest, GivesTheSameResultsOnCudaAsOnCpu) {
   torch::Tensor x = ToTensor(RandomValues(10 * 2100, 20, 2.0f), {10, 2100});
   const double inf = std::numeric_limits<double>::infinity();
   torch::Tensor w_wide = ToTensor(RandomValues(7 * 2100, 21), {7, 2100});
-  // The integer part is exact on both devices.
+  // Without outliers the result is exact on both devices.
   EXPECT_EQ(ToVector(LlmInt8Matmul(x.to(cuda), w_wide.to(cuda), inf)),
             ToVector(LlmInt8Matmul(x, w_wide, inf)));
   torch::Tensor y_gpu = LlmInt8Matmul(x.to(cuda), w_wide.to(cuda));  // with outlier columns

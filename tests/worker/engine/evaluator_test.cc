@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstring>
+
 #include "tests/worker/engine/test_models.h"
 #include "worker/engine/calibration.h"
 #include "worker/engine/compression.h"
@@ -224,11 +227,73 @@ TEST(EvaluatorTest, HeavyCompressionDivergesAndTheResultsDoNotDependOnBatchSize)
   StatusOr<EvalResult> b = evaluator.Evaluate(baseline, config, four);
   ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_LT(a->summary.fdt_mean, kCompletion);
+  EXPECT_EQ(a->outlier_columns, b->outlier_columns);
   for (size_t i = 0; i < a->per_probe.size(); ++i) {
     EXPECT_EQ(a->per_probe[i].fdt, b->per_probe[i].fdt);
     EXPECT_EQ(a->per_probe[i].sdt, b->per_probe[i].sdt);
     EXPECT_NEAR(a->per_probe[i].nll, b->per_probe[i].nll, 1e-5);
   }
+}
+
+// Counts the columns j of x [1, T, in] with some |x[0, t, j]| >= 6, by a loop over the values.
+int64_t OutlierColumnsByLoop(const torch::Tensor& x) {
+  torch::Tensor c = x.to(torch::kCPU, torch::kFloat32).contiguous();
+  const int64_t t_len = c.size(1), in = c.size(2);
+  const float* v = c.data_ptr<float>();
+  int64_t columns = 0;
+  for (int64_t j = 0; j < in; ++j) {
+    bool outlier = false;
+    for (int64_t t = 0; t < t_len && !outlier; ++t) outlier = std::fabs(v[t * in + j]) >= 6.0f;
+    columns += outlier;
+  }
+  return columns;
+}
+
+TEST(EvaluatorTest, CountsTheOutlierColumnsOfEachProbeOverItsLlmInt8Components) {
+  std::unique_ptr<LlamaModel> model = SmallModel();
+  Baseline baseline = MakeBaseline(*model, 5);
+  Evaluator evaluator(model.get(), nullptr);
+  // down_proj's input (SwiGLU's hidden) of the x10 weights has values past 6; two components, so
+  // that the count sums over them, the second seeing the first's LLM.int8() output.
+  CompressionConfig config =
+      Config("model.layers.0.mlp.down_proj=llm-int8,model.layers.1.mlp.down_proj=llm-int8,"
+             "model.layers.1.self_attn.q_proj=int8-absmax");
+  EvalOptions batched;
+  batched.batch_size = 3;
+  StatusOr<EvalResult> result = evaluator.Evaluate(baseline, config, batched);
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  ASSERT_EQ(result->outlier_columns.size(), baseline.rows.size());
+
+  // Second code path: the same config applied, each probe forwarded alone, down_proj's inputs seen by
+  // an input observer and their outlier columns counted by a loop.
+  ASSERT_TRUE(evaluator.Apply(config).ok());
+  int64_t seen = 0;
+  model->SetInputObserver([&](int, LinearInputSite site, const torch::Tensor& x) {
+    if (site == LinearInputSite::kMlpHidden) seen += OutlierColumnsByLoop(x);
+  });
+  const int64_t hidden = model->config().intermediate_size;
+  double sum = 0;
+  bool some_but_not_all = false;
+  for (size_t i = 0; i < baseline.rows.size(); ++i) {
+    const BaselineRow& row = baseline.rows[i];
+    seen = 0;
+    torch::NoGradGuard no_grad;
+    model->Forward(torch::tensor(std::vector<int64_t>(row.tokens.begin(), row.tokens.end())).unsqueeze(0));
+    EXPECT_EQ(result->outlier_columns[i], seen) << row.id;
+    sum += static_cast<double>(seen);
+    some_but_not_all |= seen > 0 && seen < 2 * hidden;
+  }
+  model->SetInputObserver(nullptr);
+  evaluator.Restore();
+  EXPECT_TRUE(some_but_not_all) << "the test model should give a count that is neither 0 nor every column";
+  EXPECT_DOUBLE_EQ(result->outlier_columns_mean, sum / static_cast<double>(baseline.rows.size()));
+
+  // Without llm-int8 components every count is 0.
+  StatusOr<EvalResult> plain =
+      evaluator.Evaluate(baseline, Config("model.layers.0.mlp.down_proj=int8-absmax"), batched);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(plain->outlier_columns, std::vector<int64_t>(baseline.rows.size(), 0));
+  EXPECT_EQ(plain->outlier_columns_mean, 0.0);
 }
 
 TEST(EvaluatorTest, GptqWithoutCalibrationIsAClearError) {

@@ -1,6 +1,10 @@
 #include "worker/engine/probes.h"
 
+#include <algorithm>
 #include <fstream>
+#include <set>
+#include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -92,6 +96,165 @@ TEST_F(ProbesTest, PrefixLongerThanTheTextIsAClearError) {
   ASSERT_FALSE(set.ok());
   EXPECT_NE(set.status().message().find("small.txt"), std::string::npos);
   EXPECT_NE(set.status().message().find("only 0 probes"), std::string::npos) << set.status().message();
+}
+
+TEST(ProbeSampleKeyTest, IsSplitMix64) {
+  // The reference outputs of SplitMix64 (Vigna's splitmix64.c; Java's SplittableRandom), also
+  // computed by a Python transcription: seed 0 gives these three, seed 1234567 this one first.
+  EXPECT_EQ(ProbeSampleKey(0, 0), 0xE220A8397B1DCDAFULL);
+  EXPECT_EQ(ProbeSampleKey(0, 1), 0x6E789E6AA1B965F4ULL);
+  EXPECT_EQ(ProbeSampleKey(0, 2), 0x06C45D188009454FULL);
+  EXPECT_EQ(ProbeSampleKey(1234567, 0), 0x599ED017FB08FC85ULL);
+}
+
+TEST(ProbeSamplingTest, ParsesItsNames) {
+  EXPECT_EQ(*ParseProbeSampling("first"), ProbeSampling::kFirst);
+  EXPECT_EQ(*ParseProbeSampling("random"), ProbeSampling::kRandom);
+  StatusOr<ProbeSampling> bad = ParseProbeSampling("shuffle");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("'shuffle'"), std::string::npos) << bad.status().message();
+}
+
+// 60 documents, one a line; every 7th is too short for a probe (line numbers 1, 8, 15, ...).
+constexpr int kDocuments = 60;
+bool IsShortDocument(int line) { return line % 7 == 1; }
+
+std::string SampleCorpus() {
+  std::string lines;
+  for (int line = 1; line <= kDocuments; ++line) {
+    if (IsShortDocument(line)) {
+      lines += "{\"text\": \"a\"}\n";
+    } else {
+      lines += "{\"text\": \"" + std::to_string(line) + " the cat sat on the mat and the dog sat on the log\"}\n";
+    }
+  }
+  return lines;
+}
+
+std::vector<std::string> Ids(const ProbeSet& set) {
+  std::vector<std::string> ids;
+  for (const Probe& p : set.probes) ids.push_back(p.id);
+  return ids;
+}
+
+TEST_F(ProbesTest, RandomSamplingTakesTheDocumentsOfTheSmallestKeysWithoutReplacement) {
+  const std::string corpus = Write("c4.jsonl", SampleCorpus());
+  MakeProbesOptions options;
+  options.count = 12;
+  options.prefix_len = 6;
+  options.sampling = ProbeSampling::kRandom;
+  options.seed = 42;
+  StatusOr<ProbeSet> a = MakeProbes(corpus, *tokenizer_, options);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+
+  // Second code path: sort every long-enough document by its key, take the first 12.
+  std::vector<int> lines;
+  for (int line = 1; line <= kDocuments; ++line) {
+    if (!IsShortDocument(line)) lines.push_back(line);
+  }
+  std::sort(lines.begin(), lines.end(),
+            [](int x, int y) { return ProbeSampleKey(42, x) < ProbeSampleKey(42, y); });
+  std::vector<std::string> want;
+  for (int i = 0; i < 12; ++i) want.push_back("c4.jsonl:" + std::to_string(lines[i]));
+  EXPECT_EQ(Ids(*a), want);
+  EXPECT_EQ(std::set<std::string>(want.begin(), want.end()).size(), 12u);  // no document twice
+  // Each probe is its own document's prefix.
+  const std::string line = std::to_string(lines[0]);
+  std::vector<int32_t> tokens =
+      tokenizer_->Encode(line + " the cat sat on the mat and the dog sat on the log", /*add_bos=*/true);
+  tokens.resize(6);
+  EXPECT_EQ(a->probes[0].tokens, tokens);
+  // Not corpus order: the sample is not the first mode's probes.
+  options.sampling = ProbeSampling::kFirst;
+  EXPECT_NE(Ids(*MakeProbes(corpus, *tokenizer_, options)), want);
+}
+
+TEST_F(ProbesTest, RandomSamplingIsTheSameForTheSameSeedAndDiffersForAnother) {
+  const std::string corpus = Write("c4.jsonl", SampleCorpus());
+  MakeProbesOptions options;
+  options.count = 10;
+  options.prefix_len = 6;
+  options.sampling = ProbeSampling::kRandom;
+  options.seed = 7;
+  StatusOr<ProbeSet> a = MakeProbes(corpus, *tokenizer_, options);
+  StatusOr<ProbeSet> b = MakeProbes(corpus, *tokenizer_, options);
+  options.seed = 8;
+  StatusOr<ProbeSet> c = MakeProbes(corpus, *tokenizer_, options);
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  EXPECT_EQ(a->Fingerprint(), b->Fingerprint());
+  EXPECT_EQ(Ids(*a), Ids(*b));
+  EXPECT_NE(Ids(*a), Ids(*c));
+  // A smaller count with the same seed gives the first probes of the larger one.
+  options.seed = 7;
+  options.count = 4;
+  StatusOr<ProbeSet> few = MakeProbes(corpus, *tokenizer_, options);
+  ASSERT_TRUE(few.ok());
+  const std::vector<std::string> ids = Ids(*a);
+  EXPECT_EQ(Ids(*few), std::vector<std::string>(ids.begin(), ids.begin() + 4));
+}
+
+TEST_F(ProbesTest, RandomSamplingCanTakeEveryDocumentOnceButNotMore) {
+  const std::string corpus = Write("c4.jsonl", SampleCorpus());
+  int eligible = 0;
+  for (int line = 1; line <= kDocuments; ++line) eligible += !IsShortDocument(line);
+  MakeProbesOptions options;
+  options.count = eligible;
+  options.prefix_len = 6;
+  options.sampling = ProbeSampling::kRandom;
+  options.seed = 3;
+  StatusOr<ProbeSet> all = MakeProbes(corpus, *tokenizer_, options);
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  std::vector<std::string> ids = Ids(*all);
+  EXPECT_EQ(std::set<std::string>(ids.begin(), ids.end()).size(), static_cast<size_t>(eligible));
+
+  options.count = eligible + 1;
+  StatusOr<ProbeSet> too_many = MakeProbes(corpus, *tokenizer_, options);
+  ASSERT_FALSE(too_many.ok());
+  EXPECT_EQ(too_many.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(too_many.status().message().find("only " + std::to_string(eligible) + " probes"), std::string::npos)
+      << too_many.status().message();
+}
+
+TEST_F(ProbesTest, RandomSamplingOfTextSamplesTheCandidatesOfCorpusOrder) {
+  std::string text;
+  for (int i = 0; i < 30; ++i) text += "the cat sat on the mat\nand the dog sat\n\n";
+  const std::string corpus = Write("text.txt", text);
+  MakeProbesOptions options;
+  options.prefix_len = 8;
+  // Every corpus-order candidate: the largest count that still succeeds.
+  options.count = 1;
+  std::vector<std::string> candidates;
+  for (;; ++options.count) {
+    StatusOr<ProbeSet> first = MakeProbes(corpus, *tokenizer_, options);
+    if (!first.ok()) break;
+    candidates = Ids(*first);
+  }
+  ASSERT_GE(candidates.size(), 10u);
+  options.count = 6;
+  options.sampling = ProbeSampling::kRandom;
+  options.seed = 11;
+  StatusOr<ProbeSet> sample = MakeProbes(corpus, *tokenizer_, options);
+  ASSERT_TRUE(sample.ok()) << sample.status().ToString();
+  std::set<std::string> all(candidates.begin(), candidates.end());
+  std::set<std::string> picked;
+  for (const std::string& id : Ids(*sample)) {
+    EXPECT_TRUE(all.count(id)) << id << " is not a corpus-order candidate";
+    picked.insert(id);
+  }
+  EXPECT_EQ(picked.size(), 6u);
+}
+
+TEST_F(ProbesTest, RandomSamplingReadsTheWholeCorpusSoALateBadLineIsAnError) {
+  const std::string corpus = Write("c4.jsonl", SampleCorpus() + "not json\n");
+  MakeProbesOptions options;
+  options.count = 3;
+  options.prefix_len = 6;
+  EXPECT_TRUE(MakeProbes(corpus, *tokenizer_, options).ok());  // first: stops after 3 documents
+  options.sampling = ProbeSampling::kRandom;
+  StatusOr<ProbeSet> set = MakeProbes(corpus, *tokenizer_, options);
+  ASSERT_FALSE(set.ok());
+  EXPECT_NE(set.status().message().find("c4.jsonl:" + std::to_string(kDocuments + 1)), std::string::npos)
+      << set.status().message();
 }
 
 TEST_F(ProbesTest, ProbeFilesRoundTripAndFingerprintTheContent) {
