@@ -15,7 +15,9 @@
 //
 // A task id is the SHA-256 of everything that determines the task's result (ARCHITECTURE "Keys"):
 // model fingerprint, probe-set fingerprint, n, completion length, dtype, canonical config, the
-// calibration-set fingerprint (configs with gptq) and shard range. The same id means the same numbers, whoever computed them and whenever.
+// calibration-set fingerprint (configs with gptq) and shard range; configs with llm-int8 carry a line
+// that tells their ids from those of the implementation before bitsandbytes'. The same id means the
+// same numbers, whoever computed them and whenever.
 #pragma once
 
 #include <string>
