@@ -3,8 +3,9 @@ and two dtm-workers over loopback.
 
 The check is independent of the coordinator's search code: for every level, the candidates are the
 children of the previous level's reported nodes (level 0: the uncompressed model), each is evaluated
-alone by `dtmctl eval`, ranked by SPEC's rule (fdt75, then fdt_mean, descending, then the config
-string), and the best `beam` must be exactly the nodes the search reports for that level, in order,
+alone by `dtmctl eval`, ranked by SPEC's rule (fdt75, then fdt_mean, descending, then dppl,
+ascending, then the config string; eval's dppl may differ from the job's in the last bits, which
+orders two nodes differently only if their dppl agree to about 1e-8), and the best `beam` must be exactly the nodes the search reports for that level, in order,
 with the same numbers. A second search is killed (coordinator kill -9) half-way, resumed on the same
 Redis, and must pass the same check without computing any finished task again.
 
@@ -73,7 +74,7 @@ class SearchTest(dtm_cluster.ClusterTestCase):
                 ref = self.ref.eval_many(candidates)
                 evaluated += len(candidates)
                 self.assertEqual(stats[level]["nodes"], len(candidates))
-                ranked = sorted(candidates, key=lambda c: (-ref[c]["fdt75"], -ref[c]["fdt_mean"], c))
+                ranked = sorted(candidates, key=lambda c: (-ref[c]["fdt75"], -ref[c]["fdt_mean"], ref[c]["dppl"], c))
                 rows = levels[level]
                 self.assertEqual([r["config"] for r in rows], ranked[:BEAM])
                 self.assertEqual([r["rank"] for r in rows], list(range(len(rows))))
