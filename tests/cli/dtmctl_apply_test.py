@@ -10,11 +10,13 @@ import json
 import os
 import shutil
 import struct
-import subprocess
+import sys
 import tempfile
 import unittest
 
-DTMCTL = os.environ["DTMCTL"]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from dtmctl_run import run, run_json  # noqa: E402
+
 MODEL = os.environ["DTM_TINY_MODEL"]
 BROWN = os.environ["DTM_BROWN_DIR"]
 
@@ -37,17 +39,6 @@ CHANGED = {
     "model.layers.3.self_attn.o_proj.weight",
     "model.layers.1.self_attn.q_proj.weight",
 }
-
-
-def run(*args, check=True):
-    proc = subprocess.run([DTMCTL, *args], capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"dtmctl {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
-    return proc
-
-
-def run_json(*args):
-    return json.loads(run(*args).stdout)
 
 
 def read_safetensors(path):

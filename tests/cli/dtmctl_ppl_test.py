@@ -15,7 +15,9 @@ import sys
 import tempfile
 import unittest
 
-DTMCTL = os.environ["DTMCTL"]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from dtmctl_run import run, run_json  # noqa: E402
+
 MODEL = os.environ["DTM_TINY_MODEL"]
 BROWN = os.environ["DTM_BROWN_DIR"]
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -25,17 +27,6 @@ SETUP_NODE = os.path.join(HERE, "..", "tokenizer", "setup_node.sh")
 # dtm computes in float32, the reference in float64: their perplexities agree to this, relatively.
 REL_TOL = 1e-6
 LINES = 60  # held-out Brown sentences: about 2,600 tokens once joined
-
-
-def run(*args, check=True):
-    proc = subprocess.run([DTMCTL, *args], capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"dtmctl {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
-    return proc
-
-
-def run_json(*args):
-    return json.loads(run(*args).stdout)
 
 
 def reference(text, window, *extra):

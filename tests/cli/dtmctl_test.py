@@ -13,7 +13,9 @@ import sys
 import tempfile
 import unittest
 
-DTMCTL = os.environ["DTMCTL"]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from dtmctl_run import run, run_json  # noqa: E402
+
 MODEL = os.environ["DTM_TINY_MODEL"]
 BROWN = os.environ["DTM_BROWN_DIR"]
 REFERENCE = os.path.join(os.path.dirname(__file__), "..", "reference")
@@ -21,17 +23,6 @@ REFERENCE = os.path.join(os.path.dirname(__file__), "..", "reference")
 PREFIX = 24
 COMPLETION = 48
 PROBES = 12
-
-
-def run(*args, check=True):
-    proc = subprocess.run([DTMCTL, *args], capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"dtmctl {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
-    return proc
-
-
-def run_json(*args):
-    return json.loads(run(*args).stdout)
 
 
 def read_jsonl(path):

@@ -73,12 +73,7 @@ TEST(CutPerplexityWindowsTest, RefusesAWindowThatScoresNothingAndATextShorterTha
 class PerplexityWindowsFromTextTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::vector<std::string> texts = {"the cat sat on the mat and the dog sat on the log",
-                                      "a quick brown fox jumps over the lazy dog again and again"};
-    BpeTrainerOptions options;
-    options.vocab_size = 320;
-    ASSERT_TRUE(BpeModel::Train(texts, options).WriteHfTokenizerJson(dir_.File("tokenizer.json")).ok());
-    auto tokenizer = Tokenizer::FromHfJsonFile(dir_.File("tokenizer.json"));
+    auto tokenizer = testing::TinyTestTokenizer(dir_);
     ASSERT_TRUE(tokenizer.ok()) << tokenizer.status().ToString();
     tokenizer_ = std::move(*tokenizer);
   }

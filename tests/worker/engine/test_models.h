@@ -5,9 +5,12 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <vector>
 
+#include "worker/engine/bpe_trainer.h"
 #include "worker/engine/llama_model.h"
 #include "worker/engine/model_config.h"
+#include "worker/engine/tokenizer.h"
 
 namespace dtm::testing {
 
@@ -66,5 +69,16 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+// A BPE tokenizer of 320 pieces trained on two short sentences, written to DIR/tokenizer.json and
+// read back as HF's tokenizer.json: what the probe and perplexity-window tests cut text with.
+inline StatusOr<std::unique_ptr<Tokenizer>> TinyTestTokenizer(const TempDir& dir) {
+  const std::vector<std::string> texts = {"the cat sat on the mat and the dog sat on the log",
+                                          "a quick brown fox jumps over the lazy dog again and again"};
+  BpeTrainerOptions options;
+  options.vocab_size = 320;
+  RETURN_IF_ERROR(BpeModel::Train(texts, options).WriteHfTokenizerJson(dir.File("tokenizer.json")));
+  return Tokenizer::FromHfJsonFile(dir.File("tokenizer.json"));
+}
 
 }  // namespace dtm::testing
