@@ -90,9 +90,11 @@ TEST(ResultsFormatTest, SearchLevelStatisticsFollowTheTableAndAreInTheJson) {
   level->set_level(1);
   level->set_nodes(28);
   level->set_nodes_cached(7);
+  response.set_rank_by("dppl");
   const std::string table = FormatResultsTable(response);
-  EXPECT_THAT(table, ::testing::EndsWith("level 1: 28 nodes evaluated, 7 from the cache\n"));
+  EXPECT_THAT(table, ::testing::EndsWith("levels ranked by dppl\nlevel 1: 28 nodes evaluated, 7 from the cache\n"));
   const nlohmann::json doc = nlohmann::json::parse(FormatResultsJson(response));
+  EXPECT_EQ(doc["rank_by"], "dppl");
   EXPECT_EQ(doc["search_levels"], nlohmann::json::parse(R"([{"level": 1, "nodes": 28, "nodes_cached": 7}])"));
 }
 

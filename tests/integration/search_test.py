@@ -56,6 +56,7 @@ class SearchTest(dtm_cluster.ClusterTestCase):
     def results(self, job_id):
         doc = json.loads(self.cluster.dtmctl("results", job_id, "--format", "json").stdout)
         self.assertEqual(doc["state"], "SUCCEEDED")
+        self.assertEqual(doc["rank_by"], "fdt75")  # the spec's default, named in the results
         return doc
 
     def assert_levels_match_exhaustive_eval(self, doc, method):
