@@ -120,7 +120,14 @@ std::string CsvRow(const std::string& config, const v1::Metrics& m, bool complet
   return CsvField(config) + "," + ShortestDouble(m.fdt75()) + "," + ShortestDouble(m.fdt_mean()) + "," +
          ShortestDouble(m.sdt_mean()) + "," + ShortestDouble(m.dppl()) + "," + ShortestDouble(m.nll_mean()) +
          "," + std::to_string(m.num_probes()) + "," + (complete ? "true" : "false") + "," +
-         ShortestDouble(m.outlier_columns_mean()) + "\n";
+         ShortestDouble(m.outlier_columns_mean()) + "," + (m.has_ppl() ? ShortestDouble(m.ppl()) : "") + "\n";
+}
+
+// Whether any row (or the noise floor) has a ground-truth perplexity: a job with `ppl:`.
+bool AnyPpl(const v1::GetResultsResponse& response) {
+  return response.noise_floor().has_ppl() ||
+         std::any_of(response.results().begin(), response.results().end(),
+                     [](const v1::ConfigResult& r) { return r.metrics().has_ppl(); });
 }
 
 // The sparsify-round answer under the probes' table: one row per component, then a line with the
@@ -182,7 +189,9 @@ StatusOr<ResultsFormat> ParseResultsFormat(std::string_view name) {
 std::string FormatResultsTable(const v1::GetResultsResponse& response) {
   const bool search = std::any_of(response.results().begin(), response.results().end(),
                                   [](const v1::ConfigResult& r) { return r.has_search_level(); });
+  const bool ppl = AnyPpl(response);
   Row header = {"config", "fdt75", "fdt_mean", "sdt_mean", "dppl", "probes"};
+  if (ppl) header.insert(header.begin() + 5, "ppl");
   if (search) header.insert(header.end(), {"level", "rank"});
   std::vector<Row> rows = {header};
   const bool any_incomplete = std::any_of(response.results().begin(), response.results().end(),
@@ -192,6 +201,7 @@ std::string FormatResultsTable(const v1::GetResultsResponse& response) {
   auto add_row = [&](const std::string& label, const v1::Metrics& m, bool complete) {
     rows.push_back({label, Fixed(m.fdt75(), 2), Fixed(m.fdt_mean(), 2), Fixed(m.sdt_mean(), 2),
                     Fixed(m.dppl(), 4), std::to_string(m.num_probes()) + (complete ? complete_mark : "*")});
+    if (ppl) rows.back().insert(rows.back().begin() + 5, m.has_ppl() ? Fixed(m.ppl(), 4) : "");
   };
   if (ShowNoiseFloor(response)) {
     add_row(kUncompressedLabel, response.noise_floor(), true);
@@ -250,8 +260,9 @@ std::string FormatResultsCsv(const v1::GetResultsResponse& response) {
     }
     return out;
   }
-  // outlier_columns_mean is last, so that readers of the older columns by position are unaffected.
-  std::string out = "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete,outlier_columns_mean\n";
+  // New columns go last, so that readers of the older columns by position are unaffected; ppl is
+  // empty for a job without `ppl:`.
+  std::string out = "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete,outlier_columns_mean,ppl\n";
   // The coordinator sends the noise floor once the uncompressed model's shards are all in.
   if (ShowNoiseFloor(response)) out += CsvRow("", response.noise_floor(), true);
   for (const v1::ConfigResult& r : response.results()) out += CsvRow(r.config(), r.metrics(), r.complete());

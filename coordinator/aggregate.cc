@@ -84,4 +84,10 @@ StatusOr<dtm::v1::Metrics> AggregateProbeResults(const std::vector<dtm::v1::Prob
   return metrics;
 }
 
+StatusOr<double> PerplexityOfWindows(const std::vector<dtm::v1::ProbeResult>& results, int64_t window) {
+  if (results.empty()) return InvalidArgumentError("no ppl windows to compute a perplexity over");
+  ASSIGN_OR_RETURN(dtm::v1::Metrics metrics, AggregateProbeResults(results, window - 1));
+  return std::exp(metrics.nll_mean());
+}
+
 }  // namespace dtm

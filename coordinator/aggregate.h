@@ -20,4 +20,10 @@ namespace dtm {
 StatusOr<dtm::v1::Metrics> AggregateProbeResults(const std::vector<dtm::v1::ProbeResult>& results,
                                                  int64_t completion_len);
 
+// Ground-truth perplexity (SPEC `ppl`) from the results of a text's windows (each a row of `window`
+// tokens whose first is not scored): exp of the mean NLL over every scored token, which for windows
+// of one length is exp of the mean of their NLLs. The checks of AggregateProbeResults; INVALID_ARGUMENT
+// when there are no windows.
+StatusOr<double> PerplexityOfWindows(const std::vector<dtm::v1::ProbeResult>& results, int64_t window);
+
 }  // namespace dtm

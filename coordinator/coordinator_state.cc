@@ -118,12 +118,15 @@ void CoordinatorState::TaskFailed(const std::string& task_id, const Status& erro
   const TaskEntry* entry = tasks.Find(task_id);
   if (entry == nullptr) return;
   if (metrics_ != nullptr) metrics_->tasks_failed.Increment();
-  const std::string what =
-      "task " + task_id.substr(0, 12) + " (" +
-      (entry->kind == TaskKindForKey::kBaseline ? std::string("baseline")
-                                                : "config '" + entry->key.config().canonical() + "'") +
-      ", probes " + std::to_string(entry->key.shard().begin()) + ".." +
-      std::to_string(entry->key.shard().end()) + ")";
+  std::string what = "task " + task_id.substr(0, 12) + " (";
+  switch (entry->kind) {
+    case TaskKindForKey::kBaseline: what += "baseline"; break;
+    case TaskKindForKey::kEval: what += "config '" + entry->key.config().canonical() + "'"; break;
+    case TaskKindForKey::kTextWindows: what += "ppl text windows"; break;
+  }
+  what += entry->kind == TaskKindForKey::kTextWindows
+              ? ")"
+              : ", rows " + std::to_string(entry->key.shard().begin()) + ".." + std::to_string(entry->key.shard().end()) + ")";
   spdlog::error("{}: failed for good: {}", what, Bounded(error.message(), 1000));
   // EndJob releases each job's tasks, which may forget this one: only ids are used from here on.
   for (const std::string& job_id : tasks.Finish(task_id)) {

@@ -65,7 +65,10 @@ StatusOr<std::unique_ptr<JobDriver>> CreateJobDriver(const JobSpec& spec, const 
                                     std::to_string(count) + " components the search may quantize (0 = all)");
       }
       const int depth = static_cast<int>(spec.depth == 0 ? count : spec.depth);
-      const RankMetric rank_by = spec.rank_by == "dppl" ? RankMetric::kDppl : RankMetric::kFdt75;
+      // ParseJobSpec admits exactly these three names.
+      const RankMetric rank_by = spec.rank_by == "dppl"  ? RankMetric::kDppl
+                                 : spec.rank_by == "ppl" ? RankMetric::kPpl
+                                                         : RankMetric::kFdt75;
       return std::unique_ptr<JobDriver>(new QuantSearchDriver(std::move(components), spec.search_method,
                                                               static_cast<int>(spec.beam_width), depth, rank_by));
     }

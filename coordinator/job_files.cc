@@ -32,7 +32,21 @@ Status JobFiles::ResolvePaths(JobSpec* spec) const {
     }
     spec->calibration = *calibration;
   }
+  if (!spec->ppl_text.empty()) {
+    StatusOr<std::string> text = root_.Resolve(spec->ppl_text);
+    if (!text.ok()) return InvalidArgumentError("job spec: ppl.text: " + text.status().message());
+    spec->ppl_text = *text;
+  }
   return OkStatus();
+}
+
+StatusOr<std::string> JobFiles::LoadPplText(const JobSpec& spec) const {
+  ReadLimits limits = limits_;
+  // (max_bytes 0 means no limit.)
+  if (limits.max_bytes == 0 || limits.max_bytes > kMaxPplTextBytes) limits.max_bytes = kMaxPplTextBytes;
+  StatusOr<std::string> text = ReadTextFile(spec.ppl_text, limits);
+  if (!text.ok()) return InvalidArgumentError("ppl.text: " + text.status().message());
+  return text;
 }
 
 StatusOr<CalibrationSequences> JobFiles::LoadCalibration(const JobSpec& spec) const {

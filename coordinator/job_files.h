@@ -1,5 +1,5 @@
 // JobFiles: how the coordinator reads the files a job spec names (the probe file, the calibration
-// file, a sparsify round's previous results, a model's config.json). Anyone allowed to submit jobs names these
+// file, the ppl text, a sparsify round's previous results, a model's config.json). Anyone allowed to submit jobs names these
 // paths, so each is read only if it is a regular file under the data root, at most max_file_bytes of
 // it, and no error quotes its content.
 //
@@ -19,13 +19,17 @@
 
 namespace dtm {
 
+// A ppl text travels in one task (TextWindowsInput.text) and its windows come back in one reply, at
+// most 3 bytes a token: 4 MiB keeps both within a gRPC message (kMaxMessageBytes, 16 MiB).
+inline constexpr uint64_t kMaxPplTextBytes = 4 << 20;
+
 class JobFiles {
  public:
   // INVALID_ARGUMENT / NOT_FOUND naming the data root when it is not a folder.
   static StatusOr<JobFiles> Create(const std::string& data_root, uint64_t max_file_bytes,
                                    bool read_model_configs);
 
-  // Replaces spec->probes, spec->calibration and spec->previous (when set) by their canonical paths
+  // Replaces spec->probes, spec->calibration, spec->ppl_text and spec->previous (when set) by their canonical paths
   // under the data root. INVALID_ARGUMENT naming the field when one is missing or outside the root.
   Status ResolvePaths(JobSpec* spec) const;
 
@@ -37,6 +41,10 @@ class JobFiles {
   // The calibration set of a spec whose paths are resolved and that names one (CutCalibrationSet:
   // INVALID_ARGUMENT naming the file and the row).
   StatusOr<CalibrationSequences> LoadCalibration(const JobSpec& spec) const;
+
+  // The bytes of a spec's `ppl.text` (gunzipped when it ends in .gz), at most kMaxPplTextBytes of
+  // them (INVALID_ARGUMENT naming ppl.text otherwise): they travel in one text-windows task.
+  StatusOr<std::string> LoadPplText(const JobSpec& spec) const;
 
   // The layer count and component sizes from MODEL/config.json, when configs may be read and it
   // lies under the data root; nullopt otherwise.

@@ -14,9 +14,23 @@ namespace {
 
 using v1::JobState;
 
-// Baseline shards run before the eval shards that need them; within each, the spec's priority.
+// Baseline shards and text windows run before the eval shards that need them; within each, the
+// spec's priority.
 int TaskPriority(const JobSpec& spec, TaskKindForKey kind) {
-  return spec.priority * 2 + (kind == TaskKindForKey::kBaseline ? 0 : 1);
+  return spec.priority * 2 + (kind == TaskKindForKey::kEval ? 1 : 0);
+}
+
+// The key of a text's windows, or of their eval shards: `base`'s model and dtype, `fingerprint` as
+// the probe set, every window's first token the prefix and its other window - 1 the completion.
+v1::CacheKey PplKey(const v1::CacheKey& base, const std::string& fingerprint, int64_t window) {
+  v1::CacheKey key;
+  key.set_model_fingerprint(base.model_fingerprint());
+  key.set_dtype(base.dtype());
+  key.set_calibration_fingerprint(base.calibration_fingerprint());
+  key.set_probe_set_fingerprint(fingerprint);
+  key.set_prefix_len(1);
+  key.set_completion_len(static_cast<uint32_t>(window - 1));
+  return key;
 }
 
 // A float32 noise floor below this share of the completion length is reported as suspect: a healthy
@@ -82,6 +96,8 @@ void JobPlanner::Advance(JobRun& run) {
         run.probe_rows.clear();
         run.baseline_rows.clear();
         run.evaluated.clear();
+        run.ppl_text.reset();
+        run.ppl_rows.clear();
         return;
       case JobPhase::kWaitingForModel: {
         bool resolved = false;
@@ -126,13 +142,14 @@ Status JobPlanner::Resolve(JobRun& run, bool* resolved) {
   const std::string job_id = run.job.job_id();
   ModelInfo model;
   v1::Dtype dtype;
-  std::string stored_probe_fingerprint, stored_calibration_fingerprint;
+  std::string stored_probe_fingerprint, stored_calibration_fingerprint, stored_ppl_fingerprint;
   {
     std::lock_guard<std::mutex> lock(state_->mu);
     if (run.phase == JobPhase::kEnded) return OkStatus();
     const v1::JobSummary& summary = run.job.summary();
     stored_probe_fingerprint = summary.probe_set_fingerprint();
     stored_calibration_fingerprint = summary.calibration_fingerprint();
+    stored_ppl_fingerprint = summary.ppl_text_fingerprint();
     if (!summary.model_fingerprint().empty()) {
       // Resolved before a restart: the job keeps the model it started with.
       model = ModelInfo{summary.model_fingerprint(), {static_cast<int>(summary.num_layers()), {}}};
@@ -190,6 +207,20 @@ Status JobPlanner::Resolve(JobRun& run, bool* resolved) {
     }
     RETURN_IF_ERROR(state_->storage().StoreCalibration(set));
   }
+  std::shared_ptr<v1::TextWindowsInput> ppl_text;
+  std::string ppl_fp;
+  if (!run.spec.ppl_text.empty()) {
+    ASSIGN_OR_RETURN(std::string text, files_->LoadPplText(run.spec));
+    ppl_fp = PplTextFingerprint(run.spec.ppl_join, text);
+    if (!stored_ppl_fingerprint.empty() && stored_ppl_fingerprint != ppl_fp) {
+      return FailedPreconditionError("ppl.text: " + run.spec.ppl_text + " changed since the job started (fingerprint " +
+                                     stored_ppl_fingerprint.substr(0, 12) + ", now " + ppl_fp.substr(0, 12) + ")");
+    }
+    ppl_text = std::make_shared<v1::TextWindowsInput>();
+    ppl_text->set_text(std::move(text));
+    ppl_text->set_window(static_cast<uint32_t>(run.spec.ppl_window));
+    ppl_text->set_join(run.spec.ppl_join);
+  }
   if (model.geometry.component_params.empty()) {
     // Where no worker reported the sizes (one older than the field), the config's, if it has the same layers.
     std::optional<ModelGeometry> config = files_->ModelConfigGeometry(run.spec.model);
@@ -226,6 +257,7 @@ Status JobPlanner::Resolve(JobRun& run, bool* resolved) {
     summary.set_dtype(dtype);
     summary.set_probe_set_fingerprint(probe_fp);
     summary.set_calibration_fingerprint(calibration_fp);
+    summary.set_ppl_text_fingerprint(ppl_fp);
     summary.set_num_probes(n);
     RestoreResolution(run);
     run.pool = PoolName(model.fingerprint, dtype);
@@ -241,6 +273,8 @@ Status JobPlanner::Resolve(JobRun& run, bool* resolved) {
   }
   run.driver = std::move(driver);
   run.probe_rows = std::move(probe_rows);
+  run.ppl_text = std::move(ppl_text);
+  if (run.ppl_text) run.ppl_text_key = PplKey(run.base_key, ppl_fp, run.spec.ppl_window);
   *resolved = true;
   (void)state_->Persist(job_id, /*force=*/true);
   return OkStatus();
@@ -298,9 +332,10 @@ Status JobPlanner::PlanBaseline(JobRun& run) {
   std::vector<PlannedTask> planned;
   for (size_t s = 0; s < run.shards.size(); ++s) {
     planned.push_back({TaskKindForKey::kBaseline, ShardKey(run.base_key, "", run.shards[s].first, run.shards[s].second),
-                       run.probe_rows[s], ""});
+                       run.probe_rows[s], "", nullptr});
   }
-  return PlanTasks(run, std::move(planned), JobPhase::kBaseline, "baseline");
+  if (run.ppl_text) planned.push_back({TaskKindForKey::kTextWindows, run.ppl_text_key, nullptr, "", run.ppl_text});
+  return PlanTasks(run, std::move(planned), JobPhase::kBaseline, run.ppl_text ? "baseline and ppl text windows" : "baseline");
 }
 
 Status JobPlanner::LoadBaselineRows(JobRun& run) {
@@ -313,6 +348,37 @@ Status JobPlanner::LoadBaselineRows(JobRun& run) {
     rows.push_back(std::make_shared<Rows>(output.rows().begin(), output.rows().end()));
   }
   run.baseline_rows = std::move(rows);
+  return run.ppl_text ? LoadPplWindows(run) : OkStatus();
+}
+
+Status JobPlanner::LoadPplWindows(JobRun& run) {
+  ASSIGN_OR_RETURN(v1::TextWindowsOutput output,
+                   state_->storage().ReadTextWindows(TaskIdFor(TaskKindForKey::kTextWindows, run.ppl_text_key),
+                                                     "the windows of ppl.text " + run.spec.ppl_text));
+  const uint32_t window = static_cast<uint32_t>(run.spec.ppl_window);
+  run.ppl_key = PplKey(run.base_key, PplWindowsFingerprint(window, output), window);
+  run.ppl_shards.clear();
+  run.ppl_rows.clear();
+  const uint32_t n = static_cast<uint32_t>(output.windows_size());
+  const uint32_t shard_size = static_cast<uint32_t>(run.spec.ppl_shard_size);
+  for (uint32_t begin = 0; begin < n; begin += shard_size) {
+    const uint32_t end = std::min(n, begin + shard_size);
+    auto rows = std::make_shared<Rows>();
+    for (uint32_t i = begin; i < end; ++i) {
+      v1::BaselineRow row;
+      // Named by the offset of the window's first token in the tokenized text, as `dtmctl ppl` does.
+      row.set_probe_id("ppl:" + std::to_string(static_cast<uint64_t>(i) * window));
+      row.set_probe_index(i);
+      row.set_prefix_len(1);
+      *row.mutable_tokens() = std::move(*output.mutable_windows(static_cast<int>(i))->mutable_tokens());
+      rows->push_back(std::move(row));
+    }
+    run.ppl_shards.emplace_back(begin, end);
+    run.ppl_rows.push_back(std::move(rows));
+  }
+  std::lock_guard<std::mutex> lock(state_->mu);
+  run.job.mutable_summary()->set_ppl_windows(n);
+  state_->Touch(run);
   return OkStatus();
 }
 
@@ -333,7 +399,12 @@ Status JobPlanner::StartStage(JobRun& run) {
   for (const std::string& config : configs) {
     for (size_t s = 0; s < run.shards.size(); ++s) {
       planned.push_back({TaskKindForKey::kEval, ShardKey(run.base_key, config, run.shards[s].first, run.shards[s].second),
-                         run.baseline_rows[s], ""});
+                         run.baseline_rows[s], "", nullptr});
+    }
+    for (size_t s = 0; s < run.ppl_shards.size(); ++s) {
+      planned.push_back({TaskKindForKey::kEval,
+                         ShardKey(run.ppl_key, config, run.ppl_shards[s].first, run.ppl_shards[s].second),
+                         run.ppl_rows[s], "", nullptr});
     }
   }
   const size_t count = configs.size();
@@ -347,6 +418,12 @@ Status JobPlanner::AggregateStage(JobRun& run) {
     ASSIGN_OR_RETURN(std::vector<v1::ProbeResult> results,
                      state_->storage().ReadConfigResults(run.base_key, run.shards, config));
     ASSIGN_OR_RETURN(v1::Metrics metrics, AggregateProbeResults(results, run.spec.completion_len));
+    if (run.ppl_text) {
+      ASSIGN_OR_RETURN(std::vector<v1::ProbeResult> windows,
+                       state_->storage().ReadConfigResults(run.ppl_key, run.ppl_shards, config));
+      ASSIGN_OR_RETURN(double ppl, PerplexityOfWindows(windows, run.spec.ppl_window));
+      metrics.set_ppl(ppl);
+    }
     run.evaluated[config] = std::move(metrics);
   }
   return OkStatus();
@@ -359,7 +436,7 @@ v1::GetResultsResponse JobPlanner::ResultsOf(const JobRun& run) const {
   for (v1::ConfigResult& row : run.driver->Results(run.evaluated)) *response.add_results() = std::move(row);
   std::set<std::string> cached;
   for (const auto& [config, shards] : run.cached_shards) {
-    if (shards == run.shards.size()) cached.insert(config);
+    if (shards == run.shards.size() + run.ppl_shards.size()) cached.insert(config);
   }
   for (v1::SearchLevel& level : run.driver->SearchLevels(run.evaluated, cached)) {
     *response.add_search_levels() = std::move(level);

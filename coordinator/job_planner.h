@@ -4,9 +4,11 @@
 //   1. Resolve: once a worker serving the spec's model has registered (or the job was resolved by
 //      an earlier coordinator run), the job learns the model's fingerprint and geometry, reads its
 //      probes, fixes its shards and becomes RUNNING.
-//   2. Baseline stage: one task per shard of the probe set, unless its result is cached.
+//   2. Baseline stage: one task per shard of the probe set, and with `ppl:` one task that cuts the
+//      text into windows (SPEC `ppl`), unless their results are cached.
 //   3. Config stages: the driver names configs (with "" first, the uncompressed model's noise
-//      floor); every (config, shard) is a task unless cached. When a stage's tasks are all in, its
+//      floor); every (config, shard) is a task unless cached, and with `ppl:` so is every (config,
+//      shard of windows): its ground-truth perplexity (Metrics.ppl). When a stage's tasks are all in, its
 //      configs are aggregated and the driver is asked for the next stage, until it has none:
 //      the results are stored and the job SUCCEEDED.
 // Tasks are content-addressed (store_keys.h), so two jobs needing the same shard share one task,
@@ -50,7 +52,9 @@ class JobPlanner {
   // Step 1. `*resolved` is false while the job waits for its model.
   Status Resolve(JobRun& run, bool* resolved);
   Status PlanBaseline(JobRun& run);
+  // The baseline's rows, and the ppl text's windows when the job has `ppl:`.
   Status LoadBaselineRows(JobRun& run);
+  Status LoadPplWindows(JobRun& run);
   // Step 3: the results so far published, then the driver's next stage planned; or the end of the job.
   Status StartStage(JobRun& run);
   Status AggregateStage(JobRun& run);

@@ -24,7 +24,7 @@ namespace dtm {
 enum class JobPhase {
   kWaitingForModel,  // PENDING until a worker serving the model registers (or the job resolved before a
                      // restart)
-  kBaseline,         // the baseline shards are planned; their tasks are outstanding
+  kBaseline,         // the baseline shards (and the ppl text's windows) are planned; their tasks are outstanding
   kStages,           // a stage of configs is planned; its tasks are outstanding
   kEnded,            // SUCCEEDED, FAILED or CANCELLED
 };
@@ -67,6 +67,13 @@ struct JobRun {
   std::vector<std::string> stage_configs;
   std::map<std::string, dtm::v1::Metrics> evaluated;
   std::map<std::string, uint32_t> cached_shards;  // per config: shards found in the cache when planned
+  // `ppl:` (SPEC `ppl`), for a job that has it: the text-windows task (planned with the baseline),
+  // then its windows cut into shards whose eval tasks every config gets beside its probe shards.
+  std::shared_ptr<const dtm::v1::TextWindowsInput> ppl_text;
+  dtm::v1::CacheKey ppl_text_key;  // the text-windows task's key
+  dtm::v1::CacheKey ppl_key;       // base_key with the windows' fingerprint, prefix 1, completion window - 1
+  std::vector<std::pair<uint32_t, uint32_t>> ppl_shards;  // window ranges [begin, end)
+  std::vector<std::shared_ptr<const Rows>> ppl_rows;      // per ppl shard
 };
 
 // Now, to the nanosecond. (Debian's protobuf TimeUtil::GetCurrentTime has whole seconds only: jobs

@@ -43,7 +43,8 @@ constexpr int64_t kMaxCount = std::numeric_limits<int32_t>::max();
 
 const std::vector<std::string> kTopLevelFields = {"name",       "kind",       "model",      "dtype",
                                                   "probes",     "num_probes", "prefix",     "completion",
-                                                  "shard_size", "priority",   "noise_floor", "calibration"};
+                                                  "shard_size", "priority",   "noise_floor", "calibration",
+                                                  "ppl"};
 
 // Where each document of a YAML stream starts; nothing else of the stream is kept.
 class DocumentStarts : public YAML::EventHandler {
@@ -234,13 +235,9 @@ Status ParseQuantSearchSection(const YAML::Node& section, JobSpec* spec) {
   RETURN_IF_ERROR(CheckKnownKeys(entries, "quant-search", {"method", "beam", "depth", "components", "rank_by"}));
   if (const Entry* e = Find(entries, "rank_by")) {
     ASSIGN_OR_RETURN(spec->rank_by, ReadString(e->value, "quant-search.rank_by"));
-    if (spec->rank_by == "ppl") {
+    if (spec->rank_by != "fdt75" && spec->rank_by != "dppl" && spec->rank_by != "ppl") {
       return FieldError("quant-search.rank_by", e->value,
-                        "ppl needs every node's ground-truth perplexity, which jobs do not compute yet; use "
-                        "fdt75 or dppl (or `dtmctl ppl` on a search's chosen configs)");
-    }
-    if (spec->rank_by != "fdt75" && spec->rank_by != "dppl") {
-      return FieldError("quant-search.rank_by", e->value, "must be fdt75 or dppl, got " + Quoted(spec->rank_by));
+                        "must be fdt75, dppl or ppl, got " + Quoted(spec->rank_by));
     }
   }
   if (const Entry* e = Find(entries, "method")) {
@@ -332,6 +329,30 @@ Status ParseCalibrationSection(const YAML::Node& section, JobSpec* spec) {
   return OkStatus();
 }
 
+Status ParsePplSection(const YAML::Node& section, JobSpec* spec) {
+  ASSIGN_OR_RETURN(Entries entries, ReadMapping(section, "ppl"));
+  RETURN_IF_ERROR(CheckKnownKeys(entries, "ppl", {"text", "window", "join", "shard_size"}));
+  const Entry* text = Find(entries, "text");
+  if (text == nullptr) {
+    return FieldError("ppl.text", section, "missing; a raw text file (.gz ok), e.g. Wikitext-2's wiki.test.raw");
+  }
+  ASSIGN_OR_RETURN(spec->ppl_text, ReadNonEmptyString(text->value, "ppl.text"));
+  if (const Entry* e = Find(entries, "window")) {
+    // The worker checks it against the model's context (max_position_embeddings).
+    ASSIGN_OR_RETURN(spec->ppl_window, ReadInt(e->value, "ppl.window", 2, kMaxCount));
+  }
+  if (const Entry* e = Find(entries, "join")) {
+    ASSIGN_OR_RETURN(spec->ppl_join, ReadString(e->value, "ppl.join"));
+    if (spec->ppl_join != "rows" && spec->ppl_join != "as-is") {
+      return FieldError("ppl.join", e->value, "must be rows or as-is, got " + Quoted(spec->ppl_join));
+    }
+  }
+  if (const Entry* e = Find(entries, "shard_size")) {
+    ASSIGN_OR_RETURN(spec->ppl_shard_size, ReadInt(e->value, "ppl.shard_size", 1, kMaxCount));
+  }
+  return OkStatus();
+}
+
 Status ParseTopLevel(const YAML::Node& root, JobSpec* spec) {
   ASSIGN_OR_RETURN(Entries entries, ReadMapping(root, ""));
 
@@ -394,6 +415,7 @@ Status ParseTopLevel(const YAML::Node& root, JobSpec* spec) {
     ASSIGN_OR_RETURN(spec->noise_floor, ReadBool(e->value, "noise_floor"));
   }
   if (const Entry* e = Find(entries, "calibration")) RETURN_IF_ERROR(ParseCalibrationSection(e->value, spec));
+  if (const Entry* e = Find(entries, "ppl")) RETURN_IF_ERROR(ParsePplSection(e->value, spec));
 
   // Exactly the kind's own section.
   const std::string own = JobKindName(spec->kind);
@@ -531,6 +553,11 @@ StatusOr<JobSpec> ParseJobSpec(const std::string& yaml_text) {
       return InvalidArgumentError(
           "job spec: calibration: missing; gptq needs a calibration set, e.g. `calibration: {probes: "
           "calib.jsonl, count: 128, seq_len: 2048}` (rows of at least seq_len tokens)");
+    }
+    if (spec.rank_by == "ppl" && spec.ppl_text.empty()) {
+      return InvalidArgumentError(
+          "job spec: quant-search.rank_by: ppl ranks every node by the ground-truth perplexity of the "
+          "job's `ppl:` text, which is missing, e.g. `ppl: {text: wiki.test.raw, window: 2048}`");
     }
     return spec;
   } catch (const YAML::Exception& e) {

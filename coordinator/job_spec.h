@@ -47,7 +47,7 @@ struct JobSpec {
   std::string search_method = "int8-absmax";  // canonical method applied to every component of a node
   int64_t beam_width = 10;
   int64_t depth = 0;  // levels below the uncompressed model; 0 = every selected component
-  std::string rank_by = "fdt75";  // `rank_by`: fdt75 or dppl (SPEC "Quantization tree search")
+  std::string rank_by = "fdt75";  // `rank_by`: fdt75, dppl or ppl (SPEC "Quantization tree search")
   // sparsify-round (SPEC "Balanced sparsification round")
   double step = 0;                      // increase of the param-weighted average sparsity, in (0, 1)
   bool uniform_allocation = false;      // `allocation: uniform` (the paper's baseline) vs `balanced`
@@ -56,6 +56,11 @@ struct JobSpec {
   std::string calibration;              // probe or baseline file of calibration sequences; "" = none
   int64_t calibration_count = 128;      // its first rows used
   int64_t calibration_seq_len = 2048;   // tokens of each row used
+  // `ppl:` (SPEC `ppl`): every config's ground-truth perplexity on a raw text; optional.
+  std::string ppl_text;                 // raw text file (.gz ok); "" = no ppl
+  int64_t ppl_window = 2048;            // tokens per window
+  std::string ppl_join = "rows";        // rows (lines joined by blank lines, the protocol) or as-is
+  int64_t ppl_shard_size = 8;           // windows per task
 };
 
 // True when some config the spec may evaluate holds a gptq method (its methods, search method or

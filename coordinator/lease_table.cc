@@ -49,7 +49,9 @@ Status LeaseTable::Enqueue(const std::string& task_id, int priority) {
 }
 
 StatusOr<std::vector<LeaseGrant>> LeaseTable::Lease(const std::string& worker_id, int max_tasks,
-                                                    const std::string& lease_request_id) {
+                                                    const std::string& lease_request_id,
+                                                    const std::function<uint64_t(const std::string&)>& bytes_of,
+                                                    uint64_t max_bytes) {
   if (worker_id.empty()) return InvalidArgumentError("worker_id must not be empty");
   if (lease_request_id.empty()) return InvalidArgumentError("lease_request_id must not be empty");
   if (max_tasks <= 0)
@@ -62,6 +64,7 @@ StatusOr<std::vector<LeaseGrant>> LeaseTable::Lease(const std::string& worker_id
   std::vector<LeaseGrant> grants;
   const auto now = clock_->Now();
   const auto expires_at = now + std::chrono::milliseconds(options_.lease_timeout_ms);
+  uint64_t bytes = 0;
   // Tasks this worker cannot run are skipped where they stand, keeping their place for others.
   for (auto next = queue_.begin(); static_cast<int>(grants.size()) < max_tasks && next != queue_.end();) {
     const std::string task_id = std::get<2>(*next);
@@ -69,6 +72,11 @@ StatusOr<std::vector<LeaseGrant>> LeaseTable::Lease(const std::string& worker_id
     if (task.unable.count(worker_id) != 0) {
       ++next;
       continue;
+    }
+    if (bytes_of) {
+      const uint64_t size = bytes_of(task_id);
+      if (!grants.empty() && bytes + size > max_bytes) break;
+      bytes += size;
     }
     next = queue_.erase(next);
 

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -147,9 +148,13 @@ class LeaseTable {
 
   // Up to max_tasks grants, possibly none. INVALID_ARGUMENT on an empty worker or request id or a
   // non-positive max_tasks. Only each worker's latest request is remembered: a worker has one lease
-  // request in flight at a time, so only that one can be retried.
+  // request in flight at a time, so only that one can be retried. With `bytes_of` (called under
+  // this table's lock), grants stop before the one that would take their sum past `max_bytes`,
+  // the first always granted: a reply must fit a message whatever its tasks carry.
   StatusOr<std::vector<LeaseGrant>> Lease(const std::string& worker_id, int max_tasks,
-                                          const std::string& lease_request_id);
+                                          const std::string& lease_request_id,
+                                          const std::function<uint64_t(const std::string& task_id)>& bytes_of = nullptr,
+                                          uint64_t max_bytes = 0);
 
   // One result per lease id, in order.
   std::vector<HeartbeatResult> Heartbeat(const std::string& worker_id,

@@ -23,7 +23,11 @@ std::string TaskIdFor(TaskKindForKey kind, const dtm::v1::CacheKey& key) {
   // One field per line, named: no two different keys can print the same text (a config holds no
   // newline; ParseCompressionConfig refuses one).
   std::string text = "dtm-task-v1\n";
-  text += kind == TaskKindForKey::kBaseline ? "kind=baseline\n" : "kind=eval\n";
+  switch (kind) {
+    case TaskKindForKey::kBaseline: text += "kind=baseline\n"; break;
+    case TaskKindForKey::kEval: text += "kind=eval\n"; break;
+    case TaskKindForKey::kTextWindows: text += "kind=text-windows\n"; break;
+  }
   text += "model=" + key.model_fingerprint() + "\n";
   text += "probes=" + key.probe_set_fingerprint() + "\n";
   text += "prefix=" + std::to_string(key.prefix_len()) + "\n";
@@ -43,7 +47,28 @@ std::string TaskIdFor(TaskKindForKey kind, const dtm::v1::CacheKey& key) {
   return hash.HexDigest();
 }
 
+std::string PplTextFingerprint(const std::string& join, const std::string& text) {
+  Sha256 hash;
+  hash.Update("dtm-ppl-text-v1\njoin=" + join + "\n");
+  hash.Update(text);
+  return hash.HexDigest();
+}
+
+std::string PplWindowsFingerprint(uint32_t window, const dtm::v1::TextWindowsOutput& windows) {
+  Sha256 hash;
+  hash.Update("dtm-ppl-windows-v1\nwindow=" + std::to_string(window) + "\n");
+  std::string line;
+  for (const dtm::v1::TokenSequence& w : windows.windows()) {
+    line.clear();
+    for (uint32_t t : w.tokens()) line += std::to_string(t) + " ";
+    line += "\n";
+    hash.Update(line);
+  }
+  return hash.HexDigest();
+}
+
 std::string BaselineStoreKey(const std::string& task_id) { return "dtm:v1:baseline:" + task_id; }
+std::string TextWindowsStoreKey(const std::string& task_id) { return "dtm:v1:text-windows:" + task_id; }
 std::string ResultStoreKey(const std::string& task_id) { return "dtm:v1:result:" + task_id; }
 std::string JobStoreKey(const std::string& job_id) { return kJobKeyPrefix + job_id; }
 std::string JobResultsStoreKey(const std::string& job_id) { return "dtm:v1:job-results:" + job_id; }

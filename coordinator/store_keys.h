@@ -6,8 +6,9 @@
 //   dtm:v1:job:<job id>         the Job record (protobuf bytes): spec, state, summary, progress
 //   dtm:v1:job-results:<job id> the final GetResultsResponse of a finished job (protobuf bytes)
 //   dtm:v1:models               hash "<model path>\t<dtype>" -> ModelInfo JSON, learnt from workers
+//   dtm:v1:text-windows:<task id>  TextWindowsOutput of a job's ppl text (protobuf bytes), content-addressed
 //   dtm:v1:calibration:<fingerprint>  a job's GPTQ CalibrationSet (protobuf bytes), content-addressed
-//   dtm:v1:worker-results:<worker id>  list of the baseline:/result: keys that worker's results were
+//   dtm:v1:worker-results:<worker id>  list of the baseline:/result:/text-windows: keys that worker's results were
 //                               stored under (may repeat a key), for PurgeWorkerResults
 //
 // A job's id is derived from its client_request_id (JobIdFor), so the job record's key is the
@@ -20,13 +21,17 @@
 // same numbers, whoever computed them and whenever.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "dtm/v1/common.pb.h"
+#include "dtm/v1/worker_service.pb.h"
 
 namespace dtm {
 
-enum class TaskKindForKey { kBaseline, kEval };
+// A text-windows task's key: the model, dtype, the text's fingerprint (PplTextFingerprint) as
+// probe_set_fingerprint, prefix_len 1 and completion_len window - 1; no config, no shard.
+enum class TaskKindForKey { kBaseline, kEval, kTextWindows };
 
 // The content hash of a task: hex SHA-256 over a versioned, unambiguous text of the key. The
 // calibration fingerprint is hashed only when set, so that the ids of every task without gptq are
@@ -39,7 +44,17 @@ std::string TaskIdFor(TaskKindForKey kind, const dtm::v1::CacheKey& key);
 dtm::v1::CacheKey ShardKey(const dtm::v1::CacheKey& base, const std::string& config, uint32_t begin,
                            uint32_t end);
 
+// The fingerprint of a job's ppl text: hex SHA-256 of the join mode ("rows" or "as-is") and the
+// file's bytes.
+std::string PplTextFingerprint(const std::string& join, const std::string& text);
+// The fingerprint of a text's windows (TextWindowsOutput), the probe_set_fingerprint of its
+// perplexity eval shards: hex SHA-256 of the window length and every token, under a domain of its
+// own, so that no probe set's fingerprint (whose rows are greedy baselines, not ground truth) can
+// equal it.
+std::string PplWindowsFingerprint(uint32_t window, const dtm::v1::TextWindowsOutput& windows);
+
 std::string BaselineStoreKey(const std::string& task_id);
+std::string TextWindowsStoreKey(const std::string& task_id);
 std::string ResultStoreKey(const std::string& task_id);
 std::string JobStoreKey(const std::string& job_id);
 std::string JobResultsStoreKey(const std::string& job_id);

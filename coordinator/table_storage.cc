@@ -18,7 +18,20 @@ std::string ModelsField(const std::string& path, v1::Dtype dtype) {
 constexpr int64_t kMaxModelLayers = 1 << 12;
 
 std::string CacheKeyOf(TaskKindForKey kind, const std::string& task_id) {
-  return kind == TaskKindForKey::kBaseline ? BaselineStoreKey(task_id) : ResultStoreKey(task_id);
+  switch (kind) {
+    case TaskKindForKey::kBaseline: return BaselineStoreKey(task_id);
+    case TaskKindForKey::kTextWindows: return TextWindowsStoreKey(task_id);
+    case TaskKindForKey::kEval: break;
+  }
+  return ResultStoreKey(task_id);
+}
+
+// The worker a stored output names (computed_by), by the kind its key says; "" when unreadable.
+std::string ComputedBy(const std::string& key, const std::string& bytes) {
+  auto computed_by = [&bytes](auto output) { return output.ParseFromString(bytes) ? output.computed_by() : ""; };
+  if (key.rfind(BaselineStoreKey(""), 0) == 0) return computed_by(v1::BaselineShardOutput());
+  if (key.rfind(TextWindowsStoreKey(""), 0) == 0) return computed_by(v1::TextWindowsOutput());
+  return computed_by(v1::EvalShardOutput());
 }
 
 // The stored shard at `key`, parsed into `T`; DATA_LOSS naming `what` when missing or unreadable.
@@ -123,6 +136,10 @@ StatusOr<v1::BaselineShardOutput> TableStorage::ReadBaseline(const std::string& 
   return ReadShard<v1::BaselineShardOutput>(store_, BaselineStoreKey(task_id), what);
 }
 
+StatusOr<v1::TextWindowsOutput> TableStorage::ReadTextWindows(const std::string& task_id, const std::string& what) {
+  return ReadShard<v1::TextWindowsOutput>(store_, TextWindowsStoreKey(task_id), what);
+}
+
 StatusOr<v1::EvalShardOutput> TableStorage::ReadEval(const std::string& task_id, const std::string& what) {
   return ReadShard<v1::EvalShardOutput>(store_, ResultStoreKey(task_id), what);
 }
@@ -160,15 +177,15 @@ StatusOr<std::optional<v1::CalibrationSet>> TableStorage::LoadCalibration(const 
 StatusOr<bool> TableStorage::StoreResult(TaskKindForKey kind, const std::string& task_id,
                                          const std::string& worker_id,
                                          const v1::CompleteTaskRequest& request) {
+  auto named = [&worker_id](auto output) {
+    output.set_computed_by(worker_id);
+    return output.SerializeAsString();
+  };
   std::string bytes;
-  if (kind == TaskKindForKey::kBaseline) {
-    v1::BaselineShardOutput output = request.baseline();
-    output.set_computed_by(worker_id);
-    bytes = output.SerializeAsString();
-  } else {
-    v1::EvalShardOutput output = request.eval();
-    output.set_computed_by(worker_id);
-    bytes = output.SerializeAsString();
+  switch (kind) {
+    case TaskKindForKey::kBaseline: bytes = named(request.baseline()); break;
+    case TaskKindForKey::kEval: bytes = named(request.eval()); break;
+    case TaskKindForKey::kTextWindows: bytes = named(request.text_windows()); break;
   }
   const std::string key = CacheKeyOf(kind, task_id);
   // Indexed first: a crash between the two leaves an index entry without a result (harmless to a
@@ -187,18 +204,9 @@ StatusOr<std::vector<std::string>> TableStorage::PurgeWorker(const std::string& 
     if (!bytes) continue;
     // The index lists every result the worker reported, also those another worker stored first:
     // only the worker's own are deleted.
-    std::string computed_by;
-    const bool baseline = key.rfind(BaselineStoreKey(""), 0) == 0;
-    if (baseline) {
-      v1::BaselineShardOutput output;
-      if (output.ParseFromString(*bytes)) computed_by = output.computed_by();
-    } else {
-      v1::EvalShardOutput output;
-      if (output.ParseFromString(*bytes)) computed_by = output.computed_by();
-    }
-    if (computed_by != worker_id) continue;
+    if (ComputedBy(key, *bytes) != worker_id) continue;
     RETURN_IF_ERROR(store_->Delete(key));
-    deleted.push_back(key.substr((baseline ? BaselineStoreKey("") : ResultStoreKey("")).size()));
+    deleted.push_back(key.substr(key.rfind(':') + 1));
   }
   // Only the entries read: a result the worker stores meanwhile keeps its entry, for the next purge.
   RETURN_IF_ERROR(store_->ListTrimFront(index, keys.size()));

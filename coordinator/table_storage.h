@@ -1,5 +1,6 @@
 // TableStorage: the coordinator's typed tables over the Store (Ray's GcsTableStorage): job records,
-// final results, the model registry and the content-addressed result cache, each in the layout of
+// final results, the model registry and the content-addressed result cache (baselines, eval
+// results, ppl text windows), each in the layout of
 // store_keys.h. Every call is one or a few store round trips.
 //
 // Thread-safety: thread-safe (the Store is); it keeps no state. Callers must not hold a lock that
@@ -49,6 +50,7 @@ class TableStorage {
   // A cached shard, or DATA_LOSS naming `what` when it is missing or unreadable.
   StatusOr<dtm::v1::BaselineShardOutput> ReadBaseline(const std::string& task_id, const std::string& what);
   StatusOr<dtm::v1::EvalShardOutput> ReadEval(const std::string& task_id, const std::string& what);
+  StatusOr<dtm::v1::TextWindowsOutput> ReadTextWindows(const std::string& task_id, const std::string& what);
   // Every probe's result of `config` on the shards of `base_key`, in probe order; DATA_LOSS when a
   // shard is missing.
   StatusOr<std::vector<dtm::v1::ProbeResult>> ReadConfigResults(

@@ -32,7 +32,8 @@ Status TaskTable::Add(const PlannedTask& task, const std::string& pool, const st
   entry.pool = pool;
   entry.model_path = model_path;
   entry.key = task.key;
-  entry.rows = task.rows;
+  entry.rows = task.rows ? task.rows : std::make_shared<const Rows>();
+  entry.text = task.text;
   entry.jobs.insert(job_id);
   return OkStatus();
 }

@@ -33,7 +33,9 @@ struct TaskEntry {
   std::string pool;
   std::string model_path;
   dtm::v1::CacheKey key;
-  std::shared_ptr<const Rows> rows;  // the shard's probes (baseline) or baseline rows (eval)
+  std::shared_ptr<const Rows> rows;  // the shard's probes (baseline), baseline rows or windows (eval);
+                                     // empty for a text-windows task
+  std::shared_ptr<const dtm::v1::TextWindowsInput> text;  // a text-windows task's input; else null
   std::set<std::string> jobs;        // the jobs waiting for it
 };
 
@@ -43,6 +45,7 @@ struct PlannedTask {
   dtm::v1::CacheKey key;
   std::shared_ptr<const Rows> rows;
   std::string task_id;  // TaskIdFor(kind, key)
+  std::shared_ptr<const dtm::v1::TextWindowsInput> text;  // a text-windows task's input
 };
 
 class TaskTable {

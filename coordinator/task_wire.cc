@@ -10,20 +10,56 @@ v1::Task ToWireTask(const TaskEntry& entry, const LeaseGrant& grant, const std::
   task.set_task_id(grant.task_id);
   task.set_lease_id(grant.lease_id);
   task.set_job_id(job_id);
-  task.set_kind(entry.kind == TaskKindForKey::kBaseline ? v1::TASK_KIND_BASELINE_SHARD
-                                                        : v1::TASK_KIND_EVAL_SHARD);
+  switch (entry.kind) {
+    case TaskKindForKey::kBaseline: task.set_kind(v1::TASK_KIND_BASELINE_SHARD); break;
+    case TaskKindForKey::kEval: task.set_kind(v1::TASK_KIND_EVAL_SHARD); break;
+    case TaskKindForKey::kTextWindows: task.set_kind(v1::TASK_KIND_TEXT_WINDOWS); break;
+  }
   *task.mutable_key() = entry.key;
   task.set_model_path(entry.model_path);
   task.set_attempt(static_cast<uint32_t>(grant.attempt));
   task.set_lease_expire_unix_ms(lease_expire_unix_ms);
   task.mutable_rows()->Reserve(static_cast<int>(entry.rows->size()));
   for (const v1::BaselineRow& row : *entry.rows) *task.add_rows() = row;
+  if (entry.text) *task.mutable_text_windows() = *entry.text;
   return task;
 }
+
+uint64_t WireBytesEstimate(const TaskEntry& entry) {
+  // Varint token ids take at most 5 bytes (3 for vocabularies under 2^21); 64 bytes cover a row's
+  // other fields and the task's key.
+  uint64_t bytes = 512 + (entry.text ? entry.text->text().size() : 0);
+  for (const v1::BaselineRow& row : *entry.rows) bytes += 64 + 5 * static_cast<uint64_t>(row.tokens_size());
+  return bytes;
+}
+
+namespace {
+
+Status ValidateTextWindows(const TaskEntry& task, const v1::CompleteTaskRequest& request, const std::string& where) {
+  if (!request.has_text_windows()) return InvalidArgumentError(where + "a text-windows task needs a text-windows output");
+  const v1::TextWindowsOutput& out = request.text_windows();
+  const uint64_t window = static_cast<uint64_t>(task.key.completion_len()) + 1;
+  if (out.windows_size() == 0) return InvalidArgumentError(where + "no windows");
+  if (out.text_tokens() < window * static_cast<uint64_t>(out.windows_size()) ||
+      out.text_tokens() >= window * static_cast<uint64_t>(out.windows_size() + 1)) {
+    return InvalidArgumentError(where + std::to_string(out.windows_size()) + " windows of " + std::to_string(window) +
+                                " tokens do not fit a text of " + std::to_string(out.text_tokens()) + " tokens");
+  }
+  for (int i = 0; i < out.windows_size(); ++i) {
+    if (static_cast<uint64_t>(out.windows(i).tokens_size()) != window) {
+      return InvalidArgumentError(where + "window " + std::to_string(i) + " has " +
+                                  std::to_string(out.windows(i).tokens_size()) + " tokens, not " + std::to_string(window));
+    }
+  }
+  return OkStatus();
+}
+
+}  // namespace
 
 Status ValidateTaskOutput(const TaskEntry& task, const v1::CompleteTaskRequest& request) {
   const std::string where = "task " + request.task_id().substr(0, 12) + ": ";
   const Rows& rows = *task.rows;
+  if (task.kind == TaskKindForKey::kTextWindows) return ValidateTextWindows(task, request, where);
   if (task.kind == TaskKindForKey::kBaseline) {
     if (!request.has_baseline())
       return InvalidArgumentError(where + "a baseline shard needs a baseline output");

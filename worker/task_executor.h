@@ -21,15 +21,17 @@ class TaskExecutor {
  public:
   virtual ~TaskExecutor() = default;
 
-  // Fills request->eval or request->baseline (one entry per task row, in row order) and
-  // request->timing (all but total_ms, which the Worker measures from the lease). The code of a
+  // Fills request->eval or request->baseline (one entry per task row, in row order), or
+  // request->text_windows, and request->timing (all but total_ms, which the Worker measures from
+  // the lease). The code of a
   // failure says who could run the task, and the Worker reports it by exactly these codes:
   //   INVALID_ARGUMENT: the task can never succeed on any worker (a config naming a component the
   //     model lacks, rows inconsistent with the key, duplicate or empty probe ids, token ids
-  //     outside the vocabulary; the message names the task and the probe);
+  //     outside the vocabulary, a ppl text shorter than one window or a window beyond the model's
+  //     context; the message names the task and the probe);
   //   FAILED_PRECONDITION: this worker cannot run it but another may (another model fingerprint or
   //     precision, a gptq task whose calibration set this executor does not hold: see
-  //     SetCalibration);
+  //     SetCalibration; a text-windows task on a model folder without tokenizer files);
   //   RESOURCE_EXHAUSTED: this worker ran out of memory (any allocator: CUDA, CPU, std::bad_alloc);
   //   other codes: transient (INTERNAL for an engine failure).
   virtual Status Execute(const dtm::v1::Task& task, dtm::v1::CompleteTaskRequest* request) = 0;

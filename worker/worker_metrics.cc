@@ -8,7 +8,8 @@
 namespace dtm {
 namespace {
 
-constexpr dtm::v1::TaskKind kKindsInOrder[] = {dtm::v1::TASK_KIND_BASELINE_SHARD, dtm::v1::TASK_KIND_EVAL_SHARD};
+constexpr dtm::v1::TaskKind kKindsInOrder[] = {dtm::v1::TASK_KIND_BASELINE_SHARD, dtm::v1::TASK_KIND_EVAL_SHARD,
+                                               dtm::v1::TASK_KIND_TEXT_WINDOWS};
 constexpr TaskOutcome kOutcomesInOrder[] = {TaskOutcome::kCompleted, TaskOutcome::kDuplicate, TaskOutcome::kFailed,
                                             TaskOutcome::kCancelled};
 
@@ -35,6 +36,7 @@ const char* TaskKindLabel(dtm::v1::TaskKind kind) {
   switch (kind) {
     case dtm::v1::TASK_KIND_BASELINE_SHARD: return "baseline";
     case dtm::v1::TASK_KIND_EVAL_SHARD: return "eval";
+    case dtm::v1::TASK_KIND_TEXT_WINDOWS: return "text_windows";
     default: return "unspecified";
   }
 }

@@ -57,7 +57,7 @@ class WorkerMetrics {
   void AddProcessed(uint64_t tokens, uint64_t probes);
 
  private:
-  static constexpr int kKinds = 2;     // baseline, eval
+  static constexpr int kKinds = 3;     // baseline, eval, text_windows
   static constexpr int kOutcomes = 4;  // TaskOutcome's values
   static int KindIndex(dtm::v1::TaskKind kind);
 

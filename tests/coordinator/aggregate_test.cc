@@ -67,6 +67,22 @@ TEST(AggregateTest, ComputesHandCheckedMetrics) {
   EXPECT_EQ(m->outlier_columns_mean(), 0.0);  // no llm-int8: no counts
 }
 
+// SPEC `ppl`: windows of one length score as many tokens each, so the mean over every scored token
+// is the mean of the windows' NLLs.
+TEST(AggregateTest, PerplexityOfWindowsIsExpOfTheMeanNllOverEveryScoredToken) {
+  // window 5: 4 scored tokens each; NLL sums 4 ln 2, 4 ln 3, 4 ln 6 over 12 tokens.
+  std::vector<dtm::v1::ProbeResult> windows = {Probe(1, 2, 1, std::log(3.0)), Probe(0, 4, 0, std::log(2.0)),
+                                               Probe(2, 0, 4, std::log(6.0))};
+  StatusOr<double> ppl = PerplexityOfWindows(windows, 5);
+  ASSERT_TRUE(ppl.ok()) << ppl.status().ToString();
+  const double token_mean = (4 * std::log(2.0) + 4 * std::log(3.0) + 4 * std::log(6.0)) / 12;
+  ExpectRelativelyEqual(*ppl, std::exp(token_mean), "ppl");
+  ExpectRelativelyEqual(*ppl, std::cbrt(36.0), "ppl");  // the geometric mean of 2, 3 and 6
+  EXPECT_EQ(PerplexityOfWindows({}, 5).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(PerplexityOfWindows({Probe(0, 4, 0, 0.1), Probe(0, 4, 0, 0.1)}, 5).status().code(),
+            StatusCode::kInvalidArgument);  // a window reported twice
+}
+
 TEST(AggregateTest, AveragesTheOutlierColumnsOverTheProbes) {
   std::vector<dtm::v1::ProbeResult> results = {Probe(1, 4, 0, 0.0), Probe(0, 4, 0, 0.0), Probe(2, 1, 2, 0.5)};
   results[0].set_outlier_columns(7);

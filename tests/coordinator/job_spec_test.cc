@@ -121,8 +121,36 @@ TEST(JobSpecTest, AQuantSearchNamesItsRankingMetric) {
   spec = ParseJobSpec(head + "  rank_by: dppl\n");
   ASSERT_TRUE(spec.ok()) << spec.status().ToString();
   EXPECT_EQ(spec->rank_by, "dppl");
-  ExpectInvalid(head + "  rank_by: sdt\n", {"quant-search.rank_by (line 5)", "must be fdt75 or dppl"});
-  ExpectInvalid(head + "  rank_by: ppl\n", {"quant-search.rank_by", "jobs do not compute yet"});
+  ExpectInvalid(head + "  rank_by: sdt\n", {"quant-search.rank_by (line 5)", "must be fdt75, dppl or ppl"});
+  // Ranking by ppl needs the text whose perplexity ranks the nodes.
+  ExpectInvalid(head + "  rank_by: ppl\n", {"quant-search.rank_by: ppl", "`ppl:` text", "missing"});
+  spec = ParseJobSpec(head + "  rank_by: ppl\nppl: {text: wiki.test.raw, window: 256}\n");
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->rank_by, "ppl");
+}
+
+// SPEC `ppl`: any job may compute every config's ground-truth perplexity on a text.
+TEST(JobSpecTest, APplSectionNamesTheTextAndHowToCutIt) {
+  StatusOr<JobSpec> spec = ParseJobSpec(EvaluateWith(""));
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->ppl_text, "");  // no ppl unless asked for
+  spec = ParseJobSpec(EvaluateWith("ppl: {text: data/wiki.test.raw}"));
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->ppl_text, "data/wiki.test.raw");
+  EXPECT_EQ(spec->ppl_window, 2048);  // the literature's protocol
+  EXPECT_EQ(spec->ppl_join, "rows");
+  EXPECT_EQ(spec->ppl_shard_size, 8);
+  spec = ParseJobSpec(EvaluateWith("ppl: {text: t.txt.gz, window: 256, join: as-is, shard_size: 3}"));
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->ppl_window, 256);
+  EXPECT_EQ(spec->ppl_join, "as-is");
+  EXPECT_EQ(spec->ppl_shard_size, 3);
+  ExpectInvalid(EvaluateWith("ppl: {window: 256}"), {"ppl.text", "missing"});
+  ExpectInvalid(EvaluateWith("ppl: {text: t.txt, window: 1}"), {"ppl.window", "at least 2"});
+  ExpectInvalid(EvaluateWith("ppl: {text: t.txt, join: lines}"), {"ppl.join", "must be rows or as-is"});
+  ExpectInvalid(EvaluateWith("ppl: {text: t.txt, shard_size: 0}"), {"ppl.shard_size", "at least 1"});
+  ExpectInvalid(EvaluateWith("ppl: {text: t.txt, stride: 512}"), {"ppl.stride", "unknown field"});
+  ExpectInvalid(EvaluateWith("ppl: wiki.test.raw"), {"ppl"});
 }
 
 TEST(JobSpecTest, AppliesDefaultsForOmittedFields) {

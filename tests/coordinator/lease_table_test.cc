@@ -180,6 +180,31 @@ TEST_F(LeaseTableTest, LeaseRequestsAreIdempotent) {
   EXPECT_EQ(table_->Lease("", 1, "r9").status().code(), StatusCode::kInvalidArgument);
 }
 
+// A reply must fit a message whatever its tasks carry (a ppl text-windows task holds up to 4 MiB).
+TEST_F(LeaseTableTest, GrantsStopBeforeTheTaskThatWouldPassTheByteBudget) {
+  const std::map<std::string, uint64_t> bytes = {{"t0", 40}, {"t1", 50}, {"t2", 20}, {"t3", 200}, {"t4", 5}};
+  for (const auto& [id, size] : bytes) ASSERT_TRUE(table_->Enqueue(id, 0).ok());
+  auto bytes_of = [&bytes](const std::string& id) { return bytes.at(id); };
+  // 40 + 50 fit 100; t2 would make 110: the reply stops there, in queue order, t2 first next time.
+  auto first = table_->Lease("w1", 10, "r1", bytes_of, 100);
+  ASSERT_TRUE(first.ok());
+  ASSERT_EQ(first->size(), 2u);
+  EXPECT_EQ((*first)[0].task_id, "t0");
+  EXPECT_EQ((*first)[1].task_id, "t1");
+  // A task larger than the budget still goes, alone: it could never go otherwise.
+  auto second = table_->Lease("w1", 10, "r2", bytes_of, 100);
+  ASSERT_TRUE(second.ok());
+  ASSERT_EQ(second->size(), 1u);
+  EXPECT_EQ((*second)[0].task_id, "t2");
+  auto third = table_->Lease("w1", 10, "r3", bytes_of, 100);
+  ASSERT_TRUE(third.ok());
+  ASSERT_EQ(third->size(), 1u);
+  EXPECT_EQ((*third)[0].task_id, "t3");
+  // Without a budget, max_tasks alone bounds the reply.
+  EXPECT_EQ(LeaseNew("w2", 10).size(), 1u);
+  EXPECT_EQ(table_->Stats().queued, 0);
+}
+
 TEST_F(LeaseTableTest, LowerPriorityRunsFirstThenFifo) {
   ASSERT_TRUE(table_->Enqueue("eval-a", 1).ok());
   ASSERT_TRUE(table_->Enqueue("base-a", 0).ok());

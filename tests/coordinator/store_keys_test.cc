@@ -90,5 +90,49 @@ TEST(StoreKeysTest, ConfigsWithLlmInt8GetNewIds) {
   }
 }
 
+// SPEC `ppl`: a text's windows are a task of their own kind, keyed by the text and the window.
+TEST(StoreKeysTest, TextWindowsTasksHaveIdsOfTheirOwnKindAndKeyTheTextAndWindow) {
+  v1::CacheKey key = ShardKey(Base(), "", 0, 0);
+  key.set_probe_set_fingerprint(PplTextFingerprint("rows", "some text\n"));
+  key.set_prefix_len(1);
+  key.set_completion_len(2047);
+  Sha256 hash;
+  hash.Update("dtm-task-v1\nkind=text-windows\nmodel=m1\nprobes=" + key.probe_set_fingerprint() +
+              "\nprefix=1\ncompletion=2047\ndtype=DTYPE_BF16\nshard=0:0\n");
+  EXPECT_EQ(TaskIdFor(TaskKindForKey::kTextWindows, key), hash.HexDigest());
+  EXPECT_NE(TaskIdFor(TaskKindForKey::kTextWindows, key), TaskIdFor(TaskKindForKey::kBaseline, key));
+  EXPECT_NE(TaskIdFor(TaskKindForKey::kTextWindows, key), TaskIdFor(TaskKindForKey::kEval, key));
+  // The join mode and every byte of the text name it.
+  EXPECT_NE(PplTextFingerprint("rows", "some text\n"), PplTextFingerprint("as-is", "some text\n"));
+  EXPECT_NE(PplTextFingerprint("rows", "some text\n"), PplTextFingerprint("rows", "some text \n"));
+  EXPECT_EQ(PplTextFingerprint("rows", "some text\n"), PplTextFingerprint("rows", "some text\n"));
+  EXPECT_EQ(TextWindowsStoreKey("abc"), "dtm:v1:text-windows:abc");
+}
+
+TEST(StoreKeysTest, TheWindowsFingerprintNamesTheWindowLengthAndEveryToken) {
+  v1::TextWindowsOutput windows;
+  for (uint32_t w = 0; w < 2; ++w) {
+    v1::TokenSequence* seq = windows.add_windows();
+    for (uint32_t t = 0; t < 4; ++t) seq->add_tokens(10 * w + t);
+  }
+  const std::string fp = PplWindowsFingerprint(4, windows);
+  EXPECT_EQ(fp.size(), 64u);
+  EXPECT_EQ(fp, PplWindowsFingerprint(4, windows));
+  EXPECT_NE(fp, PplWindowsFingerprint(5, windows));
+  v1::TextWindowsOutput changed = windows;
+  changed.mutable_windows(1)->set_tokens(3, 99);
+  EXPECT_NE(fp, PplWindowsFingerprint(4, changed));
+  // Tokens moved across a window boundary make other windows.
+  v1::TextWindowsOutput moved;
+  moved.add_windows()->add_tokens(0);
+  for (uint32_t t : {1, 2, 3}) moved.mutable_windows(0)->add_tokens(t);
+  moved.add_windows();
+  for (uint32_t t : {10, 11, 12, 13}) moved.mutable_windows(1)->add_tokens(t);
+  EXPECT_EQ(PplWindowsFingerprint(4, moved), fp);  // the same windows built another way
+  moved.mutable_windows(0)->add_tokens(10);
+  moved.mutable_windows(1)->mutable_tokens()->erase(moved.mutable_windows(1)->mutable_tokens()->begin());
+  EXPECT_NE(PplWindowsFingerprint(4, moved), fp);
+}
+
 }  // namespace
 }  // namespace dtm

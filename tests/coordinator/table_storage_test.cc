@@ -126,6 +126,16 @@ class TableStorageTest : public ::testing::Test {
     return request;
   }
 
+  static v1::CompleteTaskRequest TextWindowsReport(uint32_t token, const std::string& computed_by = "") {
+    v1::CompleteTaskRequest request;
+    v1::TokenSequence* window = request.mutable_text_windows()->add_windows();
+    window->add_tokens(1);
+    window->add_tokens(token);
+    request.mutable_text_windows()->set_text_tokens(3);
+    request.mutable_text_windows()->set_computed_by(computed_by);
+    return request;
+  }
+
   bool Exists(const std::string& key) { return store_->Get(key).value().has_value(); }
 
   // The task ids PurgeWorker deleted, sorted; expects success.
@@ -397,6 +407,27 @@ TYPED_TEST(TableStorageTest, PurgeWorkerDeletesOnlyThatWorkersResults) {
   EXPECT_FALSE(this->Exists(BaselineStoreKey("b1")));
   EXPECT_TRUE(this->store_->ListRange(WorkerResultsStoreKey("w1")).value().empty());
   EXPECT_EQ(this->storage_->HaveResults({{TaskKindForKey::kEval, "t1"}}).value(), std::vector<bool>{false});
+}
+
+// SPEC `ppl`: a text's windows are cached like any result, under a kind of their own.
+TYPED_TEST(TableStorageTest, TextWindowsAreStoredOnceReadBackAndPurgedWithTheirWorker) {
+  ASSERT_TRUE(this->storage_->StoreResult(TaskKindForKey::kTextWindows, "x1", "w1", this->TextWindowsReport(7, "w9"))
+                  .value());
+  ASSERT_FALSE(
+      this->storage_->StoreResult(TaskKindForKey::kTextWindows, "x1", "w2", this->TextWindowsReport(8)).value());
+  EXPECT_TRUE(this->Exists(TextWindowsStoreKey("x1")));
+  EXPECT_EQ(this->storage_->HaveResults({{TaskKindForKey::kTextWindows, "x1"}, {TaskKindForKey::kEval, "x1"}}).value(),
+            (std::vector<bool>{true, false}));
+  StatusOr<v1::TextWindowsOutput> read = this->storage_->ReadTextWindows("x1", "the windows");
+  ASSERT_TRUE(read.ok()) << read.status().ToString();
+  ASSERT_EQ(read->windows_size(), 1);
+  EXPECT_EQ(read->windows(0).tokens(1), 7u);  // the first report's
+  EXPECT_EQ(read->text_tokens(), 3u);
+  EXPECT_EQ(read->computed_by(), "w1");       // the reporting worker, not the claim
+  EXPECT_EQ(this->storage_->ReadTextWindows("x2", "the windows of t.txt").status().code(), StatusCode::kDataLoss);
+  EXPECT_EQ(this->Purge("w2"), Strings{});    // w2's report was a duplicate
+  EXPECT_EQ(this->Purge("w1"), Strings{"x1"});
+  EXPECT_FALSE(this->Exists(TextWindowsStoreKey("x1")));
 }
 
 TYPED_TEST(TableStorageTest, PurgeWorkerIsIdempotent) {

@@ -253,6 +253,69 @@ TEST_F(TaskWireTest, RefusesANonFiniteNll) {
 // ---------------------------------------------------------------------------------------------
 // FailCauseOf, ToWireLeaseState
 
+// ---------------------------------------------------------------------------------------------
+// Text windows (SPEC `ppl`)
+
+// A text-windows task: its text cut into windows of 4 tokens.
+TaskEntry TextWindowsEntry() {
+  TaskEntry entry;
+  entry.kind = TaskKindForKey::kTextWindows;
+  entry.pool = "fp-a|DTYPE_F32";
+  entry.key.set_model_fingerprint("fp-a");
+  entry.key.set_probe_set_fingerprint("text-1");
+  entry.key.set_prefix_len(1);
+  entry.key.set_completion_len(3);
+  entry.rows = std::make_shared<Rows>();
+  auto text = std::make_shared<v1::TextWindowsInput>();
+  text->set_text("0123456789");
+  text->set_window(4);
+  text->set_join("as-is");
+  entry.text = text;
+  return entry;
+}
+
+// A worker's answer: `windows` windows of 4 tokens, of a text of `text_tokens` tokens.
+v1::CompleteTaskRequest WindowsReport(int windows, uint64_t text_tokens) {
+  v1::CompleteTaskRequest request;
+  request.set_task_id(kTaskId);
+  for (int w = 0; w < windows; ++w) {
+    v1::TokenSequence* seq = request.mutable_text_windows()->add_windows();
+    for (uint32_t t = 0; t < 4; ++t) seq->add_tokens(4 * w + t + 1);
+  }
+  request.mutable_text_windows()->set_text_tokens(text_tokens);
+  return request;
+}
+
+TEST_F(TaskWireTest, ATextWindowsTaskCarriesItsTextAndNoRows) {
+  const TaskEntry entry = TextWindowsEntry();
+  v1::Task task = ToWireTask(entry, LeaseGrant{kTaskId, "lease-1", 1, {}}, "job-1", 5);
+  EXPECT_EQ(task.kind(), v1::TASK_KIND_TEXT_WINDOWS);
+  EXPECT_EQ(task.rows_size(), 0);
+  EXPECT_TRUE(MessageDifferencer::Equals(task.text_windows(), *entry.text));
+  EXPECT_FALSE(ToWireTask(Entry(TaskKindForKey::kEval), LeaseGrant{kTaskId, "l", 1, {}}, "j", 5).has_text_windows());
+  // The estimate bounds what goes on the wire.
+  EXPECT_GE(WireBytesEstimate(entry), task.ByteSizeLong());
+  const TaskEntry eval = Entry(TaskKindForKey::kEval);
+  EXPECT_GE(WireBytesEstimate(eval), ToWireTask(eval, LeaseGrant{kTaskId, "l", 1, {}}, "j", 5).ByteSizeLong());
+}
+
+TEST_F(TaskWireTest, AcceptsWindowsThatFitTheTextAndRefusesOthers) {
+  const TaskEntry entry = TextWindowsEntry();
+  // 11 tokens: two windows of 4, three tokens dropped.
+  Status status = ValidateTaskOutput(entry, WindowsReport(2, 11));
+  EXPECT_TRUE(status.ok()) << status.ToString();
+  EXPECT_TRUE(ValidateTaskOutput(entry, WindowsReport(2, 8)).ok());  // nothing dropped
+  ExpectMisfit(entry, WindowsReport(0, 3), "no windows");
+  ExpectMisfit(entry, WindowsReport(2, 12), "do not fit a text of 12 tokens");  // a third window is missing
+  ExpectMisfit(entry, WindowsReport(2, 7), "do not fit a text of 7 tokens");
+  v1::CompleteTaskRequest short_window = WindowsReport(2, 11);
+  short_window.mutable_text_windows()->mutable_windows(1)->mutable_tokens()->RemoveLast();
+  ExpectMisfit(entry, short_window, "window 1 has 3 tokens, not 4");
+  v1::CompleteTaskRequest eval = GoodOutput(Entry(TaskKindForKey::kEval));
+  eval.set_task_id(kTaskId);
+  ExpectMisfit(entry, eval, "needs a text-windows output");
+}
+
 TEST_F(TaskWireTest, FailCauseOfTakesTheCauseOverTheRetryableFlag) {
   for (bool retryable : {false, true}) {
     SCOPED_TRACE(retryable ? "retryable" : "not retryable");

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <string>
@@ -18,6 +19,8 @@
 #include "worker/engine/checkpoint.h"
 #include "worker/engine/evaluator.h"
 #include "worker/engine/llama_model.h"
+#include "worker/engine/perplexity_windows.h"
+#include "worker/engine/tokenizer.h"
 
 namespace dtm {
 namespace {
@@ -409,6 +412,113 @@ TEST_F(TaskExecutorTest, DuplicateProbeIdsInATaskAreInvalidArgument) {
   const Status status = executor->Execute(task, &request);
   EXPECT_EQ(status.code(), StatusCode::kInvalidArgument) << status.ToString();
   EXPECT_EQ(status.message(), "task t-1: row 4 (id 'doc:0') repeats the id of row 1; ids must be unique");
+}
+
+// SPEC `ppl`: a text-windows task's windows (of a model folder with a tokenizer) are exactly those
+// `dtmctl ppl --text` scores: the text joined, tokenized once with BOS, cut, the tail dropped.
+class TextWindowsTaskTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    LlamaConfig config = testing::SmallConfig();
+    config.vocab_size = 320;  // the test tokenizer's pieces
+    std::unique_ptr<LlamaModel> model = testing::SmallModel(config);
+    ASSERT_TRUE(WriteCheckpoint(dir_.path(), model->config(), model->NamedWeights()).ok());
+    StatusOr<std::unique_ptr<Tokenizer>> tokenizer = testing::TinyTestTokenizer(dir_);
+    ASSERT_TRUE(tokenizer.ok()) << tokenizer.status().ToString();
+    tokenizer_ = std::move(*tokenizer);
+    StatusOr<std::unique_ptr<Checkpoint>> checkpoint = Checkpoint::Open(dir_.path());
+    ASSERT_TRUE(checkpoint.ok()) << checkpoint.status().ToString();
+    fingerprint_ = (*checkpoint)->Fingerprint().value();
+  }
+
+  std::unique_ptr<TaskExecutor> MakeExecutor(const std::string& model_path) {
+    EngineExecutorOptions options;
+    options.model_path = model_path;
+    StatusOr<std::unique_ptr<TaskExecutor>> executor = CreateEngineExecutor(options, nullptr);
+    EXPECT_TRUE(executor.ok()) << executor.status().ToString();
+    return executor.ok() ? std::move(*executor) : nullptr;
+  }
+
+  dtm::v1::Task Task(const std::string& text, uint32_t window, const std::string& join) const {
+    dtm::v1::Task task;
+    task.set_task_id("t-ppl");
+    task.set_kind(dtm::v1::TASK_KIND_TEXT_WINDOWS);
+    task.mutable_key()->set_model_fingerprint(fingerprint_);
+    task.mutable_key()->set_dtype(dtm::v1::DTYPE_F32);
+    task.mutable_key()->set_prefix_len(1);
+    task.mutable_key()->set_completion_len(window - 1);
+    task.mutable_text_windows()->set_text(text);
+    task.mutable_text_windows()->set_window(window);
+    task.mutable_text_windows()->set_join(join);
+    return task;
+  }
+
+  static std::string Text() {
+    std::string text;
+    for (int i = 0; i < 6; ++i) text += "the cat sat on the mat\n \nthe quick brown fox and the lazy dog\n";
+    return text;
+  }
+
+  testing::TempDir dir_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::string fingerprint_;
+};
+
+TEST_F(TextWindowsTaskTest, CutsTheTextAsDtmctlPplDoes) {
+  std::unique_ptr<TaskExecutor> executor = MakeExecutor(dir_.path());
+  ASSERT_NE(executor, nullptr);
+  for (const std::string join : {"rows", "as-is"}) {
+    for (const uint32_t window : {8u, 13u}) {
+      dtm::v1::CompleteTaskRequest request;
+      const Status status = executor->Execute(Task(Text(), window, join), &request);
+      ASSERT_TRUE(status.ok()) << status.ToString();
+      const std::string joined = join == "rows" ? JoinLinesAsRows(Text()) : Text();
+      StatusOr<PerplexityWindows> expected = PerplexityWindowsFromText(joined, *tokenizer_, window, "text");
+      ASSERT_TRUE(expected.ok()) << expected.status().ToString();
+      const dtm::v1::TextWindowsOutput& out = request.text_windows();
+      EXPECT_EQ(out.text_tokens(), static_cast<uint64_t>(expected->text_tokens)) << join << " " << window;
+      ASSERT_EQ(out.windows_size(), static_cast<int>(expected->windows.probes.size())) << join << " " << window;
+      ASSERT_GT(out.windows_size(), 2);
+      for (int w = 0; w < out.windows_size(); ++w) {
+        const std::vector<int32_t>& tokens = expected->windows.probes[static_cast<size_t>(w)].tokens;
+        EXPECT_EQ(std::vector<int32_t>(out.windows(w).tokens().begin(), out.windows(w).tokens().end()), tokens)
+            << join << " " << window << " window " << w;
+      }
+    }
+  }
+  // The joins differ on this text (its whitespace-only lines become empty rows).
+  EXPECT_NE(JoinLinesAsRows(Text()), Text());
+}
+
+TEST_F(TextWindowsTaskTest, TextsNoWorkerCanCutAreInvalidArgument) {
+  std::unique_ptr<TaskExecutor> executor = MakeExecutor(dir_.path());
+  ASSERT_NE(executor, nullptr);
+  dtm::v1::CompleteTaskRequest request;
+  Status status = executor->Execute(Task("the cat", 64, "rows"), &request);
+  EXPECT_EQ(status.code(), StatusCode::kInvalidArgument) << status.ToString();
+  EXPECT_NE(status.message().find("t-ppl"), std::string::npos) << status.message();
+  // The model's context is 128 tokens.
+  std::string long_text;
+  for (int i = 0; i < 40; ++i) long_text += Text();
+  status = executor->Execute(Task(long_text, 200, "rows"), &request);
+  EXPECT_EQ(status.code(), StatusCode::kInvalidArgument) << status.ToString();
+  dtm::v1::Task task = Task(Text(), 8, "rows");
+  task.mutable_key()->set_completion_len(8);
+  status = executor->Execute(task, &request);
+  EXPECT_EQ(status.code(), StatusCode::kInvalidArgument) << status.ToString();
+  EXPECT_NE(status.message().find("does not fit key"), std::string::npos) << status.message();
+  status = executor->Execute(Task(Text(), 8, "lines"), &request);
+  EXPECT_EQ(status.code(), StatusCode::kInvalidArgument) << status.ToString();
+}
+
+TEST_F(TextWindowsTaskTest, AModelFolderWithoutATokenizerIsThisWorkersFailedPrecondition) {
+  std::filesystem::remove(dir_.File("tokenizer.json"));
+  std::unique_ptr<TaskExecutor> executor = MakeExecutor(dir_.path());
+  ASSERT_NE(executor, nullptr);
+  dtm::v1::CompleteTaskRequest request;
+  const Status status = executor->Execute(Task(Text(), 8, "rows"), &request);
+  EXPECT_EQ(status.code(), StatusCode::kFailedPrecondition) << status.ToString();
+  EXPECT_NE(status.message().find("cannot tokenize"), std::string::npos) << status.message();
 }
 
 TEST_F(TaskExecutorTest, ComponentTheModelLacksIsInvalidArgument) {
