@@ -274,7 +274,10 @@ Status JobPlanner::Resolve(JobRun& run, bool* resolved) {
   run.driver = std::move(driver);
   run.probe_rows = std::move(probe_rows);
   run.ppl_text = std::move(ppl_text);
-  if (run.ppl_text) run.ppl_text_key = PplKey(run.base_key, ppl_fp, run.spec.ppl_window);
+  if (run.ppl_text) {
+    run.ppl_text_key = PplKey(run.base_key, ppl_fp, run.spec.ppl_window);
+    run.ppl_text_key.clear_calibration_fingerprint();  // tokenizing uses no calibration set
+  }
   *resolved = true;
   (void)state_->Persist(job_id, /*force=*/true);
   return OkStatus();

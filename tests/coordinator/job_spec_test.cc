@@ -3,6 +3,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -151,6 +155,25 @@ TEST(JobSpecTest, APplSectionNamesTheTextAndHowToCutIt) {
   ExpectInvalid(EvaluateWith("ppl: {text: t.txt, shard_size: 0}"), {"ppl.shard_size", "at least 1"});
   ExpectInvalid(EvaluateWith("ppl: {text: t.txt, stride: 512}"), {"ppl.stride", "unknown field"});
   ExpectInvalid(EvaluateWith("ppl: wiki.test.raw"), {"ppl"});
+}
+
+// The shipped examples (the paper's experiments as jobs) are specs a coordinator accepts.
+TEST(JobSpecTest, EveryExampleSpecParses) {
+  const char* source = std::getenv("DTM_SOURCE_DIR");
+  ASSERT_NE(source, nullptr) << "DTM_SOURCE_DIR is set by CTest";
+  int examples = 0, with_ppl = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(std::filesystem::path(source) / "examples")) {
+    if (entry.path().extension() != ".yaml") continue;
+    std::ifstream file(entry.path());
+    std::stringstream text;
+    text << file.rdbuf();
+    StatusOr<JobSpec> spec = ParseJobSpec(text.str());
+    ASSERT_TRUE(spec.ok()) << entry.path() << ": " << spec.status().ToString();
+    ++examples;
+    if (!spec->ppl_text.empty()) ++with_ppl;
+  }
+  EXPECT_GE(examples, 10);
+  EXPECT_GE(with_ppl, 4);  // Fig. 2 and Table 1's three arms
 }
 
 TEST(JobSpecTest, AppliesDefaultsForOmittedFields) {

@@ -289,6 +289,30 @@ def component_names(layers):
     return [f"model.layers.{layer}.{kind}" for layer in range(layers) for kind in COMPONENT_KINDS]
 
 
+def config_of(components, method):
+    """The canonical config holding `components`, each under `method` (entries sorted by component)."""
+    return ",".join(f"{c}={method}" for c in sorted(components))
+
+
+def components_of(config):
+    """The components a config holds."""
+    return set() if not config else {item.split("=", 1)[0] for item in config.split(",")}
+
+
+def search_levels(doc):
+    """A quant-search's result rows (`dtmctl results --format json`) by search level, each in rank order."""
+    levels = {}
+    for row in doc["results"]:
+        levels.setdefault(row["search_level"], []).append(row)
+    return levels
+
+
+def level_candidates(parents, components, method):
+    """Every child of the `parents` rows: each parent's components plus one it lacks; sorted, each once."""
+    return sorted({config_of(components_of(p["config"]) | {c}, method) for p in parents for c in components
+                   if c not in components_of(p["config"])})
+
+
 # -- job specs
 
 def spec_yaml(**fields):

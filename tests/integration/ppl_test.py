@@ -16,6 +16,7 @@ order, so the two agree to REL_TOL relative, not bit for bit; the largest differ
 
 Run by CTest (ppl_integration_test) after the tiny_model fixture.
 """
+import concurrent.futures
 import json
 import os
 import sys
@@ -42,15 +43,14 @@ REL_TOL = 1e-6
 JOB_TIMEOUT_S = 900
 
 
-def config_of(components, method):
-    return ",".join(f"{c}={method}" for c in sorted(components))
-
-
-def components_of(config):
-    return set() if not config else {item.split("=", 1)[0] for item in config.split(",")}
-
-
 class PplTest(dtm_cluster.ClusterTestCase):
+    max_rel_diff = 0.0
+
+    @classmethod
+    def tearDownClass(cls):
+        print(f"\nmax relative |job - dtmctl| / dtmctl over ppl and dppl: {cls.max_rel_diff:.3g}", file=sys.stderr)
+        super().tearDownClass()
+
     @classmethod
     def set_up_cluster(cls):
         cls.ref = dtm_cluster.Reference(cls.cluster.tmp, PROBES, PREFIX, COMPLETION, threads=1)
@@ -70,7 +70,6 @@ class PplTest(dtm_cluster.ClusterTestCase):
         return self._ppl[config, window]
 
     def ppl_many(self, configs, window):
-        import concurrent.futures
         todo = [c for c in dict.fromkeys(configs) if (c, window) not in self._ppl]
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             list(pool.map(lambda c: self.ppl(c, window), todo))
@@ -87,13 +86,6 @@ class PplTest(dtm_cluster.ClusterTestCase):
         doc = json.loads(self.cluster.dtmctl("results", job_id, "--format", "json").stdout)
         self.assertEqual(doc["state"], "SUCCEEDED")
         return self.cluster.get_job(job_id), doc
-
-    max_rel_diff = 0.0
-
-    @classmethod
-    def tearDownClass(cls):
-        print(f"\nmax relative |job - dtmctl| / dtmctl over ppl and dppl: {cls.max_rel_diff:.3g}", file=sys.stderr)
-        super().tearDownClass()
 
     def assert_close(self, actual, expected, what):
         PplTest.max_rel_diff = max(PplTest.max_rel_diff, abs(actual - expected) / expected)
@@ -133,15 +125,11 @@ class PplTest(dtm_cluster.ClusterTestCase):
 
     def assert_levels_rank_by(self, doc, metric, reference):
         self.assertEqual(doc["rank_by"], metric)
-        levels = {}
-        for row in doc["results"]:
-            levels.setdefault(row["search_level"], []).append(row)
+        levels = dtm_cluster.search_levels(doc)
         self.assertEqual(sorted(levels), list(range(DEPTH + 1)))
         for level in range(1, DEPTH + 1):
             with self.subTest(metric=metric, level=level):
-                parents = [components_of(r["config"]) for r in levels[level - 1]]
-                candidates = sorted({config_of(p | {c}, "int8-absmax") for p in parents for c in COMPONENTS
-                                     if c not in p})
+                candidates = dtm_cluster.level_candidates(levels[level - 1], COMPONENTS, "int8-absmax")
                 values = reference(candidates)
                 ranked = sorted(candidates, key=lambda c: (values[c], c))
                 rows = levels[level]

@@ -31,14 +31,6 @@ DEPTH = 4
 JOB_TIMEOUT_S = 900
 
 
-def config_of(components, method):
-    return ",".join(f"{c}={method}" for c in sorted(components))
-
-
-def components_of(config):
-    return set() if not config else {item.split("=", 1)[0] for item in config.split(",")}
-
-
 class SearchTest(dtm_cluster.ClusterTestCase):
     @classmethod
     def set_up_cluster(cls):
@@ -60,9 +52,7 @@ class SearchTest(dtm_cluster.ClusterTestCase):
         return doc
 
     def assert_levels_match_exhaustive_eval(self, doc, method):
-        levels = {}
-        for row in doc["results"]:
-            levels.setdefault(row["search_level"], []).append(row)
+        levels = dtm_cluster.search_levels(doc)
         self.assertEqual(sorted(levels), list(range(DEPTH + 1)))
         self.assertEqual([r["config"] for r in levels[0]], [""])
         evaluated = 0
@@ -70,8 +60,7 @@ class SearchTest(dtm_cluster.ClusterTestCase):
         self.assertEqual(sorted(stats), list(range(1, DEPTH + 1)))
         for level in range(1, DEPTH + 1):
             with self.subTest(level=level):
-                parents = [components_of(r["config"]) for r in levels[level - 1]]
-                candidates = sorted({config_of(p | {c}, method) for p in parents for c in COMPONENTS if c not in p})
+                candidates = dtm_cluster.level_candidates(levels[level - 1], COMPONENTS, method)
                 ref = self.ref.eval_many(candidates)
                 evaluated += len(candidates)
                 self.assertEqual(stats[level]["nodes"], len(candidates))
