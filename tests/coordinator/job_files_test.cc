@@ -200,6 +200,30 @@ TEST_F(JobFilesTest, LoadProbesRefusesAFileLargerThanTheLimit) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// LoadPplText: one task carries the text (TextWindowsInput), so it is bounded by kMaxPplTextBytes
+// whatever --max-file-bytes allows.
+
+TEST_F(JobFilesTest, LoadPplTextReadsAResolvedTextUpToItsOwnLimit) {
+  Write(base_ / "data" / "text.txt", "line one\n \nline two\n");
+  JobSpec spec = Spec(0, 3);
+  spec.ppl_text = root_ + "/./model/../text.txt";
+  ASSERT_TRUE(Files().ResolvePaths(&spec).ok());
+  EXPECT_EQ(spec.ppl_text, root_ + "/text.txt");
+  StatusOr<std::string> text = Files().LoadPplText(spec);
+  ASSERT_TRUE(text.ok()) << text.status().ToString();
+  EXPECT_EQ(*text, "line one\n \nline two\n");  // the bytes as they are: the worker joins them
+
+  Write(base_ / "data" / "big.txt", std::string(kMaxPplTextBytes + 1, 'a'));
+  spec.ppl_text = root_ + "/big.txt";
+  ExpectInvalidNaming(Files(true, 0).LoadPplText(spec).status(), {"ppl.text", std::to_string(kMaxPplTextBytes)});
+  Write(base_ / "data" / "big.txt", std::string(kMaxPplTextBytes, 'a'));
+  EXPECT_TRUE(Files(true, 0).LoadPplText(spec).ok());
+
+  spec.ppl_text = root_ + "/../outside.jsonl";
+  ExpectInvalidNaming(Files().ResolvePaths(&spec), {"ppl.text", "outside.jsonl"});
+}
+
+// ---------------------------------------------------------------------------------------------
 // ModelConfigGeometry
 
 TEST_F(JobFilesTest, ModelConfigGeometryReadsAConfigUnderTheRoot) {
