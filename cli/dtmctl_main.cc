@@ -11,6 +11,9 @@
 #include <c10/util/Exception.h>
 
 #include "cli/engine_commands.h"
+#include "common/command_line.h"
+#include "common/version.h"
+#include "worker/engine/tensor_util.h"
 #ifdef DTM_WITH_SERVICE
 #include "cli/local_command.h"
 #include "cli/service_commands.h"
@@ -277,7 +280,8 @@ int main(int argc, char** argv) {
   AddServiceCommands(&app, &service);
 #endif
 
-  CLI11_PARSE(app, argc, argv);
+  app.set_version_flag("--version", dtm::VersionText("dtmctl", dtm::LibtorchBuildText()));
+  if (std::optional<int> code = dtm::ParseCommandLine(app, argc, argv)) return *code;
 
   const std::string command = app.get_subcommands().front()->get_name();
   dtm::Status status;

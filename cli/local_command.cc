@@ -1,6 +1,5 @@
 #include "cli/local_command.h"
 
-#include <fstream>
 #include <memory>
 #include <sstream>
 #include <thread>
@@ -12,6 +11,7 @@
 
 #include "common/grpc_security.h"
 #include "common/in_memory_store.h"
+#include "common/jsonl.h"
 #include "common/metrics_http_server.h"
 #include "common/redis_options.h"
 #include "common/redis_store.h"
@@ -36,12 +36,13 @@ StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& redis) {
   return std::unique_ptr<Store>(std::move(store));
 }
 
-StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return NotFoundError(path + ": cannot read the job spec");
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
+// The spec file as the coordinator would take it: a regular file (a folder or /dev/zero is refused
+// with the reason) of at most its default --max-spec-bytes.
+StatusOr<std::string> ReadSpecFile(const std::string& path) {
+  ReadLimits limits;
+  limits.max_bytes = CoordinatorOptions().max_spec_bytes;
+  limits.regular_file_only = true;
+  return ReadTextFile(path, limits);
 }
 
 // The workers of this process, each on its own thread with its own replica.
@@ -96,8 +97,8 @@ class LocalWorkers {
 
 int LocalCommand(const LocalOptions& options, const Console& console) {
   if (options.workers < 1) return Fail(console, "--workers", InvalidArgumentError("must be at least 1"));
-  StatusOr<std::string> yaml = ReadFile(options.spec_path);
-  if (!yaml.ok()) return Fail(console, options.spec_path, yaml.status());
+  StatusOr<std::string> yaml = ReadSpecFile(options.spec_path);
+  if (!yaml.ok()) return Fail(console, "job spec", yaml.status());  // the message names the file
   StatusOr<JobSpec> spec = ParseJobSpec(*yaml);
   if (!spec.ok()) return Fail(console, options.spec_path, spec.status());
 

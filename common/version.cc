@@ -31,4 +31,18 @@ bool IsCompatibleWorkerVersion(std::string_view worker_version) {
   return !theirs.empty() && theirs == MajorMinor(kDtmVersion);
 }
 
+std::string VersionText(std::string_view program, std::string_view extra) {
+#ifndef DTM_GIT_COMMIT
+#define DTM_GIT_COMMIT "unknown"
+#endif
+#ifndef DTM_BUILD_TYPE
+#define DTM_BUILD_TYPE "unknown"
+#endif
+  std::string build_type = DTM_BUILD_TYPE;
+  if (build_type.empty()) build_type = "default";
+  std::string text = std::string(program) + " " + kDtmVersion + " (commit " + DTM_GIT_COMMIT + ", " + build_type + " build";
+  if (!extra.empty()) text += ", " + std::string(extra);
+  return text + ")";
+}
+
 }  // namespace dtm

@@ -13,12 +13,14 @@
 
 #include "common/grpc_security.h"
 #include "common/health_service.h"
+#include "common/command_line.h"
 #include "common/in_memory_store.h"
 #include "common/logging.h"
 #include "common/shutdown_signals.h"
 #include "common/metrics_http_server.h"
 #include "common/redis_options.h"
 #include "common/redis_store.h"
+#include "common/version.h"
 #include "coordinator/coordinator.h"
 
 namespace {
@@ -184,6 +186,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--log-level", flags.log_level, "trace, debug, info, warn or error")->capture_default_str();
   dtm::AddServerSecurityFlags(&app, &flags.security);
-  CLI11_PARSE(app, argc, argv);
+  app.set_version_flag("--version", dtm::VersionText("dtm-coordinator"));
+  if (std::optional<int> code = dtm::ParseCommandLine(app, argc, argv)) return *code;
   return Run(flags);
 }

@@ -18,14 +18,17 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include "common/command_line.h"
 #include "common/grpc_security.h"
 #include "common/health_service.h"
 #include "common/logging.h"
 #include "common/metrics_http_server.h"
 #include "common/shutdown_signals.h"
+#include "common/version.h"
 #include "worker/task_executor.h"
 #include "worker/worker.h"
 #include "worker/worker_metrics.h"
+#include "worker/engine/tensor_util.h"
 
 namespace {
 
@@ -204,6 +207,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--log-level", flags.log_level, "trace, debug, info, warn or error")->capture_default_str();
   dtm::AddClientSecurityFlags(&app, &flags.security);
-  CLI11_PARSE(app, argc, argv);
+  app.set_version_flag("--version", dtm::VersionText("dtm-worker", dtm::LibtorchBuildText()));
+  if (std::optional<int> code = dtm::ParseCommandLine(app, argc, argv)) return *code;
   return Run(std::move(flags));
 }

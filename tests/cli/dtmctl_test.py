@@ -7,6 +7,7 @@ DTM_BROWN_DIR in the environment.
 import gzip
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -363,6 +364,38 @@ class DtmctlTest(unittest.TestCase):
         self.expect_input_error(["baseline", "--model", MODEL, "--probes", path, "--completion", "4", "--out",
                                  os.path.join(self.tmp, "ragged-baseline.jsonl")],
                                 f"{path}: probe 2 (id 'q') has 2 tokens and probe 1 has 3")
+
+    # -- the command line itself (issue 13): usage errors exit 2, with a suggestion when one is close
+
+    def test_usage_errors_exit_2_and_suggest_the_name_meant(self):
+        proc = run("reslts", check=False)
+        self.assertEqual(proc.returncode, 2, proc.stderr)
+        self.assertIn("did you mean 'results'?", proc.stderr)
+        proc = run("eval", "--modle", MODEL, "--baseline", self.baseline, check=False)
+        self.assertEqual(proc.returncode, 2, proc.stderr)
+        self.assertIn("unknown flag --modle; did you mean --model?", proc.stderr)
+        proc = run("jobs", "--bogus-flag-nothing-like-it", check=False)
+        self.assertEqual(proc.returncode, 2, proc.stderr)
+        self.assertNotIn("did you mean", proc.stderr)  # nothing close: no guess
+        proc = run("eval", "--model", MODEL, check=False)  # a required flag missing
+        self.assertEqual(proc.returncode, 2, proc.stderr)
+        self.assertIn("--baseline", proc.stderr)
+        proc = run("--help")
+        self.assertIn("Usage:", proc.stdout)
+
+    def test_version_names_the_release_commit_build_and_libtorch(self):
+        proc = run("--version")
+        self.assertRegex(proc.stdout.strip(),
+                         r"^dtmctl \d+\.\d+\.\d+ \(commit ([0-9a-f]{12}|unknown), \w+ build, libtorch \d+\.\d+\.\d+.*, "
+                         r"(no CUDA|CUDA runtime \d+\.\d+)\)$")
+        with open(os.path.join(os.path.dirname(__file__), "..", "..", "common", "version.h")) as f:
+            release = re.search(r'kDtmVersion\[\] = "([0-9.]+)"', f.read()).group(1)
+        self.assertTrue(proc.stdout.startswith(f"dtmctl {release} "), proc.stdout)
+
+    def test_local_names_why_it_cannot_read_the_spec(self):
+        self.expect_input_error(["local", os.path.join(self.tmp, "none.yaml")], "dtmctl local: job spec:",
+                                "none.yaml: no such file")
+        self.expect_input_error(["local", self.tmp], "dtmctl local: job spec:", "not a regular file")
 
     def test_bad_dtype_and_device(self):
         self.expect_error(["eval", "--model", MODEL, "--baseline", self.baseline, "--dtype", "float8"], "float8")

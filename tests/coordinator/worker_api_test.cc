@@ -121,7 +121,7 @@ TEST_F(WorkerApiTest, RefusesAWorkerOfAnotherMinorVersion) {
   request.set_model_path(model_dir_);
   request.set_dtype(v1::DTYPE_F32);
   request.set_num_layers(kLayers);
-  for (const std::string version : {"0.1.0", "1.2.0", "", "0.2"}) {
+  for (const std::string version : {"0.1.0", "0.2.0", "1.3.0", "", "0.3"}) {
     request.set_version(version);
     StatusOr<v1::RegisterWorkerResponse> response = api().RegisterWorker(request);
     ASSERT_FALSE(response.ok()) << version;

@@ -99,6 +99,21 @@ class DaemonErrorsTest(unittest.TestCase):
         self.assertGreaterEqual(elapsed, 2.0)
         self.assertLess(elapsed, 10.0)
 
+    def test_daemons_print_their_version_and_exit_2_on_a_usage_error(self):
+        # Issue 13: --version on every binary; a mistyped flag exits 2 (bad input) and names the flag meant.
+        for binary, name, engine, typo, meant in ((dtm_cluster.COORDINATOR_BIN, "dtm-coordinator", False, "--redsi",
+                                                   "--redis"),
+                                                  (dtm_cluster.WORKER_BIN, "dtm-worker", True, "--modle", "--model")):
+            with self.subTest(daemon=name):
+                proc = run([binary, "--version"])
+                self.assertEqual(proc.returncode, 0, proc.stderr)
+                pattern = rf"^{name} \d+\.\d+\.\d+ \(commit ([0-9a-f]{{12}}|unknown), \w+ build"
+                pattern += r", libtorch \d+\.\d+\.\d+.*\)$" if engine else r"\)$"
+                self.assertRegex(proc.stdout.strip(), pattern)
+                proc = run([binary, typo, "x"])
+                self.assertEqual(proc.returncode, 2, proc.stderr)
+                self.assertIn(f"unknown flag {typo}; did you mean {meant}?", proc.stderr)
+
     def test_coordinator_names_a_malformed_redis_url(self):
         proc = run([dtm_cluster.COORDINATOR_BIN, "--listen", "127.0.0.1:0", "--metrics-listen", "",
                     "--redis", "http://127.0.0.1:6379"])

@@ -1,5 +1,9 @@
 #include "worker/engine/tensor_util.h"
 
+#include <ATen/Context.h>
+#include <ATen/detail/CUDAHooksInterface.h>
+#include <torch/version.h>
+
 namespace dtm {
 
 StatusOr<torch::ScalarType> ParseDType(const std::string& name) {
@@ -34,6 +38,14 @@ StatusOr<torch::Device> ParseDevice(const std::string& name) {
 
 torch::ScalarType DefaultDTypeFor(const torch::Device& device) {
   return device.is_cuda() ? torch::kBFloat16 : torch::kFloat32;
+}
+
+std::string LibtorchBuildText() {
+  std::string text = std::string("libtorch ") + TORCH_VERSION;
+  if (!at::hasCUDA()) return text + ", no CUDA";
+  // CUDART_VERSION as major * 1000 + minor * 10.
+  const long cudart = at::detail::getCUDAHooks().versionCUDART();
+  return text + ", CUDA runtime " + std::to_string(cudart / 1000) + "." + std::to_string(cudart % 1000 / 10);
 }
 
 }  // namespace dtm

@@ -19,4 +19,8 @@ StatusOr<torch::Device> ParseDevice(const std::string& name);
 // float32 on CPU, bfloat16 on GPU: the defaults of `--dtype`.
 torch::ScalarType DefaultDTypeFor(const torch::Device& device);
 
+// The libtorch this binary runs, for --version: "libtorch 1.13.0, no CUDA" or "libtorch 2.11.0, CUDA
+// runtime 13.0".
+std::string LibtorchBuildText();
+
 }  // namespace dtm
