@@ -67,6 +67,7 @@ StatusOr<LoadedModel> LoadModel(const std::string& dir, const RuntimeOptions& ru
   if (!runtime.dtype.empty()) {
     ASSIGN_OR_RETURN(loaded.dtype, ParseDType(runtime.dtype));
   }
+  RETURN_IF_ERROR(CheckDTypeOnDevice(loaded.dtype, loaded.device));
   ASSIGN_OR_RETURN(loaded.checkpoint, Checkpoint::Open(dir));
   if (check_inputs) RETURN_IF_ERROR(check_inputs(loaded.checkpoint->config()));
   ASSIGN_OR_RETURN(loaded.model, LlamaModel::Load(*loaded.checkpoint, ModelOptions{loaded.dtype, loaded.device}));

@@ -5,10 +5,12 @@
 #include <thread>
 #include <vector>
 
+#include <ATen/Parallel.h>
 #include <grpcpp/grpcpp.h>
 #include <prometheus/registry.h>
 #include <spdlog/spdlog.h>
 
+#include "cli/results_format.h"
 #include "common/grpc_security.h"
 #include "common/in_memory_store.h"
 #include "common/jsonl.h"
@@ -96,7 +98,13 @@ class LocalWorkers {
 }  // namespace
 
 int LocalCommand(const LocalOptions& options, const Console& console) {
+  // Everything checkable is checked before any model loads or any task runs.
   if (options.workers < 1) return Fail(console, "--workers", InvalidArgumentError("must be at least 1"));
+  if (StatusOr<ResultsFormat> format = ParseResultsFormat(options.format); !format.ok()) {
+    return Fail(console, "--format", InvalidArgumentError("unknown format '" + options.format + "' (table, json or csv)"));
+  }
+  if (options.threads < 0) return Fail(console, "--threads", InvalidArgumentError("must be at least 0"));
+  if (options.threads > 0) at::set_num_threads(options.threads);
   StatusOr<std::string> yaml = ReadSpecFile(options.spec_path);
   if (!yaml.ok()) return Fail(console, "job spec", yaml.status());  // the message names the file
   StatusOr<JobSpec> spec = ParseJobSpec(*yaml);

@@ -19,6 +19,7 @@ struct LocalOptions {
   std::string device = "cpu";
   std::string dtype;               // "" = the device's default
   int64_t batch_size = 8;
+  int threads = 0;                 // CPU threads of the whole process (0: libtorch's default)
   std::string metrics_listen;      // HOST:PORT for /metrics; "" = none
   int64_t lease_timeout_ms = 60000;
 };

@@ -116,11 +116,16 @@ nlohmann::json ConfigResultJson(const v1::ConfigResult& r) {
   return j;
 }
 
-std::string CsvRow(const std::string& config, const v1::Metrics& m, bool complete) {
+// `result` gives a search node its level and rank (empty for other rows and for the noise floor).
+std::string CsvRow(const std::string& config, const v1::Metrics& m, bool complete,
+                   const v1::ConfigResult* result = nullptr) {
+  const bool node = result != nullptr && result->has_search_level();
   return CsvField(config) + "," + ShortestDouble(m.fdt75()) + "," + ShortestDouble(m.fdt_mean()) + "," +
          ShortestDouble(m.sdt_mean()) + "," + ShortestDouble(m.dppl()) + "," + ShortestDouble(m.nll_mean()) +
          "," + std::to_string(m.num_probes()) + "," + (complete ? "true" : "false") + "," +
-         ShortestDouble(m.outlier_columns_mean()) + "," + (m.has_ppl() ? ShortestDouble(m.ppl()) : "") + "\n";
+         ShortestDouble(m.outlier_columns_mean()) + "," + (m.has_ppl() ? ShortestDouble(m.ppl()) : "") + "," +
+         (node ? std::to_string(result->search_level()) : "") + "," +
+         (node && result->has_rank() ? std::to_string(result->rank()) : "") + "\n";
 }
 
 // Whether any row (or the noise floor) has a ground-truth perplexity: a job with `ppl:`.
@@ -261,11 +266,12 @@ std::string FormatResultsCsv(const v1::GetResultsResponse& response) {
     return out;
   }
   // New columns go last, so that readers of the older columns by position are unaffected; ppl is
-  // empty for a job without `ppl:`.
-  std::string out = "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete,outlier_columns_mean,ppl\n";
+  // empty for a job without `ppl:`, search_level and rank for anything but a search's nodes.
+  std::string out =
+      "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete,outlier_columns_mean,ppl,search_level,rank\n";
   // The coordinator sends the noise floor once the uncompressed model's shards are all in.
   if (ShowNoiseFloor(response)) out += CsvRow("", response.noise_floor(), true);
-  for (const v1::ConfigResult& r : response.results()) out += CsvRow(r.config(), r.metrics(), r.complete());
+  for (const v1::ConfigResult& r : response.results()) out += CsvRow(r.config(), r.metrics(), r.complete(), &r);
   return out;
 }
 

@@ -383,6 +383,7 @@ StatusOr<std::unique_ptr<TaskExecutor>> CreateEngineExecutorOrError(const Engine
     ASSIGN_OR_RETURN(dtype, ParseDType(options.dtype));
   }
   ASSIGN_OR_RETURN(dtm::v1::Dtype proto_dtype, ToProtoDtype(dtype));
+  RETURN_IF_ERROR(CheckDTypeOnDevice(dtype, device));
 
   const auto t0 = Clock::now();
   auto model_error = [&](const Status& s) {

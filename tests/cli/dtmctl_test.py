@@ -397,6 +397,23 @@ class DtmctlTest(unittest.TestCase):
                                 "none.yaml: no such file")
         self.expect_input_error(["local", self.tmp], "dtmctl local: job spec:", "not a regular file")
 
+    def test_local_refuses_what_it_can_check_before_loading_anything(self):
+        spec = os.path.join(self.tmp, "local-format.yaml")
+        with open(spec, "w") as f:
+            f.write(f"kind: evaluate\nmodel: {MODEL}\nprobes: {self.probes}\nprefix: {PREFIX}\ncompletion: 8\n"
+                    "evaluate:\n  configs: [model.layers.0.mlp.up_proj=int8-absmax]\n")
+        self.expect_input_error(["local", spec, "--format", "xml"], "dtmctl local: --format", "'xml'")
+        self.expect_input_error(["local", spec, "--threads", "-1"], "--threads")
+        self.assertIn("--threads", run("local", "--help").stdout)
+
+    def test_a_dtype_the_device_cannot_compute_is_refused_before_the_model_loads(self):
+        # Debian's libtorch 1.13 has no float16 matmul on CPU; a libtorch that has one runs the command.
+        args = ["baseline", "--model", MODEL, "--probes", self.probes, "--completion", "2", "--dtype", "float16",
+                "--out", os.path.join(self.tmp, "f16.jsonl")]
+        proc = run(*args, check=False)
+        if proc.returncode != 0:
+            self.expect_input_error(args, "--dtype float16 does not run on cpu", "use float32")
+
     def test_bad_dtype_and_device(self):
         self.expect_error(["eval", "--model", MODEL, "--baseline", self.baseline, "--dtype", "float8"], "float8")
         self.expect_error(["eval", "--model", MODEL, "--baseline", self.baseline, "--device", "tpu"], "tpu")

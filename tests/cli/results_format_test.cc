@@ -74,6 +74,11 @@ TEST(ResultsFormatTest, TableShowsLevelAndRankOfSearchResultsAndNoDuplicateUncom
             "--------------  -----  --------  --------  ------  ------  -----  ----\n"
             "(uncompressed)   4.00      4.00      0.00  1.0000       2\n"
             "a=int8           2.00      2.00      1.00  1.5000       2      1     0\n");
+  // The CSV keeps a node's level and rank too (issue 13: they used to be dropped).
+  EXPECT_EQ(FormatResultsCsv(response),
+            "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete,outlier_columns_mean,ppl,search_level,rank\n"
+            ",4,4,0,1,0,2,true,0,,,\n"
+            "a=int8,2,2,1,1.5,0.4,2,true,0,,1,0\n");
 }
 
 TEST(ResultsFormatTest, SearchLevelStatisticsFollowTheTableAndAreInTheJson) {
@@ -100,11 +105,11 @@ TEST(ResultsFormatTest, SearchLevelStatisticsFollowTheTableAndAreInTheJson) {
 
 TEST(ResultsFormatTest, CsvQuotesConfigsWithCommasAndKeepsFullPrecision) {
   EXPECT_EQ(FormatResultsCsv(TwoConfigResults()),
-            "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete,outlier_columns_mean,ppl\n"
-            ",4,3.75,0.25,1.0001,0.0001,4,true,0,\n"
+            "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete,outlier_columns_mean,ppl,search_level,rank\n"
+            ",4,3.75,0.25,1.0001,0.0001,4,true,0,,,\n"
             "\"model.layers.0.mlp.up_proj=int8-absmax,model.layers.1.mlp.down_proj=prune:0.5\","
-            "3.25,2.5,1.75,1.2345678,0.1,4,true,0,\n"
-            "model.layers.3.self_attn.q_proj=int4,1.5,0.3333333333333333,3,12.5,2.5257,3,false,0,\n");
+            "3.25,2.5,1.75,1.2345678,0.1,4,true,0,,,\n"
+            "model.layers.3.self_attn.q_proj=int4,1.5,0.3333333333333333,3,12.5,2.5257,3,false,0,,,\n");
 }
 
 TEST(ResultsFormatTest, CsvAndJsonCarryTheOutlierColumns) {
@@ -120,8 +125,8 @@ TEST(ResultsFormatTest, CsvAndJsonCarryTheOutlierColumns) {
   p->set_probe_id("p0");
   p->set_outlier_columns(13);
   EXPECT_EQ(FormatResultsCsv(response),
-            "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete,outlier_columns_mean,ppl\n"
-            "a=llm-int8,2,2,1,1.5,0.4,2,true,12.5,\n");
+            "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete,outlier_columns_mean,ppl,search_level,rank\n"
+            "a=llm-int8,2,2,1,1.5,0.4,2,true,12.5,,,\n");
   const nlohmann::json doc = nlohmann::json::parse(FormatResultsJson(response));
   EXPECT_EQ(doc["results"][0]["outlier_columns_mean"].get<double>(), 12.5);
   EXPECT_EQ(doc["results"][0]["probe_results"][0]["outlier_columns"].get<uint32_t>(), 13u);
@@ -145,9 +150,9 @@ TEST(ResultsFormatTest, AJobWithPplShowsItsColumnInTableCsvAndJson) {
             "(uncompressed)   2.00      2.00      0.00  1.5000  388.9312       2\n"
             "a=int8           1.00      1.50      1.00  1.7500  390.8171       2\n");
   EXPECT_EQ(FormatResultsCsv(response),
-            "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete,outlier_columns_mean,ppl\n"
-            ",2,2,0,1.5,0.4,2,true,0,388.93125\n"
-            "a=int8,1,1.5,1,1.75,0.5,2,true,0,390.8171\n");
+            "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete,outlier_columns_mean,ppl,search_level,rank\n"
+            ",2,2,0,1.5,0.4,2,true,0,388.93125,,\n"
+            "a=int8,1,1.5,1,1.75,0.5,2,true,0,390.8171,,\n");
   const nlohmann::json doc = nlohmann::json::parse(FormatResultsJson(response));
   EXPECT_EQ(doc["noise_floor"]["ppl"].get<double>(), 388.93125);
   EXPECT_EQ(doc["results"][0]["ppl"].get<double>(), 390.8171);

@@ -405,9 +405,9 @@ TEST_F(ServiceCommandsTest, ResultsOfARunningJobPrintTheCompleteConfigsAndWarn) 
   EXPECT_EQ(ResultsCommand(Results("csv"), console_), 0) << err_.str();
   EXPECT_FALSE(service_.results_requests[0].include_probe_results());
   EXPECT_EQ(out_.str(),
-            "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete,outlier_columns_mean,ppl\n"
-            ",4,0,0,0,0,4,true,0,\n"
-            "\"a=int8,b=int4\",2.5,0,0,1.25,0,4,true,0,\n");
+            "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete,outlier_columns_mean,ppl,search_level,rank\n"
+            ",4,0,0,0,0,4,true,0,,,\n"
+            "\"a=int8,b=int4\",2.5,0,0,1.25,0,4,true,0,,,\n");
   EXPECT_EQ(err_.str(),
             "dtmctl results: warning: job j-1 is RUNNING: showing 1 of 2 configs (1 incomplete left out; "
             "--partial shows them)\n");
@@ -418,7 +418,7 @@ TEST_F(ServiceCommandsTest, PartialResultsIncludeIncompleteConfigs) {
   ResultsOptions options = Results("csv");
   options.partial = true;
   EXPECT_EQ(ResultsCommand(options, console_), 0) << err_.str();
-  EXPECT_NE(out_.str().find("c=int4,1,0,0,0,0,2,false,0,\n"), std::string::npos) << out_.str();
+  EXPECT_NE(out_.str().find("c=int4,1,0,0,0,0,2,false,0,,,\n"), std::string::npos) << out_.str();
   EXPECT_EQ(err_.str(), "dtmctl results: warning: job j-1 is RUNNING: showing 2 of 2 configs\n");
 }
 

@@ -40,6 +40,20 @@ torch::ScalarType DefaultDTypeFor(const torch::Device& device) {
   return device.is_cuda() ? torch::kBFloat16 : torch::kFloat32;
 }
 
+Status CheckDTypeOnDevice(torch::ScalarType dtype, const torch::Device& device) {
+  try {
+    const torch::Tensor a = torch::ones({2, 2}, torch::TensorOptions().dtype(dtype).device(device));
+    (void)torch::nn::functional::linear(a, a).sum().item<float>();
+  } catch (const std::exception& e) {
+    std::string reason = e.what();
+    reason = reason.substr(0, reason.find('\n'));
+    return FailedPreconditionError("--dtype " + DTypeName(dtype) + " does not run on " + device.str() +
+                                   " with this libtorch (" + reason + "); use " +
+                                   DTypeName(DefaultDTypeFor(device)) + " or another device");
+  }
+  return OkStatus();
+}
+
 std::string LibtorchBuildText() {
   std::string text = std::string("libtorch ") + TORCH_VERSION;
   if (!at::hasCUDA()) return text + ", no CUDA";
