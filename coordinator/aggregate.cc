@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <string>
 
 #include "common/quantile.h"
@@ -82,6 +83,26 @@ StatusOr<dtm::v1::Metrics> AggregateProbeResults(const std::vector<dtm::v1::Prob
   metrics.set_outlier_columns_mean(outlier_sum / n);
   metrics.set_fdt75(Quantile(std::move(fdts), 0.75));
   return metrics;
+}
+
+std::optional<std::string> SaturationWarning(const std::vector<const dtm::v1::Metrics*>& configs,
+                                             int64_t completion_len) {
+  int saturated = 0;
+  double lowest = 1, highest = 0;
+  for (const dtm::v1::Metrics* m : configs) {
+    if (m->num_probes() == 0 || m->fdt75() < static_cast<double>(completion_len) || m->fdt_histogram().empty()) continue;
+    ++saturated;
+    const double never = static_cast<double>(m->fdt_histogram(m->fdt_histogram_size() - 1)) / m->num_probes();
+    lowest = std::min(lowest, never);
+    highest = std::max(highest, never);
+  }
+  if (saturated == 0) return std::nullopt;
+  char share[64];
+  std::snprintf(share, sizeof share, "%.0f to %.0f %%", 100 * lowest, 100 * highest);
+  return "fdt75 is saturated for " + std::to_string(saturated) + " of " + std::to_string(configs.size()) +
+         " configs: " + share + " of their probes never diverge, so fdt75 is the completion length (" +
+         std::to_string(completion_len) +
+         ") and cannot rank them; compare fdt_mean, or use a longer completion, more probes or a harsher method";
 }
 
 StatusOr<double> PerplexityOfWindows(const std::vector<dtm::v1::ProbeResult>& results, int64_t window) {

@@ -5,6 +5,8 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "common/status.h"
@@ -25,5 +27,12 @@ StatusOr<dtm::v1::Metrics> AggregateProbeResults(const std::vector<dtm::v1::Prob
 // of one length is exp of the mean of their NLLs. The checks of AggregateProbeResults; INVALID_ARGUMENT
 // when there are no windows.
 StatusOr<double> PerplexityOfWindows(const std::vector<dtm::v1::ProbeResult>& results, int64_t window);
+
+// SPEC: when about a quarter of the probes never diverge, fdt75 equals the completion length
+// (saturated) and ranks nothing. For the configs among `configs` whose fdt75 is the completion
+// length: a warning that counts them, gives the range of their share of never-diverging probes (the
+// last bin of fdt_histogram) and says what to read or change instead; nullopt when none is.
+std::optional<std::string> SaturationWarning(const std::vector<const dtm::v1::Metrics*>& configs,
+                                             int64_t completion_len);
 
 }  // namespace dtm

@@ -449,6 +449,13 @@ v1::GetResultsResponse JobPlanner::ResultsOf(const JobRun& run) const {
     allocation->set_model_fingerprint(run.base_key.model_fingerprint());
     *response.mutable_allocation() = std::move(*allocation);
   }
+  std::vector<const v1::Metrics*> configs;
+  for (const v1::ConfigResult& row : response.results()) {
+    if (!row.config().empty()) configs.push_back(&row.metrics());
+  }
+  if (std::optional<std::string> warning = SaturationWarning(configs, run.spec.completion_len)) {
+    response.add_warnings(*warning);
+  }
   auto nf = run.evaluated.find("");
   if (nf != run.evaluated.end()) {
     *response.mutable_noise_floor() = nf->second;

@@ -83,6 +83,28 @@ TEST(AggregateTest, PerplexityOfWindowsIsExpOfTheMeanNllOverEveryScoredToken) {
             StatusCode::kInvalidArgument);  // a window reported twice
 }
 
+// SPEC: fdt75 at the completion length ranks nothing; results say so (issue 13).
+TEST(AggregateTest, SaturationWarningCountsTheConfigsWhoseFdt75IsTheCompletionLength) {
+  // completion 4; a: 2 of 4 probes never diverge (fdt75 4, saturated); b: 1 of 4 (fdt75 3.25); c: all 4.
+  StatusOr<dtm::v1::Metrics> a = AggregateProbeResults(
+      {Probe(0, 4, 0, 0.1), Probe(1, 4, 0, 0.1), Probe(2, 1, 3, 0.2), Probe(3, 4 - 1, 1, 0.2)}, 4);
+  StatusOr<dtm::v1::Metrics> b = AggregateProbeResults(
+      {Probe(0, 4, 0, 0.1), Probe(1, 3, 1, 0.1), Probe(2, 1, 3, 0.2), Probe(3, 2, 2, 0.2)}, 4);
+  StatusOr<dtm::v1::Metrics> c = AggregateProbeResults(
+      {Probe(0, 4, 0, 0.1), Probe(1, 4, 0, 0.1), Probe(2, 4, 0, 0.2), Probe(3, 4, 0, 0.2)}, 4);
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  ASSERT_EQ(a->fdt75(), 4.0);
+  ASSERT_EQ(b->fdt75(), 3.25);  // a quarter never diverging is not always saturated: the criterion is fdt75
+  std::optional<std::string> warning = SaturationWarning({&*a, &*b, &*c}, 4);
+  ASSERT_TRUE(warning.has_value());
+  EXPECT_EQ(*warning,
+            "fdt75 is saturated for 2 of 3 configs: 50 to 100 % of their probes never diverge, so fdt75 is the "
+            "completion length (4) and cannot rank them; compare fdt_mean, or use a longer completion, more "
+            "probes or a harsher method");
+  EXPECT_FALSE(SaturationWarning({&*b}, 4).has_value());
+  EXPECT_FALSE(SaturationWarning({}, 4).has_value());
+}
+
 TEST(AggregateTest, AveragesTheOutlierColumnsOverTheProbes) {
   std::vector<dtm::v1::ProbeResult> results = {Probe(1, 4, 0, 0.0), Probe(0, 4, 0, 0.0), Probe(2, 1, 2, 0.5)};
   results[0].set_outlier_columns(7);
