@@ -26,8 +26,9 @@
 namespace dtm::cli {
 namespace {
 
+// `what` prefixes the message unless it is empty (a message that names its flag or file itself).
 int Fail(const Console& console, const std::string& what, const Status& status) {
-  *console.err << "dtmctl local: " << what << ": " << status.message() << "\n";
+  *console.err << "dtmctl local: " << (what.empty() ? "" : what + ": ") << status.message() << "\n";
   return status.code() == StatusCode::kUnavailable ? 3 : 2;
 }
 
@@ -101,12 +102,12 @@ int LocalCommand(const LocalOptions& options, const Console& console) {
   // Everything checkable is checked before any model loads or any task runs.
   if (options.workers < 1) return Fail(console, "--workers", InvalidArgumentError("must be at least 1"));
   if (StatusOr<ResultsFormat> format = ParseResultsFormat(options.format); !format.ok()) {
-    return Fail(console, "--format", InvalidArgumentError("unknown format '" + options.format + "' (table, json or csv)"));
+    return Fail(console, "", format.status());  // "--format: unknown format ..."
   }
   if (options.threads < 0) return Fail(console, "--threads", InvalidArgumentError("must be at least 0"));
   if (options.threads > 0) at::set_num_threads(options.threads);
   StatusOr<std::string> yaml = ReadSpecFile(options.spec_path);
-  if (!yaml.ok()) return Fail(console, "job spec", yaml.status());  // the message names the file
+  if (!yaml.ok()) return Fail(console, "job spec", yaml.status());
   StatusOr<JobSpec> spec = ParseJobSpec(*yaml);
   if (!spec.ok()) return Fail(console, options.spec_path, spec.status());
 

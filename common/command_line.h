@@ -10,7 +10,6 @@
 #pragma once
 
 #include <algorithm>
-#include <cstring>
 #include <iostream>
 #include <optional>
 #include <string>

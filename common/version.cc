@@ -1,5 +1,13 @@
 #include "common/version.h"
 
+// Set by common/CMakeLists.txt at configure time; a build outside it knows neither.
+#ifndef DTM_GIT_COMMIT
+#define DTM_GIT_COMMIT "unknown"
+#endif
+#ifndef DTM_BUILD_TYPE
+#define DTM_BUILD_TYPE "unknown"
+#endif
+
 namespace dtm {
 namespace {
 
@@ -32,12 +40,6 @@ bool IsCompatibleWorkerVersion(std::string_view worker_version) {
 }
 
 std::string VersionText(std::string_view program, std::string_view extra) {
-#ifndef DTM_GIT_COMMIT
-#define DTM_GIT_COMMIT "unknown"
-#endif
-#ifndef DTM_BUILD_TYPE
-#define DTM_BUILD_TYPE "unknown"
-#endif
   std::string build_type = DTM_BUILD_TYPE;
   if (build_type.empty()) build_type = "default";
   std::string text = std::string(program) + " " + kDtmVersion + " (commit " + DTM_GIT_COMMIT + ", " + build_type + " build";
