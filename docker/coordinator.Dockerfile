@@ -10,7 +10,7 @@ FROM debian:${DEBIAN_RELEASE} AS build
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config ca-certificates \
       libtorch-dev libopenblas0-pthread \
-      libgrpc++-dev protobuf-compiler-grpc libhiredis-dev prometheus-cpp-dev libcpp-httplib-dev \
+      libgrpc++-dev protobuf-compiler-grpc libhiredis-dev libsqlite3-dev prometheus-cpp-dev libcpp-httplib-dev \
       libspdlog-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev zlib1g-dev \
       libgtest-dev libgmock-dev \
     && rm -rf /var/lib/apt/lists/*
@@ -27,7 +27,7 @@ RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release -DDTM_WERROR=OFF \
 FROM debian:${DEBIAN_RELEASE}-slim AS dtmctl
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       ca-certificates libtorch1.13 libopenblas0-pthread zlib1g \
-      libgrpc++1.51 libhiredis0.14 libprometheus-cpp-core1.0 libcpp-httplib0.11 libspdlog1.10 libyaml-cpp0.7 \
+      libgrpc++1.51 libhiredis0.14 libsqlite3-0 libprometheus-cpp-core1.0 libcpp-httplib0.11 libspdlog1.10 libyaml-cpp0.7 \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin dtm
 COPY --from=build /build/cli/dtmctl /usr/local/bin/dtmctl
@@ -42,7 +42,7 @@ CMD ["jobs"]
 # health command; Kubernetes does not use it (the chart uses native `grpc:` probes).
 FROM debian:${DEBIAN_RELEASE}-slim AS coordinator
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      ca-certificates libgrpc++1.51 libprotobuf32 libhiredis0.14 libprometheus-cpp-core1.0 \
+      ca-certificates libgrpc++1.51 libprotobuf32 libhiredis0.14 libsqlite3-0 libprometheus-cpp-core1.0 \
       libcpp-httplib0.11 libspdlog1.10 libyaml-cpp0.7 python3-minimal python3-grpcio \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin dtm

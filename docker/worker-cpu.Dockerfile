@@ -7,7 +7,7 @@ FROM debian:${DEBIAN_RELEASE} AS build
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config ca-certificates \
       libtorch-dev libopenblas0-pthread \
-      libgrpc++-dev protobuf-compiler-grpc libhiredis-dev prometheus-cpp-dev libcpp-httplib-dev \
+      libgrpc++-dev protobuf-compiler-grpc libhiredis-dev libsqlite3-dev prometheus-cpp-dev libcpp-httplib-dev \
       libspdlog-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev zlib1g-dev \
       libgtest-dev libgmock-dev \
     && rm -rf /var/lib/apt/lists/*
@@ -21,7 +21,7 @@ FROM debian:${DEBIAN_RELEASE}-slim
 # libtorch must run on OpenBLAS's threaded BLAS, not the reference BLAS (install_deps.sh: 15x).
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       ca-certificates libtorch1.13 libopenblas0-pthread zlib1g \
-      libgrpc++1.51 libprotobuf32 libhiredis0.14 libprometheus-cpp-core1.0 libcpp-httplib0.11 \
+      libgrpc++1.51 libprotobuf32 libhiredis0.14 libsqlite3-0 libprometheus-cpp-core1.0 libcpp-httplib0.11 \
       libspdlog1.10 libyaml-cpp0.7 python3-minimal python3-grpcio \
     && rm -rf /var/lib/apt/lists/* \
     && lib=$(update-alternatives --list libblas.so.3-x86_64-linux-gnu | grep openblas-pthread) \

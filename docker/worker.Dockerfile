@@ -22,7 +22,7 @@ ARG CUDA_APT=12-1
 ARG CUDA_KEYRING_URL=https://developer.download.nvidia.com/compute/cuda/repos/debian12/x86_64/cuda-keyring_1.1-1_all.deb
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config ca-certificates curl unzip \
-      libgrpc++-dev protobuf-compiler-grpc libhiredis-dev prometheus-cpp-dev libcpp-httplib-dev \
+      libgrpc++-dev protobuf-compiler-grpc libhiredis-dev libsqlite3-dev prometheus-cpp-dev libcpp-httplib-dev \
       libspdlog-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev zlib1g-dev \
       libgtest-dev libgmock-dev \
     && curl -fsSL -o /tmp/cuda-keyring.deb "$CUDA_KEYRING_URL" && dpkg -i /tmp/cuda-keyring.deb \
@@ -41,7 +41,7 @@ RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release -DDTM_WERROR=OFF \
 FROM debian:${DEBIAN_RELEASE}-slim
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       ca-certificates zlib1g libgomp1 \
-      libgrpc++1.51 libprotobuf32 libhiredis0.14 libprometheus-cpp-core1.0 libcpp-httplib0.11 \
+      libgrpc++1.51 libprotobuf32 libhiredis0.14 libsqlite3-0 libprometheus-cpp-core1.0 libcpp-httplib0.11 \
       libspdlog1.10 libyaml-cpp0.7 python3-minimal python3-grpcio \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin dtm

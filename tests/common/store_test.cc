@@ -1,5 +1,6 @@
-// One suite, run against every Store: InMemoryStore and RedisStore on a real redis-server, so that
-// the in-memory store that unit tests rely on behaves as Redis does.
+// One suite, run against every Store: InMemoryStore, SqliteStore in a fresh file and RedisStore on a
+// real redis-server, so that the in-memory store that unit tests rely on and the SQLite store of a
+// single box behave as Redis does.
 #include "common/store.h"
 
 #include <gtest/gtest.h>
@@ -14,6 +15,8 @@
 #include "common/in_memory_store.h"
 #include "common/redis_store.h"
 #include "common/redis_test_server.h"
+#include "common/sqlite_store.h"
+#include "tests/common/temp_dir.h"
 
 namespace dtm {
 namespace {
@@ -36,12 +39,17 @@ class StoreTest : public ::testing::Test {
       StatusOr<std::unique_ptr<RedisStore>> store = RedisStore::Connect(options);
       ASSERT_TRUE(store.ok()) << store.status().ToString();
       store_ = std::move(store).value();
+    } else if constexpr (std::is_same_v<T, SqliteStore>) {
+      StatusOr<std::unique_ptr<SqliteStore>> store = SqliteStore::Open(dir_.path() + "/store.sqlite");
+      ASSERT_TRUE(store.ok()) << store.status().ToString();
+      store_ = std::move(store).value();
     } else {
       store_ = std::make_unique<T>();
     }
   }
 
   // Declared before store_, so destroyed after it.
+  TempDir dir_;
   std::unique_ptr<RedisTestServer> server_;
   std::unique_ptr<Store> store_;
 };
@@ -49,11 +57,12 @@ class StoreTest : public ::testing::Test {
 struct StoreName {
   template <typename T>
   static std::string GetName(int) {
-    return std::is_same_v<T, RedisStore> ? "RedisStore" : "InMemoryStore";
+    if (std::is_same_v<T, RedisStore>) return "RedisStore";
+    return std::is_same_v<T, SqliteStore> ? "SqliteStore" : "InMemoryStore";
   }
 };
 
-using StoreTypes = ::testing::Types<InMemoryStore, RedisStore>;
+using StoreTypes = ::testing::Types<InMemoryStore, SqliteStore, RedisStore>;
 TYPED_TEST_SUITE(StoreTest, StoreTypes, StoreName);
 
 // Bytes that C strings and text protocols get wrong: NUL, CR LF, high bytes.
@@ -215,6 +224,18 @@ TYPED_TEST(StoreTest, KeysTakesGlobCharactersInThePrefixLiterally) {
   EXPECT_EQ(this->store_->Keys("a?b").value(), Strings{"a?b:1"});
   EXPECT_EQ(this->store_->Keys("a[x]b").value(), Strings{"a[x]b:1"});
   EXPECT_EQ(this->store_->Keys("a\\b").value(), Strings{"a\\b:1"});
+}
+
+// A prefix ending in 0xff bytes has no simple upper bound (SqliteStore scans a key range).
+TYPED_TEST(StoreTest, KeysWithHighBytesInThePrefixListExactlyItsKeys) {
+  const std::string prefix("k\xff\xff", 3);
+  const Strings inside{prefix, prefix + std::string("\0", 1), prefix + "\xff", prefix + "z"};
+  for (const std::string& key : inside) ASSERT_TRUE(this->store_->Set(key, "v").ok());
+  for (const char* key : {"k", "k\xfe", "k\xff", "l", "k\xff\xfe\xff"}) ASSERT_TRUE(this->store_->Set(key, "v").ok());
+  Strings expected = inside;
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(this->store_->Keys(prefix).value(), expected);
+  EXPECT_EQ(this->store_->Keys(std::string("\xff", 1)).value(), Strings{});
 }
 
 TYPED_TEST(StoreTest, KeysWithAnEmptyPrefixListsEveryKey) {
