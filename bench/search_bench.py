@@ -7,7 +7,7 @@
 1. Nodes evaluated per second: the same quant-search, run with `dtmctl local --workers K` for each K
    (in-memory store, so nothing is cached between runs).
 2. Cache share of a repeated search: a throwaway redis-server on a free loopback port (`--save ''
-   --appendonly no`, deleted afterwards), the search run twice with `dtmctl local --redis`; the
+   --appendonly no`, deleted afterwards), the search run twice with `dtmctl local --store redis://...`; the
    second run's tasks_cached / tasks_total (and, in nodes, the same share).
 
 Counting nodes. A node is a config the search evaluates: a distinct child of one of the beam nodes
@@ -65,9 +65,8 @@ def spec_text(args):
 
 def run_search(args, spec, workers, redis=None):
     """Runs the search once; returns a dict of its counts and timings."""
-    cmd = [args.dtmctl, "local", spec, "--workers", str(workers), "--format", "json"]
-    if redis:
-        cmd += ["--redis", redis]
+    # An in-memory store unless Redis is given: each throughput run computes every node.
+    cmd = [args.dtmctl, "local", spec, "--workers", str(workers), "--format", "json", "--store", redis or "memory"]
     with tempfile.TemporaryFile() as out:
         start = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE)
@@ -213,7 +212,7 @@ def main():
                              r["nodes"], f"{cached_nodes:g}", f"{cached_nodes / r['nodes']:.1%}",
                              f"{r['wall_s']:.1f}"])
             print()
-            print(f"cache share of a repeated search (dtmctl local --redis, {args.cache_workers} workers)")
+            print(f"cache share of a repeated search (dtmctl local --store redis://..., {args.cache_workers} workers)")
             print(table(["run", "tasks", "cached", "share", "nodes", "nodes cached", "node share", "wall s"], rows))
         print()
         print(f"{os.cpu_count()} CPUs; load average at the end {os.getloadavg()[0]:.1f}")

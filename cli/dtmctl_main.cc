@@ -1,4 +1,5 @@
-// dtmctl: flags only; the commands live in engine_commands.cc and (with the service) service_commands.cc.
+// dtmctl: flags only; the commands live in engine_commands.cc, compare_command.cc and (with the
+// service) service_commands.cc.
 //
 // Exit codes of the engine commands: 0 success; 2 bad input (a flag, a missing, malformed or
 // inconsistent file: what the user must fix); 1 the engine failed on good input (out of memory, an
@@ -10,12 +11,15 @@
 #include <CLI/CLI.hpp>
 #include <c10/util/Exception.h>
 
+#include "cli/compare_command.h"
 #include "cli/engine_commands.h"
 #include "common/command_line.h"
 #include "common/version.h"
 #include "worker/engine/tensor_util.h"
 #ifdef DTM_WITH_SERVICE
+#include "cli/embedded_coordinator.h"
 #include "cli/local_command.h"
+#include "cli/results_format.h"
 #include "cli/service_commands.h"
 #include "common/grpc_security.h"
 #include "common/logging.h"
@@ -94,6 +98,14 @@ void AddConnectionFlags(CLI::App* cmd, dtm::cli::ConnectionOptions* connection) 
   dtm::AddClientSecurityFlags(cmd, &connection->security);
 }
 
+// --store: read a store without a daemon (results, jobs, ... of `dtmctl local`'s runs).
+void AddStoreFlag(CLI::App* cmd, dtm::cli::ConnectionOptions* connection) {
+  CLI::Option* store = cmd->add_option("--store", connection->store,
+                                       "ask a coordinator started in this process on this store instead of a daemon: "
+                                       "sqlite://PATH (e.g. dtmctl local's), redis://HOST:PORT or memory");
+  store->excludes(cmd->get_option("--coordinator"));
+}
+
 void AddServiceCommands(CLI::App* app, ServiceFlags* f) {
   CLI::App* submit = app->add_subcommand("submit", "submit a job spec to the coordinator; prints the job id");
   submit->add_option("spec", f->submit.spec_path, "job spec (YAML)")->required();
@@ -103,23 +115,35 @@ void AddServiceCommands(CLI::App* app, ServiceFlags* f) {
   CLI::App* watch = app->add_subcommand("watch", "follow a job's progress until it ends (exit 0: SUCCEEDED)");
   watch->add_option("id", f->watch.job_id, "job id")->required();
   AddConnectionFlags(watch, &f->watch.connection);
+  AddStoreFlag(watch, &f->watch.connection);
 
-  CLI::App* results = app->add_subcommand("results", "a job's results in the job's order, the noise floor on top");
+  CLI::App* results = app->add_subcommand("results", "a job's results in the job's order (or --sort's), the noise floor on top");
   results->add_option("id", f->results.job_id, "job id")->required();
   results->add_option("--format", f->results.format, "table, json or csv")->capture_default_str();
   results->add_flag("--probes", f->results.probes, "per-probe rows too (json only)");
   results->add_flag("--partial", f->results.partial, "also configs whose shards are still outstanding");
+  results->add_option("--sort", f->results.sort,
+                      std::string("order the configs by METRIC, better first (ties keep the job's order; the "
+                                  "noise floor stays on top): ") + dtm::cli::kSortMetricsHelp);
+  results->add_option_function<int>(
+      "--top", [f](const int& k) { f->results.top = k; }, "print only the first K configs (K >= 1; after --sort)");
+  results->add_flag("--all-nodes", f->results.all_nodes,
+                    "quant-search: every node evaluated at every level, not only each level's beam (rank only "
+                    "on the beam's); no effect on other kinds, which list every config anyway");
   AddConnectionFlags(results, &f->results.connection);
+  AddStoreFlag(results, &f->results.connection);
 
   CLI::App* cancel = app->add_subcommand("cancel", "cancel a job");
   cancel->add_option("id", f->cancel.job_id, "job id")->required();
   cancel->add_option("--reason", f->cancel.reason, "recorded as the job's error");
   AddConnectionFlags(cancel, &f->cancel.connection);
+  AddStoreFlag(cancel, &f->cancel.connection);
 
   CLI::App* jobs = app->add_subcommand("jobs", "list jobs, newest first");
   jobs->add_option("--state", f->jobs.states, "only jobs in this state (repeatable): pending, running, succeeded, "
                                               "failed or cancelled");
   AddConnectionFlags(jobs, &f->jobs.connection);
+  AddStoreFlag(jobs, &f->jobs.connection);
 
   CLI::App* export_config = app->add_subcommand(
       "export-config", "print a finished search job's chosen config in SPEC syntax (COMPONENT=METHOD,...): a "
@@ -129,18 +153,24 @@ void AddServiceCommands(CLI::App* app, ServiceFlags* f) {
                             "quant-search level whose rank-0 config to print (default: the deepest)")
       ->check(CLI::Range(0, 1000000));
   AddConnectionFlags(export_config, &f->export_config.connection);
+  AddStoreFlag(export_config, &f->export_config.connection);
 
   CLI::App* purge = app->add_subcommand(
       "purge-worker", "delete from the cache every result a worker computed (a broken or forged worker), so "
       "that later jobs compute them again");
   purge->add_option("worker_id", f->purge_worker.worker_id, "the worker's id (--worker-id)")->required();
   AddConnectionFlags(purge, &f->purge_worker.connection);
+  AddStoreFlag(purge, &f->purge_worker.connection);
 
   CLI::App* local = app->add_subcommand(
       "local", "run a job spec in this process: a coordinator, K workers and the client (the embedded default)");
   local->add_option("spec", f->local.spec_path, "job spec (YAML)")->required();
   local->add_option("--workers", f->local.workers, "workers, each with its own model replica")->capture_default_str();
-  local->add_option("--redis", f->local.redis, "redis://host:port to keep jobs and results (default: in memory)");
+  CLI::Option* store = local->add_option(
+      "--store", f->local.store,
+      "where jobs and results are kept: sqlite://PATH, redis://HOST:PORT or memory (default: "
+      "sqlite://$XDG_DATA_HOME/dtm/local.sqlite, XDG_DATA_HOME defaulting to ~/.local/share)");
+  local->add_option("--redis", f->local.store, "the same as --store (its older name)")->excludes(store);
   local->add_option("--format", f->local.format, "results: table, json or csv")->capture_default_str();
   local->add_option("--device", f->local.device, "cpu, cuda, cuda:N or auto")->capture_default_str();
   local->add_option("--dtype", f->local.dtype, "float32, float16 or bfloat16 (default: the device's)");
@@ -150,9 +180,36 @@ void AddServiceCommands(CLI::App* app, ServiceFlags* f) {
   local->add_option("--log-level", f->local_log_level, "trace, debug, info, warn or error")->capture_default_str();
 }
 
+// The connection of service command `command` in `f`; nullptr for local, which has none.
+dtm::cli::ConnectionOptions* ConnectionOf(const std::string& command, ServiceFlags* f) {
+  if (command == "submit") return &f->submit.connection;
+  if (command == "watch") return &f->watch.connection;
+  if (command == "results") return &f->results.connection;
+  if (command == "cancel") return &f->cancel.connection;
+  if (command == "jobs") return &f->jobs.connection;
+  if (command == "export-config") return &f->export_config.connection;
+  if (command == "purge-worker") return &f->purge_worker.connection;
+  return nullptr;
+}
+
 // The exit code of service command `command`; nullopt when it is not one of them.
-std::optional<int> RunServiceCommand(const std::string& command, const ServiceFlags& f) {
+std::optional<int> RunServiceCommand(const std::string& command, const ServiceFlags& flags) {
   const dtm::cli::Console console = dtm::cli::Console::Std();
+  ServiceFlags f = flags;
+  // With --store, a coordinator of this process on that store answers the command (and resumes
+  // nothing it could run: it has no workers).
+  std::unique_ptr<dtm::cli::EmbeddedCoordinator> embedded;
+  if (dtm::cli::ConnectionOptions* connection = ConnectionOf(command, &f); connection && !connection->store.empty()) {
+    (void)dtm::InitLogging("warn");
+    auto started = dtm::cli::EmbeddedCoordinator::Start(
+        connection->store, dtm::cli::EmbeddedCoordinatorOptions(/*lease_timeout_ms=*/60000), nullptr);
+    if (!started.ok()) {
+      std::cerr << "dtmctl " << command << ": --store: " << started.status().message() << "\n";
+      return started.status().code() == dtm::StatusCode::kUnavailable ? 3 : 2;
+    }
+    embedded = std::move(started).value();
+    connection->coordinator = embedded->address();
+  }
   if (command == "submit") return dtm::cli::SubmitCommand(f.submit, console);
   if (command == "watch") return dtm::cli::WatchCommand(f.watch, console);
   if (command == "results") return dtm::cli::ResultsCommand(f.results, console);
@@ -228,6 +285,21 @@ int main(int argc, char** argv) {
   ev->add_flag("!--no-noise-floor", eval.noise_floor, "skip evaluating the uncompressed model beside the result");
   AddRuntimeFlags(ev, &eval.runtime);
 
+  dtm::cli::CompareOptions compare;
+  CLI::App* cmp = app.add_subcommand(
+      "compare", "compare two checkpoints: the reference's greedy baseline on the probes (cached under "
+                 "${XDG_CACHE_HOME:-~/.cache}/dtm/baselines), the candidate's FDT, SDT, NLL and DPPL against it, "
+                 "and the reference's noise floor");
+  cmp->add_option("--reference", compare.reference_dir, "checkpoint folder whose greedy completions are the baseline")
+      ->required();
+  cmp->add_option("--model", compare.model_dir, "checkpoint folder scored against them (the candidate)")->required();
+  cmp->add_option("--probes", compare.probes, "probe file")->required();
+  cmp->add_option("--completion", compare.completion, "completion length M in tokens")->capture_default_str();
+  cmp->add_option("--format", compare.format, "table or json")->capture_default_str();
+  cmp->add_option("--cache-dir", compare.cache_dir, "baseline cache folder (default: ${XDG_CACHE_HOME:-~/.cache}/dtm/baselines)");
+  cmp->add_flag("!--no-cache", compare.use_cache, "neither read nor write the baseline cache");
+  AddRuntimeFlags(cmp, &compare.runtime);
+
   // Two modes: --text FILE is the literature's protocol (SPEC `ppl`); --corpus cuts windows of a
   // prefix and a scored completion, as make-probes cuts probes. CheckPerplexityMode keeps them apart.
   dtm::cli::PerplexityOptions ppl;
@@ -298,6 +370,7 @@ int main(int argc, char** argv) {
     }
     if (command == "baseline") status = dtm::cli::BaselineCommand(baseline);
     if (command == "eval") status = dtm::cli::EvalCommand(eval);
+    if (command == "compare") status = dtm::cli::CompareCommand(compare);
     if (command == "ppl") {
       status = CheckPerplexityMode(text_opt, text_mode, corpus_opt, corpus_mode);
       text_ppl.model_dir = ppl.model_dir;

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "cli/engine_support.h"
 #include "worker/engine/baseline.h"
 #include "worker/engine/brown_corpus.h"
 #include "worker/engine/calibration.h"
@@ -32,68 +33,6 @@
 
 namespace dtm::cli {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double SecondsSince(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-void PrintJson(const nlohmann::json& j) { std::cout << j.dump(2) << std::endl; }
-
-void Progress(const char* what, int64_t done, int64_t total) {
-  std::fprintf(stderr, "\r%s: %lld/%lld", what, static_cast<long long>(done), static_cast<long long>(total));
-  if (done == total) std::fprintf(stderr, "\n");
-}
-
-void ApplyThreads(int threads) {
-  if (threads > 0) torch::set_num_threads(threads);
-}
-
-struct LoadedModel {
-  std::unique_ptr<Checkpoint> checkpoint;
-  std::unique_ptr<LlamaModel> model;
-  torch::Device device = torch::kCPU;
-  torch::ScalarType dtype = torch::kFloat32;
-};
-
-// `check_inputs` (if set) runs on config.json before the weights load, so that a bad input file
-// fails in a second rather than after minutes of loading a large model.
-StatusOr<LoadedModel> LoadModel(const std::string& dir, const RuntimeOptions& runtime,
-                                const std::function<Status(const LlamaConfig&)>& check_inputs = nullptr) {
-  ApplyThreads(runtime.threads);
-  if (runtime.batch_size < 1) return InvalidArgumentError("--batch-size must be at least 1");
-  LoadedModel loaded;
-  ASSIGN_OR_RETURN(loaded.device, ParseDevice(runtime.device));
-  loaded.dtype = DefaultDTypeFor(loaded.device);
-  if (!runtime.dtype.empty()) {
-    ASSIGN_OR_RETURN(loaded.dtype, ParseDType(runtime.dtype));
-  }
-  RETURN_IF_ERROR(CheckDTypeOnDevice(loaded.dtype, loaded.device));
-  ASSIGN_OR_RETURN(loaded.checkpoint, Checkpoint::Open(dir));
-  if (check_inputs) RETURN_IF_ERROR(check_inputs(loaded.checkpoint->config()));
-  ASSIGN_OR_RETURN(loaded.model, LlamaModel::Load(*loaded.checkpoint, ModelOptions{loaded.dtype, loaded.device}));
-  return loaded;
-}
-
-nlohmann::json SummaryJson(const DivergenceSummary& s) {
-  return {{"fdt75", s.fdt75}, {"fdt_mean", s.fdt_mean}, {"sdt_mean", s.sdt_mean}, {"dppl", s.dppl},
-          {"nll_mean", s.nll_mean}};
-}
-
-nlohmann::json EvalResultJson(const EvalResult& r) {
-  nlohmann::json per_probe = nlohmann::json::array();
-  for (size_t i = 0; i < r.per_probe.size(); ++i) {
-    per_probe.push_back({{"id", r.ids[i]},
-                         {"fdt", r.per_probe[i].fdt},
-                         {"sdt", r.per_probe[i].sdt},
-                         {"nll", r.per_probe[i].nll},
-                         {"outlier_columns", r.outlier_columns[i]}});
-  }
-  nlohmann::json out = SummaryJson(r.summary);
-  out["outlier_columns_mean"] = r.outlier_columns_mean;
-  out["per_probe"] = std::move(per_probe);
-  out["fdt_histogram"] = r.summary.fdt_histogram;
-  return out;
-}
 
 bool ConfigNeedsCalibration(const CompressionConfig& config) {
   for (const auto& entry : config.entries) {
@@ -182,6 +121,8 @@ Status BaselineCommand(const BaselineOptions& options) {
   const auto t0 = Clock::now();
   ASSIGN_OR_RETURN(Baseline baseline, GenerateBaseline(*loaded.model, probes, gen));
   const double seconds = SecondsSince(t0);
+  // Recorded in the file, so that eval can tell a model's own baseline from another model's.
+  ASSIGN_OR_RETURN(baseline.model_fingerprint, loaded.checkpoint->Fingerprint());
   RETURN_IF_ERROR(WriteBaselineFile(options.out, baseline));
   const double generated = static_cast<double>(baseline.rows.size() * options.completion);
   PrintJson({{"out", options.out},
@@ -191,6 +132,7 @@ Status BaselineCommand(const BaselineOptions& options) {
              {"device", loaded.device.str()},
              {"probes_fingerprint", probes.Fingerprint()},
              {"fingerprint", baseline.Fingerprint()},
+             {"model_fingerprint", baseline.model_fingerprint},
              {"seconds", seconds},
              {"generated_tokens_per_second", generated / seconds}});
   return OkStatus();
@@ -222,6 +164,12 @@ Status EvalCommand(const EvalOptions& options) {
     return OkStatus();
   };
   ASSIGN_OR_RETURN(LoadedModel loaded, LoadModel(options.model_dir, options.runtime, check));
+  ASSIGN_OR_RETURN(const std::string model_fingerprint, loaded.checkpoint->Fingerprint());
+  nlohmann::json warnings = nlohmann::json::array();
+  if (std::optional<std::string> w = ForeignBaselineWarning(baseline, options.baseline, model_fingerprint)) {
+    PrintWarning("eval", *w);  // before the work, so that it can be stopped
+    warnings.push_back(*w);
+  }
 
   std::unique_ptr<CalibrationHessians> calibration;
   if (ConfigNeedsCalibration(config)) {
@@ -243,6 +191,10 @@ Status EvalCommand(const EvalOptions& options) {
   out["dtype"] = DTypeName(loaded.dtype);
   out["device"] = loaded.device.str();
   out["baseline_fingerprint"] = baseline.Fingerprint();
+  out["model_fingerprint"] = model_fingerprint;
+  // null: the file does not say (older files, other tools).
+  out["baseline_model_fingerprint"] =
+      baseline.model_fingerprint.empty() ? nlohmann::json(nullptr) : nlohmann::json(baseline.model_fingerprint);
   out["seconds"] = seconds;
   // The uncompressed model against its own baseline: numeric noise (bf16, kernels) shows here.
   if (options.noise_floor && !config.empty()) {
@@ -251,6 +203,7 @@ Status EvalCommand(const EvalOptions& options) {
   } else if (config.empty()) {
     out["noise_floor"] = SummaryJson(result.summary);
   }
+  out["warnings"] = std::move(warnings);
   PrintJson(out);
   return OkStatus();
 }

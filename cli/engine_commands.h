@@ -59,6 +59,7 @@ struct BaselineOptions {
   std::string out;
   RuntimeOptions runtime;
 };
+// The file records the model's checkpoint fingerprint on every row (common/baseline_file.h).
 Status BaselineCommand(const BaselineOptions& options);
 
 // `--calibration baseline`: GPTQ calibrated on the evaluation baseline's own sequences.
@@ -76,6 +77,10 @@ struct EvalOptions {
   bool noise_floor = true;   // also evaluate the uncompressed model and report it beside the result
   RuntimeOptions runtime;
 };
+// Prints model_fingerprint and the baseline file's baseline_model_fingerprint (null when the file
+// records none), and warns on stderr and in `warnings` when they differ: the metrics then compare two
+// models, and the noise floor is --model against the other model's baseline, not that model's own
+// (`dtmctl compare`, compare_command.h, reports both).
 Status EvalCommand(const EvalOptions& options);
 
 struct PerplexityOptions {

@@ -12,12 +12,12 @@
 
 #include "cli/results_format.h"
 #include "common/grpc_security.h"
-#include "common/in_memory_store.h"
 #include "common/jsonl.h"
 #include "common/metrics_http_server.h"
-#include "common/redis_options.h"
-#include "common/redis_store.h"
+#include "cli/embedded_coordinator.h"
+#include "coordinator/client_api.h"
 #include "coordinator/coordinator.h"
+#include "coordinator/scheduler.h"
 #include "coordinator/job_spec.h"
 #include "worker/task_executor.h"
 #include "worker/worker.h"
@@ -32,13 +32,6 @@ int Fail(const Console& console, const std::string& what, const Status& status) 
   return status.code() == StatusCode::kUnavailable ? 3 : 2;
 }
 
-StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& redis) {
-  if (redis.empty()) return std::unique_ptr<Store>(std::make_unique<InMemoryStore>());
-  ASSIGN_OR_RETURN(RedisOptions options, ParseRedisUrl(redis));
-  ASSIGN_OR_RETURN(std::unique_ptr<RedisStore> store, RedisStore::Connect(options));
-  return std::unique_ptr<Store>(std::move(store));
-}
-
 // The spec file as the coordinator would take it: a regular file (a folder or /dev/zero is refused
 // with the reason) of at most its default --max-spec-bytes.
 StatusOr<std::string> ReadSpecFile(const std::string& path) {
@@ -46,6 +39,24 @@ StatusOr<std::string> ReadSpecFile(const std::string& path) {
   limits.max_bytes = CoordinatorOptions().max_spec_bytes;
   limits.regular_file_only = true;
   return ReadTextFile(path, limits);
+}
+
+// The id of an unfinished (pending or running) job in the store whose spec is `spec_yaml`, byte
+// for byte; "" when there is none.
+StatusOr<std::string> FindUnfinishedJob(ClientApi* client, const std::string& spec_yaml) {
+  v1::ListJobsRequest request;
+  request.add_states(v1::JOB_STATE_PENDING);
+  request.add_states(v1::JOB_STATE_RUNNING);
+  while (true) {
+    ASSIGN_OR_RETURN(v1::ListJobsResponse page, client->ListJobs(request));
+    for (const v1::Job& listed : page.jobs()) {
+      // A page carries no specs: the job itself does.
+      ASSIGN_OR_RETURN(v1::Job job, client->GetJob(listed.job_id()));
+      if (job.spec_yaml() == spec_yaml) return job.job_id();
+    }
+    if (page.next_page_token().empty()) return std::string();
+    request.set_page_token(page.next_page_token());
+  }
 }
 
 // The workers of this process, each on its own thread with its own replica.
@@ -111,30 +122,17 @@ int LocalCommand(const LocalOptions& options, const Console& console) {
   StatusOr<JobSpec> spec = ParseJobSpec(*yaml);
   if (!spec.ok()) return Fail(console, options.spec_path, spec.status());
 
-  StatusOr<std::unique_ptr<Store>> store = OpenStore(options.redis);
-  if (!store.ok()) return Fail(console, "store", store.status());
-  auto registry = std::make_shared<prometheus::Registry>();
-  CoordinatorOptions coordinator_options;
-  coordinator_options.lease_timeout_ms = options.lease_timeout_ms;
-  coordinator_options.heartbeat_interval_ms = std::max<int64_t>(100, options.lease_timeout_ms / 6);
-  coordinator_options.idle_poll_interval_ms = 100;
-  coordinator_options.tick_ms = 100;
-  // The files are the user's own, read by the user's own process: no data root to keep them in.
-  coordinator_options.data_root = "/";
-  auto coordinator = Coordinator::Create(store->get(), registry.get(), coordinator_options);
-  if (!coordinator.ok()) return Fail(console, "coordinator", coordinator.status());
-  if (Status s = (*coordinator)->Start(); !s.ok()) return Fail(console, "coordinator", s);
-
-  grpc::ServerBuilder builder;
-  int port = 0;
-  if (Status s = ConfigureServer(&builder, "127.0.0.1:0", ServerSecurityOptions{}, &port); !s.ok()) {
-    return Fail(console, "coordinator", s);
+  std::string store_url = options.store;
+  if (store_url.empty()) {
+    StatusOr<std::string> url = DefaultLocalStoreUrl();
+    if (!url.ok()) return Fail(console, "--store", url.status());
+    store_url = *url;
   }
-  builder.RegisterService((*coordinator)->client_service());
-  builder.RegisterService((*coordinator)->worker_service());
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (!server) return Fail(console, "coordinator", UnavailableError("cannot listen on 127.0.0.1"));
-  const std::string address = "127.0.0.1:" + std::to_string(port);
+  auto registry = std::make_shared<prometheus::Registry>();
+  StatusOr<std::unique_ptr<EmbeddedCoordinator>> embedded =
+      EmbeddedCoordinator::Start(store_url, EmbeddedCoordinatorOptions(options.lease_timeout_ms), registry.get());
+  if (!embedded.ok()) return Fail(console, "store", embedded.status());
+  const std::string address = (*embedded)->address();
 
   std::unique_ptr<MetricsHttpServer> metrics_server;
   if (!options.metrics_listen.empty()) {
@@ -147,33 +145,50 @@ int LocalCommand(const LocalOptions& options, const Console& console) {
   {
     LocalWorkers workers;
     if (Status s = workers.Start(options, *spec, address, registry.get()); !s.ok()) {
-      server->Shutdown();
       return Fail(console, "worker", s);
     }
-    // Submit and watch as `dtmctl submit --watch` would; the job id goes to stderr, so that stdout
-    // holds nothing but the results (JSON and CSV stay parseable).
-    std::ostringstream id_out;
-    SubmitOptions submit;
-    submit.connection.coordinator = address;
-    submit.spec_path = options.spec_path;
-    submit.watch = true;
-    Console submit_console = console;
-    submit_console.out = &id_out;
-    code = SubmitCommand(submit, submit_console);
-    std::string job_id = id_out.str();
-    while (!job_id.empty() && (job_id.back() == '\n' || job_id.back() == '\r')) job_id.pop_back();
-    if (!job_id.empty()) *console.err << "job " << job_id << "\n";
-    if (code == 0) {
+    // A job of this very spec that a killed run left unfinished is resumed, not submitted again:
+    // its finished tasks are in the store and are not computed again.
+    StatusOr<std::string> unfinished = FindUnfinishedJob(&(*embedded)->coordinator()->scheduler()->client(), *yaml);
+    if (!unfinished.ok()) {
+      workers.DrainAndJoin();
+      return Fail(console, "store", unfinished.status());
+    }
+    std::string job_id = *unfinished;
+    if (!job_id.empty()) {
+      *console.err << "dtmctl local: resuming job " << job_id << " of this spec, left unfinished in " << store_url
+                   << "\n";
+      WatchOptions watch;
+      watch.connection.coordinator = address;
+      watch.job_id = job_id;
+      code = WatchCommand(watch, console);
+    } else {
+      // Submit and watch as `dtmctl submit --watch` would; the job id goes to stderr, so that stdout
+      // holds nothing but the results (JSON and CSV stay parseable).
+      std::ostringstream id_out;
+      SubmitOptions submit;
+      submit.connection.coordinator = address;
+      submit.spec_path = options.spec_path;
+      submit.watch = true;
+      Console submit_console = console;
+      submit_console.out = &id_out;
+      code = SubmitCommand(submit, submit_console);
+      job_id = id_out.str();
+      while (!job_id.empty() && (job_id.back() == '\n' || job_id.back() == '\r')) job_id.pop_back();
+      if (!job_id.empty()) *console.err << "job " << job_id << " (kept in " << store_url << ")\n";
+    }
+    if (!job_id.empty()) {
+      // A failed job's finished results are shown too (the exit code stays the failure's).
       ResultsOptions results;
       results.connection.coordinator = address;
       results.job_id = job_id;
       results.format = options.format;
-      code = ResultsCommand(results, console);
+      results.partial = code != 0;
+      const int results_code = ResultsCommand(results, console);
+      if (code == 0) code = results_code;
     }
     workers.DrainAndJoin();
   }
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  (*coordinator)->Stop();
   return code;
 }
 

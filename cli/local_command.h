@@ -1,7 +1,10 @@
-// `dtmctl local SPEC.yaml`: the embedded default. One process runs a coordinator (on an in-memory
-// store, or on Redis), K workers each holding a replica of the spec's model, and the client that
-// submits the job, watches it and prints its results. The coordinator listens on a free loopback
-// port and the workers and the client talk to it over gRPC, exactly as in a cluster.
+// `dtmctl local SPEC.yaml`: the embedded default. One process runs a coordinator (on an SQLite file
+// in the XDG data folder unless --store names another store), K workers each holding a replica of
+// the spec's model, and the client that submits the job, watches it and prints its results. The
+// coordinator listens on a free loopback port and the workers and the client talk to it over gRPC,
+// exactly as in a cluster. The store keeps jobs and results after the process ends: `dtmctl
+// results --store URL` reads them, and a run of a spec whose job a killed run left unfinished
+// resumes that job.
 #pragma once
 
 #include <cstdint>
@@ -14,7 +17,7 @@ namespace dtm::cli {
 struct LocalOptions {
   std::string spec_path;
   int workers = 1;
-  std::string redis;               // "" = in memory
+  std::string store;               // --store URL; "" = DefaultLocalStoreUrl()
   std::string format = "table";    // results: table | json | csv
   std::string device = "cpu";
   std::string dtype;               // "" = the device's default

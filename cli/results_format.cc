@@ -5,9 +5,11 @@
 #include <cmath>
 #include <cstdio>
 #include <ctime>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "cli/progress_bar.h"
+#include "common/components.h"
 
 namespace dtm::cli {
 namespace {
@@ -77,6 +79,31 @@ bool ShowNoiseFloor(const v1::GetResultsResponse& response) {
                       [](const v1::ConfigResult& r) { return r.config().empty(); });
 }
 
+// How `results --sort` reads one metric; nullopt: the row has no such value.
+struct SortKey {
+  std::string_view name;
+  bool higher_first;
+  std::optional<double> (*value)(const v1::Metrics&);
+};
+
+const SortKey kSortKeys[] = {
+    {"fdt75", true, [](const v1::Metrics& m) -> std::optional<double> { return m.fdt75(); }},
+    {"fdt_mean", true, [](const v1::Metrics& m) -> std::optional<double> { return m.fdt_mean(); }},
+    {"never_diverged", true, NeverDivergedShare},
+    {"sdt_mean", false, [](const v1::Metrics& m) -> std::optional<double> { return m.sdt_mean(); }},
+    {"dppl", false, [](const v1::Metrics& m) -> std::optional<double> { return m.dppl(); }},
+    {"ppl", false,
+     [](const v1::Metrics& m) { return m.has_ppl() ? std::optional<double>(m.ppl()) : std::nullopt; }},
+    {"nll_mean", false, [](const v1::Metrics& m) -> std::optional<double> { return m.nll_mean(); }},
+};
+
+const SortKey* FindSortKey(std::string_view name) {
+  for (const SortKey& key : kSortKeys) {
+    if (key.name == name) return &key;
+  }
+  return nullptr;
+}
+
 nlohmann::json MetricsJson(const v1::Metrics& m) {
   nlohmann::json j = {
       {"fdt75", m.fdt75()},
@@ -90,6 +117,8 @@ nlohmann::json MetricsJson(const v1::Metrics& m) {
        nlohmann::json(std::vector<uint32_t>(m.fdt_histogram().begin(), m.fdt_histogram().end()))},
   };
   if (m.has_ppl()) j["ppl"] = m.ppl();
+  const std::optional<double> never = NeverDivergedShare(m);
+  j["never_diverged"] = never ? nlohmann::json(*never) : nlohmann::json(nullptr);
   return j;
 }
 
@@ -106,6 +135,11 @@ nlohmann::json ConfigResultJson(const v1::ConfigResult& r) {
   nlohmann::json j = MetricsJson(r.metrics());
   j["config"] = r.config();
   j["complete"] = r.complete();
+  j["saturated"] = Fdt75Saturated(r.metrics());
+  const std::optional<SingleComponent> single = SingleComponentOf(r.config());
+  j["layer"] = single ? nlohmann::json(single->layer) : nlohmann::json(nullptr);
+  j["component"] = single ? nlohmann::json(single->component) : nlohmann::json(nullptr);
+  j["method"] = single ? nlohmann::json(single->method) : nlohmann::json(nullptr);
   if (r.has_search_level()) j["search_level"] = r.search_level();
   if (r.has_rank()) j["rank"] = r.rank();
   if (r.probe_results_size() > 0) {
@@ -120,12 +154,16 @@ nlohmann::json ConfigResultJson(const v1::ConfigResult& r) {
 std::string CsvRow(const std::string& config, const v1::Metrics& m, bool complete,
                    const v1::ConfigResult* result = nullptr) {
   const bool node = result != nullptr && result->has_search_level();
+  const std::optional<double> never = NeverDivergedShare(m);
+  const std::optional<SingleComponent> single = SingleComponentOf(config);
   return CsvField(config) + "," + ShortestDouble(m.fdt75()) + "," + ShortestDouble(m.fdt_mean()) + "," +
          ShortestDouble(m.sdt_mean()) + "," + ShortestDouble(m.dppl()) + "," + ShortestDouble(m.nll_mean()) +
          "," + std::to_string(m.num_probes()) + "," + (complete ? "true" : "false") + "," +
          ShortestDouble(m.outlier_columns_mean()) + "," + (m.has_ppl() ? ShortestDouble(m.ppl()) : "") + "," +
          (node ? std::to_string(result->search_level()) : "") + "," +
-         (node && result->has_rank() ? std::to_string(result->rank()) : "") + "\n";
+         (node && result->has_rank() ? std::to_string(result->rank()) : "") + "," +
+         (never ? ShortestDouble(*never) : "") + "," + (single ? std::to_string(single->layer) : "") + "," +
+         (single ? CsvField(single->component) : "") + "," + (single ? CsvField(single->method) : "") + "\n";
 }
 
 // Whether any row (or the noise floor) has a ground-truth perplexity: a job with `ppl:`.
@@ -184,6 +222,68 @@ std::string FormatUtc(const google::protobuf::Timestamp& t) {
 
 }  // namespace
 
+std::optional<double> NeverDivergedShare(const v1::Metrics& m) {
+  if (m.num_probes() == 0 || m.fdt_histogram().empty()) return std::nullopt;
+  return static_cast<double>(m.fdt_histogram(m.fdt_histogram_size() - 1)) / m.num_probes();
+}
+
+bool Fdt75Saturated(const v1::Metrics& m) {
+  if (m.num_probes() == 0 || m.fdt_histogram().empty()) return false;
+  return m.fdt75() >= static_cast<double>(m.fdt_histogram_size() - 1);
+}
+
+std::optional<SingleComponent> SingleComponentOf(std::string_view config) {
+  const size_t eq = config.find('=');
+  // Methods hold neither ',' nor '=': a second component would show as either.
+  if (eq == std::string_view::npos || config.find(',') != std::string_view::npos ||
+      config.find('=', eq + 1) != std::string_view::npos || eq + 1 == config.size()) {
+    return std::nullopt;
+  }
+  // The client does not know the model's depth: any layer index parses.
+  StatusOr<ComponentId> id = ParseComponentName(config.substr(0, eq), std::numeric_limits<int>::max());
+  if (!id.ok()) return std::nullopt;
+  return SingleComponent{id->layer, std::string(ComponentKindSuffix(id->kind)),
+                         std::string(config.substr(eq + 1))};
+}
+
+Status CheckSortMetric(std::string_view metric) {
+  if (FindSortKey(metric) != nullptr) return OkStatus();
+  return InvalidArgumentError("--sort: unknown metric '" + std::string(metric) + "' (" + kSortMetricsHelp +
+                              ")");
+}
+
+Status SortResults(std::string_view metric, int top, v1::GetResultsResponse* response) {
+  if (top < 0) return InvalidArgumentError("--top: must be at least 1, got " + std::to_string(top));
+  if (!metric.empty()) RETURN_IF_ERROR(CheckSortMetric(metric));
+  if (metric == "ppl" && !AnyPpl(*response)) {
+    return InvalidArgumentError("--sort ppl: job " + response->job_id() +
+                                " has no ppl (its spec has no `ppl:` section); sort by dppl instead");
+  }
+  auto* results = response->mutable_results();
+  // The uncompressed config stays on top; the others are ordered and cut.
+  auto pinned = std::stable_partition(results->begin(), results->end(),
+                                      [](const v1::ConfigResult& r) { return r.config().empty(); });
+  const int first = static_cast<int>(pinned - results->begin());
+  if (!metric.empty()) {
+    const SortKey* key = FindSortKey(metric);
+    // A row without probes has no metrics yet, though its fields read 0.
+    auto value = [key](const v1::ConfigResult& r) -> std::optional<double> {
+      if (r.metrics().num_probes() == 0) return std::nullopt;
+      std::optional<double> v = key->value(r.metrics());
+      return v && !std::isnan(*v) ? v : std::nullopt;
+    };
+    std::stable_sort(pinned, results->end(), [&](const v1::ConfigResult& a, const v1::ConfigResult& b) {
+      const std::optional<double> va = value(a), vb = value(b);
+      if (!va || !vb) return va.has_value() && !vb.has_value();
+      return key->higher_first ? *va > *vb : *va < *vb;
+    });
+  }
+  if (top > 0 && results->size() - first > top) {
+    results->DeleteSubrange(first + top, results->size() - first - top);
+  }
+  return OkStatus();
+}
+
 StatusOr<ResultsFormat> ParseResultsFormat(std::string_view name) {
   if (name == "table") return ResultsFormat::kTable;
   if (name == "json") return ResultsFormat::kJson;
@@ -195,25 +295,33 @@ std::string FormatResultsTable(const v1::GetResultsResponse& response) {
   const bool search = std::any_of(response.results().begin(), response.results().end(),
                                   [](const v1::ConfigResult& r) { return r.has_search_level(); });
   const bool ppl = AnyPpl(response);
-  Row header = {"config", "fdt75", "fdt_mean", "sdt_mean", "dppl", "probes"};
+  Row header = {"config", "fdt75", "fdt_mean", "sdt_mean", "dppl", "probes", "never_diverged"};
   if (ppl) header.insert(header.begin() + 5, "ppl");
   if (search) header.insert(header.end(), {"level", "rank"});
   std::vector<Row> rows = {header};
   const bool any_incomplete = std::any_of(response.results().begin(), response.results().end(),
                                           [](const v1::ConfigResult& r) { return !r.complete(); });
-  // Complete rows end their probe count with a space where others have '*', so the digits line up.
+  // The uncompressed model never diverging is what it should do: no mark on it.
+  const bool any_saturated =
+      std::any_of(response.results().begin(), response.results().end(),
+                  [](const v1::ConfigResult& r) { return !r.config().empty() && Fdt75Saturated(r.metrics()); });
+  // Rows without a mark end with a space where others have '*' or '!', so the digits line up.
   const std::string complete_mark = any_incomplete ? " " : "";
-  auto add_row = [&](const std::string& label, const v1::Metrics& m, bool complete) {
-    rows.push_back({label, Fixed(m.fdt75(), 2), Fixed(m.fdt_mean(), 2), Fixed(m.sdt_mean(), 2),
-                    Fixed(m.dppl(), 4), std::to_string(m.num_probes()) + (complete ? complete_mark : "*")});
+  const std::string unsaturated_mark = any_saturated ? " " : "";
+  auto add_row = [&](const std::string& label, const v1::Metrics& m, bool complete, bool config) {
+    const std::optional<double> never = NeverDivergedShare(m);
+    rows.push_back({label, Fixed(m.fdt75(), 2) + (config && Fdt75Saturated(m) ? "!" : unsaturated_mark),
+                    Fixed(m.fdt_mean(), 2), Fixed(m.sdt_mean(), 2), Fixed(m.dppl(), 4),
+                    std::to_string(m.num_probes()) + (complete ? complete_mark : "*"),
+                    never ? Percent(*never, 1) : "-"});
     if (ppl) rows.back().insert(rows.back().begin() + 5, m.has_ppl() ? Fixed(m.ppl(), 4) : "");
   };
   if (ShowNoiseFloor(response)) {
-    add_row(kUncompressedLabel, response.noise_floor(), true);
+    add_row(kUncompressedLabel, response.noise_floor(), true, /*config=*/false);
     if (search) rows.back().insert(rows.back().end(), {"", ""});
   }
   for (const v1::ConfigResult& r : response.results()) {
-    add_row(ConfigLabel(r.config()), r.metrics(), r.complete());
+    add_row(ConfigLabel(r.config()), r.metrics(), r.complete(), !r.config().empty());
     if (search) {
       rows.back().push_back(r.has_search_level() ? std::to_string(r.search_level()) : "");
       rows.back().push_back(r.has_rank() ? std::to_string(r.rank()) : "");
@@ -223,6 +331,11 @@ std::string FormatResultsTable(const v1::GetResultsResponse& response) {
   right_aligned[0] = false;
   std::string out = AlignColumns(rows, right_aligned);
   if (any_incomplete) out += "* incomplete: shards outstanding, metrics cover the probes so far\n";
+  if (any_saturated) {
+    out += "! saturated: fdt75 is the completion length (a quarter or more of the probes never diverged) and "
+           "cannot rank these configs; compare fdt_mean, or use a longer completion, more probes or a harsher "
+           "method\n";
+  }
   if (!response.rank_by().empty()) out += "levels ranked by " + response.rank_by() + "\n";
   for (const v1::SearchLevel& level : response.search_levels()) {
     out += "level " + std::to_string(level.level()) + ": " + std::to_string(level.nodes()) + " nodes evaluated, " +
@@ -266,9 +379,12 @@ std::string FormatResultsCsv(const v1::GetResultsResponse& response) {
     return out;
   }
   // New columns go last, so that readers of the older columns by position are unaffected; ppl is
-  // empty for a job without `ppl:`, search_level and rank for anything but a search's nodes.
+  // empty for a job without `ppl:`, search_level and rank for anything but a search's nodes (rank
+  // for its nodes outside the beams), never_diverged without a histogram, layer, component and
+  // method for a config that is not one component.
   std::string out =
-      "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete,outlier_columns_mean,ppl,search_level,rank\n";
+      "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete,outlier_columns_mean,ppl,search_level,rank,"
+      "never_diverged,layer,component,method\n";
   // The coordinator sends the noise floor once the uncompressed model's shards are all in.
   if (ShowNoiseFloor(response)) out += CsvRow("", response.noise_floor(), true);
   for (const v1::ConfigResult& r : response.results()) out += CsvRow(r.config(), r.metrics(), r.complete(), &r);
@@ -337,15 +453,22 @@ StatusOr<v1::JobState> ParseJobState(std::string_view name) {
 }
 
 std::string FormatJobsTable(const std::vector<v1::Job>& jobs) {
-  std::vector<Row> rows = {{"id", "state", "kind", "name", "done/total", "created"}};
+  std::vector<Row> rows = {{"id", "state", "kind", "name", "done/total", "created", "why"}};
   for (const v1::Job& job : jobs) {
+    // What an unfinished job does or waits for (a PENDING 0/0 job says which model it waits for),
+    // why a failed or cancelled one ended; one line, cut to stay a table.
+    std::string why = job.state() == v1::JOB_STATE_FAILED || job.state() == v1::JOB_STATE_CANCELLED
+                          ? job.error().message()
+                          : job.progress().message();
+    std::replace(why.begin(), why.end(), '\n', ' ');
+    if (why.size() > 100) why = why.substr(0, 97) + "...";
     rows.push_back(
         {job.job_id(), JobStateName(job.state()), JobKindName(job.summary().kind()),
          job.summary().name().empty() ? "-" : job.summary().name(),
          std::to_string(job.progress().tasks_done()) + "/" + std::to_string(job.progress().tasks_total()),
-         FormatUtc(job.create_time())});
+         FormatUtc(job.create_time()), why.empty() ? "-" : why});
   }
-  return AlignColumns(rows, {false, false, false, false, true, false});
+  return AlignColumns(rows, {false, false, false, false, true, false, false});
 }
 
 }  // namespace dtm::cli

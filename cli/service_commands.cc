@@ -328,12 +328,22 @@ int ResultsCommand(const ResultsOptions& options, const Console& console) {
                        InvalidArgumentError("--probes: per-probe rows print only with --format json"),
                        options.connection, console);
   }
+  if (options.top && *options.top < 1) {
+    return ReportError(command,
+                       InvalidArgumentError("--top: must be at least 1, got " + std::to_string(*options.top)),
+                       options.connection, console);
+  }
+  // Refused before the coordinator is asked; whether the job has ppl shows only in its results.
+  if (Status metric = CheckSortMetric(options.sort); !options.sort.empty() && !metric.ok()) {
+    return ReportError(command, metric, options.connection, console);
+  }
   auto stub = Connect(options.connection);
   if (!stub.ok()) return ReportError(command, stub.status(), options.connection, console);
 
   v1::GetResultsRequest request;
   request.set_job_id(options.job_id);
   request.set_include_probe_results(options.probes);
+  request.set_all_nodes(options.all_nodes);
   // Every page (each within the message limit), then the rows together.
   v1::GetResultsResponse response;
   while (true) {
@@ -370,6 +380,9 @@ int ResultsCommand(const ResultsOptions& options, const Console& console) {
                  << total << " configs";
     if (left_out > 0) *console.err << " (" << left_out << " incomplete left out; --partial shows them)";
     *console.err << std::endl;
+  }
+  if (Status sorted = SortResults(options.sort, options.top.value_or(0), &response); !sorted.ok()) {
+    return ReportError(command, sorted, options.connection, console);
   }
   *console.out << FormatResults(response, *format) << std::flush;
   return kExitOk;

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <iosfwd>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,9 @@ struct RetryPolicy {
 struct ConnectionOptions {
   // host:port of dtm-coordinator's DtmService.
   std::string coordinator = DefaultCoordinatorAddress();
+  // A store URL (common/store_url.h) to read instead of asking a daemon: dtmctl then starts a
+  // coordinator of its own on that store (cli/embedded_coordinator.h) and sets `coordinator` to it.
+  std::string store;
   ClientSecurityOptions security;
   // Deadline of each unary call (WatchJob has none: it lasts as long as the job).
   double timeout_s = 30;
@@ -77,7 +81,16 @@ struct ResultsOptions {
   bool probes = false;
   // Also configs whose shards are still outstanding; by default only complete ones print.
   bool partial = false;
+  // Order the rows by this metric, better first (SortResults, kSortMetricsHelp); empty: job order.
+  std::string sort;
+  // Then print only the first K rows (the noise floor besides); unset: all. K < 1 is refused.
+  std::optional<int> top;
+  // Search jobs: every evaluated node of every level, not only each level's beam
+  // (GetResultsRequest.all_nodes); no effect on other kinds.
+  bool all_nodes = false;
 };
+// Exit 2 also for a bad --sort or --top, checked before the coordinator is asked, and for --sort
+// ppl on a job without ppl.
 int ResultsCommand(const ResultsOptions& options, const Console& console);
 
 struct CancelOptions {

@@ -33,6 +33,21 @@ StatusOr<Baseline> ReadBaselineFile(const std::string& path) {
     if (!row["id"].is_string()) return InvalidArgumentError(where + ": \"id\" must be a string");
     if (!row["prefix_len"].is_number_integer()) return InvalidArgumentError(where + ": \"prefix_len\" must be an integer");
     if (!row["tokens"].is_array()) return InvalidArgumentError(where + ": \"tokens\" must be an array");
+    std::string model;
+    if (row.contains("model_fingerprint")) {
+      if (!row["model_fingerprint"].is_string() || row["model_fingerprint"].get<std::string>().empty()) {
+        return InvalidArgumentError(where + ": \"model_fingerprint\" must be a non-empty string");
+      }
+      model = row["model_fingerprint"].get<std::string>();
+    }
+    if (i == 0) {
+      baseline.model_fingerprint = model;
+    } else if (model != baseline.model_fingerprint) {
+      return InvalidArgumentError(where + ": \"model_fingerprint\" " + (model.empty() ? "missing" : "'" + model + "'") +
+                                  " differs from row 1's " +
+                                  (baseline.model_fingerprint.empty() ? "(none)" : "'" + baseline.model_fingerprint + "'") +
+                                  ": rows of baselines of different models");
+    }
     BaselineRow out{row["id"].get<std::string>(), row["prefix_len"].get<int64_t>(), {}};
     for (const nlohmann::json& t : row["tokens"]) {
       if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() > INT32_MAX) {
@@ -54,7 +69,9 @@ Status WriteBaselineFile(const std::string& path, const Baseline& baseline) {
   std::vector<nlohmann::json> rows;
   rows.reserve(baseline.rows.size());
   for (const BaselineRow& r : baseline.rows) {
-    rows.push_back({{"id", r.id}, {"prefix_len", r.prefix_len}, {"tokens", r.tokens}});
+    nlohmann::json row = {{"id", r.id}, {"prefix_len", r.prefix_len}, {"tokens", r.tokens}};
+    if (!baseline.model_fingerprint.empty()) row["model_fingerprint"] = baseline.model_fingerprint;
+    rows.push_back(std::move(row));
   }
   return WriteJsonLines(path, rows);
 }

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <fstream>
 #include <utility>
 
 namespace dtm {
@@ -141,6 +142,15 @@ StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
     return InvalidArgumentError("sqlite store " + path + ": not a regular file");
+  }
+  // Before the lock, whose file would otherwise be left beside someone's notes: a non-empty file
+  // must start as every SQLite database does.
+  if (std::ifstream in(path, std::ios::binary); in) {
+    char header[16] = {};
+    in.read(header, sizeof header);
+    if (in.gcount() > 0 && (in.gcount() < 16 || std::memcmp(header, "SQLite format 3", 16) != 0)) {
+      return InvalidArgumentError("sqlite store " + path + ": not an SQLite database (no SQLite header)");
+    }
   }
   int lock_fd = -1;
   if (options.exclusive) {

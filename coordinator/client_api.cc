@@ -293,6 +293,15 @@ StatusOr<v1::GetResultsResponse> ClientApi::Results(const v1::GetResultsRequest&
   v1::GetResultsResponse all;
   if (job_state == v1::JOB_STATE_SUCCEEDED) {
     ASSIGN_OR_RETURN(all, state_->storage().LoadResults(request.job_id()));
+  } else if (IsFinal(job_state) && snapshot == nullptr) {
+    // A failed or cancelled job's finished results, stored when it ended (JobPlanner::
+    // SaveUnfinishedResults); none for a job that ended before it had any, or under an older dtm.
+    StatusOr<v1::GetResultsResponse> stored = state_->storage().LoadResults(request.job_id());
+    if (stored.ok()) {
+      all = std::move(stored).value();
+    } else if (stored.status().code() != StatusCode::kDataLoss) {
+      return stored.status();
+    }
   } else if (snapshot != nullptr) {
     all = *snapshot;
   }
@@ -302,7 +311,17 @@ StatusOr<v1::GetResultsResponse> ClientApi::Results(const v1::GetResultsRequest&
   const std::set<std::string> wanted(request.configs().begin(), request.configs().end());
   std::vector<int> rows;
   for (int i = 0; i < all.results_size(); ++i) {
-    if (wanted.empty() || wanted.count(all.results(i).config())) rows.push_back(i);
+    const v1::ConfigResult& row = all.results(i);
+    // A search stores its nodes outside the beams too (level, no rank): only for all_nodes.
+    if (!request.all_nodes() && row.has_search_level() && !row.has_rank()) continue;
+    if (wanted.empty() || wanted.count(row.config())) rows.push_back(i);
+  }
+  if (request.all_nodes()) {
+    // Stored beams first, then the other nodes: level by level instead, each level's beam (by rank)
+    // before its other nodes (in ranking order). The same request pages the same order.
+    std::stable_sort(rows.begin(), rows.end(), [&](int a, int b) {
+      return all.results(a).search_level() < all.results(b).search_level();
+    });
   }
   v1::GetResultsResponse page = all;
   page.clear_results();

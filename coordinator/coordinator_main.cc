@@ -14,12 +14,12 @@
 #include "common/grpc_security.h"
 #include "common/health_service.h"
 #include "common/command_line.h"
-#include "common/in_memory_store.h"
 #include "common/logging.h"
 #include "common/shutdown_signals.h"
 #include "common/metrics_http_server.h"
 #include "common/redis_options.h"
 #include "common/redis_store.h"
+#include "common/store_url.h"
 #include "common/version.h"
 #include "coordinator/coordinator.h"
 
@@ -30,7 +30,8 @@ constexpr int kShutdownGraceSeconds = 5;
 
 struct Flags {
   std::string listen = "127.0.0.1:7070";
-  std::string redis = "redis://127.0.0.1:6379";
+  // --store, or --redis (the older name, which takes the same URLs).
+  std::string store = "redis://127.0.0.1:6379";
   std::string metrics_listen = "127.0.0.1:9100";
   std::string log_level = "info";
   int redis_wait_s = 30;
@@ -40,13 +41,13 @@ struct Flags {
 };
 
 // Redis may start after the coordinator (a pod restart, a compose file): wait for it a while, then
-// give up with the address in the message.
+// give up with the address in the message. An SQLite file is there or not: no wait.
 dtm::StatusOr<std::unique_ptr<dtm::Store>> OpenStore(const Flags& flags) {
-  if (flags.redis == "memory") {
+  if (flags.store == "memory") {
     spdlog::warn("store: in memory; jobs and results are lost when the coordinator stops");
-    return std::unique_ptr<dtm::Store>(std::make_unique<dtm::InMemoryStore>());
   }
-  ASSIGN_OR_RETURN(dtm::RedisOptions options, dtm::ParseRedisUrl(flags.redis));
+  if (flags.store.rfind("redis://", 0) != 0) return dtm::OpenStoreUrl(flags.store);
+  ASSIGN_OR_RETURN(dtm::RedisOptions options, dtm::ParseRedisUrl(flags.store));
   // Probe with single attempts so that --redis-wait-seconds is the whole wait; the store that is
   // kept has the configured retries for the outages that come later.
   dtm::RedisOptions probe = options;
@@ -158,8 +159,11 @@ int main(int argc, char** argv) {
   Flags flags;
   CLI::App app{"dtm-coordinator: schedules dtm jobs as shard tasks over workers"};
   app.add_option("--listen", flags.listen, "gRPC address (client and worker APIs)")->capture_default_str();
-  app.add_option("--redis", flags.redis, "redis://[:password@]host[:port][/db], or 'memory' (nothing survives)")
-      ->capture_default_str();
+  CLI::Option* store = app.add_option("--store", flags.store,
+                                      "redis://[:password@]host[:port][/db] (a cluster), sqlite://PATH (one box; one "
+                                      "coordinator per file) or memory (nothing survives)")
+                           ->capture_default_str();
+  app.add_option("--redis", flags.store, "the same as --store (its older name)")->excludes(store);
   app.add_option("--redis-wait-seconds", flags.redis_wait_s, "How long to wait for Redis at start")
       ->capture_default_str();
   app.add_option("--metrics-listen", flags.metrics_listen, "Prometheus /metrics HOST:PORT ('' disables)")

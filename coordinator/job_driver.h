@@ -41,6 +41,14 @@ class JobDriver {
   // The job's result rows once NextStage has returned nullopt, in the order users see them.
   virtual std::vector<dtm::v1::ConfigResult> Results(const std::map<std::string, dtm::v1::Metrics>& evaluated) const = 0;
 
+  // Search kinds: the nodes of every finished level that Results leaves out (those outside the
+  // beam), each with its search_level and without a rank, level by level in ranking order; stored
+  // beside Results for GetResultsRequest.all_nodes. Others: none (Results holds every config).
+  virtual std::vector<dtm::v1::ConfigResult> OtherNodes(
+      const std::map<std::string, dtm::v1::Metrics>& /*evaluated*/) const {
+    return {};
+  }
+
   // Search kinds: per finished level, the nodes evaluated and those among `cached` (configs whose
   // every shard came from the cache). Others: none.
   virtual std::vector<dtm::v1::SearchLevel> SearchLevels(const std::map<std::string, dtm::v1::Metrics>& /*evaluated*/,

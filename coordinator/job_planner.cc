@@ -91,6 +91,11 @@ void JobPlanner::Advance(JobRun& run) {
     Status status = OkStatus();
     switch (phase) {
       case JobPhase::kEnded:
+        if (Status saved = SaveUnfinishedResults(run); saved.code() == StatusCode::kUnavailable) {
+          return;  // the store is away: the next tick saves them
+        } else if (!saved.ok()) {
+          spdlog::warn("job {}: its finished results could not be kept: {}", run.job.job_id(), saved.message());
+        }
         // Free what the job held; its record and results stay in the store.
         run.driver.reset();
         run.probe_rows.clear();
@@ -416,19 +421,56 @@ Status JobPlanner::StartStage(JobRun& run) {
                    "evaluating " + std::to_string(count) + " configs");
 }
 
+StatusOr<v1::Metrics> JobPlanner::AggregateConfig(const JobRun& run, const std::string& config) {
+  ASSIGN_OR_RETURN(std::vector<v1::ProbeResult> results,
+                   state_->storage().ReadConfigResults(run.base_key, run.shards, config));
+  ASSIGN_OR_RETURN(v1::Metrics metrics, AggregateProbeResults(results, run.spec.completion_len));
+  if (run.ppl_text) {
+    ASSIGN_OR_RETURN(std::vector<v1::ProbeResult> windows,
+                     state_->storage().ReadConfigResults(run.ppl_key, run.ppl_shards, config));
+    ASSIGN_OR_RETURN(double ppl, PerplexityOfWindows(windows, run.spec.ppl_window));
+    metrics.set_ppl(ppl);
+  }
+  return metrics;
+}
+
 Status JobPlanner::AggregateStage(JobRun& run) {
   for (const std::string& config : run.stage_configs) {
-    ASSIGN_OR_RETURN(std::vector<v1::ProbeResult> results,
-                     state_->storage().ReadConfigResults(run.base_key, run.shards, config));
-    ASSIGN_OR_RETURN(v1::Metrics metrics, AggregateProbeResults(results, run.spec.completion_len));
-    if (run.ppl_text) {
-      ASSIGN_OR_RETURN(std::vector<v1::ProbeResult> windows,
-                       state_->storage().ReadConfigResults(run.ppl_key, run.ppl_shards, config));
-      ASSIGN_OR_RETURN(double ppl, PerplexityOfWindows(windows, run.spec.ppl_window));
-      metrics.set_ppl(ppl);
-    }
-    run.evaluated[config] = std::move(metrics);
+    ASSIGN_OR_RETURN(run.evaluated[config], AggregateConfig(run, config));
   }
+  return OkStatus();
+}
+
+Status JobPlanner::SaveUnfinishedResults(JobRun& run) {
+  v1::JobState state;
+  {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    state = run.job.state();
+  }
+  if (run.driver == nullptr || state == v1::JOB_STATE_SUCCEEDED) return OkStatus();
+  for (const std::string& config : run.stage_configs) {
+    if (run.evaluated.count(config)) continue;
+    std::vector<std::pair<TaskKindForKey, std::string>> tasks;
+    for (const auto& [begin, end] : run.shards) {
+      tasks.emplace_back(TaskKindForKey::kEval,
+                         TaskIdFor(TaskKindForKey::kEval, ShardKey(run.base_key, config, begin, end)));
+    }
+    if (run.ppl_text) {
+      for (const auto& [begin, end] : run.ppl_shards) {
+        tasks.emplace_back(TaskKindForKey::kEval,
+                           TaskIdFor(TaskKindForKey::kEval, ShardKey(run.ppl_key, config, begin, end)));
+      }
+    }
+    ASSIGN_OR_RETURN(std::vector<bool> stored, state_->storage().HaveResults(tasks));
+    if (std::find(stored.begin(), stored.end(), false) != stored.end()) continue;
+    ASSIGN_OR_RETURN(run.evaluated[config], AggregateConfig(run, config));
+  }
+  v1::GetResultsResponse results = ResultsOf(run);
+  results.set_state(state);
+  RETURN_IF_ERROR(state_->storage().SaveResults(results));
+  std::lock_guard<std::mutex> lock(state_->mu);
+  run.results = std::make_shared<const v1::GetResultsResponse>(std::move(results));
+  state_->Touch(run);
   return OkStatus();
 }
 
@@ -456,6 +498,9 @@ v1::GetResultsResponse JobPlanner::ResultsOf(const JobRun& run) const {
   if (std::optional<std::string> warning = SaturationWarning(configs, run.spec.completion_len)) {
     response.add_warnings(*warning);
   }
+  // After the warning, which speaks of the rows a reader sees by default: a search's nodes outside
+  // its beams (no rank) come back only for GetResultsRequest.all_nodes (ClientApi::Results).
+  for (v1::ConfigResult& row : run.driver->OtherNodes(run.evaluated)) *response.add_results() = std::move(row);
   auto nf = run.evaluated.find("");
   if (nf != run.evaluated.end()) {
     *response.mutable_noise_floor() = nf->second;

@@ -58,7 +58,13 @@ class JobPlanner {
   // Step 3: the results so far published, then the driver's next stage planned; or the end of the job.
   Status StartStage(JobRun& run);
   Status AggregateStage(JobRun& run);
+  // The metrics of `config` from its stored shards (and its ppl from its stored windows).
+  StatusOr<dtm::v1::Metrics> AggregateConfig(const JobRun& run, const std::string& config);
   Status Finish(JobRun& run);
+  // A job that ended FAILED or CANCELLED keeps what it finished: the configs of its last stage whose
+  // every shard is in the store join those of the stages before, and the lot is stored as the job's
+  // results (with its state), so that `dtmctl results` shows them, after a restart too.
+  Status SaveUnfinishedResults(JobRun& run);
   // Reads the cache for `planned`, then (under mu) makes them the run's outstanding tasks: each is
   // counted cached when its result is in the store, joins the task another job already waits on, or
   // is queued. The reads come first, so a store error changes nothing.

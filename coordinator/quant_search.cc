@@ -69,11 +69,11 @@ QuantSearchDriver::Replay QuantSearchDriver::Run(const std::map<std::string, v1:
       for (const auto& child : children) replay.pending.push_back(child.first);
       break;
     }
-    replay.children.emplace_back();
-    for (const auto& child : children) replay.children.back().push_back(child.first);
     std::sort(children.begin(), children.end(), [&](const auto& a, const auto& b) {
       return RanksBefore(rank_by_, evaluated.at(a.first), a.first, evaluated.at(b.first), b.first);
     });
+    replay.children.emplace_back();
+    for (const auto& child : children) replay.children.back().push_back(child.first);
     const size_t keep = std::min<size_t>(children.size(), static_cast<size_t>(beam_));
     std::vector<Node> beam;
     for (size_t i = 0; i < keep; ++i) beam.push_back(std::move(children[i].second));
@@ -103,6 +103,23 @@ std::vector<v1::ConfigResult> QuantSearchDriver::Results(const std::map<std::str
       row.set_complete(true);
       row.set_search_level(static_cast<uint32_t>(level));
       row.set_rank(static_cast<uint32_t>(rank));
+      rows.push_back(std::move(row));
+    }
+  }
+  return rows;
+}
+
+std::vector<v1::ConfigResult> QuantSearchDriver::OtherNodes(const std::map<std::string, v1::Metrics>& evaluated) const {
+  const Replay replay = Run(evaluated);
+  std::vector<v1::ConfigResult> rows;
+  for (size_t i = 0; i < replay.children.size(); ++i) {
+    // children[i] is level i + 1 ranked, so its beam is its first beams[i + 1].size() nodes.
+    for (size_t r = replay.beams[i + 1].size(); r < replay.children[i].size(); ++r) {
+      v1::ConfigResult row;
+      row.set_config(replay.children[i][r]);
+      *row.mutable_metrics() = evaluated.at(replay.children[i][r]);
+      row.set_complete(true);
+      row.set_search_level(static_cast<uint32_t>(i + 1));
       rows.push_back(std::move(row));
     }
   }

@@ -43,6 +43,9 @@ class QuantSearchDriver : public JobDriver {
   // Every finished level's best nodes, level by level and by rank; the uncompressed model as level 0
   // when it was evaluated (the noise floor).
   std::vector<dtm::v1::ConfigResult> Results(const std::map<std::string, dtm::v1::Metrics>& evaluated) const override;
+  // Every finished level's nodes below its beam, level by level in ranking order, without rank.
+  std::vector<dtm::v1::ConfigResult> OtherNodes(
+      const std::map<std::string, dtm::v1::Metrics>& evaluated) const override;
 
   std::vector<dtm::v1::SearchLevel> SearchLevels(const std::map<std::string, dtm::v1::Metrics>& evaluated,
                                                  const std::set<std::string>& cached) const override;
@@ -60,7 +63,7 @@ class QuantSearchDriver : public JobDriver {
 
   struct Replay {
     std::vector<std::vector<Node>> beams;  // beams[L]: the best nodes of level L, best first
-    std::vector<std::vector<std::string>> children;  // children[L-1]: every node of finished level L
+    std::vector<std::vector<std::string>> children;  // children[L-1]: every node of finished level L, ranked
     std::vector<std::string> pending;      // the children of the first unfinished level, if any
   };
 

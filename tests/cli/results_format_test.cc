@@ -47,11 +47,12 @@ TEST(ResultsFormatTest, TableAlignsColumnsWithTheNoiseFloorFirst) {
   // The '*' marks the running config; complete rows keep its column blank so the counts line up.
   const std::string config_pad(77 - 6, ' ');
   EXPECT_EQ(FormatResultsTable(TwoConfigResults()),
-            "config" + config_pad + "  fdt75  fdt_mean  sdt_mean     dppl  probes\n" + std::string(77, '-') +
-                "  -----  --------  --------  -------  ------\n" + "(uncompressed)" +
-                std::string(77 - 14, ' ') + "   4.00      3.75      0.25   1.0001      4\n" + kTwoComponents +
-                "   3.25      2.50      1.75   1.2346      4\n" + "model.layers.3.self_attn.q_proj=int4" +
-                std::string(77 - 36, ' ') + "   1.50      0.33      3.00  12.5000      3*\n" +
+            "config" + config_pad + "  fdt75  fdt_mean  sdt_mean     dppl  probes  never_diverged\n" +
+                std::string(77, '-') + "  -----  --------  --------  -------  ------  --------------\n" +
+                "(uncompressed)" + std::string(77 - 14, ' ') + "   4.00      3.75      0.25   1.0001      4" +
+                std::string(12, ' ') + "75.0%\n" + kTwoComponents + "   3.25      2.50      1.75   1.2346      4" +
+                std::string(12, ' ') + "25.0%\n" + "model.layers.3.self_attn.q_proj=int4" + std::string(77 - 36, ' ') +
+                "   1.50      0.33      3.00  12.5000      3*" + std::string(12, ' ') + "0.0%\n" +
                 "* incomplete: shards outstanding, metrics cover the probes so far\n");
 }
 
@@ -70,15 +71,16 @@ TEST(ResultsFormatTest, TableShowsLevelAndRankOfSearchResultsAndNoDuplicateUncom
   r->set_search_level(1);
   r->set_rank(0);
   EXPECT_EQ(FormatResultsTable(response),
-            "config          fdt75  fdt_mean  sdt_mean    dppl  probes  level  rank\n"
-            "--------------  -----  --------  --------  ------  ------  -----  ----\n"
-            "(uncompressed)   4.00      4.00      0.00  1.0000       2\n"
-            "a=int8           2.00      2.00      1.00  1.5000       2      1     0\n");
+            "config          fdt75  fdt_mean  sdt_mean    dppl  probes  never_diverged  level  rank\n"
+            "--------------  -----  --------  --------  ------  ------  --------------  -----  ----\n"
+            "(uncompressed)   4.00      4.00      0.00  1.0000       2               -\n"
+            "a=int8           2.00      2.00      1.00  1.5000       2               -      1     0\n");
   // The CSV keeps a node's level and rank too (issue 13: they used to be dropped).
   EXPECT_EQ(FormatResultsCsv(response),
-            "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete,outlier_columns_mean,ppl,search_level,rank\n"
-            ",4,4,0,1,0,2,true,0,,,\n"
-            "a=int8,2,2,1,1.5,0.4,2,true,0,,1,0\n");
+            "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete,outlier_columns_mean,ppl,search_level,rank,"
+            "never_diverged,layer,component,method\n"
+            ",4,4,0,1,0,2,true,0,,,,,,,\n"
+            "a=int8,2,2,1,1.5,0.4,2,true,0,,1,0,,,,\n");
 }
 
 TEST(ResultsFormatTest, SearchLevelStatisticsFollowTheTableAndAreInTheJson) {
@@ -105,11 +107,13 @@ TEST(ResultsFormatTest, SearchLevelStatisticsFollowTheTableAndAreInTheJson) {
 
 TEST(ResultsFormatTest, CsvQuotesConfigsWithCommasAndKeepsFullPrecision) {
   EXPECT_EQ(FormatResultsCsv(TwoConfigResults()),
-            "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete,outlier_columns_mean,ppl,search_level,rank\n"
-            ",4,3.75,0.25,1.0001,0.0001,4,true,0,,,\n"
+            "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete,outlier_columns_mean,ppl,search_level,rank,"
+            "never_diverged,layer,component,method\n"
+            ",4,3.75,0.25,1.0001,0.0001,4,true,0,,,,0.75,,,\n"
             "\"model.layers.0.mlp.up_proj=int8-absmax,model.layers.1.mlp.down_proj=prune:0.5\","
-            "3.25,2.5,1.75,1.2345678,0.1,4,true,0,,,\n"
-            "model.layers.3.self_attn.q_proj=int4,1.5,0.3333333333333333,3,12.5,2.5257,3,false,0,,,\n");
+            "3.25,2.5,1.75,1.2345678,0.1,4,true,0,,,,0.25,,,\n"
+            "model.layers.3.self_attn.q_proj=int4,1.5,0.3333333333333333,3,12.5,2.5257,3,false,0,,,,0,3,self_attn.q_proj,"
+            "int4\n");
 }
 
 TEST(ResultsFormatTest, CsvAndJsonCarryTheOutlierColumns) {
@@ -125,8 +129,9 @@ TEST(ResultsFormatTest, CsvAndJsonCarryTheOutlierColumns) {
   p->set_probe_id("p0");
   p->set_outlier_columns(13);
   EXPECT_EQ(FormatResultsCsv(response),
-            "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete,outlier_columns_mean,ppl,search_level,rank\n"
-            "a=llm-int8,2,2,1,1.5,0.4,2,true,12.5,,,\n");
+            "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete,outlier_columns_mean,ppl,search_level,rank,"
+            "never_diverged,layer,component,method\n"
+            "a=llm-int8,2,2,1,1.5,0.4,2,true,12.5,,,,,,,\n");
   const nlohmann::json doc = nlohmann::json::parse(FormatResultsJson(response));
   EXPECT_EQ(doc["results"][0]["outlier_columns_mean"].get<double>(), 12.5);
   EXPECT_EQ(doc["results"][0]["probe_results"][0]["outlier_columns"].get<uint32_t>(), 13u);
@@ -145,14 +150,15 @@ TEST(ResultsFormatTest, AJobWithPplShowsItsColumnInTableCsvAndJson) {
   r->set_complete(true);
   const std::string table = FormatResultsTable(response);
   EXPECT_EQ(table,
-            "config          fdt75  fdt_mean  sdt_mean    dppl       ppl  probes\n"
-            "--------------  -----  --------  --------  ------  --------  ------\n"
-            "(uncompressed)   2.00      2.00      0.00  1.5000  388.9312       2\n"
-            "a=int8           1.00      1.50      1.00  1.7500  390.8171       2\n");
+            "config          fdt75  fdt_mean  sdt_mean    dppl       ppl  probes  never_diverged\n"
+            "--------------  -----  --------  --------  ------  --------  ------  --------------\n"
+            "(uncompressed)   2.00      2.00      0.00  1.5000  388.9312       2               -\n"
+            "a=int8           1.00      1.50      1.00  1.7500  390.8171       2               -\n");
   EXPECT_EQ(FormatResultsCsv(response),
-            "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete,outlier_columns_mean,ppl,search_level,rank\n"
-            ",2,2,0,1.5,0.4,2,true,0,388.93125,,\n"
-            "a=int8,1,1.5,1,1.75,0.5,2,true,0,390.8171,,\n");
+            "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete,outlier_columns_mean,ppl,search_level,rank,"
+            "never_diverged,layer,component,method\n"
+            ",2,2,0,1.5,0.4,2,true,0,388.93125,,,,,,\n"
+            "a=int8,1,1.5,1,1.75,0.5,2,true,0,390.8171,,,,,,\n");
   const nlohmann::json doc = nlohmann::json::parse(FormatResultsJson(response));
   EXPECT_EQ(doc["noise_floor"]["ppl"].get<double>(), 388.93125);
   EXPECT_EQ(doc["results"][0]["ppl"].get<double>(), 390.8171);
@@ -197,6 +203,7 @@ TEST(ResultsFormatTest, JsonIsTheExpectedDocument) {
       1
     ],
     "fdt_mean": 2.0,
+    "never_diverged": 1.0,
     "nll_mean": 0.0,
     "num_probes": 1,
     "outlier_columns_mean": 0.0,
@@ -205,6 +212,7 @@ TEST(ResultsFormatTest, JsonIsTheExpectedDocument) {
   "results": [
     {
       "complete": true,
+      "component": null,
       "config": "a=int8,b=int4",
       "dppl": 1.5,
       "fdt75": 1.0,
@@ -214,6 +222,9 @@ TEST(ResultsFormatTest, JsonIsTheExpectedDocument) {
         0
       ],
       "fdt_mean": 1.0,
+      "layer": null,
+      "method": null,
+      "never_diverged": 0.0,
       "nll_mean": 0.25,
       "num_probes": 1,
       "outlier_columns_mean": 0.0,
@@ -229,6 +240,7 @@ TEST(ResultsFormatTest, JsonIsTheExpectedDocument) {
         }
       ],
       "rank": 2,
+      "saturated": false,
       "sdt_mean": 1.0,
       "search_level": 0
     }
@@ -283,8 +295,8 @@ TEST(ResultsFormatTest, ParsesFormatAndStateNamesAndRejectsOthers) {
   EXPECT_NE(bad.message().find("'done'"), std::string::npos) << bad.message();
 }
 
-TEST(ResultsFormatTest, JobsTableListsIdStateKindNameProgressAndCreationTime) {
-  std::vector<v1::Job> jobs(2);
+TEST(ResultsFormatTest, JobsTableListsIdStateKindNameProgressCreationTimeAndWhy) {
+  std::vector<v1::Job> jobs(3);
   jobs[0].set_job_id("j-2");
   jobs[0].set_state(v1::JOB_STATE_RUNNING);
   jobs[0].mutable_summary()->set_kind(v1::JOB_KIND_QUANT_SEARCH);
@@ -297,11 +309,21 @@ TEST(ResultsFormatTest, JobsTableListsIdStateKindNameProgressAndCreationTime) {
   jobs[1].mutable_summary()->set_kind(static_cast<v1::JobKind>(9));  // a kind newer than this client
   jobs[1].mutable_progress()->set_tasks_done(8);
   jobs[1].mutable_progress()->set_tasks_total(8);
+  jobs[0].mutable_progress()->set_message("evaluating 12 configs");
+  // A waiting job says what it waits for; a failed one why it failed (its progress message is stale).
+  jobs[2].set_job_id("j-0");
+  jobs[2].set_state(v1::JOB_STATE_FAILED);
+  jobs[2].mutable_summary()->set_kind(v1::JOB_KIND_PROBE);
+  jobs[2].mutable_progress()->set_message("evaluating 3 configs");
+  jobs[2].mutable_error()->set_message("task t-1 failed on w1:\nout of memory");
   EXPECT_EQ(FormatJobsTable(jobs),
-            "id   state      kind          name             done/total  created\n"
-            "---  ---------  ------------  ---------------  ----------  --------------------\n"
-            "j-2  RUNNING    quant-search  llama int8 tree     120/480  2024-05-01T12:34:56Z\n"
-            "j-1  SUCCEEDED  9             -                       8/8  -\n");
+            "id   state      kind          name             done/total  created               why\n"
+            "---  ---------  ------------  ---------------  ----------  --------------------  "
+            "------------------------------------\n"
+            "j-2  RUNNING    quant-search  llama int8 tree     120/480  2024-05-01T12:34:56Z  evaluating 12 configs\n"
+            "j-1  SUCCEEDED  9             -                       8/8  -                     -\n"
+            "j-0  FAILED     probe         -                       0/0  -                     "
+            "task t-1 failed on w1: out of memory\n");
 }
 
 // -- sparsify-round: the probes in `results`, the answer in `allocation`
@@ -343,9 +365,9 @@ v1::GetResultsResponse SparsifyRoundResults() {
 
 TEST(ResultsFormatTest, TableFollowsTheProbesWithTheAllocationAndItsSummary) {
   EXPECT_EQ(FormatResultsTable(SparsifyRoundResults()),
-            "config                                 fdt75  fdt_mean  sdt_mean    dppl  probes\n"
-            "-------------------------------------  -----  --------  --------  ------  ------\n"
-            "model.layers.0.mlp.up_proj=prune:0.05  60.00     58.50      1.25  1.0123       8\n"
+            "config                                 fdt75  fdt_mean  sdt_mean    dppl  probes  never_diverged\n"
+            "-------------------------------------  -----  --------  --------  ------  ------  --------------\n"
+            "model.layers.0.mlp.up_proj=prune:0.05  60.00     58.50      1.25  1.0123       8               -\n"
             "\n"
             "component                          params  current   extra  target  predicted_fdt75\n"
             "-------------------------------  --------  -------  ------  ------  ---------------\n"

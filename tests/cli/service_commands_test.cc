@@ -405,9 +405,10 @@ TEST_F(ServiceCommandsTest, ResultsOfARunningJobPrintTheCompleteConfigsAndWarn) 
   EXPECT_EQ(ResultsCommand(Results("csv"), console_), 0) << err_.str();
   EXPECT_FALSE(service_.results_requests[0].include_probe_results());
   EXPECT_EQ(out_.str(),
-            "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete,outlier_columns_mean,ppl,search_level,rank\n"
-            ",4,0,0,0,0,4,true,0,,,\n"
-            "\"a=int8,b=int4\",2.5,0,0,1.25,0,4,true,0,,,\n");
+            "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete,outlier_columns_mean,ppl,search_level,rank,"
+            "never_diverged,layer,component,method\n"
+            ",4,0,0,0,0,4,true,0,,,,,,,\n"
+            "\"a=int8,b=int4\",2.5,0,0,1.25,0,4,true,0,,,,,,,\n");
   EXPECT_EQ(err_.str(),
             "dtmctl results: warning: job j-1 is RUNNING: showing 1 of 2 configs (1 incomplete left out; "
             "--partial shows them)\n");
@@ -418,7 +419,7 @@ TEST_F(ServiceCommandsTest, PartialResultsIncludeIncompleteConfigs) {
   ResultsOptions options = Results("csv");
   options.partial = true;
   EXPECT_EQ(ResultsCommand(options, console_), 0) << err_.str();
-  EXPECT_NE(out_.str().find("c=int4,1,0,0,0,0,2,false,0,,,\n"), std::string::npos) << out_.str();
+  EXPECT_NE(out_.str().find("c=int4,1,0,0,0,0,2,false,0,,,,,,,\n"), std::string::npos) << out_.str();
   EXPECT_EQ(err_.str(), "dtmctl results: warning: job j-1 is RUNNING: showing 2 of 2 configs\n");
 }
 
@@ -432,6 +433,60 @@ TEST_F(ServiceCommandsTest, ResultsRefuseAnUnknownFormatAndProbesOutsideJsonBefo
       << err_.str();
   EXPECT_NE(err_.str().find("dtmctl results: INVALID_ARGUMENT: --probes"), std::string::npos) << err_.str();
   EXPECT_TRUE(service_.results_requests.empty());
+}
+
+TEST_F(ServiceCommandsTest, ResultsSortAndTopApplyToTheConfigsBelowTheNoiseFloor) {
+  service_.results = OneCompleteOneRunning();
+  service_.results.mutable_results(1)->set_complete(true);
+  v1::ConfigResult* third = service_.results.add_results();
+  third->set_config("model.layers.2.mlp.up_proj=int8-absmax");
+  third->mutable_metrics()->set_fdt75(3);
+  third->mutable_metrics()->set_dppl(1.5);
+  third->mutable_metrics()->set_num_probes(4);
+  third->set_complete(true);
+  ResultsOptions options = Results("csv");
+  options.sort = "fdt75";
+  options.top = 2;
+  EXPECT_EQ(ResultsCommand(options, console_), 0) << err_.str();
+  EXPECT_FALSE(service_.results_requests[0].all_nodes());
+  EXPECT_EQ(out_.str(),
+            "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete,outlier_columns_mean,ppl,search_level,rank,"
+            "never_diverged,layer,component,method\n"
+            ",4,0,0,0,0,4,true,0,,,,,,,\n"
+            "model.layers.2.mlp.up_proj=int8-absmax,3,0,0,1.5,0,4,true,0,,,,,2,mlp.up_proj,int8-absmax\n"
+            "\"a=int8,b=int4\",2.5,0,0,1.25,0,4,true,0,,,,,,,\n");
+  out_.str("");
+  options.format = "json";
+  options.sort = "dppl";
+  options.top.reset();
+  options.all_nodes = true;
+  EXPECT_EQ(ResultsCommand(options, console_), 0) << err_.str();
+  EXPECT_TRUE(service_.results_requests[1].all_nodes());
+  const nlohmann::json doc = nlohmann::json::parse(out_.str());
+  ASSERT_EQ(doc["results"].size(), 3u);
+  EXPECT_EQ(doc["results"][0]["config"], "c=int4");  // dppl 0, lower first
+  EXPECT_EQ(doc["results"][1]["config"], "a=int8,b=int4");
+  EXPECT_EQ(doc["results"][2]["config"], "model.layers.2.mlp.up_proj=int8-absmax");
+}
+
+TEST_F(ServiceCommandsTest, ResultsRefuseABadSortOrTopBeforeCallingAndPplWithoutPpl) {
+  ResultsOptions options = Results("table");
+  options.sort = "fdt90";
+  EXPECT_EQ(ResultsCommand(options, console_), 2);
+  EXPECT_NE(err_.str().find("--sort: unknown metric 'fdt90' (fdt75, fdt_mean, never_diverged"), std::string::npos)
+      << err_.str();
+  options.sort = "fdt75";
+  options.top = 0;
+  EXPECT_EQ(ResultsCommand(options, console_), 2);
+  EXPECT_NE(err_.str().find("--top: must be at least 1, got 0"), std::string::npos) << err_.str();
+  EXPECT_TRUE(service_.results_requests.empty());
+  // Whether the job has ppl shows only in its results.
+  service_.results = OneCompleteOneRunning();
+  options.sort = "ppl";
+  options.top.reset();
+  EXPECT_EQ(ResultsCommand(options, console_), 2);
+  EXPECT_NE(err_.str().find("--sort ppl: job j-1 has no ppl"), std::string::npos) << err_.str();
+  EXPECT_EQ(out_.str(), "");
 }
 
 TEST_F(ServiceCommandsTest, ResultsOfAnUnknownJobExit2) {

@@ -265,6 +265,119 @@ TEST_F(ClientApiTest, ResultsComeInPagesAndEveryPageCarriesTheNoiseFloor) {
   EXPECT_EQ(scheduler_->client().Results(request).status().code(), StatusCode::kInvalidArgument);
 }
 
+// SPEC's fdt75 order (ties: fdt_mean higher, dppl lower, then the config string) over the synthetic
+// metrics, written out again rather than taken from the driver.
+bool SearchRanksBefore(const std::string& a, const std::string& b) {
+  const ExpectedMetrics ma = Expected(a), mb = Expected(b);
+  if (ma.fdt75 != mb.fdt75) return ma.fdt75 > mb.fdt75;
+  if (ma.fdt_mean != mb.fdt_mean) return ma.fdt_mean > mb.fdt_mean;
+  if (ma.dppl != mb.dppl) return ma.dppl < mb.dppl;
+  return a < b;
+}
+
+std::vector<v1::ConfigResult> AllPages(Scheduler& s, v1::GetResultsRequest request) {
+  std::vector<v1::ConfigResult> rows;
+  for (int pages = 0; pages < 100; ++pages) {
+    StatusOr<v1::GetResultsResponse> page = s.client().Results(request);
+    EXPECT_TRUE(page.ok()) << page.status().ToString();
+    if (!page.ok()) break;
+    if (request.page_size() > 0) {
+      EXPECT_LE(page->results_size(), static_cast<int>(request.page_size()));
+    }
+    rows.insert(rows.end(), page->results().begin(), page->results().end());
+    if (page->next_page_token().empty()) break;
+    request.set_page_token(page->next_page_token());
+  }
+  return rows;
+}
+
+std::vector<std::string> ConfigsOf(const std::vector<v1::ConfigResult>& rows) {
+  std::vector<std::string> configs;
+  for (const v1::ConfigResult& row : rows) configs.push_back(row.config());
+  return configs;
+}
+
+TEST_F(ClientApiTest, AllNodesReturnsEveryEvaluatedNodeOfASearchLevelByLevelAndPages) {
+  Register(*scheduler_, "w1");
+  const std::string spec = Replaced(ProbeSpec(), "kind: probe", "kind: quant-search");
+  const std::string id = Submit(*scheduler_, Replaced(spec, "probe:\n  methods: [int8-absmax]\n",
+                                                      "quant-search:\n  beam: 2\n  depth: 2\n"
+                                                      "  components: ['*.self_attn.*']\n"));
+  std::vector<v1::Task> leased;
+  Drive(*scheduler_, id, "w1", &leased);
+  ASSERT_EQ(Job(*scheduler_, id).state(), v1::JOB_STATE_SUCCEEDED);
+
+  // Level 1: the 8 attention components alone; level 2: the beam's two nodes grown by each of the
+  // 7 components they lack, the pair they share counted once. Each level ranked independently.
+  std::vector<std::string> level1;
+  for (int layer = 0; layer < kLayers; ++layer) {
+    for (const char* kind : {"q_proj", "k_proj", "v_proj", "o_proj"}) {
+      level1.push_back("model.layers." + std::to_string(layer) + ".self_attn." + kind + "=int8-absmax");
+    }
+  }
+  std::sort(level1.begin(), level1.end(), SearchRanksBefore);
+  std::set<std::string> children;
+  for (size_t parent = 0; parent < 2; ++parent) {
+    for (const std::string& other : level1) {
+      if (other == level1[parent]) continue;
+      children.insert(std::min(other, level1[parent]) + "," + std::max(other, level1[parent]));
+    }
+  }
+  std::vector<std::string> level2(children.begin(), children.end());
+  ASSERT_EQ(level2.size(), 13u);
+  std::sort(level2.begin(), level2.end(), SearchRanksBefore);
+
+  v1::GetResultsRequest request;
+  request.set_job_id(id);
+  const std::vector<v1::ConfigResult> beams = AllPages(*scheduler_, request);
+  EXPECT_EQ(ConfigsOf(beams), (std::vector<std::string>{"", level1[0], level1[1], level2[0], level2[1]}));
+  for (const v1::ConfigResult& row : beams) EXPECT_TRUE(row.has_rank()) << row.config();
+
+  request.set_all_nodes(true);
+  const std::vector<v1::ConfigResult> all = AllPages(*scheduler_, request);
+  std::vector<std::string> want = {""};
+  want.insert(want.end(), level1.begin(), level1.end());
+  want.insert(want.end(), level2.begin(), level2.end());
+  ASSERT_EQ(ConfigsOf(all), want);
+  const std::vector<uint32_t> levels = {0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2};
+  for (size_t i = 0; i < all.size(); ++i) {
+    SCOPED_TRACE("row " + std::to_string(i) + " '" + all[i].config() + "'");
+    ASSERT_TRUE(all[i].has_search_level());
+    EXPECT_EQ(all[i].search_level(), levels[i]);
+    // Only the beam has a rank: level 0's one node and each level's first two.
+    const size_t first_of_level = levels[i] == 0 ? 0 : levels[i] == 1 ? 1 : 9;
+    const size_t place = i - first_of_level;
+    EXPECT_EQ(all[i].has_rank(), place < 2);
+    if (all[i].has_rank()) {
+      EXPECT_EQ(all[i].rank(), place);
+    }
+    EXPECT_TRUE(all[i].complete());
+    ExpectMetrics(all[i].metrics(), all[i].config());
+  }
+  // Pages of 3 (the last one short) give the same rows in the same order.
+  request.set_page_size(3);
+  EXPECT_EQ(ConfigsOf(AllPages(*scheduler_, request)), want);
+  // The levels' node counts agree with the rows.
+  const v1::GetResultsResponse summary = Results(*scheduler_, id);
+  ASSERT_EQ(summary.search_levels_size(), 2);
+  EXPECT_EQ(summary.search_levels(0).nodes(), 8u);
+  EXPECT_EQ(summary.search_levels(1).nodes(), 13u);
+  // With a config filter, a node outside the beam is found only with all_nodes.
+  request.set_page_size(0);
+  request.add_configs(level2[5]);
+  EXPECT_EQ(ConfigsOf(AllPages(*scheduler_, request)), std::vector<std::string>{level2[5]});
+  request.set_all_nodes(false);
+  EXPECT_TRUE(AllPages(*scheduler_, request).empty());
+}
+
+TEST_F(ClientApiTest, AllNodesHasNoEffectOnAProbeJob) {
+  const std::string id = RunProbeJob(*scheduler_);
+  v1::GetResultsRequest request;
+  request.set_job_id(id);
+  request.set_all_nodes(true);
+  EXPECT_EQ(ConfigsOf(AllPages(*scheduler_, request)), ExpectedProbeConfigs());
+}
+
 TEST_F(ClientApiTest, AnswersFromMemoryWhileTheStoreIsAwayAndStoresACancellationBeforeConfirmingIt) {
   SwitchableStore store;
   std::unique_ptr<Scheduler> s = Make(&store);

@@ -1,6 +1,9 @@
 // The Scheduler's job runs: a probe job through its stages, the cache, metrics, store outages while
 // planning, lease expiry, failures, cancellation, restarts and waiting for a model
 // (scheduler_fixture.h drives it).
+#include <algorithm>
+#include <map>
+
 #include "tests/coordinator/scheduler_fixture.h"
 
 namespace dtm {
@@ -312,6 +315,75 @@ TEST_F(SchedulerTest, RequeuesARetryableFailureAndFailsTheJobOnANonRetryableOne)
   EXPECT_THAT(job.error().message(), HasSubstr("w1"));
   EXPECT_EQ(job.progress().tasks_failed(), 1u);
   EXPECT_TRUE(Lease(*scheduler_, "w1", 8).empty());
+}
+
+// Issue 13: a job that fails part way keeps the configs it finished, and says it failed.
+TEST_F(SchedulerTest, AFailedJobKeepsTheConfigsItFinishedAfterARestartToo) {
+  InMemoryStore other_store;
+  std::unique_ptr<Scheduler> uninterrupted = Make(&other_store);
+  Register(*uninterrupted, "w0");
+  const std::string other_id = Submit(*uninterrupted, ProbeSpec());
+  std::vector<v1::Task> other_leased;
+  Drive(*uninterrupted, other_id, "w0", &other_leased);
+  const v1::GetResultsResponse want = Results(*uninterrupted, other_id);
+  ASSERT_EQ(want.state(), v1::JOB_STATE_SUCCEEDED);
+
+  Register(*scheduler_, "w1");
+  const std::string id = Submit(*scheduler_, ProbeSpec());
+  for (const v1::Task& task : Lease(*scheduler_, "w1", kShards)) {
+    ASSERT_EQ(task.kind(), v1::TASK_KIND_BASELINE_SHARD);
+    EXPECT_EQ(Complete(*scheduler_, task, "w1"), v1::CompleteTaskResponse::OUTCOME_ACCEPTED);
+  }
+  scheduler_->Tick();
+  // About half the eval tasks done, then one fails for good.
+  std::map<std::string, uint32_t> shards_done;  // serialized config -> shards completed
+  std::vector<v1::Task> tasks = Lease(*scheduler_, "w1", kTasksTotal / 2 + 1);
+  ASSERT_GT(tasks.size(), 2u);
+  const v1::Task failing = tasks.back();
+  tasks.pop_back();
+  for (const v1::Task& task : tasks) {
+    EXPECT_EQ(Complete(*scheduler_, task, "w1"), v1::CompleteTaskResponse::OUTCOME_ACCEPTED);
+    ++shards_done[task.key().config().SerializeAsString()];
+  }
+  size_t finished = 0;
+  for (const auto& [config, done] : shards_done) finished += done == kShards;
+  ASSERT_GT(finished, 0u) << "no config has all its shards: lease more before failing";
+  v1::FailTaskRequest fail;
+  fail.set_worker_id("w1");
+  fail.set_lease_id(failing.lease_id());
+  fail.set_task_id(failing.task_id());
+  fail.set_request_id("fail-for-good");
+  fail.mutable_error()->set_code(static_cast<int>(StatusCode::kInternal));
+  fail.mutable_error()->set_message("checkpoint shard 3 is truncated");
+  fail.set_retryable(false);
+  ASSERT_TRUE(scheduler_->worker().FailTask(fail).ok());
+  scheduler_->Tick();  // the planner keeps what the job finished
+
+  // Every finished config, with the numbers of the uninterrupted run; the rest marked incomplete.
+  auto check = [&](const v1::GetResultsResponse& got) {
+    EXPECT_EQ(got.state(), v1::JOB_STATE_FAILED);
+    size_t complete = got.has_noise_floor() ? 1 : 0;
+    for (const v1::ConfigResult& row : got.results()) {
+      if (!row.complete()) continue;
+      ++complete;
+      const auto same = std::find_if(want.results().begin(), want.results().end(),
+                                     [&](const v1::ConfigResult& w) { return w.config() == row.config(); });
+      ASSERT_NE(same, want.results().end()) << row.config();
+      EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(row.metrics(), same->metrics())) << row.config();
+    }
+    EXPECT_EQ(complete, finished);
+    if (got.has_noise_floor()) {
+      EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(got.noise_floor(), want.noise_floor()));
+    }
+  };
+  check(Results(*scheduler_, id));
+  EXPECT_THAT(Job(*scheduler_, id).error().message(), HasSubstr("checkpoint shard 3 is truncated"));
+  scheduler_.reset();
+
+  std::unique_ptr<Scheduler> restarted = Make(&store_);
+  ASSERT_TRUE(restarted->Start().ok());
+  check(Results(*restarted, id));
+  restarted->Stop();
 }
 
 TEST_F(SchedulerTest, CancelEndsTheJobAndRevokesItsLeases) {

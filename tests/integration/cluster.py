@@ -13,6 +13,7 @@ dies (PR_SET_PDEATHSIG), so a CTest timeout leaves nothing behind.
 Environment: DTMCTL, DTM_COORDINATOR_BIN, DTM_WORKER_BIN, DTM_TINY_MODEL, DTM_BROWN_DIR, DTM_SOURCE_DIR;
 DTM_KEEP_TMP=1 keeps the temporary folders.
 """
+import atexit
 import concurrent.futures
 import ctypes
 import faulthandler
@@ -38,6 +39,9 @@ BROWN = os.environ.get("DTM_BROWN_DIR", "")
 SOURCE_DIR = os.environ.get("DTM_SOURCE_DIR", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 KEEP_TMP = os.environ.get("DTM_KEEP_TMP") == "1"
+# Tests never touch the user's own store (dtmctl local's default, in $XDG_DATA_HOME/dtm).
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="dtm-test-xdg-")
+atexit.register(shutil.rmtree, os.environ["XDG_DATA_HOME"], True)
 
 READY_TIMEOUT_S = 60
 # A test process that hangs prints every thread's Python stack before CTest's 1500 s timeout kills it

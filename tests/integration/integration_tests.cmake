@@ -26,9 +26,11 @@ if(TARGET dtm-coordinator AND TARGET dtm-worker AND TARGET dtmctl)
   add_test(NAME calibration_integration_test COMMAND /usr/bin/python3 ${DTM_INTEGRATION_TESTS}/calibration_test.py)
   # Issue 12: ground-truth perplexity inside jobs, and searches ranked by ppl and by dppl.
   add_test(NAME ppl_integration_test COMMAND /usr/bin/python3 ${DTM_INTEGRATION_TESTS}/ppl_test.py)
+  # Issue 13: dtmctl local on its SQLite store: kill -9 and resume, the store read without a daemon.
+  add_test(NAME local_store_integration_test COMMAND /usr/bin/python3 ${DTM_INTEGRATION_TESTS}/local_store_test.py)
   set_tests_properties(service_integration_test python_client_test daemon_errors_test search_integration_test
     sparsify_integration_test outage_integration_test untrusted_input_integration_test worker_trust_integration_test
-    calibration_integration_test ppl_integration_test
+    calibration_integration_test ppl_integration_test local_store_integration_test
     PROPERTIES
     LABELS "integration;model;redis"
     FIXTURES_REQUIRED tiny_model
