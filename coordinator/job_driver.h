@@ -56,6 +56,12 @@ class JobDriver {
     return {};
   }
 
+  // What a reader must know about how the answer was reached (GetResultsResponse.warnings), e.g. a
+  // search level whose beam was decided by the config string alone. Others: none.
+  virtual std::vector<std::string> Warnings(const std::map<std::string, dtm::v1::Metrics>& /*evaluated*/) const {
+    return {};
+  }
+
   // Search kinds set the level under evaluation and the best node so far; others leave them absent.
   virtual void FillProgress(const std::map<std::string, dtm::v1::Metrics>& /*evaluated*/,
                             dtm::v1::JobProgress* /*progress*/) const {}

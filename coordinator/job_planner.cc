@@ -498,6 +498,7 @@ v1::GetResultsResponse JobPlanner::ResultsOf(const JobRun& run) const {
   if (std::optional<std::string> warning = SaturationWarning(configs, run.spec.completion_len)) {
     response.add_warnings(*warning);
   }
+  for (std::string& warning : run.driver->Warnings(run.evaluated)) response.add_warnings(std::move(warning));
   // After the warning, which speaks of the rows a reader sees by default: a search's nodes outside
   // its beams (no rank) come back only for GetResultsRequest.all_nodes (ClientApi::Results).
   for (v1::ConfigResult& row : run.driver->OtherNodes(run.evaluated)) *response.add_results() = std::move(row);

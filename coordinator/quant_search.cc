@@ -37,6 +37,28 @@ bool QuantSearchDriver::RanksBefore(RankMetric metric, const v1::Metrics& a, con
   return config_a < config_b;
 }
 
+bool QuantSearchDriver::Tied(RankMetric metric, const v1::Metrics& a, const v1::Metrics& b) {
+  return !RanksBefore(metric, a, "", b, "") && !RanksBefore(metric, b, "", a, "");
+}
+
+std::vector<std::string> QuantSearchDriver::Warnings(const std::map<std::string, v1::Metrics>& evaluated) const {
+  std::vector<std::string> warnings;
+  const Replay replay = Run(evaluated);
+  const std::string compared = rank_by_ == RankMetric::kFdt75 ? "fdt75, fdt_mean and dppl" : RankMetricName(rank_by_);
+  for (size_t l = 0; l < replay.children.size(); ++l) {
+    const std::vector<std::string>& ranked = replay.children[l];
+    const size_t keep = static_cast<size_t>(beam_);
+    if (ranked.size() <= keep) continue;  // every node made the beam: nothing was chosen
+    const std::string& last = ranked[keep - 1];
+    const std::string& first_out = ranked[keep];
+    if (!Tied(rank_by_, evaluated.at(last), evaluated.at(first_out))) continue;
+    warnings.push_back("quant-search level " + std::to_string(l + 1) + ": the beam's last place went to '" + last +
+                       "' over '" + first_out + "' by the config string alone (equal " + compared +
+                       "); a longer completion, more probes or a harsher method would let the metrics decide");
+  }
+  return warnings;
+}
+
 std::string QuantSearchDriver::ConfigOf(const Node& node) const {
   std::string config;
   for (const std::string& component : node) {

@@ -54,9 +54,16 @@ class QuantSearchDriver : public JobDriver {
   void FillProgress(const std::map<std::string, dtm::v1::Metrics>& evaluated,
                     dtm::v1::JobProgress* progress) const override;
 
+  // Per finished level whose beam's last place went to one of two nodes that tie on every metric of
+  // the ranking, so that the config string alone chose it (SPEC's last tie-break): which two, and
+  // what would separate them.
+  std::vector<std::string> Warnings(const std::map<std::string, dtm::v1::Metrics>& evaluated) const override;
+
   // True when (a, config_a) ranks before (b, config_b) by `metric` (RankMetric says how).
   static bool RanksBefore(RankMetric metric, const dtm::v1::Metrics& a, const std::string& config_a,
                           const dtm::v1::Metrics& b, const std::string& config_b);
+  // True when `metric` ranks neither of a and b before the other but for their config strings.
+  static bool Tied(RankMetric metric, const dtm::v1::Metrics& a, const dtm::v1::Metrics& b);
 
  private:
   using Node = std::set<std::string>;  // component names, kept sorted as the canonical config wants

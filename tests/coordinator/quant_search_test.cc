@@ -205,6 +205,43 @@ TEST(QuantSearchTest, RanksByFdt75ThenFdtMeanThenDpplThenConfig) {
   for (size_t i = 0; i < rows.size(); ++i) EXPECT_EQ(rows[i].rank(), i);
 }
 
+// Issue 13: a beam whose last place only the config string decided says so; one the metrics decided
+// does not.
+TEST(QuantSearchTest, WarnsWhenTheConfigStringAloneDecidedTheBeamsLastPlace) {
+  const std::map<std::string, std::tuple<double, double, double>> given = {
+      {"c.a=int8-absmax", {10, 5, 2.0}}, {"c.b=int8-absmax", {12, 1, 9.0}}, {"c.c=int8-absmax", {10, 7, 3.0}},
+      {"c.d=int8-absmax", {10, 5, 2.0}}, {"c.e=int8-absmax", {10, 5, 1.5}}};
+  auto metrics = [&](const std::string& config) {
+    v1::Metrics m;
+    m.set_fdt75(std::get<0>(given.at(config)));
+    m.set_fdt_mean(std::get<1>(given.at(config)));
+    m.set_dppl(std::get<2>(given.at(config)));
+    return m;
+  };
+  // Ranked b, c, e, a, d: a and d tie on every metric.
+  QuantSearchDriver four({"c.a", "c.b", "c.c", "c.d", "c.e"}, "int8-absmax", 4, 1);
+  Evaluated evaluated;
+  RunToEnd(four, &evaluated, metrics);
+  const std::vector<std::string> warnings = four.Warnings(evaluated);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_THAT(warnings[0], ::testing::HasSubstr("level 1: the beam's last place went to 'c.a=int8-absmax' over "
+                                                "'c.d=int8-absmax' by the config string alone (equal fdt75, "
+                                                "fdt_mean and dppl)"));
+  // A beam of 3 ends between e and a, which dppl separates; a beam of 5 keeps every node.
+  for (int beam : {3, 5}) {
+    QuantSearchDriver driver({"c.a", "c.b", "c.c", "c.d", "c.e"}, "int8-absmax", beam, 1);
+    Evaluated other;
+    RunToEnd(driver, &other, metrics);
+    EXPECT_TRUE(driver.Warnings(other).empty()) << "beam " << beam;
+  }
+  // Ranked by dppl alone, a and d tie too, and c.c (3.0) is separated from them.
+  QuantSearchDriver by_dppl({"c.a", "c.b", "c.c", "c.d", "c.e"}, "int8-absmax", 2, 1, RankMetric::kDppl);
+  Evaluated dppl;
+  RunToEnd(by_dppl, &dppl, metrics);
+  ASSERT_EQ(by_dppl.Warnings(dppl).size(), 1u);  // ranked e, a, d, c, b: a over d
+  EXPECT_THAT(by_dppl.Warnings(dppl)[0], ::testing::HasSubstr("(equal dppl)"));
+}
+
 TEST(QuantSearchTest, ReportsTheUncompressedModelAsLevelZeroAndStopsAtTheFullSet) {
   QuantSearchDriver driver({"c.a", "c.b"}, "prune:0.5", 4, 2);
   Evaluated evaluated;
