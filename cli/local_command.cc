@@ -1,6 +1,8 @@
 #include "cli/local_command.h"
 
+#include <filesystem>
 #include <memory>
+#include <system_error>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -14,6 +16,7 @@
 #include "common/grpc_security.h"
 #include "common/jsonl.h"
 #include "common/metrics_http_server.h"
+#include "common/store_url.h"
 #include "cli/embedded_coordinator.h"
 #include "coordinator/client_api.h"
 #include "coordinator/coordinator.h"
@@ -127,7 +130,16 @@ int LocalCommand(const LocalOptions& options, const Console& console) {
     StatusOr<std::string> url = DefaultLocalStoreUrl();
     if (!url.ok()) return Fail(console, "--store", url.status());
     store_url = *url;
+  } else if (StatusOr<std::string> path = SqlitePathOfUrl(store_url); path.ok()) {
+    store_url = "sqlite://" + std::filesystem::absolute(*path).string();
   }
+  // Relative paths in the spec name files beside it, so that an example runs from any folder: the
+  // process works from the spec's folder (after the command line's own paths were made absolute).
+  // `submit` cannot do this: its spec's paths are the cluster's.
+  const std::string spec_path = std::filesystem::absolute(options.spec_path).string();
+  std::error_code error;
+  std::filesystem::current_path(std::filesystem::path(spec_path).parent_path(), error);
+  if (error) return Fail(console, "job spec", UnavailableError("cannot work from its folder: " + error.message()));
   auto registry = std::make_shared<prometheus::Registry>();
   StatusOr<std::unique_ptr<EmbeddedCoordinator>> embedded =
       EmbeddedCoordinator::Start(store_url, EmbeddedCoordinatorOptions(options.lease_timeout_ms), registry.get());
@@ -168,7 +180,7 @@ int LocalCommand(const LocalOptions& options, const Console& console) {
       std::ostringstream id_out;
       SubmitOptions submit;
       submit.connection.coordinator = address;
-      submit.spec_path = options.spec_path;
+      submit.spec_path = spec_path;
       submit.watch = true;
       Console submit_console = console;
       submit_console.out = &id_out;

@@ -1,7 +1,7 @@
 """`dtmctl local` keeps its jobs and results in an SQLite file (issue 13): a run killed with -9 mid-job
 and started again resumes that job without recomputing what the store holds, and `dtmctl results |
 jobs | export-config --store` read the file afterwards without any daemon. One store file has one
-owner at a time.
+owner at a time. A spec's relative paths are read against its own folder, from any working folder.
 
 Real processes only: dtmctl on the tiny model (the tiny_model fixture), the store a real SQLite file
 read back here with Python's sqlite3 module. Run by CTest (local_store_integration_test).
@@ -139,6 +139,34 @@ class LocalStoreTest(unittest.TestCase):
         store = os.path.join(data_home, "dtm", "local.sqlite")
         self.assertIn(f"(kept in sqlite://{store})", proc.stderr)
         self.assertGreater(stored_results(store), 0)
+
+    def test_an_example_runs_from_another_working_directory(self):
+        """The shipped example's relative paths (../build/...) are read against the spec's folder, not
+        the working directory: a copy of the repository's layout, run from /."""
+        root = os.path.join(self.tmp, "checkout")
+        os.makedirs(os.path.join(root, "examples"))
+        os.makedirs(os.path.join(root, "build", "demo"))
+        os.symlink(dtm_cluster.MODEL, os.path.join(root, "build", "tiny-model"))
+        with open(os.path.join(root, "build", "demo", "probes.jsonl"), "w") as f:
+            for i in range(8):
+                f.write(json.dumps({"id": f"p{i}", "tokens": [1] + [300 + 5 * i + k for k in range(31)]}) + "\n")
+        with open(os.path.join(dtm_cluster.SOURCE_DIR, "examples", "tiny-probe.yaml")) as f:
+            example = f.read()
+        self.assertIn("model: ../build/tiny-model", example)
+        # The example's own paths; fewer probes and tokens, so that it runs in seconds.
+        small = re.sub(r"(?m)^num_probes: \d+$", "num_probes: 8", example)
+        small = re.sub(r"(?m)^completion: \d+$", "completion: 8", small)
+        small = re.sub(r"(?m)^shard_size: \d+$", "shard_size: 8", small)
+        spec = os.path.join(root, "examples", "tiny-probe.yaml")
+        with open(spec, "w") as f:
+            f.write(small)
+        proc = subprocess.run([dtm_cluster.DTMCTL, "local", os.path.relpath(spec, "/"), "--store", "memory",
+                               "--format", "json"], cwd="/", capture_output=True, text=True, timeout=600)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        results = json.loads(proc.stdout)
+        self.assertEqual(results["state"], "SUCCEEDED")
+        self.assertEqual(len(results["results"]), 56)  # 28 components x 2 methods
+        self.assertEqual(results["noise_floor"]["num_probes"], 8)
 
     def test_a_store_that_is_not_one_is_refused_and_left_alone(self):
         for url, reason in ((f"sqlite://{self.spec}", "not an SQLite database"),
