@@ -310,11 +310,16 @@ std::string FormatResultsTable(const v1::GetResultsResponse& response) {
   const std::string unsaturated_mark = any_saturated ? " " : "";
   auto add_row = [&](const std::string& label, const v1::Metrics& m, bool complete, bool config) {
     const std::optional<double> never = NeverDivergedShare(m);
-    rows.push_back({label, Fixed(m.fdt75(), 2) + (config && Fdt75Saturated(m) ? "!" : unsaturated_mark),
-                    Fixed(m.fdt_mean(), 2), Fixed(m.sdt_mean(), 2), Fixed(m.dppl(), 4),
-                    std::to_string(m.num_probes()) + (complete ? complete_mark : "*"),
+    // A config with no probe in yet (`--partial` on a running job) has no metrics: 0.00 would read
+    // as total divergence.
+    const bool none = m.num_probes() == 0;
+    rows.push_back({label,
+                    none ? "-" + unsaturated_mark
+                         : Fixed(m.fdt75(), 2) + (config && Fdt75Saturated(m) ? "!" : unsaturated_mark),
+                    none ? "-" : Fixed(m.fdt_mean(), 2), none ? "-" : Fixed(m.sdt_mean(), 2),
+                    none ? "-" : Fixed(m.dppl(), 4), std::to_string(m.num_probes()) + (complete ? complete_mark : "*"),
                     never ? Percent(*never, 1) : "-"});
-    if (ppl) rows.back().insert(rows.back().begin() + 5, m.has_ppl() ? Fixed(m.ppl(), 4) : "");
+    if (ppl) rows.back().insert(rows.back().begin() + 5, m.has_ppl() && !none ? Fixed(m.ppl(), 4) : "");
   };
   if (ShowNoiseFloor(response)) {
     add_row(kUncompressedLabel, response.noise_floor(), true, /*config=*/false);
@@ -332,7 +337,7 @@ std::string FormatResultsTable(const v1::GetResultsResponse& response) {
   std::string out = AlignColumns(rows, right_aligned);
   if (any_incomplete) out += "* incomplete: shards outstanding, metrics cover the probes so far\n";
   if (any_saturated) {
-    out += "! saturated: fdt75 is the completion length (a quarter or more of the probes never diverged) and "
+    out += "! saturated: fdt75 is the completion length (more than a quarter of the probes never diverged) and "
            "cannot rank these configs; compare fdt_mean, or use a longer completion, more probes or a harsher "
            "method\n";
   }

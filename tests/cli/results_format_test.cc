@@ -56,6 +56,21 @@ TEST(ResultsFormatTest, TableAlignsColumnsWithTheNoiseFloorFirst) {
                 "* incomplete: shards outstanding, metrics cover the probes so far\n");
 }
 
+// Issue 13: a config with no probe in yet prints no metrics, since 0.00 reads as total divergence.
+TEST(ResultsFormatTest, TablePrintsNoMetricsForAConfigWithoutProbesYet) {
+  v1::GetResultsResponse response;
+  response.set_state(v1::JOB_STATE_RUNNING);
+  v1::ConfigResult* waiting = response.add_results();
+  waiting->set_config("c=int8-absmax");
+  waiting->mutable_metrics()->set_num_probes(0);
+  waiting->set_complete(false);
+  EXPECT_EQ(FormatResultsTable(response),
+            "config         fdt75  fdt_mean  sdt_mean  dppl  probes  never_diverged\n"
+            "-------------  -----  --------  --------  ----  ------  --------------\n"
+            "c=int8-absmax      -         -         -     -      0*               -\n"
+            "* incomplete: shards outstanding, metrics cover the probes so far\n");
+}
+
 TEST(ResultsFormatTest, TableShowsLevelAndRankOfSearchResultsAndNoDuplicateUncompressedRow) {
   v1::GetResultsResponse response;
   response.set_job_id("j-7");

@@ -180,7 +180,7 @@ TEST(ResultsViewTest, TableMarksSaturatedConfigsButNotTheNoiseFloor) {
                      "  4.00!      2.25      0.00  2.5000       4           50.0%") +
                 line("model.layers.0.mlp.up_proj=int8-absmax,model.layers.1.mlp.down_proj=prune:0.5",
                      "  1.25       0.75      0.00  4.2500       4            0.0%") +
-                "! saturated: fdt75 is the completion length (a quarter or more of the probes never diverged) and "
+                "! saturated: fdt75 is the completion length (more than a quarter of the probes never diverged) and "
                 "cannot rank these configs; compare fdt_mean, or use a longer completion, more probes or a harsher "
                 "method\n");
   // Without a saturated config there is neither mark nor footnote.
