@@ -56,7 +56,7 @@ std::string TaskCounts(const v1::JobProgress& p) {
 
 }  // namespace
 
-std::string RenderProgress(const v1::JobProgress& p, int bar_width) {
+std::string RenderProgress(const v1::JobProgress& p, int bar_width, uint32_t completion_len) {
   std::string line = Bar(p.tasks_done(), p.tasks_total(), bar_width) + " " + TaskCounts(p);
   char buf[64];
   if (p.probes_per_second() > 0) {
@@ -70,6 +70,7 @@ std::string RenderProgress(const v1::JobProgress& p, int bar_width) {
   if (p.has_best_fdt75()) {
     std::snprintf(buf, sizeof buf, "  best fdt75 %.2f", p.best_fdt75());
     line += buf;
+    if (completion_len > 0 && p.best_fdt75() >= completion_len) line += " (saturated)";
   }
   if (!p.message().empty()) line += "  " + p.message();
   return line;

@@ -2,6 +2,7 @@
 // functions of the messages, so the rendering is tested without a server or a terminal.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "dtm/v1/job.pb.h"
@@ -23,8 +24,10 @@ std::string FormatDuration(double seconds);
 //   [#####.....] 120/480 tasks  (35 cached, 2 failed)  12.3 probes/s  ETA 1m05s  RUNNING
 //   level 2  best fdt75 41.5  waiting for a worker serving /models/x
 // `bar_width` is the number of cells between the brackets. Parts without a value (no cached tasks,
-// no rate, no ETA, not a search, no message) are left out rather than printed as zeros.
-std::string RenderProgress(const v1::JobProgress& progress, int bar_width = 30);
+// no rate, no ETA, not a search, no message) are left out rather than printed as zeros. Given the
+// job's completion length, a best fdt75 at that length is marked "(saturated)": it then cannot tell
+// nodes apart (`results` says which metrics did).
+std::string RenderProgress(const v1::JobProgress& progress, int bar_width = 30, uint32_t completion_len = 0);
 
 // Decides when a non-TTY watcher (a log file, CI) prints a line: on the first message, when the
 // state, search level or message changes, and each time another tenth of the tasks is done, so a

@@ -123,15 +123,16 @@ grpc::Status WithRetries(const std::string& command, const ConnectionOptions& co
 // otherwise (see ProgressLogFilter).
 class ProgressView {
  public:
-  ProgressView(const Console& console, int bar_width) : console_(console), bar_width_(bar_width) {}
+  ProgressView(const Console& console, int bar_width, uint32_t completion_len)
+      : console_(console), bar_width_(bar_width), completion_len_(completion_len) {}
 
   void Show(const v1::JobProgress& progress) {
     std::ostream& err = *console_.err;
     if (!console_.err_is_tty) {
-      if (filter_.ShouldPrint(progress)) err << RenderProgress(progress, bar_width_) << std::endl;
+      if (filter_.ShouldPrint(progress)) err << RenderProgress(progress, bar_width_, completion_len_) << std::endl;
       return;
     }
-    std::string line = RenderProgress(progress, bar_width_);
+    std::string line = RenderProgress(progress, bar_width_, completion_len_);
     // Wrapping would make '\r' redraw only the last row of the line, leaving the rest behind.
     if (console_.columns > 1 && static_cast<int>(line.size()) >= console_.columns)
       line.resize(console_.columns - 1);
@@ -155,6 +156,7 @@ class ProgressView {
  private:
   const Console& console_;
   const int bar_width_;
+  const uint32_t completion_len_;  // 0: unknown
   ProgressLogFilter filter_;
   size_t drawn_ = 0;  // characters of the line on screen (TTY only)
 };
@@ -175,7 +177,14 @@ std::string JobError(v1::DtmService::Stub* stub, const ConnectionOptions& connec
 // retry policy; a message resets the count.
 int Watch(v1::DtmService::Stub* stub, const std::string& command, const ConnectionOptions& connection,
           const std::string& job_id, int bar_width, const Console& console) {
-  ProgressView view(console, bar_width);
+  // The completion length, so that the bar can say when the best fdt75 is saturated at it; the bar
+  // goes without the mark when the job cannot be read (the stream below reports why).
+  v1::GetJobRequest get;
+  get.set_job_id(job_id);
+  v1::Job job;
+  const uint32_t completion_len =
+      Unary(&v1::DtmService::Stub::GetJob, stub, connection, get, &job).ok() ? job.summary().completion_len() : 0;
+  ProgressView view(console, bar_width, completion_len);
   std::optional<v1::JobProgress> last;
   int failures = 0;
   while (true) {

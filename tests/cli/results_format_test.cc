@@ -511,6 +511,15 @@ TEST(ProgressBarTest, RendersSearchLevelBestFdtAndMessage) {
       "[###.] 3/4 tasks  RUNNING  level 2  best fdt75 41.50  waiting for a worker serving /models/tiny");
 }
 
+TEST(ProgressBarTest, MarksABestFdt75AtTheCompletionLengthAsSaturated) {
+  v1::JobProgress p = Progress(v1::JOB_STATE_RUNNING, 3, 4);
+  p.set_search_level(2);
+  p.set_best_fdt75(64);
+  EXPECT_EQ(RenderProgress(p, 4, 64), "[###.] 3/4 tasks  RUNNING  level 2  best fdt75 64.00 (saturated)");
+  EXPECT_EQ(RenderProgress(p, 4, 96), "[###.] 3/4 tasks  RUNNING  level 2  best fdt75 64.00");
+  EXPECT_EQ(RenderProgress(p, 4), "[###.] 3/4 tasks  RUNNING  level 2  best fdt75 64.00");  // length unknown
+}
+
 TEST(ProgressBarTest, DropsTheEtaOnceTheJobHasEnded) {
   v1::JobProgress p = Progress(v1::JOB_STATE_SUCCEEDED, 4, 4);
   p.set_eta_seconds(0);

@@ -521,10 +521,10 @@ TEST_F(ServiceCommandsTest, JobsFollowsEveryPageAndFiltersByState) {
   EXPECT_EQ(service_.list_requests[0].states(0), v1::JOB_STATE_RUNNING);
   EXPECT_EQ(service_.list_requests[0].states(1), v1::JOB_STATE_PENDING);
   EXPECT_EQ(out_.str(),
-            "id   state    kind      name        done/total  created\n"
-            "---  -------  --------  ----------  ----------  -------\n"
-            "j-2  RUNNING  evaluate  int8 sweep         3/8  -\n"
-            "j-1  RUNNING  probe     -                  0/0  -\n");
+            "id   state    kind      name        done/total  created  why\n"
+            "---  -------  --------  ----------  ----------  -------  ---\n"
+            "j-2  RUNNING  evaluate  int8 sweep         3/8  -        -\n"
+            "j-1  RUNNING  probe     -                  0/0  -        -\n");
 }
 
 TEST_F(ServiceCommandsTest, JobsRejectsAnUnknownStateWithExit2) {
