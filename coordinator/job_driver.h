@@ -56,6 +56,10 @@ class JobDriver {
     return {};
   }
 
+  // How many configs the stages after the next one (the one NextStage returns for `evaluated`) can
+  // hold at most, for the whole job's ETA. Kinds whose stages are all known: 0.
+  virtual uint64_t LaterConfigs(const std::map<std::string, dtm::v1::Metrics>& /*evaluated*/) const { return 0; }
+
   // What a reader must know about how the answer was reached (GetResultsResponse.warnings), e.g. a
   // search level whose beam was decided by the config string alone. Others: none.
   virtual std::vector<std::string> Warnings(const std::map<std::string, dtm::v1::Metrics>& /*evaluated*/) const {

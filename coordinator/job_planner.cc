@@ -394,6 +394,10 @@ Status JobPlanner::StartStage(JobRun& run) {
   Publish(run);
   ASSIGN_OR_RETURN(std::optional<std::vector<std::string>> next, run.driver->NextStage(run.evaluated));
   if (!next) return Finish(run);
+  {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    run.later_tasks = run.driver->LaterConfigs(run.evaluated) * (run.shards.size() + run.ppl_shards.size());
+  }
   std::vector<std::string> configs;
   // The noise floor runs with the first stage, so that it is beside every result.
   if (run.spec.noise_floor && !run.evaluated.count("")) configs.push_back("");

@@ -50,7 +50,8 @@ void RefreshProgress(JobRun& run, JobRun::TimePoint now) {
   if (elapsed > 0 && run.probes_computed_here > 0) {
     progress.set_probes_per_second(run.probes_computed_here / elapsed);
     const double tasks_per_second = run.tasks_computed_here / elapsed;
-    const double left = static_cast<double>(progress.tasks_total()) - progress.tasks_done();
+    const double left =
+        static_cast<double>(progress.tasks_total()) - progress.tasks_done() + static_cast<double>(run.later_tasks);
     if (left > 0 && tasks_per_second > 0) {
       progress.set_eta_seconds(left / tasks_per_second);
     } else {

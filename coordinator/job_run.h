@@ -51,6 +51,9 @@ struct JobRun {
   TimePoint last_persist;
   TimePoint started;                // of this coordinator's run of the job
   int64_t tasks_computed_here = 0;  // results accepted since `started`, for rates
+  // Tasks of the stages not planned yet, an upper bound from the driver (JobDriver::LaterConfigs),
+  // so that the ETA covers the whole job and not only the stage under way.
+  uint64_t later_tasks = 0;
   int64_t probes_computed_here = 0;
 
   // Serializes writes of this job's record, so that an older snapshot never overwrites a newer one.

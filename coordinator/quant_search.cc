@@ -37,6 +37,21 @@ bool QuantSearchDriver::RanksBefore(RankMetric metric, const v1::Metrics& a, con
   return config_a < config_b;
 }
 
+uint64_t QuantSearchDriver::LaterConfigs(const std::map<std::string, v1::Metrics>& evaluated) const {
+  const uint64_t c = components_.size();
+  const uint64_t deepest = depth_ == 0 ? c : std::min<uint64_t>(static_cast<uint64_t>(depth_), c);
+  const uint64_t under_way = Run(evaluated).children.size() + 1;
+  uint64_t total = 0;
+  for (uint64_t level = under_way + 1; level <= deepest; ++level) {
+    const uint64_t grown = static_cast<uint64_t>(beam_) * (c - level + 1);
+    // c choose level, computed only as far as it stays below `grown` (it overflows quickly).
+    uint64_t sets = 1;
+    for (uint64_t k = 1; k <= level && sets < grown; ++k) sets = sets * (c - level + k) / k;
+    total += std::min(grown, sets);
+  }
+  return total;
+}
+
 bool QuantSearchDriver::Tied(RankMetric metric, const v1::Metrics& a, const v1::Metrics& b) {
   return !RanksBefore(metric, a, "", b, "") && !RanksBefore(metric, b, "", a, "");
 }

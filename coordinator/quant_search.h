@@ -54,6 +54,10 @@ class QuantSearchDriver : public JobDriver {
   void FillProgress(const std::map<std::string, dtm::v1::Metrics>& evaluated,
                     dtm::v1::JobProgress* progress) const override;
 
+  // The levels after the one under way, each at most beam x (components - level + 1) nodes and
+  // never more than the sets of `level` components.
+  uint64_t LaterConfigs(const std::map<std::string, dtm::v1::Metrics>& evaluated) const override;
+
   // Per finished level whose beam's last place went to one of two nodes that tie on every metric of
   // the ranking, so that the config string alone chose it (SPEC's last tie-break): which two, and
   // what would separate them.

@@ -242,6 +242,29 @@ TEST(QuantSearchTest, WarnsWhenTheConfigStringAloneDecidedTheBeamsLastPlace) {
   EXPECT_THAT(by_dppl.Warnings(dppl)[0], ::testing::HasSubstr("(equal dppl)"));
 }
 
+// The whole job's ETA counts the levels not yet opened: an upper bound on their nodes, exact where
+// no two beam nodes share a child.
+TEST(QuantSearchTest, BoundsTheNodesOfTheLevelsNotYetOpened) {
+  QuantSearchDriver driver(kComponents, "int8-absmax", 2, 3);
+  Evaluated evaluated;
+  // Before level 1: levels 2 (2 x 4 = 8 < 5 choose 2 = 10) and 3 (2 x 3 = 6 < 10).
+  EXPECT_EQ(driver.LaterConfigs(evaluated), 14u);
+  const auto stages = RunToEnd(driver, &evaluated, FakeMetrics);
+  ASSERT_EQ(stages.size(), 3u);
+  // Replayed stage by stage: each bound covers what came after the next stage.
+  Evaluated so_far;
+  for (size_t i = 0; i < stages.size(); ++i) {
+    uint64_t later = 0;
+    for (size_t j = i + 1; j < stages.size(); ++j) later += stages[j].size();
+    EXPECT_GE(driver.LaterConfigs(so_far), later) << "before stage " << i;
+    for (const std::string& config : stages[i]) so_far[config] = evaluated.at(config);
+  }
+  EXPECT_EQ(driver.LaterConfigs(so_far), 0u);
+  // A small set of components caps a level at its number of sets: 3 choose 3 = 1, not 4 x 1.
+  QuantSearchDriver few({"c.a", "c.b", "c.c"}, "int8-absmax", 4, 0);
+  EXPECT_EQ(few.LaterConfigs({}), 3u + 1u);  // level 2: min(4 x 2, 3); level 3: min(4 x 1, 1)
+}
+
 TEST(QuantSearchTest, ReportsTheUncompressedModelAsLevelZeroAndStopsAtTheFullSet) {
   QuantSearchDriver driver({"c.a", "c.b"}, "prune:0.5", 4, 2);
   Evaluated evaluated;
