@@ -2,11 +2,11 @@
 // workers (threads calling the Scheduler directly, as the gRPC handlers do) lease one task at a time
 // and "evaluate" it instantly with synthetic outputs, so that the wall time of a job is the
 // scheduler's: planning, leasing, validating and storing results, advancing stages. Runs on an
-// in-memory store, or on Redis with --redis. Prints one table row per worker count; never a timed
-// test.
+// in-memory store, or on the one --store names (Redis, an SQLite file). Prints one table row per
+// worker count; never a timed test.
 //
 //   dispatch_bench [--workers 1,4,16] [--layers 32] [--methods int8-absmax,prune:0.5] [--probes 1000]
-//                  [--shard-size 50] [--prefix 100] [--completion 500] [--redis redis://host:port]
+//                  [--shard-size 50] [--prefix 100] [--completion 500] [--store memory|redis://..|sqlite://..]
 //                  [--idle-poll-us 1000] [--log-level warn]
 #include <stdlib.h>
 
@@ -25,11 +25,9 @@
 #include <CLI/CLI.hpp>
 #include <prometheus/registry.h>
 
-#include "common/in_memory_store.h"
 #include "common/logging.h"
 #include "common/probe_file.h"
-#include "common/redis_options.h"
-#include "common/redis_store.h"
+#include "common/store_url.h"
 #include "coordinator/clock.h"
 #include "coordinator/coordinator_metrics.h"
 #include "common/version.h"
@@ -49,7 +47,7 @@ struct BenchOptions {
   int shard_size = 50;
   int prefix = 100;
   int completion = 500;
-  std::string redis;  // empty: in-memory store
+  std::string store = "memory";  // a --store URL (common/store_url.h)
   // How long a worker waits after an empty lease reply. Real workers wait 500 ms; here a short wait,
   // so that the gaps between stages measure the scheduler rather than the poll interval.
   int idle_poll_us = 1000;
@@ -180,11 +178,8 @@ void WorkerLoop(Scheduler* scheduler, const std::string& worker, const BenchOpti
 }
 
 std::unique_ptr<Store> OpenStore(const BenchOptions& o) {
-  if (o.redis.empty()) return std::make_unique<InMemoryStore>();
-  StatusOr<RedisOptions> options = ParseRedisUrl(o.redis);
-  Check(options.status(), "--redis");
-  StatusOr<std::unique_ptr<RedisStore>> store = RedisStore::Connect(*options);
-  Check(store.status(), "connecting to " + o.redis);
+  StatusOr<std::unique_ptr<Store>> store = OpenStoreUrl(o.store);
+  Check(store.status(), "--store " + o.store);
   return std::move(store).value();
 }
 
@@ -274,7 +269,9 @@ int Main(int argc, char** argv) {
   app.add_option("--shard-size", o.shard_size, "probes per task")->check(CLI::Range(1, 10000000));
   app.add_option("--prefix", o.prefix, "prefix tokens per probe")->check(CLI::Range(1, 100000));
   app.add_option("--completion", o.completion, "completion tokens per probe")->check(CLI::Range(1, 100000));
-  app.add_option("--redis", o.redis, "redis://host:port[/db] to use a Redis store instead of the in-memory one");
+  CLI::Option* store = app.add_option("--store", o.store, "memory, redis://host:port[/db] or sqlite://PATH")
+                           ->capture_default_str();
+  app.add_option("--redis", o.store, "the same as --store (its older name)")->excludes(store);
   app.add_option("--idle-poll-us", o.idle_poll_us, "a worker's wait after an empty lease reply")
       ->check(CLI::Range(0, 10000000));
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn or error");
@@ -289,7 +286,7 @@ int Main(int argc, char** argv) {
   std::printf("dispatch_bench: %d layers x 7 components x %zu methods + noise floor = %d configs; %d probes in "
               "%d shards of %d => %d tasks (%d baseline); prefix %d, completion %d; store: %s\n",
               o.layers, o.methods.size(), configs, o.probes, shards, o.shard_size, shards * (configs + 1), shards,
-              o.prefix, o.completion, o.redis.empty() ? "in-memory" : o.redis.c_str());
+              o.prefix, o.completion, o.store.c_str());
   std::printf("%7s %7s %8s %10s %12s %9s %9s %9s %9s %9s %9s %8s\n", "workers", "tasks", "wall_s", "tasks/s",
               "us/task", "pair_p50", "pair_p99", "lease_p50", "lease_p99", "compl_p50", "compl_p99", "idle");
   for (size_t i = 0; i < o.workers.size(); ++i) {
