@@ -29,5 +29,6 @@ head -n 300 "$work/brown-held-out.txt" >"$work/ppl-text.txt"
 echo "tiny model: $(python3 -c "import json;d=json.load(open('$model/dtm_training.json'));print(f\"{d['parameters']} parameters, held-out perplexity {d['held_out_ppl']:.1f}\")")"
 echo "probes: $count held-out Brown prefixes of $prefix tokens"
 # The job: every component under int8-absmax and int8-absmax-row, run embedded (coordinator, two
-# workers and the client in one process, results cached in memory).
+# workers and the client in one process; jobs and results kept in its SQLite store, so a second run
+# answers from the cache).
 "$dtmctl" local examples/tiny-probe.yaml --workers 2
