@@ -114,8 +114,8 @@ void AddServiceCommands(CLI::App* app, ServiceFlags* f) {
 
   CLI::App* watch = app->add_subcommand("watch", "follow a job's progress until it ends (exit 0: SUCCEEDED)");
   watch->add_option("id", f->watch.job_id, "job id")->required();
+  // No --store: a coordinator of this process has no workers, so an unfinished job would never move.
   AddConnectionFlags(watch, &f->watch.connection);
-  AddStoreFlag(watch, &f->watch.connection);
 
   CLI::App* results = app->add_subcommand("results", "a job's results in the job's order (or --sort's), the noise floor on top");
   results->add_option("id", f->results.job_id, "job id")->required();
@@ -196,13 +196,14 @@ dtm::cli::ConnectionOptions* ConnectionOf(const std::string& command, ServiceFla
 std::optional<int> RunServiceCommand(const std::string& command, const ServiceFlags& flags) {
   const dtm::cli::Console console = dtm::cli::Console::Std();
   ServiceFlags f = flags;
-  // With --store, a coordinator of this process on that store answers the command (and resumes
-  // nothing it could run: it has no workers).
+  // With --store, a coordinator of this process on that store answers the command. It resumes no
+  // job: it has no workers, and resuming would read a job's files from this working folder.
   std::unique_ptr<dtm::cli::EmbeddedCoordinator> embedded;
   if (dtm::cli::ConnectionOptions* connection = ConnectionOf(command, &f); connection && !connection->store.empty()) {
     (void)dtm::InitLogging("warn");
-    auto started = dtm::cli::EmbeddedCoordinator::Start(
-        connection->store, dtm::cli::EmbeddedCoordinatorOptions(/*lease_timeout_ms=*/60000), nullptr);
+    dtm::CoordinatorOptions options = dtm::cli::EmbeddedCoordinatorOptions(/*lease_timeout_ms=*/60000);
+    options.resume_job = [](const dtm::v1::Job&) { return false; };
+    auto started = dtm::cli::EmbeddedCoordinator::Start(connection->store, options, nullptr);
     if (!started.ok()) {
       std::cerr << "dtmctl " << command << ": --store: " << started.status().message() << "\n";
       return started.status().code() == dtm::StatusCode::kUnavailable ? 3 : 2;

@@ -1,6 +1,6 @@
 // EmbeddedCoordinator: a coordinator inside dtmctl, on a store the user names, serving both its
 // gRPC services on a free loopback port. `dtmctl local` runs its job on one; `dtmctl results | jobs
-// | export-config | watch | cancel --store URL` start one to read a store without a daemon.
+// | export-config | cancel | purge-worker --store URL` start one to read a store without a daemon.
 #pragma once
 
 #include <memory>
@@ -35,8 +35,8 @@ CoordinatorOptions EmbeddedCoordinatorOptions(int64_t lease_timeout_ms);
 class EmbeddedCoordinator {
  public:
   // Opens `store_url` (common/store_url.h; an sqlite:// file's folder is created when absent),
-  // starts a coordinator on it, which resumes the store's unfinished jobs, and listens on
-  // 127.0.0.1. `registry` (may be null) receives the coordinator's metrics and must outlive it.
+  // starts a coordinator on it, which resumes the unfinished jobs `options.resume_job` selects, and
+  // listens on 127.0.0.1. `registry` (may be null) receives the coordinator's metrics and must outlive it.
   static StatusOr<std::unique_ptr<EmbeddedCoordinator>> Start(const std::string& store_url,
                                                               const CoordinatorOptions& options,
                                                               prometheus::Registry* registry);

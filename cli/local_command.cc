@@ -141,8 +141,12 @@ int LocalCommand(const LocalOptions& options, const Console& console) {
   std::filesystem::current_path(std::filesystem::path(spec_path).parent_path(), error);
   if (error) return Fail(console, "job spec", UnavailableError("cannot work from its folder: " + error.message()));
   auto registry = std::make_shared<prometheus::Registry>();
+  CoordinatorOptions coordinator_options = EmbeddedCoordinatorOptions(options.lease_timeout_ms);
+  // Only this spec's unfinished job is resumed (below): the store's others are other specs', whose
+  // relative paths and model this process does not serve; they stay as stored for their own runs.
+  coordinator_options.resume_job = [spec_yaml = *yaml](const v1::Job& job) { return job.spec_yaml() == spec_yaml; };
   StatusOr<std::unique_ptr<EmbeddedCoordinator>> embedded =
-      EmbeddedCoordinator::Start(store_url, EmbeddedCoordinatorOptions(options.lease_timeout_ms), registry.get());
+      EmbeddedCoordinator::Start(store_url, coordinator_options, registry.get());
   if (!embedded.ok()) return Fail(console, "store", embedded.status());
   const std::string address = (*embedded)->address();
 

@@ -52,6 +52,11 @@ struct CoordinatorOptions {
   int64_t max_stage_tasks = 100000;
   // How long finished tasks and ended leases are remembered, to answer late reports precisely.
   int64_t lease_retention_ms = 300000;
+  // Which unfinished jobs found in the store at Start() this coordinator resumes; the others stay
+  // as stored, readable and cancellable but never advanced (their files are not even read). Unset:
+  // all. `dtmctl local` resumes only its own spec's job (its workers serve that model alone, from
+  // that spec's folder); `dtmctl results --store` none (it has no workers).
+  std::function<bool(const dtm::v1::Job&)> resume_job;
   // Called on the scheduler thread when the store stops answering (false) and answers again (true),
   // e.g. to turn the daemon's health to NOT_SERVING. Must not call into the coordinator.
   std::function<void(bool reachable)> on_store_reachable;

@@ -58,6 +58,7 @@ void JobPlanner::AdvanceAll() {
     std::lock_guard<std::mutex> lock(state_->mu);
     for (auto& [id, run] : state_->jobs) {
       // Ended jobs that still hold planner state are visited once more, to free it.
+      if (run->phase == JobPhase::kDormant) continue;
       if (run->phase != JobPhase::kEnded || run->driver != nullptr || !run->probe_rows.empty()) {
         runs.push_back(run.get());
       }
@@ -90,6 +91,8 @@ void JobPlanner::Advance(JobRun& run) {
     }
     Status status = OkStatus();
     switch (phase) {
+      case JobPhase::kDormant:
+        return;  // never advanced here (AdvanceAll does not even visit it)
       case JobPhase::kEnded:
         if (Status saved = SaveUnfinishedResults(run); saved.code() == StatusCode::kUnavailable) {
           return;  // the store is away: the next tick saves them

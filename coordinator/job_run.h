@@ -27,6 +27,8 @@ enum class JobPhase {
   kBaseline,         // the baseline shards (and the ppl text's windows) are planned; their tasks are outstanding
   kStages,           // a stage of configs is planned; its tasks are outstanding
   kEnded,            // SUCCEEDED, FAILED or CANCELLED
+  kDormant,          // unfinished in the store, loaded but not resumed by this coordinator
+                     // (CoordinatorOptions::resume_job): its record stays as stored until cancelled
 };
 
 // The fields fall in two groups, so that the scheduler thread can plan a job without holding the

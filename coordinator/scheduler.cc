@@ -63,6 +63,10 @@ Status Scheduler::Start() {
       ref.phase = JobPhase::kEnded;
       continue;
     }
+    if (state_.options().resume_job && !state_.options().resume_job(ref.job)) {
+      ref.phase = JobPhase::kDormant;
+      continue;
+    }
     // The replay plans every task again and counts each once more (the finished ones as cached), so
     // the counts of the earlier run must not stay underneath. Failures and re-queues are events, not
     // plan counts: they are kept.

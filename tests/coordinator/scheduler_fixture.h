@@ -339,6 +339,18 @@ class SchedulerFixture : public ::testing::Test {
   }
 
   std::string NewRequestId() { return "request-" + std::to_string(++next_submit_); }
+  // ProbeSpec() run to its end without interruption, on a store of its own: what an interrupted
+  // run must come to.
+  v1::GetResultsResponse UninterruptedProbeResults() {
+    InMemoryStore store;
+    std::unique_ptr<Scheduler> s = Make(&store);
+    Register(*s, "w0");
+    const std::string id = Submit(*s, ProbeSpec());
+    std::vector<v1::Task> leased;
+    Drive(*s, id, "w0", &leased);
+    return Results(*s, id);
+  }
+
   size_t JobCount(Scheduler& s) {
     StatusOr<v1::ListJobsResponse> listed = s.client().ListJobs(v1::ListJobsRequest());
     EXPECT_TRUE(listed.ok()) << listed.status().ToString();

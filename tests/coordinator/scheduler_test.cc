@@ -319,13 +319,7 @@ TEST_F(SchedulerTest, RequeuesARetryableFailureAndFailsTheJobOnANonRetryableOne)
 
 // Issue 13: a job that fails part way keeps the configs it finished, and says it failed.
 TEST_F(SchedulerTest, AFailedJobKeepsTheConfigsItFinishedAfterARestartToo) {
-  InMemoryStore other_store;
-  std::unique_ptr<Scheduler> uninterrupted = Make(&other_store);
-  Register(*uninterrupted, "w0");
-  const std::string other_id = Submit(*uninterrupted, ProbeSpec());
-  std::vector<v1::Task> other_leased;
-  Drive(*uninterrupted, other_id, "w0", &other_leased);
-  const v1::GetResultsResponse want = Results(*uninterrupted, other_id);
+  const v1::GetResultsResponse want = UninterruptedProbeResults();
   ASSERT_EQ(want.state(), v1::JOB_STATE_SUCCEEDED);
 
   Register(*scheduler_, "w1");
@@ -415,14 +409,7 @@ TEST_F(SchedulerTest, CancelEndsTheJobAndRevokesItsLeases) {
 }
 
 TEST_F(SchedulerTest, ResumesAfterARestartWithoutRecomputingFinishedTasks) {
-  // What an uninterrupted run gives, on a store of its own.
-  InMemoryStore other_store;
-  std::unique_ptr<Scheduler> uninterrupted = Make(&other_store);
-  Register(*uninterrupted, "w0");
-  const std::string other_id = Submit(*uninterrupted, ProbeSpec());
-  std::vector<v1::Task> other_leased;
-  Drive(*uninterrupted, other_id, "w0", &other_leased);
-  v1::GetResultsResponse want = Results(*uninterrupted, other_id);
+  v1::GetResultsResponse want = UninterruptedProbeResults();
   ASSERT_EQ(want.state(), v1::JOB_STATE_SUCCEEDED);
 
   // The first coordinator computes the baseline and 21 of the 45 eval tasks, leases two more, and
@@ -474,6 +461,38 @@ TEST_F(SchedulerTest, ResumesAfterARestartWithoutRecomputingFinishedTasks) {
   EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(got, want))
       << got.DebugString() << "\nvs\n" << want.DebugString();
   restarted->Stop();
+}
+
+// Issue 13: a coordinator told not to resume a job (dtmctl results --store, or dtmctl local for
+// another spec's job) leaves it as stored: not advanced, its files not read, still cancellable.
+TEST_F(SchedulerTest, AJobNotToResumeStaysAsStoredAndCanBeCancelled) {
+  Register(*scheduler_, "w1");
+  const std::string id = Submit(*scheduler_, ProbeSpec());
+  for (const v1::Task& task : Lease(*scheduler_, "w1", kShards)) {
+    EXPECT_EQ(Complete(*scheduler_, task, "w1"), v1::CompleteTaskResponse::OUTCOME_ACCEPTED);
+  }
+  scheduler_->Tick();
+  clock_.Advance(std::chrono::milliseconds(1500));
+  scheduler_->Tick();  // the record reaches the store
+  scheduler_.reset();
+  // A reader whose working folder would not find the probes: resuming would fail the job.
+  fs::remove(probes_path_);
+  CoordinatorOptions options = Options();
+  options.resume_job = [](const v1::Job&) { return false; };
+  std::unique_ptr<Scheduler> reader = Make(&store_, options);
+  ASSERT_TRUE(reader->Start().ok());
+  Register(*reader, "w1");
+  for (int i = 0; i < 3; ++i) reader->Tick();
+  EXPECT_EQ(Job(*reader, id).state(), v1::JOB_STATE_RUNNING) << Job(*reader, id).error().message();
+  EXPECT_TRUE(Lease(*reader, "w1", 8).empty());
+  StatusOr<v1::Job> cancelled = reader->client().Cancel(id, "not wanted");
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status().ToString();
+  EXPECT_EQ(cancelled->state(), v1::JOB_STATE_CANCELLED);
+  reader->Stop();
+  reader.reset();
+  v1::Job stored;
+  ASSERT_TRUE(stored.ParseFromString(**store_.Get(JobStoreKey(id))));
+  EXPECT_EQ(stored.state(), v1::JOB_STATE_CANCELLED);
 }
 
 TEST_F(SchedulerTest, TellsAnUnregisteredWorkerToRegisterInsteadOfLeasing) {

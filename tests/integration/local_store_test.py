@@ -52,7 +52,8 @@ class LocalStoreTest(unittest.TestCase):
                 f.write(json.dumps({"id": f"p{i}", "tokens": [1] + [200 + 11 * i + k for k in range(PREFIX - 1)]}) + "\n")
         cls.spec = os.path.join(cls.tmp, "probe.yaml")
         with open(cls.spec, "w") as f:
-            f.write(f"kind: probe\nmodel: {dtm_cluster.MODEL}\nprobes: {probes}\nnum_probes: {PROBES}\n"
+            # The probes by a relative path: read against the spec's folder, whatever the working one.
+            f.write(f"kind: probe\nmodel: {dtm_cluster.MODEL}\nprobes: probes.jsonl\nnum_probes: {PROBES}\n"
                     f"prefix: {PREFIX}\ncompletion: {COMPLETION}\nshard_size: {SHARD}\n"
                     "probe:\n  methods: [int8-absmax]\n")
 
@@ -80,6 +81,13 @@ class LocalStoreTest(unittest.TestCase):
         proc.stderr.close()
         before = stored_results(path)
         print(f"\nkilled with {before} results stored", file=sys.stderr)
+
+        # Read from another folder, the unfinished job is left as it is: not resumed by that reader
+        # (whose working folder would not find its relative paths), so not failed either.
+        listed = subprocess.run([dtm_cluster.DTMCTL, "jobs", "--store", url], cwd="/", capture_output=True,
+                                text=True, timeout=60)
+        self.assertEqual(listed.returncode, 0, listed.stderr)
+        self.assertRegex(listed.stdout, r"j-[0-9a-f]+\s+RUNNING", listed.stdout)
 
         resumed = dtm_cluster.run_dtmctl("local", self.spec, "--store", url, "--format", "json", timeout=600)
         self.assertRegex(resumed.stderr, r"resuming job j-[0-9a-f]+ of this spec, left unfinished in " + re.escape(url))
