@@ -79,7 +79,7 @@ StatusOr<int> TakeOwnerLock(const std::string& path) {
 // A prepared statement from the cache, reset and cleared of its bindings when it goes out of scope.
 class SqliteStore::Statement {
  public:
-  Statement(sqlite3_stmt* stmt) : stmt_(stmt) {}
+  explicit Statement(sqlite3_stmt* stmt) : stmt_(stmt) {}
   Statement(Statement&& other) noexcept : stmt_(std::exchange(other.stmt_, nullptr)) {}
   Statement& operator=(Statement&&) = delete;
   ~Statement() {
@@ -152,10 +152,7 @@ StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path
       return InvalidArgumentError("sqlite store " + path + ": not an SQLite database (no SQLite header)");
     }
   }
-  int lock_fd = -1;
-  if (options.exclusive) {
-    ASSIGN_OR_RETURN(lock_fd, TakeOwnerLock(path));
-  }
+  ASSIGN_OR_RETURN(const int lock_fd, TakeOwnerLock(path));
   sqlite3* db = nullptr;
   // NOMUTEX: mu_ serializes every use of the connection.
   int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
@@ -163,7 +160,7 @@ StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path
   if (rc != SQLITE_OK) {
     std::string message = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
     sqlite3_close(db);
-    if (lock_fd >= 0) ::close(lock_fd);
+    ::close(lock_fd);
     return UnavailableError("sqlite store " + path + ": " + message);
   }
   sqlite3_busy_timeout(db, options.busy_timeout_ms);
@@ -178,7 +175,7 @@ SqliteStore::SqliteStore(std::string path, sqlite3* db, int lock_fd)
 SqliteStore::~SqliteStore() {
   for (auto& [sql, stmt] : cache_) sqlite3_finalize(stmt);
   sqlite3_close(db_);
-  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the owner lock
+  ::close(lock_fd_);  // releases the owner lock
 }
 
 // Refuses a file that is not a dtm store: not a database, or another program's. Its statements are

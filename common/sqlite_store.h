@@ -18,10 +18,6 @@ struct sqlite3_stmt;
 namespace dtm {
 
 struct SqliteStoreOptions {
-  // Takes the file's owner lock (an flock on PATH-lock, released by the kernel when the process
-  // dies, kill -9 included) and refuses a file whose lock another process holds: two coordinators
-  // on one file would each resume the other's jobs. Off only for tests that open a file twice.
-  bool exclusive = true;
   // How long a write waits for another connection's write lock before UNAVAILABLE.
   int busy_timeout_ms = 5000;
 };
@@ -30,7 +26,12 @@ struct SqliteStoreOptions {
 // values are BLOBs, so any bytes are stored and keys sort as Redis's do (bytewise). Each operation
 // is one SQLite transaction, committed with synchronous=FULL: an acknowledged write is on disk
 // before the call returns, so nothing acknowledged is lost to a kill -9 or a power cut (as Redis
-// with appendfsync always). Readers in other processes (WAL) see every committed write.
+// with appendfsync always). Other programs reading the file (sqlite3, Python) see every committed
+// write, and WAL lets them read while dtm writes.
+//
+// One owner per file: Open takes the file's owner lock (an flock on PATH-lock, released by the
+// kernel when the process dies, kill -9 included) and refuses a file whose lock another holder has,
+// since two coordinators on one file would each resume the other's jobs.
 //
 // Thread-safety: thread-safe; one connection, guarded by one mutex held for one operation.
 class SqliteStore : public Store {
@@ -83,7 +84,7 @@ class SqliteStore : public Store {
   std::mutex mu_;
   sqlite3* db_;                                   // guarded by mu_
   std::map<std::string, sqlite3_stmt*> cache_;    // guarded by mu_; SQL text -> prepared statement
-  int lock_fd_;                                   // the owner lock's file, -1 without one
+  int lock_fd_;                                   // the owner lock's file, open for the store's life
 };
 
 }  // namespace dtm
