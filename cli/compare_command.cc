@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -19,6 +18,7 @@
 #include "common/input_checks.h"
 #include "common/probe_file.h"
 #include "common/sha256.h"
+#include "common/xdg_dirs.h"
 #include "worker/engine/baseline.h"
 #include "worker/engine/checkpoint.h"
 #include "worker/engine/evaluator.h"
@@ -158,11 +158,8 @@ void PrintTable(const nlohmann::json& out) {
 }  // namespace
 
 std::string DefaultBaselineCacheDir() {
-  const char* xdg = std::getenv("XDG_CACHE_HOME");
-  if (xdg != nullptr && xdg[0] == '/') return (fs::path(xdg) / "dtm" / "baselines").string();
-  const char* home = std::getenv("HOME");
-  if (home != nullptr && home[0] != '\0') return (fs::path(home) / ".cache" / "dtm" / "baselines").string();
-  return "";
+  const std::optional<std::string> cache = XdgDir("XDG_CACHE_HOME", "/.cache");
+  return cache ? (fs::path(*cache) / "dtm" / "baselines").string() : "";
 }
 
 Status CompareCommand(const CompareOptions& options) {

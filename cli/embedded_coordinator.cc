@@ -1,6 +1,5 @@
 #include "cli/embedded_coordinator.h"
 
-#include <cstdlib>
 #include <filesystem>
 #include <system_error>
 
@@ -9,23 +8,17 @@
 #include "common/grpc_security.h"
 #include "common/store.h"
 #include "common/store_url.h"
+#include "common/xdg_dirs.h"
 
 namespace dtm::cli {
 
 StatusOr<std::string> DefaultLocalStoreUrl() {
-  const char* xdg = std::getenv("XDG_DATA_HOME");
-  const char* home = std::getenv("HOME");
-  std::string data;
-  // The XDG base directory spec: a relative XDG_DATA_HOME is invalid and ignored.
-  if (xdg != nullptr && xdg[0] == '/') {
-    data = xdg;
-  } else if (home != nullptr && home[0] != '\0') {
-    data = std::string(home) + "/.local/share";
-  } else {
+  const std::optional<std::string> data = XdgDir("XDG_DATA_HOME", "/.local/share");
+  if (!data) {
     return FailedPreconditionError("no XDG_DATA_HOME or HOME to keep the store in: name one with --store "
                                    "sqlite://PATH (or --store memory)");
   }
-  return "sqlite://" + data + "/dtm/local.sqlite";
+  return "sqlite://" + *data + "/dtm/local.sqlite";
 }
 
 CoordinatorOptions EmbeddedCoordinatorOptions(int64_t lease_timeout_ms) {

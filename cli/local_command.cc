@@ -44,8 +44,11 @@ StatusOr<std::string> ReadSpecFile(const std::string& path) {
   return ReadTextFile(path, limits);
 }
 
-// The id of an unfinished (pending or running) job in the store whose spec is `spec_yaml`, byte
-// for byte; "" when there is none.
+// Whether `job` is this run's: its spec is `spec_yaml`, byte for byte. The one rule both for which
+// stored job the coordinator resumes and for which one this run then watches.
+bool IsThisSpecsJob(const v1::Job& job, const std::string& spec_yaml) { return job.spec_yaml() == spec_yaml; }
+
+// The id of an unfinished (pending or running) job of this spec in the store; "" when there is none.
 StatusOr<std::string> FindUnfinishedJob(ClientApi* client, const std::string& spec_yaml) {
   v1::ListJobsRequest request;
   request.add_states(v1::JOB_STATE_PENDING);
@@ -55,7 +58,7 @@ StatusOr<std::string> FindUnfinishedJob(ClientApi* client, const std::string& sp
     for (const v1::Job& listed : page.jobs()) {
       // A page carries no specs: the job itself does.
       ASSIGN_OR_RETURN(v1::Job job, client->GetJob(listed.job_id()));
-      if (job.spec_yaml() == spec_yaml) return job.job_id();
+      if (IsThisSpecsJob(job, spec_yaml)) return job.job_id();
     }
     if (page.next_page_token().empty()) return std::string();
     request.set_page_token(page.next_page_token());
@@ -144,7 +147,7 @@ int LocalCommand(const LocalOptions& options, const Console& console) {
   CoordinatorOptions coordinator_options = EmbeddedCoordinatorOptions(options.lease_timeout_ms);
   // Only this spec's unfinished job is resumed (below): the store's others are other specs', whose
   // relative paths and model this process does not serve; they stay as stored for their own runs.
-  coordinator_options.resume_job = [spec_yaml = *yaml](const v1::Job& job) { return job.spec_yaml() == spec_yaml; };
+  coordinator_options.resume_job = [spec_yaml = *yaml](const v1::Job& job) { return IsThisSpecsJob(job, spec_yaml); };
   StatusOr<std::unique_ptr<EmbeddedCoordinator>> embedded =
       EmbeddedCoordinator::Start(store_url, coordinator_options, registry.get());
   if (!embedded.ok()) return Fail(console, "store", embedded.status());
