@@ -73,17 +73,22 @@ class LocalWorkers {
   Status Start(const LocalOptions& options, const JobSpec& spec, const std::string& address,
                prometheus::Registry* registry) {
     ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel, MakeChannel(address, ClientSecurityOptions{}));
-    for (int k = 0; k < options.workers; ++k) {
+    // With `reference:`, as many workers again serve the reference (its baseline and noise floor):
+    // two replicas in memory per worker pair, e.g. 2 x 13.5 GB for Llama-2-7B in bfloat16.
+    std::vector<std::pair<std::string, std::string>> served = {{spec.model, "local-"}};
+    if (!spec.reference.empty() && spec.reference != spec.model) served.emplace_back(spec.reference, "local-reference-");
+    for (int k = 0; k < options.workers * static_cast<int>(served.size()); ++k) {
+      const auto& [model_path, id_prefix] = served[k / options.workers];
       EngineExecutorOptions engine;
-      engine.model_path = spec.model;
+      engine.model_path = model_path;
       engine.dtype = spec.dtype.empty() ? options.dtype : spec.dtype;
       engine.device = options.device;
       engine.batch_size = options.batch_size;
       double load_seconds = 0;
       ASSIGN_OR_RETURN(std::unique_ptr<TaskExecutor> executor, CreateEngineExecutor(engine, &load_seconds));
       WorkerOptions worker_options;
-      worker_options.worker_id = "local-" + std::to_string(k);
-      worker_options.model_path = spec.model;
+      worker_options.worker_id = id_prefix + std::to_string(k % options.workers);
+      worker_options.model_path = model_path;
       auto metrics = registry ? std::make_unique<WorkerMetrics>(registry, worker_options.worker_id) : nullptr;
       if (metrics) metrics->SetModelLoadSeconds(load_seconds);
       auto worker = std::make_unique<Worker>(worker_options, channel, executor.get(), metrics.get());

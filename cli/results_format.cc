@@ -17,6 +17,8 @@ namespace {
 using Row = std::vector<std::string>;
 
 constexpr const char* kUncompressedLabel = "(uncompressed)";
+// The noise floor of a job with `reference:`: the reference against its own baseline.
+constexpr const char* kReferenceLabel = "(reference)";
 
 // Two spaces between columns, a dashed rule under the header (rows[0]); a column is padded on the
 // left (numbers) or on the right (text) as `right_aligned` says. Trailing spaces are trimmed.
@@ -72,9 +74,11 @@ std::string ConfigLabel(const std::string& canonical) {
 }
 
 // The noise floor gets a row of its own unless it is unset or a result already is the uncompressed
-// config (the same measurement, printed twice otherwise).
+// config (the same measurement, printed twice otherwise). Against a reference the two differ: the
+// noise floor is the reference's, config "" the model's.
 bool ShowNoiseFloor(const v1::GetResultsResponse& response) {
   if (!response.has_noise_floor() || response.noise_floor().num_probes() == 0) return false;
+  if (!response.reference_model_fingerprint().empty()) return true;
   return std::none_of(response.results().begin(), response.results().end(),
                       [](const v1::ConfigResult& r) { return r.config().empty(); });
 }
@@ -321,8 +325,9 @@ std::string FormatResultsTable(const v1::GetResultsResponse& response) {
                     never ? Percent(*never, 1) : "-"});
     if (ppl) rows.back().insert(rows.back().begin() + 5, m.has_ppl() && !none ? Fixed(m.ppl(), 4) : "");
   };
+  const bool reference = !response.reference_model_fingerprint().empty();
   if (ShowNoiseFloor(response)) {
-    add_row(kUncompressedLabel, response.noise_floor(), true, /*config=*/false);
+    add_row(reference ? kReferenceLabel : kUncompressedLabel, response.noise_floor(), true, /*config=*/false);
     if (search) rows.back().insert(rows.back().end(), {"", ""});
   }
   for (const v1::ConfigResult& r : response.results()) {
@@ -340,6 +345,10 @@ std::string FormatResultsTable(const v1::GetResultsResponse& response) {
     out += "! saturated: fdt75 is the completion length (more than a quarter of the probes never diverged) and "
            "cannot rank these configs; compare fdt_mean, or use a longer completion, more probes or a harsher "
            "method\n";
+  }
+  if (reference) {
+    out += "baseline: the greedy completions of the reference " + response.reference_model_fingerprint().substr(0, 12) +
+           "; " + kReferenceLabel + " is it against itself, every other row the job's model against it\n";
   }
   if (!response.rank_by().empty()) out += "levels ranked by " + response.rank_by() + "\n";
   for (const v1::SearchLevel& level : response.search_levels()) {
@@ -366,6 +375,9 @@ std::string FormatResultsJson(const v1::GetResultsResponse& response) {
   }
   if (!levels.empty()) doc["search_levels"] = std::move(levels);
   if (!response.rank_by().empty()) doc["rank_by"] = response.rank_by();
+  if (!response.reference_model_fingerprint().empty()) {
+    doc["reference_model_fingerprint"] = response.reference_model_fingerprint();
+  }
   if (response.has_allocation()) doc["allocation"] = AllocationJson(response.allocation());
   if (response.warnings_size() > 0) {
     doc["warnings"] = std::vector<std::string>(response.warnings().begin(), response.warnings().end());
@@ -391,7 +403,10 @@ std::string FormatResultsCsv(const v1::GetResultsResponse& response) {
       "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete,outlier_columns_mean,ppl,search_level,rank,"
       "never_diverged,layer,component,method\n";
   // The coordinator sends the noise floor once the uncompressed model's shards are all in.
-  if (ShowNoiseFloor(response)) out += CsvRow("", response.noise_floor(), true);
+  // Against a reference its noise floor is labelled, since config "" is then the model's own row.
+  if (ShowNoiseFloor(response)) {
+    out += CsvRow(response.reference_model_fingerprint().empty() ? "" : kReferenceLabel, response.noise_floor(), true);
+  }
   for (const v1::ConfigResult& r : response.results()) out += CsvRow(r.config(), r.metrics(), r.complete(), &r);
   return out;
 }

@@ -67,6 +67,9 @@ Status SortResults(std::string_view metric, int top, v1::GetResultsResponse* res
 // footnote says what each means. The noise floor shows its share without
 // a mark: the uncompressed model never diverging is what it should do. The layer, component and
 // method of the JSON and CSV are in the config column already and not repeated.
+// Against a reference (reference_model_fingerprint set) the noise floor is labelled "(reference)"
+// and shown beside the model's own "(uncompressed)" row, and a line under the table names the
+// reference.
 // With an allocation, a blank line and its table follow: component, params, current, extra,
 // target (sparsities as percentages with two places, "5.38%"), predicted_fdt75 (two places), then
 //   balanced allocation: step 10% (achieved 10.0000%), min predicted fdt75 41.30 of 64
@@ -79,6 +82,7 @@ std::string FormatResultsTable(const v1::GetResultsResponse& response);
 //                 "fdt_histogram", "ppl"?, "never_diverged", "saturated", "complete",
 //                 "layer", "component", "method", "search_level"?, "rank"?, "probe_results"?}],
 //    "search_levels"?: [{"level", "nodes", "nodes_cached"}],
+//    "reference_model_fingerprint"?: string (a job with `reference:`; noise_floor is then the reference's),
 //    "allocation"?: {"method", "step", "achieved_step", "min_fdt75", "completion_len",
 //                    "model_fingerprint", "num_layers",
 //                    "components": [{"component", "params", "current", "extra", "target",
@@ -94,7 +98,8 @@ std::string FormatResultsJson(const v1::GetResultsResponse& response);
 // ppl,search_level,rank,never_diverged,layer,component,method` (new columns are appended, never
 // inserted), one row per config, fields quoted per RFC 4180 (canonical configs contain commas),
 // lines ended by "\n" (not CRLF, so that cut and awk see clean last fields). The noise floor row
-// has an empty config. Empty fields: ppl without `ppl:`, search_level and rank off a search's
+// has an empty config, or "(reference)" in a job with a reference (whose model's own uncompressed
+// row has the empty config). Empty fields: ppl without `ppl:`, search_level and rank off a search's
 // nodes (rank off its beams), never_diverged without a histogram, layer, component and method for
 // a config that is not one component.
 // With an allocation (a sparsify-round), the allocation instead of the probe configs: header

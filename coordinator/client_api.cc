@@ -68,11 +68,13 @@ Status ClientApi::Validate(JobSpec* spec) {
                                 " tasks; this coordinator plans at most " + std::to_string(max_tasks) +
                                 " per stage (--max-stage-tasks): use a larger shard_size");
   }
+  // The noise floor, and against a reference its noise floor too.
+  const size_t floors = spec->reference.empty() ? 1 : 2;
   if (spec->kind == JobKind::kEvaluate &&
-      static_cast<int64_t>((spec->configs.size() + 1) * shards) > max_tasks) {
+      static_cast<int64_t>((spec->configs.size() + floors) * shards) > max_tasks) {
     return InvalidArgumentError("job spec: evaluate.configs: " + std::to_string(spec->configs.size()) +
                                 " configs and the noise floor on " + std::to_string(shards) +
-                                " shards make " + std::to_string((spec->configs.size() + 1) * shards) +
+                                " shards make " + std::to_string((spec->configs.size() + floors) * shards) +
                                 " tasks; this coordinator plans at most " + std::to_string(max_tasks) +
                                 " per stage (--max-stage-tasks)");
   }
@@ -94,7 +96,7 @@ Status ClientApi::Validate(JobSpec* spec) {
   // A round needs the component sizes; without them it is checked once a worker reports them.
   if (spec->kind == JobKind::kSparsifyRound && geometry->component_params.empty()) return OkStatus();
   ASSIGN_OR_RETURN(std::unique_ptr<JobDriver> driver, CreateJobDriver(*spec, *geometry, files_->limits()));
-  return CheckStageSize(*driver, shards, max_tasks);
+  return CheckStageSize(*driver, shards, max_tasks, !spec->reference.empty());
 }
 
 StatusOr<v1::Job> ClientApi::Submit(const std::string& spec_yaml, const std::string& client_request_id) {
@@ -116,6 +118,7 @@ StatusOr<v1::Job> ClientApi::Submit(const std::string& spec_yaml, const std::str
   }
   ASSIGN_OR_RETURN(JobSpec spec, ParseJobSpec(spec_yaml));
   spec.model = NormalModelPath(spec.model);
+  if (!spec.reference.empty()) spec.reference = NormalModelPath(spec.reference);
   const std::string job_id = JobIdFor(client_request_id);
   {
     // A retry whose first call is still being validated (the client gave up waiting) waits for
@@ -162,6 +165,7 @@ StatusOr<v1::Job> ClientApi::Submit(const std::string& spec_yaml, const std::str
   v1::JobSummary& summary = *job.mutable_summary();
   summary.set_kind(ToProto(spec.kind));
   summary.set_model_path(spec.model);
+  summary.set_reference_model_path(spec.reference);
   summary.set_prefix_len(static_cast<uint32_t>(spec.prefix_len));
   summary.set_completion_len(static_cast<uint32_t>(spec.completion_len));
   summary.set_shard_size(static_cast<uint32_t>(spec.shard_size));

@@ -40,12 +40,15 @@ constexpr double kSuspectNoiseFloorShare = 0.9;
 
 }  // namespace
 
-Status CheckStageSize(const JobDriver& driver, size_t shards, int64_t max_tasks) {
-  const uint64_t tasks = (driver.MaxStageConfigs() + 1) * shards;
+Status CheckStageSize(const JobDriver& driver, size_t shards, int64_t max_tasks, bool reference) {
+  // The noise floor, and with a reference its own noise floor beside the model's config "".
+  const uint64_t tasks = (driver.MaxStageConfigs() + (reference ? 2 : 1)) * shards;
   if (tasks > static_cast<uint64_t>(max_tasks)) {
     return InvalidArgumentError("job spec: a stage of this job could plan " + std::to_string(tasks) +
                                 " tasks (" + std::to_string(driver.MaxStageConfigs()) +
-                                " configs and the noise floor, x " + std::to_string(shards) +
+                                (reference ? " configs, the uncompressed model and the reference's noise floor, x "
+                                           : " configs and the noise floor, x ") +
+                                std::to_string(shards) +
                                 " shards); this coordinator plans at most " + std::to_string(max_tasks) +
                                 " per stage (--max-stage-tasks): use fewer configs or a larger shard_size");
   }
@@ -150,41 +153,52 @@ Status JobPlanner::Resolve(JobRun& run, bool* resolved) {
   const std::string job_id = run.job.job_id();
   ModelInfo model;
   v1::Dtype dtype;
+  std::string reference_fp;
   std::string stored_probe_fingerprint, stored_calibration_fingerprint, stored_ppl_fingerprint;
   {
     std::lock_guard<std::mutex> lock(state_->mu);
     if (run.phase == JobPhase::kEnded) return OkStatus();
+    // The job waits (PENDING, saying for what) until some worker has served `wanted`; after
+    // --model-wait-seconds it fails, naming `field`.
+    auto wait_for = [&](const std::string& field, const std::string& wanted) -> Status {
+      const int64_t wait_ms = state_->options().model_wait_ms;
+      if (wait_ms > 0 && state_->clock().Now() - run.started > std::chrono::milliseconds(wait_ms)) {
+        return FailedPreconditionError(field + ": no worker has registered serving " + wanted + " within " +
+                                       std::to_string(wait_ms / 1000) + " s (" + state_->workers.ServedModels() +
+                                       "); is the path readable on the workers? their logs say why they did not "
+                                       "start");
+      }
+      const std::string message = "waiting for a worker serving " + field + " " + wanted + " (" +
+                                  state_->workers.ServedModels() + ")";
+      if (run.job.progress().message() != message) {
+        run.job.mutable_progress()->set_message(message);
+        state_->Touch(run);
+      }
+      return OkStatus();
+    };
     const v1::JobSummary& summary = run.job.summary();
     stored_probe_fingerprint = summary.probe_set_fingerprint();
     stored_calibration_fingerprint = summary.calibration_fingerprint();
     stored_ppl_fingerprint = summary.ppl_text_fingerprint();
     if (!summary.model_fingerprint().empty()) {
-      // Resolved before a restart: the job keeps the model it started with.
+      // Resolved before a restart: the job keeps the models it started with.
       model = ModelInfo{summary.model_fingerprint(), {static_cast<int>(summary.num_layers()), {}}};
       model.geometry.component_params = state_->workers.ComponentParamsOf(model.fingerprint);
       dtype = summary.dtype();
+      reference_fp = summary.reference_model_fingerprint();
     } else {
       auto found = state_->workers.FindModel(run.spec.model, DtypeToProto(run.spec.dtype));
       if (!found.ok()) {
-        const std::string wanted = run.spec.model + (run.spec.dtype.empty() ? "" : " in " + run.spec.dtype);
-        const int64_t wait_ms = state_->options().model_wait_ms;
-        if (wait_ms > 0 && state_->clock().Now() - run.started > std::chrono::milliseconds(wait_ms)) {
-          return FailedPreconditionError(
-              "model: no worker has registered serving " + wanted + " within " +
-              std::to_string(wait_ms / 1000) + " s (" + state_->workers.ServedModels() +
-              "); is the path readable on the workers? their logs say why they did not "
-              "start");
-        }
-        const std::string message =
-            "waiting for a worker serving model " + wanted + " (" + state_->workers.ServedModels() + ")";
-        if (run.job.progress().message() != message) {
-          run.job.mutable_progress()->set_message(message);
-          state_->Touch(run);
-        }
-        return OkStatus();
+        return wait_for("model", run.spec.model + (run.spec.dtype.empty() ? "" : " in " + run.spec.dtype));
       }
       model = found->first;
       dtype = found->second;
+    }
+    if (!run.spec.reference.empty() && reference_fp.empty()) {
+      // In the model's precision: the comparison is of weights, not of precisions.
+      auto found = state_->workers.FindModel(run.spec.reference, dtype);
+      if (!found.ok()) return wait_for("reference", run.spec.reference + " in " + v1::Dtype_Name(dtype));
+      reference_fp = found->first.fingerprint;
     }
   }
   // The files and the driver, without the lock: a probe file of 1000 x 600 tokens takes a moment.
@@ -241,7 +255,8 @@ Status JobPlanner::Resolve(JobRun& run, bool* resolved) {
   const uint32_t n = static_cast<uint32_t>(probes.probes.size());
   const uint32_t shard_size = static_cast<uint32_t>(run.spec.shard_size);
   RETURN_IF_ERROR(
-      CheckStageSize(*driver, (n + shard_size - 1) / shard_size, state_->options().max_stage_tasks));
+      CheckStageSize(*driver, (n + shard_size - 1) / shard_size, state_->options().max_stage_tasks,
+                     !run.spec.reference.empty()));
   std::vector<std::shared_ptr<const Rows>> probe_rows;
   for (uint32_t begin = 0; begin < n; begin += shard_size) {
     const uint32_t end = std::min(n, begin + shard_size);
@@ -267,16 +282,19 @@ Status JobPlanner::Resolve(JobRun& run, bool* resolved) {
     summary.set_calibration_fingerprint(calibration_fp);
     summary.set_ppl_text_fingerprint(ppl_fp);
     summary.set_num_probes(n);
+    summary.set_reference_model_fingerprint(reference_fp);
     RestoreResolution(run);
     run.pool = PoolName(model.fingerprint, dtype);
+    if (!reference_fp.empty()) run.reference_pool = PoolName(reference_fp, dtype);
     if (run.job.state() == v1::JOB_STATE_PENDING) {
       run.job.set_state(v1::JOB_STATE_RUNNING);
       *run.job.mutable_start_time() = WallClockNow();
     }
     run.job.mutable_progress()->set_message("baseline");
-    spdlog::info("job {}: running on model {} ({}), {} probes in {} shards, {} layers", job_id,
-                 model.fingerprint.substr(0, 12), v1::Dtype_Name(dtype), n, run.shards.size(),
-                 model.geometry.num_layers);
+    spdlog::info("job {}: running on model {} ({}){}, {} probes in {} shards, {} layers", job_id,
+                 model.fingerprint.substr(0, 12), v1::Dtype_Name(dtype),
+                 reference_fp.empty() ? "" : " against reference " + reference_fp.substr(0, 12), n,
+                 run.shards.size(), model.geometry.num_layers);
     state_->Touch(run);
   }
   run.driver = std::move(driver);
@@ -320,16 +338,18 @@ Status JobPlanner::PlanTasks(JobRun& run, std::vector<PlannedTask> planned, JobP
       run.outstanding.insert(p.task_id);
       continue;
     }
+    const std::string& pool = p.on_reference ? run.reference_pool : run.pool;
     // A task accepted since the read above is in the store too.
-    if (cached[i] || state_->tasks.RecentlyDone(p.task_id, run.pool)) {
-      if (p.kind == TaskKindForKey::kEval) ++run.cached_shards[p.key.config().canonical()];
+    if (cached[i] || state_->tasks.RecentlyDone(p.task_id, pool)) {
+      if (p.kind == TaskKindForKey::kEval && !p.on_reference) ++run.cached_shards[p.key.config().canonical()];
       progress.set_tasks_done(progress.tasks_done() + 1);
       progress.set_tasks_cached(progress.tasks_cached() + 1);
       if (metrics != nullptr) metrics->cache_hits.Increment();
       continue;
     }
     if (metrics != nullptr) metrics->cache_misses.Increment();
-    RETURN_IF_ERROR(state_->tasks.Add(p, run.pool, run.spec.model, TaskPriority(run.spec, p.kind), job_id));
+    RETURN_IF_ERROR(state_->tasks.Add(p, pool, p.on_reference ? run.spec.reference : run.spec.model,
+                                      TaskPriority(run.spec, p.kind), job_id));
     run.outstanding.insert(p.task_id);
   }
   run.phase = next;
@@ -341,9 +361,11 @@ Status JobPlanner::PlanTasks(JobRun& run, std::vector<PlannedTask> planned, JobP
 
 Status JobPlanner::PlanBaseline(JobRun& run) {
   std::vector<PlannedTask> planned;
+  const bool reference = HasSeparateReference(run);
   for (size_t s = 0; s < run.shards.size(); ++s) {
-    planned.push_back({TaskKindForKey::kBaseline, ShardKey(run.base_key, "", run.shards[s].first, run.shards[s].second),
-                       run.probe_rows[s], "", nullptr});
+    planned.push_back({TaskKindForKey::kBaseline,
+                       ShardKey(run.baseline_key, "", run.shards[s].first, run.shards[s].second), run.probe_rows[s],
+                       "", nullptr, reference});
   }
   if (run.ppl_text) planned.push_back({TaskKindForKey::kTextWindows, run.ppl_text_key, nullptr, "", run.ppl_text});
   return PlanTasks(run, std::move(planned), JobPhase::kBaseline, run.ppl_text ? "baseline and ppl text windows" : "baseline");
@@ -354,7 +376,7 @@ Status JobPlanner::LoadBaselineRows(JobRun& run) {
   for (const auto& [begin, end] : run.shards) {
     ASSIGN_OR_RETURN(v1::BaselineShardOutput output,
                      state_->storage().ReadBaseline(
-                         TaskIdFor(TaskKindForKey::kBaseline, ShardKey(run.base_key, "", begin, end)),
+                         TaskIdFor(TaskKindForKey::kBaseline, ShardKey(run.baseline_key, "", begin, end)),
                          "baseline shard " + std::to_string(begin) + ".." + std::to_string(end)));
     rows.push_back(std::make_shared<Rows>(output.rows().begin(), output.rows().end()));
   }
@@ -402,8 +424,9 @@ Status JobPlanner::StartStage(JobRun& run) {
     run.later_tasks = run.driver->LaterConfigs(run.evaluated) * (run.shards.size() + run.ppl_shards.size());
   }
   std::vector<std::string> configs;
-  // The noise floor runs with the first stage, so that it is beside every result.
-  if (run.spec.noise_floor && !run.evaluated.count("")) configs.push_back("");
+  // The noise floor runs with the first stage, so that it is beside every result; against a
+  // reference, config "" is the model as it is, the comparison's answer, and always runs.
+  if ((run.spec.noise_floor || !run.spec.reference.empty()) && !run.evaluated.count("")) configs.push_back("");
   for (std::string& c : *next) {
     if (!run.evaluated.count(c) && std::find(configs.begin(), configs.end(), c) == configs.end()) {
       configs.push_back(std::move(c));
@@ -422,6 +445,13 @@ Status JobPlanner::StartStage(JobRun& run) {
                          run.ppl_rows[s], "", nullptr});
     }
   }
+  // The reference's own noise floor, in its pool: the same tasks as its noise floor in a job of its own.
+  const bool reference_floor = HasSeparateReference(run) && run.spec.noise_floor && !run.reference_floor_planned;
+  for (size_t s = 0; reference_floor && s < run.shards.size(); ++s) {
+    planned.push_back({TaskKindForKey::kEval, ShardKey(run.baseline_key, "", run.shards[s].first, run.shards[s].second),
+                       run.baseline_rows[s], "", nullptr, /*on_reference=*/true});
+  }
+  run.reference_floor_planned = run.reference_floor_planned || reference_floor;
   const size_t count = configs.size();
   run.stage_configs = std::move(configs);
   return PlanTasks(run, std::move(planned), JobPhase::kStages,
@@ -445,7 +475,16 @@ Status JobPlanner::AggregateStage(JobRun& run) {
   for (const std::string& config : run.stage_configs) {
     ASSIGN_OR_RETURN(run.evaluated[config], AggregateConfig(run, config));
   }
+  if (run.reference_floor_planned && !run.reference_floor) {
+    ASSIGN_OR_RETURN(run.reference_floor, AggregateReferenceFloor(run));
+  }
   return OkStatus();
+}
+
+StatusOr<v1::Metrics> JobPlanner::AggregateReferenceFloor(const JobRun& run) {
+  ASSIGN_OR_RETURN(std::vector<v1::ProbeResult> results,
+                   state_->storage().ReadConfigResults(run.baseline_key, run.shards, ""));
+  return AggregateProbeResults(results, run.spec.completion_len);
 }
 
 Status JobPlanner::SaveUnfinishedResults(JobRun& run) {
@@ -472,6 +511,16 @@ Status JobPlanner::SaveUnfinishedResults(JobRun& run) {
     if (std::find(stored.begin(), stored.end(), false) != stored.end()) continue;
     ASSIGN_OR_RETURN(run.evaluated[config], AggregateConfig(run, config));
   }
+  if (run.reference_floor_planned && !run.reference_floor) {
+    std::vector<std::pair<TaskKindForKey, std::string>> tasks;
+    for (const auto& [begin, end] : run.shards) {
+      tasks.emplace_back(TaskKindForKey::kEval, TaskIdFor(TaskKindForKey::kEval, ShardKey(run.baseline_key, "", begin, end)));
+    }
+    ASSIGN_OR_RETURN(std::vector<bool> stored, state_->storage().HaveResults(tasks));
+    if (std::find(stored.begin(), stored.end(), false) == stored.end()) {
+      ASSIGN_OR_RETURN(run.reference_floor, AggregateReferenceFloor(run));
+    }
+  }
   v1::GetResultsResponse results = ResultsOf(run);
   results.set_state(state);
   RETURN_IF_ERROR(state_->storage().SaveResults(results));
@@ -486,6 +535,22 @@ v1::GetResultsResponse JobPlanner::ResultsOf(const JobRun& run) const {
   response.set_job_id(run.job.job_id());
   if (run.driver == nullptr) return response;
   for (v1::ConfigResult& row : run.driver->Results(run.evaluated)) *response.add_results() = std::move(row);
+  auto own = run.evaluated.find("");
+  if (!run.spec.reference.empty()) {
+    response.set_reference_model_fingerprint(run.baseline_key.model_fingerprint());
+    // The model as it is, against the reference: the comparison's answer, on top (a search's level 0
+    // is that row already).
+    const bool listed = std::any_of(response.results().begin(), response.results().end(),
+                                    [](const v1::ConfigResult& r) { return r.config().empty(); });
+    if (own != run.evaluated.end() && !listed) {
+      v1::ConfigResult row;
+      *row.mutable_metrics() = own->second;
+      row.set_complete(true);
+      *response.add_results() = std::move(row);
+      std::rotate(response.mutable_results()->rbegin(), response.mutable_results()->rbegin() + 1,
+                  response.mutable_results()->rend());
+    }
+  }
   std::set<std::string> cached;
   for (const auto& [config, shards] : run.cached_shards) {
     if (shards == run.shards.size() + run.ppl_shards.size()) cached.insert(config);
@@ -509,13 +574,21 @@ v1::GetResultsResponse JobPlanner::ResultsOf(const JobRun& run) const {
   // After the warning, which speaks of the rows a reader sees by default: a search's nodes outside
   // its beams (no rank) come back only for GetResultsRequest.all_nodes (ClientApi::Results).
   for (v1::ConfigResult& row : run.driver->OtherNodes(run.evaluated)) *response.add_results() = std::move(row);
-  auto nf = run.evaluated.find("");
-  if (nf != run.evaluated.end()) {
-    *response.mutable_noise_floor() = nf->second;
+  // The noise floor is the baseline's model against its own baseline: with a reference of other
+  // weights, the reference's; else config "" (when the spec asked for it, or a reference with the
+  // model's weights made it run).
+  const v1::Metrics* floor = nullptr;
+  if (HasSeparateReference(run)) {
+    if (run.reference_floor) floor = &*run.reference_floor;
+  } else if (own != run.evaluated.end() && run.spec.noise_floor) {
+    floor = &own->second;
+  }
+  if (floor != nullptr) {
+    *response.mutable_noise_floor() = *floor;
     const double completion = static_cast<double>(run.spec.completion_len);
-    if (run.base_key.dtype() == v1::DTYPE_F32 && nf->second.fdt75() < kSuspectNoiseFloorShare * completion) {
+    if (run.base_key.dtype() == v1::DTYPE_F32 && floor->fdt75() < kSuspectNoiseFloorShare * completion) {
       char buf[96];
-      std::snprintf(buf, sizeof buf, "%.2f of %.0f", nf->second.fdt75(), completion);
+      std::snprintf(buf, sizeof buf, "%.2f of %.0f", floor->fdt75(), completion);
       response.add_warnings(
           std::string(
               "suspect noise floor: in float32 the uncompressed model keeps its own baseline only for "

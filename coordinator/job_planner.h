@@ -34,9 +34,10 @@
 
 namespace dtm {
 
-// OK when a stage of the driver's largest (plus the noise floor) on `shards` shards stays within
-// `max_tasks`; INVALID_ARGUMENT naming the numbers and the limit otherwise.
-Status CheckStageSize(const JobDriver& driver, size_t shards, int64_t max_tasks);
+// OK when a stage of the driver's largest (plus the noise floor, and with a `reference` its noise
+// floor too) on `shards` shards stays within `max_tasks`; INVALID_ARGUMENT naming the numbers and
+// the limit otherwise.
+Status CheckStageSize(const JobDriver& driver, size_t shards, int64_t max_tasks, bool reference);
 
 class JobPlanner {
  public:
@@ -58,6 +59,8 @@ class JobPlanner {
   // Step 3: the results so far published, then the driver's next stage planned; or the end of the job.
   Status StartStage(JobRun& run);
   Status AggregateStage(JobRun& run);
+  // With a reference of other weights: its noise floor (config "" on baseline_key) from the store.
+  StatusOr<dtm::v1::Metrics> AggregateReferenceFloor(const JobRun& run);
   // The metrics of `config` from its stored shards (and its ppl from its stored windows).
   StatusOr<dtm::v1::Metrics> AggregateConfig(const JobRun& run, const std::string& config);
   Status Finish(JobRun& run);

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cctype>
 
+#include "coordinator/store_keys.h"
+
 namespace dtm {
 
 google::protobuf::Timestamp WallClockNow() {
@@ -35,10 +37,20 @@ void RestoreResolution(JobRun& run) {
   run.base_key.set_completion_len(summary.completion_len());
   run.base_key.set_dtype(summary.dtype());
   run.base_key.set_calibration_fingerprint(summary.calibration_fingerprint());
+  run.baseline_key = run.base_key;
+  const std::string& reference = summary.reference_model_fingerprint();
+  if (!reference.empty() && reference != summary.model_fingerprint()) {
+    run.baseline_key.set_model_fingerprint(reference);
+    run.base_key.set_probe_set_fingerprint(ReferenceBaselineFingerprint(reference, summary.probe_set_fingerprint()));
+  }
   run.shards.clear();
   for (uint32_t begin = 0; begin < summary.num_probes(); begin += summary.shard_size()) {
     run.shards.emplace_back(begin, std::min(summary.num_probes(), begin + summary.shard_size()));
   }
+}
+
+bool HasSeparateReference(const JobRun& run) {
+  return run.baseline_key.model_fingerprint() != run.base_key.model_fingerprint();
 }
 
 void RefreshProgress(JobRun& run, JobRun::TimePoint now) {

@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -42,8 +43,14 @@ struct JobRun {
   dtm::v1::Job job;  // the record as the store holds it (once persisted)
   JobPhase phase = JobPhase::kWaitingForModel;
   std::string pool;                                   // the workers' pool, once resolved
-  // model, probes, n, completion, dtype and calibration fingerprint, once resolved (ShardKey)
+  // With `reference:`, the pool of the workers serving the reference (its baseline and noise floor).
+  std::string reference_pool;
+  // model, probes, n, completion, dtype and calibration fingerprint, once resolved (ShardKey); with a
+  // reference of other weights, the probe set is ReferenceBaselineFingerprint's (store_keys.h)
   dtm::v1::CacheKey base_key;
+  // The key of the baseline's shards: base_key, or with a reference of other weights the reference's
+  // model and the probe file's fingerprint (its own noise floor's key, too)
+  dtm::v1::CacheKey baseline_key;
   std::vector<std::pair<uint32_t, uint32_t>> shards;  // probe ranges [begin, end), once resolved
   std::set<std::string> outstanding;                  // task ids the current stage waits for
   // The results so far of a running job (no per-probe rows), remade by the planner after each stage.
@@ -71,6 +78,10 @@ struct JobRun {
   std::vector<std::shared_ptr<const Rows>> baseline_rows;  // per shard, once the baseline is in
   std::vector<std::string> stage_configs;
   std::map<std::string, dtm::v1::Metrics> evaluated;
+  // With a reference of other weights: whether its noise floor (config "" on baseline_key) was
+  // planned, and its metrics once they are in. (Config "" in `evaluated` is the job's model.)
+  bool reference_floor_planned = false;
+  std::optional<dtm::v1::Metrics> reference_floor;
   std::map<std::string, uint32_t> cached_shards;  // per config: shards found in the cache when planned
   // `ppl:` (SPEC `ppl`), for a job that has it: the text-windows task (planned with the baseline),
   // then its windows cut into shards whose eval tasks every config gets beside its probe shards.
@@ -89,10 +100,14 @@ bool IsFinal(dtm::v1::JobState state);
 // "pending", "running", ...: the `state` label of dtm_jobs and the word in logs.
 std::string JobStateLabel(dtm::v1::JobState state);
 
-// base_key and shards from the record's summary, once it names the model (resolved, maybe by an
-// earlier coordinator run); requires the fields it writes to be writable (mu held, or the run not
-// shared yet).
+// base_key, baseline_key and shards from the record's summary, once it names the model (resolved,
+// maybe by an earlier coordinator run); requires the fields it writes to be writable (mu held, or the
+// run not shared yet).
 void RestoreResolution(JobRun& run);
+
+// Whether the job's baseline comes from a reference of other weights than its model's: then its
+// baseline and noise floor run in reference_pool and config "" is the model against that baseline.
+bool HasSeparateReference(const JobRun& run);
 
 // The progress fields that follow from the record and the clock: job id, state, update time, probes
 // per second and the ETA (computed tasks only, since this coordinator started the job).

@@ -44,7 +44,7 @@ constexpr int64_t kMaxCount = std::numeric_limits<int32_t>::max();
 const std::vector<std::string> kTopLevelFields = {"name",       "kind",       "model",      "dtype",
                                                   "probes",     "num_probes", "prefix",     "completion",
                                                   "shard_size", "priority",   "noise_floor", "calibration",
-                                                  "ppl"};
+                                                  "ppl",        "reference"};
 
 // Where each document of a YAML stream starts; nothing else of the stream is kept.
 class DocumentStarts : public YAML::EventHandler {
@@ -413,6 +413,16 @@ Status ParseTopLevel(const YAML::Node& root, JobSpec* spec) {
   }
   if (const Entry* e = Find(entries, "noise_floor")) {
     ASSIGN_OR_RETURN(spec->noise_floor, ReadBool(e->value, "noise_floor"));
+  }
+  if (const Entry* e = Find(entries, "reference")) {
+    ASSIGN_OR_RETURN(spec->reference, ReadNonEmptyString(e->value, "reference"));
+    // SPEC's round measures each probe against the current model, so that its curves start at the
+    // completion length (the balance assumes it): another model's baseline would break that.
+    if (spec->kind == JobKind::kSparsifyRound) {
+      return FieldError("reference", e->key,
+                        "a sparsify-round measures against its own model (SPEC \"Balanced sparsification "
+                        "round\"); leave it out");
+    }
   }
   if (const Entry* e = Find(entries, "calibration")) RETURN_IF_ERROR(ParseCalibrationSection(e->value, spec));
   if (const Entry* e = Find(entries, "ppl")) RETURN_IF_ERROR(ParsePplSection(e->value, spec));

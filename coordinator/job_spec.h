@@ -40,6 +40,10 @@ struct JobSpec {
   int64_t shard_size = 50;              // probes per task
   int priority = 0;                     // lower runs first
   bool noise_floor = true;              // also evaluate the uncompressed model (config "") and report it
+  // `reference`: a model folder (as the workers see it) whose greedy completions are the baseline in
+  // place of `model`'s; "" = the model's own. With it, config "" (the model as it is) is always
+  // evaluated, and the noise floor is the reference's against itself. Not for sparsify-round.
+  std::string reference;
   std::vector<std::string> configs;     // evaluate: canonical config strings (SPEC syntax), never ""
   std::vector<std::string> methods;     // probe: canonical method strings (e.g. "int8-absmax", "prune:0.5")
   std::vector<std::string> components;  // probe, quant-search: fnmatch globs over component names; empty = all

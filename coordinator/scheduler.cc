@@ -82,6 +82,7 @@ Status Scheduler::Start() {
     }
     ref.spec = std::move(spec).value();
     ref.spec.model = NormalModelPath(ref.spec.model);
+    if (!ref.spec.reference.empty()) ref.spec.reference = NormalModelPath(ref.spec.reference);
     ++resumed;
     spdlog::info("job {}: resuming ({})", id, JobStateLabel(ref.job.state()));
   }

@@ -67,6 +67,14 @@ std::string PplWindowsFingerprint(uint32_t window, const dtm::v1::TextWindowsOut
   return hash.HexDigest();
 }
 
+std::string ReferenceBaselineFingerprint(const std::string& reference_model_fingerprint,
+                                         const std::string& probe_set_fingerprint) {
+  Sha256 hash;
+  hash.Update("dtm-reference-baseline-v1\nreference=" + reference_model_fingerprint +
+              "\nprobes=" + probe_set_fingerprint + "\n");
+  return hash.HexDigest();
+}
+
 std::string BaselineStoreKey(const std::string& task_id) { return "dtm:v1:baseline:" + task_id; }
 std::string TextWindowsStoreKey(const std::string& task_id) { return "dtm:v1:text-windows:" + task_id; }
 std::string ResultStoreKey(const std::string& task_id) { return "dtm:v1:result:" + task_id; }

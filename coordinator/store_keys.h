@@ -53,6 +53,13 @@ std::string PplTextFingerprint(const std::string& join, const std::string& text)
 // equal it.
 std::string PplWindowsFingerprint(uint32_t window, const dtm::v1::TextWindowsOutput& windows);
 
+// The probe_set_fingerprint of the eval shards of a job with a reference of other weights
+// (`reference:`): their rows are the reference's greedy completions of the probe set, which the
+// probe file's fingerprint alone (the key of the model's own baseline) does not name. Hex SHA-256 of
+// both fingerprints under a domain of its own, so that it equals no probe set's or text's.
+std::string ReferenceBaselineFingerprint(const std::string& reference_model_fingerprint,
+                                         const std::string& probe_set_fingerprint);
+
 std::string BaselineStoreKey(const std::string& task_id);
 std::string TextWindowsStoreKey(const std::string& task_id);
 std::string ResultStoreKey(const std::string& task_id);

@@ -46,6 +46,7 @@ struct PlannedTask {
   std::shared_ptr<const Rows> rows;
   std::string task_id;  // TaskIdFor(kind, key)
   std::shared_ptr<const dtm::v1::TextWindowsInput> text;  // a text-windows task's input
+  bool on_reference = false;  // runs on the job's `reference:` model (its baseline and noise floor)
 };
 
 class TaskTable {

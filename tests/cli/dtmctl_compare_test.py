@@ -2,7 +2,8 @@
 another model: the reference compared with itself gives exactly eval's noise floor; the reference
 compared with its int8 (and pruned) checkpoint written by `dtmctl apply` gives exactly what `dtmctl eval
 --compress` gives; the reference's baseline is cached and the second run takes it from the cache;
-a stale cache file is recomputed; eval warns for a foreign baseline and not for its own.
+a stale cache file is recomputed; eval warns for a foreign baseline and not for its own; a
+`dtmctl local` job with `reference:` gives what `compare` gives.
 
 Run by CTest (label `model`) after the `tiny_model` fixture; needs DTMCTL, DTM_TINY_MODEL and
 DTM_BROWN_DIR in the environment. XDG_CACHE_HOME points into the test's temporary folder, so the
@@ -181,6 +182,53 @@ class DtmctlCompareTest(unittest.TestCase):
         self.assertEqual(out["baseline"]["source"], "computed")
         self.assertIsNone(out["baseline"]["cache_file"])
         self.assertFalse(os.path.exists(none_dir))
+
+    # -- the same comparison as a service job: `reference:` in a spec, run by `dtmctl local`
+
+    def local_against(self, model, configs, fmt="json"):
+        # One shard of every probe, batched as `compare` batches them: float32 sums depend on the batch
+        # shape (shards of 4 gave a dppl 2e-8 away), and this test wants the numbers exactly equal.
+        spec = os.path.join(self.tmp, "against-reference.yaml")
+        with open(spec, "w") as f:
+            f.write(f"kind: evaluate\nmodel: {model}\nreference: {MODEL}\nprobes: {self.probes}\n"
+                    f"prefix: {PREFIX}\ncompletion: {COMPLETION}\nshard_size: 6\n"
+                    f"evaluate:\n  configs: {json.dumps(configs)}\n")
+        return run("local", spec, "--store", "sqlite://" + os.path.join(self.tmp, "local.sqlite"), "--format", fmt)
+
+    def assert_metrics(self, got, want, what):
+        for key in METRICS:
+            self.assertEqual(got[key], want[key], f"{what}: {key}")
+
+    def test_a_job_with_a_reference_equals_compare(self):
+        extra = "model.layers.2.mlp.up_proj=prune:0.5"
+        both = os.path.join(self.tmp, "int8-then-prune")
+        run("apply", "--model", self.int8, "--config", extra, "--out", both)
+        out = json.loads(self.local_against(self.int8, [extra]).stdout)
+        reference_fp = self.first["reference"]["fingerprint"]
+        self.assertEqual(out["state"], "SUCCEEDED")
+        self.assertEqual(out["reference_model_fingerprint"], reference_fp)
+        self.assertEqual([r["config"] for r in out["results"]], ["", extra])
+        # The reference's noise floor; the int8 checkpoint as it is; and with a config applied on top,
+        # each equal to `compare` of the checkpoint holding those weights.
+        self.assert_metrics(out["noise_floor"], self.second["reference"]["noise_floor"], "noise floor")
+        self.assert_metrics(out["results"][0], self.second["candidate"], "the int8 checkpoint")
+        self.assert_metrics(out["results"][1], self.compare(both)["candidate"], "int8 then the prune")
+        self.assertNotEqual(out["results"][1]["fdt_histogram"], out["results"][0]["fdt_histogram"])
+
+        # The table says whose baseline it is; a second run is answered from the store's cache.
+        proc = self.local_against(self.int8, [extra], fmt="table")
+        lines = proc.stdout.splitlines()
+        reference_row = next(line for line in lines if line.startswith("(reference)"))
+        self.assertEqual(reference_row.split()[1], f"{out['noise_floor']['fdt75']:.2f}")
+        own_row = next(line for line in lines if line.startswith("(uncompressed)"))
+        self.assertEqual(own_row.split()[2], f"{out['results'][0]['fdt_mean']:.2f}")
+        self.assertIn("baseline: the greedy completions of the reference " + reference_fp[:12], proc.stdout)
+
+        # A reference with the model's own weights is the model's own baseline: its row is the noise floor.
+        same = json.loads(self.local_against(MODEL, [extra]).stdout)
+        self.assertEqual(same["reference_model_fingerprint"], reference_fp)
+        self.assert_metrics(same["results"][0], self.first["reference"]["noise_floor"], "the reference as it is")
+        self.assert_metrics(same["noise_floor"], self.first["reference"]["noise_floor"], "its noise floor")
 
     # -- eval's check of the baseline's model
 

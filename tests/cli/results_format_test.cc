@@ -71,6 +71,35 @@ TEST(ResultsFormatTest, TablePrintsNoMetricsForAConfigWithoutProbesYet) {
             "* incomplete: shards outstanding, metrics cover the probes so far\n");
 }
 
+// `reference:`: the noise floor is the reference's and config "" the job's model; both are shown,
+// told apart in every format.
+TEST(ResultsFormatTest, AJobAgainstAReferenceShowsBothUncompressedRowsLabelled) {
+  v1::GetResultsResponse response = TwoConfigResults();
+  response.set_state(v1::JOB_STATE_SUCCEEDED);
+  response.mutable_results()->DeleteSubrange(1, 1);
+  response.set_reference_model_fingerprint(std::string(64, 'a'));
+  v1::ConfigResult* own = response.add_results();
+  SetMetrics(own->mutable_metrics(), 3.5, 3, 0.5, 1.01, 0.01, 4, {0, 0, 1, 1, 2});
+  own->set_complete(true);
+  std::rotate(response.mutable_results()->rbegin(), response.mutable_results()->rbegin() + 1,
+              response.mutable_results()->rend());
+  const std::string table = FormatResultsTable(response);
+  EXPECT_THAT(table, ::testing::ContainsRegex("\n\\(reference\\) +4.00 +3.75 .*\n\\(uncompressed\\) +3.50 +3.00 "));
+  EXPECT_THAT(table, ::testing::HasSubstr("baseline: the greedy completions of the reference aaaaaaaaaaaa; "
+                                          "(reference) is it against itself"));
+  const std::string csv = FormatResultsCsv(response);
+  EXPECT_THAT(csv, ::testing::HasSubstr("\n(reference),4,3.75,"));
+  EXPECT_THAT(csv, ::testing::HasSubstr("\n,3.5,3,"));
+  const nlohmann::json json = nlohmann::json::parse(FormatResultsJson(response));
+  EXPECT_EQ(json["reference_model_fingerprint"], std::string(64, 'a'));
+  EXPECT_EQ(json["noise_floor"]["fdt75"], 4);
+  EXPECT_EQ(json["results"][0]["config"], "");
+  // Without a reference, the uncompressed row stands for the noise floor and is printed once.
+  response.clear_reference_model_fingerprint();
+  EXPECT_THAT(FormatResultsTable(response), ::testing::Not(::testing::HasSubstr("(reference)")));
+  EXPECT_FALSE(nlohmann::json::parse(FormatResultsJson(response)).contains("reference_model_fingerprint"));
+}
+
 TEST(ResultsFormatTest, TableShowsLevelAndRankOfSearchResultsAndNoDuplicateUncompressedRow) {
   v1::GetResultsResponse response;
   response.set_job_id("j-7");

@@ -497,5 +497,17 @@ TEST(JobSpecTest, RejectsBadSparsifyRoundParameters) {
                 {"quant-search (line 5): section does not match kind 'sparsify-round'"});
 }
 
+TEST(JobSpecTest, TakesAReferenceModelExceptForASparsifyRound) {
+  const std::string evaluate = "kind: evaluate\nmodel: m\nprobes: p\nevaluate: {configs: [model.layers.0.mlp.up_proj=int8-absmax]}\n";
+  EXPECT_EQ(ParsedOrDie(evaluate).reference, "");
+  EXPECT_EQ(ParsedOrDie(evaluate + "reference: /models/a\n").reference, "/models/a");
+  EXPECT_EQ(ParsedOrDie("kind: probe\nmodel: m\nprobes: p\nreference: a\nprobe: {methods: [int8-absmax]}\n").reference,
+            "a");
+  ExpectInvalid(evaluate + "reference: ''\n", {"reference (line 5): must not be empty"});
+  ExpectInvalid(evaluate + "reference: [a, b]\n", {"reference (line 5)"});
+  ExpectInvalid("kind: sparsify-round\nmodel: m\nprobes: p\nreference: a\nsparsify-round: {step: 0.1}\n",
+                {"reference (line 4)", "measures against its own model"});
+}
+
 }  // namespace
 }  // namespace dtm

@@ -1,6 +1,6 @@
-// The Scheduler's job runs: a probe job through its stages, the cache, metrics, store outages while
-// planning, lease expiry, failures, cancellation, restarts and waiting for a model
-// (scheduler_fixture.h drives it).
+// The Scheduler's job runs: a probe job through its stages, a job against a reference model, the
+// cache, metrics, store outages while planning, lease expiry, failures, cancellation, restarts and
+// waiting for a model (scheduler_fixture.h drives it).
 #include <algorithm>
 #include <map>
 
@@ -517,6 +517,83 @@ TEST_F(SchedulerTest, LeasesTasksOnlyToWorkersServingTheJobsModel) {
   scheduler_->Tick();
   EXPECT_TRUE(Lease(*scheduler_, "other", 8).empty());
   EXPECT_EQ(Lease(*scheduler_, "w1", 8).size(), kShards);
+}
+
+// `reference:`: the reference's workers compute the baseline and its noise floor, the model's
+// workers every config (the uncompressed one too) against that baseline, under keys of their own.
+TEST_F(SchedulerTest, AReferenceJobMeasuresTheModelAgainstTheReferencesBaseline) {
+  const std::string reference_dir = (dir_ / "reference").string();
+  fs::create_directories(reference_dir);
+  const std::string reference_fp = "fingerprint-of-the-reference";
+  const std::string config = "model.layers.0.mlp.up_proj=int8-absmax";
+  // Named as a user might write it: the workers' paths and the spec's are compared normalized.
+  const std::string spec =
+      Replaced(EvaluateSpec(config), "evaluate:", "reference: " + reference_dir + "/./\nevaluate:");
+  const std::string id = Submit(*scheduler_, spec);
+  Register(*scheduler_, "model-worker");
+  scheduler_->Tick();
+  v1::Job job = Job(*scheduler_, id);
+  EXPECT_EQ(job.state(), v1::JOB_STATE_PENDING);
+  EXPECT_THAT(job.progress().message(), HasSubstr("waiting for a worker serving reference " + reference_dir));
+  EXPECT_EQ(job.summary().reference_model_path(), reference_dir);
+  Register(*scheduler_, "reference-worker", reference_dir, reference_fp);
+
+  // The reference's completions carry salt 7 and its results salt 3, so that the rows and numbers
+  // of each side can be told apart from the model's.
+  scheduler_->Tick();
+  const std::string probe_fp = Job(*scheduler_, id).summary().probe_set_fingerprint();  // of the prefixes
+  ASSERT_EQ(probe_fp.size(), 64u);
+  const std::string against_reference = ReferenceBaselineFingerprint(reference_fp, probe_fp);
+  std::map<std::string, int> tasks_of;  // "worker kind config" -> count
+  for (int round = 0; round < 100 && !IsFinal(Job(*scheduler_, id).state()); ++round) {
+    bool leased = false;
+    for (const std::string worker : {"model-worker", "reference-worker"}) {
+      StatusOr<v1::LeaseTasksResponse> response = TryLease(*scheduler_, worker, 4);
+      ASSERT_TRUE(response.ok()) << response.status().ToString();
+      for (const v1::Task& task : response->tasks()) {
+        leased = true;
+        const bool on_reference = worker == "reference-worker";
+        const std::string& canonical = task.key().config().canonical();
+        ++tasks_of[worker + " " + v1::TaskKind_Name(task.kind()) + " '" + canonical + "'"];
+        EXPECT_EQ(task.key().model_fingerprint(), on_reference ? reference_fp : kFingerprint);
+        EXPECT_EQ(task.key().probe_set_fingerprint(), on_reference ? probe_fp : against_reference);
+        if (task.kind() == v1::TASK_KIND_EVAL_SHARD) {
+          for (const v1::BaselineRow& row : task.rows()) {
+            EXPECT_EQ(row.tokens(kPrefix), CompletionToken(row.probe_index(), 0, 7)) << "the reference's baseline";
+          }
+        }
+        const uint32_t salt = task.kind() == v1::TASK_KIND_BASELINE_SHARD ? 7 : on_reference ? 3 : 0;
+        EXPECT_EQ(Complete(*scheduler_, task, worker, salt), v1::CompleteTaskResponse::OUTCOME_ACCEPTED);
+      }
+    }
+    if (!leased) scheduler_->Tick();
+  }
+  job = Job(*scheduler_, id);
+  ASSERT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << job.error().message();
+  EXPECT_EQ(job.summary().reference_model_fingerprint(), reference_fp);
+  const std::map<std::string, int> want = {
+      {"reference-worker TASK_KIND_BASELINE_SHARD ''", kShards},
+      {"reference-worker TASK_KIND_EVAL_SHARD ''", kShards},
+      {"model-worker TASK_KIND_EVAL_SHARD ''", kShards},
+      {"model-worker TASK_KIND_EVAL_SHARD '" + config + "'", kShards}};
+  EXPECT_EQ(tasks_of, want);
+
+  const v1::GetResultsResponse results = Results(*scheduler_, id);
+  EXPECT_EQ(results.reference_model_fingerprint(), reference_fp);
+  ASSERT_EQ(results.results_size(), 2);
+  EXPECT_EQ(results.results(0).config(), "");  // the model as it is, first
+  ExpectMetrics(results.results(0).metrics(), "");
+  EXPECT_EQ(results.results(1).config(), config);
+  ExpectMetrics(results.results(1).metrics(), config);
+  // The noise floor is the reference's (salt 3), not the model's uncompressed row (salt 0).
+  double fdt_mean = 0;
+  for (uint32_t p = 0; p < kNumProbes; ++p) fdt_mean += SyntheticResult("", p, 3).fdt() / double(kNumProbes);
+  EXPECT_NEAR(results.noise_floor().fdt_mean(), fdt_mean, 1e-12);
+  EXPECT_NE(results.noise_floor().fdt_mean(), Expected("").fdt_mean);
+
+  // The reference's own job finds its baseline and noise floor in the cache: the same tasks.
+  const std::string own = Submit(*scheduler_, Replaced(EvaluateSpec(config), model_dir_, reference_dir));
+  EXPECT_EQ(Job(*scheduler_, own).progress().tasks_cached(), 2 * kShards);
 }
 
 TEST_F(SchedulerTest, JobWaitsForAWorkerThenRuns) {

@@ -109,6 +109,22 @@ TEST(StoreKeysTest, TextWindowsTasksHaveIdsOfTheirOwnKindAndKeyTheTextAndWindow)
   EXPECT_EQ(TextWindowsStoreKey("abc"), "dtm:v1:text-windows:abc");
 }
 
+// `reference:`: an eval shard measured against another model's baseline has its own id, named by
+// both fingerprints, under the documented text.
+TEST(StoreKeysTest, AReferenceBaselineFingerprintNamesTheReferenceAndTheProbes) {
+  Sha256 hash;
+  hash.Update("dtm-reference-baseline-v1\nreference=ref\nprobes=p1\n");
+  const std::string fp = ReferenceBaselineFingerprint("ref", "p1");
+  EXPECT_EQ(fp, hash.HexDigest());
+  EXPECT_NE(fp, ReferenceBaselineFingerprint("ref2", "p1"));
+  EXPECT_NE(fp, ReferenceBaselineFingerprint("ref", "p2"));
+  EXPECT_NE(fp, ReferenceBaselineFingerprint("p1", "ref"));
+  v1::CacheKey against = Base();
+  against.set_probe_set_fingerprint(fp);
+  EXPECT_NE(TaskIdFor(TaskKindForKey::kEval, ShardKey(against, "", 0, 4)),
+            TaskIdFor(TaskKindForKey::kEval, ShardKey(Base(), "", 0, 4)));
+}
+
 TEST(StoreKeysTest, TheWindowsFingerprintNamesTheWindowLengthAndEveryToken) {
   v1::TextWindowsOutput windows;
   for (uint32_t w = 0; w < 2; ++w) {
