@@ -1,5 +1,5 @@
-// dtmctl: flags only; the commands live in engine_commands.cc, compare_command.cc and (with the
-// service) service_commands.cc.
+// dtmctl: flags only; the commands live in engine_commands.cc, compare_command.cc,
+// train_command.cc and (with the service) service_commands.cc.
 //
 // Exit codes of the engine commands: 0 success; 2 bad input (a flag, a missing, malformed or
 // inconsistent file: what the user must fix); 1 the engine failed on good input (out of memory, an
@@ -12,6 +12,7 @@
 #include <c10/util/Exception.h>
 
 #include "cli/compare_command.h"
+#include "cli/train_command.h"
 #include "cli/engine_commands.h"
 #include "common/command_line.h"
 #include "common/version.h"
@@ -301,6 +302,33 @@ int main(int argc, char** argv) {
   cmp->add_flag("!--no-cache", compare.use_cache, "neither read nor write the baseline cache");
   AddRuntimeFlags(cmp, &compare.runtime);
 
+  dtm::cli::TrainOptions train;
+  CLI::App* tr = app.add_subcommand(
+      "train", "recovery training (AC/DC): the model's exact zeros are the pruning masks of the masked phases; "
+               "writes the trained model as a new checkpoint folder");
+  tr->add_option("--model", train.model_dir, "checkpoint folder to train (e.g. one pruned by `dtmctl apply`)")->required();
+  tr->add_option("--data", train.data, "training text: JSON lines with \"text\" (C4) or raw text, .gz accepted")->required();
+  tr->add_option("--data-format", train.data_format, "auto, jsonl or text")->capture_default_str();
+  tr->add_option("--out", train.out_dir, "new folder for the trained model (must not exist or be empty)")->required();
+  tr->add_option("--phases", train.phases, "masked:STEPS and unmasked:STEPS, in order")->capture_default_str();
+  tr->add_option("--batch", train.batch, "sequences per optimizer step")->capture_default_str();
+  tr->add_option("--micro-batch", train.micro_batch, "sequences per forward/backward (0: the batch)")->capture_default_str();
+  tr->add_option("--seq-len", train.seq_len, "tokens per sequence")->capture_default_str();
+  tr->add_option("--max-sequences", train.max_sequences, "packed sequences read at most (0: the whole file)")
+      ->capture_default_str();
+  tr->add_option("--lr", train.learning_rate, "peak learning rate")->capture_default_str();
+  tr->add_option("--warmup", train.warmup_steps, "linear warm-up steps")->capture_default_str();
+  tr->add_option("--schedule", train.schedule, "constant or cosine (to a tenth of the peak)")->capture_default_str();
+  tr->add_option("--weight-decay", train.weight_decay, "AdamW's decoupled weight decay")->capture_default_str();
+  tr->add_option("--clip", train.clip_grad_norm, "gradient norm clip (0: none)")->capture_default_str();
+  tr->add_option("--seed", train.seed, "order of the training sequences")->capture_default_str();
+  tr->add_option("--checkpoint-dir", train.checkpoint_dir, "training checkpoints; a run started on it resumes");
+  tr->add_option("--checkpoint-every", train.checkpoint_every, "steps between checkpoints (0: none)")
+      ->capture_default_str();
+  tr->add_option("--stop-after", train.stop_after, "stop after this many steps in all, writing no model (0: run all)")
+      ->capture_default_str();
+  AddRuntimeFlags(tr, &train.runtime);
+
   // Two modes: --text FILE is the literature's protocol (SPEC `ppl`); --corpus cuts windows of a
   // prefix and a scored completion, as make-probes cuts probes. CheckPerplexityMode keeps them apart.
   dtm::cli::PerplexityOptions ppl;
@@ -372,6 +400,7 @@ int main(int argc, char** argv) {
     if (command == "baseline") status = dtm::cli::BaselineCommand(baseline);
     if (command == "eval") status = dtm::cli::EvalCommand(eval);
     if (command == "compare") status = dtm::cli::CompareCommand(compare);
+    if (command == "train") status = dtm::cli::TrainCommand(train);
     if (command == "ppl") {
       status = CheckPerplexityMode(text_opt, text_mode, corpus_opt, corpus_mode);
       text_ppl.model_dir = ppl.model_dir;

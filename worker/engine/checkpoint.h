@@ -79,6 +79,12 @@ class Checkpoint {
   mutable std::optional<std::string> fingerprint_;
 };
 
+// The files besides config.json and the weights that make a checkpoint folder usable by transformers
+// and dtmctl; a folder derived from another (apply, training) copies those the source has.
+inline constexpr const char* kCheckpointSideFiles[] = {
+    "tokenizer.json",          "tokenizer.model",        "tokenizer_config.json",
+    "special_tokens_map.json", "generation_config.json", "added_tokens.json"};
+
 // Writes an HF checkpoint folder (created if needed): config.json (config.ToJson() with
 // torch_dtype set from the first floating-point tensor) and model.safetensors, or, when
 // max_shard_bytes > 0 and the tensors exceed it, shards model-0000i-of-0000K.safetensors (filled in

@@ -1,0 +1,138 @@
+"""End-to-end tests of `dtmctl train` (recovery training) on the tiny model: a model pruned by
+`dtmctl apply` trains on C4-style JSON lines, its pruned weights stay exactly 0 through a masked
+phase, the loss falls, a run stopped mid-way and started again on its checkpoint folder writes the
+same model (same fingerprint) as an uninterrupted one, and bad input exits 2 without writing a model.
+
+Run by CTest (label `model`) after the `tiny_model` fixture; needs DTMCTL, DTM_TINY_MODEL and
+DTM_BROWN_DIR in the environment.
+"""
+import json
+import os
+import shutil
+import struct
+import sys
+import tempfile
+import unittest
+from array import array
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from dtmctl_run import run, run_json  # noqa: E402
+
+MODEL = os.environ["DTM_TINY_MODEL"]
+BROWN = os.environ["DTM_BROWN_DIR"]
+PRUNED = ("model.layers.0.mlp.up_proj", "model.layers.2.self_attn.o_proj")
+# Small: CI has 2 cores. 8 steps of 4 sequences of 64 tokens.
+TRAIN = ("--batch", "4", "--max-sequences", "48", "--lr", "2e-3", "--threads", "2")
+
+
+def read_f32_tensor(folder, name):
+    """One float32 tensor of FOLDER/model.safetensors, parsed here (8-byte header length, JSON header,
+    raw little-endian bytes), independently of dtm's reader."""
+    with open(os.path.join(folder, "model.safetensors"), "rb") as f:
+        (header_len,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(header_len))
+        info = header[name]
+        assert info["dtype"] == "F32", info
+        begin, end = info["data_offsets"]
+        f.seek(8 + header_len + begin)
+        values = array("f")
+        values.frombytes(f.read(end - begin))
+    return values
+
+
+class DtmctlTrainTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="dtmctl-train-test-")
+        text = os.path.join(cls.tmp, "brown.txt")
+        run("brown-text", "--corpus", BROWN, "--split", "train", "--out", text)
+        # C4's shape: one JSON object per line with the document's text.
+        cls.data = os.path.join(cls.tmp, "c4-like.jsonl")
+        with open(text) as src, open(cls.data, "w") as out:
+            for line in src:
+                if line.strip():
+                    out.write(json.dumps({"text": line.strip(), "url": "brown"}) + "\n")
+        cls.pruned = os.path.join(cls.tmp, "pruned")
+        run("apply", "--model", MODEL, "--config", ",".join(f"{c}=prune:0.5" for c in PRUNED), "--out", cls.pruned)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def train(self, out, *extra, check=True, seq_len=64):
+        args = ("train", "--model", self.pruned, "--data", self.data, "--out", out, "--seq-len", str(seq_len), *TRAIN,
+                *extra)
+        return run_json(*args) if check else run(*args, check=False)
+
+    def test_a_masked_phase_keeps_the_pruned_weights_at_zero_and_the_loss_falls(self):
+        out = os.path.join(self.tmp, "masked")
+        report = self.train(out, "--phases", "masked:8")
+        self.assertTrue(report["finished"])
+        self.assertEqual(report["steps"], 8)
+        self.assertEqual(len(report["losses"]), 8)
+        self.assertEqual(report["masked_weights"], 2)
+        self.assertEqual(report["data"]["seq_len"], 64)
+        self.assertEqual(report["data"]["sequences"], 48)
+        self.assertLess(sum(report["losses"][-2:]), sum(report["losses"][:2]))
+        self.assertEqual(len(report["out_fingerprint"]), 64)
+        for component in PRUNED:
+            before = read_f32_tensor(self.pruned, component + ".weight")
+            after = read_f32_tensor(out, component + ".weight")
+            zeros = [i for i, v in enumerate(before) if v == 0.0]
+            self.assertGreaterEqual(len(zeros), len(before) // 2, component)
+            self.assertEqual({after[i] for i in zeros}, {0.0}, component)
+            self.assertNotEqual(list(before), list(after), component)  # the kept weights trained
+        # The trained folder is a model: its tokenizer came along, and it evaluates.
+        self.assertTrue(os.path.exists(os.path.join(out, "tokenizer.json")))
+        ppl = run_json("ppl", "--model", out, "--corpus", os.path.join(self.tmp, "brown.txt"), "--count", "4",
+                       "--prefix", "8", "--completion", "16")
+        self.assertGreater(ppl["ppl"], 1)
+
+    def test_a_resumed_run_writes_the_model_of_an_uninterrupted_one(self):
+        straight = self.train(os.path.join(self.tmp, "straight"), "--phases", "masked:4,unmasked:3")
+        ckpt = os.path.join(self.tmp, "ckpt")
+        resumed_out = os.path.join(self.tmp, "resumed")
+        stopped = self.train(resumed_out, "--phases", "masked:4,unmasked:3", "--checkpoint-dir", ckpt,
+                             "--checkpoint-every", "2", "--stop-after", "5")
+        self.assertFalse(stopped["finished"])
+        self.assertIsNone(stopped["out"])
+        self.assertFalse(os.path.exists(resumed_out))  # nothing that could pass for the trained model
+        rest = self.train(resumed_out, "--phases", "masked:4,unmasked:3", "--checkpoint-dir", ckpt,
+                          "--checkpoint-every", "2")
+        self.assertEqual(rest["resumed_at"], 4)
+        self.assertEqual(rest["losses"], straight["losses"])
+        self.assertEqual(rest["out_fingerprint"], straight["out_fingerprint"])
+
+    def test_bad_input_exits_2_and_writes_no_model(self):
+        empty = os.path.join(self.tmp, "empty.jsonl")
+        with open(empty, "w") as f:
+            f.write('{"text": "   "}\n')
+        taken = os.path.join(self.tmp, "taken")
+        os.makedirs(taken)
+        with open(os.path.join(taken, "config.json"), "w") as f:
+            f.write("{}")
+        cases = [
+            (("--phases", "frozen:3"), 64, "phases"),
+            (("--phases", "masked:2", "--micro-batch", "3"), 64, "micro-batch"),
+            (("--phases", "masked:1"), 1025, "max_position_embeddings 1024"),
+        ]
+        for extra, seq_len, needle in cases:
+            with self.subTest(extra=extra, seq_len=seq_len):
+                out = os.path.join(self.tmp, "bad-" + needle)
+                proc = self.train(out, *extra, check=False, seq_len=seq_len)
+                self.assertEqual(proc.returncode, 2, proc.stderr)
+                self.assertIn(needle, proc.stderr)
+                self.assertEqual(proc.stdout, "")
+                self.assertFalse(os.path.exists(out))
+        proc = run("train", "--model", self.pruned, "--data", empty, "--out", os.path.join(self.tmp, "x"), *TRAIN,
+                   "--phases", "masked:1", check=False)
+        self.assertEqual(proc.returncode, 2, proc.stderr)
+        self.assertIn(empty, proc.stderr)
+        proc = self.train(taken, "--phases", "masked:1", check=False)
+        self.assertEqual(proc.returncode, 2, proc.stderr)
+        self.assertIn("not an empty folder", proc.stderr)
+        self.assertEqual(os.listdir(taken), ["config.json"])
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

@@ -1,0 +1,377 @@
+#include "worker/engine/recovery_trainer.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <system_error>
+
+#include <nlohmann/json.hpp>
+
+#include "common/jsonl.h"
+#include "common/sha256.h"
+#include "worker/engine/checkpoint.h"
+#include "worker/engine/engine_error.h"
+#include "worker/engine/safetensors.h"
+
+namespace dtm {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kLatestFile[] = "latest";
+constexpr char kWeightsFile[] = "weights.safetensors";
+constexpr char kOptimizerFile[] = "optimizer.safetensors";
+constexpr char kStateFile[] = "state.json";
+
+bool IsLinearWeight(const std::string& name) {
+  const std::string suffix = "_proj.weight";
+  return name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+int64_t TotalSteps(const std::vector<TrainingPhase>& phases) {
+  int64_t total = 0;
+  for (const TrainingPhase& p : phases) total += p.steps;
+  return total;
+}
+
+// The phase that step `step` (0-based, over all phases) belongs to, and whether it is its first.
+const TrainingPhase& PhaseAt(const std::vector<TrainingPhase>& phases, int64_t step, bool* first) {
+  int64_t begin = 0;
+  for (const TrainingPhase& p : phases) {
+    if (step < begin + p.steps) {
+      *first = step == begin;
+      return p;
+    }
+    begin += p.steps;
+  }
+  *first = false;
+  return phases.back();
+}
+
+double LearningRateAt(const RecoveryTrainingOptions& o, int64_t step, int64_t total) {
+  if (step < o.warmup_steps) return o.learning_rate * static_cast<double>(step + 1) / static_cast<double>(o.warmup_steps);
+  if (o.schedule != "cosine") return o.learning_rate;
+  const double span = static_cast<double>(std::max<int64_t>(1, total - 1 - o.warmup_steps));
+  const double progress = std::min(1.0, static_cast<double>(step - o.warmup_steps) / span);
+  return o.learning_rate * (0.1 + 0.9 * 0.5 * (1.0 + std::cos(M_PI * progress)));
+}
+
+// Everything that decides the numbers of a run, so that a checkpoint is resumed only by the run
+// that wrote it: the data, the masks and every setting but where and how often it checkpoints.
+nlohmann::json RunIdentity(const TrainingData& data, const std::map<std::string, torch::Tensor>& masks,
+                           const RecoveryTrainingOptions& o) {
+  Sha256 hash;
+  for (const auto& [name, mask] : masks) {
+    torch::Tensor bytes = mask.to(torch::kCPU).to(torch::kUInt8).contiguous();
+    hash.Update(name + "\n");
+    hash.Update(std::string_view(static_cast<const char*>(bytes.data_ptr()), static_cast<size_t>(bytes.numel())));
+  }
+  nlohmann::json phases = nlohmann::json::array();
+  for (const TrainingPhase& p : o.phases) phases.push_back({{"masked", p.masked}, {"steps", p.steps}});
+  return {{"data", data.fingerprint},
+          {"data_seed", data.seed},
+          {"masks", hash.HexDigest()},
+          {"phases", phases},
+          {"batch_size", o.batch_size},
+          {"micro_batch", o.micro_batch},
+          {"learning_rate", o.learning_rate},
+          {"warmup_steps", o.warmup_steps},
+          {"schedule", o.schedule},
+          {"adamw", {o.adamw.beta1, o.adamw.beta2, o.adamw.eps, o.adamw.weight_decay}},
+          {"clip_grad_norm", o.clip_grad_norm}};
+}
+
+struct Trainable {
+  std::vector<std::string> names;
+  std::vector<torch::Tensor> params;
+  std::vector<torch::Tensor> masks;  // per param; undefined where it has no mask
+};
+
+Status SaveCheckpoint(const std::string& dir, int64_t step, const Trainable& t, AdamW& optimizer,
+                      const std::vector<double>& losses, const nlohmann::json& identity) {
+  char name[32];
+  std::snprintf(name, sizeof name, "step-%08lld", static_cast<long long>(step));
+  const fs::path final_dir = fs::path(dir) / name;
+  const fs::path tmp_dir = fs::path(dir) / (std::string(name) + ".tmp");
+  std::error_code ec;
+  fs::remove_all(tmp_dir, ec);
+  fs::create_directories(tmp_dir, ec);
+  if (ec) return InternalError("training checkpoint: cannot create " + tmp_dir.string() + ": " + ec.message());
+  std::vector<std::pair<std::string, torch::Tensor>> weights, moments;
+  for (size_t i = 0; i < t.params.size(); ++i) {
+    weights.emplace_back(t.names[i], t.params[i].detach());
+    moments.emplace_back("exp_avg." + t.names[i], optimizer.exp_avg()[i]);
+    moments.emplace_back("exp_avg_sq." + t.names[i], optimizer.exp_avg_sq()[i]);
+  }
+  RETURN_IF_ERROR(WriteSafetensors((tmp_dir / kWeightsFile).string(), weights));
+  RETURN_IF_ERROR(WriteSafetensors((tmp_dir / kOptimizerFile).string(), moments));
+  nlohmann::json state = {{"step", step}, {"optimizer_steps", optimizer.steps()}, {"losses", losses}, {"run", identity}};
+  RETURN_IF_ERROR(WriteTextFile((tmp_dir / kStateFile).string(), state.dump(1) + "\n"));
+  fs::remove_all(final_dir, ec);
+  fs::rename(tmp_dir, final_dir, ec);
+  if (ec) return InternalError("training checkpoint: cannot rename " + tmp_dir.string() + ": " + ec.message());
+  // `latest` moves only once the folder it names is whole; older folders go after that.
+  RETURN_IF_ERROR(WriteTextFile((fs::path(dir) / kLatestFile).string(), std::string(name) + "\n"));
+  for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
+    const std::string other = entry.path().filename().string();
+    if (other.rfind("step-", 0) == 0 && other != name) fs::remove_all(entry.path(), ec);
+  }
+  return OkStatus();
+}
+
+// Loads the newest checkpoint of `dir` into the params and the optimizer; returns its step, or 0
+// when the folder holds none.
+StatusOr<int64_t> LoadCheckpoint(const std::string& dir, Trainable& t, AdamW& optimizer, std::vector<double>* losses,
+                                 const nlohmann::json& identity) {
+  const fs::path latest = fs::path(dir) / kLatestFile;
+  std::error_code ec;
+  if (!fs::exists(latest, ec)) return int64_t{0};
+  ASSIGN_OR_RETURN(std::string name, ReadTextFile(latest.string()));
+  while (!name.empty() && (name.back() == '\n' || name.back() == '\r')) name.pop_back();
+  const fs::path folder = fs::path(dir) / name;
+  const std::string where = "training checkpoint " + folder.string();
+  ASSIGN_OR_RETURN(std::string state_text, ReadTextFile((folder / kStateFile).string()));
+  nlohmann::json state = nlohmann::json::parse(state_text, nullptr, /*allow_exceptions=*/false);
+  if (state.is_discarded() || !state.contains("run") || !state.contains("step") || !state.contains("losses")) {
+    return DataLossError(where + ": " + kStateFile + " is not a training state");
+  }
+  for (const auto& [key, value] : identity.items()) {
+    if (state["run"].value(key, nlohmann::json()) != value) {
+      return FailedPreconditionError(where + " is of another run: its " + key + " is " + state["run"][key].dump() +
+                                     ", this run's " + value.dump() + " (use another checkpoint folder)");
+    }
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> weights, SafetensorsFile::Open((folder / kWeightsFile).string()));
+  ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> moments, SafetensorsFile::Open((folder / kOptimizerFile).string()));
+  torch::NoGradGuard no_grad;
+  auto load = [&](const SafetensorsFile& file, const std::string& name, torch::Tensor& into) -> Status {
+    ASSIGN_OR_RETURN(torch::Tensor loaded, file.LoadAs(name, into.scalar_type(), into.device()));
+    if (!loaded.sizes().equals(into.sizes())) return DataLossError(where + ": " + name + " has another shape");
+    into.copy_(loaded);
+    return OkStatus();
+  };
+  for (size_t i = 0; i < t.params.size(); ++i) {
+    RETURN_IF_ERROR(load(*weights, t.names[i], t.params[i]));
+    RETURN_IF_ERROR(load(*moments, "exp_avg." + t.names[i], optimizer.exp_avg()[i]));
+    RETURN_IF_ERROR(load(*moments, "exp_avg_sq." + t.names[i], optimizer.exp_avg_sq()[i]));
+  }
+  optimizer.set_steps(state.value("optimizer_steps", int64_t{0}));
+  *losses = state["losses"].get<std::vector<double>>();
+  return state["step"].get<int64_t>();
+}
+
+// The global L2 norm of the gradients, and each scaled by min(1, max_norm / (norm + 1e-6)) as
+// torch.nn.utils.clip_grad_norm_ does.
+double ClipGradients(std::vector<torch::Tensor>& grads, double max_norm) {
+  torch::Tensor norms = torch::stack([&] {
+    std::vector<torch::Tensor> each;
+    for (const torch::Tensor& g : grads) each.push_back(g.norm(2));
+    return each;
+  }());
+  const double total = norms.norm(2).item<double>();
+  if (max_norm > 0) {
+    const double coef = std::min(1.0, max_norm / (total + 1e-6));
+    for (torch::Tensor& g : grads) g.mul_(coef);
+  }
+  return total;
+}
+
+Status CheckOptions(const LlamaModel& model, const TrainingData& data, const RecoveryTrainingOptions& o) {
+  if (o.phases.empty()) return InvalidArgumentError("training: no phase (e.g. masked:450,unmasked:50)");
+  if (o.batch_size < 1) return InvalidArgumentError("training: the batch must be at least 1 sequence");
+  const int64_t micro = o.micro_batch == 0 ? o.batch_size : o.micro_batch;
+  if (micro < 1 || o.batch_size % micro != 0) {
+    return InvalidArgumentError("training: the micro-batch (" + std::to_string(micro) +
+                                ") must divide the batch (" + std::to_string(o.batch_size) + ")");
+  }
+  if (o.schedule != "constant" && o.schedule != "cosine") {
+    return InvalidArgumentError("training: schedule must be constant or cosine, got '" + o.schedule + "'");
+  }
+  if (!(o.learning_rate > 0) || o.warmup_steps < 0) {
+    return InvalidArgumentError("training: the learning rate must be positive and the warm-up at least 0 steps");
+  }
+  if (o.checkpoint_every > 0 && o.checkpoint_dir.empty()) {
+    return InvalidArgumentError("training: checkpoints every " + std::to_string(o.checkpoint_every) +
+                                " steps need a checkpoint folder");
+  }
+  if (model.options().dtype != torch::kFloat32) {
+    return InvalidArgumentError("training: the model must be loaded in float32 (the master weights)");
+  }
+  if (!data.sequences.defined() || data.sequences.size(0) == 0) return InvalidArgumentError("training: no training sequence");
+  if (data.seq_len > model.config().max_position_embeddings) {
+    return InvalidArgumentError("training: sequences of " + std::to_string(data.seq_len) + " tokens exceed the model's " +
+                                std::to_string(model.config().max_position_embeddings) + " positions");
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+StatusOr<std::vector<TrainingPhase>> ParseTrainingPhases(std::string_view text) {
+  std::vector<TrainingPhase> phases;
+  if (text.empty()) return InvalidArgumentError("phases: none given (e.g. masked:450,unmasked:50)");
+  // Split by hand: getline would drop the empty item after a trailing comma.
+  for (size_t begin = 0; begin <= text.size();) {
+    const size_t comma = std::min(text.find(',', begin), text.size());
+    const std::string item(text.substr(begin, comma - begin));
+    begin = comma + 1;
+    const size_t colon = item.find(':');
+    const std::string kind = item.substr(0, colon);
+    const std::string count = colon == std::string::npos ? "" : item.substr(colon + 1);
+    TrainingPhase phase;
+    if (kind == "masked") {
+      phase.masked = true;
+    } else if (kind == "unmasked") {
+      phase.masked = false;
+    } else {
+      return InvalidArgumentError("phases: '" + item + "': a phase is masked:STEPS or unmasked:STEPS");
+    }
+    char* end = nullptr;
+    errno = 0;
+    const long long steps = count.empty() ? 0 : std::strtoll(count.c_str(), &end, 10);
+    if (count.empty() || *end != '\0' || errno != 0 || steps < 1 || count[0] == '+' || count[0] == ' ') {
+      return InvalidArgumentError("phases: '" + item + "': the steps must be a positive integer");
+    }
+    phase.steps = steps;
+    phases.push_back(phase);
+  }
+  if (phases.empty()) return InvalidArgumentError("phases: none given (e.g. masked:450,unmasked:50)");
+  return phases;
+}
+
+std::map<std::string, torch::Tensor> PruningMasksFromZeros(const LlamaModel& model) {
+  std::map<std::string, torch::Tensor> masks;
+  for (const auto& [name, weight] : model.NamedWeights()) {
+    if (!IsLinearWeight(name)) continue;
+    torch::Tensor kept = weight.ne(0);
+    if (!kept.all().item<bool>()) masks.emplace(name, std::move(kept));
+  }
+  return masks;
+}
+
+StatusOr<TrainingReport> TrainRecovery(LlamaModel& model, const TrainingData& data,
+                                       const std::map<std::string, torch::Tensor>& masks,
+                                       const RecoveryTrainingOptions& options) {
+  RETURN_IF_ERROR(CheckOptions(model, data, options));
+  Trainable t;
+  for (auto& [name, weight] : model.NamedWeights()) {
+    auto mask = masks.find(name);
+    if (mask != masks.end() && !mask->second.sizes().equals(weight.sizes())) {
+      return InvalidArgumentError("training: the mask of " + name + " has another shape than the weight");
+    }
+    t.names.push_back(name);
+    t.params.push_back(weight);
+    t.masks.push_back(mask == masks.end() ? torch::Tensor() : mask->second.to(weight.device()));
+  }
+  for (const auto& [name, mask] : masks) {
+    if (std::find(t.names.begin(), t.names.end(), name) == t.names.end()) {
+      return InvalidArgumentError("training: a mask names " + name + ", which the model does not have");
+    }
+  }
+  AdamW optimizer(t.params, options.adamw);
+  const nlohmann::json identity = RunIdentity(data, masks, options);
+  TrainingReport report;
+  report.steps_total = TotalSteps(options.phases);
+  if (!options.checkpoint_dir.empty()) {
+    ASSIGN_OR_RETURN(report.resumed_at, LoadCheckpoint(options.checkpoint_dir, t, optimizer, &report.losses, identity));
+  }
+  const int64_t micro = options.micro_batch == 0 ? options.batch_size : options.micro_batch;
+  const int64_t end = options.stop_after > 0 ? std::min(options.stop_after, report.steps_total) : report.steps_total;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (torch::Tensor& p : t.params) p.requires_grad_(true);
+  auto apply_masks = [&](bool with_moments) {
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < t.params.size(); ++i) {
+      if (!t.masks[i].defined()) continue;
+      t.params[i].mul_(t.masks[i]);
+      if (with_moments) {
+        optimizer.exp_avg()[i].mul_(t.masks[i]);
+        optimizer.exp_avg_sq()[i].mul_(t.masks[i]);
+      }
+    }
+  };
+  auto run = [&]() -> Status {
+    for (int64_t step = report.resumed_at; step < end; ++step) {
+      bool first = false;
+      const TrainingPhase& phase = PhaseAt(options.phases, step, &first);
+      // A masked phase starts (or resumes) with its pruned weights and their moments at 0.
+      if (phase.masked && (first || step == report.resumed_at)) apply_masks(/*with_moments=*/true);
+      for (torch::Tensor& p : t.params) {
+        if (p.grad().defined()) p.mutable_grad().zero_();
+      }
+      double loss_sum = 0;
+      for (int64_t begin = 0; begin < options.batch_size; begin += micro) {
+        torch::Tensor batch = BatchSlice(data, step, options.batch_size, begin, begin + micro).to(model.options().device);
+        const int64_t n = batch.size(1) - 1;
+        torch::Tensor logits = model.Logits(model.Forward(batch.slice(1, 0, n)));
+        torch::Tensor loss = torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}),
+                                                                  batch.slice(1, 1, n + 1).reshape({-1}));
+        // Each micro-batch's share of the batch mean: every sequence has the same token count.
+        const double share = static_cast<double>(micro) / static_cast<double>(options.batch_size);
+        (loss * share).backward();
+        loss_sum += loss.item<double>() * share;
+      }
+      std::vector<torch::Tensor> grads;
+      for (size_t i = 0; i < t.params.size(); ++i) {
+        torch::Tensor g = t.params[i].grad();
+        if (phase.masked && t.masks[i].defined()) g.mul_(t.masks[i]);
+        grads.push_back(g);
+      }
+      ClipGradients(grads, options.clip_grad_norm);
+      optimizer.Step(grads, LearningRateAt(options, step, report.steps_total));
+      if (phase.masked) apply_masks(/*with_moments=*/false);
+      report.losses.push_back(loss_sum);
+      report.tokens_trained += options.batch_size * data.seq_len;
+      if (options.on_step) options.on_step(step, report.steps_total, loss_sum);
+      if (options.checkpoint_every > 0 && (step + 1) % options.checkpoint_every == 0) {
+        RETURN_IF_ERROR(SaveCheckpoint(options.checkpoint_dir, step + 1, t, optimizer, report.losses, identity));
+      }
+    }
+    return OkStatus();
+  };
+  Status status = OkStatus();
+  try {
+    status = run();
+  } catch (const std::exception& e) {
+    status = StatusFromException(e, "training");  // out of memory, most likely
+  }
+  for (torch::Tensor& p : t.params) {
+    p.requires_grad_(false);
+    p.mutable_grad() = torch::Tensor();
+  }
+  RETURN_IF_ERROR(status);
+  report.finished = end == report.steps_total;
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return report;
+}
+
+StatusOr<std::string> WriteTrainedModel(const LlamaModel& model, const std::string& source_dir,
+                                        const std::string& out_dir) {
+  std::error_code ec;
+  if (fs::exists(out_dir, ec) && !(fs::is_directory(out_dir, ec) && fs::is_empty(out_dir, ec))) {
+    return FailedPreconditionError(out_dir + ": exists and is not an empty folder; the trained model goes to a new one");
+  }
+  const fs::path out = fs::path(out_dir).lexically_normal();
+  const fs::path partial = out.parent_path() / (out.filename().string() + ".partial");
+  fs::remove_all(partial, ec);
+  std::vector<std::pair<std::string, torch::Tensor>> weights;
+  for (const auto& [name, w] : model.NamedWeights()) weights.emplace_back(name, w.detach());
+  RETURN_IF_ERROR(WriteCheckpoint(partial.string(), model.config(), weights));
+  for (const char* name : kCheckpointSideFiles) {
+    const fs::path from = fs::path(source_dir) / name;
+    if (!fs::is_regular_file(from, ec)) continue;
+    fs::copy_file(from, partial / name, fs::copy_options::overwrite_existing, ec);
+    if (ec) return InternalError("cannot copy " + from.string() + " to " + partial.string() + ": " + ec.message());
+  }
+  fs::remove(out, ec);  // an empty folder; rename needs it gone
+  fs::rename(partial, out, ec);
+  if (ec) return InternalError("cannot rename " + partial.string() + " to " + out.string() + ": " + ec.message());
+  ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> written, Checkpoint::Open(out.string()));
+  return written->Fingerprint();
+}
+
+}  // namespace dtm
