@@ -301,23 +301,6 @@ Status TextPerplexityCommand(const TextPerplexityOptions& options) {
 
 namespace {
 
-// OK when `dir` does not exist or is an empty folder.
-Status CheckOutDirIsFree(const std::string& dir) {
-  namespace fs = std::filesystem;
-  if (dir.empty()) return InvalidArgumentError("--out: empty path");
-  std::error_code ec;
-  const fs::file_status st = fs::status(dir, ec);
-  if (ec && ec != std::errc::no_such_file_or_directory) {
-    return InvalidArgumentError("--out " + dir + ": " + ec.message());
-  }
-  if (!fs::exists(st)) return OkStatus();
-  if (!fs::is_directory(st)) return FailedPreconditionError("--out " + dir + " exists and is not a folder; refusing to overwrite it");
-  if (!fs::is_empty(dir, ec) || ec) {
-    return FailedPreconditionError("--out " + dir + " is not empty; refusing to overwrite it (choose a new or empty folder)");
-  }
-  return OkStatus();
-}
-
 Status CopyFile(const std::string& from, const std::string& to) {
   std::error_code ec;
   std::filesystem::copy_file(from, to, std::filesystem::copy_options::overwrite_existing, ec);

@@ -15,13 +15,7 @@ Status TrainCommand(const TrainOptions& options) {
   const auto t0 = Clock::now();
   // Every flag and the output folder before any weight loads.
   ASSIGN_OR_RETURN(std::vector<TrainingPhase> phases, ParseTrainingPhases(options.phases));
-  if (options.out_dir.empty()) return InvalidArgumentError("--out: empty path");
-  std::error_code ec;
-  if (std::filesystem::exists(options.out_dir, ec) &&
-      !(std::filesystem::is_directory(options.out_dir, ec) && std::filesystem::is_empty(options.out_dir, ec))) {
-    return FailedPreconditionError("--out " + options.out_dir + " exists and is not an empty folder; the trained "
-                                   "model goes to a new one");
-  }
+  RETURN_IF_ERROR(CheckOutDirIsFree(options.out_dir));
   if (!options.runtime.dtype.empty() && options.runtime.dtype != "float32") {
     return InvalidArgumentError("--dtype: training keeps float32 master weights; got '" + options.runtime.dtype + "'");
   }

@@ -130,7 +130,7 @@ class DtmctlTrainTest(unittest.TestCase):
         self.assertIn(empty, proc.stderr)
         proc = self.train(taken, "--phases", "masked:1", check=False)
         self.assertEqual(proc.returncode, 2, proc.stderr)
-        self.assertIn("not an empty folder", proc.stderr)
+        self.assertIn("is not empty", proc.stderr)
         self.assertEqual(os.listdir(taken), ["config.json"])
 
 
