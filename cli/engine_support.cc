@@ -1,9 +1,9 @@
 #include "cli/engine_support.h"
 
-#include <filesystem>
-#include <system_error>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
+#include <system_error>
 
 #include "worker/engine/tensor_util.h"
 

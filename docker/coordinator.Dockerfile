@@ -10,7 +10,7 @@ FROM debian:${DEBIAN_RELEASE} AS build
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config ca-certificates \
       libtorch-dev libopenblas0-pthread \
-      libgrpc++-dev protobuf-compiler-grpc libhiredis-dev libsqlite3-dev prometheus-cpp-dev libcpp-httplib-dev \
+      libgrpc++-dev protobuf-compiler-grpc libhiredis-dev libsqlite3-dev libgloo-dev prometheus-cpp-dev libcpp-httplib-dev \
       libspdlog-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev zlib1g-dev \
       libgtest-dev libgmock-dev \
     && rm -rf /var/lib/apt/lists/*

@@ -22,7 +22,7 @@ ARG CUDA_APT=12-1
 ARG CUDA_KEYRING_URL=https://developer.download.nvidia.com/compute/cuda/repos/debian12/x86_64/cuda-keyring_1.1-1_all.deb
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config ca-certificates curl unzip \
-      libgrpc++-dev protobuf-compiler-grpc libhiredis-dev libsqlite3-dev prometheus-cpp-dev libcpp-httplib-dev \
+      libgrpc++-dev protobuf-compiler-grpc libhiredis-dev libsqlite3-dev libgloo-dev prometheus-cpp-dev libcpp-httplib-dev \
       libspdlog-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev zlib1g-dev \
       libgtest-dev libgmock-dev \
     && curl -fsSL -o /tmp/cuda-keyring.deb "$CUDA_KEYRING_URL" && dpkg -i /tmp/cuda-keyring.deb \

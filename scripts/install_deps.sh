@@ -5,7 +5,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config git ca-certificates
   libtorch-dev libopenblas0-pthread
-  libgrpc++-dev protobuf-compiler-grpc libhiredis-dev libsqlite3-dev prometheus-cpp-dev libcpp-httplib-dev
+  libgrpc++-dev protobuf-compiler-grpc libhiredis-dev libsqlite3-dev libgloo-dev prometheus-cpp-dev libcpp-httplib-dev
   libspdlog-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev zlib1g-dev
   libgtest-dev libgmock-dev clang libclang-rt-14-dev libfuzzer-14-dev
   redis-server prometheus

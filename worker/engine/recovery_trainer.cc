@@ -183,10 +183,16 @@ double ClipGradients(std::vector<torch::Tensor>& grads, double max_norm) {
 Status CheckOptions(const LlamaModel& model, const TrainingData& data, const RecoveryTrainingOptions& o) {
   if (o.phases.empty()) return InvalidArgumentError("training: no phase (e.g. masked:450,unmasked:50)");
   if (o.batch_size < 1) return InvalidArgumentError("training: the batch must be at least 1 sequence");
-  const int64_t micro = o.micro_batch == 0 ? o.batch_size : o.micro_batch;
-  if (micro < 1 || o.batch_size % micro != 0) {
-    return InvalidArgumentError("training: the micro-batch (" + std::to_string(micro) +
-                                ") must divide the batch (" + std::to_string(o.batch_size) + ")");
+  const int64_t members = o.gang == nullptr ? 1 : o.gang->world_size();
+  if (o.batch_size % members != 0) {
+    return InvalidArgumentError("training: the batch (" + std::to_string(o.batch_size) + ") must divide among the gang's " +
+                                std::to_string(members) + " members");
+  }
+  const int64_t share = o.batch_size / members;
+  const int64_t micro = o.micro_batch == 0 ? share : o.micro_batch;
+  if (micro < 1 || share % micro != 0) {
+    return InvalidArgumentError("training: the micro-batch (" + std::to_string(micro) + ") must divide the batch (" +
+                                std::to_string(o.batch_size) + ") per member (" + std::to_string(share) + ")");
   }
   if (o.schedule != "constant" && o.schedule != "cosine") {
     return InvalidArgumentError("training: schedule must be constant or cosine, got '" + o.schedule + "'");
@@ -279,7 +285,20 @@ StatusOr<TrainingReport> TrainRecovery(LlamaModel& model, const TrainingData& da
   if (!options.checkpoint_dir.empty()) {
     ASSIGN_OR_RETURN(report.resumed_at, LoadCheckpoint(options.checkpoint_dir, t, optimizer, &report.losses, identity));
   }
-  const int64_t micro = options.micro_batch == 0 ? options.batch_size : options.micro_batch;
+  Gang* const gang = options.gang;
+  const int64_t members = gang == nullptr ? 1 : gang->world_size();
+  const int64_t share = options.batch_size / members;
+  const int64_t rows_begin = (gang == nullptr ? 0 : gang->rank()) * share;
+  const int64_t micro = options.micro_batch == 0 ? share : options.micro_batch;
+  const bool writes_checkpoints = gang == nullptr || gang->rank() == 0;
+  // The sum of every weight, which members with identical weights hold identically.
+  auto check_weights = [&](int64_t step) -> Status {
+    if (gang == nullptr) return OkStatus();
+    torch::NoGradGuard no_grad;
+    double sum = 0;
+    for (const torch::Tensor& p : t.params) sum += p.sum(torch::kFloat64).item<double>();
+    return gang->CheckSame(sum, "the sum of the weights after step " + std::to_string(step));
+  };
   const int64_t end = options.stop_after > 0 ? std::min(options.stop_after, report.steps_total) : report.steps_total;
   const auto t0 = std::chrono::steady_clock::now();
   for (torch::Tensor& p : t.params) p.requires_grad_(true);
@@ -304,34 +323,45 @@ StatusOr<TrainingReport> TrainRecovery(LlamaModel& model, const TrainingData& da
         if (p.grad().defined()) p.mutable_grad().zero_();
       }
       double loss_sum = 0;
-      for (int64_t begin = 0; begin < options.batch_size; begin += micro) {
+      for (int64_t begin = rows_begin; begin < rows_begin + share; begin += micro) {
         torch::Tensor batch = BatchSlice(data, step, options.batch_size, begin, begin + micro).to(model.options().device);
         const int64_t n = batch.size(1) - 1;
         torch::Tensor logits = model.Logits(model.Forward(batch.slice(1, 0, n)));
         torch::Tensor loss = torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}),
                                                                   batch.slice(1, 1, n + 1).reshape({-1}));
-        // Each micro-batch's share of the batch mean: every sequence has the same token count.
-        const double share = static_cast<double>(micro) / static_cast<double>(options.batch_size);
-        (loss * share).backward();
-        loss_sum += loss.item<double>() * share;
+        // Each micro-batch's weight in the global batch mean: every sequence has the same token count.
+        const double weight = static_cast<double>(micro) / static_cast<double>(options.batch_size);
+        (loss * weight).backward();
+        loss_sum += loss.item<double>() * weight;
       }
       std::vector<torch::Tensor> grads;
+      for (torch::Tensor& p : t.params) grads.push_back(p.grad());
+      if (gang != nullptr) {
+        // The loss rides with the gradients, one more float32 element in the last bucket (so a
+        // gang's reported loss is rounded to float32: about 1e-7 relative).
+        grads.push_back(torch::tensor({loss_sum}, torch::kFloat32));
+        RETURN_IF_ERROR(gang->AllReduceSum(grads));
+        loss_sum = grads.back().item<double>();
+        grads.pop_back();
+      }
       for (size_t i = 0; i < t.params.size(); ++i) {
-        torch::Tensor g = t.params[i].grad();
+        torch::Tensor& g = grads[i];
         if (phase.masked && t.masks[i].defined()) g.mul_(t.masks[i]);
-        grads.push_back(g);
       }
       ClipGradients(grads, options.clip_grad_norm);
       optimizer.Step(grads, LearningRateAt(options, step, report.steps_total));
       if (phase.masked) apply_masks(/*with_moments=*/false);
       report.losses.push_back(loss_sum);
-      report.tokens_trained += options.batch_size * data.seq_len;
+      report.tokens_trained += share * data.seq_len;
       if (options.on_step) options.on_step(step, report.steps_total, loss_sum);
-      if (options.checkpoint_every > 0 && (step + 1) % options.checkpoint_every == 0) {
+      if (options.weights_check_every > 0 && (step + 1) % options.weights_check_every == 0) {
+        RETURN_IF_ERROR(check_weights(step + 1));
+      }
+      if (writes_checkpoints && options.checkpoint_every > 0 && (step + 1) % options.checkpoint_every == 0) {
         RETURN_IF_ERROR(SaveCheckpoint(options.checkpoint_dir, step + 1, t, optimizer, report.losses, identity));
       }
     }
-    return OkStatus();
+    return check_weights(end);
   };
   Status status = OkStatus();
   try {

@@ -31,6 +31,7 @@
 
 #include "common/status.h"
 #include "worker/engine/adamw.h"
+#include "worker/engine/gang.h"
 #include "worker/engine/llama_model.h"
 #include "worker/engine/training_data.h"
 
@@ -48,7 +49,7 @@ StatusOr<std::vector<TrainingPhase>> ParseTrainingPhases(std::string_view text);
 struct RecoveryTrainingOptions {
   std::vector<TrainingPhase> phases;
   int64_t batch_size = 256;  // sequences per optimizer step: the global batch (the paper: 256 x 2048 tokens)
-  int64_t micro_batch = 0;   // sequences per forward and backward (gradient accumulation); 0 = the whole batch
+  int64_t micro_batch = 0;   // sequences per forward and backward (gradient accumulation); 0 = this member's whole share
   double learning_rate = 1e-4;
   int64_t warmup_steps = 0;          // linear warm-up from lr / warmup_steps
   std::string schedule = "constant";  // after warm-up: "constant", or "cosine" down to a tenth of the peak at the last step
@@ -58,6 +59,13 @@ struct RecoveryTrainingOptions {
   std::string checkpoint_dir;    // where they go (created); required when checkpoint_every > 0
   int64_t stop_after = 0;        // stop after this many steps in all, as an interrupted run would; 0 = run every phase
   std::function<void(int64_t step, int64_t total, double loss)> on_step;  // after each step; may be empty
+  // Data-parallel: this member's gang (not owned; null = one process). Member r of W takes rows
+  // [r B/W, (r+1) B/W) of every global batch; the gradients and the loss are summed across the gang
+  // (each micro-batch weighted by its share of the global batch), so every member takes the step one
+  // process would take, up to the order of float sums. Member 0 alone writes checkpoints (to a
+  // folder every member reads when resuming).
+  Gang* gang = nullptr;
+  int64_t weights_check_every = 50;  // steps between the gang's check that its weights are identical (and at the end)
 };
 
 struct TrainingReport {
@@ -76,8 +84,10 @@ std::map<std::string, torch::Tensor> PruningMasksFromZeros(const LlamaModel& mod
 
 // Trains `model` in place (its dtype must be float32: the master weights) on `data`. `masks` are
 // keyed by HF weight name (PruningMasksFromZeros). Errors: INVALID_ARGUMENT for options that
-// cannot work (no phase, batch < 1, micro_batch not dividing it, a mask of another shape); a
-// checkpoint of another run in checkpoint_dir is FAILED_PRECONDITION naming what differs.
+// cannot work (no phase, batch < 1, a batch the gang's members and micro-batches do not divide, a
+// mask of another shape); a checkpoint of another run in checkpoint_dir is FAILED_PRECONDITION
+// naming what differs; a gang member gone is UNAVAILABLE, weights that drifted apart
+// FAILED_PRECONDITION.
 StatusOr<TrainingReport> TrainRecovery(LlamaModel& model, const TrainingData& data,
                                        const std::map<std::string, torch::Tensor>& masks,
                                        const RecoveryTrainingOptions& options);

@@ -159,7 +159,10 @@ TEST_F(RecoveryTrainerTest, GradientAccumulationComputesTheBatchMean) {
   ASSERT_TRUE(a.ok() && b.ok());
   for (size_t i = 0; i < a->losses.size(); ++i) EXPECT_NEAR(a->losses[i], b->losses[i], 1e-5 * a->losses[i]) << i;
   const std::map<std::string, torch::Tensor> wa = Weights(*whole), wb = Weights(*accumulated);
-  for (const auto& [name, w] : wa) EXPECT_TRUE(torch::allclose(w, wb.at(name), 1e-4, 1e-6)) << name;
+  // Within 1 % of the lr x steps AdamW can move a weight: its normalised update shows the rounding
+  // of tiny gradients at that scale (gang_test measures it).
+  const double tolerance = 0.01 * options.learning_rate * 5;
+  for (const auto& [name, w] : wa) EXPECT_TRUE(torch::allclose(w, wb.at(name), /*rtol=*/0, tolerance)) << name;
 }
 
 TEST_F(RecoveryTrainerTest, AResumedRunEndsWithTheWeightsOfAnUninterruptedOne) {

@@ -1,0 +1,188 @@
+// Gangs over c10d Gloo on loopback, two members as two threads of this process (each with its own
+// store client, process group and model replica, as two processes would have): all-reduce in
+// buckets, the weights check, a member that never comes or goes away (an error, not a hang), and
+// data-parallel recovery training equal to one process with the same global batch.
+#include "worker/engine/gang.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <future>
+#include <thread>
+
+#include "tests/worker/engine/test_models.h"
+#include "worker/engine/recovery_trainer.h"
+
+namespace dtm {
+namespace {
+
+using ::testing::HasSubstr;
+using Clock = std::chrono::steady_clock;
+
+// A port free on loopback now (the kernel's pick for a socket bound to port 0, then closed).
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof address;
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    ADD_FAILURE() << "no free port";
+  }
+  close(fd);
+  return ntohs(address.sin_port);
+}
+
+GangOptions Member(int rank, int world, int port, std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+  GangOptions o;
+  o.rank = rank;
+  o.world_size = world;
+  o.master_port = port;
+  o.timeout = timeout;
+  return o;
+}
+
+// Runs `body(gang)` on two members, rank 0 on this thread; returns both statuses.
+std::pair<Status, Status> OnTwoMembers(const std::function<Status(Gang&)>& body,
+                                       std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+  std::promise<int> port;
+  std::future<int> port_known = port.get_future();
+  std::future<Status> second;
+  // Rank 0's Join returns only once rank 1 has joined, so rank 1 runs on its own thread.
+  second = std::async(std::launch::async, [&]() -> Status {
+    const int p = port_known.get();
+    StatusOr<std::unique_ptr<Gang>> gang = Gang::Join(Member(1, 2, p, timeout));
+    if (!gang.ok()) return gang.status();
+    return body(**gang);
+  });
+  GangOptions zero = Member(0, 2, FreePort(), timeout);
+  port.set_value(zero.master_port);
+  StatusOr<std::unique_ptr<Gang>> first = Gang::Join(zero);
+  Status a = first.ok() ? body(**first) : first.status();
+  return {a, second.get()};
+}
+
+TEST(GangTest, AllReduceSumsEveryTensorAcrossTheGangInBuckets) {
+  auto [a, b] = OnTwoMembers([](Gang& gang) -> Status {
+    std::vector<torch::Tensor> tensors = {torch::full({3, 2}, 1.0f + gang.rank()), torch::arange(5, torch::kFloat32),
+                                          torch::full({1}, 10.0f * (gang.rank() + 1))};
+    RETURN_IF_ERROR(gang.AllReduceSum(tensors));
+    if (!torch::equal(tensors[0], torch::full({3, 2}, 3.0f))) return InternalError("bucket 1: " + std::to_string(tensors[0][0][0].item<float>()));
+    if (!torch::equal(tensors[1], torch::arange(5, torch::kFloat32) * 2)) return InternalError("bucket 2");
+    if (tensors[2].item<float>() != 30.0f) return InternalError("bucket 3");
+    return OkStatus();
+  });
+  EXPECT_TRUE(a.ok()) << a.ToString();
+  EXPECT_TRUE(b.ok()) << b.ToString();
+}
+
+TEST(GangTest, CheckSameFailsOnEveryMemberWhenTheyDiffer) {
+  auto [same_a, same_b] = OnTwoMembers([](Gang& gang) { return gang.CheckSame(1.25, "x"); });
+  EXPECT_TRUE(same_a.ok() && same_b.ok()) << same_a.ToString() << same_b.ToString();
+  auto [a, b] = OnTwoMembers([](Gang& gang) { return gang.CheckSame(1.0 + gang.rank(), "the sum of the weights"); });
+  for (const Status& s : {a, b}) {
+    EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.ToString();
+    EXPECT_THAT(s.message(), HasSubstr("the sum of the weights differs across the gang: from 1 to 2"));
+  }
+}
+
+TEST(GangTest, AMemberThatNeverComesEndsTheJoinAfterTheTimeout) {
+  GangOptions alone = Member(0, 2, FreePort(), std::chrono::seconds(2));
+  const auto t0 = Clock::now();
+  StatusOr<std::unique_ptr<Gang>> gang = Gang::Join(alone);
+  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  ASSERT_FALSE(gang.ok());
+  EXPECT_EQ(gang.status().code(), StatusCode::kUnavailable);
+  EXPECT_THAT(gang.status().message(), HasSubstr("gang rank 0 of 2"));
+  EXPECT_LT(seconds, 30);
+  EXPECT_FALSE(Gang::Join(Member(2, 2, 1)).ok());  // a rank outside the gang
+  EXPECT_FALSE(Gang::Join(Member(1, 2, 0)).ok());  // rank 0's port unknown
+}
+
+TEST(GangTest, AMemberThatGoesAwayEndsTheOthersCollectiveInsteadOfHangingIt) {
+  const auto t0 = Clock::now();
+  auto [a, b] = OnTwoMembers(
+      [](Gang& gang) -> Status {
+        if (gang.rank() == 1) return OkStatus();  // leaves: its gang is destroyed on return
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        std::vector<torch::Tensor> tensors = {torch::ones({4})};
+        return gang.AllReduceSum(tensors);
+      },
+      std::chrono::seconds(3));
+  EXPECT_TRUE(b.ok()) << b.ToString();
+  EXPECT_EQ(a.code(), StatusCode::kUnavailable) << a.ToString();
+  EXPECT_THAT(a.message(), HasSubstr("all-reduce failed"));
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - t0).count(), 30);
+}
+
+// The same global batch on one process and on a gang of two: the same losses and weights, up to the
+// order of float sums.
+TEST(GangTest, DataParallelTrainingEqualsOneProcess) {
+  TrainingData data;
+  data.seq_len = 12;
+  torch::manual_seed(8);
+  data.sequences = torch::randint(0, testing::SmallConfig().vocab_size, {24, 13}, torch::TensorOptions().dtype(torch::kInt32)
+                                  .device(torch::kCPU)).contiguous();
+  data.fingerprint = "random";
+  RecoveryTrainingOptions options;
+  options.phases = {{true, 4}, {false, 3}};
+  options.batch_size = 8;
+  options.learning_rate = 3e-3;
+  options.weights_check_every = 2;
+  auto pruned_model = [] {
+    std::unique_ptr<LlamaModel> model = LlamaModel::RandomInit(testing::SmallConfig(), ModelOptions{}, 21);
+    torch::NoGradGuard no_grad;
+    for (auto& [name, w] : model->NamedWeights()) {
+      if (name == "model.layers.1.mlp.down_proj.weight") w.masked_fill_(w.abs() < w.abs().median(), 0);
+    }
+    return model;
+  };
+  std::unique_ptr<LlamaModel> single = pruned_model();
+  const std::map<std::string, torch::Tensor> masks = PruningMasksFromZeros(*single);
+  StatusOr<TrainingReport> alone = TrainRecovery(*single, data, masks, options);
+  ASSERT_TRUE(alone.ok()) << alone.status().ToString();
+
+  std::vector<std::unique_ptr<LlamaModel>> replicas(2);
+  std::vector<TrainingReport> reports(2);
+  auto [a, b] = OnTwoMembers([&](Gang& gang) -> Status {
+    replicas[gang.rank()] = pruned_model();
+    RecoveryTrainingOptions mine = options;
+    mine.gang = &gang;
+    mine.micro_batch = gang.rank() == 0 ? 2 : 4;  // accumulation differs per member, the step does not
+    ASSIGN_OR_RETURN(reports[gang.rank()], TrainRecovery(*replicas[gang.rank()], data, masks, mine));
+    return OkStatus();
+  });
+  ASSERT_TRUE(a.ok()) << a.ToString();
+  ASSERT_TRUE(b.ok()) << b.ToString();
+  for (int rank = 0; rank < 2; ++rank) {
+    ASSERT_EQ(reports[rank].losses.size(), alone->losses.size());
+    for (size_t s = 0; s < alone->losses.size(); ++s) {
+      EXPECT_NEAR(reports[rank].losses[s], alone->losses[s], 1e-5 * alone->losses[s]) << "rank " << rank << " step " << s;
+    }
+    EXPECT_EQ(reports[rank].tokens_trained, 7 * 4 * 12);  // half of each batch
+  }
+  // AdamW divides each update by the gradient's own running scale, so a weight whose gradient is
+  // tiny moves by about lr per step whatever its size, and the float rounding of the summed
+  // gradients (another order on a gang) shows in it at that scale: on 12 seeds here the largest
+  // difference was 1.9e-5, 0.1 % of the lr x steps a weight can move at most. Allowed: 1 %.
+  const double tolerance = 0.01 * options.learning_rate * 7;
+  auto weights = [](const LlamaModel& m) { return m.NamedWeights(); };
+  const auto reference = weights(*single), zero = weights(*replicas[0]), one = weights(*replicas[1]);
+  for (size_t i = 0; i < reference.size(); ++i) {
+    EXPECT_TRUE(torch::equal(zero[i].second, one[i].second)) << "members differ: " << reference[i].first;
+    EXPECT_TRUE(torch::allclose(zero[i].second, reference[i].second, /*rtol=*/0, tolerance))
+        << reference[i].first << ": largest difference "
+        << (zero[i].second - reference[i].second).abs().max().item<double>() << " at magnitude "
+        << reference[i].second.abs().max().item<double>();
+  }
+}
+
+}  // namespace
+}  // namespace dtm

@@ -1,0 +1,121 @@
+#include "worker/engine/gang.h"
+
+#include <cstdio>
+#include <exception>
+
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+namespace dtm {
+
+struct Gang::Group {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+};
+
+namespace {
+
+// c10d reports failures (a peer gone, a timeout) as exceptions; the first line says what.
+std::string FirstLine(const std::exception& e) {
+  std::string what = e.what();
+  const size_t newline = what.find('\n');
+  return newline == std::string::npos ? what : what.substr(0, newline);
+}
+
+}  // namespace
+
+Gang::Gang(GangOptions options, int port, std::unique_ptr<Group> group)
+    : options_(std::move(options)), port_(port), group_(std::move(group)) {}
+
+Gang::~Gang() = default;
+
+StatusOr<std::unique_ptr<Gang>> Gang::Join(const GangOptions& options) {
+  if (options.world_size < 1 || options.rank < 0 || options.rank >= options.world_size) {
+    return InvalidArgumentError("gang: rank " + std::to_string(options.rank) + " is not in [0, " +
+                                std::to_string(options.world_size) + ")");
+  }
+  if (options.master_port < 0 || options.master_port > 65535 || (options.rank > 0 && options.master_port == 0)) {
+    return InvalidArgumentError("gang: master port " + std::to_string(options.master_port) +
+                                " (every rank but 0 needs rank 0's port)");
+  }
+  const std::string where = "gang rank " + std::to_string(options.rank) + " of " +
+                            std::to_string(options.world_size) + " at " + options.master_host + ":" +
+                            std::to_string(options.master_port);
+  auto group = std::make_unique<Group>();
+  int port = options.master_port;
+  try {
+    c10d::TCPStoreOptions store_options;
+    store_options.port = static_cast<std::uint16_t>(options.master_port);
+    store_options.isServer = options.rank == 0;
+    store_options.waitWorkers = false;  // ProcessGroupGloo's rendezvous waits for them, with its timeout
+    store_options.timeout = options.timeout;
+    auto store = c10::make_intrusive<c10d::TCPStore>(options.master_host, store_options);
+    port = store->getPort();
+    group->store = store;
+    auto gloo_options = c10d::ProcessGroupGloo::Options::create(options.timeout);
+    gloo_options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(options.bind_host));
+    group->group = c10::make_intrusive<c10d::ProcessGroupGloo>(group->store, options.rank, options.world_size,
+                                                               gloo_options);
+  } catch (const std::exception& e) {
+    return UnavailableError(where + ": cannot join: " + FirstLine(e));
+  }
+  return std::unique_ptr<Gang>(new Gang(options, port, std::move(group)));
+}
+
+Status Gang::AllReduceFlat(torch::Tensor& flat, bool max) {
+  std::vector<at::Tensor> tensors = {flat};
+  c10d::AllreduceOptions op;
+  op.reduceOp = max ? c10d::ReduceOp::MAX : c10d::ReduceOp::SUM;
+  op.timeout = options_.timeout;
+  try {
+    group_->group->allreduce(tensors, op)->wait(options_.timeout);
+  } catch (const std::exception& e) {
+    return UnavailableError("gang rank " + std::to_string(options_.rank) + ": all-reduce failed (a member gone?): " +
+                            FirstLine(e));
+  }
+  return OkStatus();
+}
+
+Status Gang::AllReduceSum(std::vector<torch::Tensor>& tensors) {
+  if (options_.world_size == 1) return OkStatus();
+  torch::NoGradGuard no_grad;
+  // Buckets of whole tensors in order, each flattened into one buffer, all-reduced, copied back.
+  size_t begin = 0;
+  while (begin < tensors.size()) {
+    size_t end = begin;
+    int64_t elements = 0;
+    while (end < tensors.size() && (end == begin || elements + tensors[end].numel() <= options_.bucket_elements)) {
+      elements += tensors[end].numel();
+      ++end;
+    }
+    std::vector<torch::Tensor> flat_parts;
+    for (size_t i = begin; i < end; ++i) flat_parts.push_back(tensors[i].reshape({-1}));
+    torch::Tensor flat = torch::cat(flat_parts);
+    RETURN_IF_ERROR(AllReduceFlat(flat, /*max=*/false));
+    int64_t offset = 0;
+    for (size_t i = begin; i < end; ++i) {
+      const int64_t n = tensors[i].numel();
+      tensors[i].copy_(flat.slice(0, offset, offset + n).view_as(tensors[i]));
+      offset += n;
+    }
+    begin = end;
+  }
+  return OkStatus();
+}
+
+Status Gang::CheckSame(double value, const std::string& what) {
+  if (options_.world_size == 1) return OkStatus();
+  // One MAX over (v, -v) gives the largest and the smallest value at once.
+  torch::Tensor both = torch::tensor({value, -value}, torch::kFloat64);
+  RETURN_IF_ERROR(AllReduceFlat(both, /*max=*/true));
+  const double largest = both[0].item<double>();
+  const double smallest = -both[1].item<double>();
+  if (largest != smallest) {
+    char buffer[160];
+    std::snprintf(buffer, sizeof buffer, " differs across the gang: from %.17g to %.17g", smallest, largest);
+    return FailedPreconditionError("gang rank " + std::to_string(options_.rank) + ": " + what + buffer);
+  }
+  return OkStatus();
+}
+
+}  // namespace dtm
