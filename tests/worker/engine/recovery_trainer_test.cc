@@ -11,6 +11,7 @@
 
 #include "tests/worker/engine/test_models.h"
 #include "worker/engine/checkpoint.h"
+#include "worker/engine/training_memory.h"
 
 namespace dtm {
 namespace {
@@ -251,6 +252,29 @@ TEST_F(RecoveryTrainerTest, TheTrainedModelIsWrittenWholeOrNotAtAll) {
   ASSERT_FALSE(again.ok());
   EXPECT_EQ(again.status().code(), StatusCode::kFailedPrecondition);
   EXPECT_THAT(again.status().message(), HasSubstr("not an empty folder"));
+}
+
+// The memory plan's arithmetic: parameter counts as Hugging Face reports them for the paper's
+// models, and each part by hand for 7B on 8 members.
+TEST(TrainingMemoryTest, PlansThePapersModelsByHand) {
+  EXPECT_EQ(LlamaParameterCount(Llama2_7bConfig()), 6'738'415'616);
+  EXPECT_EQ(LlamaParameterCount(Llama2_13bConfig()), 13'015'864'320);
+  TrainingMemoryOptions o;
+  o.members = 8;
+  const TrainingMemoryPlan p = PlanTrainingMemory(Llama2_7bConfig(), o);
+  const double n = 6'738'415'616.0;
+  EXPECT_DOUBLE_EQ(p.master_weights, 4 * n);
+  EXPECT_DOUBLE_EQ(p.compute_weights, 2 * n);
+  EXPECT_DOUBLE_EQ(p.gradients, 4 * n);
+  EXPECT_DOUBLE_EQ(p.optimizer, 8 * n / 8);
+  // 32 layer inputs of 2048 x 4096 in 16 bits, plus one layer's 2048 x 4096 x (34 + 5 x 32 x 2048 / 4096).
+  EXPECT_DOUBLE_EQ(p.activations, 32.0 * 2 * 2048 * 4096 + 2048.0 * 4096 * (34 + 80));
+  EXPECT_DOUBLE_EQ(p.logits, 2048.0 * 32000 * 8);
+  o.shard_optimizer = false;
+  o.checkpoint_activations = false;
+  const TrainingMemoryPlan q = PlanTrainingMemory(Llama2_7bConfig(), o);
+  EXPECT_DOUBLE_EQ(q.optimizer, 8 * n);
+  EXPECT_DOUBLE_EQ(q.activations, 32.0 * 2048 * 4096 * (34 + 80));
 }
 
 }  // namespace
