@@ -103,6 +103,29 @@ Status Gang::AllReduceSum(std::vector<torch::Tensor>& tensors) {
   return OkStatus();
 }
 
+Status Gang::AllGather(const torch::Tensor& mine, torch::Tensor* all) {
+  if (options_.world_size == 1) {
+    *all = mine.clone();
+    return OkStatus();
+  }
+  std::vector<at::Tensor> input = {mine.contiguous()};
+  std::vector<std::vector<at::Tensor>> output(1);
+  for (int r = 0; r < options_.world_size; ++r) output[0].push_back(torch::empty_like(input[0]));
+  try {
+    group_->group->allgather(output, input)->wait(options_.timeout);
+  } catch (const std::exception& e) {
+    return UnavailableError("gang rank " + std::to_string(options_.rank) + ": all-gather failed (a member gone?): " +
+                            FirstLine(e));
+  }
+  *all = torch::cat(output[0]);
+  return OkStatus();
+}
+
+Status Gang::Barrier() {
+  torch::Tensor token = torch::zeros({1});
+  return AllReduceFlat(token, /*max=*/false);
+}
+
 Status Gang::CheckSame(double value, const std::string& what) {
   if (options_.world_size == 1) return OkStatus();
   // One MAX over (v, -v) gives the largest and the smallest value at once.

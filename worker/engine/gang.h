@@ -47,6 +47,10 @@ class Gang {
   // Sums each tensor (float32, contiguous, on this member's device) across the gang in place, in
   // buckets. UNAVAILABLE when a member is gone or the timeout passes.
   Status AllReduceSum(std::vector<torch::Tensor>& tensors);
+  // Every member's `mine` (float32, the same size on each), concatenated in rank order into `all`.
+  Status AllGather(const torch::Tensor& mine, torch::Tensor* all);
+  // Returns once every member has called it (or UNAVAILABLE after the timeout).
+  Status Barrier();
   // Fails (FAILED_PRECONDITION, naming `what` and the smallest and largest values) when the members
   // hold different values: the check that their weights stayed identical.
   Status CheckSame(double value, const std::string& what);

@@ -16,6 +16,7 @@
 #include "worker/engine/checkpoint.h"
 #include "worker/engine/engine_error.h"
 #include "worker/engine/safetensors.h"
+#include "worker/engine/sharded_adamw.h"
 
 namespace dtm {
 namespace {
@@ -82,7 +83,10 @@ nlohmann::json RunIdentity(const TrainingData& data, const std::map<std::string,
           {"warmup_steps", o.warmup_steps},
           {"schedule", o.schedule},
           {"adamw", {o.adamw.beta1, o.adamw.beta2, o.adamw.eps, o.adamw.weight_decay}},
-          {"clip_grad_norm", o.clip_grad_norm}};
+          {"clip_grad_norm", o.clip_grad_norm},
+          // A sharded optimizer's files are per member: such a checkpoint resumes on a gang of its size.
+          {"optimizer", o.gang != nullptr && o.shard_optimizer ? "zero1-of-" + std::to_string(o.gang->world_size())
+                                                               : std::string("replicated")}};
 }
 
 struct Trainable {
@@ -91,42 +95,73 @@ struct Trainable {
   std::vector<torch::Tensor> masks;  // per param; undefined where it has no mask
 };
 
-Status SaveCheckpoint(const std::string& dir, int64_t step, const Trainable& t, AdamW& optimizer,
-                      const std::vector<double>& losses, const nlohmann::json& identity) {
+// The optimizer as a checkpoint sees it: AdamW replicated on every member (member 0 saves it whole),
+// or sharded (every member saves its range to a file of its own).
+struct OptimizerState {
+  std::unique_ptr<AdamW> replicated;
+  std::unique_ptr<ShardedAdamW> sharded;
+  std::string file;  // in the checkpoint folder
+  bool writes = true;  // whether this member writes `file`
+
+  AdamW& adamw() { return sharded ? sharded->shard() : *replicated; }
+  // The live moment tensors by their names in `file`.
+  std::vector<std::pair<std::string, torch::Tensor>> Moments(const Trainable& t) {
+    std::vector<std::pair<std::string, torch::Tensor>> out;
+    AdamW& a = adamw();
+    if (sharded) return {{"exp_avg", a.exp_avg()[0]}, {"exp_avg_sq", a.exp_avg_sq()[0]}};
+    for (size_t i = 0; i < t.params.size(); ++i) {
+      out.emplace_back("exp_avg." + t.names[i], a.exp_avg()[i]);
+      out.emplace_back("exp_avg_sq." + t.names[i], a.exp_avg_sq()[i]);
+    }
+    return out;
+  }
+};
+
+// Member 0 writes the weights and the state, every member that holds optimizer state its file, into
+// a folder member 0 creates and, once every member has written, renames into place (the barriers
+// order them; without a gang there is nothing to order).
+Status SaveCheckpoint(const std::string& dir, int64_t step, const Trainable& t, OptimizerState& optimizer,
+                      const std::vector<double>& losses, const nlohmann::json& identity, Gang* gang) {
+  const bool lead = gang == nullptr || gang->rank() == 0;
   char name[32];
   std::snprintf(name, sizeof name, "step-%08lld", static_cast<long long>(step));
   const fs::path final_dir = fs::path(dir) / name;
   const fs::path tmp_dir = fs::path(dir) / (std::string(name) + ".tmp");
   std::error_code ec;
-  fs::remove_all(tmp_dir, ec);
-  fs::create_directories(tmp_dir, ec);
-  if (ec) return InternalError("training checkpoint: cannot create " + tmp_dir.string() + ": " + ec.message());
-  std::vector<std::pair<std::string, torch::Tensor>> weights, moments;
-  for (size_t i = 0; i < t.params.size(); ++i) {
-    weights.emplace_back(t.names[i], t.params[i].detach());
-    moments.emplace_back("exp_avg." + t.names[i], optimizer.exp_avg()[i]);
-    moments.emplace_back("exp_avg_sq." + t.names[i], optimizer.exp_avg_sq()[i]);
+  if (lead) {
+    fs::remove_all(tmp_dir, ec);
+    fs::create_directories(tmp_dir, ec);
+    if (ec) return InternalError("training checkpoint: cannot create " + tmp_dir.string() + ": " + ec.message());
   }
-  RETURN_IF_ERROR(WriteSafetensors((tmp_dir / kWeightsFile).string(), weights));
-  RETURN_IF_ERROR(WriteSafetensors((tmp_dir / kOptimizerFile).string(), moments));
-  nlohmann::json state = {{"step", step}, {"optimizer_steps", optimizer.steps()}, {"losses", losses}, {"run", identity}};
-  RETURN_IF_ERROR(WriteTextFile((tmp_dir / kStateFile).string(), state.dump(1) + "\n"));
-  fs::remove_all(final_dir, ec);
-  fs::rename(tmp_dir, final_dir, ec);
-  if (ec) return InternalError("training checkpoint: cannot rename " + tmp_dir.string() + ": " + ec.message());
-  // `latest` moves only once the folder it names is whole; older folders go after that.
-  RETURN_IF_ERROR(WriteTextFile((fs::path(dir) / kLatestFile).string(), std::string(name) + "\n"));
-  for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
-    const std::string other = entry.path().filename().string();
-    if (other.rfind("step-", 0) == 0 && other != name) fs::remove_all(entry.path(), ec);
+  if (gang != nullptr) RETURN_IF_ERROR(gang->Barrier());
+  if (lead) {
+    std::vector<std::pair<std::string, torch::Tensor>> weights;
+    for (size_t i = 0; i < t.params.size(); ++i) weights.emplace_back(t.names[i], t.params[i].detach());
+    RETURN_IF_ERROR(WriteSafetensors((tmp_dir / kWeightsFile).string(), weights));
   }
-  return OkStatus();
+  if (optimizer.writes) RETURN_IF_ERROR(WriteSafetensors((tmp_dir / optimizer.file).string(), optimizer.Moments(t)));
+  if (gang != nullptr) RETURN_IF_ERROR(gang->Barrier());
+  if (lead) {
+    nlohmann::json state = {
+        {"step", step}, {"optimizer_steps", optimizer.adamw().steps()}, {"losses", losses}, {"run", identity}};
+    RETURN_IF_ERROR(WriteTextFile((tmp_dir / kStateFile).string(), state.dump(1) + "\n"));
+    fs::remove_all(final_dir, ec);
+    fs::rename(tmp_dir, final_dir, ec);
+    if (ec) return InternalError("training checkpoint: cannot rename " + tmp_dir.string() + ": " + ec.message());
+    // `latest` moves only once the folder it names is whole; older folders go after that.
+    RETURN_IF_ERROR(WriteTextFile((fs::path(dir) / kLatestFile).string(), std::string(name) + "\n"));
+    for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
+      const std::string other = entry.path().filename().string();
+      if (other.rfind("step-", 0) == 0 && other != name) fs::remove_all(entry.path(), ec);
+    }
+  }
+  return gang != nullptr ? gang->Barrier() : OkStatus();
 }
 
-// Loads the newest checkpoint of `dir` into the params and the optimizer; returns its step, or 0
-// when the folder holds none.
-StatusOr<int64_t> LoadCheckpoint(const std::string& dir, Trainable& t, AdamW& optimizer, std::vector<double>* losses,
-                                 const nlohmann::json& identity) {
+// Loads the newest checkpoint of `dir` into the params and this member's optimizer state; returns
+// its step, or 0 when the folder holds none.
+StatusOr<int64_t> LoadCheckpoint(const std::string& dir, Trainable& t, OptimizerState& optimizer,
+                                 std::vector<double>* losses, const nlohmann::json& identity) {
   const fs::path latest = fs::path(dir) / kLatestFile;
   std::error_code ec;
   if (!fs::exists(latest, ec)) return int64_t{0};
@@ -146,7 +181,7 @@ StatusOr<int64_t> LoadCheckpoint(const std::string& dir, Trainable& t, AdamW& op
     }
   }
   ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> weights, SafetensorsFile::Open((folder / kWeightsFile).string()));
-  ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> moments, SafetensorsFile::Open((folder / kOptimizerFile).string()));
+  ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> moments, SafetensorsFile::Open((folder / optimizer.file).string()));
   torch::NoGradGuard no_grad;
   auto load = [&](const SafetensorsFile& file, const std::string& name, torch::Tensor& into) -> Status {
     ASSIGN_OR_RETURN(torch::Tensor loaded, file.LoadAs(name, into.scalar_type(), into.device()));
@@ -154,12 +189,9 @@ StatusOr<int64_t> LoadCheckpoint(const std::string& dir, Trainable& t, AdamW& op
     into.copy_(loaded);
     return OkStatus();
   };
-  for (size_t i = 0; i < t.params.size(); ++i) {
-    RETURN_IF_ERROR(load(*weights, t.names[i], t.params[i]));
-    RETURN_IF_ERROR(load(*moments, "exp_avg." + t.names[i], optimizer.exp_avg()[i]));
-    RETURN_IF_ERROR(load(*moments, "exp_avg_sq." + t.names[i], optimizer.exp_avg_sq()[i]));
-  }
-  optimizer.set_steps(state.value("optimizer_steps", int64_t{0}));
+  for (size_t i = 0; i < t.params.size(); ++i) RETURN_IF_ERROR(load(*weights, t.names[i], t.params[i]));
+  for (auto& [moment, tensor] : optimizer.Moments(t)) RETURN_IF_ERROR(load(*moments, moment, tensor));
+  optimizer.adamw().set_steps(state.value("optimizer_steps", int64_t{0}));
   *losses = state["losses"].get<std::vector<double>>();
   return state["step"].get<int64_t>();
 }
@@ -278,19 +310,27 @@ StatusOr<TrainingReport> TrainRecovery(LlamaModel& model, const TrainingData& da
       return InvalidArgumentError("training: a mask names " + name + ", which the model does not have");
     }
   }
-  AdamW optimizer(t.params, options.adamw);
+  Gang* const gang = options.gang;
+  OptimizerState optimizer;
+  if (gang != nullptr && options.shard_optimizer) {
+    optimizer.sharded = std::make_unique<ShardedAdamW>(t.params, options.adamw, gang);
+    optimizer.file = "optimizer-rank-" + std::to_string(gang->rank()) + "-of-" + std::to_string(gang->world_size()) +
+                     ".safetensors";
+  } else {
+    optimizer.replicated = std::make_unique<AdamW>(t.params, options.adamw);
+    optimizer.file = kOptimizerFile;
+    optimizer.writes = gang == nullptr || gang->rank() == 0;
+  }
   const nlohmann::json identity = RunIdentity(data, masks, options);
   TrainingReport report;
   report.steps_total = TotalSteps(options.phases);
   if (!options.checkpoint_dir.empty()) {
     ASSIGN_OR_RETURN(report.resumed_at, LoadCheckpoint(options.checkpoint_dir, t, optimizer, &report.losses, identity));
   }
-  Gang* const gang = options.gang;
   const int64_t members = gang == nullptr ? 1 : gang->world_size();
   const int64_t share = options.batch_size / members;
   const int64_t rows_begin = (gang == nullptr ? 0 : gang->rank()) * share;
   const int64_t micro = options.micro_batch == 0 ? share : options.micro_batch;
-  const bool writes_checkpoints = gang == nullptr || gang->rank() == 0;
   // The sum of every weight, which members with identical weights hold identically.
   auto check_weights = [&](int64_t step) -> Status {
     if (gang == nullptr) return OkStatus();
@@ -307,11 +347,12 @@ StatusOr<TrainingReport> TrainRecovery(LlamaModel& model, const TrainingData& da
     for (size_t i = 0; i < t.params.size(); ++i) {
       if (!t.masks[i].defined()) continue;
       t.params[i].mul_(t.masks[i]);
-      if (with_moments) {
-        optimizer.exp_avg()[i].mul_(t.masks[i]);
-        optimizer.exp_avg_sq()[i].mul_(t.masks[i]);
+      if (with_moments && optimizer.replicated) {
+        optimizer.replicated->exp_avg()[i].mul_(t.masks[i]);
+        optimizer.replicated->exp_avg_sq()[i].mul_(t.masks[i]);
       }
     }
+    if (with_moments && optimizer.sharded) optimizer.sharded->MaskMoments(t.masks);
   };
   auto run = [&]() -> Status {
     for (int64_t step = report.resumed_at; step < end; ++step) {
@@ -349,7 +390,12 @@ StatusOr<TrainingReport> TrainRecovery(LlamaModel& model, const TrainingData& da
         if (phase.masked && t.masks[i].defined()) g.mul_(t.masks[i]);
       }
       ClipGradients(grads, options.clip_grad_norm);
-      optimizer.Step(grads, LearningRateAt(options, step, report.steps_total));
+      const double lr = LearningRateAt(options, step, report.steps_total);
+      if (optimizer.sharded) {
+        RETURN_IF_ERROR(optimizer.sharded->Step(grads, lr));
+      } else {
+        optimizer.replicated->Step(grads, lr);
+      }
       if (phase.masked) apply_masks(/*with_moments=*/false);
       report.losses.push_back(loss_sum);
       report.tokens_trained += share * data.seq_len;
@@ -357,8 +403,8 @@ StatusOr<TrainingReport> TrainRecovery(LlamaModel& model, const TrainingData& da
       if (options.weights_check_every > 0 && (step + 1) % options.weights_check_every == 0) {
         RETURN_IF_ERROR(check_weights(step + 1));
       }
-      if (writes_checkpoints && options.checkpoint_every > 0 && (step + 1) % options.checkpoint_every == 0) {
-        RETURN_IF_ERROR(SaveCheckpoint(options.checkpoint_dir, step + 1, t, optimizer, report.losses, identity));
+      if (options.checkpoint_every > 0 && (step + 1) % options.checkpoint_every == 0) {
+        RETURN_IF_ERROR(SaveCheckpoint(options.checkpoint_dir, step + 1, t, optimizer, report.losses, identity, gang));
       }
     }
     return check_weights(end);

@@ -17,7 +17,8 @@
 //
 // Memory at paper scale (Llama-2-7B, fp32 master weights, one process): weights 27 GB, gradients
 // 27 GB, AdamW's two moments 54 GB, plus the activations of one micro-batch: more than one 80 GB
-// GPU holds, hence the optimizer state sharded across a data-parallel gang (ZeRO-1; not built yet).
+// GPU holds, hence the optimizer state sharded across a data-parallel gang (ZeRO-1, shard_optimizer;
+// bench/train_bench prints what that leaves per GPU).
 #pragma once
 
 #include <cstdint>
@@ -65,6 +66,10 @@ struct RecoveryTrainingOptions {
   // process would take, up to the order of float sums. Member 0 alone writes checkpoints (to a
   // folder every member reads when resuming).
   Gang* gang = nullptr;
+  // With a gang: AdamW's moments sharded across it (ZeRO-1, sharded_adamw.h), 8P/W bytes a member
+  // instead of 8P; each member checkpoints its own range, so such a checkpoint resumes on a gang of
+  // the same size.
+  bool shard_optimizer = false;
   int64_t weights_check_every = 50;  // steps between the gang's check that its weights are identical (and at the end)
 };
 
