@@ -327,6 +327,14 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   tr->add_option("--stop-after", train.stop_after, "stop after this many steps in all, writing no model (0: run all)")
       ->capture_default_str();
+  tr->add_option("--gang-rank", train.gang_rank, "this process's rank in a data-parallel gang")->capture_default_str();
+  tr->add_option("--gang-size", train.gang_size, "processes in the gang (1: train alone)")->capture_default_str();
+  tr->add_option("--gang-master", train.gang_master, "HOST:PORT of rank 0's rendezvous store")->capture_default_str();
+  tr->add_option("--gang-bind", train.gang_bind, "this process's address for the gang's connections")
+      ->capture_default_str();
+  tr->add_option("--gang-timeout", train.gang_timeout_seconds, "seconds a rendezvous or collective may wait")
+      ->capture_default_str();
+  tr->add_flag("--shard-optimizer", train.shard_optimizer, "shard AdamW's moments across the gang (ZeRO-1)");
   AddRuntimeFlags(tr, &train.runtime);
 
   // Two modes: --text FILE is the literature's protocol (SPEC `ppl`); --corpus cuts windows of a

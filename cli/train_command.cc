@@ -1,10 +1,13 @@
 #include "cli/train_command.h"
 
+#include <chrono>
 #include <iostream>
 
 #include <nlohmann/json.hpp>
 
 #include "cli/engine_support.h"
+#include "common/host_port.h"
+#include "worker/engine/gang.h"
 #include "worker/engine/recovery_trainer.h"
 #include "worker/engine/tokenizer.h"
 #include "worker/engine/training_data.h"
@@ -15,7 +18,25 @@ Status TrainCommand(const TrainOptions& options) {
   const auto t0 = Clock::now();
   // Every flag and the output folder before any weight loads.
   ASSIGN_OR_RETURN(std::vector<TrainingPhase> phases, ParseTrainingPhases(options.phases));
-  RETURN_IF_ERROR(CheckOutDirIsFree(options.out_dir));
+  const bool writes_model = options.gang_rank == 0;
+  if (writes_model) RETURN_IF_ERROR(CheckOutDirIsFree(options.out_dir));
+  GangOptions gang_options;
+  if (options.gang_size > 1) {
+    gang_options.rank = options.gang_rank;
+    gang_options.world_size = options.gang_size;
+    gang_options.bind_host = options.gang_bind;
+    gang_options.timeout = std::chrono::seconds(options.gang_timeout_seconds);
+    if (!SplitHostPort(options.gang_master, &gang_options.master_host, &gang_options.master_port) ||
+        gang_options.master_port == 0) {
+      return InvalidArgumentError("--gang-master: expected HOST:PORT with a port, got '" + options.gang_master + "'");
+    }
+    if (options.gang_rank < 0 || options.gang_rank >= options.gang_size) {
+      return InvalidArgumentError("--gang-rank " + std::to_string(options.gang_rank) + " is not in [0, " +
+                                  std::to_string(options.gang_size) + ")");
+    }
+  } else if (options.gang_rank != 0 || options.shard_optimizer) {
+    return InvalidArgumentError("--gang-rank and --shard-optimizer need --gang-size of 2 or more");
+  }
   if (!options.runtime.dtype.empty() && options.runtime.dtype != "float32") {
     return InvalidArgumentError("--dtype: training keeps float32 master weights; got '" + options.runtime.dtype + "'");
   }
@@ -57,6 +78,14 @@ Status TrainCommand(const TrainOptions& options) {
     std::cerr << "\rdtmctl train: step " << step + 1 << "/" << total << " loss " << loss
               << (step + 1 == total ? "\n" : "") << std::flush;
   };
+  std::unique_ptr<Gang> gang;
+  if (options.gang_size > 1) {
+    std::cerr << "dtmctl train: joining the gang as member " << options.gang_rank << " of " << options.gang_size
+              << " at " << options.gang_master << std::endl;
+    ASSIGN_OR_RETURN(gang, Gang::Join(gang_options));
+    train.gang = gang.get();
+    train.shard_optimizer = options.shard_optimizer;
+  }
   ASSIGN_OR_RETURN(TrainingReport report, TrainRecovery(*loaded.model, data, masks, train));
   std::cerr << std::endl;
 
@@ -77,13 +106,17 @@ Status TrainCommand(const TrainOptions& options) {
                         {"losses", report.losses},
                         {"tokens_trained", report.tokens_trained},
                         {"tokens_per_second", report.seconds > 0 ? report.tokens_trained / report.seconds : 0.0},
-                        {"device", loaded.device.str()}};
-  if (report.finished) {
+                        {"device", loaded.device.str()},
+                        {"gang_rank", options.gang_rank},
+                        {"gang_size", options.gang_size}};
+  if (report.finished && writes_model) {
     ASSIGN_OR_RETURN(const std::string fingerprint, WriteTrainedModel(*loaded.model, options.model_dir, options.out_dir));
     out["out"] = options.out_dir;
     out["out_fingerprint"] = fingerprint;
   } else {
-    out["out"] = nullptr;  // stopped early: nothing is written that could pass for the trained model
+    // Stopped early (nothing is written that could pass for the trained model), or a member other
+    // than 0, whose weights member 0 writes.
+    out["out"] = nullptr;
   }
   out["seconds"] = SecondsSince(t0);
   PrintJson(out);

@@ -1,4 +1,5 @@
-// `dtmctl train --model M --data FILE --out DIR`: recovery training in one process (SPEC "Recovery
+// `dtmctl train --model M --data FILE --out DIR`: recovery training in one process, or as one member
+// of a data-parallel gang with --gang-rank/--gang-size/--gang-master (SPEC "Recovery
 // training"): the model's pruned weights (its exact zeros) are the masks of the masked phases, the
 // data is packed as worker/engine/training_data.h packs it, and the trained model is written as a
 // new HF checkpoint folder. With --checkpoint-dir, a run killed and started again with the same
@@ -36,6 +37,15 @@ struct TrainOptions {
   std::string checkpoint_dir;
   int64_t checkpoint_every = 0;
   int64_t stop_after = 0;         // end after this many steps in all, as if killed (tests and trials)
+  // A gang member (one process of a data-parallel run, worker/engine/gang.h): every member is
+  // started with the same flags but its rank; member 0 runs the rendezvous at `gang_master` and
+  // alone writes --out (and the checkpoints' weights; --checkpoint-dir must be one shared folder).
+  int gang_rank = 0;
+  int gang_size = 1;
+  std::string gang_master = "127.0.0.1:29500";  // HOST:PORT of member 0's store, as the others reach it
+  std::string gang_bind = "127.0.0.1";          // this member's address for Gloo's connections
+  int gang_timeout_seconds = 300;               // a collective or the rendezvous waiting longer fails
+  bool shard_optimizer = false;                 // ZeRO-1 across the gang
   RuntimeOptions runtime;         // --device, --threads (the dtype is float32: the master weights)
 };
 
