@@ -16,11 +16,6 @@
 
 #include <torch/torch.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include "worker/engine/gang.h"
 #include "worker/engine/recovery_trainer.h"
 #include "worker/engine/training_memory.h"
@@ -58,18 +53,6 @@ void PrintMemoryPlan() {
               static_cast<double>(thirteen.parameters));
 }
 
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof address;
-  bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-  close(fd);
-  return ntohs(address.sin_port);
-}
-
 dtm::TrainingData RandomData(int64_t sequences, int64_t seq_len, int64_t vocab) {
   dtm::TrainingData data;
   data.seq_len = seq_len;
@@ -100,7 +83,7 @@ double TrainSeconds(const LlamaConfig& config, const dtm::TrainingData& data, in
     return std::chrono::duration<double>(Clock::now() - t0).count();
   };
   if (members == 1) return run(nullptr);
-  const int port = FreePort();
+  const int port = dtm::FreeLoopbackPort();
   auto member = [&](int rank) {
     dtm::GangOptions g;
     g.rank = rank;

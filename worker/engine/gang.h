@@ -33,6 +33,11 @@ struct GangOptions {
   int64_t bucket_elements = 25'000'000;
 };
 
+// A TCP port free on 127.0.0.1 now (the kernel's pick for a socket bound to port 0, then closed),
+// for member 0 of a gang whose members all run on this machine (tests, benchmarks, one-machine
+// gangs); 0 when none could be had. Another process may take it before member 0 does.
+int FreeLoopbackPort();
+
 class Gang {
  public:
   // Joins the gang; returns once every member has (UNAVAILABLE naming the rank, host and port when

@@ -7,10 +7,6 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <future>
@@ -24,21 +20,6 @@ namespace {
 
 using ::testing::HasSubstr;
 using Clock = std::chrono::steady_clock;
-
-// A port free on loopback now (the kernel's pick for a socket bound to port 0, then closed).
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof address;
-  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-    ADD_FAILURE() << "no free port";
-  }
-  close(fd);
-  return ntohs(address.sin_port);
-}
 
 GangOptions Member(int rank, int world, int port, std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
   GangOptions o;
@@ -62,7 +43,7 @@ std::pair<Status, Status> OnTwoMembers(const std::function<Status(Gang&)>& body,
     if (!gang.ok()) return gang.status();
     return body(**gang);
   });
-  GangOptions zero = Member(0, 2, FreePort(), timeout);
+  GangOptions zero = Member(0, 2, FreeLoopbackPort(), timeout);
   port.set_value(zero.master_port);
   StatusOr<std::unique_ptr<Gang>> first = Gang::Join(zero);
   Status a = first.ok() ? body(**first) : first.status();
@@ -94,7 +75,7 @@ TEST(GangTest, CheckSameFailsOnEveryMemberWhenTheyDiffer) {
 }
 
 TEST(GangTest, AMemberThatNeverComesEndsTheJoinAfterTheTimeout) {
-  GangOptions alone = Member(0, 2, FreePort(), std::chrono::seconds(2));
+  GangOptions alone = Member(0, 2, FreeLoopbackPort(), std::chrono::seconds(2));
   const auto t0 = Clock::now();
   StatusOr<std::unique_ptr<Gang>> gang = Gang::Join(alone);
   const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
