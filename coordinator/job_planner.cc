@@ -38,6 +38,14 @@ v1::CacheKey PplKey(const v1::CacheKey& base, const std::string& fingerprint, in
 // computes wrong numbers, or a worker that makes them up, does not.
 constexpr double kSuspectNoiseFloorShare = 0.9;
 
+// The eval task ids of `config` on each of `shards` under `key`, appended to `out`.
+void AppendEvalTaskIds(const v1::CacheKey& key, const std::vector<std::pair<uint32_t, uint32_t>>& shards,
+                       const std::string& config, std::vector<std::pair<TaskKindForKey, std::string>>* out) {
+  for (const auto& [begin, end] : shards) {
+    out->emplace_back(TaskKindForKey::kEval, TaskIdFor(TaskKindForKey::kEval, ShardKey(key, config, begin, end)));
+  }
+}
+
 }  // namespace
 
 Status CheckStageSize(const JobDriver& driver, size_t shards, int64_t max_tasks, bool reference) {
@@ -497,25 +505,15 @@ Status JobPlanner::SaveUnfinishedResults(JobRun& run) {
   for (const std::string& config : run.stage_configs) {
     if (run.evaluated.count(config)) continue;
     std::vector<std::pair<TaskKindForKey, std::string>> tasks;
-    for (const auto& [begin, end] : run.shards) {
-      tasks.emplace_back(TaskKindForKey::kEval,
-                         TaskIdFor(TaskKindForKey::kEval, ShardKey(run.base_key, config, begin, end)));
-    }
-    if (run.ppl_text) {
-      for (const auto& [begin, end] : run.ppl_shards) {
-        tasks.emplace_back(TaskKindForKey::kEval,
-                           TaskIdFor(TaskKindForKey::kEval, ShardKey(run.ppl_key, config, begin, end)));
-      }
-    }
+    AppendEvalTaskIds(run.base_key, run.shards, config, &tasks);
+    if (run.ppl_text) AppendEvalTaskIds(run.ppl_key, run.ppl_shards, config, &tasks);
     ASSIGN_OR_RETURN(std::vector<bool> stored, state_->storage().HaveResults(tasks));
     if (std::find(stored.begin(), stored.end(), false) != stored.end()) continue;
     ASSIGN_OR_RETURN(run.evaluated[config], AggregateConfig(run, config));
   }
   if (run.reference_floor_planned && !run.reference_floor) {
     std::vector<std::pair<TaskKindForKey, std::string>> tasks;
-    for (const auto& [begin, end] : run.shards) {
-      tasks.emplace_back(TaskKindForKey::kEval, TaskIdFor(TaskKindForKey::kEval, ShardKey(run.baseline_key, "", begin, end)));
-    }
+    AppendEvalTaskIds(run.baseline_key, run.shards, "", &tasks);
     ASSIGN_OR_RETURN(std::vector<bool> stored, state_->storage().HaveResults(tasks));
     if (std::find(stored.begin(), stored.end(), false) == stored.end()) {
       ASSIGN_OR_RETURN(run.reference_floor, AggregateReferenceFloor(run));

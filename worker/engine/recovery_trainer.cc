@@ -6,7 +6,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <system_error>
 
 #include <nlohmann/json.hpp>
@@ -106,9 +105,9 @@ struct OptimizerState {
   AdamW& adamw() { return sharded ? sharded->shard() : *replicated; }
   // The live moment tensors by their names in `file`.
   std::vector<std::pair<std::string, torch::Tensor>> Moments(const Trainable& t) {
-    std::vector<std::pair<std::string, torch::Tensor>> out;
     AdamW& a = adamw();
     if (sharded) return {{"exp_avg", a.exp_avg()[0]}, {"exp_avg_sq", a.exp_avg_sq()[0]}};
+    std::vector<std::pair<std::string, torch::Tensor>> out;
     for (size_t i = 0; i < t.params.size(); ++i) {
       out.emplace_back("exp_avg." + t.names[i], a.exp_avg()[i]);
       out.emplace_back("exp_avg_sq." + t.names[i], a.exp_avg_sq()[i]);
@@ -199,12 +198,9 @@ StatusOr<int64_t> LoadCheckpoint(const std::string& dir, Trainable& t, Optimizer
 // The global L2 norm of the gradients, and each scaled by min(1, max_norm / (norm + 1e-6)) as
 // torch.nn.utils.clip_grad_norm_ does.
 double ClipGradients(std::vector<torch::Tensor>& grads, double max_norm) {
-  torch::Tensor norms = torch::stack([&] {
-    std::vector<torch::Tensor> each;
-    for (const torch::Tensor& g : grads) each.push_back(g.norm(2));
-    return each;
-  }());
-  const double total = norms.norm(2).item<double>();
+  std::vector<torch::Tensor> norms;
+  for (const torch::Tensor& g : grads) norms.push_back(g.norm(2));
+  const double total = torch::stack(norms).norm(2).item<double>();
   if (max_norm > 0) {
     const double coef = std::min(1.0, max_norm / (total + 1e-6));
     for (torch::Tensor& g : grads) g.mul_(coef);
