@@ -74,20 +74,6 @@ void PrintWarning(const char* command, const std::string& text) {
   std::cerr << "dtmctl " << command << ": warning: " << text << std::endl;
 }
 
-Status CheckOutDirIsFree(const std::string& dir) {
-  namespace fs = std::filesystem;
-  if (dir.empty()) return InvalidArgumentError("--out: empty path");
-  std::error_code ec;
-  const fs::file_status st = fs::status(dir, ec);
-  if (ec && ec != std::errc::no_such_file_or_directory) {
-    return InvalidArgumentError("--out " + dir + ": " + ec.message());
-  }
-  if (!fs::exists(st)) return OkStatus();
-  if (!fs::is_directory(st)) return FailedPreconditionError("--out " + dir + " exists and is not a folder; refusing to overwrite it");
-  if (!fs::is_empty(dir, ec) || ec) {
-    return FailedPreconditionError("--out " + dir + " is not empty; refusing to overwrite it (choose a new or empty folder)");
-  }
-  return OkStatus();
-}
+Status CheckOutDirIsFree(const std::string& dir) { return CheckOutputFolderIsFree(dir, "--out"); }
 
 }  // namespace dtm::cli

@@ -325,4 +325,20 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> ExpectedLlamaTensors(c
   return expected;
 }
 
+Status CheckOutputFolderIsFree(const std::string& dir, const std::string& what) {
+  namespace fs = std::filesystem;
+  if (dir.empty()) return InvalidArgumentError(what + ": empty path");
+  std::error_code ec;
+  const fs::file_status st = fs::status(dir, ec);
+  if (ec && ec != std::errc::no_such_file_or_directory) return InvalidArgumentError(what + " " + dir + ": " + ec.message());
+  if (!fs::exists(st)) return OkStatus();
+  if (!fs::is_directory(st)) {
+    return FailedPreconditionError(what + " " + dir + " exists and is not a folder; refusing to overwrite it");
+  }
+  if (!fs::is_empty(dir, ec) || ec) {
+    return FailedPreconditionError(what + " " + dir + " is not empty; refusing to overwrite it (choose a new or empty folder)");
+  }
+  return OkStatus();
+}
+
 }  // namespace dtm

@@ -81,6 +81,11 @@ class Checkpoint {
 
 // The files besides config.json and the weights that make a checkpoint folder usable by transformers
 // and dtmctl; a folder derived from another (apply, training) copies those the source has.
+// OK when `dir` does not exist or is an empty folder: where a new model folder may be written
+// without overwriting one that could be taken for it. INVALID_ARGUMENT for an empty path or an
+// unreadable one, FAILED_PRECONDITION otherwise; `what` names the setting in the message ("--out").
+Status CheckOutputFolderIsFree(const std::string& dir, const std::string& what);
+
 inline constexpr const char* kCheckpointSideFiles[] = {
     "tokenizer.json",          "tokenizer.model",        "tokenizer_config.json",
     "special_tokens_map.json", "generation_config.json", "added_tokens.json"};

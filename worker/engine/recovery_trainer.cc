@@ -32,12 +32,6 @@ bool IsLinearWeight(const std::string& name) {
   return name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-int64_t TotalSteps(const std::vector<TrainingPhase>& phases) {
-  int64_t total = 0;
-  for (const TrainingPhase& p : phases) total += p.steps;
-  return total;
-}
-
 // The phase that step `step` (0-based, over all phases) belongs to, and whether it is its first.
 const TrainingPhase& PhaseAt(const std::vector<TrainingPhase>& phases, int64_t step, bool* first) {
   int64_t begin = 0;
@@ -245,38 +239,6 @@ Status CheckOptions(const LlamaModel& model, const TrainingData& data, const Rec
 
 }  // namespace
 
-StatusOr<std::vector<TrainingPhase>> ParseTrainingPhases(std::string_view text) {
-  std::vector<TrainingPhase> phases;
-  if (text.empty()) return InvalidArgumentError("phases: none given (e.g. masked:450,unmasked:50)");
-  // Split by hand: getline would drop the empty item after a trailing comma.
-  for (size_t begin = 0; begin <= text.size();) {
-    const size_t comma = std::min(text.find(',', begin), text.size());
-    const std::string item(text.substr(begin, comma - begin));
-    begin = comma + 1;
-    const size_t colon = item.find(':');
-    const std::string kind = item.substr(0, colon);
-    const std::string count = colon == std::string::npos ? "" : item.substr(colon + 1);
-    TrainingPhase phase;
-    if (kind == "masked") {
-      phase.masked = true;
-    } else if (kind == "unmasked") {
-      phase.masked = false;
-    } else {
-      return InvalidArgumentError("phases: '" + item + "': a phase is masked:STEPS or unmasked:STEPS");
-    }
-    char* end = nullptr;
-    errno = 0;
-    const long long steps = count.empty() ? 0 : std::strtoll(count.c_str(), &end, 10);
-    if (count.empty() || *end != '\0' || errno != 0 || steps < 1 || count[0] == '+' || count[0] == ' ') {
-      return InvalidArgumentError("phases: '" + item + "': the steps must be a positive integer");
-    }
-    phase.steps = steps;
-    phases.push_back(phase);
-  }
-  if (phases.empty()) return InvalidArgumentError("phases: none given (e.g. masked:450,unmasked:50)");
-  return phases;
-}
-
 std::map<std::string, torch::Tensor> PruningMasksFromZeros(const LlamaModel& model) {
   std::map<std::string, torch::Tensor> masks;
   for (const auto& [name, weight] : model.NamedWeights()) {
@@ -352,6 +314,11 @@ StatusOr<TrainingReport> TrainRecovery(LlamaModel& model, const TrainingData& da
   };
   auto run = [&]() -> Status {
     for (int64_t step = report.resumed_at; step < end; ++step) {
+      // Between steps only: a gang's members stop at different steps, and the ones still in a
+      // collective end by its timeout.
+      if (options.should_stop && options.should_stop()) {
+        return CancelledError("training stopped before step " + std::to_string(step + 1) + " (the run was taken back)");
+      }
       bool first = false;
       const TrainingPhase& phase = PhaseAt(options.phases, step, &first);
       // A masked phase starts (or resumes) with its pruned weights and their moments at 0.

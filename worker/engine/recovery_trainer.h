@@ -31,21 +31,13 @@
 #include <torch/torch.h>
 
 #include "common/status.h"
+#include "common/training_phases.h"
 #include "worker/engine/adamw.h"
 #include "worker/engine/gang.h"
 #include "worker/engine/llama_model.h"
 #include "worker/engine/training_data.h"
 
 namespace dtm {
-
-struct TrainingPhase {
-  bool masked = true;
-  int64_t steps = 0;
-};
-
-// "masked:450,unmasked:50" (the paper's round) -> two phases. INVALID_ARGUMENT naming the item for
-// anything else: an unknown phase kind, a step count that is not a positive integer, no phase.
-StatusOr<std::vector<TrainingPhase>> ParseTrainingPhases(std::string_view text);
 
 struct RecoveryTrainingOptions {
   std::vector<TrainingPhase> phases;
@@ -60,6 +52,7 @@ struct RecoveryTrainingOptions {
   std::string checkpoint_dir;    // where they go (created); required when checkpoint_every > 0
   int64_t stop_after = 0;        // stop after this many steps in all, as an interrupted run would; 0 = run every phase
   std::function<void(int64_t step, int64_t total, double loss)> on_step;  // after each step; may be empty
+  std::function<bool()> should_stop;  // asked before each step; true ends the run CANCELLED (may be empty)
   // Data-parallel: this member's gang (not owned; null = one process). Member r of W takes rows
   // [r B/W, (r+1) B/W) of every global batch; the gradients and the loss are summed across the gang
   // (each micro-batch weighted by its share of the global batch), so every member takes the step one

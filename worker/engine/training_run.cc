@@ -1,0 +1,99 @@
+#include "worker/engine/training_run.h"
+
+#include <chrono>
+#include <memory>
+
+#include "common/host_port.h"
+#include "worker/engine/checkpoint.h"
+#include "worker/engine/gang.h"
+#include "worker/engine/llama_model.h"
+#include "worker/engine/tensor_util.h"
+#include "worker/engine/tokenizer.h"
+#include "worker/engine/training_data.h"
+
+namespace dtm {
+StatusOr<TrainingRunResult> RunTraining(const TrainingRunOptions& options) {
+  auto log = [&options](const std::string& line) {
+    if (options.log) options.log(line);
+  };
+  // Every setting and the output folder before any weight loads.
+  ASSIGN_OR_RETURN(std::vector<TrainingPhase> phases, ParseTrainingPhases(options.phases));
+  const bool writes_model = options.rank == 0;
+  if (writes_model) RETURN_IF_ERROR(CheckOutputFolderIsFree(options.out_dir, "output"));
+  GangOptions gang_options;
+  if (options.gang_size > 1) {
+    gang_options.rank = options.rank;
+    gang_options.world_size = options.gang_size;
+    gang_options.bind_host = options.bind_host;
+    gang_options.timeout = std::chrono::seconds(options.timeout_seconds);
+    if (!SplitHostPort(options.master, &gang_options.master_host, &gang_options.master_port) ||
+        gang_options.master_port == 0) {
+      return InvalidArgumentError("gang master: expected HOST:PORT with a port, got '" + options.master + "'");
+    }
+    if (options.rank < 0 || options.rank >= options.gang_size) {
+      return InvalidArgumentError("gang rank " + std::to_string(options.rank) + " is not in [0, " +
+                                  std::to_string(options.gang_size) + ")");
+    }
+  } else if (options.rank != 0 || options.shard_optimizer) {
+    return InvalidArgumentError("a gang rank and a sharded optimizer need a gang of 2 or more");
+  }
+  ASSIGN_OR_RETURN(torch::Device device, ParseDevice(options.device));
+  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, Tokenizer::FromModelDir(options.model_dir));
+  ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint, Checkpoint::Open(options.model_dir));
+  TrainingDataOptions data_options;
+  data_options.path = options.data;
+  data_options.format = options.data_format;
+  data_options.seq_len = options.seq_len;
+  data_options.max_sequences = options.max_sequences;
+  data_options.seed = options.seed;
+  ASSIGN_OR_RETURN(TrainingData data,
+                   LoadTrainingData(data_options, *tokenizer, checkpoint->config().max_position_embeddings));
+  log(std::to_string(data.sequences.size(0)) + " sequences of " + std::to_string(data.seq_len) + " tokens from " +
+      std::to_string(data.documents) + " documents of " + options.data);
+
+  TrainingRunResult result;
+  result.documents = data.documents;
+  result.data_tokens = data.tokens;
+  result.sequences = data.sequences.size(0);
+  result.data_fingerprint = data.fingerprint;
+  result.device = device.str();
+  ASSIGN_OR_RETURN(result.model_fingerprint, checkpoint->Fingerprint());
+  // float32 whatever the device: these are the master weights.
+  ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, LlamaModel::Load(*checkpoint, ModelOptions{torch::kFloat32, device}));
+  const std::map<std::string, torch::Tensor> masks = PruningMasksFromZeros(*model);
+  result.masked_weights = static_cast<int64_t>(masks.size());
+  for (const auto& [name, mask] : masks) result.pruned_entries += mask.numel() - mask.sum().item<int64_t>();
+
+  RecoveryTrainingOptions train;
+  train.phases = phases;
+  train.batch_size = options.batch;
+  train.micro_batch = options.micro_batch;
+  train.learning_rate = options.learning_rate;
+  train.warmup_steps = options.warmup_steps;
+  train.schedule = options.schedule;
+  train.adamw.weight_decay = options.weight_decay;
+  train.clip_grad_norm = options.clip_grad_norm;
+  train.checkpoint_dir = options.checkpoint_dir;
+  train.checkpoint_every = options.checkpoint_every;
+  train.stop_after = options.stop_after;
+  train.on_step = options.on_step;
+  train.should_stop = options.should_stop;
+  std::unique_ptr<Gang> gang;
+  if (options.gang_size > 1) {
+    log("joining the gang as member " + std::to_string(options.rank) + " of " + std::to_string(options.gang_size) +
+        " at " + options.master);
+    ASSIGN_OR_RETURN(gang, Gang::Join(gang_options));
+    train.gang = gang.get();
+    train.shard_optimizer = options.shard_optimizer;
+  }
+  ASSIGN_OR_RETURN(result.report, TrainRecovery(*model, data, masks, train));
+  // Stopped early, nothing is written that could pass for the trained model; the other members'
+  // weights are member 0's.
+  if (result.report.finished && writes_model) {
+    ASSIGN_OR_RETURN(result.out_fingerprint, WriteTrainedModel(*model, options.model_dir, options.out_dir));
+    log("wrote " + options.out_dir + " (fingerprint " + result.out_fingerprint.substr(0, 12) + ")");
+  }
+  return result;
+}
+
+}  // namespace dtm
