@@ -25,6 +25,7 @@
 #include "worker/task_executor.h"
 #include "worker/worker.h"
 #include "worker/worker_metrics.h"
+#include "worker/engine/gang.h"
 
 namespace dtm::cli {
 namespace {
@@ -77,8 +78,12 @@ class LocalWorkers {
     // two replicas in memory per worker pair, e.g. 2 x 13.5 GB for Llama-2-7B in bfloat16.
     std::vector<std::pair<std::string, std::string>> served = {{spec.model, "local-"}};
     if (!spec.reference.empty() && spec.reference != spec.model) served.emplace_back(spec.reference, "local-reference-");
-    for (int k = 0; k < options.workers * static_cast<int>(served.size()); ++k) {
-      const auto& [model_path, id_prefix] = served[k / options.workers];
+    // A train job's gang: `train.workers` of them in this process, meeting over loopback (Gloo),
+    // each with its serving replica and, while it trains, a float32 copy with AdamW's state.
+    const int per_model =
+        spec.kind == JobKind::kTrain ? std::max(options.workers, static_cast<int>(spec.train.workers)) : options.workers;
+    for (int k = 0; k < per_model * static_cast<int>(served.size()); ++k) {
+      const auto& [model_path, id_prefix] = served[k / per_model];
       EngineExecutorOptions engine;
       engine.model_path = model_path;
       engine.dtype = spec.dtype.empty() ? options.dtype : spec.dtype;
@@ -87,8 +92,13 @@ class LocalWorkers {
       double load_seconds = 0;
       ASSIGN_OR_RETURN(std::unique_ptr<TaskExecutor> executor, CreateEngineExecutor(engine, &load_seconds));
       WorkerOptions worker_options;
-      worker_options.worker_id = id_prefix + std::to_string(k % options.workers);
+      worker_options.worker_id = id_prefix + std::to_string(k % per_model);
       worker_options.model_path = model_path;
+      if (spec.kind == JobKind::kTrain) {
+        const int port = FreeLoopbackPort();
+        if (port == 0) return UnavailableError("no free loopback port for a gang member's rendezvous");
+        worker_options.gang_address = "127.0.0.1:" + std::to_string(port);
+      }
       auto metrics = registry ? std::make_unique<WorkerMetrics>(registry, worker_options.worker_id) : nullptr;
       if (metrics) metrics->SetModelLoadSeconds(load_seconds);
       auto worker = std::make_unique<Worker>(worker_options, channel, executor.get(), metrics.get());

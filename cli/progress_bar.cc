@@ -57,8 +57,15 @@ std::string TaskCounts(const v1::JobProgress& p) {
 }  // namespace
 
 std::string RenderProgress(const v1::JobProgress& p, int bar_width, uint32_t completion_len) {
-  std::string line = Bar(p.tasks_done(), p.tasks_total(), bar_width) + " " + TaskCounts(p);
   char buf[64];
+  std::string line;
+  if (p.has_train_steps()) {
+    // A train job is one task of many steps: the bar follows the steps.
+    std::snprintf(buf, sizeof buf, " step %u/%u  loss %.4f", p.train_step(), p.train_steps(), p.train_loss());
+    line = Bar(p.train_step(), p.train_steps(), bar_width) + buf;
+  } else {
+    line = Bar(p.tasks_done(), p.tasks_total(), bar_width) + " " + TaskCounts(p);
+  }
   if (p.probes_per_second() > 0) {
     std::snprintf(buf, sizeof buf, "  %.1f probes/s", p.probes_per_second());
     line += buf;
@@ -78,10 +85,9 @@ std::string RenderProgress(const v1::JobProgress& p, int bar_width, uint32_t com
 
 bool ProgressLogFilter::ShouldPrint(const v1::JobProgress& p) {
   const long level = p.has_search_level() ? static_cast<long>(p.search_level()) : -1;
-  const int decile =
-      p.tasks_total() == 0
-          ? 0
-          : static_cast<int>(std::min<uint64_t>(p.tasks_done(), p.tasks_total()) * 10 / p.tasks_total());
+  const uint64_t done = p.has_train_steps() ? p.train_step() : p.tasks_done();
+  const uint64_t total = p.has_train_steps() ? p.train_steps() : p.tasks_total();
+  const int decile = total == 0 ? 0 : static_cast<int>(std::min<uint64_t>(done, total) * 10 / total);
   const bool print = !printed_any_ || p.state() != state_ || p.message() != message_ ||
                      level != search_level_ || decile > decile_;
   if (!print) return false;

@@ -214,6 +214,43 @@ nlohmann::json AllocationJson(const v1::SparsityAllocation& allocation) {
           {"components", std::move(components)}};
 }
 
+// A train job's answer: what it made, then the loss curve at about 20 evenly spaced steps (and the
+// last); `--format csv` has every step.
+std::string TrainingTable(const v1::TrainingResult& t) {
+  std::string out;
+  if (t.losses_size() > 0) {
+    out += "trained " + std::to_string(t.steps()) + " steps on a gang of " + std::to_string(t.gang_size()) +
+           ": loss " + Fixed(t.losses(0), 4) + " -> " + Fixed(t.losses(t.losses_size() - 1), 4) + ", " +
+           Fixed(t.tokens_per_second(), 0) + " tokens/s" +
+           (t.resumed_from_step() > 0 ? " (the last attempt resumed at step " + std::to_string(t.resumed_from_step()) + ")"
+                                      : "") +
+           "\n";
+  }
+  out += "model: " + t.output_dir() + " (fingerprint " + t.output_fingerprint() + ")\n";
+  out += "data: fingerprint " + t.data_fingerprint() + "; weights held at 0 by the masks: " +
+         std::to_string(t.masked_weights()) + "\n";
+  std::vector<Row> rows = {{"step", "loss"}};
+  const int n = t.losses_size();
+  const int every = std::max(1, (n + 19) / 20);
+  for (int i = 0; i < n; ++i) {
+    if (i % every == 0 || i == n - 1) rows.push_back({std::to_string(i + 1), Fixed(t.losses(i), 4)});
+  }
+  if (n > 0) out += "\n" + AlignColumns(rows, {true, true});
+  return out;
+}
+
+nlohmann::json TrainingJson(const v1::TrainingResult& t) {
+  return {{"steps", t.steps()},
+          {"losses", std::vector<double>(t.losses().begin(), t.losses().end())},
+          {"tokens_per_second", t.tokens_per_second()},
+          {"gang_size", t.gang_size()},
+          {"resumed_from_step", t.resumed_from_step()},
+          {"output_dir", t.output_dir()},
+          {"output_fingerprint", t.output_fingerprint()},
+          {"data_fingerprint", t.data_fingerprint()},
+          {"masked_weights", t.masked_weights()}};
+}
+
 std::string FormatUtc(const google::protobuf::Timestamp& t) {
   if (t.seconds() == 0 && t.nanos() == 0) return "-";
   const std::time_t seconds = static_cast<std::time_t>(t.seconds());
@@ -296,6 +333,7 @@ StatusOr<ResultsFormat> ParseResultsFormat(std::string_view name) {
 }
 
 std::string FormatResultsTable(const v1::GetResultsResponse& response) {
+  if (response.has_training()) return TrainingTable(response.training());
   const bool search = std::any_of(response.results().begin(), response.results().end(),
                                   [](const v1::ConfigResult& r) { return r.has_search_level(); });
   const bool ppl = AnyPpl(response);
@@ -379,6 +417,7 @@ std::string FormatResultsJson(const v1::GetResultsResponse& response) {
     doc["reference_model_fingerprint"] = response.reference_model_fingerprint();
   }
   if (response.has_allocation()) doc["allocation"] = AllocationJson(response.allocation());
+  if (response.has_training()) doc["training"] = TrainingJson(response.training());
   if (response.warnings_size() > 0) {
     doc["warnings"] = std::vector<std::string>(response.warnings().begin(), response.warnings().end());
   }
@@ -386,6 +425,13 @@ std::string FormatResultsJson(const v1::GetResultsResponse& response) {
 }
 
 std::string FormatResultsCsv(const v1::GetResultsResponse& response) {
+  if (response.has_training()) {
+    std::string out = "step,loss\n";
+    for (int i = 0; i < response.training().losses_size(); ++i) {
+      out += std::to_string(i + 1) + "," + ShortestDouble(response.training().losses(i)) + "\n";
+    }
+    return out;
+  }
   if (response.has_allocation()) {
     std::string out = "component,params,current,extra,target,predicted_fdt75\n";
     for (const v1::ComponentSparsity& c : response.allocation().components()) {
@@ -457,6 +503,8 @@ std::string JobKindName(v1::JobKind kind) {
       return "quant-search";
     case v1::JOB_KIND_SPARSIFY_ROUND:
       return "sparsify-round";
+    case v1::JOB_KIND_TRAIN:
+      return "train";
     default:
       return std::to_string(static_cast<int>(kind));
   }

@@ -58,6 +58,9 @@ StatusOr<size_t> ParseOffset(const std::string& token) {
 
 Status ClientApi::Validate(JobSpec* spec) {
   RETURN_IF_ERROR(files_->ResolvePaths(spec));
+  // The data is read by the gang's workers, which say what is wrong with it; the output must be
+  // free now, so that no job is accepted that can only fail after its gang has formed.
+  if (spec->kind == JobKind::kTrain) return files_->CheckOutputIsFree(*spec);
   ASSIGN_OR_RETURN(ProbeSet probes, files_->LoadProbes(*spec));
   // Read now so that a bad calibration file is refused at submit, not when the job starts.
   if (SpecUsesGptq(*spec)) RETURN_IF_ERROR(files_->LoadCalibration(*spec).status());

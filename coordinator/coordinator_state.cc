@@ -114,6 +114,21 @@ void CoordinatorState::TaskRequeued(const std::string& task_id) {
   }
 }
 
+Status CoordinatorState::WaitForModel(JobRun& run, const std::string& field, const std::string& wanted) {
+  const int64_t wait_ms = options_.model_wait_ms;
+  if (wait_ms > 0 && clock_->Now() - run.started > std::chrono::milliseconds(wait_ms)) {
+    return FailedPreconditionError(field + ": no worker has registered serving " + wanted + " within " +
+                                   std::to_string(wait_ms / 1000) + " s (" + workers.ServedModels() +
+                                   "); is the path readable on the workers? their logs say why they did not start");
+  }
+  const std::string message = "waiting for a worker serving " + field + " " + wanted + " (" + workers.ServedModels() + ")";
+  if (run.job.progress().message() != message) {
+    run.job.mutable_progress()->set_message(message);
+    Touch(run);
+  }
+  return OkStatus();
+}
+
 void CoordinatorState::TaskFailed(const std::string& task_id, const Status& error) {
   const TaskEntry* entry = tasks.Find(task_id);
   if (entry == nullptr) return;
@@ -123,8 +138,9 @@ void CoordinatorState::TaskFailed(const std::string& task_id, const Status& erro
     case TaskKindForKey::kBaseline: what += "baseline"; break;
     case TaskKindForKey::kEval: what += "config '" + entry->key.config().canonical() + "'"; break;
     case TaskKindForKey::kTextWindows: what += "ppl text windows"; break;
+    case TaskKindForKey::kTrain: what += "training"; break;
   }
-  what += entry->kind == TaskKindForKey::kTextWindows
+  what += entry->kind == TaskKindForKey::kTextWindows || entry->kind == TaskKindForKey::kTrain
               ? ")"
               : ", rows " + std::to_string(entry->key.shard().begin()) + ".." + std::to_string(entry->key.shard().end()) + ")";
   spdlog::error("{}: failed for good: {}", what, Bounded(error.message(), 1000));

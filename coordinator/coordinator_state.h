@@ -66,6 +66,10 @@ class CoordinatorState {
   // A task failed for good: every job waiting for it fails, naming the task. No-op for a task the
   // table no longer holds. Requires mu.
   void TaskFailed(const std::string& task_id, const Status& error);
+  // A job that waits for a worker serving `wanted` (its spec's `field`): OK, with the job's message
+  // saying what it waits for, until --model-wait-seconds have passed since it started; then
+  // FAILED_PRECONDITION naming the field and the models workers serve. Requires mu.
+  Status WaitForModel(JobRun& run, const std::string& field, const std::string& wanted);
   // dtm_jobs, dtm_tasks and dtm_workers_connected from the state. Requires mu.
   void UpdateGauges();
 

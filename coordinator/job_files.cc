@@ -14,7 +14,53 @@ StatusOr<JobFiles> JobFiles::Create(const std::string& data_root, uint64_t max_f
   return JobFiles(std::move(root), limits, read_model_configs);
 }
 
+namespace {
+
+// A folder a job will create: its parent must exist under the root; the folder itself is resolved
+// when it exists (so a symlink cannot lead outside the root).
+StatusOr<std::string> ResolveNew(const DataRoot& root, const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::exists(fs::symlink_status(path, ec))) return root.Resolve(path);
+  const fs::path normal = fs::path(path).lexically_normal();
+  const fs::path name = normal.has_filename() ? normal.filename() : normal.parent_path().filename();
+  if (name.empty() || name == "." || name == "..") return InvalidArgumentError("'" + path + "' names no folder");
+  const fs::path parent = normal.has_filename() ? normal.parent_path() : normal.parent_path().parent_path();
+  ASSIGN_OR_RETURN(std::string resolved, root.Resolve(parent.empty() ? "." : parent.string()));
+  return (fs::path(resolved) / name).string();
+}
+
+Status ResolveTrainPaths(const DataRoot& root, TrainSpec* train) {
+  StatusOr<std::string> data = root.Resolve(train->data);
+  if (!data.ok()) return InvalidArgumentError("job spec: train.data: " + data.status().message());
+  train->data = *data;
+  StatusOr<std::string> output = ResolveNew(root, train->output);
+  if (!output.ok()) return InvalidArgumentError("job spec: train.output: " + output.status().message());
+  train->output = *output;
+  StatusOr<std::string> checkpoints =
+      ResolveNew(root, train->checkpoint_dir.empty() ? train->output + ".checkpoints" : train->checkpoint_dir);
+  if (!checkpoints.ok()) return InvalidArgumentError("job spec: train.checkpoint_dir: " + checkpoints.status().message());
+  train->checkpoint_dir = *checkpoints;
+  if (train->checkpoint_dir == train->output) {
+    return InvalidArgumentError("job spec: train.checkpoint_dir: must not be the output folder " + train->output);
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+Status JobFiles::CheckOutputIsFree(const JobSpec& spec) const {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const std::string& out = spec.train.output;
+  if (!fs::exists(fs::symlink_status(out, ec))) return OkStatus();
+  if (fs::is_directory(out, ec) && fs::is_empty(out, ec) && !ec) return OkStatus();
+  return FailedPreconditionError("job spec: train.output: " + out +
+                                 " exists and is not an empty folder; the trained model goes to a new one");
+}
+
 Status JobFiles::ResolvePaths(JobSpec* spec) const {
+  if (spec->kind == JobKind::kTrain) return ResolveTrainPaths(root_, &spec->train);
   StatusOr<std::string> probes = root_.Resolve(spec->probes);
   if (!probes.ok()) return InvalidArgumentError("job spec: probes: " + probes.status().message());
   spec->probes = *probes;

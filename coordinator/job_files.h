@@ -31,7 +31,14 @@ class JobFiles {
 
   // Replaces spec->probes, spec->calibration, spec->ppl_text and spec->previous (when set) by their canonical paths
   // under the data root. INVALID_ARGUMENT naming the field when one is missing or outside the root.
+  // A train spec: its data (which must exist), and its output and checkpoint folders (which may not
+  // exist yet: their parent folders must, under the root); checkpoint_dir defaults to
+  // OUTPUT.checkpoints.
   Status ResolvePaths(JobSpec* spec) const;
+
+  // OK when a train spec's (resolved) output folder does not exist or is empty: where a new model
+  // may go. FAILED_PRECONDITION naming train.output otherwise.
+  Status CheckOutputIsFree(const JobSpec& spec) const;
 
   // The probes of a spec whose paths are resolved: the first num_probes (all when 0), each cut to
   // its first prefix_len tokens. INVALID_ARGUMENT naming the field (probes, num_probes, prefix)

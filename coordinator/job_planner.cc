@@ -94,11 +94,16 @@ void JobPlanner::Advance(JobRun& run) {
   // first stage with work left in one call.
   for (;;) {
     JobPhase phase;
+    bool waiting;
     {
       std::lock_guard<std::mutex> lock(state_->mu);
       phase = run.phase;
-      if (phase != JobPhase::kEnded && phase != JobPhase::kWaitingForModel && !run.outstanding.empty())
-        return;
+      waiting = phase != JobPhase::kEnded && phase != JobPhase::kWaitingForModel && !run.outstanding.empty();
+    }
+    if (waiting) {
+      // A train job whose gang cannot form fails after the model wait, like a job without workers.
+      if (Status gang = train_.CheckGang(run); !gang.ok()) Fail(run, gang);
+      return;
     }
     Status status = OkStatus();
     switch (phase) {
@@ -120,6 +125,11 @@ void JobPlanner::Advance(JobRun& run) {
         return;
       case JobPhase::kWaitingForModel: {
         bool resolved = false;
+        if (run.spec.kind == JobKind::kTrain) {
+          status = train_.Start(run, &resolved);
+          if (status.ok() && !resolved) return;
+          break;
+        }
         status = Resolve(run, &resolved);
         if (status.ok() && !resolved) return;
         if (status.ok()) status = PlanBaseline(run);
@@ -132,6 +142,9 @@ void JobPlanner::Advance(JobRun& run) {
       case JobPhase::kStages:
         status = AggregateStage(run);
         if (status.ok()) status = StartStage(run);
+        break;
+      case JobPhase::kTraining:
+        status = train_.Finish(run);
         break;
     }
     if (status.code() == StatusCode::kUnavailable) {
@@ -166,24 +179,6 @@ Status JobPlanner::Resolve(JobRun& run, bool* resolved) {
   {
     std::lock_guard<std::mutex> lock(state_->mu);
     if (run.phase == JobPhase::kEnded) return OkStatus();
-    // The job waits (PENDING, saying for what) until some worker has served `wanted`; after
-    // --model-wait-seconds it fails, naming `field`.
-    auto wait_for = [&](const std::string& field, const std::string& wanted) -> Status {
-      const int64_t wait_ms = state_->options().model_wait_ms;
-      if (wait_ms > 0 && state_->clock().Now() - run.started > std::chrono::milliseconds(wait_ms)) {
-        return FailedPreconditionError(field + ": no worker has registered serving " + wanted + " within " +
-                                       std::to_string(wait_ms / 1000) + " s (" + state_->workers.ServedModels() +
-                                       "); is the path readable on the workers? their logs say why they did not "
-                                       "start");
-      }
-      const std::string message = "waiting for a worker serving " + field + " " + wanted + " (" +
-                                  state_->workers.ServedModels() + ")";
-      if (run.job.progress().message() != message) {
-        run.job.mutable_progress()->set_message(message);
-        state_->Touch(run);
-      }
-      return OkStatus();
-    };
     const v1::JobSummary& summary = run.job.summary();
     stored_probe_fingerprint = summary.probe_set_fingerprint();
     stored_calibration_fingerprint = summary.calibration_fingerprint();
@@ -197,7 +192,8 @@ Status JobPlanner::Resolve(JobRun& run, bool* resolved) {
     } else {
       auto found = state_->workers.FindModel(run.spec.model, DtypeToProto(run.spec.dtype));
       if (!found.ok()) {
-        return wait_for("model", run.spec.model + (run.spec.dtype.empty() ? "" : " in " + run.spec.dtype));
+        return state_->WaitForModel(run, "model",
+                                    run.spec.model + (run.spec.dtype.empty() ? "" : " in " + run.spec.dtype));
       }
       model = found->first;
       dtype = found->second;
@@ -205,7 +201,9 @@ Status JobPlanner::Resolve(JobRun& run, bool* resolved) {
     if (!run.spec.reference.empty() && reference_fp.empty()) {
       // In the model's precision: the comparison is of weights, not of precisions.
       auto found = state_->workers.FindModel(run.spec.reference, dtype);
-      if (!found.ok()) return wait_for("reference", run.spec.reference + " in " + v1::Dtype_Name(dtype));
+      if (!found.ok()) {
+        return state_->WaitForModel(run, "reference", run.spec.reference + " in " + v1::Dtype_Name(dtype));
+      }
       reference_fp = found->first.fingerprint;
     }
   }

@@ -27,6 +27,7 @@ enum class JobPhase {
                      // restart)
   kBaseline,         // the baseline shards (and the ppl text's windows) are planned; their tasks are outstanding
   kStages,           // a stage of configs is planned; its tasks are outstanding
+  kTraining,         // a train job's task is outstanding (waiting for its gang, or running)
   kEnded,            // SUCCEEDED, FAILED or CANCELLED
   kDormant,          // unfinished in the store, loaded but not resumed by this coordinator
                      // (CoordinatorOptions::resume_job): its record stays as stored until cancelled
@@ -90,6 +91,9 @@ struct JobRun {
   dtm::v1::CacheKey ppl_key;       // base_key with the windows' fingerprint, prefix 1, completion window - 1
   std::vector<std::pair<uint32_t, uint32_t>> ppl_shards;  // window ranges [begin, end)
   std::vector<std::shared_ptr<const Rows>> ppl_rows;      // per ppl shard
+  // A train job (train_planner.h): its task, and since when too few workers could form its gang.
+  std::string train_task_id;
+  std::optional<TimePoint> gang_short_since;
 };
 
 // Now, to the nanosecond. (Debian's protobuf TimeUtil::GetCurrentTime has whole seconds only: jobs

@@ -20,16 +20,20 @@
 #include "common/calibration_set.h"
 #include "common/components.h"
 #include "common/compression_config.h"
+#include "common/training_phases.h"
 #include "common/user_text.h"
 
 namespace dtm {
 namespace {
 
-constexpr const char* kKindNames[] = {"evaluate", "probe", "quant-search", "sparsify-round"};
-constexpr const char* kKindList = "evaluate, probe, quant-search, sparsify-round";
+constexpr const char* kKindNames[] = {"evaluate", "probe", "quant-search", "sparsify-round", "train"};
+constexpr const char* kKindList = "evaluate, probe, quant-search, sparsify-round, train";
 constexpr const char* kDtypeList = "float32, float16, bfloat16";
 // The kinds that have a section of their own, named like the kind.
-constexpr const char* kSectionKinds[] = {"evaluate", "probe", "quant-search", "sparsify-round"};
+constexpr const char* kSectionKinds[] = {"evaluate", "probe", "quant-search", "sparsify-round", "train"};
+// The top-level fields about probes and their evaluation, which a train job has none of.
+const std::vector<std::string> kProbeFields = {"probes",      "num_probes",  "prefix", "completion", "shard_size",
+                                               "noise_floor", "calibration", "ppl",    "reference"};
 
 // Config syntax is checked at submission, before the model's layer count is known: any layer index is
 // admitted here (bounded so that ComponentId::Index() cannot overflow) and re-checked by ExpandConfigs.
@@ -353,6 +357,93 @@ Status ParsePplSection(const YAML::Node& section, JobSpec* spec) {
   return OkStatus();
 }
 
+Status ParseTrainSection(const YAML::Node& section, JobSpec* spec) {
+  ASSIGN_OR_RETURN(Entries entries, ReadMapping(section, "train"));
+  RETURN_IF_ERROR(CheckKnownKeys(entries, "train",
+                                 {"data", "format", "output", "checkpoint_dir", "phases", "batch", "micro_batch",
+                                  "seq_len", "max_sequences", "lr", "warmup", "schedule", "weight_decay", "clip",
+                                  "seed", "workers", "checkpoint_every", "shard_optimizer", "timeout_seconds"}));
+  TrainSpec& t = spec->train;
+  const Entry* data = Find(entries, "data");
+  if (data == nullptr) {
+    return FieldError("train.data", section, "missing; the training text (C4-style JSON lines with \"text\", or raw text)");
+  }
+  ASSIGN_OR_RETURN(t.data, ReadNonEmptyString(data->value, "train.data"));
+  const Entry* output = Find(entries, "output");
+  if (output == nullptr) {
+    return FieldError("train.output", section, "missing; a new folder for the trained model, on storage the workers share");
+  }
+  ASSIGN_OR_RETURN(t.output, ReadNonEmptyString(output->value, "train.output"));
+  if (const Entry* e = Find(entries, "format")) {
+    ASSIGN_OR_RETURN(t.data_format, ReadString(e->value, "train.format"));
+    if (t.data_format != "auto" && t.data_format != "jsonl" && t.data_format != "text") {
+      return FieldError("train.format", e->value, "must be auto, jsonl or text, got " + Quoted(t.data_format));
+    }
+  }
+  if (const Entry* e = Find(entries, "checkpoint_dir")) {
+    ASSIGN_OR_RETURN(t.checkpoint_dir, ReadNonEmptyString(e->value, "train.checkpoint_dir"));
+  }
+  if (const Entry* e = Find(entries, "phases")) {
+    ASSIGN_OR_RETURN(t.phases, ReadNonEmptyString(e->value, "train.phases"));
+    StatusOr<std::vector<TrainingPhase>> phases = ParseTrainingPhases(t.phases);
+    if (!phases.ok()) return FieldError("train.phases", e->value, phases.status().message());
+    if (TotalSteps(*phases) > kMaxCount) return FieldError("train.phases", e->value, "too many steps");
+  }
+  auto read_count = [&](const char* key, int64_t min, int64_t* out) -> Status {
+    if (const Entry* e = Find(entries, key)) {
+      ASSIGN_OR_RETURN(*out, ReadInt(e->value, std::string("train.") + key, min, kMaxCount));
+    }
+    return OkStatus();
+  };
+  RETURN_IF_ERROR(read_count("batch", 1, &t.batch));
+  RETURN_IF_ERROR(read_count("micro_batch", 0, &t.micro_batch));
+  RETURN_IF_ERROR(read_count("seq_len", 1, &t.seq_len));
+  RETURN_IF_ERROR(read_count("max_sequences", 0, &t.max_sequences));
+  RETURN_IF_ERROR(read_count("warmup", 0, &t.warmup));
+  RETURN_IF_ERROR(read_count("seed", 0, &t.seed));
+  RETURN_IF_ERROR(read_count("checkpoint_every", 0, &t.checkpoint_every));
+  RETURN_IF_ERROR(read_count("timeout_seconds", 1, &t.timeout_seconds));
+  if (const Entry* e = Find(entries, "workers")) {
+    // A gang's members are workers the coordinator holds idle until all have come: keep it sane.
+    ASSIGN_OR_RETURN(t.workers, ReadInt(e->value, "train.workers", 1, 4096));
+  }
+  auto read_number = [&](const char* key, double* out) -> Status {
+    if (const Entry* e = Find(entries, key)) {
+      ASSIGN_OR_RETURN(*out, ReadDouble(e->value, std::string("train.") + key));
+      if (*out < 0) return FieldError(std::string("train.") + key, e->value, "must not be negative");
+    }
+    return OkStatus();
+  };
+  RETURN_IF_ERROR(read_number("lr", &t.learning_rate));
+  RETURN_IF_ERROR(read_number("weight_decay", &t.weight_decay));
+  RETURN_IF_ERROR(read_number("clip", &t.clip));
+  if (!(t.learning_rate > 0)) return FieldError("train.lr", section, "must be positive");
+  if (const Entry* e = Find(entries, "schedule")) {
+    ASSIGN_OR_RETURN(t.schedule, ReadString(e->value, "train.schedule"));
+    if (t.schedule != "constant" && t.schedule != "cosine") {
+      return FieldError("train.schedule", e->value, "must be constant or cosine, got " + Quoted(t.schedule));
+    }
+  }
+  if (const Entry* e = Find(entries, "shard_optimizer")) {
+    ASSIGN_OR_RETURN(t.shard_optimizer, ReadBool(e->value, "train.shard_optimizer"));
+    if (t.shard_optimizer && t.workers < 2) {
+      return FieldError("train.shard_optimizer", e->value, "shards AdamW's state across a gang: needs workers of 2 or more");
+    }
+  }
+  // What the trainer would refuse after the gang has formed: better now, naming the field.
+  if (t.batch % t.workers != 0) {
+    return FieldError("train.batch", section, "(" + std::to_string(t.batch) + ") must divide among the " +
+                                                  std::to_string(t.workers) + " workers");
+  }
+  const int64_t share = t.batch / t.workers;
+  if (t.micro_batch > 0 && share % t.micro_batch != 0) {
+    return FieldError("train.micro_batch", section, "(" + std::to_string(t.micro_batch) +
+                                                        ") must divide each worker's share of the batch (" +
+                                                        std::to_string(share) + ")");
+  }
+  return OkStatus();
+}
+
 Status ParseTopLevel(const YAML::Node& root, JobSpec* spec) {
   ASSIGN_OR_RETURN(Entries entries, ReadMapping(root, ""));
 
@@ -374,10 +465,18 @@ Status ParseTopLevel(const YAML::Node& root, JobSpec* spec) {
   if (model == nullptr)
     return InvalidArgumentError("job spec: model: missing; the model folder as the workers see it");
   ASSIGN_OR_RETURN(spec->model, ReadNonEmptyString(model->value, "model"));
-  const Entry* probes = Find(entries, "probes");
-  if (probes == nullptr)
-    return InvalidArgumentError("job spec: probes: missing; the probe file (JSON lines)");
-  ASSIGN_OR_RETURN(spec->probes, ReadNonEmptyString(probes->value, "probes"));
+  if (spec->kind == JobKind::kTrain) {
+    for (const std::string& field : kProbeFields) {
+      if (const Entry* e = Find(entries, field)) {
+        return FieldError(field, e->key, "does not apply to kind train (it evaluates no probes); leave it out");
+      }
+    }
+  } else {
+    const Entry* probes = Find(entries, "probes");
+    if (probes == nullptr)
+      return InvalidArgumentError("job spec: probes: missing; the probe file (JSON lines)");
+    ASSIGN_OR_RETURN(spec->probes, ReadNonEmptyString(probes->value, "probes"));
+  }
 
   if (const Entry* e = Find(entries, "name")) {
     ASSIGN_OR_RETURN(spec->name, ReadString(e->value, "name"));
@@ -449,6 +548,8 @@ Status ParseTopLevel(const YAML::Node& root, JobSpec* spec) {
       return ParseQuantSearchSection(section->value, spec);
     case JobKind::kSparsifyRound:
       return ParseSparsifyRoundSection(section->value, spec);
+    case JobKind::kTrain:
+      return ParseTrainSection(section->value, spec);
   }
   return OkStatus();
 }
@@ -508,7 +609,7 @@ StatusOr<std::vector<std::string>> SelectComponents(const std::vector<std::strin
 std::string JobKindName(JobKind kind) { return kKindNames[static_cast<int>(kind)]; }
 
 StatusOr<JobKind> ParseJobKind(std::string_view name) {
-  for (int k = 0; k < 4; ++k) {
+  for (int k = 0; k < 5; ++k) {
     if (name == kKindNames[k]) return static_cast<JobKind>(k);
   }
   return InvalidArgumentError("unknown kind " + Quoted(name) + "; expected one of " + kKindList);
@@ -524,6 +625,8 @@ dtm::v1::JobKind ToProto(JobKind kind) {
       return dtm::v1::JOB_KIND_QUANT_SEARCH;
     case JobKind::kSparsifyRound:
       return dtm::v1::JOB_KIND_SPARSIFY_ROUND;
+    case JobKind::kTrain:
+      return dtm::v1::JOB_KIND_TRAIN;
   }
   return dtm::v1::JOB_KIND_UNSPECIFIED;
 }
@@ -589,6 +692,8 @@ bool SpecUsesGptq(const JobSpec& spec) {
       return is_gptq(spec.search_method);
     case JobKind::kSparsifyRound:
       return false;  // magnitude pruning only
+    case JobKind::kTrain:
+      return false;
   }
   return false;
 }

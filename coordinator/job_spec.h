@@ -16,9 +16,9 @@
 
 namespace dtm {
 
-enum class JobKind { kEvaluate, kProbe, kQuantSearch, kSparsifyRound };
+enum class JobKind { kEvaluate, kProbe, kQuantSearch, kSparsifyRound, kTrain };
 
-// "evaluate", "probe", "quant-search", "sparsify-round": the YAML `kind` values.
+// "evaluate", "probe", "quant-search", "sparsify-round", "train": the YAML `kind` values.
 std::string JobKindName(JobKind kind);
 // The inverse of JobKindName; exact names only. The error lists the valid names.
 StatusOr<JobKind> ParseJobKind(std::string_view name);
@@ -27,6 +27,31 @@ dtm::v1::JobKind ToProto(JobKind kind);
 // "" -> DTYPE_UNSPECIFIED, "float32" -> DTYPE_F32, "float16" -> DTYPE_F16, "bfloat16" -> DTYPE_BF16;
 // anything else -> DTYPE_UNSPECIFIED (ParseJobSpec admits only these names).
 dtm::v1::Dtype DtypeToProto(std::string_view dtype);
+
+// `train:` (SPEC "Recovery training"; worker/engine/recovery_trainer.h says what each setting does):
+// a gang of `workers` workers serving `model` trains it on `data` and writes the result to `output`.
+// Paths are on storage every worker of the gang and the coordinator share.
+struct TrainSpec {
+  std::string data;                 // JSON lines with "text" (C4) or raw text, .gz accepted
+  std::string data_format = "auto";  // auto, jsonl or text
+  std::string output;               // the trained model's folder: must not exist, or be empty
+  std::string checkpoint_dir;       // "" = OUTPUT.checkpoints (beside the output)
+  std::string phases = "masked:450,unmasked:50";
+  int64_t batch = 256;              // sequences per optimizer step, over the gang
+  int64_t micro_batch = 0;          // per forward/backward; 0 = a member's whole share
+  int64_t seq_len = 2048;
+  int64_t max_sequences = 0;        // 0 = the whole file
+  double learning_rate = 1e-4;
+  int64_t warmup = 0;
+  std::string schedule = "constant";  // constant or cosine
+  double weight_decay = 0.01;
+  double clip = 1.0;                // 0 = no clipping
+  int64_t seed = 0;
+  int64_t workers = 1;              // the gang's size
+  int64_t checkpoint_every = 50;    // steps; what a re-leased gang resumes from
+  bool shard_optimizer = false;     // ZeRO-1 (needs workers >= 2)
+  int64_t timeout_seconds = 300;    // a collective waiting longer ends the gang's attempt
+};
 
 struct JobSpec {
   std::string name;  // optional free text
@@ -65,6 +90,7 @@ struct JobSpec {
   int64_t ppl_window = 2048;            // tokens per window
   std::string ppl_join = "rows";        // rows (lines joined by blank lines, the protocol) or as-is
   int64_t ppl_shard_size = 8;           // windows per task
+  TrainSpec train;                      // kind train only (its `probes` is then empty)
 };
 
 // True when some config the spec may evaluate holds a gptq method (its methods, search method or
@@ -74,7 +100,8 @@ bool SpecUsesGptq(const JobSpec& spec);
 // Parses and validates everything that does not need the model. Errors are INVALID_ARGUMENT and name
 // the field and its YAML line, e.g. "job spec: shard_size (line 7): must be at least 1, got 0".
 // Malformed YAML gives yaml-cpp's message with line and column; unknown keys, keys given twice and
-// missing required fields (kind, model, probes, the kind's section) are errors.
+// missing required fields (kind, model, probes, the kind's section) are errors. A train spec has no
+// probes, and the fields about probes (prefix, completion, shard_size, ...) are errors there.
 StatusOr<JobSpec> ParseJobSpec(const std::string& yaml_text);
 
 // The configs a job evaluates on a model with `num_layers` layers, in result order, duplicates dropped

@@ -133,6 +133,7 @@ void Scheduler::Tick() {
                                                   std::to_string(state_.options().max_attempts) +
                                                   "): its leases expired or it failed each time"));
     }
+    for (const auto& [task_id, why] : sweep.gangs_failed) state_.TaskFailed(task_id, UnavailableError(why));
     // Workers not heard from for two lease timeouts are gone; their leases have expired already.
     const auto cutoff =
         state_.clock().Now() - std::chrono::milliseconds(2 * state_.options().lease_timeout_ms);

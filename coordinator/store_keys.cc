@@ -1,5 +1,7 @@
 #include "coordinator/store_keys.h"
 
+#include <sstream>
+
 #include "common/compression_config.h"
 #include "common/sha256.h"
 
@@ -27,6 +29,7 @@ std::string TaskIdFor(TaskKindForKey kind, const dtm::v1::CacheKey& key) {
     case TaskKindForKey::kBaseline: text += "kind=baseline\n"; break;
     case TaskKindForKey::kEval: text += "kind=eval\n"; break;
     case TaskKindForKey::kTextWindows: text += "kind=text-windows\n"; break;
+    case TaskKindForKey::kTrain: text += "kind=train\n"; break;
   }
   text += "model=" + key.model_fingerprint() + "\n";
   text += "probes=" + key.probe_set_fingerprint() + "\n";
@@ -75,9 +78,27 @@ std::string ReferenceBaselineFingerprint(const std::string& reference_model_fing
   return hash.HexDigest();
 }
 
+std::string TrainRunFingerprint(const std::string& job_id, const dtm::v1::TrainInput& in) {
+  // Named fields, one a line, written out rather than serialized: protobuf's bytes are not
+  // promised stable across versions, and a restarted coordinator must find its run's result.
+  std::ostringstream text;
+  text.precision(17);
+  text << "dtm-train-run-v1\njob=" << job_id << "\ndata=" << in.data_path() << "\nformat=" << in.data_format()
+       << "\noutput=" << in.output_dir() << "\ncheckpoints=" << in.checkpoint_dir() << "\nphases=" << in.phases()
+       << "\nbatch=" << in.batch() << "\nmicro_batch=" << in.micro_batch() << "\nseq_len=" << in.seq_len()
+       << "\nmax_sequences=" << in.max_sequences() << "\nlr=" << in.learning_rate() << "\nwarmup=" << in.warmup_steps()
+       << "\nschedule=" << in.schedule() << "\nweight_decay=" << in.weight_decay() << "\nclip=" << in.clip_grad_norm()
+       << "\nseed=" << in.seed() << "\ncheckpoint_every=" << in.checkpoint_every()
+       << "\nshard_optimizer=" << in.shard_optimizer() << "\ngang_size=" << in.gang_size() << "\n";
+  Sha256 hash;
+  hash.Update(text.str());
+  return hash.HexDigest();
+}
+
 std::string BaselineStoreKey(const std::string& task_id) { return "dtm:v1:baseline:" + task_id; }
 std::string TextWindowsStoreKey(const std::string& task_id) { return "dtm:v1:text-windows:" + task_id; }
 std::string ResultStoreKey(const std::string& task_id) { return "dtm:v1:result:" + task_id; }
+std::string TrainResultStoreKey(const std::string& task_id) { return "dtm:v1:train-result:" + task_id; }
 std::string JobStoreKey(const std::string& job_id) { return kJobKeyPrefix + job_id; }
 std::string JobResultsStoreKey(const std::string& job_id) { return "dtm:v1:job-results:" + job_id; }
 std::string WorkerResultsStoreKey(const std::string& worker_id) { return "dtm:v1:worker-results:" + worker_id; }

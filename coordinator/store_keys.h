@@ -31,7 +31,9 @@ namespace dtm {
 
 // A text-windows task's key: the model, dtype, the text's fingerprint (PplTextFingerprint) as
 // probe_set_fingerprint, prefix_len 1 and completion_len window - 1; no config, no shard.
-enum class TaskKindForKey { kBaseline, kEval, kTextWindows };
+// A train task's key: the model and dtype, and as probe_set_fingerprint the run's fingerprint
+// (TrainRunFingerprint); no config, no shard.
+enum class TaskKindForKey { kBaseline, kEval, kTextWindows, kTrain };
 
 // The content hash of a task: hex SHA-256 over a versioned, unambiguous text of the key. The
 // calibration fingerprint is hashed only when set, so that the ids of every task without gptq are
@@ -57,12 +59,18 @@ std::string PplWindowsFingerprint(uint32_t window, const dtm::v1::TextWindowsOut
 // (`reference:`): their rows are the reference's greedy completions of the probe set, which the
 // probe file's fingerprint alone (the key of the model's own baseline) does not name. Hex SHA-256 of
 // both fingerprints under a domain of its own, so that it equals no probe set's or text's.
+// The fingerprint of a train job's run: hex SHA-256, under a domain of its own, of the job id (whose
+// output folder it fills: two jobs never share one run) and every setting of `input` but the
+// member's place in its gang (rank, rendezvous), so that a re-leased attempt is the same task.
+std::string TrainRunFingerprint(const std::string& job_id, const dtm::v1::TrainInput& input);
+
 std::string ReferenceBaselineFingerprint(const std::string& reference_model_fingerprint,
                                          const std::string& probe_set_fingerprint);
 
 std::string BaselineStoreKey(const std::string& task_id);
 std::string TextWindowsStoreKey(const std::string& task_id);
 std::string ResultStoreKey(const std::string& task_id);
+std::string TrainResultStoreKey(const std::string& task_id);
 std::string JobStoreKey(const std::string& job_id);
 std::string JobResultsStoreKey(const std::string& job_id);
 std::string WorkerResultsStoreKey(const std::string& worker_id);

@@ -21,6 +21,7 @@ std::string CacheKeyOf(TaskKindForKey kind, const std::string& task_id) {
   switch (kind) {
     case TaskKindForKey::kBaseline: return BaselineStoreKey(task_id);
     case TaskKindForKey::kTextWindows: return TextWindowsStoreKey(task_id);
+    case TaskKindForKey::kTrain: return TrainResultStoreKey(task_id);
     case TaskKindForKey::kEval: break;
   }
   return ResultStoreKey(task_id);
@@ -140,6 +141,10 @@ StatusOr<v1::TextWindowsOutput> TableStorage::ReadTextWindows(const std::string&
   return ReadShard<v1::TextWindowsOutput>(store_, TextWindowsStoreKey(task_id), what);
 }
 
+StatusOr<v1::TrainingResult> TableStorage::ReadTraining(const std::string& task_id, const std::string& what) {
+  return ReadShard<v1::TrainingResult>(store_, TrainResultStoreKey(task_id), what);
+}
+
 StatusOr<v1::EvalShardOutput> TableStorage::ReadEval(const std::string& task_id, const std::string& what) {
   return ReadShard<v1::EvalShardOutput>(store_, ResultStoreKey(task_id), what);
 }
@@ -186,6 +191,10 @@ StatusOr<bool> TableStorage::StoreResult(TaskKindForKey kind, const std::string&
     case TaskKindForKey::kBaseline: bytes = named(request.baseline()); break;
     case TaskKindForKey::kEval: bytes = named(request.eval()); break;
     case TaskKindForKey::kTextWindows: bytes = named(request.text_windows()); break;
+    case TaskKindForKey::kTrain:
+      // Not indexed under its worker: a purge deletes numbers a worker computed, and a trained
+      // model is a folder the whole gang made, not a cached number.
+      return store_->SetIfAbsent(CacheKeyOf(kind, task_id), request.train().SerializeAsString());
   }
   const std::string key = CacheKeyOf(kind, task_id);
   // Indexed first: a crash between the two leaves an index entry without a result (harmless to a

@@ -51,6 +51,8 @@ class TableStorage {
   StatusOr<dtm::v1::BaselineShardOutput> ReadBaseline(const std::string& task_id, const std::string& what);
   StatusOr<dtm::v1::EvalShardOutput> ReadEval(const std::string& task_id, const std::string& what);
   StatusOr<dtm::v1::TextWindowsOutput> ReadTextWindows(const std::string& task_id, const std::string& what);
+  // A train task's result (its rank 0's report).
+  StatusOr<dtm::v1::TrainingResult> ReadTraining(const std::string& task_id, const std::string& what);
   // Every probe's result of `config` on the shards of `base_key`, in probe order; DATA_LOSS when a
   // shard is missing.
   StatusOr<std::vector<dtm::v1::ProbeResult>> ReadConfigResults(

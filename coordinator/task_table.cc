@@ -25,7 +25,8 @@ bool TaskTable::RecentlyDone(const std::string& task_id, const std::string& pool
 
 Status TaskTable::Add(const PlannedTask& task, const std::string& pool, const std::string& model_path,
                       int priority, const std::string& job_id) {
-  Status enqueued = Pool(pool).Enqueue(task.task_id, priority);
+  Status enqueued = task.train ? gangs_.Enqueue(task.task_id, pool, static_cast<int>(task.train->gang_size()))
+                               : Pool(pool).Enqueue(task.task_id, priority);
   if (!enqueued.ok() && enqueued.code() != StatusCode::kAlreadyExists) return enqueued;
   TaskEntry& entry = tasks_[task.task_id];
   entry.kind = task.kind;
@@ -34,8 +35,19 @@ Status TaskTable::Add(const PlannedTask& task, const std::string& pool, const st
   entry.key = task.key;
   entry.rows = task.rows ? task.rows : std::make_shared<const Rows>();
   entry.text = task.text;
+  entry.train = task.train;
   entry.jobs.insert(job_id);
   return OkStatus();
+}
+
+GangTable::Options TaskTable::GangOptionsOf(const LeaseTable::Options& lease) {
+  GangTable::Options options;
+  options.lease_timeout_ms = lease.lease_timeout_ms;
+  options.max_attempts = lease.max_attempts;
+  options.lease_id_prefix = lease.lease_id_prefix + "gang-";
+  // A candidate asks again every idle poll (well under a lease timeout) while it waits.
+  options.candidate_ttl_ms = lease.lease_timeout_ms;
+  return options;
 }
 
 LeaseTable& TaskTable::Pool(const std::string& pool) {
@@ -56,6 +68,7 @@ std::set<std::string> TaskTable::Finish(const std::string& task_id) {
   auto it = tasks_.find(task_id);
   if (it == tasks_.end()) return {};
   std::set<std::string> jobs = std::move(it->second.jobs);
+  if (it->second.train) gangs_.Forget(task_id);
   tasks_.erase(it);
   return jobs;
 }
@@ -66,7 +79,11 @@ void TaskTable::Release(const std::string& job_id, const std::set<std::string>& 
     if (it == tasks_.end()) continue;
     it->second.jobs.erase(job_id);
     if (!it->second.jobs.empty()) continue;
-    (void)Pool(it->second.pool).Cancel(task_id);
+    if (it->second.train) {
+      (void)gangs_.Cancel(task_id);
+    } else {
+      (void)Pool(it->second.pool).Cancel(task_id);
+    }
     tasks_.erase(it);
   }
 }
@@ -77,6 +94,8 @@ TaskTable::Sweep TaskTable::Expire() {
     for (std::string& id : table->ExpireLeases()) sweep.requeued.push_back(std::move(id));
     for (std::string& id : table->TakeFailedTasks()) sweep.failed.push_back(std::move(id));
   }
+  for (std::string& id : gangs_.Expire()) sweep.requeued.push_back(std::move(id));
+  sweep.gangs_failed = gangs_.TakeFailed();
   return sweep;
 }
 

@@ -20,6 +20,7 @@
 
 #include "common/status.h"
 #include "coordinator/clock.h"
+#include "coordinator/gang_table.h"
 #include "coordinator/lease_table.h"
 #include "coordinator/store_keys.h"
 #include "dtm/v1/worker_service.pb.h"
@@ -37,6 +38,8 @@ struct TaskEntry {
                                      // empty for a text-windows task
   std::shared_ptr<const dtm::v1::TextWindowsInput> text;  // a text-windows task's input; else null
   std::set<std::string> jobs;        // the jobs waiting for it
+  // A train task's settings (all but the member's rank and rendezvous); null for other kinds.
+  std::shared_ptr<const dtm::v1::TrainInput> train;
 };
 
 // A task a job's stage needs, before the table decides whether to queue it.
@@ -47,6 +50,7 @@ struct PlannedTask {
   std::string task_id;  // TaskIdFor(kind, key)
   std::shared_ptr<const dtm::v1::TextWindowsInput> text;  // a text-windows task's input
   bool on_reference = false;  // runs on the job's `reference:` model (its baseline and noise floor)
+  std::shared_ptr<const dtm::v1::TrainInput> train = nullptr;  // a train task's settings; it runs on a gang
 };
 
 class TaskTable {
@@ -54,7 +58,7 @@ class TaskTable {
   // `lease_options` are every pool's (the lease id prefix gets a pool number appended); `clock` is
   // not owned and must outlive the table.
   TaskTable(LeaseTable::Options lease_options, const Clock* clock)
-      : lease_options_(std::move(lease_options)), clock_(clock) {}
+      : lease_options_(std::move(lease_options)), clock_(clock), gangs_(GangOptionsOf(lease_options_), clock) {}
 
   TaskTable(const TaskTable&) = delete;
   TaskTable& operator=(const TaskTable&) = delete;
@@ -67,12 +71,15 @@ class TaskTable {
   // Whether the task was accepted in `pool` lately, so that its result is in the store although a
   // cache read made before may have missed it.
   bool RecentlyDone(const std::string& task_id, const std::string& pool) const;
-  // Holds `task` for `job_id` and queues it in `pool`, before the tasks of higher `priority`.
+  // Holds `task` for `job_id` and queues it in `pool`, before the tasks of higher `priority`; a
+  // train task waits for its gang in the gang table instead.
   Status Add(const PlannedTask& task, const std::string& pool, const std::string& model_path, int priority,
              const std::string& job_id);
 
   // The pool's lease table, created on first use.
   LeaseTable& Pool(const std::string& pool);
+  // The tasks that run on gangs (train tasks), over every pool.
+  GangTable& Gangs() { return gangs_; }
 
   // Forgets a task that has its result (or failed for good): the jobs that waited for it.
   std::set<std::string> Finish(const std::string& task_id);
@@ -84,7 +91,8 @@ class TaskTable {
   // (out of attempts) since the last sweep.
   struct Sweep {
     std::vector<std::string> requeued;
-    std::vector<std::string> failed;
+    std::vector<std::string> failed;  // out of attempts
+    std::vector<std::pair<std::string, std::string>> gangs_failed;  // gang tasks that failed for good, with why
   };
   Sweep Expire();
 
@@ -98,8 +106,11 @@ class TaskTable {
   std::pair<int64_t, int64_t> QueuedAndLeased() const;
 
  private:
+  static GangTable::Options GangOptionsOf(const LeaseTable::Options& lease);
+
   const LeaseTable::Options lease_options_;
   const Clock* const clock_;
+  GangTable gangs_;
   std::map<std::string, TaskEntry> tasks_;                    // by task id
   std::map<std::string, std::unique_ptr<LeaseTable>> pools_;  // by pool name
   uint64_t pools_created_ = 0;                                // numbers each pool's lease ids

@@ -14,6 +14,7 @@ v1::Task ToWireTask(const TaskEntry& entry, const LeaseGrant& grant, const std::
     case TaskKindForKey::kBaseline: task.set_kind(v1::TASK_KIND_BASELINE_SHARD); break;
     case TaskKindForKey::kEval: task.set_kind(v1::TASK_KIND_EVAL_SHARD); break;
     case TaskKindForKey::kTextWindows: task.set_kind(v1::TASK_KIND_TEXT_WINDOWS); break;
+    case TaskKindForKey::kTrain: task.set_kind(v1::TASK_KIND_TRAIN); break;
   }
   *task.mutable_key() = entry.key;
   task.set_model_path(entry.model_path);
@@ -22,6 +23,18 @@ v1::Task ToWireTask(const TaskEntry& entry, const LeaseGrant& grant, const std::
   task.mutable_rows()->Reserve(static_cast<int>(entry.rows->size()));
   for (const v1::BaselineRow& row : *entry.rows) *task.add_rows() = row;
   if (entry.text) *task.mutable_text_windows() = *entry.text;
+  return task;
+}
+
+v1::Task ToWireGangTask(const TaskEntry& entry, const GangGrant& grant, const std::string& job_id,
+                        int64_t lease_expire_unix_ms) {
+  LeaseGrant lease{grant.task_id, grant.lease_id, grant.attempt, grant.expires_at};
+  v1::Task task = ToWireTask(entry, lease, job_id, lease_expire_unix_ms);
+  if (entry.train) *task.mutable_train() = *entry.train;
+  v1::TrainInput& train = *task.mutable_train();
+  train.set_rank(static_cast<uint32_t>(grant.rank));
+  train.set_gang_size(static_cast<uint32_t>(grant.size));
+  train.set_rendezvous(grant.rendezvous);
   return task;
 }
 
@@ -54,10 +67,34 @@ Status ValidateTextWindows(const TaskEntry& task, const v1::CompleteTaskRequest&
   return OkStatus();
 }
 
+Status ValidateTraining(const TaskEntry& task, const v1::CompleteTaskRequest& request, const std::string& where) {
+  if (!request.has_train()) return InvalidArgumentError(where + "a train task needs a train output");
+  const v1::TrainingResult& out = request.train();
+  const uint32_t size = task.train ? task.train->gang_size() : 1;
+  if (out.rank() >= size) {
+    return InvalidArgumentError(where + "rank " + std::to_string(out.rank()) + " is not in a gang of " + std::to_string(size));
+  }
+  if (out.rank() != 0) return OkStatus();  // only rank 0 reports the run
+  if (out.losses_size() == 0 || static_cast<uint32_t>(out.losses_size()) != out.steps()) {
+    return InvalidArgumentError(where + std::to_string(out.losses_size()) + " losses for " + std::to_string(out.steps()) +
+                                " steps");
+  }
+  for (double loss : out.losses()) {
+    if (!std::isfinite(loss) || loss < 0) return InvalidArgumentError(where + "a loss is not a finite non-negative number");
+  }
+  if (task.train && out.output_dir() != task.train->output_dir()) {
+    return InvalidArgumentError(where + "the output folder " + out.output_dir() + " is not the task's " +
+                                task.train->output_dir());
+  }
+  if (out.output_fingerprint().size() != 64) return InvalidArgumentError(where + "no fingerprint of the trained model");
+  return OkStatus();
+}
+
 }  // namespace
 
 Status ValidateTaskOutput(const TaskEntry& task, const v1::CompleteTaskRequest& request) {
   const std::string where = "task " + request.task_id().substr(0, 12) + ": ";
+  if (task.kind == TaskKindForKey::kTrain) return ValidateTraining(task, request, where);
   const Rows& rows = *task.rows;
   if (task.kind == TaskKindForKey::kTextWindows) return ValidateTextWindows(task, request, where);
   if (task.kind == TaskKindForKey::kBaseline) {

@@ -17,6 +17,11 @@ namespace dtm {
 dtm::v1::Task ToWireTask(const TaskEntry& entry, const LeaseGrant& grant, const std::string& job_id,
                          int64_t lease_expire_unix_ms);
 
+// The Task gang member `grant.rank` receives: the train task's settings with its rank, the gang's
+// size and rendezvous, and `timeout_seconds` (the gang's collective timeout).
+dtm::v1::Task ToWireGangTask(const TaskEntry& entry, const GangGrant& grant, const std::string& job_id,
+                             int64_t lease_expire_unix_ms);
+
 // About the bytes ToWireTask's message holds, for bounding a lease reply (a text-windows task
 // carries up to 4 MiB of text).
 uint64_t WireBytesEstimate(const TaskEntry& entry);
@@ -25,7 +30,9 @@ uint64_t WireBytesEstimate(const TaskEntry& entry);
 // shard, in order; baseline rows keep the probe's prefix and have prefix + completion tokens; eval
 // results have fdt and sdt within the completion and a finite NLL (a forged result can still lie
 // within these bounds: see GetResultsResponse.warnings); text windows are at least one, each of
-// exactly the key's window length. INVALID_ARGUMENT naming the first misfit.
+// exactly the key's window length; a train result comes from a rank of the gang and, from rank 0,
+// has a loss (finite) per step, the output folder of the task and its fingerprint. INVALID_ARGUMENT
+// naming the first misfit.
 Status ValidateTaskOutput(const TaskEntry& task, const dtm::v1::CompleteTaskRequest& request);
 
 // The failure's cause; for a worker that predates FailTaskRequest.cause, its `retryable` flag.

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cmath>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -41,6 +42,11 @@ StatusOr<v1::RegisterWorkerResponse> WorkerApi::RegisterWorker(const v1::Registe
       const std::vector<std::string> released = state_->tasks.Pool(registration.previous_pool)
                                                     .ReleaseWorker(request.worker_id(), ReleaseReason::kLost);
       for (const std::string& task_id : released) state_->TaskRequeued(task_id);
+      for (const std::string& task_id : state_->tasks.Gangs().ReleaseWorker(request.worker_id(), ReleaseReason::kLost)) {
+        spdlog::warn("task {}: gang member {} registered again; the gang's attempt ends", task_id.substr(0, 12),
+                     request.worker_id());
+        state_->TaskRequeued(task_id);
+      }
       if (!released.empty()) {
         spdlog::warn(
             "worker {}: registered again; {} leases of its earlier registration go back to the queue",
@@ -85,6 +91,26 @@ StatusOr<v1::LeaseTasksResponse> WorkerApi::LeaseTasks(const v1::LeaseTasksReque
       response.set_reregister(true);
       return response;
     }
+    // A gang waiting for this pool's idle workers comes first: it can start only when enough of them
+    // are idle at once.
+    bool reserved = false;
+    std::optional<GangGrant> gang = state_->tasks.Gangs().Offer(request.worker_id(), worker->pool, worker->gang_address,
+                                                                 &reserved);
+    if (gang) {
+      const TaskEntry* entry = state_->tasks.Find(gang->task_id);
+      if (entry != nullptr) {
+        const int64_t now_unix_ms = google::protobuf::util::TimeUtil::TimestampToMilliseconds(WallClockNow());
+        const int64_t expire_ms =
+            now_unix_ms +
+            std::chrono::duration_cast<std::chrono::milliseconds>(gang->expires_at - state_->clock().Now()).count();
+        *response.add_tasks() = ToWireGangTask(*entry, *gang, *entry->jobs.begin(), expire_ms);
+        spdlog::info("task {}: leased to {} as {}, rank {} of {} (attempt {}, rendezvous {})",
+                     gang->task_id.substr(0, 12), request.worker_id(), gang->lease_id, gang->rank, gang->size,
+                     gang->attempt, gang->rendezvous);
+      }
+      return response;
+    }
+    if (reserved) return response;  // held for a gang that is not complete yet
     LeaseTable& pool = state_->tasks.Pool(worker->pool);
     // A reply stays within the message limit whatever its tasks carry (a text-windows task up to
     // 4 MiB of text).
@@ -128,7 +154,18 @@ StatusOr<v1::HeartbeatResponse> WorkerApi::Heartbeat(const v1::HeartbeatRequest&
     response.set_reregister(true);
     results.assign(ids.size(), HeartbeatResult::kUnknown);
   } else {
-    results = state_->tasks.Pool(worker->pool).Heartbeat(request.worker_id(), ids);
+    // Gang leases and pool leases in one list: each to its table, in order.
+    std::vector<std::string> pool_ids;
+    for (const std::string& id : ids) {
+      if (!state_->tasks.Gangs().IsGangLease(id)) pool_ids.push_back(id);
+    }
+    std::vector<HeartbeatResult> pool_results = state_->tasks.Pool(worker->pool).Heartbeat(request.worker_id(), pool_ids);
+    size_t next = 0;
+    for (const std::string& id : ids) {
+      results.push_back(state_->tasks.Gangs().IsGangLease(id) ? state_->tasks.Gangs().Heartbeat(request.worker_id(), id)
+                                                             : pool_results[next++]);
+    }
+    RecordProgress(request, ids, results);
   }
   for (size_t i = 0; i < ids.size(); ++i) {
     v1::LeaseStatus* status = response.add_leases();
@@ -160,6 +197,7 @@ StatusOr<v1::CompleteTaskResponse> WorkerApi::CompleteTask(const v1::CompleteTas
       return InvalidArgumentError("lease " + Bounded(lease_id) + " is for task " + lease->task_id + ", not " +
                                   Bounded(task_id));
     }
+    if (state_->tasks.Gangs().IsGangLease(lease_id)) lease.reset();  // a gang's: its own table's
     if (const TaskEntry* found = state_->tasks.Find(task_id)) {
       if (found->pool != worker->pool) {
         return Status(
@@ -175,8 +213,9 @@ StatusOr<v1::CompleteTaskResponse> WorkerApi::CompleteTask(const v1::CompleteTas
     ASSIGN_OR_RETURN(std::vector<bool> stored,
                      state_->storage().HaveResults({{TaskKindForKey::kBaseline, task_id},
                                                     {TaskKindForKey::kEval, task_id},
-                                                    {TaskKindForKey::kTextWindows, task_id}}));
-    if (!stored[0] && !stored[1] && !stored[2]) {
+                                                    {TaskKindForKey::kTextWindows, task_id},
+                                                    {TaskKindForKey::kTrain, task_id}}));
+    if (!stored[0] && !stored[1] && !stored[2] && !stored[3]) {
       return NotFoundError("task " + Bounded(task_id) +
                            " is not planned by this coordinator (no job needs it now)");
     }
@@ -187,6 +226,7 @@ StatusOr<v1::CompleteTaskResponse> WorkerApi::CompleteTask(const v1::CompleteTas
     return response;
   }
   RETURN_IF_ERROR(ValidateTaskOutput(*entry, request));
+  if (entry->kind == TaskKindForKey::kTrain) return CompleteGangTask(*entry, request);
   // UNAVAILABLE goes back to the worker, which keeps the result and reports it again.
   ASSIGN_OR_RETURN(bool first, state_->storage().StoreResult(entry->kind, task_id, worker_id, request));
   {
@@ -229,6 +269,7 @@ StatusOr<v1::FailTaskResponse> WorkerApi::FailTask(const v1::FailTaskRequest& re
     auto it = fail_replies_.find(worker_id + "\n" + request.request_id());
     if (it != fail_replies_.end()) return it->second;
   }
+  if (state_->tasks.Gangs().IsGangLease(request.lease_id())) return FailGangTask(request);
   LeaseTable& pool = state_->tasks.Pool(worker->pool);
   std::optional<LeaseInfo> lease = pool.FindLease(request.lease_id());
   if (!lease)
@@ -267,6 +308,84 @@ StatusOr<v1::FailTaskResponse> WorkerApi::FailTask(const v1::FailTaskRequest& re
   return response;
 }
 
+void WorkerApi::RecordProgress(const v1::HeartbeatRequest& request, const std::vector<std::string>& ids,
+                               const std::vector<HeartbeatResult>& results) {
+  for (const v1::TaskProgress& progress : request.progress()) {
+    const auto at = std::find(ids.begin(), ids.end(), progress.lease_id());
+    if (at == ids.end() || results[static_cast<size_t>(at - ids.begin())] != HeartbeatResult::kValid) continue;
+    std::optional<GangLease> lease = state_->tasks.Gangs().FindLease(progress.lease_id());
+    if (!lease || lease->rank != 0) continue;  // rank 0 speaks for the gang (its loss is the gang's)
+    const TaskEntry* entry = state_->tasks.Find(lease->task_id);
+    if (entry == nullptr || progress.total_steps() == 0 || !std::isfinite(progress.loss())) continue;
+    for (const std::string& job_id : entry->jobs) {
+      JobRun* run = state_->FindJob(job_id);
+      if (run == nullptr || run->phase == JobPhase::kEnded) continue;
+      v1::JobProgress& p = *run->job.mutable_progress();
+      if (p.has_train_step() && p.train_step() == progress.step()) continue;
+      p.set_train_step(std::min(progress.step(), progress.total_steps()));
+      p.set_train_steps(progress.total_steps());
+      p.set_train_loss(progress.loss());
+      state_->Touch(*run);
+    }
+  }
+}
+
+StatusOr<v1::CompleteTaskResponse> WorkerApi::CompleteGangTask(const TaskEntry& entry,
+                                                               const v1::CompleteTaskRequest& request) {
+  const std::string& task_id = request.task_id();
+  const int rank = static_cast<int>(request.train().rank());
+  v1::CompleteTaskResponse response;
+  if (rank == 0) {
+    // Stored first, without the lock: UNAVAILABLE goes back to the worker, which reports again.
+    ASSIGN_OR_RETURN(bool first, state_->storage().StoreResult(entry.kind, task_id, request.worker_id(), request));
+    (void)first;  // a second store of the same run's result keeps the first
+  }
+  std::lock_guard<std::mutex> lock(state_->mu);
+  StatusOr<CompleteResult> result = state_->tasks.Gangs().Complete(task_id, request.lease_id(), rank);
+  if (!result.ok()) return result.status();
+  const bool accepted = *result == CompleteResult::kAccepted;
+  if (accepted && rank == 0) {
+    if (state_->metrics() != nullptr) state_->metrics()->tasks_completed.Increment();
+    state_->TaskDone(task_id);
+  }
+  spdlog::info("task {}: rank {} {} from {} under {}", task_id.substr(0, 12), rank,
+               accepted ? (rank == 0 ? "finished the run" : "is done") : "reported late (duplicate)", request.worker_id(),
+               Bounded(request.lease_id()));
+  response.set_outcome(accepted ? v1::CompleteTaskResponse::OUTCOME_ACCEPTED : v1::CompleteTaskResponse::OUTCOME_DUPLICATE);
+  return response;
+}
+
+StatusOr<v1::FailTaskResponse> WorkerApi::FailGangTask(const v1::FailTaskRequest& request) {
+  // Requires state_->mu (FailTask's caller holds it).
+  v1::FailTaskResponse response;
+  GangTable& gangs = state_->tasks.Gangs();
+  std::optional<GangLease> lease = gangs.FindLease(request.lease_id());
+  if (!lease) return NotFoundError("no gang lease " + Bounded(request.lease_id()));
+  if (lease->worker_id != request.worker_id()) {
+    return Status(StatusCode::kPermissionDenied, "lease " + Bounded(request.lease_id()) + " is another worker's");
+  }
+  const std::string message = request.worker_id() + " (rank " + std::to_string(lease->rank) +
+                              "): " + Bounded(request.error().message(), kMaxFailureBytes);
+  StatusOr<FailResult> result = gangs.Fail(request.lease_id(), FailCauseOf(request), message);
+  if (result.status().code() == StatusCode::kFailedPrecondition) {
+    // The attempt had ended already: this failure is its echo (a member whose peer died).
+    response.set_requeued(true);
+    return response;
+  }
+  if (!result.ok()) return result.status();
+  if (*result == FailResult::kRequeued) {
+    spdlog::warn("task {}: gang member {} failed; the gang's attempt ends and the task waits for a new gang",
+                 lease->task_id.substr(0, 12), message);
+    state_->TaskRequeued(lease->task_id);
+  } else {
+    for (const auto& [task_id, why] : gangs.TakeFailed()) {
+      state_->TaskFailed(task_id, Status(CodeOf(request.error().code()), why));
+    }
+  }
+  response.set_requeued(*result == FailResult::kRequeued);
+  return response;
+}
+
 StatusOr<v1::DrainWorkerResponse> WorkerApi::DrainWorker(const v1::DrainWorkerRequest& request) {
   std::lock_guard<std::mutex> lock(state_->mu);
   v1::DrainWorkerResponse response;
@@ -274,6 +393,9 @@ StatusOr<v1::DrainWorkerResponse> WorkerApi::DrainWorker(const v1::DrainWorkerRe
   if (worker == nullptr) return response;  // nothing held here (a restart, or drained already)
   LeaseTable& pool = state_->tasks.Pool(worker->pool);
   std::vector<std::string> released = pool.ReleaseWorker(request.worker_id(), ReleaseReason::kDrained);
+  for (std::string& task_id : state_->tasks.Gangs().ReleaseWorker(request.worker_id(), ReleaseReason::kDrained)) {
+    released.push_back(std::move(task_id));
+  }
   pool.ForgetWorker(request.worker_id());
   state_->workers.Remove(request.worker_id());
   // A drain stops work on purpose: counted by the metric, not as a job's re-queue (a fault).

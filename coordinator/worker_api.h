@@ -36,6 +36,16 @@ class WorkerApi {
   StatusOr<dtm::v1::CalibrationSet> GetCalibrationSet(const dtm::v1::GetCalibrationSetRequest& request);
 
  private:
+  // Heartbeat's: a gang's rank 0 reports its step and loss, which become its job's progress.
+  // Requires state_->mu.
+  void RecordProgress(const dtm::v1::HeartbeatRequest& request, const std::vector<std::string>& ids,
+                      const std::vector<HeartbeatResult>& results);
+  // CompleteTask of a train task (a validated result): rank 0's is stored and ends the task.
+  StatusOr<dtm::v1::CompleteTaskResponse> CompleteGangTask(const TaskEntry& entry,
+                                                           const dtm::v1::CompleteTaskRequest& request);
+  // FailTask under a gang lease: the gang's attempt ends. Requires state_->mu.
+  StatusOr<dtm::v1::FailTaskResponse> FailGangTask(const dtm::v1::FailTaskRequest& request);
+
   // The replies to the latest FailTask request ids (a retry gets the first reply); guarded by
   // state_->mu, and bounded: the oldest are forgotten first.
   std::map<std::string, dtm::v1::FailTaskResponse> fail_replies_;

@@ -38,6 +38,7 @@ Status WorkerRegistry::Validate(const v1::RegisterWorkerRequest& request) {
     return InvalidArgumentError("model_fingerprint is empty or longer than " + std::to_string(kMaxIdBytes) +
                                 " bytes");
   }
+  if (request.gang_address().size() > 300) return InvalidArgumentError("gang_address is longer than 300 bytes");
   if (request.model_path().size() > kMaxPathBytes) {
     return InvalidArgumentError("model_path is longer than " + std::to_string(kMaxPathBytes) + " bytes");
   }
@@ -78,6 +79,7 @@ WorkerRegistry::Registration WorkerRegistry::Register(const v1::RegisterWorkerRe
   Worker& worker = it->second;
   worker.pool = PoolName(request.model_fingerprint(), request.dtype());
   worker.model_path = path;
+  worker.gang_address = request.gang_address();
   worker.dtype = request.dtype();
   worker.last_seen = now;
 
@@ -126,6 +128,12 @@ std::set<std::string> WorkerRegistry::WorkersOf(const std::string& pool) const {
     if (worker.pool == pool) ids.insert(id);
   }
   return ids;
+}
+
+int WorkerRegistry::GangCapableIn(const std::string& pool) const {
+  int n = 0;
+  for (const auto& [id, worker] : workers_) n += worker.pool == pool && !worker.gang_address.empty();
+  return n;
 }
 
 void WorkerRegistry::LoadModel(const std::string& path, v1::Dtype dtype, ModelInfo info) {

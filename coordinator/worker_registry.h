@@ -41,6 +41,7 @@ class WorkerRegistry {
     std::string pool;
     std::string model_path;
     dtm::v1::Dtype dtype = dtm::v1::DTYPE_UNSPECIFIED;
+    std::string gang_address;  // where its rendezvous store listens as a gang's rank 0; "" = no gangs
     TimePoint last_seen;
   };
 
@@ -71,6 +72,8 @@ class WorkerRegistry {
   size_t size() const { return workers_.size(); }
   // The ids of the workers in `pool`.
   std::set<std::string> WorkersOf(const std::string& pool) const;
+  // Of those, the ones that can join a gang (they have a gang address).
+  int GangCapableIn(const std::string& pool) const;
 
   // Models: what workers have reported, and what the store held at start.
   void LoadModel(const std::string& path, dtm::v1::Dtype dtype, ModelInfo info);

@@ -29,6 +29,7 @@
 #include "worker/engine/perplexity_windows.h"
 #include "worker/engine/tensor_util.h"
 #include "worker/engine/tokenizer.h"
+#include "worker/engine/training_run.h"
 
 namespace dtm {
 namespace {
@@ -129,6 +130,8 @@ class EngineExecutor final : public TaskExecutor {
   EngineExecutor(const EngineExecutorOptions& options, std::unique_ptr<LlamaModel> model, std::string fingerprint,
                  dtm::v1::Dtype dtype)
       : batch_size_(options.batch_size),
+        device_(options.device),
+        gang_bind_host_(options.gang_bind_host),
         model_path_(options.model_path),
         model_(std::move(model)),
         component_params_(CountComponentParams(*model_)),
@@ -137,7 +140,12 @@ class EngineExecutor final : public TaskExecutor {
         evaluator_(model_.get(), nullptr) {}
 
   Status Execute(const dtm::v1::Task& task, dtm::v1::CompleteTaskRequest* request) override {
+    return Execute(task, request, TaskHooks{});
+  }
+
+  Status Execute(const dtm::v1::Task& task, dtm::v1::CompleteTaskRequest* request, const TaskHooks& hooks) override {
     RETURN_IF_ERROR(CheckKey(task));
+    if (task.kind() == dtm::v1::TASK_KIND_TRAIN) return ExecuteTrain(task, request, hooks);
     // Exceptions from libtorch stop here; the weights are restored whatever happened, since the
     // replica serves every later task.
     try {
@@ -325,6 +333,70 @@ class EngineExecutor final : public TaskExecutor {
   }
 
   // SPEC `ppl`: the text tokenized once and cut into windows, exactly as `dtmctl ppl --text` cuts it.
+  Status ExecuteTrain(const dtm::v1::Task& task, dtm::v1::CompleteTaskRequest* request, const TaskHooks& hooks) {
+    const dtm::v1::TrainInput& in = task.train();
+    TrainingRunOptions run;
+    run.model_dir = model_path_;
+    run.data = in.data_path();
+    run.data_format = in.data_format();
+    run.out_dir = in.output_dir();
+    run.phases = in.phases();
+    run.batch = in.batch();
+    run.micro_batch = in.micro_batch();
+    run.seq_len = in.seq_len();
+    run.max_sequences = static_cast<int64_t>(in.max_sequences());
+    run.learning_rate = in.learning_rate();
+    run.warmup_steps = in.warmup_steps();
+    run.schedule = in.schedule();
+    run.weight_decay = in.weight_decay();
+    run.clip_grad_norm = in.clip_grad_norm();
+    run.seed = in.seed();
+    run.checkpoint_dir = in.checkpoint_dir();
+    run.checkpoint_every = in.checkpoint_every();
+    run.device = device_;
+    run.rank = static_cast<int>(in.rank());
+    run.gang_size = static_cast<int>(std::max<uint32_t>(1, in.gang_size()));
+    run.master = in.rendezvous();
+    run.bind_host = gang_bind_host_;
+    run.timeout_seconds = static_cast<int>(in.timeout_seconds() > 0 ? in.timeout_seconds() : 300);
+    run.shard_optimizer = in.shard_optimizer();
+    if (hooks.progress) {
+      run.on_step = [&hooks](int64_t step, int64_t total, double loss) {
+        hooks.progress(static_cast<uint32_t>(step + 1), static_cast<uint32_t>(total), loss);
+      };
+    }
+    run.should_stop = hooks.cancelled;
+    run.log = hooks.log;
+    const auto t0 = Clock::now();
+    StatusOr<TrainingRunResult> trained = RunTraining(run);
+    if (!trained.ok()) {
+      const Status& s = trained.status();
+      // An output folder in use or a checkpoint folder of another run fails on every worker: the
+      // task's fault, not this worker's (FAILED_PRECONDITION would send it round the workers).
+      const StatusCode code = s.code() == StatusCode::kFailedPrecondition ? StatusCode::kInvalidArgument : s.code();
+      return Status(code, TaskName(task) + ": " + s.message());
+    }
+    const TrainingRunResult& r = *trained;
+    dtm::v1::TrainingResult& out = *request->mutable_train();
+    out.set_rank(in.rank());
+    out.set_gang_size(static_cast<uint32_t>(run.gang_size));
+    if (in.rank() == 0) {
+      for (double loss : r.report.losses) out.add_losses(loss);
+      out.set_steps(static_cast<uint32_t>(r.report.steps_total));
+      out.set_resumed_from_step(static_cast<uint32_t>(r.report.resumed_at));
+      // Every member trains its share of each batch at the same pace: the gang's rate is W times one member's.
+      out.set_tokens_per_second(r.report.seconds > 0 ? r.report.tokens_trained * run.gang_size / r.report.seconds : 0);
+      out.set_output_dir(in.output_dir());
+      out.set_output_fingerprint(r.out_fingerprint);
+      out.set_data_fingerprint(r.data_fingerprint);
+      out.set_masked_weights(static_cast<uint64_t>(r.pruned_entries));
+    }
+    dtm::v1::TaskTiming& timing = *request->mutable_timing();
+    timing.set_compute_ms(static_cast<uint64_t>(std::chrono::duration<double, std::milli>(Clock::now() - t0).count()));
+    timing.set_tokens_processed(static_cast<uint64_t>(r.report.tokens_trained));
+    return OkStatus();
+  }
+
   Status ExecuteTextWindows(const dtm::v1::Task& task, dtm::v1::CompleteTaskRequest* request) {
     const dtm::v1::CacheKey& key = task.key();
     const dtm::v1::TextWindowsInput& input = task.text_windows();
@@ -362,6 +434,8 @@ class EngineExecutor final : public TaskExecutor {
   }
 
   int64_t batch_size_;
+  std::string device_;          // as the options name it: train tasks load their copy there
+  std::string gang_bind_host_;
   std::string model_path_;
   std::unique_ptr<Tokenizer> tokenizer_;  // loaded by the first text-windows task
   std::unique_ptr<LlamaModel> model_;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -16,10 +17,26 @@
 
 namespace dtm {
 
+// What a long task (a train task) needs from the Worker while it runs.
+struct TaskHooks {
+  // Asked between steps: true when the coordinator took the task back (its result is not wanted).
+  std::function<bool()> cancelled;
+  // After each optimizer step: steps done, in all, and that step's loss (for the heartbeat).
+  std::function<void(uint32_t step, uint32_t total, double loss)> progress;
+  // A line for the worker's log at each milestone (the data read, the gang joined, the model written).
+  std::function<void(const std::string& line)> log;
+};
+
 // Runs one task at a time on one replica: not thread-safe.
 class TaskExecutor {
  public:
   virtual ~TaskExecutor() = default;
+
+  // Execute with hooks; executors of short tasks only (test fakes) keep this default, which ignores them.
+  virtual Status Execute(const dtm::v1::Task& task, dtm::v1::CompleteTaskRequest* request, const TaskHooks& hooks) {
+    (void)hooks;
+    return Execute(task, request);
+  }
 
   // Fills request->eval or request->baseline (one entry per task row, in row order), or
   // request->text_windows, and request->timing (all but total_ms, which the Worker measures from
@@ -33,7 +50,10 @@ class TaskExecutor {
   //     precision, a gptq task whose calibration set this executor does not hold: see
   //     SetCalibration; a text-windows task on a model folder without tokenizer files);
   //   RESOURCE_EXHAUSTED: this worker ran out of memory (any allocator: CUDA, CPU, std::bad_alloc);
-  //   other codes: transient (INTERNAL for an engine failure).
+  //   other codes: transient (INTERNAL for an engine failure; UNAVAILABLE for a train task whose gang
+  //     lost a member or never met; CANCELLED for one the hooks said to stop).
+  // A train task (TASK_KIND_TRAIN) trains a second, float32 copy of the model folder this worker
+  // loaded (the replica keeps serving its fingerprint) and fills request->train.
   virtual Status Execute(const dtm::v1::Task& task, dtm::v1::CompleteTaskRequest* request) = 0;
 
   virtual std::string model_fingerprint() const = 0;
@@ -62,6 +82,8 @@ struct EngineExecutorOptions {
   std::string dtype;  // "float32" | "float16" | "bfloat16" (or fp32, bf16, ...); "" = the device's default
   std::string device = "cpu";  // "cpu", "cuda", "cuda:N", "auto"
   int64_t batch_size = 8;
+  // Train tasks: the interface this worker's gang connections (Gloo) listen on.
+  std::string gang_bind_host = "127.0.0.1";
 };
 
 // Opens the checkpoint, fingerprints it and loads the replica once; *load_seconds (if not null)

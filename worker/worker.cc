@@ -223,6 +223,7 @@ Status Worker::EnsureRegistered(uint64_t* generation) {
   request.set_dtype(executor_->dtype());
   request.set_version(options_.version);
   request.set_model_path(options_.model_path);
+  request.set_gang_address(options_.gang_address);
   request.set_num_layers(static_cast<uint32_t>(executor_->num_layers()));
   const std::map<std::string, uint64_t> component_params = executor_->component_params();
   request.mutable_component_params()->insert(component_params.begin(), component_params.end());
@@ -310,7 +311,20 @@ void Worker::RunTask(const Task& task, Clock::time_point leased_at) {
   Status executed;
   try {
     executed = EnsureCalibration(task);
-    if (executed.ok()) executed = executor_->Execute(task, &request);
+    TaskHooks hooks;
+    hooks.cancelled = [this, &lease_id] { return IsCancelled(lease_id); };
+    hooks.progress = [this, &lease_id](uint32_t step, uint32_t total, double loss) {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = held_.find(lease_id);
+      if (it == held_.end()) return;
+      dtm::v1::TaskProgress& p = it->second.progress.emplace();
+      p.set_lease_id(lease_id);
+      p.set_step(step);
+      p.set_total_steps(total);
+      p.set_loss(loss);
+    };
+    hooks.log = [&task](const std::string& line) { spdlog::info("{}: {}", Describe(task), line); };
+    if (executed.ok()) executed = executor_->Execute(task, &request, hooks);
   } catch (const std::exception& e) {
     executed = InternalError(Describe(task) + ": the executor threw: " + e.what());
   }
@@ -520,7 +534,14 @@ void Worker::HeartbeatLoop() {
 void Worker::HeartbeatOnce(const std::vector<std::string>& lease_ids, uint64_t generation) {
   dtm::v1::HeartbeatRequest request;
   request.set_worker_id(options_.worker_id);
-  for (const std::string& id : lease_ids) request.add_lease_ids(id);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const std::string& id : lease_ids) {
+      request.add_lease_ids(id);
+      auto it = held_.find(id);
+      if (it != held_.end() && it->second.progress) *request.add_progress() = *it->second.progress;
+    }
+  }
   dtm::v1::HeartbeatResponse response;
   grpc::ClientContext context;
   SetDeadline(&context);

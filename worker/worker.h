@@ -33,6 +33,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -62,6 +63,9 @@ struct WorkerOptions {
   // what to check besides a coordinator that is down; e.g. for TLS, which certificates must match.
   // Empty: nothing to add.
   std::string connection_hint;
+  // HOST:PORT where this worker's rendezvous store listens when it is a training gang's rank 0,
+  // reported at registration; empty: it takes no train task.
+  std::string gang_address;
   // Called on Run()'s or the heartbeat thread after each successful registration (e.g. to turn the
   // daemon's health to SERVING). Must not call back into the Worker.
   std::function<void()> on_registered;
@@ -93,6 +97,7 @@ class Worker {
     bool cancelled = false;      // the coordinator said CANCELLED or REVOKED: drop the work
     std::string drop_reason;     // why, in words, for the logs
     bool stale_logged = false;   // an EXPIRED/UNKNOWN state was logged once
+    std::optional<dtm::v1::TaskProgress> progress;  // a train task's latest step, for the heartbeat
   };
 
   Status Loop();

@@ -28,6 +28,8 @@
 #include "worker/task_executor.h"
 #include "worker/worker.h"
 #include "worker/worker_metrics.h"
+#include "common/host_port.h"
+#include "worker/engine/gang.h"
 #include "worker/engine/tensor_util.h"
 
 namespace {
@@ -39,6 +41,8 @@ struct Flags {
   std::string log_level = "info";
   int threads = 0;
   int report_retry_s = 300;
+  std::string gang_address = "127.0.0.1:0";
+  std::string gang_bind;
   dtm::EngineExecutorOptions engine;
   dtm::WorkerOptions worker;
   dtm::ClientSecurityOptions security;
@@ -117,6 +121,22 @@ int Run(Flags flags) {
     return 2;
   }
 
+  if (!flags.gang_address.empty()) {
+    std::string host;
+    int port = 0;
+    if (!dtm::SplitHostPort(flags.gang_address, &host, &port)) {
+      spdlog::critical("dtm-worker: --gang-address: expected HOST:PORT, got '{}'", flags.gang_address);
+      return 2;
+    }
+    // Port 0: one this machine has free now (the gangs of one machine: tests, `dtmctl local`).
+    if (port == 0 && (port = dtm::FreeLoopbackPort()) == 0) {
+      spdlog::critical("dtm-worker: --gang-address {}: no free port found", flags.gang_address);
+      return 2;
+    }
+    flags.gang_address = host + ":" + std::to_string(port);
+    flags.engine.gang_bind_host = flags.gang_bind.empty() ? host : flags.gang_bind;
+    flags.worker.gang_address = flags.gang_address;
+  }
   spdlog::info("dtm-worker {}: loading model {} on {}", id, flags.engine.model_path, flags.engine.device);
   double load_seconds = 0;
   auto executor = dtm::CreateEngineExecutor(flags.engine, &load_seconds);
@@ -161,11 +181,11 @@ int Run(Flags flags) {
   // One line that scripts and tests wait for, with the ports actually bound.
   const dtm::v1::DeviceInfo device = (*executor)->device();
   spdlog::info("dtm-worker {} ready: model {} fingerprint {} dtype {} device {} layers {} loaded in {:.1f} s; "
-               "coordinator {} capacity {}; metrics port {} health port {}",
+               "coordinator {} capacity {}; metrics port {} health port {} gang address {}",
                id, flags.engine.model_path, (*executor)->model_fingerprint().substr(0, 12),
                dtm::v1::Dtype_Name((*executor)->dtype()), device.description(), (*executor)->num_layers(),
                load_seconds, flags.coordinator, flags.worker.capacity, metrics_server ? metrics_server->port() : 0,
-               health_port);
+               health_port, flags.gang_address.empty() ? "none" : flags.gang_address);
 
   const dtm::Status result = worker.Run();
   finished = true;
@@ -195,6 +215,12 @@ int main(int argc, char** argv) {
   app.add_option("--capacity", flags.worker.capacity, "Tasks leased at once (they run one after the other)")
       ->capture_default_str();
   app.add_option("--batch-size", flags.engine.batch_size, "Sequences per forward pass")->capture_default_str();
+  app.add_option("--gang-address", flags.gang_address,
+                 "HOST:PORT where the other members of a training gang reach this worker's rendezvous store when it is "
+                 "rank 0 (port 0: a free one; '' takes no train task)")
+      ->capture_default_str();
+  app.add_option("--gang-bind", flags.gang_bind,
+                 "Interface this worker's gang connections listen on (default: the host of --gang-address)");
   app.add_option("--threads", flags.threads, "CPU threads (0: libtorch's default)");
   app.add_option("--metrics-listen", flags.metrics_listen, "Prometheus /metrics HOST:PORT ('' disables)")
       ->capture_default_str();

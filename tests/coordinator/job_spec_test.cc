@@ -207,6 +207,69 @@ TEST(JobSpecTest, ReadsIntegersAsDecimalAndBooleansInYamlSpellings) {
   EXPECT_FALSE(spec->noise_floor);
 }
 
+std::string TrainSpec(const std::string& section) {
+  return "kind: train\nmodel: m\ntrain:\n  data: c4.jsonl.gz\n  output: out\n" + section;
+}
+
+TEST(JobSpecTest, ATrainJobHasItsSectionAndNoProbes) {
+  StatusOr<JobSpec> spec = ParseJobSpec(TrainSpec(
+      "  phases: masked:450,unmasked:50\n  batch: 256\n  micro_batch: 4\n  seq_len: 2048\n  lr: 1e-4\n"
+      "  warmup: 10\n  schedule: cosine\n  weight_decay: 0.01\n  clip: 1.0\n  seed: 7\n  workers: 8\n"
+      "  checkpoint_every: 25\n  shard_optimizer: true\n  timeout_seconds: 600\n  format: jsonl\n"
+      "  checkpoint_dir: ckpt\n  max_sequences: 128000\n"));
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->kind, JobKind::kTrain);
+  EXPECT_TRUE(spec->probes.empty());
+  const dtm::TrainSpec& t = spec->train;
+  EXPECT_EQ(t.data, "c4.jsonl.gz");
+  EXPECT_EQ(t.output, "out");
+  EXPECT_EQ(t.checkpoint_dir, "ckpt");
+  EXPECT_EQ(t.phases, "masked:450,unmasked:50");
+  EXPECT_EQ(t.batch, 256);
+  EXPECT_EQ(t.micro_batch, 4);
+  EXPECT_EQ(t.seq_len, 2048);
+  EXPECT_EQ(t.max_sequences, 128000);
+  EXPECT_DOUBLE_EQ(t.learning_rate, 1e-4);
+  EXPECT_EQ(t.warmup, 10);
+  EXPECT_EQ(t.schedule, "cosine");
+  EXPECT_DOUBLE_EQ(t.weight_decay, 0.01);
+  EXPECT_DOUBLE_EQ(t.clip, 1.0);
+  EXPECT_EQ(t.seed, 7);
+  EXPECT_EQ(t.workers, 8);
+  EXPECT_EQ(t.checkpoint_every, 25);
+  EXPECT_TRUE(t.shard_optimizer);
+  EXPECT_EQ(t.timeout_seconds, 600);
+  EXPECT_EQ(t.data_format, "jsonl");
+  EXPECT_EQ(ToProto(JobKind::kTrain), dtm::v1::JOB_KIND_TRAIN);
+  EXPECT_EQ(ParseJobKind("train").value(), JobKind::kTrain);
+  // The paper's round is the default.
+  StatusOr<JobSpec> defaults = ParseJobSpec(TrainSpec(""));
+  ASSERT_TRUE(defaults.ok()) << defaults.status().ToString();
+  EXPECT_EQ(defaults->train.phases, "masked:450,unmasked:50");
+  EXPECT_DOUBLE_EQ(defaults->train.weight_decay, 0.01);
+  EXPECT_EQ(defaults->train.workers, 1);
+}
+
+TEST(JobSpecTest, RejectsBadTrainSpecsNamingTheField) {
+  ExpectInvalid("kind: train\nmodel: m\ntrain:\n  output: out\n", {"train.data", "missing"});
+  ExpectInvalid("kind: train\nmodel: m\ntrain:\n  data: d\n", {"train.output", "missing"});
+  ExpectInvalid("kind: train\nmodel: m\n", {"job spec: train: missing"});
+  ExpectInvalid("kind: train\nmodel: m\nprobes: p.jsonl\ntrain: {data: d, output: o}\n",
+                {"probes (line 3)", "does not apply to kind train"});
+  ExpectInvalid(TrainSpec("  phases: masked:0\n"), {"train.phases", "positive integer"});
+  ExpectInvalid(TrainSpec("  phases: pruned:10\n"), {"train.phases", "masked:STEPS or unmasked:STEPS"});
+  ExpectInvalid(TrainSpec("  batch: 10\n  workers: 4\n"), {"train.batch", "must divide among the 4 workers"});
+  ExpectInvalid(TrainSpec("  batch: 8\n  workers: 2\n  micro_batch: 3\n"), {"train.micro_batch", "(4)"});
+  ExpectInvalid(TrainSpec("  shard_optimizer: true\n"), {"train.shard_optimizer", "workers of 2 or more"});
+  ExpectInvalid(TrainSpec("  schedule: linear\n"), {"train.schedule", "constant or cosine"});
+  ExpectInvalid(TrainSpec("  lr: 0\n"), {"train.lr", "positive"});
+  ExpectInvalid(TrainSpec("  weight_decay: -0.1\n"), {"train.weight_decay", "negative"});
+  ExpectInvalid(TrainSpec("  workers: 0\n"), {"train.workers", "at least 1"});
+  ExpectInvalid(TrainSpec("  seq_len: 0\n"), {"train.seq_len", "at least 1"});
+  ExpectInvalid(TrainSpec("  format: parquet\n"), {"train.format", "auto, jsonl or text"});
+  ExpectInvalid(TrainSpec("  steps: 10\n"), {"steps", "unknown field"});
+}
+
 TEST(JobSpecTest, NamesKindsAndMapsThemToProto) {
   EXPECT_EQ(JobKindName(JobKind::kEvaluate), "evaluate");
   EXPECT_EQ(JobKindName(JobKind::kProbe), "probe");
