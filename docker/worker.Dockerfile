@@ -30,6 +30,14 @@ RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-ins
       cuda-toolkit-${CUDA_APT} \
     && rm -rf /var/lib/apt/lists/* /tmp/cuda-keyring.deb \
     && curl -fsSL -o /tmp/libtorch.zip "$LIBTORCH_URL" && unzip -q /tmp/libtorch.zip -d /opt && rm /tmp/libtorch.zip
+# NCCL, for GPU training gangs (c10d's ProcessGroupNCCL): PyTorch's CUDA libtorch zips link it
+# statically into libtorch_cuda.so (their builds set USE_STATIC_NCCL); a zip that ships libnccl.so.2
+# in lib/ instead does as well, since the runtime stage copies lib/ whole. Fail here rather than at a
+# gang's first all-reduce if a LIBTORCH_URL brings neither. NCCL_IB_HCA is a string of NCCL's own
+# InfiniBand transport code (the variable it reads), not of c10d's.
+RUN ls /opt/libtorch/lib/libnccl.so* >/dev/null 2>&1 \
+    || grep -qa NCCL_IB_HCA /opt/libtorch/lib/libtorch_cuda.so \
+    || { echo "no NCCL in the libtorch of LIBTORCH_URL: GPU gangs need it" >&2; exit 1; }
 ENV PATH=/usr/local/cuda/bin:${PATH}
 WORKDIR /src
 COPY . .
@@ -43,9 +51,13 @@ RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-ins
       ca-certificates zlib1g libgomp1 \
       libgrpc++1.51 libprotobuf32 libhiredis0.14 libsqlite3-0 libprometheus-cpp-core1.0 libcpp-httplib0.11 \
       libspdlog1.10 libyaml-cpp0.7 python3-minimal python3-grpcio \
+      libibverbs1 ibverbs-providers \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin dtm
-# Only libtorch's shared libraries (with their bundled CUDA libraries): no headers, no CMake files.
+# libibverbs1 and its providers (above): NCCL dlopens them for InfiniBand/RoCE and falls back to TCP
+# sockets without them, so they cost a few MB and decide whether IB can be used at all.
+# Only libtorch's shared libraries (with their bundled CUDA libraries and NCCL): no headers, no CMake
+# files.
 COPY --from=build /opt/libtorch/lib/ /opt/libtorch/lib/
 COPY --from=build /build/worker/dtm-worker /usr/local/bin/dtm-worker
 COPY docker/grpc_health_check.py /usr/local/bin/dtm-health-check

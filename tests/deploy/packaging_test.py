@@ -3,7 +3,11 @@
 
   packaging_test.py yamllint     yamllint over the chart's plain YAML
   packaging_test.py structure    templates: balanced {{ }} and blocks, every .Values path exists in
-                                 values.yaml, every value in values.yaml is used
+                                 values.yaml, every value in values.yaml is used; what training
+                                 gangs need is wired (headless gang Service, POD_IP from the
+                                 downward API and the --gang-* flags, NCCL env and /dev/shm, a
+                                 ReadWriteMany claim at the coordinator's --data-root in every pod,
+                                 NCCL in the CUDA worker image)
   packaging_test.py flags        every --flag and DTM_* variable passed to dtm-coordinator,
                                  dtm-worker, dtmctl or the health check is in that program's --help
   packaging_test.py healthcheck  docker/grpc_health_check.py against a real dtm-coordinator
@@ -92,6 +96,9 @@ VALUES_REF = re.compile(r"\.Values((?:\.[A-Za-z_]\w*)+)")
 # `$w := .Values.worker` or `$as := $w.autoscaling`: later `$w.x.y` means .Values.worker.x.y.
 BIND = re.compile(r"\$(\w+)\s*:?=\s*(\.Values|\$\w+)((?:\.[A-Za-z_]\w*)*)")
 VAR_REF = re.compile(r"\$(\w+)((?:\.[A-Za-z_]\w*)+)")
+# An action that only names a subtree (`$t := .Values.training`) reads none of it by itself: what the
+# template later reads through $t is, or $t handed on bare (`default "x" $t`), reading it whole.
+ALIAS = re.compile(r"^\s*-?\s*\$(\w+)\s*:=\s*(?:\.Values|\$\w+)(?:\.[A-Za-z_]\w*)*\s*-?\s*$")
 
 
 def template_errors(name, text, values):
@@ -115,7 +122,7 @@ def template_errors(name, text, values):
                 depth = 0
     if depth:
         errors.append(f"{name}: {depth} if/range/with/define block(s) without 'end'")
-    binds = {}
+    binds, aliases = {}, set()
     for m in ACTION.finditer(text):
         body = m.group(1)
         for b in BIND.finditer(body):
@@ -126,6 +133,9 @@ def template_errors(name, text, values):
         for v in VAR_REF.finditer(body):
             if v.group(1) in binds:
                 refs.append(binds[v.group(1)] + tuple(v.group(2).split(".")[1:]))
+        alias = ALIAS.match(body)
+        if alias:
+            aliases.add(alias.group(1))
         for path in refs:
             node = values
             for i, key in enumerate(path):
@@ -136,7 +146,12 @@ def template_errors(name, text, values):
                     break
                 node = node[key]
             else:
-                used.add(path)
+                if not alias:
+                    used.add(path)
+    for var in aliases & set(binds):
+        bare = re.compile(rf"\${var}(?![\w.])")
+        if any(bare.search(m.group(1)) for m in ACTION.finditer(text) if not ALIAS.match(m.group(1))):
+            used.add(binds[var])
     return errors, used
 
 
@@ -148,8 +163,165 @@ def leaves(node, prefix=()):
         yield prefix
 
 
+# ---------------------------------------------------------------- gang wiring
+# Helm is not here to render the chart, so these read the templates' text: a YAML document of a
+# template is what lies between '---' lines, and a value is named either as .Values.a.b.c or through
+# a variable bound to a prefix of it ({{- $t := .Values.training }} ... $t.gangPort).
+WORKER_DOCKERFILE = "worker.Dockerfile"
+
+
+def bindings(text):
+    binds = {}
+    for m in ACTION.finditer(text):
+        for b in BIND.finditer(m.group(1)):
+            base = () if b.group(2) == ".Values" else binds.get(b.group(2)[1:])
+            if base is not None:
+                binds[b.group(1)] = base + tuple(p for p in b.group(3).split(".") if p)
+    return binds
+
+
+def value_name(text, dotted):
+    """A regex matching the .Values path `dotted` as `text` may name it."""
+    path = tuple(dotted.split("."))
+    forms = [r"\.Values\." + re.escape(dotted)]
+    for var, base in bindings(text).items():
+        if base and path[:len(base)] == base and len(path) > len(base):
+            forms.append(r"\$" + var + r"\." + re.escape(".".join(path[len(base):])))
+    return "(?:" + "|".join(forms) + r")(?![\w.])"
+
+
+def value_ref(text, dotted):
+    """A regex matching `{{ VALUE }}` (spaces and '-' trims allowed)."""
+    return r"\{\{-?\s*" + value_name(text, dotted) + r"\s*-?\}\}"
+
+
+def documents(text):
+    return re.split(r"(?m)^---\s*$", text)
+
+
+def kind_of(doc):
+    m = re.search(r"(?m)^kind:\s*(\w+)", doc)
+    return m.group(1) if m else None
+
+
+def mounts_claim(doc, file_text, mount_value):
+    """The pod of `doc` mounts a volume at {{ mount_value }} whose volume is the shared claim."""
+    m = re.search(r"\{name:\s*([\w-]+),\s*mountPath:\s*" + value_ref(file_text, mount_value) + r"\s*\}",
+                  doc)
+    claim = r"\s*\n\s*persistentVolumeClaim:\s*\{claimName:\s*\{\{\s*include \"dtm\.sharedClaim\" \.\s*\}\}\}"
+    return bool(m) and bool(re.search(r"-\s*name:\s*" + re.escape(m.group(1)) + claim, doc))
+
+
+def wiring_errors(texts):
+    """What gang members and train jobs need from the chart and the CUDA image. texts: file name ->
+    text, for every template and docker/worker.Dockerfile."""
+    errors = []
+
+    def need(ok, what):
+        if not ok:
+            errors.append(what)
+
+    def docs_of(kind, name=None):
+        return [(f, d) for f, text in texts.items() if name in (None, f)
+                for d in documents(text) if kind_of(d) == kind]
+
+    worker = docs_of("Deployment", "worker.yaml")
+    coord = docs_of("Deployment", "coordinator.yaml")
+    need(len(worker) == 1 and len(coord) == 1, "worker.yaml and coordinator.yaml: one Deployment each")
+    if errors:
+        return errors
+    w, wt = worker[0][1], texts["worker.yaml"]
+    c, ct = coord[0][1], texts["coordinator.yaml"]
+    need(any(re.search(r"(?m)^\s*clusterIP:\s*None\s*$", d) and '"component" "worker")' in d
+             and re.search(r"port:\s*" + value_ref(texts[f], "training.gangPort"), d)
+             for f, d in docs_of("Service")),
+         "no headless Service (clusterIP: None) selecting the worker pods with port training.gangPort")
+    need(re.search(r"-\s*name:\s*POD_IP\s*\n\s*valueFrom:\s*\n\s*fieldRef:\s*"
+                   r"\{fieldPath:\s*status\.podIP\}", w),
+         "worker: no env POD_IP from the downward API (fieldPath: status.podIP)")
+    need(re.search(r"-\s*--gang-address=\$\(POD_IP\):" + value_ref(wt, "training.gangPort"), w),
+         "worker: no --gang-address=$(POD_IP):training.gangPort")
+    need(re.search(r"-\s*--gang-bind=\$\(POD_IP\)\s*$", w, re.M), "worker: no --gang-bind=$(POD_IP)")
+    need(re.search(r"containerPort:\s*" + value_ref(wt, "training.gangPort"), w),
+         "worker: no containerPort training.gangPort")
+    need(re.search(r"range\s+\$\w+,\s*\$\w+\s*:=\s*" + value_name(wt, "training.nccl.env"), w),
+         "worker: training.nccl.env is not turned into environment variables")
+    shm = re.search(r"\{name:\s*([\w-]+),\s*mountPath:\s*/dev/shm\}", w)
+    need(shm and re.search(r"-\s*name:\s*" + re.escape(shm.group(1)) + r"\s*\n\s*emptyDir:\s*"
+                           r"\{medium:\s*Memory,\s*sizeLimit:\s*"
+                           + value_ref(wt, "training.nccl.shmSizeLimit") + r"\}", w),
+         "worker: /dev/shm is not a memory emptyDir of sizeLimit training.nccl.shmSizeLimit")
+    need(any(re.search(r"accessModes:\s*\[\s*ReadWriteMany\s*\]", d) and 'include "dtm.sharedClaim"' in d
+             and re.search(r"\{\{-?\s*if\s.*" + value_name(texts[f], "sharedStorage.enabled"), texts[f])
+             for f, d in docs_of("PersistentVolumeClaim")),
+         "no PersistentVolumeClaim dtm.sharedClaim with accessModes [ReadWriteMany] under "
+         "sharedStorage.enabled")
+    need(mounts_claim(w, wt, "sharedStorage.mountPath"),
+         "worker: the shared claim is not mounted at sharedStorage.mountPath")
+    need(mounts_claim(c, ct, "sharedStorage.mountPath"),
+         "coordinator: the shared claim is not mounted at sharedStorage.mountPath")
+    need(re.search(r"-\s*--data-root=" + value_ref(ct, "sharedStorage.mountPath"), c),
+         "coordinator: --data-root is not sharedStorage.mountPath")
+    dockerfile = texts.get(WORKER_DOCKERFILE, "")
+    need(re.search(r"grep -qa NCCL_IB_HCA /opt/libtorch/lib/libtorch_cuda\.so", dockerfile)
+         and re.search(r"(?m)^COPY --from=build /opt/libtorch/lib/ /opt/libtorch/lib/\s*$", dockerfile),
+         f"docker/{WORKER_DOCKERFILE}: no check that its libtorch carries NCCL, or lib/ not copied whole")
+    return errors
+
+
+# Broken copies: (file, text in it, replacement). Each must add an error to wiring_errors, so that no
+# rule above can pass whatever the chart says.
+_GANG_SELECTOR = ('publishNotReadyAddresses: true\n  selector:\n'
+                  '    {{- include "dtm.selectorLabels" (dict "root" $ ')
+WIRING_BREAKS = [
+    ("worker.yaml", "clusterIP: None\n  publishNotReadyAddresses", "clusterIP: ''\n  publishNotReadyAddresses"),
+    ("worker.yaml", _GANG_SELECTOR + '"component" "worker")', _GANG_SELECTOR + '"component" "coordinator")'),
+    ("worker.yaml", "- {name: gang, port: {{ $t.gangPort }}", "- {name: gang, port: 29500"),
+    ("worker.yaml", "fieldRef: {fieldPath: status.podIP}", "fieldRef: {fieldPath: status.hostIP}"),
+    ("worker.yaml", "--gang-address=$(POD_IP):", "--gang-address=0.0.0.0:"),
+    ("worker.yaml", "--gang-bind=$(POD_IP)", "--gang-bind=0.0.0.0"),
+    ("worker.yaml", "containerPort: {{ $t.gangPort }}", "containerPort: 29500"),
+    ("worker.yaml", ":= $t.nccl.env", ":= $t.nccl"),
+    ("worker.yaml", "{medium: Memory,", "{medium: \"\","),
+    ("worker.yaml", "{name: shared, mountPath: {{ $s.mountPath }}}", "{name: shared, mountPath: /shared}"),
+    ("coordinator.yaml", "{name: shared, mountPath: {{ $s.mountPath }}}", "{name: shared, mountPath: /shared}"),
+    ("coordinator.yaml", '{claimName: {{ include "dtm.sharedClaim" . }}}', "{claimName: dtm-data}"),
+    ("coordinator.yaml", "--data-root={{ $s.mountPath }}", "--data-root=/data"),
+    ("shared-storage.yaml", "[ReadWriteMany]", "[ReadWriteOnce]"),
+    ("shared-storage.yaml", "{{- if and $s.enabled", "{{- if and true"),
+    (WORKER_DOCKERFILE, "|| grep -qa NCCL_IB_HCA", "|| true"),
+]
+
+
+def check_wiring(texts):
+    """wiring_errors of the real files, and how many broken copies it caught. The broken copies are
+    tried on a chart that passes (where a checker accepting everything would hide): on one that
+    fails, the errors already say what is missing."""
+    errors, caught = wiring_errors(texts), 0
+    for name, old, new in WIRING_BREAKS if not errors else []:
+        if old not in texts.get(name, ""):
+            raise SystemExit(f"FAIL self-check: {name} no longer holds {old!r}; update WIRING_BREAKS")
+        broken = dict(texts, **{name: texts[name].replace(old, new)})
+        expect_caught(wiring_errors(broken), f"{name} with {old!r} -> {new!r}")
+        caught += 1
+    return errors, caught
+
+
+def unused_values(values, used):
+    """A value no template reads is a documented knob that does nothing. A map handed on whole
+    (toYaml of resources, nodeSelector, ...) counts as reading every value under it."""
+    return [f"helm/dtm/values.yaml: .Values.{'.'.join(leaf)} is used by no template" for leaf in leaves(values)
+            if not any(leaf[:len(u)] == u for u in used) and leaf not in {("nameOverride",), ("fullnameOverride",)}]
+
+
 def check_structure():
     sample = {"a": {"b": 1}}
+    two = {"a": {"b": 1, "c": 2}}
+    expect_caught(unused_values(two, template_errors("synthetic", "{{- $x := .Values.a }}{{ $x.b }}", two)[1]),
+                  "a value only reachable through a variable, never read")
+    if unused_values(two, template_errors("synthetic", "{{- $x := .Values.a.c }}{{ .Values.a.b }}{{ default 0 $x }}",
+                                          two)[1]):
+        raise SystemExit("FAIL self-check: a value read through a bare variable was called unused")
     expect_caught(template_errors("synthetic", "{{ .Values.a.c }}", sample)[0], "a .Values path missing")
     expect_caught(template_errors("synthetic", "{{- $x := .Values.a }}{{ $x.nope }}", sample)[0],
                   "a missing path through a variable")
@@ -166,15 +338,16 @@ def check_structure():
         e, u = template_errors(path.relative_to(SRC).as_posix(), path.read_text(), values)
         errors += e
         used |= u
-    # A value no template reads is a documented knob that does nothing. A map handed on whole
-    # (toYaml of resources, nodeSelector, ...) counts as reading every value under it.
-    for leaf in leaves(values):
-        if not any(leaf[:len(u)] == u for u in used) and leaf not in {("nameOverride",), ("fullnameOverride",)}:
-            errors.append(f"helm/dtm/values.yaml: .Values.{'.'.join(leaf)} is used by no template")
+    errors += unused_values(values, used)
     for must in ("_helpers.tpl", "NOTES.txt"):
         if not (TEMPLATES / must).exists():
             errors.append(f"helm/dtm/templates/{must} is missing")
-    return fail(errors, f"structure ({len(files)} templates, {len(used)} value paths)")
+    texts = {p.name: p.read_text() for p in files}
+    texts[WORKER_DOCKERFILE] = (SRC / "docker" / WORKER_DOCKERFILE).read_text()
+    wiring, caught = check_wiring(texts)
+    errors += wiring
+    return fail(errors, f"structure ({len(files)} templates, {len(used)} value paths, gang wiring: "
+                        f"{caught} broken copies caught)")
 
 
 # ---------------------------------------------------------------- flags

@@ -47,6 +47,11 @@ redis://{{ include "dtm.fullname" . }}-redis:6379
 {{- default (printf "%s-token" (include "dtm.fullname" .)) .Values.auth.existingSecret -}}
 {{- end -}}
 
+{{/* The ReadWriteMany claim mounted at sharedStorage.mountPath in every pod: the user's or the chart's. */}}
+{{- define "dtm.sharedClaim" -}}
+{{- default (printf "%s-shared" (include "dtm.fullname" .)) .Values.sharedStorage.existingClaim -}}
+{{- end -}}
+
 {{/* Prometheus annotation-based scraping of a pod's /metrics on the given port. */}}
 {{- define "dtm.scrapeAnnotations" -}}
 {{- if .root.Values.metrics.podAnnotations }}
@@ -93,6 +98,28 @@ of deploying something that cannot work. Included once, from coordinator.yaml.
 {{- end -}}
 {{- if .Values.tls.enabled -}}
 {{- $_ := required "tls.secretName is required when tls.enabled" .Values.tls.secretName -}}
+{{- end -}}
+{{- $t := .Values.training -}}
+{{- if or (lt (int $t.gangPort) 1) (gt (int $t.gangPort) 65535) (eq (int $t.gangPort) (int $w.healthPort)) (eq (int $t.gangPort) (int $w.metricsPort)) -}}
+{{- fail "training.gangPort must be a port (1-65535) other than worker.healthPort and worker.metricsPort" -}}
+{{- end -}}
+{{- $s := .Values.sharedStorage -}}
+{{- if $s.enabled -}}
+{{- if or (not (hasPrefix "/" $s.mountPath)) (eq (trimSuffix "/" $s.mountPath) "") -}}
+{{- fail "sharedStorage.mountPath must be an absolute path other than /" -}}
+{{- end -}}
+{{- if eq (trimSuffix "/" $s.mountPath) (trimSuffix "/" $w.model.mountPath) -}}
+{{- fail "sharedStorage.mountPath must differ from worker.model.mountPath" -}}
+{{- end -}}
+{{- if not $s.existingClaim -}}
+{{- $_ := required "sharedStorage.storageClassName is required when the chart makes the claim: a class providing ReadWriteMany (most default classes are ReadWriteOnce, and a Pending claim keeps every pod from starting); or set sharedStorage.existingClaim" $s.storageClassName -}}
+{{- $_ := required "sharedStorage.size is required when the chart makes the claim" $s.size -}}
+{{- end -}}
+{{- range .Values.coordinator.extraArgs -}}
+{{- if regexMatch "^--data-root(=|$)" (toString .) -}}
+{{- fail "coordinator.extraArgs must not set the data root: sharedStorage.enabled sets it to sharedStorage.mountPath (the coordinator refuses a repeated flag)" -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- if .Values.tls.requireWorkerCerts -}}
 {{- if not .Values.tls.enabled -}}
