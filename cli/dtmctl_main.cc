@@ -306,35 +306,38 @@ int main(int argc, char** argv) {
   CLI::App* tr = app.add_subcommand(
       "train", "recovery training (AC/DC): the model's exact zeros are the pruning masks of the masked phases; "
                "writes the trained model as a new checkpoint folder");
-  tr->add_option("--model", train.model_dir, "checkpoint folder to train (e.g. one pruned by `dtmctl apply`)")->required();
-  tr->add_option("--data", train.data, "training text: JSON lines with \"text\" (C4) or raw text, .gz accepted")->required();
-  tr->add_option("--data-format", train.data_format, "auto, jsonl or text")->capture_default_str();
-  tr->add_option("--out", train.out_dir, "new folder for the trained model (must not exist or be empty)")->required();
-  tr->add_option("--phases", train.phases, "masked:STEPS and unmasked:STEPS, in order")->capture_default_str();
-  tr->add_option("--batch", train.batch, "sequences per optimizer step")->capture_default_str();
-  tr->add_option("--micro-batch", train.micro_batch, "sequences per forward/backward (0: the batch)")->capture_default_str();
-  tr->add_option("--seq-len", train.seq_len, "tokens per sequence")->capture_default_str();
-  tr->add_option("--max-sequences", train.max_sequences, "packed sequences read at most (0: the whole file)")
+  tr->add_option("--model", train.run.model_dir, "checkpoint folder to train (e.g. one pruned by `dtmctl apply`)")->required();
+  tr->add_option("--data", train.run.data, "training text: JSON lines with \"text\" (C4) or raw text, .gz accepted")->required();
+  tr->add_option("--data-format", train.run.data_format, "auto, jsonl or text")->capture_default_str();
+  tr->add_option("--out", train.run.out_dir, "new folder for the trained model (must not exist or be empty)")->required();
+  tr->add_option("--phases", train.run.phases, "masked:STEPS and unmasked:STEPS, in order")->capture_default_str();
+  tr->add_option("--batch", train.run.batch, "sequences per optimizer step")->capture_default_str();
+  tr->add_option("--micro-batch", train.run.micro_batch, "sequences per forward/backward (0: the batch)")->capture_default_str();
+  tr->add_option("--seq-len", train.run.seq_len, "tokens per sequence")->capture_default_str();
+  tr->add_option("--max-sequences", train.run.max_sequences, "packed sequences read at most (0: the whole file)")
       ->capture_default_str();
-  tr->add_option("--lr", train.learning_rate, "peak learning rate")->capture_default_str();
-  tr->add_option("--warmup", train.warmup_steps, "linear warm-up steps")->capture_default_str();
-  tr->add_option("--schedule", train.schedule, "constant or cosine (to a tenth of the peak)")->capture_default_str();
-  tr->add_option("--weight-decay", train.weight_decay, "AdamW's decoupled weight decay")->capture_default_str();
-  tr->add_option("--clip", train.clip_grad_norm, "gradient norm clip (0: none)")->capture_default_str();
-  tr->add_option("--seed", train.seed, "order of the training sequences")->capture_default_str();
-  tr->add_option("--checkpoint-dir", train.checkpoint_dir, "training checkpoints; a run started on it resumes");
-  tr->add_option("--checkpoint-every", train.checkpoint_every, "steps between checkpoints (0: none)")
+  tr->add_option("--lr", train.run.learning_rate, "peak learning rate")->capture_default_str();
+  tr->add_option("--warmup", train.run.warmup_steps, "linear warm-up steps")->capture_default_str();
+  tr->add_option("--schedule", train.run.schedule, "constant or cosine (to a tenth of the peak)")->capture_default_str();
+  tr->add_option("--weight-decay", train.run.weight_decay, "AdamW's decoupled weight decay")->capture_default_str();
+  tr->add_option("--clip", train.run.clip_grad_norm, "gradient norm clip (0: none)")->capture_default_str();
+  tr->add_option("--seed", train.run.seed, "order of the training sequences")->capture_default_str();
+  tr->add_option("--checkpoint-dir", train.run.checkpoint_dir, "training checkpoints; a run started on it resumes");
+  tr->add_option("--checkpoint-every", train.run.checkpoint_every, "steps between checkpoints (0: none)")
       ->capture_default_str();
-  tr->add_option("--stop-after", train.stop_after, "stop after this many steps in all, writing no model (0: run all)")
+  tr->add_option("--stop-after", train.run.stop_after, "stop after this many steps in all, writing no model (0: run all)")
       ->capture_default_str();
-  tr->add_option("--gang-rank", train.gang_rank, "this process's rank in a data-parallel gang")->capture_default_str();
-  tr->add_option("--gang-size", train.gang_size, "processes in the gang (1: train alone)")->capture_default_str();
-  tr->add_option("--gang-master", train.gang_master, "HOST:PORT of rank 0's rendezvous store")->capture_default_str();
-  tr->add_option("--gang-bind", train.gang_bind, "this process's address for the gang's connections")
+  tr->add_option("--gang-rank", train.run.rank, "this process's rank in a data-parallel gang")->capture_default_str();
+  tr->add_option("--gang-size", train.run.gang_size, "processes in the gang (1: train alone)")->capture_default_str();
+  tr->add_option("--gang-master", train.run.master, "HOST:PORT of rank 0's rendezvous store")->capture_default_str();
+  tr->add_option("--gang-bind", train.run.bind_host, "this process's address for the gang's connections")
       ->capture_default_str();
-  tr->add_option("--gang-timeout", train.gang_timeout_seconds, "seconds a rendezvous or collective may wait")
+  tr->add_option("--gang-timeout", train.run.timeout_seconds, "seconds a rendezvous or collective may wait")
       ->capture_default_str();
-  tr->add_flag("--shard-optimizer", train.shard_optimizer, "shard AdamW's moments across the gang (ZeRO-1)");
+  tr->add_flag("--shard-optimizer", train.run.shard_optimizer, "shard AdamW's moments across the gang (ZeRO-1)");
+  tr->add_flag("--activation-checkpointing", train.run.activation_checkpointing,
+               "keep only each decoder layer's input and recompute the layer in the backward pass (same gradients, "
+               "less memory, about a third more compute)");
   AddRuntimeFlags(tr, &train.runtime);
 
   // Two modes: --text FILE is the literature's protocol (SPEC `ppl`); --corpus cuts windows of a

@@ -119,7 +119,9 @@ Status CoordinatorState::WaitForModel(JobRun& run, const std::string& field, con
   if (wait_ms > 0 && clock_->Now() - run.started > std::chrono::milliseconds(wait_ms)) {
     return FailedPreconditionError(field + ": no worker has registered serving " + wanted + " within " +
                                    std::to_string(wait_ms / 1000) + " s (" + workers.ServedModels() +
-                                   "); is the path readable on the workers? their logs say why they did not start");
+                                   workers.RefusalsOf(field == "reference" ? run.spec.reference : run.spec.model) +
+                                   "); is the path readable on the workers, or under a --model-root? their logs say "
+                                   "why they did not start");
   }
   const std::string message = "waiting for a worker serving " + field + " " + wanted + " (" + workers.ServedModels() + ")";
   if (run.job.progress().message() != message) {

@@ -362,7 +362,8 @@ Status ParseTrainSection(const YAML::Node& section, JobSpec* spec) {
   RETURN_IF_ERROR(CheckKnownKeys(entries, "train",
                                  {"data", "format", "output", "checkpoint_dir", "phases", "batch", "micro_batch",
                                   "seq_len", "max_sequences", "lr", "warmup", "schedule", "weight_decay", "clip",
-                                  "seed", "workers", "checkpoint_every", "shard_optimizer", "timeout_seconds"}));
+                                  "seed", "workers", "checkpoint_every", "shard_optimizer", "timeout_seconds",
+                                  "activation_checkpointing"}));
   TrainSpec& t = spec->train;
   const Entry* data = Find(entries, "data");
   if (data == nullptr) {
@@ -429,6 +430,9 @@ Status ParseTrainSection(const YAML::Node& section, JobSpec* spec) {
     if (t.shard_optimizer && t.workers < 2) {
       return FieldError("train.shard_optimizer", e->value, "shards AdamW's state across a gang: needs workers of 2 or more");
     }
+  }
+  if (const Entry* e = Find(entries, "activation_checkpointing")) {
+    ASSIGN_OR_RETURN(t.activation_checkpointing, ReadBool(e->value, "train.activation_checkpointing"));
   }
   // What the trainer would refuse after the gang has formed: better now, naming the field.
   if (t.batch % t.workers != 0) {

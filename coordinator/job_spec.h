@@ -50,6 +50,7 @@ struct TrainSpec {
   int64_t workers = 1;              // the gang's size
   int64_t checkpoint_every = 50;    // steps; what a re-leased gang resumes from
   bool shard_optimizer = false;     // ZeRO-1 (needs workers >= 2)
+  bool activation_checkpointing = false;  // per decoder layer: less memory, more compute
   int64_t timeout_seconds = 300;    // a collective waiting longer ends the gang's attempt
 };
 

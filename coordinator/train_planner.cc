@@ -26,6 +26,7 @@ v1::TrainInput TrainInputOf(const JobSpec& spec) {
   in.set_seed(static_cast<uint64_t>(t.seed));
   in.set_checkpoint_every(static_cast<uint32_t>(t.checkpoint_every));
   in.set_shard_optimizer(t.shard_optimizer);
+  in.set_activation_checkpointing(t.activation_checkpointing);
   in.set_gang_size(static_cast<uint32_t>(t.workers));
   in.set_timeout_seconds(static_cast<uint32_t>(t.timeout_seconds));
   return in;

@@ -39,6 +39,10 @@ Status WorkerRegistry::Validate(const v1::RegisterWorkerRequest& request) {
                                 " bytes");
   }
   if (request.gang_address().size() > 300) return InvalidArgumentError("gang_address is longer than 300 bytes");
+  if (request.model_root().size() > kMaxPathBytes || request.refused_model_path().size() > kMaxPathBytes ||
+      request.refused_reason().size() > 1000) {
+    return InvalidArgumentError("model_root, refused_model_path or refused_reason is too long");
+  }
   if (request.model_path().size() > kMaxPathBytes) {
     return InvalidArgumentError("model_path is longer than " + std::to_string(kMaxPathBytes) + " bytes");
   }
@@ -77,6 +81,10 @@ WorkerRegistry::Registration WorkerRegistry::Register(const v1::RegisterWorkerRe
     out.previous_pool = it->second.pool;
   }
   Worker& worker = it->second;
+  if (!request.refused_model_path().empty()) {
+    worker.refused[NormalModelPath(request.refused_model_path())] = request.refused_reason();
+  }
+  worker.model_root = request.model_root().empty() ? "" : NormalModelPath(request.model_root());
   worker.pool = PoolName(request.model_fingerprint(), request.dtype());
   worker.model_path = path;
   worker.gang_address = request.gang_address();
@@ -134,6 +142,32 @@ int WorkerRegistry::GangCapableIn(const std::string& pool) const {
   int n = 0;
   for (const auto& [id, worker] : workers_) n += worker.pool == pool && !worker.gang_address.empty();
   return n;
+}
+
+bool WorkerRegistry::Serves(const std::string& path) const {
+  for (const auto& [id, worker] : workers_) {
+    if (worker.model_path == path) return true;
+  }
+  return false;
+}
+
+std::string WorkerRegistry::ModelToLoad(const Worker& worker, const std::vector<std::string>& wanted) const {
+  if (worker.model_root.empty()) return "";
+  const std::string prefix = worker.model_root == "/" ? "/" : worker.model_root + "/";
+  for (const std::string& path : wanted) {
+    if (path.rfind(prefix, 0) != 0 || worker.refused.count(path) > 0 || Serves(path)) continue;
+    return path;
+  }
+  return "";
+}
+
+std::string WorkerRegistry::RefusalsOf(const std::string& path) const {
+  std::string out;
+  for (const auto& [id, worker] : workers_) {
+    auto it = worker.refused.find(path);
+    if (it != worker.refused.end()) out += (out.empty() ? "" : ", ") + id + " (" + it->second + ")";
+  }
+  return out.empty() ? "" : "; workers with --model-root refused it: " + out;
 }
 
 void WorkerRegistry::LoadModel(const std::string& path, v1::Dtype dtype, ModelInfo info) {

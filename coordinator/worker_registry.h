@@ -42,6 +42,8 @@ class WorkerRegistry {
     std::string model_path;
     dtm::v1::Dtype dtype = dtm::v1::DTYPE_UNSPECIFIED;
     std::string gang_address;  // where its rendezvous store listens as a gang's rank 0; "" = no gangs
+    std::string model_root;    // it loads models under this folder when asked; "" = it never switches
+    std::map<std::string, std::string> refused;  // model paths it refused to load, and why (kept across registrations)
     TimePoint last_seen;
   };
 
@@ -74,6 +76,14 @@ class WorkerRegistry {
   std::set<std::string> WorkersOf(const std::string& pool) const;
   // Of those, the ones that can join a gang (they have a gang address).
   int GangCapableIn(const std::string& pool) const;
+  // Whether a connected worker serves the model folder `path` (normal, as NormalModelPath gives it).
+  bool Serves(const std::string& path) const;
+  // The model folder (normal path) an idle `worker` should load, of `wanted` (normal paths, in order
+  // of need): the first that no connected worker serves, that lies under the worker's model root
+  // (lexically; the worker checks the real path) and that it has not refused; "" for none.
+  std::string ModelToLoad(const Worker& worker, const std::vector<std::string>& wanted) const;
+  // "; workers with --model-root refused it: W (why)" for a model path, or "" (for error messages).
+  std::string RefusalsOf(const std::string& path) const;
 
   // Models: what workers have reported, and what the store held at start.
   void LoadModel(const std::string& path, dtm::v1::Dtype dtype, ModelInfo info);

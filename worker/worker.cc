@@ -8,6 +8,7 @@
 #include <cinttypes>
 #include <cstdio>
 #include <exception>
+#include <filesystem>
 #include <map>
 #include <string>
 #include <utility>
@@ -85,6 +86,7 @@ Worker::Worker(WorkerOptions options, std::shared_ptr<grpc::Channel> channel, Ta
     : options_(std::move(options)),
       stub_(dtm::v1::WorkerService::NewStub(std::move(channel))),
       executor_(executor),
+      model_path_(options_.model_path),
       metrics_(metrics),
       rng_(std::random_device{}()) {}
 
@@ -153,7 +155,8 @@ Status Worker::Loop() {
     }
     failures = 0;
     bool reregister = false;
-    StatusOr<std::vector<Task>> leased = Lease(&reregister);
+    std::string load_model;
+    StatusOr<std::vector<Task>> leased = Lease(&reregister, &load_model);
     if (reregister) {
       ++unknown_in_a_row;
       spdlog::info("worker {}: the coordinator does not know this worker; registering again", options_.worker_id);
@@ -172,6 +175,10 @@ Status Worker::Loop() {
       continue;
     }
     backoff_ms = options_.initial_backoff_ms;
+    if (!load_model.empty()) {
+      SwitchModel(load_model);
+      continue;
+    }
 
     std::vector<Task>& tasks = *leased;
     if (tasks.empty()) {
@@ -222,8 +229,11 @@ Status Worker::EnsureRegistered(uint64_t* generation) {
   request.set_capacity(static_cast<uint32_t>(std::max(1, options_.capacity)));
   request.set_dtype(executor_->dtype());
   request.set_version(options_.version);
-  request.set_model_path(options_.model_path);
+  request.set_model_path(model_path_);
   request.set_gang_address(options_.gang_address);
+  request.set_model_root(options_.model_root);
+  request.set_refused_model_path(refused_path_);
+  request.set_refused_reason(refused_reason_);
   request.set_num_layers(static_cast<uint32_t>(executor_->num_layers()));
   const std::map<std::string, uint64_t> component_params = executor_->component_params();
   request.mutable_component_params()->insert(component_params.begin(), component_params.end());
@@ -250,7 +260,7 @@ Status Worker::EnsureRegistered(uint64_t* generation) {
   wake_.notify_all();
   spdlog::info("worker {}: registered (model {} fingerprint {}, {}, capacity {}; heartbeat every {} ms, "
                "lease timeout {} ms, idle poll {} ms)",
-               options_.worker_id, options_.model_path, request.model_fingerprint().substr(0, 12),
+               options_.worker_id, model_path_, request.model_fingerprint().substr(0, 12),
                dtm::v1::Dtype_Name(request.dtype()), request.capacity(), heartbeat_ms, response.lease_timeout_ms(),
                idle_ms);
   if (options_.on_registered) options_.on_registered();
@@ -267,7 +277,7 @@ uint64_t Worker::generation() const {
   return generation_;
 }
 
-StatusOr<std::vector<Task>> Worker::Lease(bool* reregister) {
+StatusOr<std::vector<Task>> Worker::Lease(bool* reregister, std::string* load_model) {
   dtm::v1::LeaseTasksRequest request;
   request.set_worker_id(options_.worker_id);
   request.set_max_tasks(static_cast<uint32_t>(std::max(1, options_.capacity)));
@@ -289,7 +299,55 @@ StatusOr<std::vector<Task>> Worker::Lease(bool* reregister) {
     lease_request_id_.clear();
   }
   *reregister = response.reregister();
+  *load_model = response.load_model();
   return std::vector<Task>(response.tasks().begin(), response.tasks().end());
+}
+
+void Worker::SwitchModel(const std::string& model_path) {
+  namespace fs = std::filesystem;
+  std::string refused;
+  std::error_code ec;
+  // The real paths, symlinks resolved: a link under the root to a folder outside it is outside.
+  const fs::path real = fs::canonical(model_path, ec);
+  const fs::path root = fs::canonical(options_.model_root.empty() ? "/nonexistent-model-root" : options_.model_root, ec);
+  if (options_.model_root.empty() || !options_.load_model) {
+    refused = "this worker has no --model-root";
+  } else if (real.empty() || root.empty()) {
+    refused = "cannot resolve it: " + (ec ? ec.message() : std::string("no such folder"));
+  } else if (std::mismatch(root.begin(), root.end(), real.begin(), real.end()).first != root.end()) {
+    refused = "it resolves to " + real.string() + ", outside --model-root " + root.string();
+  }
+  StatusOr<std::unique_ptr<TaskExecutor>> loaded =
+      refused.empty() ? options_.load_model(real.string())
+                      : StatusOr<std::unique_ptr<TaskExecutor>>(FailedPreconditionError(refused));
+  std::unique_ptr<TaskExecutor> replaced;  // freed below, outside the lock
+  bool initial = false;
+  {
+    std::lock_guard<std::mutex> serialize(register_mu_);
+    if (loaded.ok()) {
+      initial = owned_executor_ == nullptr;
+      replaced = std::move(owned_executor_);
+      owned_executor_ = std::move(*loaded);
+      executor_ = owned_executor_.get();
+      model_path_ = model_path;
+      refused_path_.clear();
+      refused_reason_.clear();
+    } else {
+      refused_path_ = model_path;
+      refused_reason_ = loaded.status().message();
+    }
+  }
+  replaced.reset();
+  if (initial && options_.release_initial_executor) options_.release_initial_executor();
+  if (loaded.ok()) {
+    spdlog::info("worker {}: now serving {} (fingerprint {})", options_.worker_id, model_path,
+                 executor_->model_fingerprint().substr(0, 12));
+  } else {
+    spdlog::error("worker {}: refused to load {}: {}", options_.worker_id, model_path, loaded.status().message());
+  }
+  UpdateMemoryGauge();
+  // Registered again either way: with the new model, or to tell the coordinator of the refusal.
+  MarkUnregistered(generation());
 }
 
 void Worker::RunTask(const Task& task, Clock::time_point leased_at) {

@@ -66,6 +66,15 @@ struct WorkerOptions {
   // HOST:PORT where this worker's rendezvous store listens when it is a training gang's rank 0,
   // reported at registration; empty: it takes no train task.
   std::string gang_address;
+  // --model-root (canonical) and how to load a model under it: when the coordinator asks an idle
+  // worker to load another model (LeaseTasksResponse.load_model), the Worker checks that the path
+  // resolves under the root, calls load_model, keeps the executor it returns and registers again
+  // with it; the replaced executor is freed (the one the Worker was constructed with, by calling
+  // release_initial_executor once), so a switch holds two replicas only while the new one loads.
+  // Empty root: the worker never switches.
+  std::string model_root;
+  std::function<StatusOr<std::unique_ptr<TaskExecutor>>(const std::string& model_path)> load_model;
+  std::function<void()> release_initial_executor;
   // Called on Run()'s or the heartbeat thread after each successful registration (e.g. to turn the
   // daemon's health to SERVING). Must not call back into the Worker.
   std::function<void()> on_registered;
@@ -110,8 +119,11 @@ class Worker {
   uint64_t generation() const;
 
   // One LeaseTasks call, with request id reuse across retries; `*reregister` tells that the
-  // coordinator does not know this worker (no tasks then).
-  StatusOr<std::vector<dtm::v1::Task>> Lease(bool* reregister);
+  // coordinator does not know this worker (no tasks then), `*load_model` a model to switch to.
+  StatusOr<std::vector<dtm::v1::Task>> Lease(bool* reregister, std::string* load_model);
+  // The coordinator's load_model, on Run()'s thread while no task runs: the new replica and a new
+  // registration, or the refusal sent with the next registration.
+  void SwitchModel(const std::string& model_path);
   void RunTask(const dtm::v1::Task& task, Clock::time_point leased_at);
   TaskOutcome ReportCompletion(const dtm::v1::Task& task, dtm::v1::CompleteTaskRequest* request,
                                Clock::time_point leased_at);
@@ -140,7 +152,13 @@ class Worker {
 
   const WorkerOptions options_;
   std::unique_ptr<dtm::v1::WorkerService::Stub> stub_;
-  TaskExecutor* const executor_;
+  // Replaced by SwitchModel under register_mu_ (registration reads it from the heartbeat thread too);
+  // otherwise used by Run()'s thread only.
+  TaskExecutor* executor_;
+  std::unique_ptr<TaskExecutor> owned_executor_;  // the one SwitchModel loaded last, if any
+  std::string model_path_;     // the folder executor_ serves; guarded by register_mu_
+  std::string refused_path_;   // a load_model refused, reported at the next registration; guarded by register_mu_
+  std::string refused_reason_;
   WorkerMetrics* const metrics_;
 
   // Serializes RegisterWorker calls of Run()'s and the heartbeat thread.

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <thread>
@@ -43,6 +44,7 @@ struct Flags {
   int report_retry_s = 300;
   std::string gang_address = "127.0.0.1:0";
   std::string gang_bind;
+  std::string model_root;
   dtm::EngineExecutorOptions engine;
   dtm::WorkerOptions worker;
   dtm::ClientSecurityOptions security;
@@ -157,6 +159,27 @@ int Run(Flags flags) {
                                         : " and that the coordinator's --tls-client-ca signed this worker's --tls-cert (" +
                                               flags.security.tls_cert_file + ")");
   }
+  if (!flags.model_root.empty()) {
+    std::error_code ec;
+    const std::filesystem::path root = std::filesystem::canonical(flags.model_root, ec);
+    if (ec || !std::filesystem::is_directory(root)) {
+      spdlog::critical("dtm-worker: --model-root {}: {}", flags.model_root, ec ? ec.message() : "not a folder");
+      return 2;
+    }
+    flags.worker.model_root = root.string();
+    // Same device, precision and batch as the first model; the replica is freed when replaced.
+    flags.worker.load_model = [engine = flags.engine, &metrics](const std::string& path)
+        -> dtm::StatusOr<std::unique_ptr<dtm::TaskExecutor>> {
+      dtm::EngineExecutorOptions options = engine;
+      options.model_path = path;
+      double seconds = 0;
+      spdlog::info("dtm-worker: loading model {} (asked by the coordinator)", path);
+      auto loaded = dtm::CreateEngineExecutor(options, &seconds);
+      if (loaded.ok()) metrics.SetModelLoadSeconds(seconds);
+      return loaded;
+    };
+    flags.worker.release_initial_executor = [&executor] { executor->reset(); };
+  }
   dtm::Worker worker(flags.worker, *channel, executor->get(), &metrics);
 
   // First signal: drain (finish and report the running task). A second: leave at once.
@@ -219,6 +242,9 @@ int main(int argc, char** argv) {
                  "HOST:PORT where the other members of a training gang reach this worker's rendezvous store when it is "
                  "rank 0 (port 0: a free one; '' takes no train task)")
       ->capture_default_str();
+  app.add_option("--model-root", flags.model_root,
+                 "A folder of models: the coordinator may ask this worker, when idle, to load another model under it "
+                 "(one a job needs that no worker serves); paths outside it are refused. Default: serve --model only");
   app.add_option("--gang-bind", flags.gang_bind,
                  "Interface this worker's gang connections listen on (default: the host of --gang-address)");
   app.add_option("--threads", flags.threads, "CPU threads (0: libtorch's default)");

@@ -7,7 +7,9 @@ Checked against what does not share the service's code path:
 - kill -9 of one member mid-run: the other member's attempt ends within the gang's timeout (no
   hang), the task waits for a gang again, resumes from the run's checkpoint once the worker is back,
   and the job's trained model is the undisturbed job's bit for bit (same fingerprint);
-- the trained model is a model like any other: an evaluate job names it by its output path;
+- the trained model is a model like any other: an evaluate job names it by its output path, and a
+  worker started with --model-root loads it because the job needs it; a path under the root that
+  leads outside it (a symlink) is refused by the worker, and the job fails saying so;
 - bad input: an output folder in use and a spec field that does not apply are refused at submit;
   unusable data and a seq_len beyond the model's positions fail the job naming the cause, leaving
   no output folder; a gang larger than the workers that serve the model fails after the model wait.
@@ -137,25 +139,37 @@ class TrainTest(dtm_cluster.ClusterTestCase):
         for name in PRUNED:  # masked phase then unmasked: the zeros moved, but the files hold the trained weights
             self.assertLess(len(zeros_of(out, name)), len(zeros_of(self.model, name)))
 
-    def test_3_the_trained_model_is_a_model_like_any_other(self):
+    def test_3_a_worker_under_a_model_root_loads_the_trained_model_when_a_job_names_it(self):
         out = os.path.join(self.tmp, "gang-out")
-        self.cluster.model = out
-        try:
-            self.cluster.start_worker("w-trained")
-        finally:
-            self.cluster.model = self.model
+        # Serves the pruned model until a job needs another under its root; takes no train task.
+        self.cluster.worker_args = {"w-root": ["--model-root", self.tmp, "--gang-address", ""]}
+        self.cluster.start_worker("w-root")
         probes = os.path.join(self.tmp, "probes.jsonl")
         text = os.path.join(self.tmp, "held-out.txt")
         dtm_cluster.run_dtmctl("brown-text", "--corpus", dtm_cluster.BROWN, "--split", "held-out", "--out", text)
         dtm_cluster.run_dtmctl("make-probes", "--model", out, "--corpus", text, "--count", "4", "--prefix", "8",
                                "--out", probes)
-        spec = f"kind: evaluate\nmodel: {out}\nprobes: {probes}\nprefix: 8\ncompletion: 8\nevaluate:\n  configs: " \
-               f"[\"{PRUNED[0]}=int8-absmax\"]\n"
-        job = self.submit("eval-trained.yaml", spec)
-        done = self.cluster.wait_job(job, timeout=120)
+
+        def evaluate(name, model):
+            spec = f"kind: evaluate\nmodel: {model}\nprobes: {probes}\nprefix: 8\ncompletion: 8\nevaluate:\n" \
+                   f"  configs: [\"{PRUNED[0]}=int8-absmax\"]\n"
+            return self.cluster.wait_job(self.submit(name, spec), timeout=MODEL_WAIT_S + 120)
+
+        done = evaluate("eval-trained.yaml", out)
         self.assertEqual(done.state, dtm_cluster.load_stubs().job_pb2.JOB_STATE_SUCCEEDED, done.error.message)
         self.assertEqual(done.summary.model_fingerprint, self.undisturbed["output_fingerprint"])
-        self.cluster.kill_worker("w-trained")
+        self.assertRegex(self.cluster.workers["w-root"].log_text(), r"now serving " + re.escape(out))
+        # A path under the root that leads outside it (a symlink): the worker refuses, the coordinator
+        # does not ask again, and the job fails after the model wait saying why.
+        link = os.path.join(self.tmp, "link-to-outside")
+        os.symlink(dtm_cluster.MODEL, link)
+        refused = evaluate("eval-outside.yaml", link)
+        self.assertEqual(refused.state, dtm_cluster.load_stubs().job_pb2.JOB_STATE_FAILED)
+        self.assertIn("refused it: w-root", refused.error.message)
+        self.assertIn("outside --model-root", refused.error.message)
+        self.assertEqual(self.cluster.workers["w-root"].count_log(r"refused to load " + re.escape(link)), 1)
+        self.cluster.kill_worker("w-root")
+        self.cluster.worker_args = ()
 
     def test_4_bad_input_is_refused_or_fails_the_job_naming_it(self):
         used = os.path.join(self.tmp, "gang-out")  # holds test 1's model

@@ -251,6 +251,38 @@ torch::Tensor LlamaModel::Mlp(const torch::Tensor& x, int layer) {
   return Linear(hidden, layer, ComponentKind::kDown);
 }
 
+namespace {
+
+// A decoder layer whose forward keeps only its input (run without autograd) and whose backward runs
+// it again with autograd and back-propagates through that: the re-entrant checkpoint of PyTorch's
+// torch.utils.checkpoint. The layer's weights get their gradients from the inner backward. The
+// model travels as an integer (an autograd context holds IValues, not pointers); it outlives the
+// graph, which a training step builds and consumes.
+struct LayerCheckpoint : public torch::autograd::Function<LayerCheckpoint> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, int64_t model,
+                               int64_t layer) {
+    ctx->save_for_backward({x});
+    ctx->saved_data["model"] = model;
+    ctx->saved_data["layer"] = layer;
+    return reinterpret_cast<LlamaModel*>(static_cast<uintptr_t>(model))->DecoderLayer(x, static_cast<int>(layer));
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    torch::Tensor x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
+    auto* model = reinterpret_cast<LlamaModel*>(static_cast<uintptr_t>(ctx->saved_data["model"].toInt()));
+    torch::Tensor y;
+    {
+      torch::AutoGradMode grad(true);
+      y = model->DecoderLayer(x, static_cast<int>(ctx->saved_data["layer"].toInt()));
+    }
+    torch::autograd::backward({y}, {grad_out[0]});
+    return {x.grad(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
 torch::Tensor LlamaModel::RunLayers(const torch::Tensor& tokens, int num_layers, KvCache* cache, int64_t start_pos) {
   TORCH_CHECK(tokens.dim() == 2, "tokens must be [B, T]");
   TORCH_CHECK(start_pos + tokens.size(1) <= config_.max_position_embeddings,
@@ -259,12 +291,23 @@ torch::Tensor LlamaModel::RunLayers(const torch::Tensor& tokens, int num_layers,
   TORCH_CHECK(num_layers >= 0 && num_layers <= config_.num_hidden_layers, "num_layers ", num_layers,
               " is outside [0, ", config_.num_hidden_layers, "]");
   torch::Tensor x = torch::embedding(embed_tokens_, tokens.to(options_.device));  // [B, T, D]
+  const bool checkpoint = activation_checkpointing_ && cache == nullptr && start_pos == 0 && torch::GradMode::is_enabled();
   for (int l = 0; l < num_layers; ++l) {
+    if (checkpoint) {
+      x = LayerCheckpoint::apply(x, static_cast<int64_t>(reinterpret_cast<uintptr_t>(this)), static_cast<int64_t>(l));
+      continue;
+    }
     const LayerWeights& w = layers_[l];
     x = x + Attention(RmsNorm(x, w.input_layernorm), l, cache, start_pos);
     x = x + Mlp(RmsNorm(x, w.post_attention_layernorm), l);
   }
   return x;
+}
+
+torch::Tensor LlamaModel::DecoderLayer(const torch::Tensor& x, int layer) {
+  const LayerWeights& w = layers_[layer];
+  torch::Tensor h = x + Attention(RmsNorm(x, w.input_layernorm), layer, nullptr, 0);
+  return h + Mlp(RmsNorm(h, w.post_attention_layernorm), layer);
 }
 
 torch::Tensor LlamaModel::Forward(const torch::Tensor& tokens, KvCache* cache, int64_t start_pos) {

@@ -68,6 +68,11 @@ class LlamaModel {
   void SetLinearOverride(const ComponentId& id, LinearOverride override_fn);
   void ClearLinearOverride(const ComponentId& id);
   void SetInputObserver(InputObserver observer) { observer_ = std::move(observer); }
+  // Activation checkpointing per decoder layer (training): while autograd records, each layer keeps
+  // only its input and runs again in the backward pass, so activations cost one [B, T, D] tensor a
+  // layer instead of every intermediate (recomputation: about a third more FLOPs). Gradients are
+  // the same. Off by default; a forward with a cache or without grad is unaffected.
+  void SetActivationCheckpointing(bool on) { activation_checkpointing_ = on; }
 
   // Every weight under its HF name, in checkpoint order (lm_head omitted when tied).
   std::vector<std::pair<std::string, torch::Tensor>> NamedWeights() const;
@@ -82,6 +87,9 @@ class LlamaModel {
   torch::Tensor ForwardLayers(const torch::Tensor& tokens, int num_layers);
   // lm_head: [..., D] -> [..., V] in the compute dtype.
   torch::Tensor Logits(const torch::Tensor& hidden) const;
+  // One decoder layer on the residual stream x [B, T, D] at positions from 0, without a cache (what
+  // a checkpointed layer runs, and runs again in the backward pass).
+  torch::Tensor DecoderLayer(const torch::Tensor& x, int layer);
 
   // Greedy continuation of `prefix` [B, n] by `steps` tokens with a KV cache: [B, n + steps].
   // Never stops early (EOS included), as the metrics need exactly `steps` tokens.
@@ -111,6 +119,7 @@ class LlamaModel {
   torch::Tensor rope_sin_;  // [max_pos, hd]
   std::vector<LinearOverride> overrides_;  // by ComponentId::Index(); empty function = plain matmul
   InputObserver observer_;
+  bool activation_checkpointing_ = false;
 };
 
 }  // namespace dtm

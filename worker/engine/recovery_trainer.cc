@@ -300,6 +300,7 @@ StatusOr<TrainingReport> TrainRecovery(LlamaModel& model, const TrainingData& da
   const int64_t end = options.stop_after > 0 ? std::min(options.stop_after, report.steps_total) : report.steps_total;
   const auto t0 = std::chrono::steady_clock::now();
   for (torch::Tensor& p : t.params) p.requires_grad_(true);
+  model.SetActivationCheckpointing(options.activation_checkpointing);
   auto apply_masks = [&](bool with_moments) {
     torch::NoGradGuard no_grad;
     for (size_t i = 0; i < t.params.size(); ++i) {
@@ -382,6 +383,7 @@ StatusOr<TrainingReport> TrainRecovery(LlamaModel& model, const TrainingData& da
     p.requires_grad_(false);
     p.mutable_grad() = torch::Tensor();
   }
+  model.SetActivationCheckpointing(false);
   RETURN_IF_ERROR(status);
   report.finished = end == report.steps_total;
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

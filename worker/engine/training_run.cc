@@ -20,6 +20,7 @@ StatusOr<TrainingRunResult> RunTraining(const TrainingRunOptions& options) {
   ASSIGN_OR_RETURN(std::vector<TrainingPhase> phases, ParseTrainingPhases(options.phases));
   const bool writes_model = options.rank == 0;
   if (writes_model) RETURN_IF_ERROR(CheckOutputFolderIsFree(options.out_dir, "output"));
+  // The messages name dtmctl train's flags; on a worker these settings come from the coordinator.
   GangOptions gang_options;
   if (options.gang_size > 1) {
     gang_options.rank = options.rank;
@@ -28,14 +29,14 @@ StatusOr<TrainingRunResult> RunTraining(const TrainingRunOptions& options) {
     gang_options.timeout = std::chrono::seconds(options.timeout_seconds);
     if (!SplitHostPort(options.master, &gang_options.master_host, &gang_options.master_port) ||
         gang_options.master_port == 0) {
-      return InvalidArgumentError("gang master: expected HOST:PORT with a port, got '" + options.master + "'");
+      return InvalidArgumentError("--gang-master: expected HOST:PORT with a port, got '" + options.master + "'");
     }
     if (options.rank < 0 || options.rank >= options.gang_size) {
-      return InvalidArgumentError("gang rank " + std::to_string(options.rank) + " is not in [0, " +
+      return InvalidArgumentError("--gang-rank " + std::to_string(options.rank) + " is not in [0, " +
                                   std::to_string(options.gang_size) + ")");
     }
   } else if (options.rank != 0 || options.shard_optimizer) {
-    return InvalidArgumentError("a gang rank and a sharded optimizer need a gang of 2 or more");
+    return InvalidArgumentError("--gang-rank and --shard-optimizer need --gang-size of 2 or more");
   }
   ASSIGN_OR_RETURN(torch::Device device, ParseDevice(options.device));
   ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, Tokenizer::FromModelDir(options.model_dir));
@@ -78,6 +79,7 @@ StatusOr<TrainingRunResult> RunTraining(const TrainingRunOptions& options) {
   train.stop_after = options.stop_after;
   train.on_step = options.on_step;
   train.should_stop = options.should_stop;
+  train.activation_checkpointing = options.activation_checkpointing;
   std::unique_ptr<Gang> gang;
   if (options.gang_size > 1) {
     log("joining the gang as member " + std::to_string(options.rank) + " of " + std::to_string(options.gang_size) +

@@ -40,10 +40,11 @@ struct TrainingRunOptions {
   // The gang (gang.h); size 1 = one process. Member 0 runs the rendezvous store at `master`.
   int rank = 0;
   int gang_size = 1;
-  std::string master;              // HOST:PORT
+  std::string master = "127.0.0.1:29500";  // HOST:PORT
   std::string bind_host = "127.0.0.1";
   int timeout_seconds = 300;
   bool shard_optimizer = false;
+  bool activation_checkpointing = false;  // per decoder layer: less memory, a third more compute
   // Progress and cancellation (RecoveryTrainingOptions); `log` gets a line at each milestone.
   std::function<void(int64_t step, int64_t total, double loss)> on_step;
   std::function<bool()> should_stop;

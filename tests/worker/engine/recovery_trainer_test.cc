@@ -166,6 +166,45 @@ TEST_F(RecoveryTrainerTest, GradientAccumulationComputesTheBatchMean) {
   for (const auto& [name, w] : wa) EXPECT_TRUE(torch::allclose(w, wb.at(name), /*rtol=*/0, tolerance)) << name;
 }
 
+TEST_F(RecoveryTrainerTest, ActivationCheckpointingGivesTheSameGradientsAndTheSameRun) {
+  TrainingData data = PatternData(16, 8, testing::SmallConfig().vocab_size);
+  // One backward pass: every parameter's gradient, with and without recomputing the layers.
+  auto gradients = [&](bool checkpointing) {
+    std::unique_ptr<LlamaModel> model = FreshModel();
+    model->SetActivationCheckpointing(checkpointing);
+    std::vector<torch::Tensor> params = model->Parameters();
+    for (torch::Tensor& p : params) p.requires_grad_(true);
+    torch::Tensor batch = BatchSlice(data, 0, 4, 0, 4);
+    torch::Tensor logits = model->Logits(model->Forward(batch.slice(1, 0, 8)));
+    torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), batch.slice(1, 1, 9).reshape({-1}))
+        .backward();
+    std::vector<torch::Tensor> grads;
+    for (torch::Tensor& p : params) {
+      EXPECT_TRUE(p.grad().defined());
+      grads.push_back(p.grad().clone());
+      p.requires_grad_(false);
+    }
+    return grads;
+  };
+  const std::vector<torch::Tensor> plain = gradients(false), recomputed = gradients(true);
+  ASSERT_EQ(plain.size(), recomputed.size());
+  for (size_t i = 0; i < plain.size(); ++i) {
+    EXPECT_GT(plain[i].abs().max().item<float>(), 0.0f) << i;
+    EXPECT_TRUE(torch::allclose(plain[i], recomputed[i], /*rtol=*/1e-6, /*atol=*/1e-9)) << "parameter " << i;
+  }
+  // A short run: the same losses and weights.
+  std::unique_ptr<LlamaModel> a = FreshModel(), b = FreshModel();
+  RecoveryTrainingOptions options = Options({{false, 4}});
+  StatusOr<TrainingReport> ra = TrainRecovery(*a, data, {}, options);
+  options.activation_checkpointing = true;
+  StatusOr<TrainingReport> rb = TrainRecovery(*b, data, {}, options);
+  ASSERT_TRUE(ra.ok() && rb.ok());
+  for (size_t i = 0; i < ra->losses.size(); ++i) EXPECT_NEAR(ra->losses[i], rb->losses[i], 1e-6 * ra->losses[i]) << i;
+  const std::map<std::string, torch::Tensor> wa = Weights(*a), wb = Weights(*b);
+  const double tolerance = 0.01 * options.learning_rate * 4;  // as GradientAccumulationComputesTheBatchMean says
+  for (const auto& [name, w] : wa) EXPECT_TRUE(torch::allclose(w, wb.at(name), /*rtol=*/0, tolerance)) << name;
+}
+
 TEST_F(RecoveryTrainerTest, AResumedRunEndsWithTheWeightsOfAnUninterruptedOne) {
   TrainingData data = PatternData(32, 16, testing::SmallConfig().vocab_size);
   std::unique_ptr<LlamaModel> straight = FreshModel();
