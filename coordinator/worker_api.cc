@@ -352,6 +352,20 @@ StatusOr<v1::CompleteTaskResponse> WorkerApi::CompleteGangTask(const TaskEntry& 
   const std::string& task_id = request.task_id();
   const int rank = static_cast<int>(request.train().rank());
   v1::CompleteTaskResponse response;
+  {
+    // A lease this table made speaks for one worker and one rank; one it does not know (an earlier
+    // coordinator run's) is taken at its word, as any late result is.
+    std::lock_guard<std::mutex> lock(state_->mu);
+    std::optional<GangLease> lease = state_->tasks.Gangs().FindLease(request.lease_id());
+    if (lease && (lease->worker_id != request.worker_id() || lease->task_id != task_id)) {
+      return Status(StatusCode::kPermissionDenied, "lease " + Bounded(request.lease_id()) +
+                                                       " is not this worker's lease of task " + task_id.substr(0, 12));
+    }
+    if (lease && lease->rank != rank) {
+      return InvalidArgumentError("lease " + Bounded(request.lease_id()) + " is rank " + std::to_string(lease->rank) +
+                                  "'s, not rank " + std::to_string(rank) + "'s");
+    }
+  }
   if (rank == 0) {
     // Stored first, without the lock: UNAVAILABLE goes back to the worker, which reports again.
     ASSIGN_OR_RETURN(bool first, state_->storage().StoreResult(entry.kind, task_id, request.worker_id(), request));
@@ -391,7 +405,7 @@ StatusOr<v1::FailTaskResponse> WorkerApi::FailGangTask(const v1::FailTaskRequest
   }
   if (!result.ok()) return result.status();
   if (*result == FailResult::kRequeued) {
-    spdlog::warn("task {}: gang member {} failed; the gang's attempt ends and the task waits for a new gang",
+    spdlog::warn("task {}: a gang member failed ({}); the gang's attempt ends and the task waits for a new gang",
                  lease->task_id.substr(0, 12), message);
     state_->TaskRequeued(lease->task_id);
   } else {

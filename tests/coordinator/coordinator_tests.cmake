@@ -13,6 +13,9 @@ dtm_add_test(client_api_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/client_api_
   LIBS dtm_coordinator_service dtm_common GTest::gmock)
 dtm_add_test(worker_api_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/worker_api_test.cc LABELS fast
   LIBS dtm_coordinator_service dtm_common GTest::gmock)
+# A train job through the worker API: the gang, checked reports, progress, attempts; --model-root.
+dtm_add_test(train_service_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/train_service_test.cc LABELS fast
+  LIBS dtm_coordinator_service dtm_common GTest::gmock)
 # The quantization tree search's driver against exhaustive rankings of made-up metrics.
 dtm_add_test(quant_search_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/quant_search_test.cc LABELS fast
   LIBS dtm_coordinator_service GTest::gmock)
