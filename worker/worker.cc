@@ -306,14 +306,16 @@ StatusOr<std::vector<Task>> Worker::Lease(bool* reregister, std::string* load_mo
 void Worker::SwitchModel(const std::string& model_path) {
   namespace fs = std::filesystem;
   std::string refused;
-  std::error_code ec;
   // The real paths, symlinks resolved: a link under the root to a folder outside it is outside.
-  const fs::path real = fs::canonical(model_path, ec);
-  const fs::path root = fs::canonical(options_.model_root.empty() ? "/nonexistent-model-root" : options_.model_root, ec);
+  std::error_code path_error, root_error;
+  const fs::path real = fs::canonical(model_path, path_error);
+  const fs::path root = options_.model_root.empty() ? fs::path() : fs::canonical(options_.model_root, root_error);
   if (options_.model_root.empty() || !options_.load_model) {
     refused = "this worker has no --model-root";
-  } else if (real.empty() || root.empty()) {
-    refused = "cannot resolve it: " + (ec ? ec.message() : std::string("no such folder"));
+  } else if (path_error) {
+    refused = "cannot resolve it: " + path_error.message();
+  } else if (root_error) {
+    refused = "cannot resolve --model-root " + options_.model_root + ": " + root_error.message();
   } else if (std::mismatch(root.begin(), root.end(), real.begin(), real.end()).first != root.end()) {
     refused = "it resolves to " + real.string() + ", outside --model-root " + root.string();
   }
