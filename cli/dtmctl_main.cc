@@ -335,6 +335,9 @@ int main(int argc, char** argv) {
   tr->add_option("--gang-timeout", train.run.timeout_seconds, "seconds a rendezvous or collective may wait")
       ->capture_default_str();
   tr->add_flag("--shard-optimizer", train.run.shard_optimizer, "shard AdamW's moments across the gang (ZeRO-1)");
+  tr->add_option("--compute-dtype", train.run.compute_dtype,
+                 "the forward's compute: float32, or bfloat16 on float32 master weights (default: bfloat16 on a GPU, "
+                 "float32 on a CPU)");
   tr->add_flag("--activation-checkpointing", train.run.activation_checkpointing,
                "keep only each decoder layer's input and recompute the layer in the backward pass (same gradients, "
                "less memory, about a third more compute)");

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <system_error>
 
+#include <ATen/autocast_mode.h>
 #include <nlohmann/json.hpp>
 
 #include "common/jsonl.h"
@@ -202,6 +203,39 @@ double ClipGradients(std::vector<torch::Tensor>& grads, double max_norm) {
   return total;
 }
 
+// Autocast for the forward pass (the backward follows the recorded dtypes): with bfloat16, matrix
+// products run in bfloat16 on bfloat16 copies of the float32 master weights, made per use and
+// cached for the forward (at::autocast), as torch.autocast does; float32 leaves everything as is.
+class ComputeDtypeGuard {
+ public:
+  ComputeDtypeGuard(torch::ScalarType dtype, const torch::Device& device)
+      : on_(dtype != torch::kFloat32), cuda_(device.is_cuda()) {
+    if (!on_) return;
+    if (cuda_) {
+      at::autocast::set_autocast_gpu_dtype(dtype);
+      at::autocast::set_enabled(true);
+    } else {
+      at::autocast::set_autocast_cpu_dtype(dtype);
+      at::autocast::set_cpu_enabled(true);
+    }
+  }
+  ~ComputeDtypeGuard() {
+    if (!on_) return;
+    if (cuda_) {
+      at::autocast::set_enabled(false);
+    } else {
+      at::autocast::set_cpu_enabled(false);
+    }
+    at::autocast::clear_cache();
+  }
+  ComputeDtypeGuard(const ComputeDtypeGuard&) = delete;
+  ComputeDtypeGuard& operator=(const ComputeDtypeGuard&) = delete;
+
+ private:
+  const bool on_;
+  const bool cuda_;
+};
+
 Status CheckOptions(const LlamaModel& model, const TrainingData& data, const RecoveryTrainingOptions& o) {
   if (o.phases.empty()) return InvalidArgumentError("training: no phase (e.g. masked:450,unmasked:50)");
   if (o.batch_size < 1) return InvalidArgumentError("training: the batch must be at least 1 sequence");
@@ -225,6 +259,9 @@ Status CheckOptions(const LlamaModel& model, const TrainingData& data, const Rec
   if (o.checkpoint_every > 0 && o.checkpoint_dir.empty()) {
     return InvalidArgumentError("training: checkpoints every " + std::to_string(o.checkpoint_every) +
                                 " steps need a checkpoint folder");
+  }
+  if (o.compute_dtype != torch::kFloat32 && o.compute_dtype != torch::kBFloat16) {
+    return InvalidArgumentError("training: compute in float32 or bfloat16, not " + std::string(c10::toString(o.compute_dtype)));
   }
   if (model.options().dtype != torch::kFloat32) {
     return InvalidArgumentError("training: the model must be loaded in float32 (the master weights)");
@@ -331,7 +368,14 @@ StatusOr<TrainingReport> TrainRecovery(LlamaModel& model, const TrainingData& da
       for (int64_t begin = rows_begin; begin < rows_begin + share; begin += micro) {
         torch::Tensor batch = BatchSlice(data, step, options.batch_size, begin, begin + micro).to(model.options().device);
         const int64_t n = batch.size(1) - 1;
-        torch::Tensor logits = model.Logits(model.Forward(batch.slice(1, 0, n)));
+        torch::Tensor logits;
+        {
+          ComputeDtypeGuard compute(options.compute_dtype, model.options().device);
+          logits = model.Logits(model.Forward(batch.slice(1, 0, n)));
+        }
+        // The loss in float32 whatever the compute dtype (a bfloat16 log-softmax over 32000 logits
+        // would round the loss to 3 digits).
+        logits = logits.to(torch::kFloat32);
         torch::Tensor loss = torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}),
                                                                   batch.slice(1, 1, n + 1).reshape({-1}));
         // Each micro-batch's weight in the global batch mean: every sequence has the same token count.

@@ -53,7 +53,10 @@ struct RecoveryTrainingOptions {
   int64_t stop_after = 0;        // stop after this many steps in all, as an interrupted run would; 0 = run every phase
   std::function<void(int64_t step, int64_t total, double loss)> on_step;  // after each step; may be empty
   std::function<bool()> should_stop;
-  bool activation_checkpointing = false;  // per decoder layer (LlamaModel::SetActivationCheckpointing); same gradients  // asked before each step; true ends the run CANCELLED (may be empty)
+  bool activation_checkpointing = false;  // per decoder layer (LlamaModel::SetActivationCheckpointing); same gradients
+  // The forward's matrix products: float32, or bfloat16 (autocast) on the float32 master weights,
+  // the usual choice on GPUs (and what the memory plan assumes); gradients and AdamW stay float32.
+  torch::ScalarType compute_dtype = torch::kFloat32;  // asked before each step; true ends the run CANCELLED (may be empty)
   // Data-parallel: this member's gang (not owned; null = one process). Member r of W takes rows
   // [r B/W, (r+1) B/W) of every global batch; the gradients and the loss are summed across the gang
   // (each micro-batch weighted by its share of the global batch), so every member takes the step one

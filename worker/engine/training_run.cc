@@ -39,6 +39,11 @@ StatusOr<TrainingRunResult> RunTraining(const TrainingRunOptions& options) {
     return InvalidArgumentError("--gang-rank and --shard-optimizer need --gang-size of 2 or more");
   }
   ASSIGN_OR_RETURN(torch::Device device, ParseDevice(options.device));
+  const std::string compute = options.compute_dtype.empty() ? (device.is_cuda() ? "bfloat16" : "float32")
+                                                            : options.compute_dtype;
+  if (compute != "float32" && compute != "bfloat16") {
+    return InvalidArgumentError("--compute-dtype: float32 or bfloat16, got '" + options.compute_dtype + "'");
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, Tokenizer::FromModelDir(options.model_dir));
   ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint, Checkpoint::Open(options.model_dir));
   TrainingDataOptions data_options;
@@ -80,6 +85,7 @@ StatusOr<TrainingRunResult> RunTraining(const TrainingRunOptions& options) {
   train.on_step = options.on_step;
   train.should_stop = options.should_stop;
   train.activation_checkpointing = options.activation_checkpointing;
+  train.compute_dtype = compute == "bfloat16" ? torch::kBFloat16 : torch::kFloat32;
   std::unique_ptr<Gang> gang;
   if (options.gang_size > 1) {
     log("joining the gang as member " + std::to_string(options.rank) + " of " + std::to_string(options.gang_size) +

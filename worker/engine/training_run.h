@@ -45,6 +45,9 @@ struct TrainingRunOptions {
   int timeout_seconds = 300;
   bool shard_optimizer = false;
   bool activation_checkpointing = false;  // per decoder layer: less memory, a third more compute
+  // The forward's compute: "float32", "bfloat16" (autocast on the float32 master weights), or ""
+  // for the device's usual one: bfloat16 on a GPU, float32 on a CPU.
+  std::string compute_dtype;
   // Progress and cancellation (RecoveryTrainingOptions); `log` gets a line at each milestone.
   std::function<void(int64_t step, int64_t total, double loss)> on_step;
   std::function<bool()> should_stop;

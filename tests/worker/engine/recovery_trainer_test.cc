@@ -4,6 +4,7 @@
 #include "worker/engine/recovery_trainer.h"
 
 #include <gmock/gmock.h>
+#include <ATen/autocast_mode.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -203,6 +204,26 @@ TEST_F(RecoveryTrainerTest, ActivationCheckpointingGivesTheSameGradientsAndTheSa
   const std::map<std::string, torch::Tensor> wa = Weights(*a), wb = Weights(*b);
   const double tolerance = 0.01 * options.learning_rate * 4;  // as GradientAccumulationComputesTheBatchMean says
   for (const auto& [name, w] : wa) EXPECT_TRUE(torch::allclose(w, wb.at(name), /*rtol=*/0, tolerance)) << name;
+}
+
+TEST_F(RecoveryTrainerTest, BFloat16ComputeKeepsFloat32MasterWeightsAndTracksTheFloat32Run) {
+  TrainingData data = PatternData(32, 16, testing::SmallConfig().vocab_size);
+  std::unique_ptr<LlamaModel> exact = FreshModel(), mixed = FreshModel();
+  RecoveryTrainingOptions options = Options({{false, 20}});
+  StatusOr<TrainingReport> a = TrainRecovery(*exact, data, {}, options);
+  options.compute_dtype = torch::kBFloat16;
+  StatusOr<TrainingReport> b = TrainRecovery(*mixed, data, {}, options);
+  ASSERT_TRUE(a.ok() && b.ok()) << b.status().ToString();
+  // bfloat16 keeps 8 bits of mantissa: the first loss within 1 %, and not bit-equal (it did compute
+  // in bfloat16); the run learns as the float32 one does.
+  EXPECT_NEAR(b->losses[0], a->losses[0], 0.01 * a->losses[0]);
+  EXPECT_NE(b->losses[0], a->losses[0]);
+  EXPECT_LT(b->losses[19], 0.8 * b->losses[0]) << "float32: " << a->losses[0] << " -> " << a->losses[19];
+  EXPECT_NEAR(b->losses[19], a->losses[19], 0.1 * a->losses[19]);
+  for (const auto& [name, w] : mixed->NamedWeights()) EXPECT_EQ(w.scalar_type(), torch::kFloat32) << name;
+  EXPECT_FALSE(at::autocast::is_cpu_enabled());  // the guard ended with the step
+  options.compute_dtype = torch::kHalf;
+  EXPECT_EQ(TrainRecovery(*mixed, data, {}, options).status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST_F(RecoveryTrainerTest, AResumedRunEndsWithTheWeightsOfAnUninterruptedOne) {
