@@ -24,10 +24,7 @@ bool GangTable::IsGangLease(const std::string& lease_id) const {
 std::optional<GangLease> GangTable::FindLease(const std::string& lease_id) const {
   auto it = leases_.find(lease_id);
   if (it == leases_.end()) return std::nullopt;
-  GangLease lease{it->second.task_id, it->second.worker_id, it->second.rank, {}};
-  auto task = tasks_.find(it->second.task_id);
-  if (task != tasks_.end()) lease.leased_at = task->second.leased_at;
-  return lease;
+  return GangLease{it->second.task_id, it->second.worker_id, it->second.rank};
 }
 
 GangGrant GangTable::GrantOf(const std::string& task_id, const Task& task, int rank) const {
@@ -96,7 +93,6 @@ void GangTable::TryForm(const std::string& task_id, Task& task) {
   const TimePoint now = clock_->Now();
   task.members.clear();
   task.rendezvous = pool_candidates.at(order[0].second).address;
-  task.leased_at = now;
   for (size_t r = 0; r < order.size(); ++r) {
     Member m;
     m.worker_id = order[r].second;

@@ -56,7 +56,6 @@ struct GangLease {
   std::string task_id;
   std::string worker_id;
   int rank = 0;
-  std::chrono::steady_clock::time_point leased_at;
 };
 
 class GangTable {
@@ -139,7 +138,6 @@ class GangTable {
     State state = State::kWaiting;
     std::vector<Member> members;  // the running attempt's, by rank
     std::string rendezvous;
-    TimePoint leased_at;
   };
   struct Candidate {
     std::string address;
