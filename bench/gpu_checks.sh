@@ -12,14 +12,17 @@ model=$1 probes=$2 out=${3:-/tmp/gpu-checks}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 torch_prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
+# nccl.h from the nvidia-nccl wheel: gangs of CUDA members then run on NCCL (worker/engine/CMakeLists.txt).
+nccl_include=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "include"))' 2>/dev/null)
 cmake -S . -B build-cuda -DDTM_ENGINE_ONLY=ON -DDTM_WERROR=OFF -DCMAKE_BUILD_TYPE=Release \
-  -DDTM_EXTRA_INCLUDE="$PWD/.devdeps/include" -DCMAKE_PREFIX_PATH="$torch_prefix" >"$out/cmake.log" 2>&1 ||
+  -DDTM_EXTRA_INCLUDE="$PWD/.devdeps/include" -DCMAKE_PREFIX_PATH="$torch_prefix" \
+  ${nccl_include:+-DNCCL_INCLUDE_DIR="$nccl_include"} >"$out/cmake.log" 2>&1 ||
   { tail -30 "$out/cmake.log"; exit 1; }
 cmake --build build-cuda -j"$(nproc)" >"$out/build.log" 2>&1 || { grep -E "error" "$out/build.log" | head -30; exit 1; }
 dtmctl=build-cuda/cli/dtmctl
 ref=tests/reference
 m=${COMPLETION:-64}
-echo "== build ok: $(python3 -c 'import torch; print(torch.__version__, torch.cuda.get_device_name())')"
+echo "== build ok ($(grep -o 'dtm: [A-Za-z]* gangs[^(]*' "$out/cmake.log")): $(python3 -c 'import torch; print(torch.__version__, torch.cuda.get_device_name())')"
 
 echo "== float32 CPU: dtmctl vs transformers"
 $dtmctl baseline --model "$model" --probes "$probes" --completion "$m" --out "$out/base-f32.jsonl" --device cpu >/dev/null

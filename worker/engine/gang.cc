@@ -6,16 +6,32 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef DTM_WITH_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 
 namespace dtm {
 
+// One of the two process groups is set. Both have the same collective calls (ProcessGroup's in
+// libtorch 1.13, Backend's in 2.x), so Call runs a call on whichever it is.
 struct Gang::Group {
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
+#ifdef DTM_WITH_NCCL
+  c10::intrusive_ptr<c10d::ProcessGroupNCCL> nccl;
+#endif
+  template <typename Function>
+  auto Call(Function&& function) {
+#ifdef DTM_WITH_NCCL
+    if (nccl) return function(*nccl);
+#endif
+    return function(*gloo);
+  }
 };
 
 namespace {
@@ -42,8 +58,16 @@ int FreeLoopbackPort() {
   return ok ? ntohs(address.sin_port) : 0;
 }
 
-Gang::Gang(GangOptions options, int port, std::unique_ptr<Group> group)
-    : options_(std::move(options)), port_(port), group_(std::move(group)) {}
+bool NcclBuiltIn() {
+#ifdef DTM_WITH_NCCL
+  return true;
+#else
+  return false;
+#endif
+}
+
+Gang::Gang(GangOptions options, int port, std::string backend, std::unique_ptr<Group> group)
+    : options_(std::move(options)), port_(port), backend_(std::move(backend)), group_(std::move(group)) {}
 
 Gang::~Gang() = default;
 
@@ -56,6 +80,17 @@ StatusOr<std::unique_ptr<Gang>> Gang::Join(const GangOptions& options) {
     return InvalidArgumentError("gang: master port " + std::to_string(options.master_port) +
                                 " (every rank but 0 needs rank 0's port)");
   }
+  std::string backend = options.backend;
+  if (backend.empty()) backend = options.device.is_cuda() && NcclBuiltIn() ? "nccl" : "gloo";
+  if (backend != "gloo" && backend != "nccl") {
+    return InvalidArgumentError("gang: unknown backend '" + backend + "' (gloo or nccl)");
+  }
+  if (backend == "nccl" && !NcclBuiltIn()) {
+    return InvalidArgumentError("gang: this build has no NCCL (its libtorch is not a CUDA one); use gloo");
+  }
+  if (backend == "nccl" && !options.device.is_cuda()) {
+    return InvalidArgumentError("gang: NCCL needs a CUDA device, not " + options.device.str());
+  }
   const std::string where = "gang rank " + std::to_string(options.rank) + " of " +
                             std::to_string(options.world_size) + " at " + options.master_host + ":" +
                             std::to_string(options.master_port);
@@ -65,19 +100,37 @@ StatusOr<std::unique_ptr<Gang>> Gang::Join(const GangOptions& options) {
     c10d::TCPStoreOptions store_options;
     store_options.port = static_cast<std::uint16_t>(options.master_port);
     store_options.isServer = options.rank == 0;
-    store_options.waitWorkers = false;  // ProcessGroupGloo's rendezvous waits for them, with its timeout
+    store_options.waitWorkers = false;  // the process group's rendezvous waits for them, with its timeout
     store_options.timeout = options.timeout;
     auto store = c10::make_intrusive<c10d::TCPStore>(options.master_host, store_options);
     port = store->getPort();
     group->store = store;
-    auto gloo_options = c10d::ProcessGroupGloo::Options::create(options.timeout);
-    gloo_options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(options.bind_host));
-    group->group = c10::make_intrusive<c10d::ProcessGroupGloo>(group->store, options.rank, options.world_size,
-                                                               gloo_options);
+    if (backend == "gloo") {
+      auto gloo_options = c10d::ProcessGroupGloo::Options::create(options.timeout);
+      gloo_options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(options.bind_host));
+      group->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(group->store, options.rank, options.world_size,
+                                                                gloo_options);
+    } else {
+#ifdef DTM_WITH_NCCL
+      // A worker is a daemon: a member gone must end this member's wait with an error after the
+      // timeout (blocking wait), and NCCL's watchdog must abort the communicator without killing
+      // the process (2 = clean-up only; libtorch 2.x defaults to 3, tear the process down). An
+      // operator's own settings win.
+      setenv("TORCH_NCCL_BLOCKING_WAIT", "1", /*overwrite=*/0);
+      setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "2", /*overwrite=*/0);
+      auto nccl_options = c10d::ProcessGroupNCCL::Options::create();
+      nccl_options->timeout = options.timeout;
+      group->nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(group->store, options.rank, options.world_size,
+                                                                nccl_options);
+#endif
+    }
   } catch (const std::exception& e) {
     return UnavailableError(where + ": cannot join: " + FirstLine(e));
   }
-  return std::unique_ptr<Gang>(new Gang(options, port, std::move(group)));
+  auto gang = std::unique_ptr<Gang>(new Gang(options, port, backend, std::move(group)));
+  // NCCL makes its communicator lazily, at the first collective: joining means one has run.
+  if (backend == "nccl") RETURN_IF_ERROR(gang->Barrier());
+  return gang;
 }
 
 Status Gang::AllReduceFlat(torch::Tensor& flat, bool max) {
@@ -86,7 +139,7 @@ Status Gang::AllReduceFlat(torch::Tensor& flat, bool max) {
   op.reduceOp = max ? c10d::ReduceOp::MAX : c10d::ReduceOp::SUM;
   op.timeout = options_.timeout;
   try {
-    group_->group->allreduce(tensors, op)->wait(options_.timeout);
+    group_->Call([&](auto& group) { return group.allreduce(tensors, op)->wait(options_.timeout); });
   } catch (const std::exception& e) {
     return UnavailableError("gang rank " + std::to_string(options_.rank) + ": all-reduce failed (a member gone?): " +
                             FirstLine(e));
@@ -130,7 +183,7 @@ Status Gang::AllGather(const torch::Tensor& mine, torch::Tensor* all) {
   std::vector<std::vector<at::Tensor>> output(1);
   for (int r = 0; r < options_.world_size; ++r) output[0].push_back(torch::empty_like(input[0]));
   try {
-    group_->group->allgather(output, input)->wait(options_.timeout);
+    group_->Call([&](auto& group) { return group.allgather(output, input)->wait(options_.timeout); });
   } catch (const std::exception& e) {
     return UnavailableError("gang rank " + std::to_string(options_.rank) + ": all-gather failed (a member gone?): " +
                             FirstLine(e));
@@ -140,15 +193,16 @@ Status Gang::AllGather(const torch::Tensor& mine, torch::Tensor* all) {
 }
 
 Status Gang::Barrier() {
-  torch::Tensor token = torch::zeros({1});
+  torch::Tensor token = torch::zeros({1}, torch::TensorOptions().device(options_.device));
   return AllReduceFlat(token, /*max=*/false);
 }
 
 Status Gang::CheckSame(double value, const std::string& what) {
   if (options_.world_size == 1) return OkStatus();
   // One MAX over (v, -v) gives the largest and the smallest value at once.
-  torch::Tensor both = torch::tensor({value, -value}, torch::kFloat64);
+  torch::Tensor both = torch::tensor({value, -value}, torch::kFloat64).to(options_.device);
   RETURN_IF_ERROR(AllReduceFlat(both, /*max=*/true));
+  both = both.cpu();
   const double largest = both[0].item<double>();
   const double smallest = -both[1].item<double>();
   if (largest != smallest) {

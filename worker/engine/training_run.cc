@@ -90,7 +90,9 @@ StatusOr<TrainingRunResult> RunTraining(const TrainingRunOptions& options) {
   if (options.gang_size > 1) {
     log("joining the gang as member " + std::to_string(options.rank) + " of " + std::to_string(options.gang_size) +
         " at " + options.master);
+    gang_options.device = device;
     ASSIGN_OR_RETURN(gang, Gang::Join(gang_options));
+    log("joined over " + gang->backend());
     train.gang = gang.get();
     train.shard_optimizer = options.shard_optimizer;
   }

@@ -1,4 +1,4 @@
-// Gangs over c10d Gloo on loopback, two members as two threads of this process (each with its own
+// Gangs over c10d Gloo on loopback (NCCL's choice and refusals; NCCL itself needs two GPUs), two members as two threads of this process (each with its own
 // store client, process group and model replica, as two processes would have): all-reduce in
 // buckets, the weights check, a member that never comes or goes away (an error, not a hang), and
 // data-parallel recovery training equal to one process with the same global batch.
@@ -85,6 +85,22 @@ TEST(GangTest, AMemberThatNeverComesEndsTheJoinAfterTheTimeout) {
   EXPECT_LT(seconds, 30);
   EXPECT_FALSE(Gang::Join(Member(2, 2, 1)).ok());  // a rank outside the gang
   EXPECT_FALSE(Gang::Join(Member(1, 2, 0)).ok());  // rank 0's port unknown
+}
+
+TEST(GangTest, TheBackendFollowsTheDeviceAndNcclIsRefusedWhereItCannotRun) {
+  auto [a, b] = OnTwoMembers([](Gang& gang) {
+    // A CPU member is on Gloo whatever the build.
+    return gang.backend() == "gloo" ? OkStatus() : InternalError("backend " + gang.backend());
+  });
+  EXPECT_TRUE(a.ok() && b.ok()) << a.ToString() << b.ToString();
+  GangOptions nccl = Member(0, 2, FreeLoopbackPort());
+  nccl.backend = "nccl";
+  StatusOr<std::unique_ptr<Gang>> refused = Gang::Join(nccl);  // a CPU device (and, here, a CPU libtorch)
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.status().message(), HasSubstr(NcclBuiltIn() ? "NCCL needs a CUDA device" : "this build has no NCCL"));
+  nccl.backend = "mpi";
+  EXPECT_THAT(Gang::Join(nccl).status().message(), HasSubstr("unknown backend 'mpi'"));
 }
 
 TEST(GangTest, AMemberThatGoesAwayEndsTheOthersCollectiveInsteadOfHangingIt) {
