@@ -197,6 +197,7 @@ Status Worker::Loop() {
         HeldLease& held = held_[task.lease_id()];
         held.task_id = task.task_id();
         held.job_id = task.job_id();
+        held.gang = task.kind() == dtm::v1::TASK_KIND_TRAIN;
       }
     }
     for (const Task& task : tasks) {
@@ -269,7 +270,15 @@ Status Worker::EnsureRegistered(uint64_t* generation) {
 
 void Worker::MarkUnregistered(uint64_t generation) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (generation_ == generation) registered_ = false;
+  if (generation_ != generation) return;
+  registered_ = false;
+  for (auto& [lease_id, lease] : held_) {
+    if (!lease.gang || lease.cancelled) continue;
+    lease.cancelled = true;
+    lease.drop_reason = "the coordinator does not know this worker, so not its gang either (it restarted?); the run "
+                        "resumes from its checkpoint on a gang the coordinator forms";
+    spdlog::info("task {} lease {} job {}: {}", lease.task_id, lease_id, lease.job_id, lease.drop_reason);
+  }
 }
 
 uint64_t Worker::generation() const {

@@ -103,7 +103,8 @@ class Worker {
   struct HeldLease {
     std::string task_id;
     std::string job_id;
-    bool cancelled = false;      // the coordinator said CANCELLED or REVOKED: drop the work
+    bool gang = false;           // a train task: one member of a gang the coordinator formed
+    bool cancelled = false;      // the coordinator said CANCELLED or REVOKED, or forgot the gang: drop the work
     std::string drop_reason;     // why, in words, for the logs
     bool stale_logged = false;   // an EXPIRED/UNKNOWN state was logged once
     std::optional<dtm::v1::TaskProgress> progress;  // a train task's latest step, for the heartbeat
@@ -114,7 +115,10 @@ class Worker {
   // registration generation.
   Status EnsureRegistered(uint64_t* generation = nullptr);
   // Forgets the registration a "not registered" reply was about, unless a newer one replaced it
-  // meanwhile (so that a stale reply does not release the leases of a fresh registration).
+  // meanwhile (so that a stale reply does not release the leases of a fresh registration). A gang
+  // task held then stops: a coordinator that does not know this worker does not know its gang
+  // either (it restarted, or it expired the worker and revoked the gang), and another gang may be
+  // formed to resume the run from its checkpoint; this member must not write beside that one.
   void MarkUnregistered(uint64_t generation);
   uint64_t generation() const;
 

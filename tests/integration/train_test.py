@@ -6,7 +6,8 @@ Checked against what does not share the service's code path:
   relative per step), and the pruned weights are still exactly 0 in the trained model;
 - kill -9 of one member mid-run: the other member's attempt ends within the gang's timeout (no
   hang), the task waits for a gang again, resumes from the run's checkpoint once the worker is back,
-  and the job's trained model is the undisturbed job's bit for bit (same fingerprint);
+  and the job's trained model is the undisturbed job's bit for bit (same fingerprint); the same
+  after kill -9 of the coordinator mid-run (the old gang stops, a new one resumes);
 - the trained model is a model like any other: an evaluate job names it by its output path, and a
   worker started with --model-root loads it because the job needs it; a path under the root that
   leads outside it (a symlink) is refused by the worker, and the job fails saying so;
@@ -138,6 +139,18 @@ class TrainTest(dtm_cluster.ClusterTestCase):
         self.assertEqual(training["output_fingerprint"], self.undisturbed["output_fingerprint"])
         for name in PRUNED:  # masked phase then unmasked: the zeros moved, but the files hold the trained weights
             self.assertLess(len(zeros_of(out, name)), len(zeros_of(self.model, name)))
+
+    def test_2b_a_coordinator_killed_mid_run_resumes_it_from_the_checkpoint(self):
+        out = os.path.join(self.tmp, "restart-out")
+        job = self.submit("train-restart.yaml", train_spec(self.data, out))
+        self.cluster.wait_job(job, timeout=120, until=lambda j: j.progress.train_step >= 6)
+        self.cluster.restart_coordinator()  # kill -9, then a new one on the same store
+        training = self.finished(job)
+        # The old gang's members stop (the new coordinator never formed their gang), a new gang
+        # resumes from the checkpoint, and the model is the undisturbed one bit for bit.
+        self.assertGreater(training["resumed_from_step"], 0)
+        self.assertEqual(training["losses"], self.undisturbed["losses"])
+        self.assertEqual(training["output_fingerprint"], self.undisturbed["output_fingerprint"])
 
     def test_3_a_worker_under_a_model_root_loads_the_trained_model_when_a_job_names_it(self):
         out = os.path.join(self.tmp, "gang-out")
