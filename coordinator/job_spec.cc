@@ -280,7 +280,7 @@ StatusOr<double> ReadDouble(const YAML::Node& node, const std::string& field) {
 Status ParseSparsifyRoundSection(const YAML::Node& section, JobSpec* spec) {
   ASSIGN_OR_RETURN(Entries entries, ReadMapping(section, "sparsify-round"));
   RETURN_IF_ERROR(
-      CheckKnownKeys(entries, "sparsify-round", {"step", "allocation", "previous", "components"}));
+      CheckKnownKeys(entries, "sparsify-round", {"step", "allocation", "previous", "components", "probe_at"}));
   const Entry* step = Find(entries, "step");
   if (step == nullptr) {
     return FieldError("sparsify-round.step", section,
@@ -305,6 +305,27 @@ Status ParseSparsifyRoundSection(const YAML::Node& section, JobSpec* spec) {
   if (const Entry* components = Find(entries, "components")) {
     ASSIGN_OR_RETURN(auto globs, ReadStringList(components->value, "sparsify-round.components"));
     for (auto& glob : globs) spec->components.push_back(std::move(glob.first));
+  }
+  if (const Entry* e = Find(entries, "probe_at")) {
+    if (!e->value.IsSequence() || e->value.size() == 0 || e->value.size() > 8) {
+      return FieldError("sparsify-round.probe_at", e->value, "must list 1 to 8 multiples of the step, e.g. [0.5, 1.5]");
+    }
+    ASSIGN_OR_RETURN(auto items, ReadStringList(e->value, "sparsify-round.probe_at"));
+    std::vector<double> multiples;
+    for (size_t i = 0; i < items.size(); ++i) {
+      const std::string field = "sparsify-round.probe_at[" + std::to_string(i) + "]";
+      ASSIGN_OR_RETURN(double multiple, ReadDouble(items[i].second, field));
+      // Beyond 4 steps a probe says little about the step's own neighbourhood, and a list of many
+      // multiplies the round's tasks; both are more likely a typo than a plan.
+      if (!(multiple > 0 && multiple <= 4)) {
+        return FieldError(field, items[i].second, "must be a multiple of the step in (0, 4], got " + Quoted(items[i].first));
+      }
+      if (!multiples.empty() && multiple <= multiples.back()) {
+        return FieldError(field, items[i].second, "must be larger than the one before (ascending, no repeats)");
+      }
+      multiples.push_back(multiple);
+    }
+    spec->probe_multiples = std::move(multiples);
   }
   return OkStatus();
 }

@@ -82,6 +82,9 @@ struct JobSpec {
   double step = 0;                      // increase of the param-weighted average sparsity, in (0, 1)
   bool uniform_allocation = false;      // `allocation: uniform` (the paper's baseline) vs `balanced`
   std::string previous;                 // the previous round's `dtmctl results --format json`; "" = dense
+  // `probe_at`: the extra sparsities probed, as multiples of the step, ascending; SPEC (the paper's
+  // step +- step/2): 0.5 and 1.5.
+  std::vector<double> probe_multiples = {0.5, 1.5};
   // `calibration:` (SPEC, gptq): required when any method is gptq, else unused.
   std::string calibration;              // probe or baseline file of calibration sequences; "" = none
   int64_t calibration_count = 128;      // its first rows used

@@ -14,8 +14,6 @@ namespace dtm {
 namespace {
 
 constexpr const char* kPreviousField = "job spec: sparsify-round.previous: ";
-// SPEC: probe each component at step/2, step and 3*step/2 of extra pruning.
-constexpr double kProbeMultiples[] = {0.5, 1.0, 1.5};
 // Probe targets are rounded to millionths so that configs read well ("prune:0.05", not
 // "prune:0.049999999999999996") and meet other jobs' configs in the cache.
 constexpr double kTargetsPerUnit = 1e6;
@@ -99,8 +97,9 @@ StatusOr<std::map<std::string, double>> ReadPreviousRound(const std::string& pat
   return current;
 }
 
-SparsifyRoundDriver::SparsifyRoundDriver(std::vector<Component> components, double step, bool uniform,
-                                         int64_t completion_len, int num_layers)
+SparsifyRoundDriver::SparsifyRoundDriver(std::vector<Component> components, double step,
+                                         std::vector<double> probe_multiples, bool uniform, int64_t completion_len,
+                                         int num_layers)
     : components_(std::move(components)),
       step_(step),
       uniform_(uniform),
@@ -108,7 +107,7 @@ SparsifyRoundDriver::SparsifyRoundDriver(std::vector<Component> components, doub
       num_layers_(num_layers) {
   for (const Component& c : components_) {
     std::vector<Probe> probes;
-    for (double multiple : kProbeMultiples) {
+    for (double multiple : probe_multiples) {
       const double target = std::round((c.current + multiple * step_) * kTargetsPerUnit) / kTargetsPerUnit;
       const double extra = target - c.current;
       // Beyond the component's room the curve's end point (everything pruned, FDT75 0) stands in.
@@ -228,7 +227,7 @@ StatusOr<std::unique_ptr<JobDriver>> CreateSparsifyRoundDriver(const JobSpec& sp
                                 " exceeds what is left to prune: the selected components are " +
                                 Percent(1 - left / total) + " sparse on average, leaving " + Percent(left / total));
   }
-  return std::unique_ptr<JobDriver>(new SparsifyRoundDriver(std::move(components), spec.step, spec.uniform_allocation,
+  return std::unique_ptr<JobDriver>(new SparsifyRoundDriver(std::move(components), spec.step, spec.probe_multiples, spec.uniform_allocation,
                                                             spec.completion_len, geometry.num_layers));
 }
 

@@ -1,7 +1,8 @@
 // SPEC's balanced sparsification round (paper Sec. 4.1, "Pruning of LLMs") as a JobDriver.
 //
-// One stage: every selected component C is probed alone with prune:(current_C + s) for s = step/2,
-// step and 3*step/2 (targets rounded to 1e-6, as far as C has room), against the job's model, which
+// One stage: every selected component C is probed alone with prune:(current_C + s) for s = step/2
+// and 3*step/2 (SPEC, the paper's step +- step/2; a spec's `probe_at` may name other multiples of the
+// step), targets rounded to 1e-6, as far as C has room, against the job's model, which
 // is the current model: the dense one in round 1, later the previous round's masks applied (and
 // trained) as a checkpoint. From those FDT75s the allocation solver (sparsity_allocation.h) decides
 // each component's extra sparsity: balanced (max-min predicted FDT75 under the parameter-weighted
@@ -37,9 +38,10 @@ class SparsifyRoundDriver : public JobDriver {
     double current = 0;  // sparsity before the round, in [0, 1)
   };
 
-  // `components` non-empty with params > 0; `step` in (0, 1) and within what they have left.
-  SparsifyRoundDriver(std::vector<Component> components, double step, bool uniform, int64_t completion_len,
-                      int num_layers);
+  // `components` non-empty with params > 0; `step` in (0, 1) and within what they have left;
+  // `probe_multiples` ascending and positive: the extra sparsities probed, in steps.
+  SparsifyRoundDriver(std::vector<Component> components, double step, std::vector<double> probe_multiples,
+                      bool uniform, int64_t completion_len, int num_layers);
 
   // The probes first; once they are in, the allocation is solved (a solver error fails the job), and
   // the job is done.

@@ -24,7 +24,7 @@ struct ComponentCurve {
   double params = 0;         // parameter count, > 0: the weight of the component in the average
   double current_sparsity = 0;  // fraction already pruned, in [0, 1)
   // (extra sparsity s, measured FDT75) with s in (0, 1 - current_sparsity] and FDT75 in
-  // [0, completion_len]; SPEC probes s = step/2, step and 3*step/2 (as far as the component has room).
+  // [0, completion_len]; SPEC probes s = step/2 and 3*step/2 (as far as the component has room).
   std::vector<std::pair<double, double>> probes;
 };
 

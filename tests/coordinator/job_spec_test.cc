@@ -534,9 +534,11 @@ TEST(JobSpecTest, ParsesASparsifyRoundWithDefaultsAndParameters) {
   EXPECT_FALSE(spec.uniform_allocation);
   EXPECT_TRUE(spec.previous.empty());
   EXPECT_TRUE(spec.components.empty());
+  EXPECT_EQ(spec.probe_multiples, (std::vector<double>{0.5, 1.5}));  // the paper's step +- step/2
 
   spec = ParsedOrDie(head + "sparsify-round:\n  step: 5e-2\n  allocation: uniform\n  previous: r1.json\n"
-                            "  components: ['*.mlp.*']\n");
+                            "  components: ['*.mlp.*']\n  probe_at: [0.5, 1, 1.5]\n");
+  EXPECT_EQ(spec.probe_multiples, (std::vector<double>{0.5, 1, 1.5}));
   EXPECT_EQ(spec.step, 0.05);
   EXPECT_TRUE(spec.uniform_allocation);
   EXPECT_EQ(spec.previous, "r1.json");
@@ -556,6 +558,15 @@ TEST(JobSpecTest, RejectsBadSparsifyRoundParameters) {
   ExpectInvalid(head + "sparsify-round:\n  step: 0.1\n  previous: ''\n",
                 {"sparsify-round.previous (line 6): must not be empty"});
   ExpectInvalid(head + "sparsify-round:\n  step: 0.1\n  steps: 2\n", {"sparsify-round.steps (line 6)", "unknown field"});
+  ExpectInvalid(head + "sparsify-round:\n  step: 0.1\n  probe_at: 0.5\n",
+                {"sparsify-round.probe_at (line 6)", "1 to 8 multiples of the step"});
+  ExpectInvalid(head + "sparsify-round:\n  step: 0.1\n  probe_at: []\n", {"sparsify-round.probe_at (line 6)"});
+  ExpectInvalid(head + "sparsify-round:\n  step: 0.1\n  probe_at: [0.5, 0]\n",
+                {"sparsify-round.probe_at[1] (line 6)", "in (0, 4]", "got '0'"});
+  ExpectInvalid(head + "sparsify-round:\n  step: 0.1\n  probe_at: [1.5, 0.5]\n",
+                {"sparsify-round.probe_at[1] (line 6)", "ascending"});
+  ExpectInvalid(head + "sparsify-round:\n  step: 0.1\n  probe_at: [0.5, half]\n",
+                {"sparsify-round.probe_at[1] (line 6)", "finite number", "'half'"});
   ExpectInvalid(head + "sparsify-round: {step: 0.1}\nquant-search: {}\n",
                 {"quant-search (line 5): section does not match kind 'sparsify-round'"});
 }

@@ -111,17 +111,25 @@ std::map<std::string, v1::Metrics> MadeUpMetrics(const std::vector<std::string>&
   return evaluated;
 }
 
-TEST_F(SparsifyRoundTest, ProbesEveryComponentAtHalfOneAndOneAndAHalfSteps) {
+TEST_F(SparsifyRoundTest, ProbesEveryComponentAtHalfAndOneAndAHalfStepsAsThePaperDoes) {
   StatusOr<std::unique_ptr<JobDriver>> driver = CreateJobDriver(RoundSpec(0.1, {"model.layers.1.mlp.*"}), Geometry());
   ASSERT_TRUE(driver.ok()) << driver.status().ToString();
   StatusOr<std::optional<std::vector<std::string>>> stage = (*driver)->NextStage({});
   ASSERT_TRUE(stage.ok() && stage->has_value());
-  EXPECT_THAT(**stage, ElementsAre("model.layers.1.mlp.gate_proj=prune:0.05", "model.layers.1.mlp.gate_proj=prune:0.1",
-                                   "model.layers.1.mlp.gate_proj=prune:0.15", "model.layers.1.mlp.up_proj=prune:0.05",
-                                   "model.layers.1.mlp.up_proj=prune:0.1", "model.layers.1.mlp.up_proj=prune:0.15",
-                                   "model.layers.1.mlp.down_proj=prune:0.05", "model.layers.1.mlp.down_proj=prune:0.1",
-                                   "model.layers.1.mlp.down_proj=prune:0.15"));
+  EXPECT_THAT(**stage, ElementsAre("model.layers.1.mlp.gate_proj=prune:0.05", "model.layers.1.mlp.gate_proj=prune:0.15",
+                                   "model.layers.1.mlp.up_proj=prune:0.05", "model.layers.1.mlp.up_proj=prune:0.15",
+                                   "model.layers.1.mlp.down_proj=prune:0.05", "model.layers.1.mlp.down_proj=prune:0.15"));
+  EXPECT_EQ((*driver)->MaxStageConfigs(), 6u);
   EXPECT_FALSE((*driver)->Allocation({}).has_value());
+
+  // probe_at names other multiples of the step (here the three points of earlier releases).
+  JobSpec three = RoundSpec(0.1, {"model.layers.1.mlp.up_proj"});
+  three.probe_multiples = {0.5, 1, 1.5};
+  driver = CreateJobDriver(three, Geometry());
+  ASSERT_TRUE(driver.ok()) << driver.status().ToString();
+  EXPECT_THAT(AsRound(*driver)->ProbeConfigs(),
+              ElementsAre("model.layers.1.mlp.up_proj=prune:0.05", "model.layers.1.mlp.up_proj=prune:0.1",
+                          "model.layers.1.mlp.up_proj=prune:0.15"));
 }
 
 TEST_F(SparsifyRoundTest, ProbesOnTopOfThePreviousRoundRoundedAndWithinTheRoom) {
@@ -132,17 +140,16 @@ TEST_F(SparsifyRoundTest, ProbesOnTopOfThePreviousRoundRoundedAndWithinTheRoom) 
   ASSERT_TRUE(driver.ok()) << driver.status().ToString();
   // k_proj has 18% left: 0.82 + 0.15 = 0.97 still fits; q_proj's targets are rounded to 1e-6.
   EXPECT_THAT(AsRound(*driver)->ProbeConfigs(),
-              ElementsAre("model.layers.0.self_attn.q_proj=prune:0.173457", "model.layers.0.self_attn.q_proj=prune:0.223457",
-                          "model.layers.0.self_attn.q_proj=prune:0.273457", "model.layers.0.self_attn.k_proj=prune:0.87",
-                          "model.layers.0.self_attn.k_proj=prune:0.92", "model.layers.0.self_attn.k_proj=prune:0.97"));
+              ElementsAre("model.layers.0.self_attn.q_proj=prune:0.173457", "model.layers.0.self_attn.q_proj=prune:0.273457",
+                          "model.layers.0.self_attn.k_proj=prune:0.87", "model.layers.0.self_attn.k_proj=prune:0.97"));
 
   spec.previous = PreviousWith({{"model.layers.0.self_attn.k_proj", 0.9}});
   driver = CreateJobDriver(spec, Geometry());
   ASSERT_TRUE(driver.ok()) << driver.status().ToString();
   // 10% left: the probe at 0.9 + 0.15 has no room and the curve's end point (1, 0) stands in for it.
   EXPECT_THAT(AsRound(*driver)->ProbeConfigs(),
-              ElementsAre("model.layers.0.self_attn.q_proj=prune:0.05", "model.layers.0.self_attn.q_proj=prune:0.1",
-                          "model.layers.0.self_attn.q_proj=prune:0.15", "model.layers.0.self_attn.k_proj=prune:0.95"));
+              ElementsAre("model.layers.0.self_attn.q_proj=prune:0.05", "model.layers.0.self_attn.q_proj=prune:0.15",
+                          "model.layers.0.self_attn.k_proj=prune:0.95"));
 }
 
 TEST_F(SparsifyRoundTest, AllocatesAsTheSolverDoesOnTheProbedCurvesAndMeetsTheStep) {
@@ -151,14 +158,14 @@ TEST_F(SparsifyRoundTest, AllocatesAsTheSolverDoesOnTheProbedCurvesAndMeetsTheSt
   StatusOr<std::unique_ptr<JobDriver>> driver = CreateJobDriver(spec, Geometry());
   ASSERT_TRUE(driver.ok()) << driver.status().ToString();
   const std::vector<std::string> configs = AsRound(*driver)->ProbeConfigs();
-  ASSERT_EQ(configs.size(), 3u * 7 * kLayers);
+  ASSERT_EQ(configs.size(), 2u * 7 * kLayers);
   std::map<std::string, double> fdt;
   const std::map<std::string, v1::Metrics> evaluated = MadeUpMetrics(configs, &fdt);
   StatusOr<std::optional<std::vector<std::string>>> stage = (*driver)->NextStage(evaluated);
   ASSERT_TRUE(stage.ok()) << stage.status().ToString();
   EXPECT_FALSE(stage->has_value());
 
-  // The same curves built by hand from the nominal steps (0.04, 0.08, 0.12 above the current).
+  // The same curves built by hand from the nominal steps (0.04 and 0.12 above the current).
   const ModelGeometry g = Geometry();
   std::vector<ComponentCurve> curves;
   for (const ComponentId& c : AllComponents(kLayers)) {
@@ -168,7 +175,7 @@ TEST_F(SparsifyRoundTest, AllocatesAsTheSolverDoesOnTheProbedCurvesAndMeetsTheSt
     curve.current_sparsity = c.Name() == "model.layers.0.mlp.up_proj" ? 0.2
                              : c.Name() == "model.layers.1.self_attn.v_proj" ? 0.4
                                                                               : 0.0;
-    for (double s : {0.04, 0.08, 0.12}) {
+    for (double s : {0.04, 0.12}) {
       char target[32];
       std::snprintf(target, sizeof target, "%g", curve.current_sparsity + s);
       curve.probes.emplace_back(s, fdt.at(c.Name() + "=prune:" + target));
@@ -229,8 +236,10 @@ TEST_F(SparsifyRoundTest, UniformGivesEveryComponentTheStepFromTheSameProbes) {
   EXPECT_EQ(got->method(), "uniform");
   for (const v1::ComponentSparsity& row : got->components()) {
     EXPECT_DOUBLE_EQ(row.extra(), 0.1) << row.component();
-    // At exactly a probe point the prediction is the probe itself.
-    EXPECT_NEAR(row.predicted_fdt75(), fdt.at(row.component() + "=prune:0.1"), 1e-9) << row.component();
+    // Halfway between the probes at 0.05 and 0.15: their mean (the made-up curves are falling lines).
+    EXPECT_NEAR(row.predicted_fdt75(),
+                (fdt.at(row.component() + "=prune:0.05") + fdt.at(row.component() + "=prune:0.15")) / 2, 1e-9)
+        << row.component();
   }
   EXPECT_NEAR(got->achieved_step(), 0.1, 1e-12);
 }
