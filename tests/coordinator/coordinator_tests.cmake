@@ -47,3 +47,6 @@ dtm_add_test(table_storage_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/table_st
 set_property(TEST table_storage_test APPEND PROPERTY ENVIRONMENT "GTEST_FILTER=TableStorageTest/RedisStore.*")
 add_test(NAME table_storage_test_in_memory COMMAND table_storage_test --gtest_filter=TableStorageTest/InMemoryStore.*)
 set_tests_properties(table_storage_test_in_memory PROPERTIES LABELS fast)
+# The sparsification run's round driver as a pure function of stored results.
+dtm_add_test(sparsify_run_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/sparsify_run_test.cc LABELS fast
+  LIBS dtm_coordinator_service GTest::gmock)
