@@ -310,6 +310,8 @@ int main(int argc, char** argv) {
   tr->add_option("--data", train.run.data, "training text: JSON lines with \"text\" (C4) or raw text, .gz accepted")->required();
   tr->add_option("--data-format", train.run.data_format, "auto, jsonl or text")->capture_default_str();
   tr->add_option("--out", train.run.out_dir, "new folder for the trained model (must not exist or be empty)")->required();
+  tr->add_option("--prune", train.run.prune,
+                 "COMPONENT=prune:F,...: prune by magnitude first (the masks are then the model's zeros)");
   tr->add_option("--phases", train.run.phases, "masked:STEPS and unmasked:STEPS, in order")->capture_default_str();
   tr->add_option("--batch", train.run.batch, "sequences per optimizer step")->capture_default_str();
   tr->add_option("--micro-batch", train.run.micro_batch, "sequences per forward/backward (0: the batch)")->capture_default_str();

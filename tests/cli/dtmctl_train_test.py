@@ -1,6 +1,7 @@
 """End-to-end tests of `dtmctl train` (recovery training) on the tiny model: a model pruned by
 `dtmctl apply` trains on C4-style JSON lines, its pruned weights stay exactly 0 through a masked
-phase, the loss falls, a run stopped mid-way and started again on its checkpoint folder writes the
+phase, the loss falls, `--prune` sets a round's masks to exactly the smallest magnitudes of the input
+(computed here from the file), a run stopped mid-way and started again on its checkpoint folder writes the
 same model (same fingerprint) as an uninterrupted one, and bad input exits 2 without writing a model.
 
 Run by CTest (label `model`) after the `tiny_model` fixture; needs DTMCTL, DTM_TINY_MODEL and
@@ -104,6 +105,34 @@ class DtmctlTrainTest(unittest.TestCase):
         self.assertEqual(rest["resumed_at"], 4)
         self.assertEqual(rest["losses"], straight["losses"])
         self.assertEqual(rest["out_fingerprint"], straight["out_fingerprint"])
+
+    def test_prune_sets_a_rounds_masks_by_magnitude_before_training(self):
+        # A sparsification round on an already pruned model: up_proj from 50 % to 70 %, a dense
+        # q_proj to 30 %; o_proj keeps the zeros it has. The masks are exactly the smallest
+        # magnitudes of the input (ties to the lower index), computed here from the file.
+        targets = {"model.layers.0.mlp.up_proj": 0.7, "model.layers.1.self_attn.q_proj": 0.3}
+        out = os.path.join(self.tmp, "round")
+        report = self.train(out, "--phases", "masked:3", "--prune",
+                            ",".join(f"{c}=prune:{t}" for c, t in targets.items()))
+        self.assertEqual(report["masked_weights"], 3)
+        for component, target in targets.items():
+            before = read_f32_tensor(self.pruned, component + ".weight")
+            after = read_f32_tensor(out, component + ".weight")
+            k = round(target * len(before))
+            smallest = set(sorted(range(len(before)), key=lambda i: (abs(before[i]), i))[:k])
+            zeros = {i for i, v in enumerate(after) if v == 0.0}
+            self.assertEqual(zeros, smallest, component)
+        kept = [i for i, v in enumerate(read_f32_tensor(self.pruned, PRUNED[1] + ".weight")) if v == 0.0]
+        self.assertEqual({read_f32_tensor(out, PRUNED[1] + ".weight")[i] for i in kept}, {0.0})
+        self.assertEqual(report["pruned_entries"],
+                         sum(round(t * len(read_f32_tensor(MODEL, c + ".weight"))) for c, t in targets.items()) +
+                         len(kept))
+        for bad, needle in (("model.layers.0.mlp.up_proj=int8-absmax", "training prunes by magnitude only"),
+                            ("model.layers.9.mlp.up_proj=prune:0.5", "--prune")):
+            proc = self.train(os.path.join(self.tmp, "bad-prune"), "--phases", "masked:1", "--prune", bad, check=False)
+            self.assertEqual(proc.returncode, 2, proc.stderr)
+            self.assertIn(needle, proc.stderr)
+            self.assertFalse(os.path.exists(os.path.join(self.tmp, "bad-prune")))
 
     def gang(self, out, phases, *extra):
         """Two `dtmctl train` processes as one gang over Gloo on loopback; returns both reports."""

@@ -1,6 +1,7 @@
 // One member's whole recovery-training run from files to files, as `dtmctl train` and a worker's
-// train task both run it: open the model and its tokenizer, pack the data, take the masks from the
-// model's exact zeros, join the gang, train (resuming from checkpoint_dir when it holds this run's
+// train task both run it: open the model and its tokenizer, pack the data, prune it by magnitude
+// when asked (a sparsification round's targets), take the masks from the model's exact zeros, join
+// the gang, train (resuming from checkpoint_dir when it holds this run's
 // checkpoint) and, as member 0, write the trained model.
 //
 // Memory at paper scale: the model in float32 plus its gradients and AdamW's moments (or their
@@ -22,6 +23,9 @@ struct TrainingRunOptions {
   std::string data;                // JSON lines with "text" (C4) or raw text, .gz accepted
   std::string data_format = "auto";
   std::string out_dir;             // member 0 writes the trained model here; must not exist or be empty
+  // "COMPONENT=prune:F,...": magnitude-prune the loaded model first (each member alike: the same
+  // weights give the same masks), so the masks are the model's zeros then. "" = the zeros as stored.
+  std::string prune;
   std::string phases = "masked:450,unmasked:50";
   int64_t batch = 256;             // sequences per optimizer step, over the gang
   int64_t micro_batch = 0;         // sequences per forward/backward; 0 = the member's share
