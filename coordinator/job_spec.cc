@@ -384,7 +384,7 @@ Status ParseTrainSection(const YAML::Node& section, JobSpec* spec) {
                                  {"data", "format", "output", "checkpoint_dir", "phases", "batch", "micro_batch",
                                   "seq_len", "max_sequences", "lr", "warmup", "schedule", "weight_decay", "clip",
                                   "seed", "workers", "checkpoint_every", "shard_optimizer", "timeout_seconds",
-                                  "activation_checkpointing"}));
+                                  "activation_checkpointing", "prune"}));
   TrainSpec& t = spec->train;
   const Entry* data = Find(entries, "data");
   if (data == nullptr) {
@@ -410,6 +410,18 @@ Status ParseTrainSection(const YAML::Node& section, JobSpec* spec) {
     StatusOr<std::vector<TrainingPhase>> phases = ParseTrainingPhases(t.phases);
     if (!phases.ok()) return FieldError("train.phases", e->value, phases.status().message());
     if (TotalSteps(*phases) > kMaxCount) return FieldError("train.phases", e->value, "too many steps");
+  }
+  if (const Entry* e = Find(entries, "prune")) {
+    ASSIGN_OR_RETURN(std::string text, ReadNonEmptyString(e->value, "train.prune"));
+    StatusOr<CompressionConfig> config = ParseCompressionConfig(text, kSyntaxCheckLayers);
+    if (!config.ok()) return FieldError("train.prune", e->value, config.status().message());
+    for (const auto& [id, method] : config->entries) {
+      if (method.kind != MethodKind::kPrune) {
+        return FieldError("train.prune", e->value,
+                          id.Name() + "=" + method.ToString() + ": training prunes by magnitude only (prune:F)");
+      }
+    }
+    t.prune = config->Canonical();
   }
   auto read_count = [&](const char* key, int64_t min, int64_t* out) -> Status {
     if (const Entry* e = Find(entries, key)) {

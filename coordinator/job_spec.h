@@ -37,6 +37,7 @@ struct TrainSpec {
   std::string output;               // the trained model's folder: must not exist, or be empty
   std::string checkpoint_dir;       // "" = OUTPUT.checkpoints (beside the output)
   std::string phases = "masked:450,unmasked:50";
+  std::string prune;                // canonical "COMPONENT=prune:F,...": pruned by magnitude first; "" = none
   int64_t batch = 256;              // sequences per optimizer step, over the gang
   int64_t micro_batch = 0;          // per forward/backward; 0 = a member's whole share
   int64_t seq_len = 2048;

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/compression_config.h"
 #include "coordinator/store_keys.h"
 
 namespace dtm {
@@ -14,6 +15,7 @@ v1::TrainInput TrainInputOf(const JobSpec& spec) {
   in.set_output_dir(t.output);
   in.set_checkpoint_dir(t.checkpoint_dir);
   in.set_phases(t.phases);
+  in.set_prune(t.prune);
   in.set_batch(static_cast<uint32_t>(t.batch));
   in.set_micro_batch(static_cast<uint32_t>(t.micro_batch));
   in.set_seq_len(static_cast<uint32_t>(t.seq_len));
@@ -54,6 +56,11 @@ Status TrainPlanner::Start(JobRun& run, bool* resolved) {
       s.set_model_fingerprint(fingerprint);
       s.set_num_layers(static_cast<uint32_t>(found->first.geometry.num_layers));
       s.set_dtype(dtype);
+    }
+    // The spec's syntax was checked at submission; its layers are checkable once the model is known.
+    if (!train->prune().empty()) {
+      StatusOr<CompressionConfig> prune = ParseCompressionConfig(train->prune(), static_cast<int>(run.job.summary().num_layers()));
+      if (!prune.ok()) return InvalidArgumentError("job spec: train.prune: " + prune.status().message());
     }
     task.key.set_model_fingerprint(fingerprint);
     task.key.set_dtype(dtype);

@@ -216,7 +216,8 @@ TEST(JobSpecTest, ATrainJobHasItsSectionAndNoProbes) {
       "  phases: masked:450,unmasked:50\n  batch: 256\n  micro_batch: 4\n  seq_len: 2048\n  lr: 1e-4\n"
       "  warmup: 10\n  schedule: cosine\n  weight_decay: 0.01\n  clip: 1.0\n  seed: 7\n  workers: 8\n"
       "  checkpoint_every: 25\n  shard_optimizer: true\n  timeout_seconds: 600\n  format: jsonl\n"
-      "  checkpoint_dir: ckpt\n  max_sequences: 128000\n"));
+      "  checkpoint_dir: ckpt\n  max_sequences: 128000\n"
+      "  prune: 'model.layers.1.mlp.up_proj=prune:0.70, model.layers.0.self_attn.q_proj=prune:0.3'\n"));
   ASSERT_TRUE(spec.ok()) << spec.status().ToString();
   EXPECT_EQ(spec->kind, JobKind::kTrain);
   EXPECT_TRUE(spec->probes.empty());
@@ -240,6 +241,7 @@ TEST(JobSpecTest, ATrainJobHasItsSectionAndNoProbes) {
   EXPECT_TRUE(t.shard_optimizer);
   EXPECT_EQ(t.timeout_seconds, 600);
   EXPECT_EQ(t.data_format, "jsonl");
+  EXPECT_EQ(t.prune, "model.layers.0.self_attn.q_proj=prune:0.3,model.layers.1.mlp.up_proj=prune:0.7");  // canonical
   EXPECT_EQ(ToProto(JobKind::kTrain), dtm::v1::JOB_KIND_TRAIN);
   EXPECT_EQ(ParseJobKind("train").value(), JobKind::kTrain);
   // The paper's round is the default.
@@ -268,6 +270,10 @@ TEST(JobSpecTest, RejectsBadTrainSpecsNamingTheField) {
   ExpectInvalid(TrainSpec("  seq_len: 0\n"), {"train.seq_len", "at least 1"});
   ExpectInvalid(TrainSpec("  format: parquet\n"), {"train.format", "auto, jsonl or text"});
   ExpectInvalid(TrainSpec("  steps: 10\n"), {"steps", "unknown field"});
+  ExpectInvalid(TrainSpec("  prune: model.layers.0.mlp.up_proj=int8-absmax\n"),
+                {"train.prune", "training prunes by magnitude only"});
+  ExpectInvalid(TrainSpec("  prune: model.layers.0.mlp.up=prune:0.5\n"), {"train.prune", "model.layers.0.mlp.up"});
+  ExpectInvalid(TrainSpec("  prune: ''\n"), {"train.prune", "must not be empty"});
 }
 
 TEST(JobSpecTest, NamesKindsAndMapsThemToProto) {

@@ -152,6 +152,20 @@ class TrainTest(dtm_cluster.ClusterTestCase):
         self.assertEqual(training["losses"], self.undisturbed["losses"])
         self.assertEqual(training["output_fingerprint"], self.undisturbed["output_fingerprint"])
 
+    def test_2c_a_job_prunes_to_its_targets_before_training(self):
+        # A sparsification round's train stage: every member prunes by magnitude, then trains masked.
+        out = os.path.join(self.tmp, "prune-out")
+        target = 0.7
+        component = PRUNED[0]  # 50 % pruned in the job's model
+        training = self.finished(self.submit("prune.yaml", train_spec(
+            self.data, out, phases="masked:2", prune=f"{component}=prune:{target}")))
+        self.assertEqual(training["steps"], 2)
+        with open(os.path.join(dtm_cluster.MODEL, "config.json")) as f:
+            config = json.load(f)
+        entries = config["hidden_size"] * config["intermediate_size"]
+        self.assertEqual(len(zeros_of(out, component)), round(target * entries))
+        self.assertTrue(zeros_of(self.model, component) <= zeros_of(out, component))
+
     def test_3_a_worker_under_a_model_root_loads_the_trained_model_when_a_job_names_it(self):
         out = os.path.join(self.tmp, "gang-out")
         # Serves the pruned model until a job needs another under its root; takes no train task.
@@ -208,6 +222,13 @@ class TrainTest(dtm_cluster.ClusterTestCase):
             self.assertEqual(ended.state, dtm_cluster.load_stubs().job_pb2.JOB_STATE_FAILED, name)
             self.assertIn(cause, ended.error.message, name)
             self.assertFalse(os.path.exists(os.path.join(self.tmp, name + "-out")), name)
+
+        # A prune of layers the model does not have fails the job once the model is known.
+        job = self.submit("prune-layer.yaml", train_spec(self.data, os.path.join(self.tmp, "prune-layer-out"),
+                                                         prune="model.layers.9.mlp.up_proj=prune:0.5"))
+        ended = self.cluster.wait_job(job, timeout=60)
+        self.assertEqual(ended.state, dtm_cluster.load_stubs().job_pb2.JOB_STATE_FAILED)
+        self.assertIn("train.prune", ended.error.message)
 
         job = self.submit("three.yaml", train_spec(self.data, os.path.join(self.tmp, "three-out"), workers=3, batch=6))
         ended = self.cluster.wait_job(job, timeout=MODEL_WAIT_S + 60)
