@@ -308,7 +308,8 @@ Status ParseSparsifyRoundSection(const YAML::Node& section, JobSpec* spec) {
   }
   if (const Entry* e = Find(entries, "probe_at")) {
     if (!e->value.IsSequence() || e->value.size() == 0 || e->value.size() > 8) {
-      return FieldError("sparsify-round.probe_at", e->value, "must list 1 to 8 multiples of the step, e.g. [0.5, 1.5]");
+      return FieldError("sparsify-round.probe_at", e->value,
+                        "must list 1 to 8 multiples of the step, e.g. [0.5, 1.5]");
     }
     ASSIGN_OR_RETURN(auto items, ReadStringList(e->value, "sparsify-round.probe_at"));
     std::vector<double> multiples;
@@ -318,7 +319,8 @@ Status ParseSparsifyRoundSection(const YAML::Node& section, JobSpec* spec) {
       // Beyond 4 steps a probe says little about the step's own neighbourhood, and a list of many
       // multiplies the round's tasks; both are more likely a typo than a plan.
       if (!(multiple > 0 && multiple <= 4)) {
-        return FieldError(field, items[i].second, "must be a multiple of the step in (0, 4], got " + Quoted(items[i].first));
+        return FieldError(field, items[i].second,
+                          "must be a multiple of the step in (0, 4], got " + Quoted(items[i].first));
       }
       if (!multiples.empty() && multiple <= multiples.back()) {
         return FieldError(field, items[i].second, "must be larger than the one before (ascending, no repeats)");

@@ -227,7 +227,8 @@ StatusOr<std::unique_ptr<JobDriver>> CreateSparsifyRoundDriver(const JobSpec& sp
                                 " exceeds what is left to prune: the selected components are " +
                                 Percent(1 - left / total) + " sparse on average, leaving " + Percent(left / total));
   }
-  return std::unique_ptr<JobDriver>(new SparsifyRoundDriver(std::move(components), spec.step, spec.probe_multiples, spec.uniform_allocation,
+  return std::unique_ptr<JobDriver>(new SparsifyRoundDriver(std::move(components), spec.step, spec.probe_multiples,
+                                                            spec.uniform_allocation,
                                                             spec.completion_len, geometry.num_layers));
 }
 

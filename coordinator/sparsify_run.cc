@@ -92,8 +92,8 @@ Status CheckSparsifyRunPlan(const SparsifyRunPlan& plan) {
   for (size_t i = 0; i < plan.schedule.size(); ++i) {
     const double step = plan.schedule[i];
     if (!(step > 0 && step < 1)) {
-      return InvalidArgumentError("sparsify.schedule[" + std::to_string(i) + "]: a step must be in (0, 1) (0.05 = 5%), got " +
-                                  std::to_string(step));
+      return InvalidArgumentError("sparsify.schedule[" + std::to_string(i) +
+                                  "]: a step must be in (0, 1) (0.05 = 5%), got " + std::to_string(step));
     }
     total_step += step;
   }
@@ -102,9 +102,10 @@ Status CheckSparsifyRunPlan(const SparsifyRunPlan& plan) {
     params += static_cast<double>(c.params);
     pruned += static_cast<double>(c.params) * c.current;
     if (plan.uniform && c.current + total_step >= 1) {
-      return InvalidArgumentError("sparsify.schedule: the steps add up to " + Percent(total_step) + ", which with the " +
-                                  Percent(c.current) + " of " + c.name +
-                                  " already pruned leaves it nothing: a uniform run prunes every step from every component");
+      return InvalidArgumentError("sparsify.schedule: the steps add up to " + Percent(total_step) +
+                                  ", which with the " + Percent(c.current) + " of " + c.name +
+                                  " already pruned leaves it nothing: a uniform run prunes every step from "
+                                  "every component");
     }
   }
   const double start = pruned / params;

@@ -41,7 +41,8 @@ SparsifyRunPlan Plan(std::vector<double> schedule, bool uniform = false) {
 
 // Made-up FDT75s that fall with the target, faster for later components, so that a balanced
 // allocation is not uniform: component i at target t -> 64 * (1 - t * (1 + i)), floored at 0.
-std::map<std::string, v1::Metrics> MadeUpProbes(const SparsifyRunPlan& plan, const std::vector<std::string>& configs) {
+std::map<std::string, v1::Metrics> MadeUpProbes(const SparsifyRunPlan& plan,
+                                                const std::vector<std::string>& configs) {
   std::map<std::string, v1::Metrics> out;
   for (const std::string& config : configs) {
     const size_t eq = config.find("=prune:");
@@ -255,7 +256,8 @@ TEST(SparsifyRunTest, RefusesSchedulesThatCannotEndBelowAHundredPercent) {
   EXPECT_THAT(CheckSparsifyRunPlan(Plan({})).message(), HasSubstr("no rounds"));
   EXPECT_THAT(CheckSparsifyRunPlan(Plan({0.5, 0.5})).message(),
               HasSubstr("the steps add up to 100%: the run must end below 100%"));
-  EXPECT_THAT(CheckSparsifyRunPlan(Plan({0.2, -0.05})).message(), HasSubstr("sparsify.schedule[1]: a step must be in (0, 1)"));
+  EXPECT_THAT(CheckSparsifyRunPlan(Plan({0.2, -0.05})).message(),
+              HasSubstr("sparsify.schedule[1]: a step must be in (0, 1)"));
   SparsifyRunPlan started = Plan({0.3, 0.3});
   started.components[2].current = 0.6;  // the MLP is most of the weights: 0.6 * 49152 / 73728 = 40 % on average
   EXPECT_THAT(CheckSparsifyRunPlan(started).message(), HasSubstr("on top of the 40% already pruned on average"));
