@@ -312,6 +312,8 @@ int main(int argc, char** argv) {
   tr->add_option("--out", train.run.out_dir, "new folder for the trained model (must not exist or be empty)")->required();
   tr->add_option("--prune", train.run.prune,
                  "COMPONENT=prune:F,...: prune by magnitude first (the masks are then the model's zeros)");
+  tr->add_flag("--remask", train.run.remask,
+              "set the masked weights to 0 again after the last step (a sparsification run's last round)");
   tr->add_option("--phases", train.run.phases, "masked:STEPS and unmasked:STEPS, in order")->capture_default_str();
   tr->add_option("--batch", train.run.batch, "sequences per optimizer step")->capture_default_str();
   tr->add_option("--micro-batch", train.run.micro_batch, "sequences per forward/backward (0: the batch)")->capture_default_str();

@@ -118,10 +118,9 @@ Status CheckSparsifyRunPlan(const SparsifyRunPlan& plan) {
 }
 
 std::string RoundModelDir(const SparsifyRunPlan& plan, int round) {
+  if (round == static_cast<int>(plan.schedule.size())) return plan.output + "/final";
   return plan.output + "/round-" + std::to_string(round);
 }
-
-std::string FinalModelDir(const SparsifyRunPlan& plan) { return plan.output + "/final"; }
 
 std::string RoundInputModel(const SparsifyRunPlan& plan, int round) {
   return round <= 1 ? plan.model : RoundModelDir(plan, round - 1);
@@ -132,7 +131,6 @@ const char* SparsifyStageName(SparsifyStage stage) {
     case SparsifyStage::kProbe: return "probe";
     case SparsifyStage::kTrain: return "train";
     case SparsifyStage::kEvaluate: return "evaluate";
-    case SparsifyStage::kFinalMask: return "final mask";
     case SparsifyStage::kDone: return "done";
   }
   return "unknown";
@@ -143,7 +141,6 @@ StatusOr<SparsifyAction> NextSparsifyAction(const SparsifyRunPlan& plan, const S
   std::vector<double> current;
   for (const SparsifyRoundDriver::Component& c : plan.components) current.push_back(c.current);
   const SparsifyRoundRecord nothing;
-  v1::SparsityAllocation last;
   for (int round = 1; round <= rounds; ++round) {
     const SparsifyRoundRecord& stored =
         round <= static_cast<int>(record.rounds.size()) ? record.rounds[round - 1] : nothing;
@@ -161,6 +158,7 @@ StatusOr<SparsifyAction> NextSparsifyAction(const SparsifyRunPlan& plan, const S
       action.stage = SparsifyStage::kTrain;
       ASSIGN_OR_RETURN(action.prune_config, PruneConfigOf(*allocation, plan.num_layers));
       action.output = RoundModelDir(plan, round);
+      action.remask = round == rounds;
       return action;
     }
     if (!stored.evaluated) {
@@ -169,17 +167,8 @@ StatusOr<SparsifyAction> NextSparsifyAction(const SparsifyRunPlan& plan, const S
       return action;
     }
     current = TargetsOf(*allocation);
-    last = *std::move(allocation);
   }
-  SparsifyAction action;
-  if (record.final_fingerprint.has_value()) return action;  // kDone
-  action.stage = SparsifyStage::kFinalMask;
-  action.round = rounds;
-  action.model = RoundModelDir(plan, rounds);
-  ASSIGN_OR_RETURN(action.prune_config, PruneConfigOf(last, plan.num_layers));
-  action.output = FinalModelDir(plan);
-  action.allocation = std::move(last);
-  return action;
+  return SparsifyAction();  // kDone
 }
 
 StatusOr<std::vector<v1::SparsityAllocation>> SparsifyRunAllocations(const SparsifyRunPlan& plan,

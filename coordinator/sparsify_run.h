@@ -11,11 +11,11 @@
 //   2. allocate: the sparsify-round solver on those probes (uniform: the step everywhere), giving
 //      each component's new cumulative target; pure, so nothing is stored for it;
 //   3. train: one gang task that prunes M_r by magnitude to the targets (the masks) and trains it,
-//      masked then unmasked phases, writing the round's model to RoundModelDir(r);
+//      masked then unmasked phases, writing the round's model to RoundModelDir(r); the last round's
+//      task sets the masked weights to 0 again after its last step (its unmasked phase let them
+//      move), so the run's final model, RoundModelDir(R) = OUTPUT/final, has exactly the targets;
 //   4. evaluate: the round's model against the *starting* model's baseline (FDT75, SDT, DPPL, and
 //      ppl when the job has held-out text), so that rounds are comparable.
-// After round R the final targets are applied once more to the last trained model (its unmasked
-// phase let pruned weights move): FinalModelDir() then has exactly the target sparsity.
 #pragma once
 
 #include <map>
@@ -34,7 +34,7 @@ std::vector<double> PaperSparsifySchedule();
 
 struct SparsifyRunPlan {
   std::string model;                // the starting model's folder (dense, or an earlier run's)
-  std::string output;               // the run's folder: round-R/ per round and final/
+  std::string output;               // the run's folder: round-1/ ... round-(R-1)/ and final/
   std::vector<double> schedule;     // each round's step, in (0, 1); their sum with the start < 1
   bool uniform = false;             // the paper's baseline: every component gets each step
   std::vector<double> probe_multiples = {0.5, 1.5};  // balanced runs' probe points, in steps
@@ -48,13 +48,12 @@ struct SparsifyRunPlan {
 // starting sparsity reaches 100 % on average (or, for uniform, in some component), no components.
 Status CheckSparsifyRunPlan(const SparsifyRunPlan& plan);
 
-// Where round r's trained model goes, and the run's final (re-masked) model.
+// Where round r's trained model goes: OUTPUT/round-r, and OUTPUT/final for the last round.
 std::string RoundModelDir(const SparsifyRunPlan& plan, int round);
-std::string FinalModelDir(const SparsifyRunPlan& plan);
 // The model round r starts from: the plan's model for round 1, else round r-1's trained model.
 std::string RoundInputModel(const SparsifyRunPlan& plan, int round);
 
-enum class SparsifyStage { kProbe, kTrain, kEvaluate, kFinalMask, kDone };
+enum class SparsifyStage { kProbe, kTrain, kEvaluate, kDone };
 const char* SparsifyStageName(SparsifyStage stage);  // "probe", "train", ...
 
 // What is stored about one round; an empty record is a round not begun.
@@ -65,21 +64,21 @@ struct SparsifyRoundRecord {
 };
 
 struct SparsifyRunRecord {
-  std::vector<SparsifyRoundRecord> rounds;          // round r at index r-1; fewer = not begun
-  std::optional<std::string> final_fingerprint;     // the re-masked final model was written
+  std::vector<SparsifyRoundRecord> rounds;  // round r at index r-1; fewer = not begun
 };
 
 // The next thing the run needs.
 struct SparsifyAction {
   SparsifyStage stage = SparsifyStage::kDone;
-  int round = 0;                     // 1-based; R for kFinalMask, 0 for kDone
+  int round = 0;                     // 1-based; 0 for kDone
   std::string model;                 // the model the stage reads (see the stages above)
   std::vector<std::string> configs;  // kProbe: every probe config of the round, in stage order
-  // kTrain and kFinalMask: "COMPONENT=prune:TARGET" for every component with a target above 0 (the
-  // cumulative targets), and the folder the stage writes.
+  // kTrain: "COMPONENT=prune:TARGET" for every component with a target above 0 (the cumulative
+  // targets), the folder it writes, and whether it re-masks after its last step (the last round).
   std::string prune_config;
   std::string output;
-  // kTrain, kEvaluate, kFinalMask: the round's allocation (the last round's for kFinalMask).
+  bool remask = false;
+  // kTrain, kEvaluate: the round's allocation.
   std::optional<dtm::v1::SparsityAllocation> allocation;
 };
 

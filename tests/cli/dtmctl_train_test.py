@@ -1,7 +1,8 @@
 """End-to-end tests of `dtmctl train` (recovery training) on the tiny model: a model pruned by
 `dtmctl apply` trains on C4-style JSON lines, its pruned weights stay exactly 0 through a masked
 phase, the loss falls, `--prune` sets a round's masks to exactly the smallest magnitudes of the input
-(computed here from the file), a run stopped mid-way and started again on its checkpoint folder writes the
+(computed here from the file), `--remask` puts the masks back after an unmasked phase, a run stopped
+mid-way and started again on its checkpoint folder writes the
 same model (same fingerprint) as an uninterrupted one, and bad input exits 2 without writing a model.
 
 Run by CTest (label `model`) after the `tiny_model` fixture; needs DTMCTL, DTM_TINY_MODEL and
@@ -133,6 +134,21 @@ class DtmctlTrainTest(unittest.TestCase):
             self.assertEqual(proc.returncode, 2, proc.stderr)
             self.assertIn(needle, proc.stderr)
             self.assertFalse(os.path.exists(os.path.join(self.tmp, "bad-prune")))
+
+    def test_remask_puts_the_masks_back_after_an_unmasked_phase(self):
+        out = os.path.join(self.tmp, "remasked")
+        report = self.train(out, "--phases", "masked:2,unmasked:3", "--remask")
+        self.assertTrue(report["finished"])
+        moved = os.path.join(self.tmp, "not-remasked")  # the same run without: the zeros moved
+        self.train(moved, "--phases", "masked:2,unmasked:3")
+        for component in PRUNED:
+            before = read_f32_tensor(self.pruned, component + ".weight")
+            after = read_f32_tensor(out, component + ".weight")
+            self.assertLess(sum(v == 0.0 for v in read_f32_tensor(moved, component + ".weight")),
+                            sum(v == 0.0 for v in before), component)
+            self.assertEqual({i for i, v in enumerate(after) if v == 0.0},
+                             {i for i, v in enumerate(before) if v == 0.0}, component)
+            self.assertNotEqual(list(before), list(after), component)
 
     def gang(self, out, phases, *extra):
         """Two `dtmctl train` processes as one gang over Gloo on loopback; returns both reports."""

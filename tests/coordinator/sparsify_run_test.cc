@@ -1,6 +1,6 @@
 // The sparsification run's round driver as a pure function of stored results, on made-up results:
-// stages in order round by round, resuming at any stage, uniform runs skipping the probes, the final
-// re-masking, the plan's checks, and each round's allocation against the sparsify-round driver
+// stages in order round by round, resuming at any stage, uniform runs skipping the probes, the last
+// round's re-masking, the plan's checks, and each round's allocation against the sparsify-round driver
 // called directly.
 #include "coordinator/sparsify_run.h"
 
@@ -61,10 +61,6 @@ std::map<std::string, v1::Metrics> MadeUpProbes(const SparsifyRunPlan& plan,
 
 // Stores what `action` produces, as the coordinator would once its tasks are done.
 void Complete(const SparsifyRunPlan& plan, const SparsifyAction& action, SparsifyRunRecord* record) {
-  if (action.stage == SparsifyStage::kFinalMask) {
-    record->final_fingerprint = "final-fp";
-    return;
-  }
   if (record->rounds.size() < static_cast<size_t>(action.round)) record->rounds.resize(action.round);
   SparsifyRoundRecord& round = record->rounds[action.round - 1];
   switch (action.stage) {
@@ -104,22 +100,25 @@ double AverageTarget(const SparsifyRunPlan& plan, const v1::SparsityAllocation& 
   return weighted / total;
 }
 
-TEST(SparsifyRunTest, ABalancedRunProbesTrainsAndEvaluatesEachRoundThenMasksOnce) {
+TEST(SparsifyRunTest, ABalancedRunProbesTrainsAndEvaluatesEachRoundAndRemasksTheLast) {
   const SparsifyRunPlan plan = Plan({0.2, 0.15});
   ASSERT_TRUE(CheckSparsifyRunPlan(plan).ok());
   SparsifyRunRecord record;
   const std::vector<SparsifyAction> actions = RunToTheEnd(plan, &record);
-  EXPECT_THAT(Stages(actions), ElementsAre("1 probe", "1 train", "1 evaluate", "2 probe", "2 train", "2 evaluate",
-                                           "2 final mask"));
-  // Round 1 reads the starting model, round 2 round 1's trained one; each writes its own folder.
+  EXPECT_THAT(Stages(actions),
+              ElementsAre("1 probe", "1 train", "1 evaluate", "2 probe", "2 train", "2 evaluate"));
+  // Round 1 reads the starting model, round 2 round 1's trained one; each writes its own folder,
+  // the last one the run's final model, re-masked after its unmasked phase.
   EXPECT_EQ(actions[0].model, "/models/dense");
   EXPECT_EQ(actions[1].model, "/models/dense");
   EXPECT_EQ(actions[1].output, "/runs/r1/round-1");
+  EXPECT_FALSE(actions[1].remask);
   EXPECT_EQ(actions[2].model, "/runs/r1/round-1");
   EXPECT_EQ(actions[3].model, "/runs/r1/round-1");
-  EXPECT_EQ(actions[4].output, "/runs/r1/round-2");
-  EXPECT_EQ(actions[6].model, "/runs/r1/round-2");
-  EXPECT_EQ(actions[6].output, "/runs/r1/final");
+  EXPECT_EQ(actions[4].model, "/runs/r1/round-1");
+  EXPECT_EQ(actions[4].output, "/runs/r1/final");
+  EXPECT_TRUE(actions[4].remask);
+  EXPECT_EQ(actions[5].model, "/runs/r1/final");
 
   // Round 1's probes: step/2 and 3*step/2 on the dense model; its allocation is the sparsify-round
   // driver's on the same probes.
@@ -151,17 +150,18 @@ TEST(SparsifyRunTest, ABalancedRunProbesTrainsAndEvaluatesEachRoundThenMasksOnce
   EXPECT_EQ(actions[3].configs,
             SparsifyRoundDriver(after_round1, 0.15, {0.5, 1.5}, false, kCompletion, kLayers).ProbeConfigs());
   const std::string& first_probe = actions[3].configs[0];  // q_proj at its round-1 target + 0.075
-  EXPECT_NEAR(std::stod(first_probe.substr(first_probe.find("prune:") + 6)), after_round1[0].current + 0.075, 1e-6);
+  EXPECT_NEAR(std::stod(first_probe.substr(first_probe.find("prune:") + 6)), after_round1[0].current + 0.075,
+              1e-6);
 
-  // The training stage and the final mask prune to the cumulative targets, as one canonical config.
-  for (const int i : {4, 6}) {
+  // Each training stage prunes to its round's cumulative targets, as one canonical config.
+  for (const auto& [i, allocation] : {std::pair{1, *actions[1].allocation}, std::pair{4, round2}}) {
     StatusOr<CompressionConfig> config = ParseCompressionConfig(actions[i].prune_config, kLayers);
     ASSERT_TRUE(config.ok()) << actions[i].prune_config;
     EXPECT_EQ(config->Canonical(), actions[i].prune_config);
     ASSERT_EQ(config->entries.size(), 3u);
     for (const auto& [id, method] : config->entries) {
       bool found = false;
-      for (const v1::ComponentSparsity& row : round2.components()) {
+      for (const v1::ComponentSparsity& row : allocation.components()) {
         if (row.component() != id.Name()) continue;
         found = true;
         EXPECT_EQ(method.fraction, row.target()) << id.Name();
@@ -169,7 +169,6 @@ TEST(SparsifyRunTest, ABalancedRunProbesTrainsAndEvaluatesEachRoundThenMasksOnce
       EXPECT_TRUE(found) << id.Name();
     }
   }
-  EXPECT_EQ(actions[6].prune_config, actions[4].prune_config);
 
   // Every round's allocation, for results.
   StatusOr<std::vector<v1::SparsityAllocation>> all = SparsifyRunAllocations(plan, record);
@@ -182,7 +181,7 @@ TEST(SparsifyRunTest, ResumesAtAnyStageFromWhatIsStoredAlone) {
   const SparsifyRunPlan plan = Plan({0.2, 0.15, 0.1});
   SparsifyRunRecord record;
   const std::vector<SparsifyAction> actions = RunToTheEnd(plan, &record);
-  ASSERT_EQ(actions.size(), 10u);  // 3 rounds x (probe, train, evaluate) + the final mask
+  ASSERT_EQ(actions.size(), 9u);  // 3 rounds x (probe, train, evaluate)
   // A coordinator that restarts after k stages has only the store: the same next stage, with the
   // same inputs, whatever ran before it in this process.
   SparsifyRunRecord replay;
@@ -195,6 +194,7 @@ TEST(SparsifyRunTest, ResumesAtAnyStageFromWhatIsStoredAlone) {
     EXPECT_EQ(next->configs, actions[k].configs);
     EXPECT_EQ(next->prune_config, actions[k].prune_config);
     EXPECT_EQ(next->output, actions[k].output);
+    EXPECT_EQ(next->remask, actions[k].remask);
     Complete(plan, actions[k], &replay);
   }
   EXPECT_EQ(NextSparsifyAction(plan, replay)->stage, SparsifyStage::kDone);
@@ -218,14 +218,14 @@ TEST(SparsifyRunTest, AUniformRunNeverProbesAndPrunesEveryComponentBySteps) {
   const SparsifyRunPlan plan = Plan({0.2, 0.15}, /*uniform=*/true);
   SparsifyRunRecord record;
   const std::vector<SparsifyAction> actions = RunToTheEnd(plan, &record);
-  EXPECT_THAT(Stages(actions), ElementsAre("1 train", "1 evaluate", "2 train", "2 evaluate", "2 final mask"));
+  EXPECT_THAT(Stages(actions), ElementsAre("1 train", "1 evaluate", "2 train", "2 evaluate"));
   EXPECT_EQ(actions[0].prune_config,
             "model.layers.0.self_attn.k_proj=prune:0.2,model.layers.0.self_attn.q_proj=prune:0.2,"
             "model.layers.1.mlp.up_proj=prune:0.2");
   EXPECT_EQ(actions[2].prune_config,
             "model.layers.0.self_attn.k_proj=prune:0.35,model.layers.0.self_attn.q_proj=prune:0.35,"
             "model.layers.1.mlp.up_proj=prune:0.35");
-  EXPECT_EQ(actions[4].prune_config, actions[2].prune_config);
+  EXPECT_TRUE(actions[2].remask);
   EXPECT_EQ(actions[2].allocation->method(), "uniform");
   for (const v1::ComponentSparsity& row : actions[2].allocation->components()) {
     EXPECT_DOUBLE_EQ(row.current(), 0.2);
@@ -241,9 +241,11 @@ TEST(SparsifyRunTest, ARunThatStartsSparseEndsAtItsStartPlusTheSteps) {
   plan.components[0].current = 0.5;  // an earlier run pruned half of q_proj
   SparsifyRunRecord record;
   const std::vector<SparsifyAction> actions = RunToTheEnd(plan, &record);
-  ASSERT_EQ(actions.size(), 3u);
-  EXPECT_EQ(actions.back().stage, SparsifyStage::kFinalMask);
-  EXPECT_EQ(actions.back().prune_config,
+  ASSERT_EQ(actions.size(), 2u);
+  EXPECT_EQ(actions[0].stage, SparsifyStage::kTrain);
+  EXPECT_EQ(actions[0].output, "/runs/r1/final");
+  EXPECT_TRUE(actions[0].remask);
+  EXPECT_EQ(actions[0].prune_config,
             "model.layers.0.self_attn.k_proj=prune:0.1,model.layers.0.self_attn.q_proj=prune:0.6,"
             "model.layers.1.mlp.up_proj=prune:0.1");
 }

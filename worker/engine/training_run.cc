@@ -127,6 +127,13 @@ StatusOr<TrainingRunResult> RunTraining(const TrainingRunOptions& options) {
     train.shard_optimizer = options.shard_optimizer;
   }
   ASSIGN_OR_RETURN(result.report, TrainRecovery(*model, data, masks, train));
+  if (result.report.finished && options.remask) {
+    torch::NoGradGuard no_grad;
+    for (auto& [name, weight] : model->NamedWeights()) {
+      auto mask = masks.find(name);
+      if (mask != masks.end()) weight.mul_(mask->second.to(weight.scalar_type()));
+    }
+  }
   // Stopped early, nothing is written that could pass for the trained model; the other members'
   // weights are member 0's.
   if (result.report.finished && writes_model) {

@@ -26,6 +26,10 @@ struct TrainingRunOptions {
   // "COMPONENT=prune:F,...": magnitude-prune the loaded model first (each member alike: the same
   // weights give the same masks), so the masks are the model's zeros then. "" = the zeros as stored.
   std::string prune;
+  // After the last step, set the masked weights to 0 again before writing (SPEC "Sparsification
+  // run": the last round's unmasked phase lets them move; the output must have exactly the target
+  // sparsity).
+  bool remask = false;
   std::string phases = "masked:450,unmasked:50";
   int64_t batch = 256;             // sequences per optimizer step, over the gang
   int64_t micro_batch = 0;         // sequences per forward/backward; 0 = the member's share
