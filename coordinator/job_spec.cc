@@ -386,7 +386,7 @@ Status ParseTrainSection(const YAML::Node& section, JobSpec* spec) {
                                  {"data", "format", "output", "checkpoint_dir", "phases", "batch", "micro_batch",
                                   "seq_len", "max_sequences", "lr", "warmup", "schedule", "weight_decay", "clip",
                                   "seed", "workers", "checkpoint_every", "shard_optimizer", "timeout_seconds",
-                                  "activation_checkpointing", "prune"}));
+                                  "activation_checkpointing", "prune", "remask"}));
   TrainSpec& t = spec->train;
   const Entry* data = Find(entries, "data");
   if (data == nullptr) {
@@ -465,6 +465,9 @@ Status ParseTrainSection(const YAML::Node& section, JobSpec* spec) {
     if (t.shard_optimizer && t.workers < 2) {
       return FieldError("train.shard_optimizer", e->value, "shards AdamW's state across a gang: needs workers of 2 or more");
     }
+  }
+  if (const Entry* e = Find(entries, "remask")) {
+    ASSIGN_OR_RETURN(t.remask, ReadBool(e->value, "train.remask"));
   }
   if (const Entry* e = Find(entries, "activation_checkpointing")) {
     ASSIGN_OR_RETURN(t.activation_checkpointing, ReadBool(e->value, "train.activation_checkpointing"));

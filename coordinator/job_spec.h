@@ -38,6 +38,7 @@ struct TrainSpec {
   std::string checkpoint_dir;       // "" = OUTPUT.checkpoints (beside the output)
   std::string phases = "masked:450,unmasked:50";
   std::string prune;                // canonical "COMPONENT=prune:F,...": pruned by magnitude first; "" = none
+  bool remask = false;              // the masked weights back at 0 after the last step
   int64_t batch = 256;              // sequences per optimizer step, over the gang
   int64_t micro_batch = 0;          // per forward/backward; 0 = a member's whole share
   int64_t seq_len = 2048;

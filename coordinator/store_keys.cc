@@ -90,8 +90,9 @@ std::string TrainRunFingerprint(const std::string& job_id, const dtm::v1::TrainI
        << "\nschedule=" << in.schedule() << "\nweight_decay=" << in.weight_decay() << "\nclip=" << in.clip_grad_norm()
        << "\nseed=" << in.seed() << "\ncheckpoint_every=" << in.checkpoint_every()
        << "\nshard_optimizer=" << in.shard_optimizer() << "\ngang_size=" << in.gang_size() << "\n";
-  // Only when set, so that runs without it keep the fingerprints (and stored results) they had.
+  // Only when set, so that runs without them keep the fingerprints (and stored results) they had.
   if (!in.prune().empty()) text << "prune=" << in.prune() << "\n";
+  if (in.remask()) text << "remask=1\n";
   Sha256 hash;
   hash.Update(text.str());
   return hash.HexDigest();

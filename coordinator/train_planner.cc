@@ -16,6 +16,7 @@ v1::TrainInput TrainInputOf(const JobSpec& spec) {
   in.set_checkpoint_dir(t.checkpoint_dir);
   in.set_phases(t.phases);
   in.set_prune(t.prune);
+  in.set_remask(t.remask);
   in.set_batch(static_cast<uint32_t>(t.batch));
   in.set_micro_batch(static_cast<uint32_t>(t.micro_batch));
   in.set_seq_len(static_cast<uint32_t>(t.seq_len));

@@ -111,18 +111,20 @@ StatusOr<v1::LeaseTasksResponse> WorkerApi::LeaseTasks(const v1::LeaseTasksReque
       return response;
     }
     if (reserved) return response;  // held for a gang that is not complete yet
-    // A worker that may switch models loads one that a job needs and no connected worker serves,
-    // when its own pool has nothing queued: a model in use is never left for one that is not.
+    // A worker that may switch models loads one that a job needs and too few connected workers
+    // serve (none, or fewer than a train job's gang), when its own pool has nothing queued: a model
+    // in use is never left for one that is not.
     if (!worker->model_root.empty() && state_->tasks.Pool(worker->pool).Stats().queued == 0) {
-      std::vector<std::string> wanted;
+      std::vector<WorkerRegistry::ModelNeed> wanted;
       for (const auto& [id, run] : state_->jobs) {
         if (run->phase == JobPhase::kEnded || run->phase == JobPhase::kDormant) continue;
-        wanted.push_back(run->spec.model);
-        if (!run->spec.reference.empty()) wanted.push_back(run->spec.reference);
+        const bool gang = run->spec.kind == JobKind::kTrain;
+        wanted.push_back({run->spec.model, gang ? static_cast<int>(run->spec.train.workers) : 1, gang});
+        if (!run->spec.reference.empty()) wanted.push_back({run->spec.reference, 1, false});
       }
       const std::string load = state_->workers.ModelToLoad(*worker, wanted);
       if (!load.empty()) {
-        spdlog::info("worker {}: asked to load {} (under its model root {}), which a job needs and no worker serves",
+        spdlog::info("worker {}: asked to load {} (under its model root {}), which a job needs and too few workers serve",
                      request.worker_id(), load, worker->model_root);
         response.set_load_model(load);
         return response;

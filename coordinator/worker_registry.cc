@@ -151,12 +151,17 @@ bool WorkerRegistry::Serves(const std::string& path) const {
   return false;
 }
 
-std::string WorkerRegistry::ModelToLoad(const Worker& worker, const std::vector<std::string>& wanted) const {
+std::string WorkerRegistry::ModelToLoad(const Worker& worker, const std::vector<ModelNeed>& wanted) const {
   if (worker.model_root.empty()) return "";
   const std::string prefix = worker.model_root == "/" ? "/" : worker.model_root + "/";
-  for (const std::string& path : wanted) {
-    if (path.rfind(prefix, 0) != 0 || worker.refused.count(path) > 0 || Serves(path)) continue;
-    return path;
+  for (const ModelNeed& need : wanted) {
+    if (need.path.rfind(prefix, 0) != 0 || worker.refused.count(need.path) > 0) continue;
+    if (worker.model_path == need.path || (need.gang && worker.gang_address.empty())) continue;
+    int serving = 0;
+    for (const auto& [id, other] : workers_) {
+      serving += other.model_path == need.path && (!need.gang || !other.gang_address.empty());
+    }
+    if (serving < need.workers) return need.path;
   }
   return "";
 }

@@ -78,10 +78,18 @@ class WorkerRegistry {
   int GangCapableIn(const std::string& pool) const;
   // Whether a connected worker serves the model folder `path` (normal, as NormalModelPath gives it).
   bool Serves(const std::string& path) const;
-  // The model folder (normal path) an idle `worker` should load, of `wanted` (normal paths, in order
-  // of need): the first that no connected worker serves, that lies under the worker's model root
-  // (lexically; the worker checks the real path) and that it has not refused; "" for none.
-  std::string ModelToLoad(const Worker& worker, const std::vector<std::string>& wanted) const;
+  // A model a job needs, and how many workers must serve it: 1, or a train job's gang (members
+  // with a gang address).
+  struct ModelNeed {
+    std::string path;  // normal, as NormalModelPath gives it
+    int workers = 1;
+    bool gang = false;
+  };
+  // The model folder an idle `worker` should load, of `wanted` (in order of need): the first that
+  // fewer connected workers serve than it needs (for a gang, fewer gang-capable ones, and then only
+  // a gang-capable worker is asked), that lies under the worker's model root (lexically; the worker
+  // checks the real path) and that it has not refused; "" for none.
+  std::string ModelToLoad(const Worker& worker, const std::vector<ModelNeed>& wanted) const;
   // "; workers with --model-root refused it: W (why)" for a model path, or "" (for error messages).
   std::string RefusalsOf(const std::string& path) const;
 

@@ -362,6 +362,7 @@ class EngineExecutor final : public TaskExecutor {
     run.shard_optimizer = in.shard_optimizer();
     run.activation_checkpointing = in.activation_checkpointing();
     run.prune = in.prune();
+    run.remask = in.remask();
     if (hooks.progress) {
       run.on_step = [&hooks](int64_t step, int64_t total, double loss) {
         hooks.progress(static_cast<uint32_t>(step + 1), static_cast<uint32_t>(total), loss);

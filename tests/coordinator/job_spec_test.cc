@@ -217,7 +217,8 @@ TEST(JobSpecTest, ATrainJobHasItsSectionAndNoProbes) {
       "  warmup: 10\n  schedule: cosine\n  weight_decay: 0.01\n  clip: 1.0\n  seed: 7\n  workers: 8\n"
       "  checkpoint_every: 25\n  shard_optimizer: true\n  timeout_seconds: 600\n  format: jsonl\n"
       "  checkpoint_dir: ckpt\n  max_sequences: 128000\n"
-      "  prune: 'model.layers.1.mlp.up_proj=prune:0.70, model.layers.0.self_attn.q_proj=prune:0.3'\n"));
+      "  prune: 'model.layers.1.mlp.up_proj=prune:0.70, model.layers.0.self_attn.q_proj=prune:0.3'\n"
+      "  remask: true\n"));
   ASSERT_TRUE(spec.ok()) << spec.status().ToString();
   EXPECT_EQ(spec->kind, JobKind::kTrain);
   EXPECT_TRUE(spec->probes.empty());
@@ -242,6 +243,7 @@ TEST(JobSpecTest, ATrainJobHasItsSectionAndNoProbes) {
   EXPECT_EQ(t.timeout_seconds, 600);
   EXPECT_EQ(t.data_format, "jsonl");
   EXPECT_EQ(t.prune, "model.layers.0.self_attn.q_proj=prune:0.3,model.layers.1.mlp.up_proj=prune:0.7");  // canonical
+  EXPECT_TRUE(t.remask);
   EXPECT_EQ(ToProto(JobKind::kTrain), dtm::v1::JOB_KIND_TRAIN);
   EXPECT_EQ(ParseJobKind("train").value(), JobKind::kTrain);
   // The paper's round is the default.
@@ -250,6 +252,8 @@ TEST(JobSpecTest, ATrainJobHasItsSectionAndNoProbes) {
   EXPECT_EQ(defaults->train.phases, "masked:450,unmasked:50");
   EXPECT_DOUBLE_EQ(defaults->train.weight_decay, 0.01);
   EXPECT_EQ(defaults->train.workers, 1);
+  EXPECT_FALSE(defaults->train.remask);
+  EXPECT_TRUE(defaults->train.prune.empty());
 }
 
 TEST(JobSpecTest, RejectsBadTrainSpecsNamingTheField) {

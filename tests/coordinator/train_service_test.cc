@@ -2,7 +2,8 @@
 // the gang forms from idle workers with gang addresses, reports are checked against the gang's
 // leases, rank 0's heartbeats are the job's progress, a failed member ends the attempt for all, and
 // rank 0's result is the job's. And --model-root: an idle worker is asked to load a model a job needs
-// and nobody serves, and is not asked again for one it refused.
+// and nobody serves, and is not asked again for one it refused; a train job's model is loaded by as
+// many gang-capable workers as its gang needs.
 #include "coordinator/worker_api.h"
 
 #include <fstream>
@@ -175,6 +176,35 @@ TEST_F(TrainServiceTest, AnIdleWorkerUnderAModelRootIsAskedToLoadAModelNobodySer
   EXPECT_EQ(TryLease(*scheduler_, "w2", 1)->load_model(), "");
   EXPECT_EQ(TryLease(*scheduler_, "w3", 1)->load_model(), "");
   EXPECT_EQ(Job(*scheduler_, job).state(), v1::JOB_STATE_PENDING);
+}
+
+TEST_F(TrainServiceTest, AGangsModelIsLoadedByAsManyGangCapableWorkersUnderTheRootAsItNeeds) {
+  // A train job of 2 on a model under the root that nobody serves (a round's trained model).
+  const std::string wanted = (dir_ / "round-1").string();
+  std::string spec = TrainSpec();
+  spec.replace(spec.find(model_dir_), model_dir_.size(), wanted);
+  RegisterWith("w0", model_dir_, "", dir_.string());           // no gang address: never asked for a gang
+  RegisterWith("w1", model_dir_, "127.0.0.1:1", dir_.string());
+  RegisterWith("w2", model_dir_, "127.0.0.1:2", dir_.string());
+  const std::string job = Submit(*scheduler_, spec);
+  EXPECT_EQ(TryLease(*scheduler_, "w0", 1)->load_model(), "");
+  EXPECT_EQ(TryLease(*scheduler_, "w1", 1)->load_model(), wanted);
+  // w1 switched: one serves it, the gang needs two, so w2 is asked too; w1 is not asked again.
+  RegisterWith("w1", wanted, "127.0.0.1:1", dir_.string());
+  EXPECT_EQ(TryLease(*scheduler_, "w2", 1)->load_model(), wanted);
+  RegisterWith("w2", wanted, "127.0.0.1:2", dir_.string());
+  // Enough now: a further gang-capable worker is not asked, and the two form the gang.
+  RegisterWith("w3", model_dir_, "127.0.0.1:3", dir_.string());
+  EXPECT_EQ(TryLease(*scheduler_, "w3", 1)->load_model(), "");
+  scheduler_->Tick();
+  StatusOr<v1::LeaseTasksResponse> first = TryLease(*scheduler_, "w1", 1);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->load_model(), "");
+  EXPECT_EQ(first->tasks_size(), 0);  // held for the gang
+  const std::vector<v1::Task> second = LeaseTrain("w2");
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_EQ(second[0].train().gang_size(), 2u);
+  EXPECT_EQ(Job(*scheduler_, job).state(), v1::JOB_STATE_RUNNING);
 }
 
 }  // namespace

@@ -9,7 +9,8 @@ Checked against what does not share the service's code path:
   and the job's trained model is the undisturbed job's bit for bit (same fingerprint); the same
   after kill -9 of the coordinator mid-run (the old gang stops, a new one resumes);
 - the trained model is a model like any other: an evaluate job names it by its output path, and a
-  worker started with --model-root loads it because the job needs it; a path under the root that
+  worker started with --model-root loads it because the job needs it, and two such workers both load
+  it for a train job of two that trains it again; a path under the root that
   leads outside it (a symlink) is refused by the worker, and the job fails saying so;
 - bad input: an output folder in use and a spec field that does not apply are refused at submit;
   unusable data and a seq_len beyond the model's positions fail the job naming the cause, leaving
@@ -40,7 +41,7 @@ def train_spec(data, output, workers=2, **overrides):
     fields = dict(SETTINGS, data=data, output=output, workers=workers,
                   phases=f"masked:{STEPS_MASKED},unmasked:{STEPS_UNMASKED}", timeout_seconds=GANG_TIMEOUT_S)
     fields.update(overrides)
-    body = "".join(f"  {k}: {json.dumps(v) if isinstance(v, str) else v}\n" for k, v in fields.items())
+    body = "".join(f"  {k}: {json.dumps(v) if isinstance(v, (str, bool)) else v}\n" for k, v in fields.items())
     return f"kind: train\nmodel: {TrainTest.model}\ntrain:\n{body}"
 
 
@@ -152,14 +153,15 @@ class TrainTest(dtm_cluster.ClusterTestCase):
         self.assertEqual(training["losses"], self.undisturbed["losses"])
         self.assertEqual(training["output_fingerprint"], self.undisturbed["output_fingerprint"])
 
-    def test_2c_a_job_prunes_to_its_targets_before_training(self):
-        # A sparsification round's train stage: every member prunes by magnitude, then trains masked.
+    def test_2c_a_job_prunes_to_its_targets_before_training_and_remasks_after(self):
+        # A sparsification run's last round: every member prunes by magnitude, trains masked then
+        # unmasked, and the masks are put back before the model is written.
         out = os.path.join(self.tmp, "prune-out")
         target = 0.7
         component = PRUNED[0]  # 50 % pruned in the job's model
         training = self.finished(self.submit("prune.yaml", train_spec(
-            self.data, out, phases="masked:2", prune=f"{component}=prune:{target}")))
-        self.assertEqual(training["steps"], 2)
+            self.data, out, phases="masked:2,unmasked:2", prune=f"{component}=prune:{target}", remask=True)))
+        self.assertEqual(training["steps"], 4)
         with open(os.path.join(dtm_cluster.MODEL, "config.json")) as f:
             config = json.load(f)
         entries = config["hidden_size"] * config["intermediate_size"]
@@ -196,6 +198,24 @@ class TrainTest(dtm_cluster.ClusterTestCase):
         self.assertIn("outside --model-root", refused.error.message)
         self.assertEqual(self.cluster.workers["w-root"].count_log(r"refused to load " + re.escape(link)), 1)
         self.cluster.kill_worker("w-root")
+        self.cluster.worker_args = ()
+
+    def test_3b_a_gang_of_workers_under_a_model_root_loads_the_model_it_trains(self):
+        # Round r+1 of a sparsification run trains round r's model, which nobody serves yet: as many
+        # workers with --model-root switch to it as the gang needs.
+        trained = os.path.join(self.tmp, "gang-out")
+        self.cluster.worker_args = {w: ["--model-root", self.tmp] for w in ("w-gang-a", "w-gang-b")}
+        for worker in ("w-gang-a", "w-gang-b"):
+            self.cluster.start_worker(worker)
+        out = os.path.join(self.tmp, "retrained")
+        spec = train_spec(self.data, out, phases="masked:2").replace(f"model: {self.model}", f"model: {trained}")
+        job = self.submit("retrain.yaml", spec)
+        training = self.finished(job)
+        self.assertEqual(training["steps"], 2)
+        self.assertEqual(self.cluster.get_job(job).summary.model_fingerprint, self.undisturbed["output_fingerprint"])
+        for worker in ("w-gang-a", "w-gang-b"):
+            self.assertRegex(self.cluster.workers[worker].log_text(), r"now serving " + re.escape(trained))
+            self.cluster.kill_worker(worker)
         self.cluster.worker_args = ()
 
     def test_4_bad_input_is_refused_or_fails_the_job_naming_it(self):
