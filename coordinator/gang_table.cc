@@ -232,6 +232,15 @@ void GangTable::Forget(const std::string& task_id) {
   }
 }
 
+std::pair<int64_t, int64_t> GangTable::WaitingAndRunning() const {
+  int64_t waiting = 0, running = 0;
+  for (const auto& [task_id, task] : tasks_) {
+    waiting += task.state == State::kWaiting;
+    running += task.state == State::kRunning;
+  }
+  return {waiting, running};
+}
+
 int GangTable::CandidatesIn(const std::string& pool) const {
   auto it = candidates_.find(pool);
   return it == candidates_.end() ? 0 : static_cast<int>(it->second.size());

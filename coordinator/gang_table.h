@@ -97,7 +97,8 @@ class GangTable {
   // the tasks that went back to waiting.
   std::vector<std::string> ReleaseWorker(const std::string& worker_id, ReleaseReason reason);
 
-  // The task ends (CANCELLED to its members) and is forgotten. NOT_FOUND when not held.
+  // The task ends: its members hear CANCELLED. Its record stays (a few hundred bytes, until the
+  // coordinator restarts) so that a member still training keeps hearing it. NOT_FOUND when not held.
   Status Cancel(const std::string& task_id);
 
   // Ends attempts with an expired member lease. Returns the tasks that went back to waiting; those
@@ -118,6 +119,8 @@ class GangTable {
     int attempt = 0;
   };
   std::optional<View> Find(const std::string& task_id) const;
+  // Tasks waiting for a gang, and tasks a gang runs now (each counted once, whatever its size).
+  std::pair<int64_t, int64_t> WaitingAndRunning() const;
 
  private:
   using TimePoint = std::chrono::steady_clock::time_point;

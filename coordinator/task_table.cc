@@ -120,7 +120,8 @@ std::pair<int64_t, int64_t> TaskTable::QueuedAndLeased() const {
     queued += stats.queued;
     leased += stats.leased;
   }
-  return {queued, leased};
+  const auto [waiting, running] = gangs_.WaitingAndRunning();
+  return {queued + waiting, leased + running};
 }
 
 }  // namespace dtm

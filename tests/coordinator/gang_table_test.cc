@@ -51,6 +51,7 @@ class GangTableTest : public ::testing::Test {
 
 TEST_F(GangTableTest, AGangFormsWhenEnoughIdleWorkersHaveAskedAndRankZeroHostsTheRendezvous) {
   ASSERT_TRUE(table_.Enqueue("t", "pool", 2).ok());
+  EXPECT_EQ(table_.WaitingAndRunning(), (std::pair<int64_t, int64_t>{1, 0}));  // the dtm_tasks gauges
   bool reserved = false;
   EXPECT_FALSE(Offer("w0", &reserved));
   EXPECT_TRUE(reserved);  // held for the gang: it must take no other task meanwhile
@@ -69,6 +70,7 @@ TEST_F(GangTableTest, AGangFormsWhenEnoughIdleWorkersHaveAskedAndRankZeroHostsTh
   // A lost reply: asking again gives the same grant, not a second gang.
   EXPECT_EQ(Offer("w0")->lease_id, w0->lease_id);
   EXPECT_TRUE(table_.Find("t")->running);
+  EXPECT_EQ(table_.WaitingAndRunning(), (std::pair<int64_t, int64_t>{0, 1}));  // one task, however many members
   EXPECT_TRUE(table_.IsGangLease(w0->lease_id));
   EXPECT_FALSE(table_.IsGangLease("lease-0-1"));
 }
@@ -166,6 +168,7 @@ TEST_F(GangTableTest, TheTasksOwnFaultFailsItAtOnceAndCancelTellsTheMembers) {
   ASSERT_TRUE(table_.Enqueue("u", "pool", 2).ok());
   auto [h0, h1] = Form();
   ASSERT_TRUE(table_.Cancel("u").ok());
+  EXPECT_EQ(table_.WaitingAndRunning(), (std::pair<int64_t, int64_t>{0, 0}));
   EXPECT_EQ(table_.Heartbeat("w1", h1.lease_id), HeartbeatResult::kCancelled);
   EXPECT_EQ(table_.Complete("u", h0.lease_id, 0).value(), CompleteResult::kCancelled);
   EXPECT_EQ(table_.Enqueue("u", "pool", 2).code(), StatusCode::kOk);  // a cancelled task may start over
