@@ -124,7 +124,8 @@ StatusOr<v1::LeaseTasksResponse> WorkerApi::LeaseTasks(const v1::LeaseTasksReque
       }
       const std::string load = state_->workers.ModelToLoad(*worker, wanted);
       if (!load.empty()) {
-        spdlog::info("worker {}: asked to load {} (under its model root {}), which a job needs and too few workers serve",
+        spdlog::info("worker {}: asked to load {} (under its model root {}), which a job needs and too few "
+                     "workers serve",
                      request.worker_id(), load, worker->model_root);
         response.set_load_model(load);
         return response;

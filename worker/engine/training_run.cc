@@ -39,6 +39,7 @@ void PruneByMagnitude(const CompressionConfig& targets, LlamaModel& model) {
 }
 
 }  // namespace
+
 StatusOr<TrainingRunResult> RunTraining(const TrainingRunOptions& options) {
   auto log = [&options](const std::string& line) {
     if (options.log) options.log(line);
