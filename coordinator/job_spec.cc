@@ -197,7 +197,13 @@ Status ParseEvaluateSection(const YAML::Node& section, JobSpec* spec) {
   if (configs == nullptr)
     return FieldError("evaluate.configs", section, "missing; list the configs to evaluate");
   ASSIGN_OR_RETURN(auto items, ReadStringList(configs->value, "evaluate.configs"));
-  if (items.empty()) return FieldError("evaluate.configs", configs->value, "must list at least one config");
+  // Against a reference, the model as it is (config "") is the answer and always evaluated: an
+  // empty list asks for that alone (a trained or sparsified model against the original).
+  if (items.empty() && spec->reference.empty()) {
+    return FieldError("evaluate.configs", configs->value,
+                      "must list at least one config (an empty list is for a spec with `reference`: the model "
+                      "as it is against it)");
+  }
   for (size_t i = 0; i < items.size(); ++i) {
     const std::string field = "evaluate.configs[" + std::to_string(i) + "]";
     StatusOr<CompressionConfig> config = ParseCompressionConfig(items[i].first, kSyntaxCheckLayers);
@@ -606,6 +612,7 @@ StatusOr<std::vector<std::string>> ExpandEvaluate(const JobSpec& spec, int num_l
     }
     out.push_back(config->Canonical());
   }
+  if (out.empty()) out.push_back("");  // with a reference (ParseJobSpec): the model as it is
   return out;
 }
 

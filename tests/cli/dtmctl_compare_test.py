@@ -224,6 +224,13 @@ class DtmctlCompareTest(unittest.TestCase):
         self.assertEqual(own_row.split()[2], f"{out['results'][0]['fdt_mean']:.2f}")
         self.assertIn("baseline: the greedy completions of the reference " + reference_fp[:12], proc.stdout)
 
+        # No configs: the checkpoint as it is against the reference, alone (a sparsification round's
+        # evaluation), the same numbers as the row above.
+        alone = json.loads(self.local_against(self.int8, []).stdout)
+        self.assertEqual(alone["state"], "SUCCEEDED")
+        self.assertEqual([r["config"] for r in alone["results"]], [""])
+        self.assert_metrics(alone["results"][0], self.second["candidate"], "the int8 checkpoint alone")
+
         # A reference with the model's own weights is the model's own baseline: its row is the noise floor.
         same = json.loads(self.local_against(MODEL, [extra]).stdout)
         self.assertEqual(same["reference_model_fingerprint"], reference_fp)

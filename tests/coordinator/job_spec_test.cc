@@ -399,7 +399,11 @@ TEST(JobSpecTest, RejectsBadConfigsNamingTheItem) {
       "kind: evaluate\nmodel: m\nprobes: p\nevaluate:\n  configs: [model.layers.0.mlp.up_proj=int4]\n",
       {"evaluate.configs[0] (line 5)", "unknown compression method 'int4'"});
   ExpectInvalid("kind: evaluate\nmodel: m\nprobes: p\nevaluate:\n  configs: []\n",
-                {"evaluate.configs (line 5): must list at least one config"});
+                {"evaluate.configs (line 5): must list at least one config", "`reference`"});
+  // With a reference, an empty list is the model as it is against it: config "" alone.
+  StatusOr<JobSpec> alone = ParseJobSpec("kind: evaluate\nmodel: m\nreference: r\nprobes: p\nevaluate:\n  configs: []\n");
+  ASSERT_TRUE(alone.ok()) << alone.status().ToString();
+  EXPECT_EQ(ExpandConfigs(*alone, 2).value(), std::vector<std::string>{""});
   ExpectInvalid("kind: evaluate\nmodel: m\nprobes: p\nevaluate:\n  configs: ['  ']\n",
                 {"evaluate.configs[0] (line 5): empty config", "noise_floor"});
 }
