@@ -5,9 +5,10 @@
 // written here: each call is c10d's.
 //
 // Rendezvous: rank 0 runs a c10d::TCPStore server on master_host:master_port (port 0: a free port,
-// then port() says which); the other ranks connect to it; the process group's constructor (Gloo's) or its first
-// collective (NCCL's) waits until every rank has joined, at most `timeout`. Every collective waits at most `timeout` too, so
-// a member that dies ends the others' calls with an error instead of a hang.
+// then port() says which); the other ranks connect to it; the process group's constructor
+// (Gloo's) or its first collective (NCCL's) waits until every rank has joined, at most `timeout`.
+// Every collective waits at most `timeout` too, so a member that dies ends the others' calls with
+// an error instead of a hang.
 #pragma once
 
 #include <chrono>
