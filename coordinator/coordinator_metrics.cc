@@ -50,7 +50,11 @@ CoordinatorMetrics::CoordinatorMetrics(prometheus::Registry& registry)
       job_search_level_(NewGaugeFamily(registry, "dtm_job_search_level",
                                        "Level a running search job is evaluating (1 = single components).")),
       job_best_fdt75_(NewGaugeFamily(registry, "dtm_job_best_fdt75",
-                                     "fdt75 of the best node of a running search's deepest finished level.")) {
+                                     "fdt75 of the best node of a running search's deepest finished level.")),
+      job_train_step_(NewGaugeFamily(registry, "dtm_job_train_step",
+                                     "Optimizer steps a running train job has taken, as its rank 0 last reported.")),
+      job_train_loss_(NewGaugeFamily(registry, "dtm_job_train_loss",
+                                     "Training loss of a running train job's last reported step.")) {
   // Every state is present from the start, so that dashboards see zeros rather than no series.
   for (const char* state : {"pending", "running", "succeeded", "failed", "cancelled"}) jobs_.Add({{"state", state}});
   for (const char* state : {"queued", "leased"}) tasks_.Add({{"state", state}});
@@ -83,9 +87,14 @@ void CoordinatorMetrics::SetJobSearch(const std::string& job_id, double level, d
   job_best_fdt75_.Add({{"job_id", job_id}}).Set(best_fdt75);
 }
 
+void CoordinatorMetrics::SetJobTraining(const std::string& job_id, double step, double loss) {
+  job_train_step_.Add({{"job_id", job_id}}).Set(step);
+  job_train_loss_.Add({{"job_id", job_id}}).Set(loss);
+}
+
 void CoordinatorMetrics::RemoveJob(const std::string& job_id) {
   for (prometheus::Family<prometheus::Gauge>* family :
-       {&job_done_, &job_total_, &job_search_level_, &job_best_fdt75_}) {
+       {&job_done_, &job_total_, &job_search_level_, &job_best_fdt75_, &job_train_step_, &job_train_loss_}) {
     // Has() first: Add() would create the series of a non-search job only to remove it.
     if (family->Has({{"job_id", job_id}})) family->Remove(&family->Add({{"job_id", job_id}}));
   }

@@ -42,6 +42,8 @@ class CoordinatorMetrics {
   // Search jobs: the level under evaluation and the best fdt75 of the deepest finished level (NaN
   // before the first level is done).
   void SetJobSearch(const std::string& job_id, double level, double best_fdt75);
+  // Train jobs: the last step rank 0 reported and that step's loss.
+  void SetJobTraining(const std::string& job_id, double step, double loss);
   void RemoveJob(const std::string& job_id);
 
  private:
@@ -53,6 +55,8 @@ class CoordinatorMetrics {
   prometheus::Family<prometheus::Gauge>& job_total_;
   prometheus::Family<prometheus::Gauge>& job_search_level_;
   prometheus::Family<prometheus::Gauge>& job_best_fdt75_;
+  prometheus::Family<prometheus::Gauge>& job_train_step_;
+  prometheus::Family<prometheus::Gauge>& job_train_loss_;
 };
 
 }  // namespace dtm

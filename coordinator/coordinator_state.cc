@@ -54,6 +54,9 @@ void CoordinatorState::Touch(JobRun& run) {
       metrics_->SetJobSearch(run.job.job_id(), progress.search_level(),
                              progress.has_best_fdt75() ? progress.best_fdt75() : std::nan(""));
     }
+    if (progress.has_train_step() && progress.has_train_loss()) {
+      metrics_->SetJobTraining(run.job.job_id(), progress.train_step(), progress.train_loss());
+    }
   }
   changed.notify_all();
 }

@@ -123,6 +123,11 @@ class TrainTest(dtm_cluster.ClusterTestCase):
         job = self.submit("train-kill.yaml", train_spec(self.data, out))
         # Past the first checkpoint (step 4), before the end.
         self.cluster.wait_job(job, timeout=120, until=lambda j: j.progress.train_step >= 6)
+        # Prometheus sees the run: its step and loss, and its one gang task as leased.
+        metrics = self.cluster.metrics()
+        self.assertGreaterEqual(metrics[("dtm_job_train_step", (("job_id", job),))], 6)
+        self.assertGreater(metrics[("dtm_job_train_loss", (("job_id", job),))], 0)
+        self.assertGreaterEqual(metrics[("dtm_tasks", (("state", "leased"),))], 1)
         log_w1 = self.cluster.workers["w1"].count_log(r"dropped|failed after")
         killed_at = time.monotonic()
         self.cluster.kill_worker("w2")
@@ -135,6 +140,7 @@ class TrainTest(dtm_cluster.ClusterTestCase):
         self.assertGreaterEqual(waiting.progress.tasks_requeued, 1)
         self.cluster.start_worker("w2")
         training = self.finished(job)
+        self.assertIsNone(self.cluster.metric("dtm_job_train_step", job_id=job))  # gone with the job
         self.assertGreater(training["resumed_from_step"], 0)
         self.assertEqual(training["losses"], self.undisturbed["losses"])
         self.assertEqual(training["output_fingerprint"], self.undisturbed["output_fingerprint"])
