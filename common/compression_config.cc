@@ -176,6 +176,17 @@ StatusOr<CompressionConfig> ParseCompressionConfig(std::string_view text, int nu
   return config;
 }
 
+StatusOr<CompressionConfig> ParsePruneTargets(std::string_view text, int num_layers) {
+  ASSIGN_OR_RETURN(CompressionConfig config, ParseCompressionConfig(text, num_layers));
+  for (const auto& [id, method] : config.entries) {
+    if (method.kind != MethodKind::kPrune) {
+      return InvalidArgumentError(id.Name() + "=" + method.ToString() +
+                                  ": training prunes by magnitude only (prune:F)");
+    }
+  }
+  return config;
+}
+
 bool ConfigUsesGptq(std::string_view canonical_config) {
   // "COMPONENT=METHOD" entries joined by commas; gptq's canonical methods are "gptq:BITS[:gG]".
   return canonical_config.find("=gptq:") != std::string_view::npos;

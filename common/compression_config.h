@@ -58,6 +58,11 @@ struct CompressionConfig {
 // quotes the offending item.
 StatusOr<CompressionConfig> ParseCompressionConfig(std::string_view text, int num_layers);
 
+// ParseCompressionConfig for a config of magnitude pruning only (`prune:F` on each component): the
+// masks a training run holds (SPEC "Sparsification run"). Its errors, and for another method
+// "COMPONENT=METHOD: training prunes by magnitude only (prune:F)", are INVALID_ARGUMENT.
+StatusOr<CompressionConfig> ParsePruneTargets(std::string_view text, int num_layers);
+
 // Whether a canonical config (CompressionConfig::ToString) holds a gptq component, so that its
 // results depend on a calibration set. Canonical text only: no spaces, methods as ToString writes them.
 bool ConfigUsesGptq(std::string_view canonical_config);

@@ -421,14 +421,8 @@ Status ParseTrainSection(const YAML::Node& section, JobSpec* spec) {
   }
   if (const Entry* e = Find(entries, "prune")) {
     ASSIGN_OR_RETURN(std::string text, ReadNonEmptyString(e->value, "train.prune"));
-    StatusOr<CompressionConfig> config = ParseCompressionConfig(text, kSyntaxCheckLayers);
+    StatusOr<CompressionConfig> config = ParsePruneTargets(text, kSyntaxCheckLayers);
     if (!config.ok()) return FieldError("train.prune", e->value, config.status().message());
-    for (const auto& [id, method] : config->entries) {
-      if (method.kind != MethodKind::kPrune) {
-        return FieldError("train.prune", e->value,
-                          id.Name() + "=" + method.ToString() + ": training prunes by magnitude only (prune:F)");
-      }
-    }
     t.prune = config->Canonical();
   }
   auto read_count = [&](const char* key, int64_t min, int64_t* out) -> Status {

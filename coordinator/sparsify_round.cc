@@ -18,13 +18,6 @@ constexpr const char* kPreviousField = "job spec: sparsify-round.previous: ";
 // "prune:0.049999999999999996") and meet other jobs' configs in the cache.
 constexpr double kTargetsPerUnit = 1e6;
 
-// 0.1 -> "10%", for messages.
-std::string Percent(double fraction) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.4g%%", fraction * 100);
-  return buf;
-}
-
 Status PreviousError(const std::string& path, const std::string& why) {
   return InvalidArgumentError(kPreviousField + path + ": " + why);
 }
@@ -36,6 +29,12 @@ std::string ShortFingerprint(const nlohmann::json& allocation) {
 }
 
 }  // namespace
+
+std::string SparsityPercent(double fraction) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.4g%%", fraction * 100);
+  return buf;
+}
 
 StatusOr<std::map<std::string, double>> ReadPreviousRound(const std::string& path, const ModelGeometry& geometry,
                                                           const ReadLimits& limits) {
@@ -214,8 +213,8 @@ StatusOr<std::unique_ptr<JobDriver>> CreateSparsifyRoundDriver(const JobSpec& sp
     auto it = current.find(name);
     const double sparsity = it == current.end() ? 0.0 : it->second;
     if (spec.uniform_allocation && 1 - sparsity <= spec.step) {
-      return InvalidArgumentError("job spec: sparsify-round.step: " + Percent(spec.step) +
-                                  " exceeds what is left to prune of " + name + " (" + Percent(sparsity) +
+      return InvalidArgumentError("job spec: sparsify-round.step: " + SparsityPercent(spec.step) +
+                                  " exceeds what is left to prune of " + name + " (" + SparsityPercent(sparsity) +
                                   " pruned already); a uniform round prunes the step from every component");
     }
     total += static_cast<double>(params->second);
@@ -223,9 +222,9 @@ StatusOr<std::unique_ptr<JobDriver>> CreateSparsifyRoundDriver(const JobSpec& sp
     components.push_back({name, params->second, sparsity});
   }
   if (spec.step >= left / total) {
-    return InvalidArgumentError("job spec: sparsify-round.step: " + Percent(spec.step) +
+    return InvalidArgumentError("job spec: sparsify-round.step: " + SparsityPercent(spec.step) +
                                 " exceeds what is left to prune: the selected components are " +
-                                Percent(1 - left / total) + " sparse on average, leaving " + Percent(left / total));
+                                SparsityPercent(1 - left / total) + " sparse on average, leaving " + SparsityPercent(left / total));
   }
   return std::unique_ptr<JobDriver>(new SparsifyRoundDriver(std::move(components), spec.step, spec.probe_multiples,
                                                             spec.uniform_allocation,

@@ -23,6 +23,9 @@
 
 namespace dtm {
 
+// 0.1 -> "10%": a sparsity or step in messages.
+std::string SparsityPercent(double fraction);
+
 // The previous round's per-component target sparsities from its results file (`dtmctl results ROUND
 // --format json`), checked against this job's model: same layer count and, where known, the same
 // parameter count for every component, else the file is for another model. INVALID_ARGUMENT naming

@@ -1,7 +1,5 @@
 #include "coordinator/sparsify_run.h"
 
-#include <cmath>
-#include <cstdio>
 #include <utility>
 
 #include "common/compression_config.h"
@@ -9,14 +7,20 @@
 namespace dtm {
 namespace {
 
-// 0.1 -> "10%", for messages.
-std::string Percent(double fraction) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.4g%%", fraction * 100);
-  return buf;
+std::string RoundName(int round) { return "round " + std::to_string(round); }
+
+// Every component's sparsity before round 1.
+std::vector<double> StartingSparsities(const SparsifyRunPlan& plan) {
+  std::vector<double> current;
+  for (const SparsifyRoundDriver::Component& c : plan.components) current.push_back(c.current);
+  return current;
 }
 
-std::string RoundName(int round) { return "round " + std::to_string(round); }
+// What is stored about `round` (an empty record when nothing is).
+const SparsifyRoundRecord& StoredRound(const SparsifyRunRecord& record, int round) {
+  static const SparsifyRoundRecord kNothing;
+  return round <= static_cast<int>(record.rounds.size()) ? record.rounds[round - 1] : kNothing;
+}
 
 // Uniform rounds are not probed (SPEC: probing is the balanced allocation's input), so their rows
 // carry no prediction: predicted_fdt75 and min_fdt75 stay 0.
@@ -102,16 +106,17 @@ Status CheckSparsifyRunPlan(const SparsifyRunPlan& plan) {
     params += static_cast<double>(c.params);
     pruned += static_cast<double>(c.params) * c.current;
     if (plan.uniform && c.current + total_step >= 1) {
-      return InvalidArgumentError("sparsify.schedule: the steps add up to " + Percent(total_step) +
-                                  ", which with the " + Percent(c.current) + " of " + c.name +
+      return InvalidArgumentError("sparsify.schedule: the steps add up to " + SparsityPercent(total_step) +
+                                  ", which with the " + SparsityPercent(c.current) + " of " + c.name +
                                   " already pruned leaves it nothing: a uniform run prunes every step from "
                                   "every component");
     }
   }
   const double start = pruned / params;
   if (start + total_step >= 1) {
-    return InvalidArgumentError("sparsify.schedule: the steps add up to " + Percent(total_step) +
-                                (start > 0 ? " on top of the " + Percent(start) + " already pruned on average" : "") +
+    return InvalidArgumentError("sparsify.schedule: the steps add up to " + SparsityPercent(total_step) +
+                                (start > 0 ? " on top of the " + SparsityPercent(start) + " already pruned on average"
+                                           : "") +
                                 ": the run must end below 100%");
   }
   return OkStatus();
@@ -138,12 +143,9 @@ const char* SparsifyStageName(SparsifyStage stage) {
 
 StatusOr<SparsifyAction> NextSparsifyAction(const SparsifyRunPlan& plan, const SparsifyRunRecord& record) {
   const int rounds = static_cast<int>(plan.schedule.size());
-  std::vector<double> current;
-  for (const SparsifyRoundDriver::Component& c : plan.components) current.push_back(c.current);
-  const SparsifyRoundRecord nothing;
+  std::vector<double> current = StartingSparsities(plan);
   for (int round = 1; round <= rounds; ++round) {
-    const SparsifyRoundRecord& stored =
-        round <= static_cast<int>(record.rounds.size()) ? record.rounds[round - 1] : nothing;
+    const SparsifyRoundRecord& stored = StoredRound(record, round);
     SparsifyAction action;
     action.round = round;
     action.model = RoundInputModel(plan, round);
@@ -173,16 +175,12 @@ StatusOr<SparsifyAction> NextSparsifyAction(const SparsifyRunPlan& plan, const S
 
 StatusOr<std::vector<v1::SparsityAllocation>> SparsifyRunAllocations(const SparsifyRunPlan& plan,
                                                                     const SparsifyRunRecord& record) {
-  std::vector<double> current;
-  for (const SparsifyRoundDriver::Component& c : plan.components) current.push_back(c.current);
-  const SparsifyRoundRecord nothing;
+  std::vector<double> current = StartingSparsities(plan);
   std::vector<v1::SparsityAllocation> out;
   for (int round = 1; round <= static_cast<int>(plan.schedule.size()); ++round) {
-    const SparsifyRoundRecord& stored =
-        round <= static_cast<int>(record.rounds.size()) ? record.rounds[round - 1] : nothing;
     std::vector<std::string> missing;
     ASSIGN_OR_RETURN(std::optional<v1::SparsityAllocation> allocation,
-                     RoundAllocation(plan, round, current, stored, &missing));
+                     RoundAllocation(plan, round, current, StoredRound(record, round), &missing));
     if (!allocation.has_value()) break;
     current = TargetsOf(*allocation);
     out.push_back(*std::move(allocation));

@@ -61,7 +61,7 @@ Status TrainPlanner::Start(JobRun& run, bool* resolved) {
     // The spec's syntax was checked at submission; its layers are checkable once the model is known.
     if (!train->prune().empty()) {
       StatusOr<CompressionConfig> prune =
-          ParseCompressionConfig(train->prune(), static_cast<int>(run.job.summary().num_layers()));
+          ParsePruneTargets(train->prune(), static_cast<int>(run.job.summary().num_layers()));
       if (!prune.ok()) return InvalidArgumentError("job spec: train.prune: " + prune.status().message());
     }
     task.key.set_model_fingerprint(fingerprint);

@@ -144,13 +144,6 @@ int WorkerRegistry::GangCapableIn(const std::string& pool) const {
   return n;
 }
 
-bool WorkerRegistry::Serves(const std::string& path) const {
-  for (const auto& [id, worker] : workers_) {
-    if (worker.model_path == path) return true;
-  }
-  return false;
-}
-
 std::string WorkerRegistry::ModelToLoad(const Worker& worker, const std::vector<ModelNeed>& wanted) const {
   if (worker.model_root.empty()) return "";
   const std::string prefix = worker.model_root == "/" ? "/" : worker.model_root + "/";

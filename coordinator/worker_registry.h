@@ -76,8 +76,6 @@ class WorkerRegistry {
   std::set<std::string> WorkersOf(const std::string& pool) const;
   // Of those, the ones that can join a gang (they have a gang address).
   int GangCapableIn(const std::string& pool) const;
-  // Whether a connected worker serves the model folder `path` (normal, as NormalModelPath gives it).
-  bool Serves(const std::string& path) const;
   // A model a job needs, and how many workers must serve it: 1, or a train job's gang (members
   // with a gang address).
   struct ModelNeed {

@@ -182,22 +182,24 @@ TEST(SparsifyRunTest, ResumesAtAnyStageFromWhatIsStoredAlone) {
   SparsifyRunRecord record;
   const std::vector<SparsifyAction> actions = RunToTheEnd(plan, &record);
   ASSERT_EQ(actions.size(), 9u);  // 3 rounds x (probe, train, evaluate)
-  // A coordinator that restarts after k stages has only the store: the same next stage, with the
-  // same inputs, whatever ran before it in this process.
-  SparsifyRunRecord replay;
-  for (size_t k = 0; k < actions.size(); ++k) {
-    StatusOr<SparsifyAction> next = NextSparsifyAction(plan, replay);
-    ASSERT_TRUE(next.ok()) << next.status().ToString();
-    EXPECT_EQ(next->stage, actions[k].stage) << "after " << k << " stages";
-    EXPECT_EQ(next->round, actions[k].round);
-    EXPECT_EQ(next->model, actions[k].model);
-    EXPECT_EQ(next->configs, actions[k].configs);
-    EXPECT_EQ(next->prune_config, actions[k].prune_config);
-    EXPECT_EQ(next->output, actions[k].output);
-    EXPECT_EQ(next->remask, actions[k].remask);
-    Complete(plan, actions[k], &replay);
+  // A coordinator that restarts after k stages has only the store: from the record of those k,
+  // the run goes on with exactly the stages left, none of the k again, with the same inputs.
+  for (size_t k = 0; k <= actions.size(); ++k) {
+    SparsifyRunRecord stored;
+    for (size_t i = 0; i < k; ++i) Complete(plan, actions[i], &stored);
+    const std::vector<SparsifyAction> rest = RunToTheEnd(plan, &stored);
+    ASSERT_EQ(rest.size(), actions.size() - k) << "after " << k << " stages";
+    for (size_t i = 0; i < rest.size(); ++i) {
+      const SparsifyAction& want = actions[k + i];
+      EXPECT_EQ(rest[i].stage, want.stage) << "after " << k << " stages";
+      EXPECT_EQ(rest[i].round, want.round);
+      EXPECT_EQ(rest[i].model, want.model);
+      EXPECT_EQ(rest[i].configs, want.configs);
+      EXPECT_EQ(rest[i].prune_config, want.prune_config);
+      EXPECT_EQ(rest[i].output, want.output);
+      EXPECT_EQ(rest[i].remask, want.remask);
+    }
   }
-  EXPECT_EQ(NextSparsifyAction(plan, replay)->stage, SparsifyStage::kDone);
 
   // Probes half in (a restart mid-stage): the round still probes, listing every config (the stored
   // ones come from the cache at no cost); a trained model without its evaluation: evaluate next.

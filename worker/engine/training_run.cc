@@ -17,19 +17,7 @@ namespace dtm {
 namespace {
 
 // SPEC "Sparsification run": a round prunes the current model by magnitude to each component's new
-// target, then trains it under those masks. Only magnitude pruning makes masks a run can hold.
-StatusOr<CompressionConfig> ParsePruneTargets(const std::string& text, int num_layers) {
-  StatusOr<CompressionConfig> config = ParseCompressionConfig(text, num_layers);
-  if (!config.ok()) return InvalidArgumentError("--prune: " + config.status().message());
-  for (const auto& [id, method] : config->entries) {
-    if (method.kind != MethodKind::kPrune) {
-      return InvalidArgumentError("--prune: " + id.Name() + "=" + method.ToString() +
-                                  ": training prunes by magnitude only (prune:F)");
-    }
-  }
-  return config;
-}
-
+// target, then trains it under those masks.
 void PruneByMagnitude(const CompressionConfig& targets, LlamaModel& model) {
   torch::NoGradGuard no_grad;
   for (const auto& [id, method] : targets.entries) {
@@ -74,8 +62,9 @@ StatusOr<TrainingRunResult> RunTraining(const TrainingRunOptions& options) {
   }
   ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, Tokenizer::FromModelDir(options.model_dir));
   ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint, Checkpoint::Open(options.model_dir));
-  ASSIGN_OR_RETURN(const CompressionConfig prune_targets,
-                   ParsePruneTargets(options.prune, static_cast<int>(checkpoint->config().num_hidden_layers)));
+  StatusOr<CompressionConfig> prune_targets =
+      ParsePruneTargets(options.prune, static_cast<int>(checkpoint->config().num_hidden_layers));
+  if (!prune_targets.ok()) return InvalidArgumentError("--prune: " + prune_targets.status().message());
   TrainingDataOptions data_options;
   data_options.path = options.data;
   data_options.format = options.data_format;
@@ -96,7 +85,7 @@ StatusOr<TrainingRunResult> RunTraining(const TrainingRunOptions& options) {
   ASSIGN_OR_RETURN(result.model_fingerprint, checkpoint->Fingerprint());
   // float32 whatever the device: these are the master weights.
   ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, LlamaModel::Load(*checkpoint, ModelOptions{torch::kFloat32, device}));
-  PruneByMagnitude(prune_targets, *model);
+  PruneByMagnitude(*prune_targets, *model);
   const std::map<std::string, torch::Tensor> masks = PruningMasksFromZeros(*model);
   result.masked_weights = static_cast<int64_t>(masks.size());
   for (const auto& [name, mask] : masks) result.pruned_entries += mask.numel() - mask.sum().item<int64_t>();
