@@ -222,8 +222,9 @@ std::string TrainingTable(const v1::TrainingResult& t) {
     out += "trained " + std::to_string(t.steps()) + " steps on a gang of " + std::to_string(t.gang_size()) +
            ": loss " + Fixed(t.losses(0), 4) + " -> " + Fixed(t.losses(t.losses_size() - 1), 4) + ", " +
            Fixed(t.tokens_per_second(), 0) + " tokens/s" +
-           (t.resumed_from_step() > 0 ? " (the last attempt resumed at step " + std::to_string(t.resumed_from_step()) + ")"
-                                      : "") +
+           (t.resumed_from_step() == t.steps() ? " (the last attempt found the model written by an earlier one)"
+            : t.resumed_from_step() > 0 ? " (the last attempt resumed at step " + std::to_string(t.resumed_from_step()) + ")"
+                                        : "") +
            "\n";
   }
   out += "model: " + t.output_dir() + " (fingerprint " + t.output_fingerprint() + ")\n";

@@ -3,7 +3,9 @@
 phase, the loss falls, `--prune` sets a round's masks to exactly the smallest magnitudes of the input
 (computed here from the file), `--remask` puts the masks back after an unmasked phase, a run stopped
 mid-way and started again on its checkpoint folder writes the
-same model (same fingerprint) as an uninterrupted one, and bad input exits 2 without writing a model.
+same model (same fingerprint) as an uninterrupted one, the same run started again on its finished
+output adopts it (another run is refused naming what differs), and bad input exits 2 without writing
+a model.
 
 Run by CTest (label `model`) after the `tiny_model` fixture; needs DTMCTL, DTM_TINY_MODEL and
 DTM_BROWN_DIR in the environment.
@@ -106,6 +108,34 @@ class DtmctlTrainTest(unittest.TestCase):
         self.assertEqual(rest["resumed_at"], 4)
         self.assertEqual(rest["losses"], straight["losses"])
         self.assertEqual(rest["out_fingerprint"], straight["out_fingerprint"])
+
+    def test_a_run_whose_output_holds_its_trained_model_adopts_it(self):
+        # What a worker meets when its coordinator was killed after an earlier attempt wrote the
+        # model but before that attempt could report it: the same run again on the same folder.
+        out = os.path.join(self.tmp, "adopted")
+        first = self.train(out, "--phases", "masked:3")
+        files = {name: os.stat(os.path.join(out, name)).st_mtime_ns for name in os.listdir(out)}
+        again = self.train(out, "--phases", "masked:3")
+        self.assertEqual(again["resumed_at"], 3)  # nothing left to train
+        self.assertEqual(again["losses"], first["losses"])
+        self.assertEqual(again["out_fingerprint"], first["out_fingerprint"])
+        self.assertEqual({name: os.stat(os.path.join(out, name)).st_mtime_ns for name in os.listdir(out)}, files)
+        with open(os.path.join(out, "dtm-training.json")) as f:
+            record = json.load(f)
+        self.assertEqual(record["losses"], first["losses"])
+        # Another run on that folder is refused naming what differs, and the folder stays as it was.
+        other = self.train(out, "--phases", "masked:3", "--warmup", "2", check=False)
+        self.assertEqual(other.returncode, 2, other.stderr)
+        self.assertIn("holds the model of another run: its warmup_steps is 0, this run's is 2", other.stderr)
+        self.assertEqual({name: os.stat(os.path.join(out, name)).st_mtime_ns for name in os.listdir(out)}, files)
+        # A record that is not one (a 10 MB line of zeros) is named, not trusted.
+        forged = os.path.join(self.tmp, "forged")
+        os.makedirs(forged)
+        with open(os.path.join(forged, "dtm-training.json"), "w") as f:
+            f.write("0" * (10 << 20))
+        proc = self.train(forged, "--phases", "masked:3", check=False)
+        self.assertEqual(proc.returncode, 2, proc.stderr)
+        self.assertIn("not a training record", proc.stderr)
 
     def test_prune_sets_a_rounds_masks_by_magnitude_before_training(self):
         # A sparsification round on an already pruned model: up_proj from 50 % to 70 %, a dense

@@ -55,10 +55,10 @@ double LearningRateAt(const RecoveryTrainingOptions& o, int64_t step, int64_t to
   return o.learning_rate * (0.1 + 0.9 * 0.5 * (1.0 + std::cos(M_PI * progress)));
 }
 
-// Everything that decides the numbers of a run, so that a checkpoint is resumed only by the run
-// that wrote it: the data, the masks and every setting but where and how often it checkpoints.
-nlohmann::json RunIdentity(const TrainingData& data, const std::map<std::string, torch::Tensor>& masks,
-                           const RecoveryTrainingOptions& o) {
+}  // namespace
+
+nlohmann::json TrainingRunIdentity(const TrainingData& data, const std::map<std::string, torch::Tensor>& masks,
+                                   const RecoveryTrainingOptions& o, int gang_size) {
   Sha256 hash;
   for (const auto& [name, mask] : masks) {
     torch::Tensor bytes = mask.to(torch::kCPU).to(torch::kUInt8).contiguous();
@@ -79,9 +79,11 @@ nlohmann::json RunIdentity(const TrainingData& data, const std::map<std::string,
           {"adamw", {o.adamw.beta1, o.adamw.beta2, o.adamw.eps, o.adamw.weight_decay}},
           {"clip_grad_norm", o.clip_grad_norm},
           // A sharded optimizer's files are per member: such a checkpoint resumes on a gang of its size.
-          {"optimizer", o.gang != nullptr && o.shard_optimizer ? "zero1-of-" + std::to_string(o.gang->world_size())
-                                                               : std::string("replicated")}};
+          {"optimizer", gang_size > 1 && o.shard_optimizer ? "zero1-of-" + std::to_string(gang_size)
+                                                             : std::string("replicated")}};
 }
+
+namespace {
 
 struct Trainable {
   std::vector<std::string> names;
@@ -316,7 +318,7 @@ StatusOr<TrainingReport> TrainRecovery(LlamaModel& model, const TrainingData& da
     optimizer.file = kOptimizerFile;
     optimizer.writes = gang == nullptr || gang->rank() == 0;
   }
-  const nlohmann::json identity = RunIdentity(data, masks, options);
+  const nlohmann::json identity = TrainingRunIdentity(data, masks, options, gang == nullptr ? 1 : gang->world_size());
   TrainingReport report;
   report.steps_total = TotalSteps(options.phases);
   if (!options.checkpoint_dir.empty()) {
@@ -435,7 +437,7 @@ StatusOr<TrainingReport> TrainRecovery(LlamaModel& model, const TrainingData& da
 }
 
 StatusOr<std::string> WriteTrainedModel(const LlamaModel& model, const std::string& source_dir,
-                                        const std::string& out_dir) {
+                                        const std::string& out_dir, const nlohmann::json& record) {
   std::error_code ec;
   if (fs::exists(out_dir, ec) && !(fs::is_directory(out_dir, ec) && fs::is_empty(out_dir, ec))) {
     return FailedPreconditionError(out_dir + ": exists and is not an empty folder; the trained model goes to a new one");
@@ -452,11 +454,28 @@ StatusOr<std::string> WriteTrainedModel(const LlamaModel& model, const std::stri
     fs::copy_file(from, partial / name, fs::copy_options::overwrite_existing, ec);
     if (ec) return InternalError("cannot copy " + from.string() + " to " + partial.string() + ": " + ec.message());
   }
+  if (!record.is_null()) RETURN_IF_ERROR(WriteTextFile((partial / kTrainingRecordFile).string(), record.dump(1) + "\n"));
   fs::remove(out, ec);  // an empty folder; rename needs it gone
   fs::rename(partial, out, ec);
   if (ec) return InternalError("cannot rename " + partial.string() + " to " + out.string() + ": " + ec.message());
   ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> written, Checkpoint::Open(out.string()));
   return written->Fingerprint();
+}
+
+StatusOr<std::optional<nlohmann::json>> ReadTrainingRecord(const std::string& dir) {
+  const std::string path = (fs::path(dir) / kTrainingRecordFile).string();
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return std::optional<nlohmann::json>();
+  // A round's record is a few KB (4 KB of losses at paper scale); anything huge is not one.
+  ReadLimits limits;
+  limits.max_bytes = 16 << 20;
+  limits.regular_file_only = true;
+  ASSIGN_OR_RETURN(const std::string text, ReadTextFile(path, limits));
+  nlohmann::json record = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (record.is_discarded() || !record.is_object() || JsonNestedDeeperThan(record, kMaxJsonNesting)) {
+    return InvalidArgumentError(path + ": not a training record (a JSON object)");
+  }
+  return std::optional<nlohmann::json>(std::move(record));
 }
 
 }  // namespace dtm

@@ -24,10 +24,12 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include "common/status.h"
@@ -94,12 +96,27 @@ StatusOr<TrainingReport> TrainRecovery(LlamaModel& model, const TrainingData& da
                                        const std::map<std::string, torch::Tensor>& masks,
                                        const RecoveryTrainingOptions& options);
 
+// Everything that decides the numbers of a run: the data, the masks and every setting but where and
+// how often it checkpoints (and `gang_size`, which matters only to a sharded optimizer's files). A
+// checkpoint resumes, and a trained model folder is adopted, only by the run its identity names.
+nlohmann::json TrainingRunIdentity(const TrainingData& data, const std::map<std::string, torch::Tensor>& masks,
+                                   const RecoveryTrainingOptions& options, int gang_size);
+
+// The file in a trained model's folder that says which run wrote it (`record`, given to
+// WriteTrainedModel) and what it reported; a model folder without it was not written by a run.
+inline constexpr char kTrainingRecordFile[] = "dtm-training.json";
+
 // Writes the trained model as an HF checkpoint folder `out_dir`, with the tokenizer and other side
-// files of `source_dir` (the model it started from), and returns its fingerprint. The folder must
-// not exist or be empty (FAILED_PRECONDITION otherwise: it could be an earlier model); the files go
-// to a sibling folder OUT.partial first, renamed to `out_dir` when complete, so that no later job
-// can mistake a half-written folder for a model.
+// files of `source_dir` (the model it started from) and `record` as kTrainingRecordFile (unless
+// null), and returns its fingerprint. The folder must not exist or be empty (FAILED_PRECONDITION
+// otherwise: it could be an earlier model); the files go to a sibling folder OUT.partial first,
+// renamed to `out_dir` when complete, so that no later job can mistake a half-written folder for a
+// model, and a folder with a record is always a whole one.
 StatusOr<std::string> WriteTrainedModel(const LlamaModel& model, const std::string& source_dir,
-                                        const std::string& out_dir);
+                                        const std::string& out_dir, const nlohmann::json& record = nullptr);
+
+// The record of a model folder that holds one: nullopt when the folder has none (or does not
+// exist), INVALID_ARGUMENT when the record is not JSON.
+StatusOr<std::optional<nlohmann::json>> ReadTrainingRecord(const std::string& dir);
 
 }  // namespace dtm

@@ -2,6 +2,9 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
+
+#include <nlohmann/json.hpp>
 
 #include "common/compression_config.h"
 #include "common/host_port.h"
@@ -26,6 +29,58 @@ void PruneByMagnitude(const CompressionConfig& targets, LlamaModel& model) {
   }
 }
 
+// Which run wrote a trained model folder: its identity, the model it started from and whether the
+// masks were put back; WriteTrainedModel stores it with the losses.
+nlohmann::json OutputRecord(const nlohmann::json& identity, const std::string& model_fingerprint, bool remask) {
+  return {{"run", identity}, {"model", model_fingerprint}, {"remask", remask}};
+}
+
+// An earlier attempt of this run that finished and wrote the model but could not report it (its
+// coordinator was killed, and the new one started the run again): its folder is this run's result.
+// A folder of another run is refused naming what differs.
+StatusOr<TrainingRunResult> AdoptEarlierOutput(const nlohmann::json& record, const nlohmann::json& wanted,
+                                               const TrainingRunOptions& options, TrainingRunResult result) {
+  const std::string& dir = options.out_dir;
+  const std::string where = "output " + dir + " (" + kTrainingRecordFile + ")";
+  for (const char* part : {"model", "remask", "run"}) {
+    if (!record.contains(part)) return InvalidArgumentError(where + ": no \"" + part + "\"");
+    if (record[part] == wanted[part]) continue;
+    if (record[part].is_object() && wanted[part].is_object()) {
+      for (const auto& [key, value] : wanted[part].items()) {
+        if (record[part].contains(key) && record[part][key] == value) continue;
+        return FailedPreconditionError(where + " holds the model of another run: its " + key + " is " +
+                                       (record[part].contains(key) ? record[part][key].dump() : "missing") +
+                                       ", this run's is " + value.dump() + " (choose a new or empty folder)");
+      }
+    }
+    return FailedPreconditionError(where + " holds the model of another run: its " + part + " is " +
+                                   record[part].dump() + ", this run's is " + wanted[part].dump() +
+                                   " (choose a new or empty folder)");
+  }
+  const nlohmann::json& losses = record.contains("losses") ? record["losses"] : nlohmann::json();
+  if (!losses.is_array() || !record.contains("steps") || !record["steps"].is_number_integer() ||
+      record["steps"].get<int64_t>() != static_cast<int64_t>(losses.size())) {
+    return InvalidArgumentError(where + ": expected \"steps\" and as many \"losses\"");
+  }
+  TrainingReport& report = result.report;
+  report.losses.clear();
+  for (const nlohmann::json& loss : losses) {
+    if (!loss.is_number()) return InvalidArgumentError(where + ": a loss that is not a number: " + loss.dump());
+    report.losses.push_back(loss.get<double>());
+  }
+  report.steps_total = record["steps"].get<int64_t>();
+  report.resumed_at = report.steps_total;  // nothing left to train
+  report.finished = true;
+  report.tokens_trained = 0;
+  report.seconds = 0;
+  if (options.rank == 0) {
+    ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> written, Checkpoint::Open(dir));
+    ASSIGN_OR_RETURN(result.out_fingerprint, written->Fingerprint());
+  }
+  if (options.log) options.log("output " + dir + " already holds this run's trained model (an earlier attempt wrote it): adopted");
+  return result;
+}
+
 }  // namespace
 
 StatusOr<TrainingRunResult> RunTraining(const TrainingRunOptions& options) {
@@ -35,7 +90,13 @@ StatusOr<TrainingRunResult> RunTraining(const TrainingRunOptions& options) {
   // Every setting and the output folder before any weight loads.
   ASSIGN_OR_RETURN(std::vector<TrainingPhase> phases, ParseTrainingPhases(options.phases));
   const bool writes_model = options.rank == 0;
-  if (writes_model) RETURN_IF_ERROR(CheckOutputFolderIsFree(options.out_dir, "output"));
+  // A folder with a run's record is adopted below if the run is this one (its identity needs the
+  // data and the masks); any other folder that is not free fails now, before anything loads.
+  std::optional<nlohmann::json> earlier;
+  if (!options.out_dir.empty()) {
+    ASSIGN_OR_RETURN(earlier, ReadTrainingRecord(options.out_dir));
+  }
+  if (writes_model && !earlier) RETURN_IF_ERROR(CheckOutputFolderIsFree(options.out_dir, "output"));
   // The messages name dtmctl train's flags; on a worker these settings come from the coordinator.
   GangOptions gang_options;
   if (options.gang_size > 1) {
@@ -106,6 +167,10 @@ StatusOr<TrainingRunResult> RunTraining(const TrainingRunOptions& options) {
   train.should_stop = options.should_stop;
   train.activation_checkpointing = options.activation_checkpointing;
   train.compute_dtype = compute == "bfloat16" ? torch::kBFloat16 : torch::kFloat32;
+  const nlohmann::json record =
+      OutputRecord(TrainingRunIdentity(data, masks, train, options.gang_size), result.model_fingerprint, options.remask);
+  // Every member sees the folder (shared storage): none joins the gang.
+  if (earlier) return AdoptEarlierOutput(*earlier, record, options, std::move(result));
   std::unique_ptr<Gang> gang;
   if (options.gang_size > 1) {
     log("joining the gang as member " + std::to_string(options.rank) + " of " + std::to_string(options.gang_size) +
@@ -127,7 +192,13 @@ StatusOr<TrainingRunResult> RunTraining(const TrainingRunOptions& options) {
   // Stopped early, nothing is written that could pass for the trained model; the other members'
   // weights are member 0's.
   if (result.report.finished && writes_model) {
-    ASSIGN_OR_RETURN(result.out_fingerprint, WriteTrainedModel(*model, options.model_dir, options.out_dir));
+    // An attempt of this run its coordinator lost track of can finish while this one trains.
+    ASSIGN_OR_RETURN(earlier, ReadTrainingRecord(options.out_dir));
+    if (earlier) return AdoptEarlierOutput(*earlier, record, options, std::move(result));
+    nlohmann::json written = record;
+    written["steps"] = result.report.steps_total;
+    written["losses"] = result.report.losses;
+    ASSIGN_OR_RETURN(result.out_fingerprint, WriteTrainedModel(*model, options.model_dir, options.out_dir, written));
     log("wrote " + options.out_dir + " (fingerprint " + result.out_fingerprint.substr(0, 12) + ")");
   }
   return result;
