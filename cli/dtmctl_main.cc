@@ -148,11 +148,15 @@ void AddServiceCommands(CLI::App* app, ServiceFlags* f) {
 
   CLI::App* export_config = app->add_subcommand(
       "export-config", "print a finished search job's chosen config in SPEC syntax (COMPONENT=METHOD,...): a "
-      "quant-search's best node, a sparsify-round's allocation as prune targets");
+      "quant-search's best node, a sparsify-round's allocation or a sparsify run's round as prune targets");
   export_config->add_option("id", f->export_config.job_id, "job id")->required();
   export_config->add_option("--level", f->export_config.level,
                             "quant-search level whose rank-0 config to print (default: the deepest)")
       ->check(CLI::Range(0, 1000000));
+  export_config->add_option("--round", f->export_config.round,
+                            "sparsify run: the round whose cumulative prune targets to print (default: the last "
+                            "allocated); the run may still be running")
+      ->check(CLI::Range(1, 64));
   AddConnectionFlags(export_config, &f->export_config.connection);
   AddStoreFlag(export_config, &f->export_config.connection);
 

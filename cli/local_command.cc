@@ -142,6 +142,12 @@ int LocalCommand(const LocalOptions& options, const Console& console) {
   if (!yaml.ok()) return Fail(console, "job spec", yaml.status());
   StatusOr<JobSpec> spec = ParseJobSpec(*yaml);
   if (!spec.ok()) return Fail(console, options.spec_path, spec.status());
+  if (spec->kind == JobKind::kSparsify) {
+    // Its rounds' models appear as it runs, and serving them takes workers that switch models.
+    return Fail(console, options.spec_path,
+                InvalidArgumentError("kind sparsify runs on a coordinator with workers started with --model-root "
+                                     "over its output (docs/job-spec.md); dtmctl local serves one model"));
+  }
 
   std::string store_url = options.store;
   if (store_url.empty()) {

@@ -59,7 +59,17 @@ std::string TaskCounts(const v1::JobProgress& p) {
 std::string RenderProgress(const v1::JobProgress& p, int bar_width, uint32_t completion_len) {
   char buf[64];
   std::string line;
-  if (p.has_train_steps()) {
+  if (p.has_sparsify_rounds()) {
+    // A sparsify run: the bar follows the rounds; a training stage adds its steps.
+    const bool done = p.sparsify_stage() == "done";
+    const uint32_t rounds_done = done ? p.sparsify_rounds() : (p.sparsify_round() > 0 ? p.sparsify_round() - 1 : 0);
+    line = Bar(rounds_done, p.sparsify_rounds(), bar_width) + " round " + std::to_string(p.sparsify_round()) + "/" +
+           std::to_string(p.sparsify_rounds()) + (p.has_sparsify_stage() ? " " + p.sparsify_stage() : "");
+    if (p.sparsify_stage() == "train" && p.has_train_steps()) {
+      std::snprintf(buf, sizeof buf, " step %u/%u loss %.4f", p.train_step(), p.train_steps(), p.train_loss());
+      line += buf;
+    }
+  } else if (p.has_train_steps()) {
     // A train job is one task of many steps: the bar follows the steps.
     std::snprintf(buf, sizeof buf, " step %u/%u  loss %.4f", p.train_step(), p.train_steps(), p.train_loss());
     line = Bar(p.train_step(), p.train_steps(), bar_width) + buf;

@@ -333,8 +333,81 @@ StatusOr<ResultsFormat> ParseResultsFormat(std::string_view name) {
   return InvalidArgumentError("--format: unknown format '" + std::string(name) + "' (table, json or csv)");
 }
 
+// A round's average sparsity as allocated (parameter-weighted targets) and as its trained model holds
+// it (the weights its masks kept at 0, over the same parameters); -1 when unknown.
+std::pair<double, double> RoundSparsity(const v1::SparsifyRoundResult& round) {
+  double params = 0, target = 0;
+  for (const v1::ComponentSparsity& c : round.allocation().components()) {
+    params += static_cast<double>(c.params());
+    target += static_cast<double>(c.params()) * c.target();
+  }
+  if (params == 0) return {-1, -1};
+  return {target / params, round.has_training() ? static_cast<double>(round.training().masked_weights()) / params : -1};
+}
+
+// A sparsify run's answer: a line per round (its step, the average sparsity allocated and measured,
+// the training loss, the round model against the starting model, each stage's wall time).
+std::string SparsifyRunTable(const v1::GetResultsResponse& response) {
+  const bool ppl = std::any_of(response.rounds().begin(), response.rounds().end(),
+                               [](const v1::SparsifyRoundResult& r) { return r.metrics().has_ppl(); });
+  Row header = {"round", "step", "sparsity", "measured", "loss", "fdt75", "fdt_mean", "sdt_mean", "dppl"};
+  if (ppl) header.push_back("ppl");
+  header.insert(header.end(), {"probe_s", "train_s", "eval_s", "model"});
+  std::vector<Row> rows = {header};
+  for (const v1::SparsifyRoundResult& r : response.rounds()) {
+    const auto [allocated, measured] = RoundSparsity(r);
+    const v1::TrainingResult& t = r.training();
+    const v1::Metrics& m = r.metrics();
+    const bool evaluated = r.has_metrics() && m.num_probes() > 0;
+    auto seconds = [](double s) { return s > 0 ? Fixed(s, 1) : std::string("-"); };
+    Row row = {std::to_string(r.round()),
+               r.has_allocation() ? StepPercent(r.allocation().step()) : "-",
+               allocated >= 0 ? Percent(allocated, 2) : "-",
+               measured >= 0 ? Percent(measured, 2) : "-",
+               t.losses_size() > 0 ? Fixed(t.losses(0), 3) + " -> " + Fixed(t.losses(t.losses_size() - 1), 3) : "-",
+               evaluated ? Fixed(m.fdt75(), 2) : "-",
+               evaluated ? Fixed(m.fdt_mean(), 2) : "-",
+               evaluated ? Fixed(m.sdt_mean(), 2) : "-",
+               evaluated ? Fixed(m.dppl(), 4) : "-"};
+    if (ppl) row.push_back(evaluated && m.has_ppl() ? Fixed(m.ppl(), 3) : "-");
+    row.insert(row.end(), {r.probe_job_id().empty() ? "-" : seconds(r.probe_seconds()), seconds(r.train_seconds()),
+                           seconds(r.evaluate_seconds()),
+                           t.output_dir().empty() ? "-" : t.output_dir() + " (" + t.output_fingerprint().substr(0, 12) + ")"});
+    rows.push_back(std::move(row));
+  }
+  std::vector<bool> right(header.size(), true);
+  right.back() = false;
+  std::string out = AlignColumns(rows, right);
+  out += "metrics: each round's model against the starting model's completions; "
+         "`dtmctl export-config JOB --round N` prints a round's prune targets\n";
+  return out;
+}
+
+nlohmann::json SparsifyRoundsJson(const v1::GetResultsResponse& response) {
+  nlohmann::json rounds = nlohmann::json::array();
+  for (const v1::SparsifyRoundResult& r : response.rounds()) {
+    const auto [allocated, measured] = RoundSparsity(r);
+    nlohmann::json round = {{"round", r.round()},
+                            {"input_model", r.input_model()},
+                            {"probe_job_id", r.probe_job_id()},
+                            {"train_job_id", r.train_job_id()},
+                            {"evaluate_job_id", r.evaluate_job_id()},
+                            {"probe_seconds", r.probe_seconds()},
+                            {"train_seconds", r.train_seconds()},
+                            {"evaluate_seconds", r.evaluate_seconds()}};
+    round["allocation"] = r.has_allocation() ? AllocationJson(r.allocation()) : nlohmann::json(nullptr);
+    round["sparsity"] = allocated >= 0 ? nlohmann::json(allocated) : nlohmann::json(nullptr);
+    round["measured_sparsity"] = measured >= 0 ? nlohmann::json(measured) : nlohmann::json(nullptr);
+    round["training"] = r.has_training() ? TrainingJson(r.training()) : nlohmann::json(nullptr);
+    round["metrics"] = r.has_metrics() ? MetricsJson(r.metrics()) : nlohmann::json(nullptr);
+    rounds.push_back(std::move(round));
+  }
+  return rounds;
+}
+
 std::string FormatResultsTable(const v1::GetResultsResponse& response) {
   if (response.has_training()) return TrainingTable(response.training());
+  if (response.rounds_size() > 0) return SparsifyRunTable(response);
   const bool search = std::any_of(response.results().begin(), response.results().end(),
                                   [](const v1::ConfigResult& r) { return r.has_search_level(); });
   const bool ppl = AnyPpl(response);
@@ -419,6 +492,7 @@ std::string FormatResultsJson(const v1::GetResultsResponse& response) {
   }
   if (response.has_allocation()) doc["allocation"] = AllocationJson(response.allocation());
   if (response.has_training()) doc["training"] = TrainingJson(response.training());
+  if (response.rounds_size() > 0) doc["rounds"] = SparsifyRoundsJson(response);
   if (response.warnings_size() > 0) {
     doc["warnings"] = std::vector<std::string>(response.warnings().begin(), response.warnings().end());
   }
@@ -430,6 +504,28 @@ std::string FormatResultsCsv(const v1::GetResultsResponse& response) {
     std::string out = "step,loss\n";
     for (int i = 0; i < response.training().losses_size(); ++i) {
       out += std::to_string(i + 1) + "," + ShortestDouble(response.training().losses(i)) + "\n";
+    }
+    return out;
+  }
+  if (response.rounds_size() > 0) {
+    std::string out =
+        "round,step,sparsity,measured_sparsity,first_loss,last_loss,fdt75,fdt_mean,sdt_mean,dppl,ppl,probe_seconds,"
+        "train_seconds,evaluate_seconds,model_fingerprint\n";
+    for (const v1::SparsifyRoundResult& r : response.rounds()) {
+      const auto [allocated, measured] = RoundSparsity(r);
+      const v1::TrainingResult& t = r.training();
+      const v1::Metrics& m = r.metrics();
+      const bool evaluated = r.has_metrics() && m.num_probes() > 0;
+      auto number = [](bool known, double v) { return known ? ShortestDouble(v) : std::string(); };
+      out += std::to_string(r.round()) + "," + number(r.has_allocation(), r.allocation().step()) + "," +
+             number(allocated >= 0, allocated) + "," + number(measured >= 0, measured) + "," +
+             number(t.losses_size() > 0, t.losses_size() > 0 ? t.losses(0) : 0) + "," +
+             number(t.losses_size() > 0, t.losses_size() > 0 ? t.losses(t.losses_size() - 1) : 0) + "," +
+             number(evaluated, m.fdt75()) + "," + number(evaluated, m.fdt_mean()) + "," +
+             number(evaluated, m.sdt_mean()) + "," + number(evaluated, m.dppl()) + "," +
+             number(evaluated && m.has_ppl(), m.ppl()) + "," + ShortestDouble(r.probe_seconds()) + "," +
+             ShortestDouble(r.train_seconds()) + "," + ShortestDouble(r.evaluate_seconds()) + "," +
+             CsvField(t.output_fingerprint()) + "\n";
     }
     return out;
   }
@@ -506,6 +602,8 @@ std::string JobKindName(v1::JobKind kind) {
       return "sparsify-round";
     case v1::JOB_KIND_TRAIN:
       return "train";
+    case v1::JOB_KIND_SPARSIFY:
+      return "sparsify";
     default:
       return std::to_string(static_cast<int>(kind));
   }

@@ -474,6 +474,33 @@ int ExportConfigCommand(const ExportConfigOptions& options, const Console& conso
                   JobKindName(kind) +
                   " job; export-config needs a search (quant-search or sparsify-round)");
   }
+  if (options.round > 0 && kind != v1::JOB_KIND_SPARSIFY) {
+    return refuse("job " + options.job_id + " is a " + JobKindName(kind) + " job; --round is for a sparsify run");
+  }
+  if (kind == v1::JOB_KIND_SPARSIFY) {
+    if (options.level >= 0) return refuse("job " + options.job_id + ": a sparsify run has rounds, not levels (--round)");
+    // Any state: the allocated rounds of a run under way, or one that failed, are as final as they get.
+    v1::GetResultsRequest request;
+    request.set_job_id(options.job_id);
+    v1::GetResultsResponse response;
+    const grpc::Status status =
+        Unary(&v1::DtmService::Stub::GetResults, stub->get(), options.connection, request, &response);
+    if (!status.ok()) return ReportError(command, status, options.connection, console);
+    const v1::SparsifyRoundResult* chosen = nullptr;
+    for (const v1::SparsifyRoundResult& r : response.rounds()) {
+      if (!r.has_allocation()) continue;
+      if (options.round == 0 || static_cast<int>(r.round()) == options.round) chosen = &r;
+    }
+    if (chosen == nullptr) {
+      return refuse("job " + options.job_id + " has " +
+                    (options.round > 0 ? "no allocation for round " + std::to_string(options.round) + " yet"
+                                       : std::string("no allocated round yet")));
+    }
+    StatusOr<std::string> config = AllocationConfig(chosen->allocation());
+    if (!config.ok()) return refuse("job " + options.job_id + ": " + config.status().message());
+    *console.out << *config << std::endl;
+    return kExitOk;
+  }
   if (kind == v1::JOB_KIND_SPARSIFY_ROUND && options.level >= 0) {
     return refuse("job " + options.job_id +
                   ": sparsify-round has no levels; export-config prints its allocation (drop --level)");

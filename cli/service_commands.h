@@ -125,6 +125,8 @@ struct ExportConfigOptions {
   std::string job_id;
   // Search level; negative: the deepest level.
   int level = -1;
+  // A sparsify run's round (1-based); 0: its last round with an allocation.
+  int round = 0;
 };
 int ExportConfigCommand(const ExportConfigOptions& options, const Console& console);
 

@@ -10,6 +10,7 @@
 
 #include "common/user_text.h"
 #include "coordinator/job_planner.h"
+#include "coordinator/sparsify_planner.h"
 
 namespace dtm {
 namespace {
@@ -61,6 +62,7 @@ Status ClientApi::Validate(JobSpec* spec) {
   // The data is read by the gang's workers, which say what is wrong with it; the output must be
   // free now, so that no job is accepted that can only fail after its gang has formed.
   if (spec->kind == JobKind::kTrain) return files_->CheckOutputIsFree(*spec);
+  if (spec->kind == JobKind::kSparsify) RETURN_IF_ERROR(files_->CheckOutputIsFree(*spec));
   ASSIGN_OR_RETURN(ProbeSet probes, files_->LoadProbes(*spec));
   // Read now so that a bad calibration file is refused at submit, not when the job starts.
   if (SpecUsesGptq(*spec)) RETURN_IF_ERROR(files_->LoadCalibration(*spec).status());
@@ -97,7 +99,20 @@ Status ClientApi::Validate(JobSpec* spec) {
   }
   if (!geometry) return OkStatus();  // checked when a worker serving the model registers
   // A round needs the component sizes; without them it is checked once a worker reports them.
-  if (spec->kind == JobKind::kSparsifyRound && geometry->component_params.empty()) return OkStatus();
+  const bool sparsifies = spec->kind == JobKind::kSparsifyRound || spec->kind == JobKind::kSparsify;
+  if (sparsifies && geometry->component_params.empty()) return OkStatus();
+  // A run's rounds are jobs of their own, each checked when the run submits it.
+  if (spec->kind == JobKind::kSparsify) {
+    ASSIGN_OR_RETURN(SparsifyRunPlan plan, SparsifyRunPlanOf(*spec, *geometry, files_->limits()));
+    const size_t probes_per_round = plan.uniform ? 0 : plan.components.size() * plan.probe_multiples.size();
+    if (static_cast<int64_t>(probes_per_round * shards) > max_tasks) {
+      return InvalidArgumentError("job spec: a round's probes (" + std::to_string(probes_per_round) + " configs on " +
+                                  std::to_string(shards) + " shards) make " + std::to_string(probes_per_round * shards) +
+                                  " tasks; this coordinator plans at most " + std::to_string(max_tasks) +
+                                  " per stage (--max-stage-tasks): use a larger shard_size");
+    }
+    return OkStatus();
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<JobDriver> driver, CreateJobDriver(*spec, *geometry, files_->limits()));
   return CheckStageSize(*driver, shards, max_tasks, !spec->reference.empty());
 }

@@ -75,7 +75,8 @@ StatusOr<std::unique_ptr<JobDriver>> CreateJobDriver(const JobSpec& spec, const 
     case JobKind::kSparsifyRound:
       return CreateSparsifyRoundDriver(spec, geometry, limits);
     case JobKind::kTrain:
-      break;  // no stages: train_planner.h runs it
+    case JobKind::kSparsify:
+      break;  // no stages of configs: train_planner.h and sparsify_planner.h run them
   }
   return InvalidArgumentError("kind: unknown kind " + std::to_string(static_cast<int>(spec.kind)));
 }

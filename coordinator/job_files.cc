@@ -52,22 +52,35 @@ Status ResolveTrainPaths(const DataRoot& root, TrainSpec* train) {
 Status JobFiles::CheckOutputIsFree(const JobSpec& spec) const {
   namespace fs = std::filesystem;
   std::error_code ec;
-  const std::string& out = spec.train.output;
+  const bool run = spec.kind == JobKind::kSparsify;
+  const std::string& out = run ? spec.sparsify_output : spec.train.output;
   if (!fs::exists(fs::symlink_status(out, ec))) return OkStatus();
   if (fs::is_directory(out, ec) && fs::is_empty(out, ec) && !ec) return OkStatus();
-  return FailedPreconditionError("job spec: train.output: " + out +
-                                 " exists and is not an empty folder; the trained model goes to a new one");
+  return FailedPreconditionError(std::string("job spec: ") + (run ? "sparsify.output: " : "train.output: ") + out +
+                                 " exists and is not an empty folder; " +
+                                 (run ? "the run's models go to a new one" : "the trained model goes to a new one"));
 }
 
 Status JobFiles::ResolvePaths(JobSpec* spec) const {
   if (spec->kind == JobKind::kTrain) return ResolveTrainPaths(root_, &spec->train);
+  if (spec->kind == JobKind::kSparsify) {
+    // Each round's train job resolves its own output and checkpoints under this folder.
+    StatusOr<std::string> data = root_.Resolve(spec->train.data);
+    if (!data.ok()) return InvalidArgumentError("job spec: train.data: " + data.status().message());
+    spec->train.data = *data;
+    StatusOr<std::string> output = ResolveNew(root_, spec->sparsify_output);
+    if (!output.ok()) return InvalidArgumentError("job spec: sparsify.output: " + output.status().message());
+    spec->sparsify_output = *output;
+  }
   StatusOr<std::string> probes = root_.Resolve(spec->probes);
   if (!probes.ok()) return InvalidArgumentError("job spec: probes: " + probes.status().message());
   spec->probes = *probes;
   if (!spec->previous.empty()) {
     StatusOr<std::string> previous = root_.Resolve(spec->previous);
     if (!previous.ok()) {
-      return InvalidArgumentError("job spec: sparsify-round.previous: " + previous.status().message());
+      return InvalidArgumentError(std::string("job spec: ") +
+                                  (spec->kind == JobKind::kSparsify ? "sparsify" : "sparsify-round") +
+                                  ".previous: " + previous.status().message());
     }
     spec->previous = *previous;
   }

@@ -70,7 +70,8 @@ void JobPlanner::AdvanceAll() {
     for (auto& [id, run] : state_->jobs) {
       // Ended jobs that still hold planner state are visited once more, to free it.
       if (run->phase == JobPhase::kDormant) continue;
-      if (run->phase != JobPhase::kEnded || run->driver != nullptr || !run->probe_rows.empty()) {
+      if (run->phase != JobPhase::kEnded || run->driver != nullptr || !run->probe_rows.empty() ||
+          run->sparsify_plan != nullptr) {
         runs.push_back(run.get());
       }
     }
@@ -115,6 +116,7 @@ void JobPlanner::Advance(JobRun& run) {
         } else if (!saved.ok()) {
           spdlog::warn("job {}: its finished results could not be kept: {}", run.job.job_id(), saved.message());
         }
+        sparsify_.Release(run);
         // Free what the job held; its record and results stay in the store.
         run.driver.reset();
         run.probe_rows.clear();
@@ -127,6 +129,11 @@ void JobPlanner::Advance(JobRun& run) {
         bool resolved = false;
         if (run.spec.kind == JobKind::kTrain) {
           status = train_.Start(run, &resolved);
+          if (status.ok() && !resolved) return;
+          break;
+        }
+        if (run.spec.kind == JobKind::kSparsify) {
+          status = sparsify_.Start(run, &resolved);
           if (status.ok() && !resolved) return;
           break;
         }
@@ -145,6 +152,10 @@ void JobPlanner::Advance(JobRun& run) {
         break;
       case JobPhase::kTraining:
         status = train_.Finish(run);
+        break;
+      case JobPhase::kRounds:
+        status = sparsify_.Advance(run);
+        if (status.ok() && !Ended(run)) return;  // a stage job under way: looked at again next tick
         break;
     }
     if (status.code() == StatusCode::kUnavailable) {

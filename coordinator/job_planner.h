@@ -31,6 +31,7 @@
 #include "common/status.h"
 #include "coordinator/coordinator_state.h"
 #include "coordinator/job_files.h"
+#include "coordinator/sparsify_planner.h"
 #include "coordinator/train_planner.h"
 
 namespace dtm {
@@ -43,7 +44,8 @@ Status CheckStageSize(const JobDriver& driver, size_t shards, int64_t max_tasks,
 class JobPlanner {
  public:
   // Neither is owned; both must outlive the planner.
-  JobPlanner(CoordinatorState* state, const JobFiles* files) : state_(state), files_(files), train_(state, files) {}
+  JobPlanner(CoordinatorState* state, const JobFiles* files)
+      : state_(state), files_(files), train_(state, files), sparsify_(state, files) {}
 
   // Moves every unfinished job as far as it can go now, and frees what ended jobs held. Returns
   // early when the state is stopping.
@@ -84,6 +86,7 @@ class JobPlanner {
   CoordinatorState* const state_;
   const JobFiles* const files_;
   TrainPlanner train_;  // train jobs (they have no baseline and no stages)
+  SparsifyPlanner sparsify_;  // sparsify jobs (their stages are jobs of their own)
 };
 
 }  // namespace dtm

@@ -22,12 +22,15 @@
 
 namespace dtm {
 
+struct SparsifyRunPlan;  // sparsify_run.h
+
 enum class JobPhase {
   kWaitingForModel,  // PENDING until a worker serving the model registers (or the job resolved before a
                      // restart)
   kBaseline,         // the baseline shards (and the ppl text's windows) are planned; their tasks are outstanding
   kStages,           // a stage of configs is planned; its tasks are outstanding
   kTraining,         // a train job's task is outstanding (waiting for its gang, or running)
+  kRounds,           // a sparsify job's rounds run as stage jobs of their own (sparsify_planner.h)
   kEnded,            // SUCCEEDED, FAILED or CANCELLED
   kDormant,          // unfinished in the store, loaded but not resumed by this coordinator
                      // (CoordinatorOptions::resume_job): its record stays as stored until cancelled
@@ -94,6 +97,10 @@ struct JobRun {
   // A train job (train_planner.h): its task, and since when too few workers could form its gang.
   std::string train_task_id;
   std::optional<TimePoint> gang_short_since;
+  // A sparsify job (sparsify_planner.h): its plan once resolved, and its stage jobs that ended, with
+  // their results, by job id (read from the store once).
+  std::shared_ptr<const SparsifyRunPlan> sparsify_plan;
+  std::map<std::string, std::pair<dtm::v1::Job, dtm::v1::GetResultsResponse>> sparsify_stages;
 };
 
 // Now, to the nanosecond. (Debian's protobuf TimeUtil::GetCurrentTime has whole seconds only: jobs

@@ -8,7 +8,9 @@
 #include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <set>
@@ -26,11 +28,11 @@
 namespace dtm {
 namespace {
 
-constexpr const char* kKindNames[] = {"evaluate", "probe", "quant-search", "sparsify-round", "train"};
-constexpr const char* kKindList = "evaluate, probe, quant-search, sparsify-round, train";
+constexpr const char* kKindNames[] = {"evaluate", "probe", "quant-search", "sparsify-round", "train", "sparsify"};
+constexpr const char* kKindList = "evaluate, probe, quant-search, sparsify-round, train, sparsify";
 constexpr const char* kDtypeList = "float32, float16, bfloat16";
 // The kinds that have a section of their own, named like the kind.
-constexpr const char* kSectionKinds[] = {"evaluate", "probe", "quant-search", "sparsify-round", "train"};
+constexpr const char* kSectionKinds[] = {"evaluate", "probe", "quant-search", "sparsify-round", "train", "sparsify"};
 // The top-level fields about probes and their evaluation, which a train job has none of.
 const std::vector<std::string> kProbeFields = {"probes",      "num_probes",  "prefix", "completion", "shard_size",
                                                "noise_floor", "calibration", "ppl",    "reference"};
@@ -283,44 +285,30 @@ StatusOr<double> ReadDouble(const YAML::Node& node, const std::string& field) {
   return value;
 }
 
-Status ParseSparsifyRoundSection(const YAML::Node& section, JobSpec* spec) {
-  ASSIGN_OR_RETURN(Entries entries, ReadMapping(section, "sparsify-round"));
-  RETURN_IF_ERROR(
-      CheckKnownKeys(entries, "sparsify-round", {"step", "allocation", "previous", "components", "probe_at"}));
-  const Entry* step = Find(entries, "step");
-  if (step == nullptr) {
-    return FieldError("sparsify-round.step", section,
-                      "missing; the increase of the average sparsity this round, e.g. 0.1 for 10%");
-  }
-  ASSIGN_OR_RETURN(spec->step, ReadDouble(step->value, "sparsify-round.step"));
-  if (!(spec->step > 0 && spec->step < 1)) {
-    return FieldError("sparsify-round.step", step->value,
-                      "must be a fraction in (0, 1) (0.1 = 10%), got " + Quoted(step->value.Scalar()));
-  }
+// The fields a sparsify-round and a sparsify run share: allocation, previous, components, probe_at.
+Status ParseAllocationFields(const Entries& entries, const std::string& section, JobSpec* spec) {
   if (const Entry* e = Find(entries, "allocation")) {
-    ASSIGN_OR_RETURN(std::string name, ReadString(e->value, "sparsify-round.allocation"));
+    ASSIGN_OR_RETURN(std::string name, ReadString(e->value, section + ".allocation"));
     if (name != "balanced" && name != "uniform") {
-      return FieldError("sparsify-round.allocation", e->value,
-                        "must be balanced or uniform, got " + Quoted(name));
+      return FieldError(section + ".allocation", e->value, "must be balanced or uniform, got " + Quoted(name));
     }
     spec->uniform_allocation = name == "uniform";
   }
   if (const Entry* e = Find(entries, "previous")) {
-    ASSIGN_OR_RETURN(spec->previous, ReadNonEmptyString(e->value, "sparsify-round.previous"));
+    ASSIGN_OR_RETURN(spec->previous, ReadNonEmptyString(e->value, section + ".previous"));
   }
   if (const Entry* components = Find(entries, "components")) {
-    ASSIGN_OR_RETURN(auto globs, ReadStringList(components->value, "sparsify-round.components"));
+    ASSIGN_OR_RETURN(auto globs, ReadStringList(components->value, section + ".components"));
     for (auto& glob : globs) spec->components.push_back(std::move(glob.first));
   }
   if (const Entry* e = Find(entries, "probe_at")) {
     if (!e->value.IsSequence() || e->value.size() == 0 || e->value.size() > 8) {
-      return FieldError("sparsify-round.probe_at", e->value,
-                        "must list 1 to 8 multiples of the step, e.g. [0.5, 1.5]");
+      return FieldError(section + ".probe_at", e->value, "must list 1 to 8 multiples of the step, e.g. [0.5, 1.5]");
     }
-    ASSIGN_OR_RETURN(auto items, ReadStringList(e->value, "sparsify-round.probe_at"));
+    ASSIGN_OR_RETURN(auto items, ReadStringList(e->value, section + ".probe_at"));
     std::vector<double> multiples;
     for (size_t i = 0; i < items.size(); ++i) {
-      const std::string field = "sparsify-round.probe_at[" + std::to_string(i) + "]";
+      const std::string field = section + ".probe_at[" + std::to_string(i) + "]";
       ASSIGN_OR_RETURN(double multiple, ReadDouble(items[i].second, field));
       // Beyond 4 steps a probe says little about the step's own neighbourhood, and a list of many
       // multiplies the round's tasks; both are more likely a typo than a plan.
@@ -336,6 +324,62 @@ Status ParseSparsifyRoundSection(const YAML::Node& section, JobSpec* spec) {
     spec->probe_multiples = std::move(multiples);
   }
   return OkStatus();
+}
+
+Status ParseSparsifyRoundSection(const YAML::Node& section, JobSpec* spec) {
+  ASSIGN_OR_RETURN(Entries entries, ReadMapping(section, "sparsify-round"));
+  RETURN_IF_ERROR(
+      CheckKnownKeys(entries, "sparsify-round", {"step", "allocation", "previous", "components", "probe_at"}));
+  const Entry* step = Find(entries, "step");
+  if (step == nullptr) {
+    return FieldError("sparsify-round.step", section,
+                      "missing; the increase of the average sparsity this round, e.g. 0.1 for 10%");
+  }
+  ASSIGN_OR_RETURN(spec->step, ReadDouble(step->value, "sparsify-round.step"));
+  if (!(spec->step > 0 && spec->step < 1)) {
+    return FieldError("sparsify-round.step", step->value,
+                      "must be a fraction in (0, 1) (0.1 = 10%), got " + Quoted(step->value.Scalar()));
+  }
+  return ParseAllocationFields(entries, "sparsify-round", spec);
+}
+
+// SPEC "Sparsification run". The schedule's sum with the starting sparsity is checked again once
+// the model (and `previous`) is known.
+Status ParseSparsifySection(const YAML::Node& section, JobSpec* spec) {
+  ASSIGN_OR_RETURN(Entries entries, ReadMapping(section, "sparsify"));
+  RETURN_IF_ERROR(CheckKnownKeys(entries, "sparsify",
+                                 {"schedule", "allocation", "previous", "components", "probe_at", "output"}));
+  const Entry* output = Find(entries, "output");
+  if (output == nullptr) {
+    return FieldError("sparsify.output", section,
+                      "missing; a new folder for the rounds' models (round-1/ ... final/), on storage the workers share");
+  }
+  ASSIGN_OR_RETURN(spec->sparsify_output, ReadNonEmptyString(output->value, "sparsify.output"));
+  spec->schedule = {0.20, 0.15, 0.10, 0.10, 0.05, 0.05, 0.05, 0.05};  // the paper's, 75 % in all
+  if (const Entry* e = Find(entries, "schedule")) {
+    if (!e->value.IsSequence() || e->value.size() == 0 || e->value.size() > 64) {
+      return FieldError("sparsify.schedule", e->value, "must list 1 to 64 steps, e.g. [0.2, 0.15, 0.1]");
+    }
+    ASSIGN_OR_RETURN(auto items, ReadStringList(e->value, "sparsify.schedule"));
+    spec->schedule.clear();
+    double sum = 0;
+    for (size_t i = 0; i < items.size(); ++i) {
+      const std::string field = "sparsify.schedule[" + std::to_string(i) + "]";
+      ASSIGN_OR_RETURN(double step, ReadDouble(items[i].second, field));
+      if (!(step > 0 && step < 1)) {
+        return FieldError(field, items[i].second, "must be a fraction in (0, 1) (0.1 = 10%), got " + Quoted(items[i].first));
+      }
+      sum += step;
+      spec->schedule.push_back(step);
+    }
+    if (!(sum < 1)) {
+      char percent[32];
+      std::snprintf(percent, sizeof percent, "%.6g%%", sum * 100);
+      return FieldError("sparsify.schedule", e->value,
+                        std::string("sums to ") + percent + "; a run must end below 100% sparsity");
+    }
+  }
+  return ParseAllocationFields(entries, "sparsify", spec);
 }
 
 Status ParseCalibrationSection(const YAML::Node& section, JobSpec* spec) {
@@ -386,8 +430,19 @@ Status ParsePplSection(const YAML::Node& section, JobSpec* spec) {
   return OkStatus();
 }
 
+// A sparsify run's `train:` is every round's training: each round sets the output, checkpoint folder,
+// prune targets and remask itself.
 Status ParseTrainSection(const YAML::Node& section, JobSpec* spec) {
   ASSIGN_OR_RETURN(Entries entries, ReadMapping(section, "train"));
+  const bool per_round = spec->kind == JobKind::kSparsify;
+  if (per_round) {
+    for (const char* key : {"output", "checkpoint_dir", "prune", "remask"}) {
+      if (const Entry* e = Find(entries, key)) {
+        return FieldError(std::string("train.") + key, e->key,
+                          "is set by each round of a sparsify run (under sparsify.output); leave it out");
+      }
+    }
+  }
   RETURN_IF_ERROR(CheckKnownKeys(entries, "train",
                                  {"data", "format", "output", "checkpoint_dir", "phases", "batch", "micro_batch",
                                   "seq_len", "max_sequences", "lr", "warmup", "schedule", "weight_decay", "clip",
@@ -400,10 +455,11 @@ Status ParseTrainSection(const YAML::Node& section, JobSpec* spec) {
   }
   ASSIGN_OR_RETURN(t.data, ReadNonEmptyString(data->value, "train.data"));
   const Entry* output = Find(entries, "output");
-  if (output == nullptr) {
+  if (output != nullptr) {
+    ASSIGN_OR_RETURN(t.output, ReadNonEmptyString(output->value, "train.output"));
+  } else if (!per_round) {
     return FieldError("train.output", section, "missing; a new folder for the trained model, on storage the workers share");
   }
-  ASSIGN_OR_RETURN(t.output, ReadNonEmptyString(output->value, "train.output"));
   if (const Entry* e = Find(entries, "format")) {
     ASSIGN_OR_RETURN(t.data_format, ReadString(e->value, "train.format"));
     if (t.data_format != "auto" && t.data_format != "jsonl" && t.data_format != "text") {
@@ -559,7 +615,7 @@ Status ParseTopLevel(const YAML::Node& root, JobSpec* spec) {
     ASSIGN_OR_RETURN(spec->reference, ReadNonEmptyString(e->value, "reference"));
     // SPEC's round measures each probe against the current model, so that its curves start at the
     // completion length (the balance assumes it): another model's baseline would break that.
-    if (spec->kind == JobKind::kSparsifyRound) {
+    if (spec->kind == JobKind::kSparsifyRound || spec->kind == JobKind::kSparsify) {
       return FieldError("reference", e->key,
                         "a sparsify-round measures against its own model (SPEC \"Balanced sparsification "
                         "round\"); leave it out");
@@ -568,11 +624,12 @@ Status ParseTopLevel(const YAML::Node& root, JobSpec* spec) {
   if (const Entry* e = Find(entries, "calibration")) RETURN_IF_ERROR(ParseCalibrationSection(e->value, spec));
   if (const Entry* e = Find(entries, "ppl")) RETURN_IF_ERROR(ParsePplSection(e->value, spec));
 
-  // Exactly the kind's own section.
+  // Exactly the kind's own section (and a sparsify run's training settings).
   const std::string own = JobKindName(spec->kind);
   for (const char* other : kSectionKinds) {
     const Entry* e = Find(entries, other);
-    if (e != nullptr && other != own) {
+    const bool rounds_train = spec->kind == JobKind::kSparsify && std::string(other) == "train";
+    if (e != nullptr && other != own && !rounds_train) {
       return FieldError(other, e->key, "section does not match kind '" + own + "'");
     }
   }
@@ -592,6 +649,15 @@ Status ParseTopLevel(const YAML::Node& root, JobSpec* spec) {
       return ParseSparsifyRoundSection(section->value, spec);
     case JobKind::kTrain:
       return ParseTrainSection(section->value, spec);
+    case JobKind::kSparsify: {
+      const Entry* train = Find(entries, "train");
+      if (train == nullptr) {
+        return InvalidArgumentError("job spec: train: missing; a sparsify run trains after every round "
+                                    "(`train:` with at least `data`, docs/job-spec.md)");
+      }
+      RETURN_IF_ERROR(ParseSparsifySection(section->value, spec));
+      return ParseTrainSection(train->value, spec);
+    }
   }
   return OkStatus();
 }
@@ -652,7 +718,7 @@ StatusOr<std::vector<std::string>> SelectComponents(const std::vector<std::strin
 std::string JobKindName(JobKind kind) { return kKindNames[static_cast<int>(kind)]; }
 
 StatusOr<JobKind> ParseJobKind(std::string_view name) {
-  for (int k = 0; k < 5; ++k) {
+  for (int k = 0; k < static_cast<int>(std::size(kKindNames)); ++k) {
     if (name == kKindNames[k]) return static_cast<JobKind>(k);
   }
   return InvalidArgumentError("unknown kind " + Quoted(name) + "; expected one of " + kKindList);
@@ -670,6 +736,8 @@ dtm::v1::JobKind ToProto(JobKind kind) {
       return dtm::v1::JOB_KIND_SPARSIFY_ROUND;
     case JobKind::kTrain:
       return dtm::v1::JOB_KIND_TRAIN;
+    case JobKind::kSparsify:
+      return dtm::v1::JOB_KIND_SPARSIFY;
   }
   return dtm::v1::JOB_KIND_UNSPECIFIED;
 }
@@ -734,6 +802,7 @@ bool SpecUsesGptq(const JobSpec& spec) {
     case JobKind::kQuantSearch:
       return is_gptq(spec.search_method);
     case JobKind::kSparsifyRound:
+    case JobKind::kSparsify:
       return false;  // magnitude pruning only
     case JobKind::kTrain:
       return false;

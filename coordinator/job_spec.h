@@ -16,9 +16,9 @@
 
 namespace dtm {
 
-enum class JobKind { kEvaluate, kProbe, kQuantSearch, kSparsifyRound, kTrain };
+enum class JobKind { kEvaluate, kProbe, kQuantSearch, kSparsifyRound, kTrain, kSparsify };
 
-// "evaluate", "probe", "quant-search", "sparsify-round", "train": the YAML `kind` values.
+// "evaluate", "probe", "quant-search", "sparsify-round", "train", "sparsify": the YAML `kind` values.
 std::string JobKindName(JobKind kind);
 // The inverse of JobKindName; exact names only. The error lists the valid names.
 StatusOr<JobKind> ParseJobKind(std::string_view name);
@@ -34,7 +34,7 @@ dtm::v1::Dtype DtypeToProto(std::string_view dtype);
 struct TrainSpec {
   std::string data;                 // JSON lines with "text" (C4) or raw text, .gz accepted
   std::string data_format = "auto";  // auto, jsonl or text
-  std::string output;               // the trained model's folder: must not exist, or be empty
+  std::string output;               // the trained model's folder: must not exist, or be empty (sparsify: "")
   std::string checkpoint_dir;       // "" = OUTPUT.checkpoints (beside the output)
   std::string phases = "masked:450,unmasked:50";
   std::string prune;                // canonical "COMPONENT=prune:F,...": pruned by magnitude first; "" = none
@@ -96,7 +96,13 @@ struct JobSpec {
   int64_t ppl_window = 2048;            // tokens per window
   std::string ppl_join = "rows";        // rows (lines joined by blank lines, the protocol) or as-is
   int64_t ppl_shard_size = 8;           // windows per task
-  TrainSpec train;                      // kind train only (its `probes` is then empty)
+  TrainSpec train;                      // kinds train (its `probes` is then empty) and sparsify
+  // sparsify (SPEC "Sparsification run"): each round's step (`schedule`, the paper's by default), the
+  // run's folder, and from sparsify-round's fields `uniform_allocation`, `previous` (the starting
+  // sparsities), `components` and `probe_multiples`; `train` without output, checkpoint_dir, prune
+  // or remask, which each round sets.
+  std::vector<double> schedule;
+  std::string sparsify_output;
 };
 
 // True when some config the spec may evaluate holds a gptq method (its methods, search method or

@@ -30,9 +30,11 @@ if(TARGET dtm-coordinator AND TARGET dtm-worker AND TARGET dtmctl)
   add_test(NAME local_store_integration_test COMMAND /usr/bin/python3 ${DTM_INTEGRATION_TESTS}/local_store_test.py)
   # Issue 14: a train job on a gang of two workers, kill -9 of one member, resume from the checkpoint.
   add_test(NAME train_integration_test COMMAND /usr/bin/python3 ${DTM_INTEGRATION_TESTS}/train_test.py)
+  add_test(NAME sparsify_run_integration_test COMMAND /usr/bin/python3 ${DTM_INTEGRATION_TESTS}/sparsify_run_test.py)
   set_tests_properties(service_integration_test python_client_test daemon_errors_test search_integration_test
     sparsify_integration_test outage_integration_test untrusted_input_integration_test worker_trust_integration_test
     calibration_integration_test ppl_integration_test local_store_integration_test train_integration_test
+    sparsify_run_integration_test
     PROPERTIES
     LABELS "integration;model;redis"
     FIXTURES_REQUIRED tiny_model
