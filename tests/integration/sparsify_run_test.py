@@ -147,8 +147,8 @@ class SparsifyRunTest(dtm_cluster.ClusterTestCase):
         table = self.cluster.dtmctl("results", job).stdout
         lines = table.splitlines()
         self.assertIn("measured", lines[0])
-        self.assertEqual([line.split()[0] for line in lines[1:4]], ["1", "2", "3"])
-        self.assertIn(os.path.join(output, "final"), lines[3])
+        self.assertEqual([line.split()[0] for line in lines[2:5]], ["1", "2", "3"])  # under the header's rule
+        self.assertIn(os.path.join(output, "final"), lines[4])
         # Its stage jobs are jobs like any other, named after the run.
         self.assertEqual(self.cluster.get_job(rounds[0]["train_job_id"]).client_request_id, f"{job}/round-1/train")
 
