@@ -80,8 +80,17 @@ class LocalWorkers {
     if (!spec.reference.empty() && spec.reference != spec.model) served.emplace_back(spec.reference, "local-reference-");
     // A train job's gang: `train.workers` of them in this process, meeting over loopback (Gloo),
     // each with its serving replica and, while it trains, a float32 copy with AdamW's state.
-    const int per_model =
-        spec.kind == JobKind::kTrain ? std::max(options.workers, static_cast<int>(spec.train.workers)) : options.workers;
+    const bool trains = spec.kind == JobKind::kTrain || spec.kind == JobKind::kSparsify;
+    const int per_model = trains ? std::max(options.workers, static_cast<int>(spec.train.workers)) : options.workers;
+    // A sparsify run's rounds write models under its output, which its stage jobs then name: the
+    // workers load them there as --model-root workers do (one replica each, swapped).
+    std::string model_root;
+    if (spec.kind == JobKind::kSparsify) {
+      std::error_code ec;
+      std::filesystem::create_directories(spec.sparsify_output, ec);
+      model_root = std::filesystem::canonical(spec.sparsify_output, ec).string();
+      if (ec) return InvalidArgumentError("sparsify.output: " + spec.sparsify_output + ": " + ec.message());
+    }
     for (int k = 0; k < per_model * static_cast<int>(served.size()); ++k) {
       const auto& [model_path, id_prefix] = served[k / per_model];
       EngineExecutorOptions engine;
@@ -94,7 +103,18 @@ class LocalWorkers {
       WorkerOptions worker_options;
       worker_options.worker_id = id_prefix + std::to_string(k % per_model);
       worker_options.model_path = model_path;
-      if (spec.kind == JobKind::kTrain) {
+      if (!model_root.empty()) {
+        worker_options.model_root = model_root;
+        worker_options.load_model = [engine](const std::string& path) -> StatusOr<std::unique_ptr<TaskExecutor>> {
+          EngineExecutorOptions switched = engine;
+          switched.model_path = path;
+          double seconds = 0;
+          return CreateEngineExecutor(switched, &seconds);
+        };
+        const size_t slot = executors_.size();  // where this worker's first executor goes, below
+        worker_options.release_initial_executor = [this, slot] { executors_[slot].reset(); };
+      }
+      if (trains) {
         const int port = FreeLoopbackPort();
         if (port == 0) return UnavailableError("no free loopback port for a gang member's rendezvous");
         worker_options.gang_address = "127.0.0.1:" + std::to_string(port);
@@ -142,12 +162,6 @@ int LocalCommand(const LocalOptions& options, const Console& console) {
   if (!yaml.ok()) return Fail(console, "job spec", yaml.status());
   StatusOr<JobSpec> spec = ParseJobSpec(*yaml);
   if (!spec.ok()) return Fail(console, options.spec_path, spec.status());
-  if (spec->kind == JobKind::kSparsify) {
-    // Its rounds' models appear as it runs, and serving them takes workers that switch models.
-    return Fail(console, options.spec_path,
-                InvalidArgumentError("kind sparsify runs on a coordinator with workers started with --model-root "
-                                     "over its output (docs/job-spec.md); dtmctl local serves one model"));
-  }
 
   std::string store_url = options.store;
   if (store_url.empty()) {

@@ -8,6 +8,7 @@
 
 #include "common/store.h"
 #include "common/user_text.h"
+#include "coordinator/sparsify_planner.h"
 
 namespace dtm {
 namespace {
@@ -51,6 +52,12 @@ Status Scheduler::Start() {
   std::lock_guard<std::mutex> lock(state_.mu);
   for (auto& [key, model] : models) state_.workers.LoadModel(key.first, key.second, std::move(model));
   int resumed = 0;
+  // A sparsify run's stage jobs are resumed with their run, whatever the filter says of their own
+  // specs (sparsify_planner.h): a run whose stage job stayed dormant would wait for it forever.
+  std::set<std::string> chosen;
+  for (const v1::Job& job : jobs) {
+    if (!state_.options().resume_job || state_.options().resume_job(job)) chosen.insert(job.job_id());
+  }
   for (v1::Job& job : jobs) {
     auto run = std::make_unique<JobRun>();
     run->job = std::move(job);
@@ -63,7 +70,8 @@ Status Scheduler::Start() {
       ref.phase = JobPhase::kEnded;
       continue;
     }
-    if (state_.options().resume_job && !state_.options().resume_job(ref.job)) {
+    const std::string run_id = SparsifyRunOfStage(ref.job.client_request_id());
+    if (!chosen.count(id) && !(!run_id.empty() && chosen.count(run_id))) {
       ref.phase = JobPhase::kDormant;
       continue;
     }

@@ -124,6 +124,12 @@ std::string SparsifyStageRequestId(const std::string& run_job_id, int round, Spa
   return run_job_id + "/round-" + std::to_string(round) + "/" + SparsifyStageName(stage);
 }
 
+std::string SparsifyRunOfStage(const std::string& client_request_id) {
+  const size_t at = client_request_id.find("/round-");
+  if (at == std::string::npos || client_request_id.rfind("j-", 0) != 0) return "";
+  return client_request_id.substr(0, at);
+}
+
 Status SparsifyPlanner::Start(JobRun& run, bool* resolved) {
   *resolved = false;
   ModelGeometry geometry;
@@ -289,6 +295,10 @@ Status SparsifyPlanner::Advance(JobRun& run) {
           progress.set_train_step(stage->progress().train_step());
           progress.set_train_steps(stage->progress().train_steps());
           progress.set_train_loss(stage->progress().train_loss());
+        } else {  // not the last round's figures
+          progress.clear_train_step();
+          progress.clear_train_steps();
+          progress.clear_train_loss();
         }
         run.results = std::make_shared<const v1::GetResultsResponse>(std::move(results));
         if (changed) state_->Touch(run);

@@ -37,8 +37,10 @@ namespace dtm {
 StatusOr<SparsifyRunPlan> SparsifyRunPlanOf(const JobSpec& spec, const ModelGeometry& geometry,
                                             const ReadLimits& limits);
 
-// The client_request_id of a run's stage job.
+// The client_request_id of a run's stage job: RUN_JOB_ID/round-R/STAGE.
 std::string SparsifyStageRequestId(const std::string& run_job_id, int round, SparsifyStage stage);
+// The run's job id of a stage job's client_request_id; "" for any other.
+std::string SparsifyRunOfStage(const std::string& client_request_id);
 
 class SparsifyPlanner {
  public:

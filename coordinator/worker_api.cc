@@ -118,6 +118,7 @@ StatusOr<v1::LeaseTasksResponse> WorkerApi::LeaseTasks(const v1::LeaseTasksReque
       std::vector<WorkerRegistry::ModelNeed> wanted;
       for (const auto& [id, run] : state_->jobs) {
         if (run->phase == JobPhase::kEnded || run->phase == JobPhase::kDormant) continue;
+        if (run->spec.kind == JobKind::kSparsify) continue;  // runs no task: its stage jobs name their models
         const bool gang = run->spec.kind == JobKind::kTrain;
         wanted.push_back({run->spec.model, gang ? static_cast<int>(run->spec.train.workers) : 1, gang});
         if (!run->spec.reference.empty()) wanted.push_back({run->spec.reference, 1, false});
