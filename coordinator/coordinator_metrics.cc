@@ -54,7 +54,12 @@ CoordinatorMetrics::CoordinatorMetrics(prometheus::Registry& registry)
       job_train_step_(NewGaugeFamily(registry, "dtm_job_train_step",
                                      "Optimizer steps a running train job has taken, as its rank 0 last reported.")),
       job_train_loss_(NewGaugeFamily(registry, "dtm_job_train_loss",
-                                     "Training loss of a running train job's last reported step.")) {
+                                     "Training loss of a running train job's last reported step.")),
+      job_sparsify_round_(NewGaugeFamily(registry, "dtm_job_sparsify_round",
+                                         "Round (1-based) a running sparsify run is in.")),
+      job_sparsify_stage_(NewGaugeFamily(registry, "dtm_job_sparsify_stage",
+                                         "1 for the stage (probe, train, evaluate) a running sparsify run is in, "
+                                         "0 for the others.")) {
   // Every state is present from the start, so that dashboards see zeros rather than no series.
   for (const char* state : {"pending", "running", "succeeded", "failed", "cancelled"}) jobs_.Add({{"state", state}});
   for (const char* state : {"queued", "leased"}) tasks_.Add({{"state", state}});
@@ -92,12 +97,33 @@ void CoordinatorMetrics::SetJobTraining(const std::string& job_id, double step, 
   job_train_loss_.Add({{"job_id", job_id}}).Set(loss);
 }
 
+namespace {
+
+constexpr const char* kSparsifyStages[] = {"probe", "train", "evaluate"};
+
+void RemoveSeries(prometheus::Family<prometheus::Gauge>* family, const std::map<std::string, std::string>& labels) {
+  // Has() first: Add() would create the series of a job of another kind only to remove it.
+  if (family->Has(labels)) family->Remove(&family->Add(labels));
+}
+
+}  // namespace
+
+void CoordinatorMetrics::RemoveJobTraining(const std::string& job_id) {
+  RemoveSeries(&job_train_step_, {{"job_id", job_id}});
+  RemoveSeries(&job_train_loss_, {{"job_id", job_id}});
+}
+
+void CoordinatorMetrics::SetJobSparsify(const std::string& job_id, double round, const std::string& stage) {
+  job_sparsify_round_.Add({{"job_id", job_id}}).Set(round);
+  for (const char* s : kSparsifyStages) job_sparsify_stage_.Add({{"job_id", job_id}, {"stage", s}}).Set(stage == s);
+}
+
 void CoordinatorMetrics::RemoveJob(const std::string& job_id) {
-  for (prometheus::Family<prometheus::Gauge>* family :
-       {&job_done_, &job_total_, &job_search_level_, &job_best_fdt75_, &job_train_step_, &job_train_loss_}) {
-    // Has() first: Add() would create the series of a non-search job only to remove it.
-    if (family->Has({{"job_id", job_id}})) family->Remove(&family->Add({{"job_id", job_id}}));
+  for (prometheus::Family<prometheus::Gauge>* family : {&job_done_, &job_total_, &job_search_level_, &job_best_fdt75_,
+                                                        &job_train_step_, &job_train_loss_, &job_sparsify_round_}) {
+    RemoveSeries(family, {{"job_id", job_id}});
   }
+  for (const char* s : kSparsifyStages) RemoveSeries(&job_sparsify_stage_, {{"job_id", job_id}, {"stage", s}});
 }
 
 }  // namespace dtm

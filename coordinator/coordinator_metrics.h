@@ -44,6 +44,11 @@ class CoordinatorMetrics {
   void SetJobSearch(const std::string& job_id, double level, double best_fdt75);
   // Train jobs: the last step rank 0 reported and that step's loss.
   void SetJobTraining(const std::string& job_id, double step, double loss);
+  // Drops a job's training series (a sparsify run between its training stages).
+  void RemoveJobTraining(const std::string& job_id);
+  // Sparsify runs: the round under way (1-based) and its stage: 1 for "probe", "train" or
+  // "evaluate", 0 for the other two.
+  void SetJobSparsify(const std::string& job_id, double round, const std::string& stage);
   void RemoveJob(const std::string& job_id);
 
  private:
@@ -57,6 +62,8 @@ class CoordinatorMetrics {
   prometheus::Family<prometheus::Gauge>& job_best_fdt75_;
   prometheus::Family<prometheus::Gauge>& job_train_step_;
   prometheus::Family<prometheus::Gauge>& job_train_loss_;
+  prometheus::Family<prometheus::Gauge>& job_sparsify_round_;
+  prometheus::Family<prometheus::Gauge>& job_sparsify_stage_;
 };
 
 }  // namespace dtm

@@ -56,6 +56,11 @@ void CoordinatorState::Touch(JobRun& run) {
     }
     if (progress.has_train_step() && progress.has_train_loss()) {
       metrics_->SetJobTraining(run.job.job_id(), progress.train_step(), progress.train_loss());
+    } else if (progress.has_sparsify_stage()) {
+      metrics_->RemoveJobTraining(run.job.job_id());  // a run between its training stages
+    }
+    if (progress.has_sparsify_round() && progress.has_sparsify_stage()) {
+      metrics_->SetJobSparsify(run.job.job_id(), progress.sparsify_round(), progress.sparsify_stage());
     }
   }
   changed.notify_all();

@@ -6,7 +6,8 @@ alert rules loaded.
 Every panel query of every dashboard must evaluate without error and return at least one series:
 while a quant-search job runs (all of them; the per-job ones, on dtm_job_tasks{job_id} and the search's
 dtm_job_search_level{job_id} and dtm_job_best_fdt75{job_id}, exist only then) and after it has ended
-(all but the per-job ones, which must then be gone). Grafana's variables are substituted as Grafana
+(all but the per-job ones, which must then be gone); the panels of a run that trains (a sparsify run's
+round and stage, dtm_job_train_loss{job_id}) while a one-round sparsify run trains, then cancelled. Grafana's variables are substituted as Grafana
 would: template variables by their "All" value, $__rate_interval by 1m. A panel on a metric the
 daemons do not export, or with a typo, fails here. Each alert rule must be loaded by
 Prometheus, evaluate without error, and its expression must run as a query.
@@ -38,8 +39,12 @@ DASHBOARDS = sorted(glob.glob(os.path.join(dtm_cluster.SOURCE_DIR, "dashboards",
 ALERTS = os.path.abspath(os.path.join(dtm_cluster.SOURCE_DIR, "deploy", "prometheus", "alerts.yml"))
 EXPECTED_DASHBOARDS = {"dtm-jobs.json", "dtm-workers.json", "dtm-cache.json"}
 WORKER_METRICS_PORT = re.compile(r"dtm-worker \S+ ready: .*\bmetrics port (\d+)")
-PER_JOB = re.compile(r"\bdtm_job_(tasks|search_level|best_fdt75)")  # series that exist only while a job runs
+# Series that exist only while a job runs; of those, the ones of a job that trains (a train job, or a
+# sparsify run while a round trains) and of a sparsify run.
+PER_JOB = re.compile(r"\bdtm_job_(tasks|search_level|best_fdt75|train_step|train_loss|sparsify_round|sparsify_stage)")
+RUN_ONLY = re.compile(r"\bdtm_job_(train_step|train_loss|sparsify_round|sparsify_stage)")
 SEARCH_METRICS = ["dtm_job_search_level", "dtm_job_best_fdt75"]  # per running search job
+RUN_METRICS = ["dtm_job_sparsify_round", "dtm_job_sparsify_stage", "dtm_job_train_loss"]  # per running sparsify run
 # Grafana's built-in interval variables, as Grafana would fill them in for a short range.
 BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "5m"}
 PROBES, PREFIX, COMPLETION, SHARD = 48, 16, 48, 8
@@ -138,7 +143,16 @@ def dashboard_queries():
 class DashboardsTest(dtm_cluster.ClusterTestCase):
     @classmethod
     def new_cluster(cls):
-        return MonitoredCluster(num_workers=2)
+        # A sparsify run's round models go under the workers' model root (test 4).
+        import tempfile
+        cls.runs = tempfile.mkdtemp(prefix="dtm-dashboards-runs-")
+        return MonitoredCluster(num_workers=2, worker_args=["--model-root", cls.runs])
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        import shutil
+        shutil.rmtree(cls.runs, ignore_errors=True)
 
     @classmethod
     def set_up_cluster(cls):
@@ -177,7 +191,7 @@ class DashboardsTest(dtm_cluster.ClusterTestCase):
                 self.assertTrue(panel.get("targets"), f"{path}: panel {panel['title']!r} has no query")
                 self.assertEqual(panel["datasource"]["uid"], "${DS_PROMETHEUS}", f"{path}: {panel['title']}")
         self.assertTrue(any(PER_JOB.search(e) for _, e in self.queries))
-        for metric in SEARCH_METRICS:
+        for metric in SEARCH_METRICS + RUN_METRICS:
             self.assertTrue(any(re.search(r"\b" + metric + r"\b", e) for _, e in self.queries), f"no panel on {metric}")
         self.assertGreater(len(self.queries), 20)
 
@@ -222,7 +236,7 @@ class DashboardsTest(dtm_cluster.ClusterTestCase):
         self.wait_query(f'dtm_job_search_level{{job_id="{job_id}"}} >= 2 '
                         f'and dtm_job_best_fdt75{{job_id="{job_id}"}} >= 0', timeout=120)
         during = time.monotonic()
-        self.check(self.queries)
+        self.check([(w, e) for w, e in self.queries if not RUN_ONLY.search(e)])  # test 4 runs those
         for where, metric, label in self.variables:  # label_values(metric, label) must offer a value
             self.assertTrue(self.cluster.api("series", **{"match[]": f'{metric}{{{label}!=""}}'}),
                             f"{where}: no {metric} series with a {label} label")
@@ -239,6 +253,25 @@ class DashboardsTest(dtm_cluster.ClusterTestCase):
         for metric in ["dtm_job_tasks", "dtm_job_tasks_done"] + SEARCH_METRICS:  # gone with the job
             self.wait_query(f"absent({metric})")
         self.check([(w, e) for w, e in self.queries if not PER_JOB.search(e)])
+
+    def test_4_the_run_panels_return_series_while_a_sparsify_run_trains(self):
+        data = os.path.join(self.cluster.tmp, "train.txt")
+        dtm_cluster.run_dtmctl("brown-text", "--corpus", dtm_cluster.BROWN, "--split", "train", "--out", data)
+        # One round whose training is far longer than the check: cancelled after it.
+        spec = (f"kind: sparsify\nmodel: {self.cluster.model}\nprobes: {self.probes}\nnum_probes: {SHARD}\n"
+                f"prefix: {PREFIX}\ncompletion: {COMPLETION}\nshard_size: {SHARD}\n"
+                f"sparsify:\n  schedule: [0.2]\n  output: {os.path.join(self.runs, 'run')}\n"
+                f"train:\n  data: {data}\n  format: text\n  phases: masked:5000\n  batch: 4\n  seq_len: 64\n"
+                f"  max_sequences: 16\n  workers: 2\n  checkpoint_every: 0\n")
+        job_id = self.cluster.dtmctl("submit", self.cluster.write_spec("run.yaml", spec)).stdout.split()[0]
+        self.wait_query(f'count_over_time(dtm_job_train_loss{{job_id="{job_id}"}}[1m]) >= {SCRAPES_BEFORE_CHECK} '
+                        f'and on(job_id) dtm_job_sparsify_stage{{job_id="{job_id}",stage="train"}} == 1', timeout=180)
+        self.check([(w, e) for w, e in self.queries if RUN_ONLY.search(e)])
+        self.assertEqual(self.cluster.get_job(job_id).progress.sparsify_stage, "train")
+        self.cluster.dtmctl("cancel", job_id)
+        self.cluster.wait_job(job_id, timeout=120)
+        for metric in RUN_METRICS:  # gone with the run
+            self.wait_query(f"absent({metric})")
 
 
 if __name__ == "__main__":

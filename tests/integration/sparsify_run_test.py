@@ -158,8 +158,13 @@ class SparsifyRunTest(dtm_cluster.ClusterTestCase):
         job = self.submit("run-b.yaml", self.spec(output))
         self.cluster.wait_job(job, timeout=300, until=lambda j: j.progress.sparsify_round == 2 and
                               j.progress.sparsify_stage == "train")
+        # Prometheus sees where the run is.
+        self.assertEqual(self.cluster.metric("dtm_job_sparsify_round", job_id=job), 2)
+        self.assertEqual(self.cluster.metric("dtm_job_sparsify_stage", job_id=job, stage="train"), 1)
+        self.assertEqual(self.cluster.metric("dtm_job_sparsify_stage", job_id=job, stage="probe"), 0)
         self.cluster.restart_coordinator()  # kill -9, then a new one on the same store
         rounds = self.finished(job)
+        self.assertIsNone(self.cluster.metric("dtm_job_sparsify_round", job_id=job))  # gone with the run
         undisturbed = self.runs["balanced"][1]
         self.assertEqual(rounds[-1]["training"]["output_fingerprint"],
                          undisturbed[-1]["training"]["output_fingerprint"])
