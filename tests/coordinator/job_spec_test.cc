@@ -256,6 +256,57 @@ TEST(JobSpecTest, ATrainJobHasItsSectionAndNoProbes) {
   EXPECT_TRUE(defaults->train.prune.empty());
 }
 
+std::string SparsifySpec(const std::string& sparsify, const std::string& train = "  workers: 2\n") {
+  return "kind: sparsify\nmodel: m\nprobes: p.jsonl\nsparsify:\n  output: run\n" + sparsify +
+         "train:\n  data: c4.jsonl.gz\n" + train;
+}
+
+TEST(JobSpecTest, ASparsifyRunHasItsRoundsAndTheirTraining) {
+  StatusOr<JobSpec> spec = ParseJobSpec(SparsifySpec(
+      "  schedule: [0.3, 0.2, 0.1]\n  allocation: uniform\n  components: ['*.mlp.*']\n  probe_at: [0.5, 1, 1.5]\n"
+      "  previous: r.json\n",
+      "  workers: 2\n  phases: masked:4,unmasked:2\n"));
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->kind, JobKind::kSparsify);
+  EXPECT_EQ(spec->sparsify_output, "run");
+  EXPECT_EQ(spec->schedule, (std::vector<double>{0.3, 0.2, 0.1}));
+  EXPECT_TRUE(spec->uniform_allocation);
+  EXPECT_EQ(spec->components, std::vector<std::string>{"*.mlp.*"});
+  EXPECT_EQ(spec->probe_multiples, (std::vector<double>{0.5, 1, 1.5}));
+  EXPECT_EQ(spec->previous, "r.json");
+  EXPECT_EQ(spec->train.data, "c4.jsonl.gz");
+  EXPECT_EQ(spec->train.workers, 2);
+  EXPECT_EQ(spec->train.phases, "masked:4,unmasked:2");
+  EXPECT_TRUE(spec->train.output.empty());  // each round's
+  EXPECT_EQ(ToProto(JobKind::kSparsify), dtm::v1::JOB_KIND_SPARSIFY);
+  EXPECT_EQ(ParseJobKind("sparsify").value(), JobKind::kSparsify);
+  // The paper's schedule, allocation and probe points by default.
+  StatusOr<JobSpec> defaults = ParseJobSpec(SparsifySpec(""));
+  ASSERT_TRUE(defaults.ok()) << defaults.status().ToString();
+  EXPECT_EQ(defaults->schedule, (std::vector<double>{0.20, 0.15, 0.10, 0.10, 0.05, 0.05, 0.05, 0.05}));
+  EXPECT_FALSE(defaults->uniform_allocation);
+  EXPECT_EQ(defaults->probe_multiples, (std::vector<double>{0.5, 1.5}));
+  EXPECT_EQ(defaults->train.phases, "masked:450,unmasked:50");
+}
+
+TEST(JobSpecTest, RejectsBadSparsifyRunsNamingTheField) {
+  ExpectInvalid(SparsifySpec("  schedule: [0.6, 0.4]\n"), {"sparsify.schedule (line 6)", "sums to 100%"});
+  ExpectInvalid(SparsifySpec("  schedule: [0.2, -0.1]\n"), {"sparsify.schedule[1]", "(0, 1)", "'-0.1'"});
+  ExpectInvalid(SparsifySpec("  schedule: []\n"), {"sparsify.schedule", "1 to 64 steps"});
+  ExpectInvalid(SparsifySpec("  allocation: greedy\n"), {"sparsify.allocation", "balanced or uniform", "'greedy'"});
+  ExpectInvalid(SparsifySpec("  step: 0.1\n"), {"sparsify", "unknown field"});
+  ExpectInvalid(SparsifySpec("", "  output: out\n"), {"train.output", "set by each round"});
+  ExpectInvalid(SparsifySpec("", "  prune: 'model.layers.0.mlp.up_proj=prune:0.5'\n"), {"train.prune", "set by each round"});
+  ExpectInvalid(SparsifySpec("", "  remask: true\n"), {"train.remask", "set by each round"});
+  ExpectInvalid("kind: sparsify\nmodel: m\nprobes: p.jsonl\nsparsify:\n  schedule: [0.1]\ntrain:\n  data: d\n",
+                {"sparsify.output", "missing"});
+  ExpectInvalid("kind: sparsify\nmodel: m\nprobes: p.jsonl\nsparsify:\n  output: run\n", {"train: missing"});
+  ExpectInvalid("kind: sparsify\nmodel: m\nsparsify:\n  output: run\ntrain:\n  data: d\n", {"probes: missing"});
+  ExpectInvalid("reference: r\n" + SparsifySpec(""), {"reference", "leave it out"});
+  // A train job keeps its own section only.
+  ExpectInvalid(TrainSpec("") + "sparsify:\n  output: run\n", {"sparsify", "does not match kind 'train'"});
+}
+
 TEST(JobSpecTest, RejectsBadTrainSpecsNamingTheField) {
   ExpectInvalid("kind: train\nmodel: m\ntrain:\n  output: out\n", {"train.data", "missing"});
   ExpectInvalid("kind: train\nmodel: m\ntrain:\n  data: d\n", {"train.output", "missing"});

@@ -14,6 +14,8 @@
 #include <vector>
 
 #include "common/compression_config.h"
+#include "coordinator/job_spec.h"
+#include "coordinator/sparsify_planner.h"
 
 namespace dtm {
 namespace {
@@ -286,6 +288,51 @@ TEST(SparsifyRunTest, ProbesTheSolverCannotUseFailTheRunNamingTheRound) {
   ASSERT_FALSE(next.ok());
   EXPECT_EQ(next.status().code(), StatusCode::kInvalidArgument);
   EXPECT_THAT(next.status().message(), HasSubstr("round 1: "));
+}
+
+// A sparsify spec's plan on a model's geometry: the selected components with their sizes, the
+// spec's schedule, and the plan's checks as submission errors naming the spec's fields.
+TEST(SparsifyPlannerTest, APlanComesFromTheSpecAndTheModelsGeometry) {
+  StatusOr<JobSpec> spec = ParseJobSpec(
+      "kind: sparsify\nmodel: /m\nprobes: p\ncompletion: 64\nsparsify:\n  output: /runs/x\n"
+      "  schedule: [0.3, 0.2]\n  components: ['*.mlp.*']\ntrain:\n  data: d\n");
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  ModelGeometry geometry;
+  geometry.num_layers = kLayers;
+  for (int layer = 0; layer < kLayers; ++layer) {
+    for (const char* kind : {"self_attn.q_proj", "mlp.up_proj", "mlp.down_proj", "mlp.gate_proj"}) {
+      geometry.component_params["model.layers." + std::to_string(layer) + "." + kind] = 1000;
+    }
+  }
+  StatusOr<SparsifyRunPlan> plan = SparsifyRunPlanOf(*spec, geometry, {});
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  EXPECT_EQ(plan->output, "/runs/x");
+  EXPECT_THAT(plan->schedule, ElementsAre(0.3, 0.2));
+  EXPECT_EQ(plan->components.size(), 6u);  // the mlp components of both layers
+  EXPECT_EQ(plan->completion_len, 64);
+  for (const auto& c : plan->components) {
+    EXPECT_THAT(c.name, HasSubstr(".mlp."));
+    EXPECT_EQ(c.current, 0.0);
+  }
+  // A component whose size nobody reported cannot be allocated.
+  geometry.component_params.erase("model.layers.1.mlp.down_proj");
+  StatusOr<SparsifyRunPlan> unknown = SparsifyRunPlanOf(*spec, geometry, {});
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_THAT(unknown.status().message(), HasSubstr("model.layers.1.mlp.down_proj is unknown"));
+  // A glob that matches nothing is named.
+  spec->components = {"*.lm_head"};
+  StatusOr<SparsifyRunPlan> none = SparsifyRunPlanOf(*spec, geometry, {});
+  ASSERT_FALSE(none.ok());
+  EXPECT_THAT(none.status().message(), HasSubstr("sparsify.components[0] '*.lm_head'"));
+}
+
+// Stage jobs are named after their run, and only they map back to it.
+TEST(SparsifyPlannerTest, AStageJobsRequestIdNamesItsRun) {
+  const std::string id = SparsifyStageRequestId("j-0123456789abcdef0123", 3, SparsifyStage::kTrain);
+  EXPECT_EQ(id, "j-0123456789abcdef0123/round-3/train");
+  EXPECT_EQ(SparsifyRunOfStage(id), "j-0123456789abcdef0123");
+  EXPECT_EQ(SparsifyRunOfStage("6f1c2f0e-uuid-of-a-client"), "");
+  EXPECT_EQ(SparsifyRunOfStage("my-own/round-2/probe"), "");  // a client's id is not a run's stage
 }
 
 }  // namespace
