@@ -105,16 +105,7 @@ StatusOr<SparsifyRunPlan> SparsifyRunPlanOf(const JobSpec& spec, const ModelGeom
   plan.probe_multiples = spec.probe_multiples;
   plan.completion_len = spec.completion_len;
   plan.num_layers = geometry.num_layers;
-  for (const std::string& name : names) {
-    auto params = geometry.component_params.find(name);
-    if (params == geometry.component_params.end() || params->second == 0) {
-      return FailedPreconditionError("model: the size of " + name +
-                                     " is unknown (its workers did not report component sizes and its "
-                                     "config.json is not readable here); a sparsify run needs it");
-    }
-    auto it = current.find(name);
-    plan.components.push_back({name, params->second, it == current.end() ? 0.0 : it->second});
-  }
+  ASSIGN_OR_RETURN(plan.components, SizedComponents(names, geometry, current, "a sparsify run"));
   Status checked = CheckSparsifyRunPlan(plan);
   if (!checked.ok()) return InvalidArgumentError("job spec: " + checked.message());
   return plan;

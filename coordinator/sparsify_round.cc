@@ -192,6 +192,24 @@ StatusOr<v1::SparsityAllocation> SparsifyRoundDriver::Solve(const std::map<std::
   return out;
 }
 
+StatusOr<std::vector<SparsifyRoundDriver::Component>> SizedComponents(const std::vector<std::string>& names,
+                                                                      const ModelGeometry& geometry,
+                                                                      const std::map<std::string, double>& current,
+                                                                      const std::string& who) {
+  std::vector<SparsifyRoundDriver::Component> components;
+  for (const std::string& name : names) {
+    auto params = geometry.component_params.find(name);
+    if (params == geometry.component_params.end() || params->second == 0) {
+      return FailedPreconditionError("model: the size of " + name +
+                                     " is unknown (its workers did not report component sizes and its "
+                                     "config.json is not readable here); " + who + " needs it");
+    }
+    auto it = current.find(name);
+    components.push_back({name, params->second, it == current.end() ? 0.0 : it->second});
+  }
+  return components;
+}
+
 StatusOr<std::unique_ptr<JobDriver>> CreateSparsifyRoundDriver(const JobSpec& spec, const ModelGeometry& geometry,
                                                                const ReadLimits& limits) {
   ASSIGN_OR_RETURN(std::vector<std::string> names,
@@ -200,26 +218,18 @@ StatusOr<std::unique_ptr<JobDriver>> CreateSparsifyRoundDriver(const JobSpec& sp
   if (!spec.previous.empty()) {
     ASSIGN_OR_RETURN(current, ReadPreviousRound(spec.previous, geometry, limits));
   }
-  std::vector<SparsifyRoundDriver::Component> components;
+  ASSIGN_OR_RETURN(std::vector<SparsifyRoundDriver::Component> components,
+                   SizedComponents(names, geometry, current, "sparsify-round"));
   double total = 0;
   double left = 0;
-  for (const std::string& name : names) {
-    auto params = geometry.component_params.find(name);
-    if (params == geometry.component_params.end() || params->second == 0) {
-      return FailedPreconditionError("model: the size of " + name +
-                                     " is unknown (its workers did not report component sizes and its "
-                                     "config.json is not readable here); sparsify-round needs it");
-    }
-    auto it = current.find(name);
-    const double sparsity = it == current.end() ? 0.0 : it->second;
-    if (spec.uniform_allocation && 1 - sparsity <= spec.step) {
+  for (const SparsifyRoundDriver::Component& c : components) {
+    if (spec.uniform_allocation && 1 - c.current <= spec.step) {
       return InvalidArgumentError("job spec: sparsify-round.step: " + SparsityPercent(spec.step) +
-                                  " exceeds what is left to prune of " + name + " (" + SparsityPercent(sparsity) +
+                                  " exceeds what is left to prune of " + c.name + " (" + SparsityPercent(c.current) +
                                   " pruned already); a uniform round prunes the step from every component");
     }
-    total += static_cast<double>(params->second);
-    left += static_cast<double>(params->second) * (1 - sparsity);
-    components.push_back({name, params->second, sparsity});
+    total += static_cast<double>(c.params);
+    left += static_cast<double>(c.params) * (1 - c.current);
   }
   if (spec.step >= left / total) {
     return InvalidArgumentError("job spec: sparsify-round.step: " + SparsityPercent(spec.step) +

@@ -81,6 +81,13 @@ class SparsifyRoundDriver : public JobDriver {
   int num_layers_;
 };
 
+// The named components with their sizes from `geometry` and their sparsity from `current` (0 where
+// it has none). FAILED_PRECONDITION naming a component whose size is unknown, which `who` needs.
+StatusOr<std::vector<SparsifyRoundDriver::Component>> SizedComponents(const std::vector<std::string>& names,
+                                                                      const ModelGeometry& geometry,
+                                                                      const std::map<std::string, double>& current,
+                                                                      const std::string& who);
+
 // The driver of a sparsify-round spec on a model of `geometry`: the selected components (spec globs),
 // their sizes (which must be known), their current sparsity (spec.previous) and the check that the
 // step fits in what is left to prune (on average for balanced, per component for uniform). The
