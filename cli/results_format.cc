@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <ctime>
 #include <limits>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "cli/progress_bar.h"
@@ -240,6 +241,13 @@ std::string TrainingTable(const v1::TrainingResult& t) {
   return out;
 }
 
+// The written model's exact zeros per component: {component: {zeros, params}}.
+nlohmann::json OutputZerosJson(const v1::TrainingResult& t) {
+  nlohmann::json zeros = nlohmann::json::object();
+  for (const v1::ComponentZeros& z : t.output_zeros()) zeros[z.component()] = {{"zeros", z.zeros()}, {"params", z.params()}};
+  return zeros;
+}
+
 nlohmann::json TrainingJson(const v1::TrainingResult& t) {
   return {{"steps", t.steps()},
           {"losses", std::vector<double>(t.losses().begin(), t.losses().end())},
@@ -249,7 +257,8 @@ nlohmann::json TrainingJson(const v1::TrainingResult& t) {
           {"output_dir", t.output_dir()},
           {"output_fingerprint", t.output_fingerprint()},
           {"data_fingerprint", t.data_fingerprint()},
-          {"masked_weights", t.masked_weights()}};
+          {"masked_weights", t.masked_weights()},
+          {"output_zeros", OutputZerosJson(t)}};
 }
 
 std::string FormatUtc(const google::protobuf::Timestamp& t) {
@@ -345,6 +354,33 @@ std::pair<double, double> RoundSparsity(const v1::SparsifyRoundResult& round) {
   return {target / params, round.has_training() ? static_cast<double>(round.training().masked_weights()) / params : -1};
 }
 
+// The run's output as measured (the last round's written model, re-masked) against its targets: the
+// average and the largest difference of any component, in weights. "" before the last round trained.
+std::string FinalSparsityLine(const v1::GetResultsResponse& response) {
+  if (response.rounds_size() == 0) return "";
+  const v1::SparsifyRoundResult& last = response.rounds(response.rounds_size() - 1);
+  if (last.training().output_zeros_size() == 0 || !last.has_allocation()) return "";
+  std::map<std::string, double> targets;
+  for (const v1::ComponentSparsity& c : last.allocation().components()) targets[c.component()] = c.target();
+  double zeros = 0, params = 0, worst = 0;
+  std::string worst_component;
+  for (const v1::ComponentZeros& z : last.training().output_zeros()) {
+    auto target = targets.find(z.component());
+    if (target == targets.end()) continue;
+    zeros += static_cast<double>(z.zeros());
+    params += static_cast<double>(z.params());
+    const double off = std::abs(static_cast<double>(z.zeros()) - target->second * static_cast<double>(z.params()));
+    if (off >= worst) {
+      worst = off;
+      worst_component = z.component();
+    }
+  }
+  if (params == 0) return "";
+  return "final model " + last.training().output_dir() + ": " + Percent(zeros / params, 4) +
+         " of the pruned components' weights are exactly 0; largest difference from a component's target: " +
+         Fixed(worst, 1) + " weights (" + worst_component + ")\n";
+}
+
 // A sparsify run's answer: a line per round (its step, the average sparsity allocated and measured,
 // the training loss, the round model against the starting model, each stage's wall time).
 std::string SparsifyRunTable(const v1::GetResultsResponse& response) {
@@ -378,6 +414,7 @@ std::string SparsifyRunTable(const v1::GetResultsResponse& response) {
   std::vector<bool> right(header.size(), true);
   right.back() = false;
   std::string out = AlignColumns(rows, right);
+  out += FinalSparsityLine(response);
   out += "metrics: each round's model against the starting model's completions; "
          "`dtmctl export-config JOB --round N` prints a round's prune targets\n";
   return out;
@@ -399,6 +436,12 @@ nlohmann::json SparsifyRoundsJson(const v1::GetResultsResponse& response) {
     round["sparsity"] = allocated >= 0 ? nlohmann::json(allocated) : nlohmann::json(nullptr);
     round["measured_sparsity"] = measured >= 0 ? nlohmann::json(measured) : nlohmann::json(nullptr);
     round["training"] = r.has_training() ? TrainingJson(r.training()) : nlohmann::json(nullptr);
+    // The round's written model per component (after a re-masked last round, the run's output).
+    nlohmann::json written = nlohmann::json::object();
+    for (const v1::ComponentZeros& z : r.training().output_zeros()) {
+      if (z.params() > 0) written[z.component()] = static_cast<double>(z.zeros()) / static_cast<double>(z.params());
+    }
+    round["output_sparsity"] = std::move(written);
     round["metrics"] = r.has_metrics() ? MetricsJson(r.metrics()) : nlohmann::json(nullptr);
     rounds.push_back(std::move(round));
   }

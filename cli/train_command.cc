@@ -48,6 +48,13 @@ Status TrainCommand(const TrainOptions& options) {
   // Stopped early, or a member other than 0 (whose weights member 0 writes): no model.
   out["out"] = r.out_fingerprint.empty() ? nlohmann::json(nullptr) : nlohmann::json(run.out_dir);
   if (!r.out_fingerprint.empty()) out["out_fingerprint"] = r.out_fingerprint;
+  if (!r.output_zeros.empty()) {
+    nlohmann::json zeros = nlohmann::json::object();
+    for (const TrainingRunResult::ComponentZeros& z : r.output_zeros) {
+      zeros[z.component] = {{"zeros", z.zeros}, {"params", z.params}};
+    }
+    out["output_zeros"] = std::move(zeros);  // the written model's exact zeros per component
+  }
   out["seconds"] = SecondsSince(t0);
   PrintJson(out);
   return OkStatus();

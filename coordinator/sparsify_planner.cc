@@ -171,8 +171,14 @@ Status SparsifyPlanner::Start(JobRun& run, bool* resolved) {
 
 std::string SparsifyPlanner::StageSpec(const JobRun& run, const SparsifyAction& action) const {
   const JobSpec& spec = run.spec;
-  const std::string name = (spec.name.empty() ? run.job.job_id() : spec.name) + " round " +
-                           std::to_string(action.round) + " " + SparsifyStageName(action.stage);
+  // Within a job name's 256 bytes, cut on a UTF-8 character boundary.
+  std::string base = spec.name.empty() ? run.job.job_id() : spec.name;
+  if (base.size() > 200) {
+    size_t cut = 200;
+    while (cut > 0 && (static_cast<unsigned char>(base[cut]) & 0xC0) == 0x80) --cut;
+    base.resize(cut);
+  }
+  const std::string name = base + " round " + std::to_string(action.round) + " " + SparsifyStageName(action.stage);
   YAML::Emitter out;
   out << YAML::BeginMap;
   switch (action.stage) {

@@ -393,6 +393,12 @@ class EngineExecutor final : public TaskExecutor {
       out.set_output_fingerprint(r.out_fingerprint);
       out.set_data_fingerprint(r.data_fingerprint);
       out.set_masked_weights(static_cast<uint64_t>(r.pruned_entries));
+      for (const TrainingRunResult::ComponentZeros& z : r.output_zeros) {
+        dtm::v1::ComponentZeros& row = *out.add_output_zeros();
+        row.set_component(z.component);
+        row.set_zeros(static_cast<uint64_t>(z.zeros));
+        row.set_params(static_cast<uint64_t>(z.params));
+      }
     }
     dtm::v1::TaskTiming& timing = *request->mutable_timing();
     timing.set_compute_ms(static_cast<uint64_t>(std::chrono::duration<double, std::milli>(Clock::now() - t0).count()));

@@ -119,6 +119,7 @@ class DtmctlTrainTest(unittest.TestCase):
         self.assertEqual(again["resumed_at"], 3)  # nothing left to train
         self.assertEqual(again["losses"], first["losses"])
         self.assertEqual(again["out_fingerprint"], first["out_fingerprint"])
+        self.assertEqual(again["output_zeros"], first["output_zeros"])  # measured from the folder it adopted
         self.assertEqual({name: os.stat(os.path.join(out, name)).st_mtime_ns for name in os.listdir(out)}, files)
         with open(os.path.join(out, "dtm-training.json")) as f:
             record = json.load(f)
@@ -179,6 +180,10 @@ class DtmctlTrainTest(unittest.TestCase):
             self.assertEqual({i for i, v in enumerate(after) if v == 0.0},
                              {i for i, v in enumerate(before) if v == 0.0}, component)
             self.assertNotEqual(list(before), list(after), component)
+            # The run reports the written model's zeros as this reader counts them.
+            self.assertEqual(report["output_zeros"][component],
+                             {"zeros": sum(v == 0.0 for v in after), "params": len(after)})
+        self.assertEqual(len(report["output_zeros"]), 7 * 4)  # every linear component of the 4 layers
 
     def gang(self, out, phases, *extra):
         """Two `dtmctl train` processes as one gang over Gloo on loopback; returns both reports."""

@@ -573,5 +573,69 @@ TEST(ProgressBarTest, LogFilterPrintsOnStateChangesAndEachTenthOfTheTasks) {
   EXPECT_TRUE(filter.ShouldPrint(with_message));
 }
 
+// A sparsify run's answer: a line per round with the allocated and measured sparsity, the final
+// model's zeros against its targets (by hand: 150 + 299 of 1000 + 1000 weights, the worst 1 weight
+// off), the same rounds in JSON and CSV, and the progress line of a round that trains.
+TEST(SparsifyRunResultsTest, ShowsEachRoundAndTheFinalModelsSparsity) {
+  using ::testing::HasSubstr;
+  v1::GetResultsResponse response;
+  response.set_job_id("j-run");
+  for (int r = 1; r <= 2; ++r) {
+    v1::SparsifyRoundResult& round = *response.add_rounds();
+    round.set_round(r);
+    v1::SparsityAllocation& a = *round.mutable_allocation();
+    a.set_method("balanced");
+    a.set_step(r == 1 ? 0.1 : 0.12);
+    for (const char* name : {"model.layers.0.mlp.up_proj", "model.layers.0.mlp.down_proj"}) {
+      v1::ComponentSparsity& c = *a.add_components();
+      c.set_component(name);
+      c.set_params(1000);
+      c.set_target(r == 1 ? 0.1 : (std::string(name).find("up") != std::string::npos ? 0.15 : 0.3));
+    }
+    v1::TrainingResult& t = *round.mutable_training();
+    t.set_masked_weights(r == 1 ? 200 : 450);
+    t.add_losses(5.0);
+    t.add_losses(4.5);
+    t.set_output_dir(r == 1 ? "/runs/x/round-1" : "/runs/x/final");
+    t.set_output_fingerprint("0123456789abcdef");
+    round.mutable_metrics()->set_num_probes(8);
+    round.mutable_metrics()->set_fdt75(3);
+    round.set_train_seconds(2.5);
+    if (r == 2) {
+      for (auto [name, zeros] : {std::pair{"model.layers.0.mlp.up_proj", 150}, {"model.layers.0.mlp.down_proj", 299}}) {
+        v1::ComponentZeros& z = *t.add_output_zeros();
+        z.set_component(name);
+        z.set_zeros(zeros);
+        z.set_params(1000);
+      }
+    }
+  }
+  const std::string table = FormatResultsTable(response);
+  EXPECT_THAT(table, HasSubstr("round  step  sparsity  measured"));
+  EXPECT_THAT(table, HasSubstr("10.00%"));  // round 1: allocated 10 %, its masks 200 of 2000 = 10 %
+  EXPECT_THAT(table, HasSubstr("22.50%"));  // round 2: 450 of 2000
+  EXPECT_THAT(table, HasSubstr("5.000 -> 4.500"));
+  EXPECT_THAT(table, HasSubstr("final model /runs/x/final: 22.4500% of the pruned components' weights are exactly 0; "
+                               "largest difference from a component's target: 1.0 weights (model.layers.0.mlp.down_proj)"));
+  const nlohmann::json doc = nlohmann::json::parse(FormatResultsJson(response));
+  ASSERT_EQ(doc["rounds"].size(), 2u);
+  EXPECT_DOUBLE_EQ(doc["rounds"][1]["measured_sparsity"].get<double>(), 0.225);
+  EXPECT_DOUBLE_EQ(doc["rounds"][1]["output_sparsity"]["model.layers.0.mlp.down_proj"].get<double>(), 0.299);
+  EXPECT_EQ(doc["rounds"][1]["training"]["output_zeros"]["model.layers.0.mlp.up_proj"]["zeros"], 150);
+  const std::string csv = FormatResultsCsv(response);
+  EXPECT_THAT(csv, HasSubstr("round,step,sparsity,measured_sparsity,first_loss,last_loss,fdt75"));
+  EXPECT_THAT(csv, HasSubstr("\n2,0.12,"));
+
+  v1::JobProgress p;
+  p.set_state(v1::JOB_STATE_RUNNING);
+  p.set_sparsify_round(2);
+  p.set_sparsify_rounds(8);
+  p.set_sparsify_stage("train");
+  p.set_train_step(3);
+  p.set_train_steps(500);
+  p.set_train_loss(2.5);
+  EXPECT_THAT(RenderProgress(p, 8, 0), HasSubstr("round 2/8 train step 3/500 loss 2.5000"));
+}
+
 }  // namespace
 }  // namespace dtm::cli

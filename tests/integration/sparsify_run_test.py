@@ -137,9 +137,15 @@ class SparsifyRunTest(dtm_cluster.ClusterTestCase):
         self.assertEqual(evaluate.summary.reference_model_path, self.model)
         # The final model, re-masked, holds exactly the last round's targets (one weight of rounding).
         final = os.path.join(output, "final")
+        reported = rounds[-1]["training"]["output_zeros"]
+        self.assertEqual(len(reported), len(rounds[-1]["allocation"]["components"]))
         for c in rounds[-1]["allocation"]["components"]:
             expected = round(c["target"] * c["params"])
-            self.assertLessEqual(abs(zeros_of(final, c["component"]) - expected), 1, c["component"])
+            counted = zeros_of(final, c["component"])
+            self.assertLessEqual(abs(counted - expected), 1, c["component"])
+            # What the run reports as measured is what is in the file.
+            self.assertEqual(reported[c["component"]], {"zeros": counted, "params": c["params"]})
+            self.assertAlmostEqual(rounds[-1]["output_sparsity"][c["component"]], counted / c["params"])
         # export-config prints a round's cumulative targets; watch-style progress names the end.
         config = self.cluster.dtmctl("export-config", job, "--round", "2").stdout.strip()
         self.assertEqual(len(config.split(",")), len([c for c in rounds[1]["allocation"]["components"]
@@ -147,6 +153,7 @@ class SparsifyRunTest(dtm_cluster.ClusterTestCase):
         table = self.cluster.dtmctl("results", job).stdout
         lines = table.splitlines()
         self.assertIn("measured", lines[0])
+        self.assertIn("largest difference from a component's target: ", table)
         self.assertEqual([line.split()[0] for line in lines[2:5]], ["1", "2", "3"])  # under the header's rule
         self.assertIn(os.path.join(output, "final"), lines[4])
         # Its stage jobs are jobs like any other, named after the run.

@@ -29,6 +29,40 @@ void PruneByMagnitude(const CompressionConfig& targets, LlamaModel& model) {
   }
 }
 
+// The component of a linear weight's name (an attention or MLP projection), "" for any other.
+std::string LinearComponentOf(const std::string& weight_name) {
+  const std::string suffix = ".weight";
+  const bool linear =
+      weight_name.find(".self_attn.") != std::string::npos || weight_name.find(".mlp.") != std::string::npos;
+  if (!linear || weight_name.size() <= suffix.size() ||
+      weight_name.compare(weight_name.size() - suffix.size(), suffix.size(), suffix) != 0) {
+    return "";
+  }
+  return weight_name.substr(0, weight_name.size() - suffix.size());
+}
+
+// The exact zeros of every linear component weight of `model`, in its weights' order.
+std::vector<TrainingRunResult::ComponentZeros> ComponentZerosOf(const LlamaModel& model) {
+  std::vector<TrainingRunResult::ComponentZeros> out;
+  for (const auto& [name, weight] : model.NamedWeights()) {
+    const std::string component = LinearComponentOf(name);
+    if (!component.empty()) out.push_back({component, weight.eq(0).sum().item<int64_t>(), weight.numel()});
+  }
+  return out;
+}
+
+// The same of a model folder, one tensor in memory at a time.
+StatusOr<std::vector<TrainingRunResult::ComponentZeros>> ComponentZerosOf(const Checkpoint& checkpoint) {
+  std::vector<TrainingRunResult::ComponentZeros> out;
+  for (const auto& [name, shape] : ExpectedLlamaTensors(checkpoint.config())) {
+    const std::string component = LinearComponentOf(name);
+    if (component.empty()) continue;
+    ASSIGN_OR_RETURN(torch::Tensor weight, checkpoint.Load(name, shape, torch::kFloat32, torch::kCPU));
+    out.push_back({component, weight.eq(0).sum().item<int64_t>(), weight.numel()});
+  }
+  return out;
+}
+
 // Which run wrote a trained model folder: its identity, the model it started from and whether the
 // masks were put back; WriteTrainedModel stores it with the losses.
 nlohmann::json OutputRecord(const nlohmann::json& identity, const std::string& model_fingerprint, bool remask) {
@@ -76,6 +110,7 @@ StatusOr<TrainingRunResult> AdoptEarlierOutput(const nlohmann::json& record, con
   if (options.rank == 0) {
     ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> written, Checkpoint::Open(dir));
     ASSIGN_OR_RETURN(result.out_fingerprint, written->Fingerprint());
+    ASSIGN_OR_RETURN(result.output_zeros, ComponentZerosOf(*written));
   }
   if (options.log) options.log("output " + dir + " already holds this run's trained model (an earlier attempt wrote it): adopted");
   return result;
@@ -199,6 +234,7 @@ StatusOr<TrainingRunResult> RunTraining(const TrainingRunOptions& options) {
     written["steps"] = result.report.steps_total;
     written["losses"] = result.report.losses;
     ASSIGN_OR_RETURN(result.out_fingerprint, WriteTrainedModel(*model, options.model_dir, options.out_dir, written));
+    result.output_zeros = ComponentZerosOf(*model);
     log("wrote " + options.out_dir + " (fingerprint " + result.out_fingerprint.substr(0, 12) + ")");
   }
   return result;

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 #include "worker/engine/recovery_trainer.h"
@@ -72,6 +73,13 @@ struct TrainingRunResult {
   int64_t masked_weights = 0;      // weight matrices with a mask
   int64_t pruned_entries = 0;      // entries the masks hold at 0
   std::string out_fingerprint;     // set when this member wrote out_dir (member 0 of a finished run)
+  // With out_fingerprint: every linear component's exact zeros in the written model, and its size.
+  struct ComponentZeros {
+    std::string component;
+    int64_t zeros = 0;
+    int64_t params = 0;
+  };
+  std::vector<ComponentZeros> output_zeros;
   std::string device;
 };
 
