@@ -362,6 +362,16 @@ class ClusterTestCase(unittest.TestCase):
     def tearDownClass(cls):
         cls.cluster.__exit__(None, None, None)
 
+    def results(self, job_id):
+        """`dtmctl results JOB --format json`, parsed."""
+        return json.loads(self.cluster.dtmctl("results", job_id, "--format", "json").stdout)
+
+    def succeeded(self, job_id, timeout=300):
+        """The job's results once it SUCCEEDED; fails the test with the job's error otherwise."""
+        job = self.cluster.wait_job(job_id, timeout=timeout)
+        self.assertEqual(job.state, load_stubs().job_pb2.JOB_STATE_SUCCEEDED, job.error.message)
+        return self.results(job_id)
+
     def run(self, result=None):
         if result is None:
             return super().run(result)

@@ -93,13 +93,8 @@ class SparsifyRunTest(dtm_cluster.ClusterTestCase):
         proc = self.cluster.dtmctl("submit", self.cluster.write_spec(name, spec), check=check)
         return proc.stdout.strip() if check else proc
 
-    def results(self, job_id):
-        return json.loads(self.cluster.dtmctl("results", job_id, "--format", "json").stdout)
-
     def finished(self, job_id, timeout=600):
-        job = self.cluster.wait_job(job_id, timeout=timeout)
-        self.assertEqual(job.state, dtm_cluster.load_stubs().job_pb2.JOB_STATE_SUCCEEDED, job.error.message)
-        return self.results(job_id)["rounds"]
+        return self.succeeded(job_id, timeout)["rounds"]
 
     def test_1_a_balanced_run_prunes_trains_and_evaluates_each_round(self):
         output = os.path.join(self.tmp, "run-a")

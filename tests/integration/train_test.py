@@ -86,13 +86,8 @@ class TrainTest(dtm_cluster.ClusterTestCase):
         path = self.cluster.write_spec(name, spec)
         return self.cluster.dtmctl("submit", path).stdout.strip()
 
-    def results(self, job_id):
-        return json.loads(self.cluster.dtmctl("results", job_id, "--format", "json").stdout)
-
     def finished(self, job_id, timeout=300):
-        job = self.cluster.wait_job(job_id, timeout=timeout)
-        self.assertEqual(job.state, dtm_cluster.load_stubs().job_pb2.JOB_STATE_SUCCEEDED, job.error.message)
-        return self.results(job_id)["training"]
+        return self.succeeded(job_id, timeout)["training"]
 
     def test_1_a_gang_trains_as_one_process_does(self):
         out = os.path.join(self.tmp, "gang-out")
