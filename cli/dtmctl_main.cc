@@ -180,6 +180,13 @@ void AddServiceCommands(CLI::App* app, ServiceFlags* f) {
   local->add_option("--device", f->local.device, "cpu, cuda, cuda:N or auto")->capture_default_str();
   local->add_option("--dtype", f->local.dtype, "float32, float16 or bfloat16 (default: the device's)");
   local->add_option("--batch-size", f->local.batch_size, "sequences per forward pass")->capture_default_str();
+  local->add_option("--activation-cache-bytes", f->local.activation_cache_bytes,
+                    "residual streams kept per worker for reuse (0: none; -1: a quarter of free memory, shared)")
+      ->capture_default_str();
+  local->add_option("--activation-cache-every", f->local.activation_cache_every,
+                    "keep the streams of every k-th layer only")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   local->add_option("--threads", f->local.threads, "CPU threads of the process, all workers together (0: libtorch's default)");
   local->add_option("--metrics-listen", f->local.metrics_listen, "serve /metrics on HOST:PORT while the job runs");
   local->add_option("--log-level", f->local_log_level, "trace, debug, info, warn or error")->capture_default_str();

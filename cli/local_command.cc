@@ -1,6 +1,7 @@
 #include "cli/local_command.h"
 
 #include <filesystem>
+#include <iomanip>
 #include <memory>
 #include <system_error>
 #include <sstream>
@@ -66,6 +67,32 @@ StatusOr<std::string> FindUnfinishedJob(ClientApi* client, const std::string& sp
   }
 }
 
+// The sum over this process's workers of a counter family of `registry` (0 when absent).
+double SumCounter(prometheus::Registry& registry, const std::string& family) {
+  double sum = 0;
+  for (const prometheus::MetricFamily& f : registry.Collect()) {
+    if (f.name != family) continue;
+    for (const prometheus::ClientMetric& m : f.metric) sum += m.counter.value;
+  }
+  return sum;
+}
+
+// What reused residual streams saved this run (worker/engine/activation_cache.h), on stderr: the
+// share of decoder-layer forwards that did not run.
+void PrintLayerForwards(prometheus::Registry& registry, const Console& console) {
+  const double computed = SumCounter(registry, "dtm_worker_layer_forwards_total");
+  const double full = SumCounter(registry, "dtm_worker_full_layer_forwards_total");
+  if (full <= 0) return;
+  std::ostringstream line;
+  line << "layer forwards: " << static_cast<uint64_t>(computed) << " run, " << static_cast<uint64_t>(full)
+       << " in full forwards (" << std::fixed << std::setprecision(1) << 100.0 * (1.0 - computed / full)
+       << "% saved by reused streams; " << static_cast<uint64_t>(SumCounter(registry, "dtm_worker_activation_cache_hits_total"))
+       << " batches started from a kept stream, "
+       << static_cast<uint64_t>(SumCounter(registry, "dtm_worker_activation_cache_misses_total"))
+       << " from the embedding)\n";
+  *console.err << line.str();
+}
+
 // The workers of this process, each on its own thread with its own replica.
 class LocalWorkers {
  public:
@@ -98,6 +125,9 @@ class LocalWorkers {
       engine.dtype = spec.dtype.empty() ? options.dtype : spec.dtype;
       engine.device = options.device;
       engine.batch_size = options.batch_size;
+      engine.activation_cache_bytes = options.activation_cache_bytes;
+      engine.activation_cache_every = options.activation_cache_every;
+      engine.activation_cache_sharers = options.workers;
       double load_seconds = 0;
       ASSIGN_OR_RETURN(std::unique_ptr<TaskExecutor> executor, CreateEngineExecutor(engine, &load_seconds));
       WorkerOptions worker_options;
@@ -243,6 +273,7 @@ int LocalCommand(const LocalOptions& options, const Console& console) {
     }
     workers.DrainAndJoin();
   }
+  PrintLayerForwards(*registry, console);
   return code;
 }
 

@@ -22,6 +22,8 @@ struct LocalOptions {
   std::string device = "cpu";
   std::string dtype;               // "" = the device's default
   int64_t batch_size = 8;
+  int64_t activation_cache_bytes = -1;  // per worker; -1: a quarter of free memory, shared by the workers
+  int activation_cache_every = 1;
   int threads = 0;                 // CPU threads of the whole process (0: libtorch's default)
   std::string metrics_listen;      // HOST:PORT for /metrics; "" = none
   int64_t lease_timeout_ms = 60000;

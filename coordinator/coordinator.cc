@@ -18,7 +18,7 @@ StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(Store* store, prometh
                                 std::to_string(options.heartbeat_interval_ms) + " ms)");
   }
   if (options.max_stage_tasks <= 0 || options.max_spec_bytes == 0 || options.max_file_bytes == 0 ||
-      options.lease_retention_ms < 0) {
+      options.lease_retention_ms < 0 || options.affinity_wait_ms < 0) {
     return InvalidArgumentError("coordinator: the stage, spec and file limits must be positive");
   }
   static const SystemClock system_clock;

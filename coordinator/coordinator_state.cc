@@ -19,6 +19,7 @@ LeaseTable::Options LeaseOptions(const CoordinatorOptions& options, const std::s
   lease.max_attempts = options.max_attempts;
   lease.lease_id_prefix = lease_id_prefix;
   lease.retention_ms = options.lease_retention_ms;
+  lease.affinity_wait_ms = options.affinity_wait_ms;
   return lease;
 }
 

@@ -21,6 +21,7 @@
 #include "coordinator/coordinator_metrics.h"
 #include "coordinator/job_run.h"
 #include "coordinator/table_storage.h"
+#include "coordinator/shard_affinity.h"
 #include "coordinator/task_table.h"
 #include "coordinator/worker_registry.h"
 
@@ -46,6 +47,7 @@ class CoordinatorState {
   std::map<std::string, std::unique_ptr<JobRun>> jobs;  // guarded by mu
   WorkerRegistry workers;                               // guarded by mu
   TaskTable tasks;                                      // guarded by mu
+  ShardAffinity affinity;                               // guarded by mu: what workers keep streams of
   bool wake = false;                                    // guarded by mu: the tick should run now
   bool stopping = false;                                // guarded by mu
 

@@ -34,6 +34,14 @@ class JobDriver {
   virtual StatusOr<std::optional<std::vector<std::string>>> NextStage(
       const std::map<std::string, dtm::v1::Metrics>& evaluated) = 0;
 
+  // For configs of the stage NextStage returns for `evaluated`: the config each one extends, where it
+  // extends one (a tree search's parent node), so that workers keep the parent's residual streams
+  // for its siblings (Task.parent_config). Configs left out extend the uncompressed model.
+  virtual std::map<std::string, std::string> StageParents(
+      const std::map<std::string, dtm::v1::Metrics>& /*evaluated*/) const {
+    return {};
+  }
+
   // The most configs any one stage may name, known before the first: what submission checks against
   // the coordinator's limit on a stage's tasks.
   virtual uint64_t MaxStageConfigs() const = 0;

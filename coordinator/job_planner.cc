@@ -449,17 +449,22 @@ Status JobPlanner::StartStage(JobRun& run) {
       configs.push_back(std::move(c));
     }
   }
+  const std::map<std::string, std::string> parents = run.driver->StageParents(run.evaluated);
   std::vector<PlannedTask> planned;
   planned.reserve(configs.size() * run.shards.size());
   for (const std::string& config : configs) {
+    auto parent = parents.find(config);
+    const std::string parent_config = parent != parents.end() ? parent->second : "";
     for (size_t s = 0; s < run.shards.size(); ++s) {
       planned.push_back({TaskKindForKey::kEval, ShardKey(run.base_key, config, run.shards[s].first, run.shards[s].second),
                          run.baseline_rows[s], "", nullptr});
+      planned.back().parent_config = parent_config;
     }
     for (size_t s = 0; s < run.ppl_shards.size(); ++s) {
       planned.push_back({TaskKindForKey::kEval,
                          ShardKey(run.ppl_key, config, run.ppl_shards[s].first, run.ppl_shards[s].second),
                          run.ppl_rows[s], "", nullptr});
+      planned.back().parent_config = parent_config;
     }
   }
   // The reference's own noise floor, in its pool: the same tasks as its noise floor in a job of its own.

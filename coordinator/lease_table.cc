@@ -44,6 +44,7 @@ Status LeaseTable::Enqueue(const std::string& task_id, int priority) {
   task.lease_id.clear();
   task.unable.clear();
   with_exclusions_.erase(task_id);
+  task.queued_at = clock_->Now();
   queue_.emplace(task.priority, task.seq, task_id);
   return OkStatus();
 }
@@ -51,7 +52,8 @@ Status LeaseTable::Enqueue(const std::string& task_id, int priority) {
 StatusOr<std::vector<LeaseGrant>> LeaseTable::Lease(const std::string& worker_id, int max_tasks,
                                                     const std::string& lease_request_id,
                                                     const std::function<uint64_t(const std::string&)>& bytes_of,
-                                                    uint64_t max_bytes) {
+                                                    uint64_t max_bytes,
+                                                    const std::function<LeaseAffinity(const std::string&)>& affinity) {
   if (worker_id.empty()) return InvalidArgumentError("worker_id must not be empty");
   if (lease_request_id.empty()) return InvalidArgumentError("lease_request_id must not be empty");
   if (max_tasks <= 0)
@@ -65,20 +67,14 @@ StatusOr<std::vector<LeaseGrant>> LeaseTable::Lease(const std::string& worker_id
   const auto now = clock_->Now();
   const auto expires_at = now + std::chrono::milliseconds(options_.lease_timeout_ms);
   uint64_t bytes = 0;
-  // Tasks this worker cannot run are skipped where they stand, keeping their place for others.
-  for (auto next = queue_.begin(); static_cast<int>(grants.size()) < max_tasks && next != queue_.end();) {
-    const std::string task_id = std::get<2>(*next);
+  for (const std::string& task_id : Candidates(worker_id, max_tasks, affinity, now)) {
     Task& task = tasks_.at(task_id);
-    if (task.unable.count(worker_id) != 0) {
-      ++next;
-      continue;
-    }
     if (bytes_of) {
       const uint64_t size = bytes_of(task_id);
       if (!grants.empty() && bytes + size > max_bytes) break;
       bytes += size;
     }
-    next = queue_.erase(next);
+    EraseFromQueue(task_id, task);
 
     std::string lease_id = options_.lease_id_prefix + std::to_string(next_lease_++);
     LeaseRecord& lease = leases_[lease_id];
@@ -97,6 +93,40 @@ StatusOr<std::vector<LeaseGrant>> LeaseTable::Lease(const std::string& worker_id
   last.id = lease_request_id;
   last.grants = grants;
   return grants;
+}
+
+std::vector<std::string> LeaseTable::Candidates(const std::string& worker_id, int max_tasks,
+                                                const std::function<LeaseAffinity(const std::string&)>& affinity,
+                                                TimePoint now) {
+  const size_t want = static_cast<size_t>(max_tasks);
+  std::vector<std::string> held, others;
+  const auto waited = std::chrono::milliseconds(options_.affinity_wait_ms);
+  int scanned = 0;
+  // Tasks this worker cannot run are skipped where they stand, keeping their place for others.
+  for (auto next = queue_.begin(); next != queue_.end(); ++next) {
+    const std::string& task_id = std::get<2>(*next);
+    const Task& task = tasks_.at(task_id);
+    if (task.unable.count(worker_id) != 0) continue;
+    if (!affinity) {
+      others.push_back(task_id);
+      if (others.size() >= want) break;
+      continue;
+    }
+    if (scanned++ >= kAffinityScan) break;
+    switch (affinity(task_id)) {
+      case LeaseAffinity::kHeld: held.push_back(task_id); break;
+      case LeaseAffinity::kFree: others.push_back(task_id); break;
+      case LeaseAffinity::kHeldElsewhere:
+        if (now - task.queued_at >= waited) others.push_back(task_id);
+        break;
+    }
+    if (held.size() >= want) break;
+  }
+  for (std::string& task_id : others) {
+    if (held.size() >= want) break;
+    held.push_back(std::move(task_id));
+  }
+  return held;
 }
 
 std::vector<HeartbeatResult> LeaseTable::Heartbeat(const std::string& worker_id,
@@ -374,6 +404,7 @@ void LeaseTable::SetState(Task& task, TaskState state) {
 
 void LeaseTable::PushQueue(const std::string& task_id, Task& task) {
   SetState(task, TaskState::kQueued);
+  task.queued_at = clock_->Now();
   queue_.emplace(task.priority, task.seq, task_id);
 }
 

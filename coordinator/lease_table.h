@@ -68,6 +68,14 @@ struct LeaseInfo {
   bool active = false;  // not yet completed, failed, expired, released or cancelled
 };
 
+// Where a queued task's state lives, as seen from the worker asking for tasks (shard affinity,
+// coordinator/shard_affinity.h).
+enum class LeaseAffinity {
+  kHeld,          // this worker keeps the task's shard's residual streams: leased to it first
+  kFree,          // no live worker keeps them (or the task has no shard)
+  kHeldElsewhere  // another worker keeps them: leased to this one only after affinity_wait_ms queued
+};
+
 // A queued task that some workers cannot run (FailCause::kWorker), with each one's reason.
 struct ExcludedTask {
   std::string task_id;
@@ -96,7 +104,10 @@ struct LeaseTableStats {
 //   2. Lease pops up to max_tasks tasks for one worker and grants each a lease that expires
 //      lease_timeout_ms from now, skipping tasks that worker said it cannot run (6). The worker
 //      names each request; a retry with the same name (its reply was lost) gets the same grants
-//      instead of leasing more tasks.
+//      instead of leasing more tasks. With an affinity, the first kAffinityScan queued tasks are
+//      looked at: those whose state the worker holds go first, then the free ones and those held
+//      elsewhere that have waited affinity_wait_ms, in queue order (locality saves work; it never
+//      holds a task back longer than the wait).
 //   3. Heartbeat pushes a held lease's expiry back by lease_timeout_ms, and tells the worker when to
 //      drop a task: its lease expired, or the task was cancelled or completed elsewhere.
 //   4. ExpireLeases (called periodically) ends every lease past its expiry. Heartbeat also expires a
@@ -133,7 +144,13 @@ class LeaseTable {
     std::string lease_id_prefix = "lease-";
     // How long ended leases and finished tasks are remembered (see the class comment).
     int64_t retention_ms = 300000;
+    // How long a task whose shard another worker holds waits for that worker before anyone gets it.
+    int64_t affinity_wait_ms = 2000;
   };
+
+  // Queued tasks an affinity looks at per lease request: the cost of one request stays bounded
+  // whatever the queue's length.
+  static constexpr int kAffinityScan = 1024;
 
   // `clock` is not owned and must outlive the table. INVALID_ARGUMENT on a non-positive option.
   static StatusOr<std::unique_ptr<LeaseTable>> Create(Options options, const Clock* clock);
@@ -150,11 +167,12 @@ class LeaseTable {
   // non-positive max_tasks. Only each worker's latest request is remembered: a worker has one lease
   // request in flight at a time, so only that one can be retried. With `bytes_of` (called under
   // this table's lock), grants stop before the one that would take their sum past `max_bytes`,
-  // the first always granted: a reply must fit a message whatever its tasks carry.
-  StatusOr<std::vector<LeaseGrant>> Lease(const std::string& worker_id, int max_tasks,
-                                          const std::string& lease_request_id,
-                                          const std::function<uint64_t(const std::string& task_id)>& bytes_of = nullptr,
-                                          uint64_t max_bytes = 0);
+  // the first always granted: a reply must fit a message whatever its tasks carry. With `affinity`
+  // (called under this table's lock), tasks are chosen as the class comment's step 2 says.
+  StatusOr<std::vector<LeaseGrant>> Lease(
+      const std::string& worker_id, int max_tasks, const std::string& lease_request_id,
+      const std::function<uint64_t(const std::string& task_id)>& bytes_of = nullptr, uint64_t max_bytes = 0,
+      const std::function<LeaseAffinity(const std::string& task_id)>& affinity = nullptr);
 
   // One result per lease id, in order.
   std::vector<HeartbeatResult> Heartbeat(const std::string& worker_id,
@@ -231,6 +249,7 @@ class LeaseTable {
     std::string lease_id;                         // the active lease when kLeased
     std::map<std::string, std::string> unable;    // workers that cannot run it (FailCause::kWorker), and why
     TimePoint unable_since;                       // of the latest exclusion
+    TimePoint queued_at;                          // when it last entered the queue
   };
 
   struct LeaseRecord {
@@ -258,6 +277,10 @@ class LeaseTable {
   // Returns a leased task to the queue, in its old place.
   void PushQueue(const std::string& task_id, Task& task);
   void EraseFromQueue(const std::string& task_id, const Task& task);
+  // The queued tasks Lease grants to `worker_id`, in order, at most max_tasks (more may be skipped
+  // by the byte limit).
+  std::vector<std::string> Candidates(const std::string& worker_id, int max_tasks,
+                                      const std::function<LeaseAffinity(const std::string&)>& affinity, TimePoint now);
   // Ends an active lease; the caller decides what happens to its task.
   void EndLease(const std::string& lease_id, LeaseRecord& lease, LeaseEnd end);
   // Marks a task finished (done, failed or cancelled), to be forgotten after retention_ms.

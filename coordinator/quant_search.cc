@@ -89,14 +89,15 @@ QuantSearchDriver::Replay QuantSearchDriver::Run(const std::map<std::string, v1:
   for (int level = 1; level <= depth_; ++level) {
     // Children in a fixed order (beam rank, then component order), each set once.
     std::vector<std::pair<std::string, Node>> children;
-    std::set<std::string> seen;
+    std::map<std::string, std::string> parents;  // child -> the best-ranked beam node it extends
     for (const Node& parent : replay.beams.back()) {
+      const std::string parent_config = ConfigOf(parent);
       for (const std::string& component : components_) {
         if (parent.count(component) != 0) continue;
         Node child = parent;
         child.insert(component);
         std::string config = ConfigOf(child);
-        if (seen.insert(config).second) children.emplace_back(std::move(config), std::move(child));
+        if (parents.emplace(config, parent_config).second) children.emplace_back(std::move(config), std::move(child));
       }
     }
     if (children.empty()) break;  // every component is held: the fully quantized model was reached
@@ -104,6 +105,7 @@ QuantSearchDriver::Replay QuantSearchDriver::Run(const std::map<std::string, v1:
                                       [&](const auto& child) { return evaluated.count(child.first) != 0; });
     if (!complete) {
       for (const auto& child : children) replay.pending.push_back(child.first);
+      replay.pending_parents = std::move(parents);
       break;
     }
     std::sort(children.begin(), children.end(), [&](const auto& a, const auto& b) {
@@ -117,6 +119,11 @@ QuantSearchDriver::Replay QuantSearchDriver::Run(const std::map<std::string, v1:
     replay.beams.push_back(std::move(beam));
   }
   return replay;
+}
+
+std::map<std::string, std::string> QuantSearchDriver::StageParents(
+    const std::map<std::string, v1::Metrics>& evaluated) const {
+  return Run(evaluated).pending_parents;
 }
 
 StatusOr<std::optional<std::vector<std::string>>> QuantSearchDriver::NextStage(

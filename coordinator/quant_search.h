@@ -39,6 +39,8 @@ class QuantSearchDriver : public JobDriver {
 
   // A level's children: each of the beam's nodes grown by each component it lacks, at most.
   uint64_t MaxStageConfigs() const override { return static_cast<uint64_t>(beam_) * components_.size(); }
+  // A level's node -> the best-ranked node of the level before that it extends.
+  std::map<std::string, std::string> StageParents(const std::map<std::string, dtm::v1::Metrics>& evaluated) const override;
 
   // Every finished level's best nodes, level by level and by rank; the uncompressed model as level 0
   // when it was evaluated (the noise floor).
@@ -76,6 +78,7 @@ class QuantSearchDriver : public JobDriver {
     std::vector<std::vector<Node>> beams;  // beams[L]: the best nodes of level L, best first
     std::vector<std::vector<std::string>> children;  // children[L-1]: every node of finished level L, ranked
     std::vector<std::string> pending;      // the children of the first unfinished level, if any
+    std::map<std::string, std::string> pending_parents;  // each pending child -> the beam node it extends
   };
 
   Replay Run(const std::map<std::string, dtm::v1::Metrics>& evaluated) const;

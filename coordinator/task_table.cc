@@ -1,5 +1,7 @@
 #include "coordinator/task_table.h"
 
+#include "common/shard_tag.h"
+
 #include <spdlog/spdlog.h>
 
 #include <cstdlib>
@@ -36,6 +38,8 @@ Status TaskTable::Add(const PlannedTask& task, const std::string& pool, const st
   entry.rows = task.rows ? task.rows : std::make_shared<const Rows>();
   entry.text = task.text;
   entry.train = task.train;
+  if (entry.jobs.empty()) entry.parent_config = task.parent_config;
+  entry.shard_tag = task.kind == TaskKindForKey::kEval ? ShardTag(task.key) : "";
   entry.jobs.insert(job_id);
   return OkStatus();
 }

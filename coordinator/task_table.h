@@ -40,6 +40,8 @@ struct TaskEntry {
   std::set<std::string> jobs;        // the jobs waiting for it
   // A train task's settings (all but the member's rank and rendezvous); null for other kinds.
   std::shared_ptr<const dtm::v1::TrainInput> train;
+  std::string parent_config;  // Task.parent_config: the first planning job's
+  std::string shard_tag;      // an eval task's ShardTag (common/shard_tag.h); "" for other kinds
 };
 
 // A task a job's stage needs, before the table decides whether to queue it.
@@ -51,6 +53,7 @@ struct PlannedTask {
   std::shared_ptr<const dtm::v1::TextWindowsInput> text;  // a text-windows task's input
   bool on_reference = false;  // runs on the job's `reference:` model (its baseline and noise floor)
   std::shared_ptr<const dtm::v1::TrainInput> train = nullptr;  // a train task's settings; it runs on a gang
+  std::string parent_config = "";  // an eval task of a tree search: the node it extends (Task.parent_config)
 };
 
 class TaskTable {

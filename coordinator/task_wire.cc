@@ -23,6 +23,7 @@ v1::Task ToWireTask(const TaskEntry& entry, const LeaseGrant& grant, const std::
   task.mutable_rows()->Reserve(static_cast<int>(entry.rows->size()));
   for (const v1::BaselineRow& row : *entry.rows) *task.add_rows() = row;
   if (entry.text) *task.mutable_text_windows() = *entry.text;
+  task.set_parent_config(entry.parent_config);
   return task;
 }
 

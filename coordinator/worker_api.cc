@@ -139,8 +139,17 @@ StatusOr<v1::LeaseTasksResponse> WorkerApi::LeaseTasks(const v1::LeaseTasksReque
       const TaskEntry* entry = state_->tasks.Find(task_id);
       return entry == nullptr ? 0 : WireBytesEstimate(*entry);
     };
-    ASSIGN_OR_RETURN(std::vector<LeaseGrant> grants,
-                     pool.Lease(request.worker_id(), max_tasks, request.request_id(), bytes_of, kMaxLeaseReplyBytes));
+    const auto now = state_->clock().Now();
+    state_->affinity.Report(request.worker_id(),
+                            std::vector<std::string>(request.held_shards().begin(), request.held_shards().end()), now);
+    // A report older than a lease timeout is of a worker that may be gone.
+    auto affinity = [this, &request, now](const std::string& task_id) {
+      const TaskEntry* entry = state_->tasks.Find(task_id);
+      return state_->affinity.Of(request.worker_id(), entry == nullptr ? "" : entry->shard_tag, now,
+                                 std::chrono::milliseconds(state_->options().lease_timeout_ms));
+    };
+    ASSIGN_OR_RETURN(std::vector<LeaseGrant> grants, pool.Lease(request.worker_id(), max_tasks, request.request_id(),
+                                                                bytes_of, kMaxLeaseReplyBytes, affinity));
     for (LeaseGrant& grant : grants) {
       const TaskEntry* entry = state_->tasks.Find(grant.task_id);
       if (entry == nullptr) {

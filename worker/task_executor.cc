@@ -2,9 +2,11 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <limits>
+#include <list>
 #include <map>
 #include <utility>
 #include <vector>
@@ -14,12 +16,15 @@
 #ifdef DTM_WORKER_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAGuard.h>
 #endif
 
 #include "common/components.h"
 #include "common/compression_config.h"
 #include "common/input_checks.h"
+#include "common/shard_tag.h"
 #include "common/user_text.h"
+#include "worker/engine/activation_cache.h"
 #include "worker/engine/baseline.h"
 #include "worker/engine/calibration.h"
 #include "worker/engine/checkpoint.h"
@@ -115,6 +120,30 @@ uint64_t ReadResidentBytes() {
   return static_cast<uint64_t>(resident_pages) * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
 }
 
+// A quarter of the memory the model's device has free now (after the model is loaded), so that kept
+// streams never crowd out a forward's own activations: MemAvailable of /proc/meminfo on the CPU,
+// the CUDA runtime's free memory on a GPU. 0 when it cannot be read.
+int64_t DefaultActivationCacheBytes(const torch::Device& device) {
+#ifdef DTM_WORKER_WITH_CUDA
+  if (device.is_cuda()) {
+    c10::cuda::CUDAGuard guard(device.has_index() ? device.index() : 0);
+    size_t free_bytes = 0, total_bytes = 0;
+    if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) return 0;
+    return static_cast<int64_t>(free_bytes / 4);
+  }
+#endif
+  (void)device;
+  std::FILE* f = std::fopen("/proc/meminfo", "r");
+  if (f == nullptr) return 0;
+  char line[256];
+  long long available_kb = 0;  // NOLINT: sscanf's type
+  while (std::fgets(line, sizeof(line), f) != nullptr) {
+    if (std::sscanf(line, "MemAvailable: %lld kB", &available_kb) == 1) break;
+  }
+  std::fclose(f);
+  return static_cast<int64_t>(available_kb) * 1024 / 4;
+}
+
 // Elements of every component's weight as loaded, e.g. 4096 * 11008 for a Llama-2-7B up_proj.
 std::map<std::string, uint64_t> CountComponentParams(LlamaModel& model) {
   std::map<std::string, uint64_t> params;
@@ -137,7 +166,15 @@ class EngineExecutor final : public TaskExecutor {
         component_params_(CountComponentParams(*model_)),
         fingerprint_(std::move(fingerprint)),
         dtype_(dtype),
-        evaluator_(model_.get(), nullptr) {}
+        evaluator_(model_.get(), nullptr),
+        activations_(options.activation_cache_bytes >= 0
+                         ? options.activation_cache_bytes
+                         : DefaultActivationCacheBytes(model_->options().device) /
+                               std::max(1, options.activation_cache_sharers)) {
+    if (activations_.budget() > 0) evaluator_.SetActivationCache(&activations_, options.activation_cache_every);
+  }
+
+  ~EngineExecutor() override { evaluator_.SetActivationCache(nullptr); }
 
   Status Execute(const dtm::v1::Task& task, dtm::v1::CompleteTaskRequest* request) override {
     return Execute(task, request, TaskHooks{});
@@ -209,6 +246,25 @@ class EngineExecutor final : public TaskExecutor {
     return info;
   }
 
+  ActivationCacheStats activation_cache_stats() const override {
+    ActivationCacheStats stats;
+    stats.budget_bytes = activations_.budget();
+    stats.bytes = activations_.bytes();
+    stats.streams = static_cast<int64_t>(activations_.size());
+    stats.hits = activations_.hits();
+    stats.misses = activations_.misses();
+    stats.evictions = activations_.evictions();
+    return stats;
+  }
+
+  std::vector<std::string> held_shards() const override {
+    std::vector<std::string> tags;
+    for (const auto& [tag, group] : shards_) {
+      if (activations_.StreamsOf(group) > 0) tags.push_back(tag);
+    }
+    return tags;
+  }
+
   uint64_t device_memory_bytes() const override {
 #ifdef DTM_WORKER_WITH_CUDA
     const torch::Device& device = model_->options().device;
@@ -268,6 +324,12 @@ class EngineExecutor final : public TaskExecutor {
     return OkStatus();
   }
 
+  // The shard `tag`'s streams are kept under `group`; shards whose streams are all gone are dropped.
+  void RememberShard(const std::string& tag, const std::string& group) {
+    shards_.remove_if([&](const auto& shard) { return shard.first == tag || activations_.StreamsOf(shard.second) == 0; });
+    shards_.emplace_front(tag, group);
+  }
+
   Status ExecuteEval(const dtm::v1::Task& task, dtm::v1::CompleteTaskRequest* request) {
     const dtm::v1::CacheKey& key = task.key();
     RETURN_IF_ERROR(CheckRows(task, static_cast<int64_t>(key.prefix_len()) + key.completion_len()));
@@ -306,6 +368,9 @@ class EngineExecutor final : public TaskExecutor {
     dtm::v1::TaskTiming* timing = request->mutable_timing();
     EvalOptions options;
     options.batch_size = batch_size_;
+    // A parent that does not parse only keeps fewer streams: it never changes a result.
+    StatusOr<CompressionConfig> parent = ParseCompressionConfig(task.parent_config(), num_layers());
+    if (parent.ok()) options.parent = std::move(*parent);
     auto t0 = Clock::now();
     if (!config.empty()) RETURN_IF_ERROR(evaluator_.Apply(config));
     timing->set_apply_ms(MsSince(t0));
@@ -329,6 +394,9 @@ class EngineExecutor final : public TaskExecutor {
       r->set_outlier_columns(static_cast<uint32_t>(result->outlier_columns[i]));
     }
     timing->set_tokens_processed(tokens);
+    if (!result->streams_group.empty()) RememberShard(ShardTag(key), result->streams_group);
+    timing->set_layer_forwards(static_cast<uint64_t>(result->layer_forwards));
+    timing->set_full_layer_forwards(static_cast<uint64_t>(result->full_layer_forwards));
     return OkStatus();
   }
 
@@ -452,6 +520,8 @@ class EngineExecutor final : public TaskExecutor {
   std::string fingerprint_;
   dtm::v1::Dtype dtype_;
   Evaluator evaluator_;  // after model_, which it points into
+  ActivationCache activations_;  // the evaluator's kept streams; unset from it before destruction
+  std::list<std::pair<std::string, std::string>> shards_;  // (shard tag, streams group), most recent first
   // The set of the latest SetCalibration (null before one); evaluator_ points at it, and is
   // re-pointed whenever it is replaced.
   std::unique_ptr<CalibrationHessians> calibration_;

@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 #include "dtm/v1/common.pb.h"
@@ -25,6 +26,16 @@ struct TaskHooks {
   std::function<void(uint32_t step, uint32_t total, double loss)> progress;
   // A line for the worker's log at each milestone (the data read, the gang joined, the model written).
   std::function<void(const std::string& line)> log;
+};
+
+// The residual streams an executor keeps for reuse (worker/engine/activation_cache.h), for metrics.
+struct ActivationCacheStats {
+  int64_t budget_bytes = 0;  // 0: no cache
+  int64_t bytes = 0;
+  int64_t streams = 0;
+  int64_t hits = 0;          // batches that started above layer 0, since start
+  int64_t misses = 0;        // batches that ran from the embedding
+  int64_t evictions = 0;
 };
 
 // Runs one task at a time on one replica: not thread-safe.
@@ -63,6 +74,10 @@ class TaskExecutor {
   // Memory the replica holds now: CUDA bytes allocated on a GPU, the process's resident set on CPU.
   // For the dtm_worker_device_memory_bytes gauge; 0 when unknown.
   virtual uint64_t device_memory_bytes() const { return 0; }
+  virtual ActivationCacheStats activation_cache_stats() const { return {}; }
+  // Shards (common/shard_tag.h) whose residual streams the executor keeps now, most recent first:
+  // what the Worker reports in LeaseTasksRequest.held_shards.
+  virtual std::vector<std::string> held_shards() const { return {}; }
   // Elements of each compressible component's weight, by ComponentId::Name(); empty when unknown.
   virtual std::map<std::string, uint64_t> component_params() const { return {}; }
 
@@ -82,6 +97,14 @@ struct EngineExecutorOptions {
   std::string dtype;  // "float32" | "float16" | "bfloat16" (or fp32, bf16, ...); "" = the device's default
   std::string device = "cpu";  // "cpu", "cuda", "cuda:N", "auto"
   int64_t batch_size = 8;
+  // Residual streams kept for reuse by eval tasks (worker/engine/activation_cache.h): at most this
+  // many bytes on the model's device; -1: a quarter of the device's free memory once the model is
+  // loaded; 0: none. Every `activation_cache_every`-th layer's input is kept.
+  int64_t activation_cache_bytes = -1;
+  int activation_cache_every = 1;
+  // Executors of one process that share the device (`dtmctl local --workers N`): the default budget
+  // is divided among them.
+  int activation_cache_sharers = 1;
   // Train tasks: the interface this worker's gang connections (Gloo) listen on.
   std::string gang_bind_host = "127.0.0.1";
 };

@@ -290,6 +290,10 @@ StatusOr<std::vector<Task>> Worker::Lease(bool* reregister, std::string* load_mo
   dtm::v1::LeaseTasksRequest request;
   request.set_worker_id(options_.worker_id);
   request.set_max_tasks(static_cast<uint32_t>(std::max(1, options_.capacity)));
+  for (const std::string& tag : executor_->held_shards()) {
+    if (request.held_shards_size() >= 1024) break;
+    request.add_held_shards(tag);
+  }
   std::string fresh_id = NewRequestId();
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -415,6 +419,7 @@ void Worker::RunTask(const Task& task, Clock::time_point leased_at) {
   } else {
     if (metrics_ != nullptr) {
       metrics_->AddProcessed(request.timing().tokens_processed(), static_cast<uint64_t>(task.rows_size()));
+      metrics_->AddLayerForwards(request.timing().layer_forwards(), request.timing().full_layer_forwards());
     }
     spdlog::info("{}: executed in {:.3f} s; reporting", Describe(task), seconds);
     outcome = ReportCompletion(task, &request, leased_at);
@@ -700,7 +705,9 @@ void Worker::SetDeadline(grpc::ClientContext* context) const {
 }
 
 void Worker::UpdateMemoryGauge() {
-  if (metrics_ != nullptr) metrics_->SetDeviceMemoryBytes(executor_->device_memory_bytes());
+  if (metrics_ == nullptr) return;
+  metrics_->SetDeviceMemoryBytes(executor_->device_memory_bytes());
+  metrics_->SetActivationCache(executor_->activation_cache_stats());
 }
 
 }  // namespace dtm

@@ -238,6 +238,14 @@ int main(int argc, char** argv) {
   app.add_option("--capacity", flags.worker.capacity, "Tasks leased at once (they run one after the other)")
       ->capture_default_str();
   app.add_option("--batch-size", flags.engine.batch_size, "Sequences per forward pass")->capture_default_str();
+  app.add_option("--activation-cache-bytes", flags.engine.activation_cache_bytes,
+                 "Residual streams kept on the model's device for reuse by later configs of the same probes "
+                 "(0: none; -1: a quarter of the device's free memory once the model is loaded)")
+      ->capture_default_str();
+  app.add_option("--activation-cache-every", flags.engine.activation_cache_every,
+                 "Keep the streams of every k-th layer only (less memory; a config then starts at most k-1 layers lower)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   app.add_option("--gang-address", flags.gang_address,
                  "HOST:PORT where the other members of a training gang reach this worker's rendezvous store when it is "
                  "rank 0 (port 0: a free one; '' takes no train task)")

@@ -84,6 +84,20 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry* registry, const std::string& 
     }
     duration_[k] = &duration.Add({{kWorkerLabel, worker_id}, {kKindLabel, kind}}, DurationBuckets());
   }
+  const auto counter = [&](const char* name, const char* help) {
+    return &prometheus::BuildCounter().Name(name).Help(help).Register(*registry).Add(worker);
+  };
+  const auto gauge = [&](const char* name, const char* help) {
+    return &prometheus::BuildGauge().Name(name).Help(help).Register(*registry).Add(worker);
+  };
+  layer_forwards_ = counter("dtm_worker_layer_forwards_total",
+                            "Decoder-layer forwards run by eval tasks, one per layer per sequence");
+  full_layer_forwards_ = counter("dtm_worker_full_layer_forwards_total",
+                                 "Decoder-layer forwards a full forward of the same eval tasks would have run");
+  cache_hits_ = counter("dtm_worker_activation_cache_hits_total", "Eval batches started from a kept residual stream");
+  cache_misses_ = counter("dtm_worker_activation_cache_misses_total", "Eval batches run from the embedding");
+  cache_bytes_ = gauge("dtm_worker_activation_cache_bytes", "Bytes of residual streams kept for reuse");
+  cache_budget_ = gauge("dtm_worker_activation_cache_budget_bytes", "Budget of the kept residual streams (0: none)");
 }
 
 int WorkerMetrics::KindIndex(dtm::v1::TaskKind kind) {
@@ -107,6 +121,21 @@ void WorkerMetrics::CountTask(dtm::v1::TaskKind kind, TaskOutcome outcome) {
 void WorkerMetrics::ObserveTaskDuration(dtm::v1::TaskKind kind, double seconds) {
   const int k = KindIndex(kind);
   if (k >= 0) duration_[k]->Observe(seconds);
+}
+
+void WorkerMetrics::AddLayerForwards(uint64_t computed, uint64_t full) {
+  layer_forwards_->Increment(static_cast<double>(computed));
+  full_layer_forwards_->Increment(static_cast<double>(full));
+}
+
+void WorkerMetrics::SetActivationCache(const ActivationCacheStats& stats) {
+  // Counts below the last seen ones come from a new executor, which counts from zero.
+  const auto delta = [](int64_t now, int64_t before) { return static_cast<double>(now >= before ? now - before : now); };
+  cache_hits_->Increment(delta(stats.hits, last_cache_.hits));
+  cache_misses_->Increment(delta(stats.misses, last_cache_.misses));
+  cache_bytes_->Set(static_cast<double>(stats.bytes));
+  cache_budget_->Set(static_cast<double>(stats.budget_bytes));
+  last_cache_ = stats;
 }
 
 void WorkerMetrics::AddProcessed(uint64_t tokens, uint64_t probes) {

@@ -8,6 +8,15 @@
 // | dtm_worker_tokens_total             | counter   | worker              | tokens run through the model                 |
 // | dtm_worker_probes_total             | counter   | worker              | probes (rows) of the tasks that ran          |
 // | dtm_worker_busy                     | gauge     | worker              | 1 while a task executes, else 0              |
+// | dtm_worker_layer_forwards_total     | counter   | worker              | decoder-layer forwards run by eval tasks     |
+// | dtm_worker_full_layer_forwards_total| counter   | worker              | those full forwards would have run           |
+// | dtm_worker_activation_cache_hits_total   | counter | worker         | eval batches started from a kept stream      |
+// | dtm_worker_activation_cache_misses_total | counter | worker         | eval batches run from the embedding          |
+// | dtm_worker_activation_cache_bytes   | gauge     | worker              | bytes of residual streams kept               |
+// | dtm_worker_activation_cache_budget_bytes | gauge | worker            | their budget (0: no cache)                   |
+//
+// The layer-forward counters are one per layer per sequence: 1 - computed/full is the share of the
+// work that kept streams saved (worker/engine/activation_cache.h).
 //
 // kind is "baseline" or "eval"; outcome is "completed" (accepted), "duplicate" (another attempt's
 // result was there first), "failed" (execution failed, or the report could not be delivered) or
@@ -22,6 +31,7 @@
 #include <string>
 
 #include "dtm/v1/worker_service.pb.h"
+#include "worker/task_executor.h"
 
 namespace prometheus {
 class Counter;
@@ -55,6 +65,10 @@ class WorkerMetrics {
   void CountTask(dtm::v1::TaskKind kind, TaskOutcome outcome);
   void ObserveTaskDuration(dtm::v1::TaskKind kind, double seconds);
   void AddProcessed(uint64_t tokens, uint64_t probes);
+  void AddLayerForwards(uint64_t computed, uint64_t full);
+  // The executor's cache as it stands; hits and misses count from the executor's start, so a
+  // replaced executor (another model) starts them again.
+  void SetActivationCache(const ActivationCacheStats& stats);
 
  private:
   static constexpr int kKinds = 3;     // baseline, eval, text_windows
@@ -68,6 +82,13 @@ class WorkerMetrics {
   prometheus::Counter* probes_;
   prometheus::Counter* tasks_[kKinds][kOutcomes];
   prometheus::Histogram* duration_[kKinds];
+  prometheus::Counter* layer_forwards_;
+  prometheus::Counter* full_layer_forwards_;
+  prometheus::Counter* cache_hits_;
+  prometheus::Counter* cache_misses_;
+  prometheus::Gauge* cache_bytes_;
+  prometheus::Gauge* cache_budget_;
+  ActivationCacheStats last_cache_;  // the counts already added
 };
 
 }  // namespace dtm

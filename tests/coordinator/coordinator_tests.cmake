@@ -25,6 +25,9 @@ dtm_add_test(sparsity_allocation_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/sp
 # The sparsify-round driver: probes, the previous-round file, the allocation against the solver.
 dtm_add_test(sparsify_round_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/sparsify_round_test.cc LABELS fast
   LIBS dtm_coordinator_service GTest::gmock)
+# Which workers keep which shards' residual streams (shard affinity), and the shard tag both sides compute.
+dtm_add_test(shard_affinity_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/shard_affinity_test.cc LABELS fast
+  LIBS dtm_coordinator_service)
 # Component sizes from config.json (Llama shapes, HF defaults).
 dtm_add_test(model_geometry_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/model_geometry_test.cc LABELS fast
   LIBS dtm_coordinator_service)

@@ -494,5 +494,50 @@ TEST_F(LeaseTableTest, ConcurrentWorkersHaveEachTaskAcceptedExactlyOnce) {
   EXPECT_EQ(s.leased, 0);
 }
 
+// Shard affinity (step 2 of the class comment): a worker's own shards first, others' only after the wait.
+TEST_F(LeaseTableTest, AffinityLeasesAWorkersOwnShardsFirstAndOthersOnlyAfterTheWait) {
+  ASSERT_TRUE(table_->Enqueue("a-mine", 1).ok());
+  ASSERT_TRUE(table_->Enqueue("b-theirs", 1).ok());
+  ASSERT_TRUE(table_->Enqueue("c-free", 1).ok());
+  ASSERT_TRUE(table_->Enqueue("d-mine", 1).ok());
+  // Seen from worker w1: "mine" are held by w1, "theirs" by another worker.
+  auto affinity = [](const std::string& task) {
+    if (task.find("mine") != std::string::npos) return LeaseAffinity::kHeld;
+    if (task.find("theirs") != std::string::npos) return LeaseAffinity::kHeldElsewhere;
+    return LeaseAffinity::kFree;
+  };
+  auto lease = [&](int n) {
+    auto grants = table_->Lease("w1", n, "req-" + std::to_string(next_request_++), nullptr, 0, affinity);
+    EXPECT_TRUE(grants.ok()) << grants.status().ToString();
+    std::vector<std::string> ids;
+    for (const LeaseGrant& g : grants.ok() ? *grants : std::vector<LeaseGrant>{}) ids.push_back(g.task_id);
+    return ids;
+  };
+  EXPECT_EQ(lease(1), std::vector<std::string>({"a-mine"}));
+  EXPECT_EQ(lease(4), std::vector<std::string>({"d-mine", "c-free"}));  // "theirs" waits for its holder
+  EXPECT_TRUE(lease(4).empty());
+  clock_.Advance(milliseconds(LeaseTable::Options().affinity_wait_ms));
+  EXPECT_EQ(lease(4), std::vector<std::string>({"b-theirs"}));  // locality never holds work back for longer
+  // Without an affinity, the queue's order.
+  ASSERT_TRUE(table_->Enqueue("e-theirs", 1).ok());
+  ASSERT_TRUE(table_->Enqueue("f-mine", 1).ok());
+  EXPECT_EQ(LeaseNew("w1", 1)[0].task_id, "e-theirs");
+}
+
+TEST_F(LeaseTableTest, AffinityKeepsPriorityOrderAmongEqualsAndSkipsTasksAWorkerCannotRun) {
+  ASSERT_TRUE(table_->Enqueue("late-mine", 2).ok());
+  ASSERT_TRUE(table_->Enqueue("early-mine", 1).ok());
+  ASSERT_TRUE(table_->Enqueue("cannot-mine", 0).ok());
+  const LeaseGrant first = LeaseOne("w1");
+  ASSERT_EQ(first.task_id, "cannot-mine");
+  ASSERT_TRUE(table_->Fail(first.lease_id, FailCause::kWorker, "no calibration set").ok());
+  auto all_mine = [](const std::string&) { return LeaseAffinity::kHeld; };
+  auto grants = table_->Lease("w1", 3, "req-x", nullptr, 0, all_mine);
+  ASSERT_TRUE(grants.ok());
+  ASSERT_EQ(grants->size(), 2u);
+  EXPECT_EQ((*grants)[0].task_id, "early-mine");
+  EXPECT_EQ((*grants)[1].task_id, "late-mine");
+}
+
 }  // namespace
 }  // namespace dtm

@@ -335,5 +335,37 @@ TEST(QuantSearchTest, ReplaysTheSameStagesFromTheSameMetrics) {
   EXPECT_FALSE(end->has_value());
 }
 
+// Each child of a level is told the node it extends (Task.parent_config), so that a worker keeps
+// that node's residual streams for its siblings: the best-ranked beam node holding all but one of
+// its components; level 1 extends the uncompressed model (no entry).
+TEST(QuantSearchTest, StageParentsNameTheBestRankedBeamNodeEachChildExtends) {
+  QuantSearchDriver driver(kComponents, "int8-absmax", 2, 3);
+  Evaluated evaluated;
+  for (const auto& [child, parent] : driver.StageParents(evaluated)) EXPECT_EQ(parent, "") << child;
+  StatusOr<std::optional<std::vector<std::string>>> level1 = driver.NextStage(evaluated);
+  ASSERT_TRUE(level1.ok() && level1->has_value());
+  for (const std::string& config : **level1) evaluated[config] = FakeMetrics(config);
+  const std::vector<v1::ConfigResult> ranked = driver.Results(evaluated);
+  const std::vector<std::string> beam = LevelConfigs(ranked, 1);
+  ASSERT_EQ(beam.size(), 2u);
+  StatusOr<std::optional<std::vector<std::string>>> level2 = driver.NextStage(evaluated);
+  ASSERT_TRUE(level2.ok() && level2->has_value());
+  const std::map<std::string, std::string> parents = driver.StageParents(evaluated);
+  ASSERT_EQ(parents.size(), (*level2)->size());
+  for (const std::string& child : **level2) {
+    ASSERT_EQ(parents.count(child), 1u) << child;
+    const std::string& parent = parents.at(child);
+    // The parent is a beam node the child contains, and the best such one.
+    std::string expected;
+    for (const std::string& node : beam) {
+      if (("," + child + ",").find("," + node + ",") != std::string::npos) {
+        expected = node;
+        break;
+      }
+    }
+    EXPECT_EQ(parent, expected) << child;
+  }
+}
+
 }  // namespace
 }  // namespace dtm

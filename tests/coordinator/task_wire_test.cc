@@ -107,6 +107,9 @@ TEST_F(TaskWireTest, ToWireTaskCarriesTheGrantTheKeyAndTheRows) {
 
   EXPECT_EQ(ToWireTask(Entry(TaskKindForKey::kBaseline), grant, "job-9", 0).kind(),
             v1::TASK_KIND_BASELINE_SHARD);
+  EXPECT_EQ(task.parent_config(), "");
+  entry.parent_config = "model.layers.0.mlp.up_proj=int8-absmax";
+  EXPECT_EQ(ToWireTask(entry, grant, "job-9", 0).parent_config(), "model.layers.0.mlp.up_proj=int8-absmax");
 }
 
 TEST_F(TaskWireTest, ToWireTaskCopiesTheRows) {

@@ -595,6 +595,14 @@ class Cluster:
         with urllib.request.urlopen(url, timeout=10) as reply:
             return parse_metrics(reply.read().decode())
 
+    def worker_metrics(self, worker_id):
+        """The worker's /metrics (its port from its latest ready line)."""
+        ports = re.findall(r"metrics port (\d+)", self.workers[worker_id].log_text())
+        if not ports or ports[-1] == "0":
+            raise ClusterError(f"worker {worker_id} serves no /metrics")
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports[-1]}/metrics", timeout=10) as reply:
+            return parse_metrics(reply.read().decode())
+
     def metric(self, name, default=None, **labels):
         """One sample of the coordinator's metrics; `default` when it is not exposed."""
         return self.metrics().get((name, tuple(sorted(labels.items()))), default)

@@ -16,6 +16,8 @@ if(TARGET dtm-coordinator AND TARGET dtm-worker AND TARGET dtmctl)
   add_test(NAME python_client_test COMMAND /usr/bin/python3 ${DTM_INTEGRATION_TESTS}/python_client_test.py)
   add_test(NAME daemon_errors_test COMMAND /usr/bin/python3 ${DTM_INTEGRATION_TESTS}/daemon_errors_test.py)
   add_test(NAME search_integration_test COMMAND /usr/bin/python3 ${DTM_INTEGRATION_TESTS}/search_test.py)
+  # Issue 16: reused residual streams on real workers (one killed while holding them), shard affinity.
+  add_test(NAME reuse_integration_test COMMAND /usr/bin/python3 ${DTM_INTEGRATION_TESTS}/reuse_test.py)
   add_test(NAME sparsify_integration_test COMMAND /usr/bin/python3 ${DTM_INTEGRATION_TESTS}/sparsify_test.py)
   # Issue 11's failures, each reproduced against real processes: a Redis outage and SIGTERM during one,
   # input a client must not be able to make the coordinator read or hold, workers that lie or cannot.
@@ -34,7 +36,7 @@ if(TARGET dtm-coordinator AND TARGET dtm-worker AND TARGET dtmctl)
   set_tests_properties(service_integration_test python_client_test daemon_errors_test search_integration_test
     sparsify_integration_test outage_integration_test untrusted_input_integration_test worker_trust_integration_test
     calibration_integration_test ppl_integration_test local_store_integration_test train_integration_test
-    sparsify_run_integration_test
+    sparsify_run_integration_test reuse_integration_test
     PROPERTIES
     LABELS "integration;model;redis"
     FIXTURES_REQUIRED tiny_model

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <memory>
 
+#include "common/sha256.h"
+#include "worker/engine/activation_cache.h"
 #include "worker/engine/calibration.h"
 #include "worker/engine/compression.h"
 #include "worker/engine/engine_error.h"
@@ -53,12 +55,39 @@ std::vector<Batch> MakeBatches(const std::vector<const std::vector<int32_t>*>& s
   return batches;
 }
 
-// One forward; logits at positions [n-1, N-1) predict tokens [n, N).
-std::vector<ProbeDivergence> ScoreBatch(LlamaModel& model, const Batch& batch) {
+// `hidden`: the batch's hidden states after the final norm; logits at positions [n-1, N-1) predict
+// tokens [n, N).
+std::vector<ProbeDivergence> ScoreBatch(const LlamaModel& model, const Batch& batch, const torch::Tensor& hidden) {
   const int64_t n = batch.prefix_len, total = batch.tokens.size(1);
-  torch::Tensor hidden = model.Forward(batch.tokens);
   torch::Tensor logits = model.Logits(hidden.slice(1, n - 1, total - 1));
   return DivergenceFromLogits(logits, batch.tokens.slice(1, n, total));
+}
+
+// Names the rows and their batching: a batch's streams are kept under this and the batch's index.
+std::string BaselineDigest(const Baseline& baseline, int64_t batch_size) {
+  Sha256 h;
+  const std::string head = "dtm-streams-v1 batch=" + std::to_string(batch_size) + "\n";
+  h.Update(head);
+  for (const BaselineRow& row : baseline.rows) {
+    const int64_t sizes[2] = {row.prefix_len, static_cast<int64_t>(row.tokens.size())};
+    h.Update(sizes, sizeof(sizes));
+    h.Update(row.tokens.data(), row.tokens.size() * sizeof(int32_t));
+  }
+  return h.HexDigest();
+}
+
+// The lowest layer at which `a` and `b` compress something differently; `num_layers` when they agree.
+int FirstDifferingLayer(const CompressionConfig& a, const CompressionConfig& b, int num_layers) {
+  std::map<int, const CompressionMethod*> in_b;
+  for (const auto& [id, method] : b.entries) in_b[id.Index()] = &method;
+  int lowest = num_layers;
+  for (const auto& [id, method] : a.entries) {
+    auto it = in_b.find(id.Index());
+    if (it == in_b.end() || *it->second != method) lowest = std::min(lowest, id.layer);
+    if (it != in_b.end()) in_b.erase(it);
+  }
+  for (const auto& [index, method] : in_b) lowest = std::min(lowest, index / kComponentKindsPerLayer);
+  return lowest;
 }
 
 }  // namespace
@@ -103,7 +132,12 @@ Status Evaluator::ApplyOne(const ComponentId& id, const CompressionMethod& metho
 Status Evaluator::Apply(const CompressionConfig& config) {
   Restore();
   Status s = ApplyInLayerOrder(config);
-  if (!s.ok()) Restore();
+  if (!s.ok()) {
+    Restore();
+    return s;
+  }
+  applied_ = config;
+  applied_calibration_ = calibration_ != nullptr ? calibration_->fingerprint() : "";
   return s;
 }
 
@@ -142,6 +176,53 @@ void Evaluator::Restore() {
   saved_.clear();
   for (const ComponentId& id : overridden_) model_->ClearLinearOverride(id);
   overridden_.clear();
+  applied_ = CompressionConfig();
+  applied_calibration_.clear();
+}
+
+std::string Evaluator::StreamKey(const std::string& batch_key, int layer) const {
+  CompressionConfig below;
+  bool gptq = false;
+  for (const auto& entry : applied_.entries) {
+    if (entry.first.layer >= layer) continue;
+    below.entries.push_back(entry);
+    gptq = gptq || entry.second.kind == MethodKind::kGptq;
+  }
+  // A gptq entry's weights, and so the stream above it, depend on the calibration set.
+  std::string key = batch_key + "/layer=" + std::to_string(layer) + "/" + below.Canonical();
+  if (gptq) key += "/calibration=" + applied_calibration_;
+  return key;
+}
+
+torch::Tensor Evaluator::ForwardBatch(const torch::Tensor& tokens, const std::string& group,
+                                      const std::string& batch_key, int keep_through, int64_t* layers_run) {
+  const int num_layers = static_cast<int>(model_->config().num_hidden_layers);
+  const auto key_of = [&](int layer) { return StreamKey(batch_key, layer); };
+  torch::Tensor x;
+  int start = 0;
+  if (activations_ != nullptr) {
+    std::vector<int> layers;  // the kept layers, deepest first
+    for (int l = num_layers / activation_every_ * activation_every_; l >= activation_every_; l -= activation_every_) {
+      layers.push_back(l);
+    }
+    if (const CachedStream* kept = activations_->FindFirst(layers, key_of, &start)) {
+      x = kept->hidden;
+      // Outliers counted below `start` by the entries the key names; none when it names no llm-int8.
+      if (outlier_counts_.defined() && kept->outlier_counts.defined()) outlier_counts_.copy_(kept->outlier_counts);
+    }
+  }
+  if (start == 0) x = model_->Embed(tokens);
+  const auto keep = [&](int layer, const torch::Tensor& stream) {
+    if (layer % activation_every_ != 0 || layer > keep_through) return;
+    const std::string key = key_of(layer);
+    if (activations_->Contains(key)) return;
+    // `stream` is a fresh tensor the forward never writes again; the counts go on growing, so copy.
+    activations_->Put(key, {stream, outlier_counts_.defined() ? outlier_counts_.clone() : torch::Tensor()}, group);
+  };
+  x = model_->RunLayersFrom(x, start, activations_ != nullptr ? std::function<void(int, const torch::Tensor&)>(keep)
+                                                               : std::function<void(int, const torch::Tensor&)>());
+  *layers_run += static_cast<int64_t>(num_layers - start) * tokens.size(0);
+  return model_->FinalNorm(x);
 }
 
 StatusOr<EvalResult> Evaluator::Evaluate(const Baseline& baseline, const CompressionConfig& config,
@@ -168,13 +249,21 @@ StatusOr<EvalResult> Evaluator::EvaluateCurrent(const Baseline& baseline, const 
   result.outlier_columns.assign(baseline.rows.size(), 0);
   torch::NoGradGuard no_grad;
   int64_t done = 0;
+  const int num_layers = static_cast<int>(model_->config().num_hidden_layers);
+  const std::string digest = activations_ != nullptr ? BaselineDigest(baseline, options.batch_size) : "";
+  const int keep_through = FirstDifferingLayer(applied_, options.parent, num_layers);
+  result.streams_group = digest;
+  size_t batch_index = 0;
   try {
     for (const Batch& batch : MakeBatches(sequences, prefix_lens, options.batch_size)) {
       const int64_t rows = static_cast<int64_t>(batch.rows.size());
       if (!overridden_.empty()) {
         outlier_counts_ = torch::zeros({rows}, torch::TensorOptions(model_->options().device).dtype(torch::kLong));
       }
-      std::vector<ProbeDivergence> scored = ScoreBatch(*model_, batch);
+      const std::string batch_key = digest + "/batch=" + std::to_string(batch_index++);
+      torch::Tensor hidden = ForwardBatch(batch.tokens, digest, batch_key, keep_through, &result.layer_forwards);
+      result.full_layer_forwards += static_cast<int64_t>(num_layers) * rows;
+      std::vector<ProbeDivergence> scored = ScoreBatch(*model_, batch, hidden);
       torch::Tensor counts = outlier_counts_.defined() ? outlier_counts_.cpu() : torch::zeros({rows}, torch::kLong);
       outlier_counts_ = torch::Tensor();
       for (size_t i = 0; i < batch.rows.size(); ++i) {

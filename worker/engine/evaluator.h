@@ -1,5 +1,7 @@
 // Evaluation of one compression config against a baseline on a live replica: apply the config to
 // the weights in place, one forward over every baseline sequence, restore the weights bit-exactly.
+// With an activation cache, the forward starts from the deepest residual stream kept for the
+// config's entries below it (worker/engine/activation_cache.h): the same numbers, fewer layers.
 #pragma once
 
 #include <cstdint>
@@ -17,12 +19,17 @@
 
 namespace dtm {
 
+class ActivationCache;
 class CalibrationHessians;
 class LlamaModel;
 
 struct EvalOptions {
   int64_t batch_size = 8;
   std::function<void(int64_t done, int64_t total)> on_progress;
+  // With an activation cache: the config the applied one extends (a tree-search node's parent; empty:
+  // the uncompressed model). Streams are kept up to the lowest layer where the two differ, since
+  // the parent's other children share those; never part of the result.
+  CompressionConfig parent;
 };
 
 struct EvalResult {
@@ -35,6 +42,12 @@ struct EvalResult {
   // probe of a config without llm-int8. The second axis of the paper's Fig. 5.
   std::vector<int64_t> outlier_columns;
   double outlier_columns_mean = 0;           // their mean over the probes
+  // Decoder-layer forwards run (one per layer per sequence), and those a full forward would run.
+  int64_t layer_forwards = 0;
+  int64_t full_layer_forwards = 0;
+  // With an activation cache: the group its streams of these rows are kept under
+  // (ActivationCache::StreamsOf); empty without one.
+  std::string streams_group;
 };
 
 struct PerplexityResult {
@@ -51,6 +64,13 @@ class Evaluator {
   Evaluator(LlamaModel* model, CalibrationHessians* calibration);
   // Another calibration set for the configs applied from now on (null: none).
   void SetCalibration(CalibrationHessians* calibration) { calibration_ = calibration; }
+  // Residual streams to reuse and keep (null: none, every forward runs from the embedding); kept at
+  // the inputs of layers every, 2*every, ... The cache must be this replica's alone, and outlive
+  // the evaluator or be unset first.
+  void SetActivationCache(ActivationCache* cache, int every = 1) {
+    activations_ = cache;
+    activation_every_ = every < 1 ? 1 : every;
+  }
   ~Evaluator();  // restores any applied config
 
   // Apply + evaluate + restore; the weights are restored on every path.
@@ -70,11 +90,21 @@ class Evaluator {
 
  private:
   Status ApplyInLayerOrder(const CompressionConfig& config);
+  // One batch's hidden states after the final norm, from the deepest kept stream when there is one;
+  // keeps the streams of layers up to `keep_through` (the applied config's, shared by others).
+  torch::Tensor ForwardBatch(const torch::Tensor& tokens, const std::string& group, const std::string& batch_key,
+                             int keep_through, int64_t* layers_run);
+  // The key of the stream at the input of `layer` under the applied config (its entries below layer).
+  std::string StreamKey(const std::string& batch_key, int layer) const;
   // `hessian`: the component's input Hessian for gptq, else unused.
   Status ApplyOne(const ComponentId& id, const CompressionMethod& method, const torch::Tensor& hessian);
 
   LlamaModel* model_;
   CalibrationHessians* calibration_;
+  ActivationCache* activations_ = nullptr;
+  int activation_every_ = 1;
+  CompressionConfig applied_;                // what Apply applied, until Restore
+  std::string applied_calibration_;          // the calibration fingerprint its gptq entries used
   std::map<int, torch::Tensor> saved_;       // ComponentId::Index() -> original weight
   std::vector<ComponentId> overridden_;      // components with an LLM.int8() forward
   // During one batch's forward with llm-int8 components: [B] int64 outlier column counts per batch row,

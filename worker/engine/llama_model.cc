@@ -290,7 +290,7 @@ torch::Tensor LlamaModel::RunLayers(const torch::Tensor& tokens, int num_layers,
               config_.max_position_embeddings);
   TORCH_CHECK(num_layers >= 0 && num_layers <= config_.num_hidden_layers, "num_layers ", num_layers,
               " is outside [0, ", config_.num_hidden_layers, "]");
-  torch::Tensor x = torch::embedding(embed_tokens_, tokens.to(options_.device));  // [B, T, D]
+  torch::Tensor x = Embed(tokens);  // [B, T, D]
   const bool checkpoint = activation_checkpointing_ && cache == nullptr && start_pos == 0 && torch::GradMode::is_enabled();
   for (int l = 0; l < num_layers; ++l) {
     if (checkpoint) {
@@ -300,6 +300,27 @@ torch::Tensor LlamaModel::RunLayers(const torch::Tensor& tokens, int num_layers,
     const LayerWeights& w = layers_[l];
     x = x + Attention(RmsNorm(x, w.input_layernorm), l, cache, start_pos);
     x = x + Mlp(RmsNorm(x, w.post_attention_layernorm), l);
+  }
+  return x;
+}
+
+torch::Tensor LlamaModel::Embed(const torch::Tensor& tokens) const {
+  return torch::embedding(embed_tokens_, tokens.to(options_.device));
+}
+
+torch::Tensor LlamaModel::RunLayersFrom(torch::Tensor x, int first_layer,
+                                        const std::function<void(int layer, const torch::Tensor& x)>& on_layer_input) {
+  TORCH_CHECK(x.dim() == 3, "the residual stream must be [B, T, D]");
+  TORCH_CHECK(x.size(1) <= config_.max_position_embeddings, "sequence of ", x.size(1),
+              " tokens exceeds max_position_embeddings ", config_.max_position_embeddings);
+  TORCH_CHECK(first_layer >= 0 && first_layer <= config_.num_hidden_layers, "first_layer ", first_layer,
+              " is outside [0, ", config_.num_hidden_layers, "]");
+  // The same expressions as RunLayers without a cache, so that a stream resumed here ends bit-equal.
+  for (int l = first_layer; l < config_.num_hidden_layers; ++l) {
+    const LayerWeights& w = layers_[l];
+    x = x + Attention(RmsNorm(x, w.input_layernorm), l, nullptr, 0);
+    x = x + Mlp(RmsNorm(x, w.post_attention_layernorm), l);
+    if (on_layer_input) on_layer_input(l + 1, x);
   }
   return x;
 }

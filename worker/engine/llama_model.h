@@ -85,6 +85,17 @@ class LlamaModel {
   // The residual stream after the first `num_layers` decoder layers (no final norm, no cache): the
   // inputs GPTQ's calibration of layer num_layers - 1 needs, without running the layers above it.
   torch::Tensor ForwardLayers(const torch::Tensor& tokens, int num_layers);
+  // The forward in parts, for a caller that starts from a residual stream it kept
+  // (worker/engine/activation_cache.h); Forward(tokens) is exactly
+  // FinalNorm(RunLayersFrom(Embed(tokens), 0, nullptr)), op for op, so results are bit-identical.
+  // Embed: tokens [B, T] -> the input of layer 0, [B, T, D]. RunLayersFrom: layers
+  // [first_layer, num_hidden_layers) on x, the input of first_layer, at positions from 0 without a
+  // cache; `on_layer_input(l, x)` (may be null) sees the input of every layer l in
+  // (first_layer, num_hidden_layers] as it is reached (l = num_hidden_layers: the last layer's output).
+  torch::Tensor Embed(const torch::Tensor& tokens) const;
+  torch::Tensor RunLayersFrom(torch::Tensor x, int first_layer,
+                              const std::function<void(int layer, const torch::Tensor& x)>& on_layer_input);
+  torch::Tensor FinalNorm(const torch::Tensor& x) const { return RmsNorm(x, norm_); }
   // lm_head: [..., D] -> [..., V] in the compute dtype.
   torch::Tensor Logits(const torch::Tensor& hidden) const;
   // One decoder layer on the residual stream x [B, T, D] at positions from 0, without a cache (what
