@@ -30,6 +30,8 @@ import sys
 import tempfile
 import time
 
+from search_bench import table  # this folder's: a right-aligned text table
+
 LAYER_FORWARDS = re.compile(r"layer forwards: (\d+) run, (\d+) in full forwards")
 
 
@@ -104,12 +106,6 @@ def run(args, spec, cache_bytes):
     return {"wall_s": wall, "computed": int(m.group(1)), "full": int(m.group(2)), "metrics": metrics}
 
 
-def table(header, rows):
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    fmt = lambda r: "  ".join(str(x).rjust(w) for x, w in zip(r, widths))  # noqa: E731
-    return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dtmctl", default="build/cli/dtmctl")
@@ -152,7 +148,7 @@ def main():
         print()
         print("decoder-layer forwards (one per layer per sequence) and wall time of `dtmctl local`, "
               "without and with reused streams")
-        print(table(["model", "job", "configs", "full fwd", "no reuse", "reuse", "ratio", "wall s no reuse",
+        print(table(["model", "job", "result rows", "full fwd", "no reuse", "reuse", "ratio", "wall s no reuse",
                      "wall s reuse", "ratio", "results"], rows))
         if failures:
             sys.exit("reuse_bench: results differ with reuse: " + ", ".join(failures))

@@ -14,6 +14,7 @@
 #include "cli/compare_command.h"
 #include "cli/train_command.h"
 #include "cli/engine_commands.h"
+#include "worker/engine/host_allocator.h"
 #include "common/command_line.h"
 #include "common/version.h"
 #include "worker/engine/tensor_util.h"
@@ -244,6 +245,7 @@ std::optional<int> RunServiceCommand(const std::string& command, const ServiceFl
 }  // namespace
 
 int main(int argc, char** argv) {
+  dtm::TuneHostAllocator();
   CLI::App app{"dtmctl: Divergent Token Metrics for compressed Llama models"};
   app.require_subcommand(1);
 

@@ -31,6 +31,7 @@
 #include "worker/worker_metrics.h"
 #include "common/host_port.h"
 #include "worker/engine/gang.h"
+#include "worker/engine/host_allocator.h"
 #include "worker/engine/tensor_util.h"
 
 namespace {
@@ -228,6 +229,7 @@ int Run(Flags flags) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  dtm::TuneHostAllocator();
   Flags flags;
   CLI::App app{"dtm-worker: evaluates dtm shard tasks on one model replica, pulled from dtm-coordinator"};
   app.add_option("--coordinator", flags.coordinator, "Coordinator gRPC address HOST:PORT")->required();

@@ -20,7 +20,6 @@
 namespace dtm {
 namespace {
 
-using testing::RandomPrefixes;
 using testing::SmallConfig;
 using testing::SmallModel;
 
@@ -100,27 +99,7 @@ constexpr int64_t kPrefix = 5;
 constexpr int64_t kCompletion = 24;
 
 Baseline MakeBaseline(LlamaModel& model, int64_t probes, uint64_t seed) {
-  ProbeSet set;
-  torch::Tensor prefixes = RandomPrefixes(probes, kPrefix, model.config().vocab_size, seed);
-  for (int64_t i = 0; i < probes; ++i) {
-    Probe p{"p" + std::to_string(i), {}};
-    for (int64_t j = 0; j < kPrefix; ++j) p.tokens.push_back(static_cast<int32_t>(prefixes[i][j].item<int64_t>()));
-    set.probes.push_back(p);
-  }
-  GenerateOptions options;
-  options.completion_len = kCompletion;
-  options.batch_size = 4;
-  StatusOr<Baseline> baseline = GenerateBaseline(model, set, options);
-  EXPECT_TRUE(baseline.ok()) << baseline.status().ToString();
-  return *baseline;
-}
-
-CalibrationSequences CalibrationOf(const Baseline& baseline) {
-  CalibrationSequences set;
-  set.seq_len = static_cast<int64_t>(baseline.rows[0].tokens.size());
-  for (const BaselineRow& row : baseline.rows) set.sequences.push_back(row.tokens);
-  set.fingerprint = CalibrationFingerprint(set.seq_len, set.sequences);
-  return set;
+  return testing::RandomBaseline(model, probes, kPrefix, kCompletion, seed, 4);
 }
 
 CompressionConfig Parse(const std::string& text, int layers) {
@@ -136,8 +115,8 @@ class ReuseChecker {
  public:
   ReuseChecker(LlamaModel* model, const Baseline& calibration_rows, int64_t budget, int every, int64_t batch_size)
       : model_(model),
-        full_calibration_(CalibrationOf(calibration_rows), batch_size),
-        reuse_calibration_(CalibrationOf(calibration_rows), batch_size),
+        full_calibration_(testing::CalibrationOfBaseline(calibration_rows), batch_size),
+        reuse_calibration_(testing::CalibrationOfBaseline(calibration_rows), batch_size),
         full_(model, &full_calibration_),
         reuse_(model, &reuse_calibration_),
         cache_(budget) {

@@ -21,19 +21,7 @@ constexpr int64_t kPrefix = 6;
 constexpr int64_t kCompletion = 30;
 
 Baseline MakeBaseline(LlamaModel& model, int64_t probes) {
-  ProbeSet set;
-  torch::Tensor prefixes = RandomPrefixes(probes, kPrefix, model.config().vocab_size, 11);
-  for (int64_t i = 0; i < probes; ++i) {
-    Probe p{"p" + std::to_string(i), {}};
-    for (int64_t j = 0; j < kPrefix; ++j) p.tokens.push_back(static_cast<int32_t>(prefixes[i][j].item<int64_t>()));
-    set.probes.push_back(p);
-  }
-  GenerateOptions options;
-  options.completion_len = kCompletion;
-  options.batch_size = 3;
-  StatusOr<Baseline> baseline = GenerateBaseline(model, set, options);
-  EXPECT_TRUE(baseline.ok()) << baseline.status().ToString();
-  return *baseline;
+  return testing::RandomBaseline(model, probes, kPrefix, kCompletion, 11, 3);
 }
 
 CompressionConfig Config(const std::string& text) {
@@ -57,13 +45,7 @@ bool SameBits(const std::vector<torch::Tensor>& a, const std::vector<torch::Tens
   return true;
 }
 
-CalibrationSequences CalibrationOf(const Baseline& baseline) {
-  CalibrationSequences set;
-  set.seq_len = static_cast<int64_t>(baseline.rows[0].tokens.size());
-  for (const BaselineRow& row : baseline.rows) set.sequences.push_back(row.tokens);
-  set.fingerprint = CalibrationFingerprint(set.seq_len, set.sequences);
-  return set;
-}
+CalibrationSequences CalibrationOf(const Baseline& baseline) { return testing::CalibrationOfBaseline(baseline); }
 
 // The Hessian of one site of `layer`, over every calibration sequence in one forward of the model
 // as it is: computed here without CalibrationHessians.

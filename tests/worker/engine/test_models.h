@@ -4,9 +4,12 @@
 #include <filesystem>
 #include <memory>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "common/calibration_set.h"
+#include "worker/engine/baseline.h"
 #include "worker/engine/bpe_trainer.h"
 #include "worker/engine/llama_model.h"
 #include "worker/engine/model_config.h"
@@ -47,6 +50,34 @@ inline torch::Tensor RandomPrefixes(int64_t b, int64_t n, int64_t vocab, uint64_
   torch::Tensor out = torch::empty({b, n}, torch::kInt64);
   for (int64_t i = 0; i < b * n; ++i) out.data_ptr<int64_t>()[i] = id(rng);
   return out;
+}
+
+// `probes` random prefixes of `prefix` tokens (seeded), completed greedily by `completion` tokens
+// in batches of `batch_size`; ids p0, p1, ...
+inline Baseline RandomBaseline(LlamaModel& model, int64_t probes, int64_t prefix, int64_t completion, uint64_t seed,
+                               int64_t batch_size) {
+  ProbeSet set;
+  torch::Tensor prefixes = RandomPrefixes(probes, prefix, model.config().vocab_size, seed);
+  for (int64_t i = 0; i < probes; ++i) {
+    Probe p{"p" + std::to_string(i), {}};
+    for (int64_t j = 0; j < prefix; ++j) p.tokens.push_back(static_cast<int32_t>(prefixes[i][j].item<int64_t>()));
+    set.probes.push_back(p);
+  }
+  GenerateOptions options;
+  options.completion_len = completion;
+  options.batch_size = batch_size;
+  StatusOr<Baseline> baseline = GenerateBaseline(model, set, options);
+  if (!baseline.ok()) throw std::runtime_error("RandomBaseline: " + baseline.status().ToString());
+  return *baseline;
+}
+
+// A baseline's whole rows as a GPTQ calibration set.
+inline CalibrationSequences CalibrationOfBaseline(const Baseline& baseline) {
+  CalibrationSequences set;
+  set.seq_len = static_cast<int64_t>(baseline.rows[0].tokens.size());
+  for (const BaselineRow& row : baseline.rows) set.sequences.push_back(row.tokens);
+  set.fingerprint = CalibrationFingerprint(set.seq_len, set.sequences);
+  return set;
 }
 
 // A fresh empty folder under the system temp dir, removed by the destructor.
