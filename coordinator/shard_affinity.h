@@ -29,6 +29,8 @@ class ShardAffinity {
   // Replaces what `worker_id` holds.
   void Report(const std::string& worker_id, const std::vector<std::string>& tags, TimePoint now);
   void Forget(const std::string& worker_id);
+  // Whether any worker reported a shard: without one, leasing needs no affinity (and no scan).
+  bool AnyHeld() const { return !holders_.empty(); }
 
   // kHeld when `worker_id` reported `tag`; kHeldElsewhere when another worker did within `ttl`;
   // else kFree. An empty tag (a task of no shard) is kFree.

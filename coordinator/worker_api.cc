@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <functional>
 #include <cmath>
 #include <optional>
 #include <utility>
@@ -148,8 +149,10 @@ StatusOr<v1::LeaseTasksResponse> WorkerApi::LeaseTasks(const v1::LeaseTasksReque
       return state_->affinity.Of(request.worker_id(), entry == nullptr ? "" : entry->shard_tag, now,
                                  std::chrono::milliseconds(state_->options().lease_timeout_ms));
     };
-    ASSIGN_OR_RETURN(std::vector<LeaseGrant> grants, pool.Lease(request.worker_id(), max_tasks, request.request_id(),
-                                                                bytes_of, kMaxLeaseReplyBytes, affinity));
+    ASSIGN_OR_RETURN(std::vector<LeaseGrant> grants,
+                     pool.Lease(request.worker_id(), max_tasks, request.request_id(), bytes_of, kMaxLeaseReplyBytes,
+                                state_->affinity.AnyHeld() ? std::function<LeaseAffinity(const std::string&)>(affinity)
+                                                           : nullptr));
     for (LeaseGrant& grant : grants) {
       const TaskEntry* entry = state_->tasks.Find(grant.task_id);
       if (entry == nullptr) {

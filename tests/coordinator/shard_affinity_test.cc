@@ -16,7 +16,9 @@ TEST(ShardAffinityTest, AShardIsHeldByItsReporterAndElsewhereForOthersUntilTheRe
   ShardAffinity affinity;
   const auto t0 = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
   const milliseconds ttl(1000);
+  EXPECT_FALSE(affinity.AnyHeld());
   affinity.Report("w1", {"s1", "s2"}, t0);
+  EXPECT_TRUE(affinity.AnyHeld());
   EXPECT_EQ(affinity.Of("w1", "s1", t0, ttl), LeaseAffinity::kHeld);
   EXPECT_EQ(affinity.Of("w2", "s1", t0, ttl), LeaseAffinity::kHeldElsewhere);
   EXPECT_EQ(affinity.Of("w2", "s3", t0, ttl), LeaseAffinity::kFree);
@@ -29,6 +31,7 @@ TEST(ShardAffinityTest, AShardIsHeldByItsReporterAndElsewhereForOthersUntilTheRe
   EXPECT_EQ(affinity.Of("w2", "s2", t0, ttl), LeaseAffinity::kHeldElsewhere);
   affinity.Forget("w1");
   EXPECT_EQ(affinity.Of("w2", "s2", t0, ttl), LeaseAffinity::kFree);
+  EXPECT_FALSE(affinity.AnyHeld());
 }
 
 TEST(ShardAffinityTest, KeepsAtMostTheLimitOfOneWorkersTags) {
