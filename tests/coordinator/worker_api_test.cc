@@ -5,6 +5,7 @@
 #include "coordinator/worker_api.h"
 
 #include "common/calibration_set.h"
+#include "common/shard_tag.h"
 #include "tests/coordinator/scheduler_fixture.h"
 
 namespace dtm {
@@ -148,6 +149,39 @@ TEST_F(WorkerApiTest, RegisteringAgainReleasesTheEarlierLeasesAndCountsAnAttempt
       EXPECT_EQ(task.attempt(), 2u) << "a lost lease counts as an attempt";
     }
   }
+}
+
+// Shard affinity: a worker that reports a shard's residual streams (LeaseTasksRequest.held_shards)
+// is leased that shard's eval tasks first; another worker gets them only after the wait.
+TEST_F(WorkerApiTest, AWorkerThatReportsAShardIsLeasedItsEvalTasksFirstAndOthersWait) {
+  StartedJob();
+  for (int round = 0; round < 20; ++round) {  // every baseline shard, then the first eval stage
+    std::vector<v1::Task> tasks = Lease(*scheduler_, "w1", 8);
+    if (tasks.empty()) break;
+    for (const v1::Task& task : tasks) Complete(*scheduler_, task, "w1");
+  }
+  scheduler_->Tick();
+  std::vector<v1::Task> queued = Lease(*scheduler_, "w1", 8);
+  ASSERT_FALSE(queued.empty());
+  ASSERT_EQ(queued[0].kind(), v1::TASK_KIND_EVAL_SHARD);
+  // A shard other than the queue's first: its tasks come later in plain order.
+  std::string later;
+  for (const v1::Task& task : queued) {
+    if (ShardTag(task.key()) != ShardTag(queued[0].key())) later = ShardTag(task.key());
+  }
+  ASSERT_FALSE(later.empty()) << "the probe spec has one shard";
+  Register(*scheduler_, "w1");  // hands the leases back to the queue, in their places
+  v1::LeaseTasksRequest request;
+  request.set_worker_id("w2");
+  request.set_max_tasks(2);
+  request.set_request_id("affinity-1");
+  request.add_held_shards(later);
+  StatusOr<v1::LeaseTasksResponse> w2 = api().LeaseTasks(request);
+  ASSERT_TRUE(w2.ok()) << w2.status().ToString();
+  ASSERT_EQ(w2->tasks_size(), 2);
+  for (const v1::Task& task : w2->tasks()) EXPECT_EQ(ShardTag(task.key()), later);
+  // w1 holds nothing: the free shards' tasks, never w2's while they wait for it.
+  for (const v1::Task& task : Lease(*scheduler_, "w1", 8)) EXPECT_NE(ShardTag(task.key()), later);
 }
 
 TEST_F(WorkerApiTest, ATaskOneWorkerCannotRunGoesToAnotherThatWorkerIsKeptOffAndNoAttemptIsSpent) {
