@@ -96,9 +96,9 @@ class ReuseTest(dtm_cluster.ClusterTestCase):
         before = {w: self.worker_counters(w) for w in ("w1", "w2")}
         doc = self.succeeded(self.cluster.dtmctl("submit", spec).stdout.strip(), timeout=600)
         self.assertEqual(metrics_by_config(doc), metrics_by_config(self.without_cache(spec)))
-        saved = sum(self.worker_counters(w)["dtm_worker_full_layer_forwards_total"]
-                    - self.worker_counters(w)["dtm_worker_layer_forwards_total"]
-                    - before[w]["dtm_worker_full_layer_forwards_total"] + before[w]["dtm_worker_layer_forwards_total"]
+        after = {w: self.worker_counters(w) for w in ("w1", "w2")}
+        saved = sum((after[w]["dtm_worker_full_layer_forwards_total"] - after[w]["dtm_worker_layer_forwards_total"])
+                    - (before[w]["dtm_worker_full_layer_forwards_total"] - before[w]["dtm_worker_layer_forwards_total"])
                     for w in ("w1", "w2"))
         self.assertGreater(saved, 0)
 
