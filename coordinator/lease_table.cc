@@ -100,6 +100,7 @@ std::vector<std::string> LeaseTable::Candidates(const std::string& worker_id, in
                                                 TimePoint now) {
   const size_t want = static_cast<size_t>(max_tasks);
   std::vector<std::string> held, others;
+  std::string oldest_elsewhere;  // the first task held elsewhere still within its wait
   const auto waited = std::chrono::milliseconds(options_.affinity_wait_ms);
   int scanned = 0;
   // Tasks this worker cannot run are skipped where they stand, keeping their place for others.
@@ -117,11 +118,18 @@ std::vector<std::string> LeaseTable::Candidates(const std::string& worker_id, in
       case LeaseAffinity::kHeld: held.push_back(task_id); break;
       case LeaseAffinity::kFree: others.push_back(task_id); break;
       case LeaseAffinity::kHeldElsewhere:
-        if (now - task.queued_at >= waited) others.push_back(task_id);
+        if (now - task.queued_at >= waited) {
+          others.push_back(task_id);
+        } else if (oldest_elsewhere.empty()) {
+          oldest_elsewhere = task_id;
+        }
         break;
     }
     if (held.size() >= want) break;
   }
+  // A worker that would get nothing takes one task another holds rather than idle: reuse saves part
+  // of a task, an idle worker loses all of its time (a race's rounds of a few tasks, a stage's tail).
+  if (held.empty() && others.empty() && !oldest_elsewhere.empty()) others.push_back(oldest_elsewhere);
   for (std::string& task_id : others) {
     if (held.size() >= want) break;
     held.push_back(std::move(task_id));

@@ -106,8 +106,9 @@ struct LeaseTableStats {
 //      names each request; a retry with the same name (its reply was lost) gets the same grants
 //      instead of leasing more tasks. With an affinity, the first kAffinityScan queued tasks are
 //      looked at: those whose state the worker holds go first, then the free ones and those held
-//      elsewhere that have waited affinity_wait_ms, in queue order (locality saves work; it never
-//      holds a task back longer than the wait).
+//      elsewhere that have waited affinity_wait_ms, in queue order; a worker that would get none of
+//      these gets the first task held elsewhere (one per request) instead of idling. Locality saves
+//      work; it never holds a task back longer than the wait, nor leaves a worker idle.
 //   3. Heartbeat pushes a held lease's expiry back by lease_timeout_ms, and tells the worker when to
 //      drop a task: its lease expired, or the task was cancelled or completed elsewhere.
 //   4. ExpireLeases (called periodically) ends every lease past its expiry. Heartbeat also expires a

@@ -494,7 +494,8 @@ TEST_F(LeaseTableTest, ConcurrentWorkersHaveEachTaskAcceptedExactlyOnce) {
   EXPECT_EQ(s.leased, 0);
 }
 
-// Shard affinity (step 2 of the class comment): a worker's own shards first, others' only after the wait.
+// Shard affinity (step 2 of the class comment): a worker's own shards first, others' only after the
+// wait or when it would otherwise idle.
 TEST_F(LeaseTableTest, AffinityLeasesAWorkersOwnShardsFirstAndOthersOnlyAfterTheWait) {
   ASSERT_TRUE(table_->Enqueue("a-mine", 1).ok());
   ASSERT_TRUE(table_->Enqueue("b-theirs", 1).ok());
@@ -515,9 +516,14 @@ TEST_F(LeaseTableTest, AffinityLeasesAWorkersOwnShardsFirstAndOthersOnlyAfterThe
   };
   EXPECT_EQ(lease(1), std::vector<std::string>({"a-mine"}));
   EXPECT_EQ(lease(4), std::vector<std::string>({"d-mine", "c-free"}));  // "theirs" waits for its holder
-  EXPECT_TRUE(lease(4).empty());
+  ASSERT_TRUE(table_->Enqueue("g-theirs", 1).ok());
+  ASSERT_TRUE(table_->Enqueue("h-theirs", 1).ok());
+  // With nothing of its own or free left, w1 takes the oldest of the others' rather than idle; one
+  // per request, so that their holder keeps the rest.
+  EXPECT_EQ(lease(4), std::vector<std::string>({"b-theirs"}));
   clock_.Advance(milliseconds(LeaseTable::Options().affinity_wait_ms));
-  EXPECT_EQ(lease(4), std::vector<std::string>({"b-theirs"}));  // locality never holds work back for longer
+  // Locality never holds work back for longer than the wait: then all of them.
+  EXPECT_EQ(lease(4), std::vector<std::string>({"g-theirs", "h-theirs"}));
   // Without an affinity, the queue's order.
   ASSERT_TRUE(table_->Enqueue("e-theirs", 1).ok());
   ASSERT_TRUE(table_->Enqueue("f-mine", 1).ok());
