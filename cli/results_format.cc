@@ -147,6 +147,7 @@ nlohmann::json ConfigResultJson(const v1::ConfigResult& r) {
   j["method"] = single ? nlohmann::json(single->method) : nlohmann::json(nullptr);
   if (r.has_search_level()) j["search_level"] = r.search_level();
   if (r.has_rank()) j["rank"] = r.rank();
+  if (r.dropped_by_racing()) j["dropped_by_racing"] = true;
   if (r.probe_results_size() > 0) {
     nlohmann::json rows = nlohmann::json::array();
     for (const v1::ProbeResult& p : r.probe_results()) rows.push_back(ProbeResultJson(p));
@@ -448,6 +449,37 @@ nlohmann::json SparsifyRoundsJson(const v1::GetResultsResponse& response) {
   return rounds;
 }
 
+namespace {
+
+// "20 after 16 probes, 2 after 32".
+std::string DropsText(const google::protobuf::RepeatedPtrField<v1::RacingDrop>& drops) {
+  std::string out;
+  for (const v1::RacingDrop& d : drops) {
+    if (!out.empty()) out += ", ";
+    out += std::to_string(d.nodes()) + " after " + std::to_string(d.probes()) + (out.empty() ? " probes" : "");
+  }
+  return out;
+}
+
+// What a race spent and dropped, in a line, and what the parameters were.
+std::string RacingText(const v1::RacingSummary& racing) {
+  const double share = racing.exact_probe_evaluations() == 0
+                           ? 0.0
+                           : static_cast<double>(racing.probe_evaluations()) /
+                                 static_cast<double>(racing.exact_probe_evaluations());
+  std::string out = "racing: " + std::to_string(racing.probe_evaluations()) + " of " +
+                    std::to_string(racing.exact_probe_evaluations()) + " probe evaluations (" + Percent(share, 1) +
+                    ") of an evaluation of the same configs on every probe; " +
+                    std::to_string(racing.nodes_dropped()) + " configs dropped";
+  if (racing.drops_size() > 0) out += " (" + DropsText(racing.drops()) + ")";
+  char bounds[160];
+  std::snprintf(bounds, sizeof bounds, "; first %u probes, %u more per round, bounds at confidence %g\n",
+                racing.first_probes(), racing.step_probes(), racing.confidence());
+  return out + bounds;
+}
+
+}  // namespace
+
 std::string FormatResultsTable(const v1::GetResultsResponse& response) {
   if (response.has_training()) return TrainingTable(response.training());
   if (response.rounds_size() > 0) return SparsifyRunTable(response);
@@ -467,7 +499,9 @@ std::string FormatResultsTable(const v1::GetResultsResponse& response) {
   // Rows without a mark end with a space where others have '*' or '!', so the digits line up.
   const std::string complete_mark = any_incomplete ? " " : "";
   const std::string unsaturated_mark = any_saturated ? " " : "";
-  auto add_row = [&](const std::string& label, const v1::Metrics& m, bool complete, bool config) {
+  const bool any_dropped = std::any_of(response.results().begin(), response.results().end(),
+                                       [](const v1::ConfigResult& r) { return r.dropped_by_racing(); });
+  auto add_row = [&](const std::string& label, const v1::Metrics& m, bool complete, bool config, bool dropped) {
     const std::optional<double> never = NeverDivergedShare(m);
     // A config with no probe in yet (`--partial` on a running job) has no metrics: 0.00 would read
     // as total divergence.
@@ -476,17 +510,18 @@ std::string FormatResultsTable(const v1::GetResultsResponse& response) {
                     none ? "-" + unsaturated_mark
                          : Fixed(m.fdt75(), 2) + (config && Fdt75Saturated(m) ? "!" : unsaturated_mark),
                     none ? "-" : Fixed(m.fdt_mean(), 2), none ? "-" : Fixed(m.sdt_mean(), 2),
-                    none ? "-" : Fixed(m.dppl(), 4), std::to_string(m.num_probes()) + (complete ? complete_mark : "*"),
+                    none ? "-" : Fixed(m.dppl(), 4), std::to_string(m.num_probes()) + (dropped ? "x" : complete ? complete_mark : "*"),
                     never ? Percent(*never, 1) : "-"});
     if (ppl) rows.back().insert(rows.back().begin() + 5, m.has_ppl() && !none ? Fixed(m.ppl(), 4) : "");
   };
   const bool reference = !response.reference_model_fingerprint().empty();
   if (ShowNoiseFloor(response)) {
-    add_row(reference ? kReferenceLabel : kUncompressedLabel, response.noise_floor(), true, /*config=*/false);
+    add_row(reference ? kReferenceLabel : kUncompressedLabel, response.noise_floor(), true, /*config=*/false,
+            /*dropped=*/false);
     if (search) rows.back().insert(rows.back().end(), {"", ""});
   }
   for (const v1::ConfigResult& r : response.results()) {
-    add_row(ConfigLabel(r.config()), r.metrics(), r.complete(), !r.config().empty());
+    add_row(ConfigLabel(r.config()), r.metrics(), r.complete(), !r.config().empty(), r.dropped_by_racing());
     if (search) {
       rows.back().push_back(r.has_search_level() ? std::to_string(r.search_level()) : "");
       rows.back().push_back(r.has_rank() ? std::to_string(r.rank()) : "");
@@ -495,7 +530,15 @@ std::string FormatResultsTable(const v1::GetResultsResponse& response) {
   std::vector<bool> right_aligned(header.size(), true);
   right_aligned[0] = false;
   std::string out = AlignColumns(rows, right_aligned);
-  if (any_incomplete) out += "* incomplete: shards outstanding, metrics cover the probes so far\n";
+  if (any_incomplete && std::any_of(response.results().begin(), response.results().end(), [](const v1::ConfigResult& r) {
+        return !r.complete() && !r.dropped_by_racing();
+      })) {
+    out += response.has_racing()
+               ? "* incomplete: metrics cover the first probes only (shards outstanding, or the race decided before "
+                 "every probe)\n"
+               : "* incomplete: shards outstanding, metrics cover the probes so far\n";
+  }
+  if (any_dropped) out += "x dropped by racing: metrics cover the first probes only\n";
   if (any_saturated) {
     out += "! saturated: fdt75 is the completion length (more than a quarter of the probes never diverged) and "
            "cannot rank these configs; compare fdt_mean, or use a longer completion, more probes or a harsher "
@@ -508,11 +551,28 @@ std::string FormatResultsTable(const v1::GetResultsResponse& response) {
   if (!response.rank_by().empty()) out += "levels ranked by " + response.rank_by() + "\n";
   for (const v1::SearchLevel& level : response.search_levels()) {
     out += "level " + std::to_string(level.level()) + ": " + std::to_string(level.nodes()) + " nodes evaluated, " +
-           std::to_string(level.nodes_cached()) + " from the cache\n";
+           std::to_string(level.nodes_cached()) + " from the cache";
+    if (response.has_racing()) {
+      out += ", " + std::to_string(level.nodes_dropped()) + " dropped by racing";
+      if (level.drops_size() > 0) out += " (" + DropsText(level.drops()) + ")";
+      out += ", " + std::to_string(level.probe_evaluations()) + " probe evaluations";
+    }
+    out += "\n";
   }
+  if (response.has_racing()) out += RacingText(response.racing());
   if (response.has_allocation()) out += "\n" + AllocationTable(response.allocation());
   return out;
 }
+
+namespace {
+
+nlohmann::json DropsJson(const google::protobuf::RepeatedPtrField<v1::RacingDrop>& drops) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const v1::RacingDrop& d : drops) out.push_back({{"probes", d.probes()}, {"nodes", d.nodes()}});
+  return out;
+}
+
+}  // namespace
 
 std::string FormatResultsJson(const v1::GetResultsResponse& response) {
   nlohmann::json results = nlohmann::json::array();
@@ -527,9 +587,24 @@ std::string FormatResultsJson(const v1::GetResultsResponse& response) {
   nlohmann::json levels = nlohmann::json::array();
   for (const v1::SearchLevel& level : response.search_levels()) {
     levels.push_back({{"level", level.level()}, {"nodes", level.nodes()}, {"nodes_cached", level.nodes_cached()}});
+    if (response.has_racing()) {
+      levels.back()["nodes_dropped"] = level.nodes_dropped();
+      levels.back()["drops"] = DropsJson(level.drops());
+      levels.back()["probe_evaluations"] = level.probe_evaluations();
+    }
   }
   if (!levels.empty()) doc["search_levels"] = std::move(levels);
   if (!response.rank_by().empty()) doc["rank_by"] = response.rank_by();
+  if (response.has_racing()) {
+    const v1::RacingSummary& r = response.racing();
+    doc["racing"] = {{"probe_evaluations", r.probe_evaluations()},
+                     {"exact_probe_evaluations", r.exact_probe_evaluations()},
+                     {"nodes_dropped", r.nodes_dropped()},
+                     {"drops", DropsJson(r.drops())},
+                     {"first_probes", r.first_probes()},
+                     {"step_probes", r.step_probes()},
+                     {"confidence", r.confidence()}};
+  }
   if (!response.reference_model_fingerprint().empty()) {
     doc["reference_model_fingerprint"] = response.reference_model_fingerprint();
   }

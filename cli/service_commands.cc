@@ -374,9 +374,12 @@ int ResultsCommand(const ResultsOptions& options, const Console& console) {
     *console.err << "dtmctl results: warning: " << warning << std::endl;
   }
 
-  // Metrics of an incomplete config cover only the probes so far and would read as final.
+  // Metrics of an incomplete config cover only the probes so far and would read as final. A finished
+  // race's are final: it decided on part of the probes, and its rows say how many (and the summary
+  // what was skipped).
   const int total = response.results_size();
-  if (!options.partial) {
+  const bool raced = response.has_racing() && response.state() == v1::JOB_STATE_SUCCEEDED;
+  if (!options.partial && !raced) {
     auto* results = response.mutable_results();
     results->erase(std::remove_if(results->begin(), results->end(),
                                   [](const v1::ConfigResult& r) { return !r.complete(); }),

@@ -42,6 +42,20 @@ class JobDriver {
     return {};
   }
 
+  // Racing drivers: for configs of the stage NextStage returns for `evaluated`, the probes (the first
+  // ones of the probe set) each must have been evaluated on; the planner rounds up to whole shards,
+  // and aggregates each config over the shards it planned. Configs left out need every probe.
+  virtual std::map<std::string, uint32_t> StageProbes(
+      const std::map<std::string, dtm::v1::Metrics>& /*evaluated*/) const {
+    return {};
+  }
+
+  // Racing drivers: what their races spent and dropped so far (RacingSummary). Others: nullopt.
+  virtual std::optional<dtm::v1::RacingSummary> Racing(
+      const std::map<std::string, dtm::v1::Metrics>& /*evaluated*/) const {
+    return std::nullopt;
+  }
+
   // The most configs any one stage may name, known before the first: what submission checks against
   // the coordinator's limit on a stage's tasks.
   virtual uint64_t MaxStageConfigs() const = 0;
@@ -90,12 +104,15 @@ class JobDriver {
 std::vector<dtm::v1::ConfigResult> ResultRowsOf(const std::vector<std::string>& configs,
                                                 const std::map<std::string, dtm::v1::Metrics>& evaluated);
 
-// evaluate and probe: one stage holding every config of the spec (ExpandConfigs), then done.
+// evaluate and probe: one stage holding every config of the spec (ExpandConfigs), then done; a probe
+// job with `racing:` races them for its `keep` places instead (stages of rounds).
 // quant-search: a QuantSearchDriver over the selected components; its depth must not exceed their
 // number (0 = all of them).
 // sparsify-round: a SparsifyRoundDriver (sparsify_round.h); it needs the component sizes, and reads
 // the spec's `previous` file within `limits`.
+// `num_probes` (the job's probe count) is what a race runs over; 0 only where no stage is planned
+// (checking a submission).
 StatusOr<std::unique_ptr<JobDriver>> CreateJobDriver(const JobSpec& spec, const ModelGeometry& geometry,
-                                                     const ReadLimits& limits = {});
+                                                     const ReadLimits& limits = {}, uint32_t num_probes = 0);
 
 }  // namespace dtm

@@ -46,6 +46,14 @@ void AppendEvalTaskIds(const v1::CacheKey& key, const std::vector<std::pair<uint
   }
 }
 
+// The probe shards `config` was planned on in the run's stage: the first run.stage_shards[config]
+// ones when racing planned it on part of them, else all.
+std::vector<std::pair<uint32_t, uint32_t>> StageShardsOf(const JobRun& run, const std::string& config) {
+  auto prefix = run.stage_shards.find(config);
+  if (prefix == run.stage_shards.end()) return run.shards;
+  return {run.shards.begin(), run.shards.begin() + static_cast<std::ptrdiff_t>(prefix->second)};
+}
+
 }  // namespace
 
 Status CheckStageSize(const JobDriver& driver, size_t shards, int64_t max_tasks, bool reference) {
@@ -268,7 +276,8 @@ Status JobPlanner::Resolve(JobRun& run, bool* resolved) {
     }
   }
   ASSIGN_OR_RETURN(std::unique_ptr<JobDriver> driver,
-                   CreateJobDriver(run.spec, model.geometry, files_->limits()));
+                   CreateJobDriver(run.spec, model.geometry, files_->limits(),
+                                   static_cast<uint32_t>(probes.probes.size())));
   const uint32_t n = static_cast<uint32_t>(probes.probes.size());
   const uint32_t shard_size = static_cast<uint32_t>(run.spec.shard_size);
   RETURN_IF_ERROR(
@@ -440,22 +449,37 @@ Status JobPlanner::StartStage(JobRun& run) {
     std::lock_guard<std::mutex> lock(state_->mu);
     run.later_tasks = run.driver->LaterConfigs(run.evaluated) * (run.shards.size() + run.ppl_shards.size());
   }
+  // Racing: each config's shards are the fewest first ones that hold the probes it must reach.
+  const std::map<std::string, uint32_t> probes = run.driver->StageProbes(run.evaluated);
+  auto shards_for = [&](const std::string& config) {
+    auto it = probes.find(config);
+    if (it == probes.end()) return run.shards.size();
+    size_t count = 0;
+    while (count < run.shards.size() && (count == 0 || run.shards[count - 1].second < it->second)) ++count;
+    return count;
+  };
+  auto done = [&](const std::string& config) {
+    auto it = run.evaluated.find(config);
+    const size_t count = shards_for(config);
+    return it != run.evaluated.end() && count > 0 && it->second.num_probes() >= run.shards[count - 1].second;
+  };
   std::vector<std::string> configs;
   // The noise floor runs with the first stage, so that it is beside every result; against a
   // reference, config "" is the model as it is, the comparison's answer, and always runs.
   if ((run.spec.noise_floor || !run.spec.reference.empty()) && !run.evaluated.count("")) configs.push_back("");
   for (std::string& c : *next) {
-    if (!run.evaluated.count(c) && std::find(configs.begin(), configs.end(), c) == configs.end()) {
-      configs.push_back(std::move(c));
-    }
+    if (!done(c) && std::find(configs.begin(), configs.end(), c) == configs.end()) configs.push_back(std::move(c));
   }
   const std::map<std::string, std::string> parents = run.driver->StageParents(run.evaluated);
   std::vector<PlannedTask> planned;
   planned.reserve(configs.size() * run.shards.size());
+  run.stage_shards.clear();
   for (const std::string& config : configs) {
     auto parent = parents.find(config);
     const std::string parent_config = parent != parents.end() ? parent->second : "";
-    for (size_t s = 0; s < run.shards.size(); ++s) {
+    const size_t count = shards_for(config);
+    if (count < run.shards.size()) run.stage_shards[config] = count;
+    for (size_t s = 0; s < count; ++s) {
       planned.push_back({TaskKindForKey::kEval, ShardKey(run.base_key, config, run.shards[s].first, run.shards[s].second),
                          run.baseline_rows[s], "", nullptr});
       planned.back().parent_config = parent_config;
@@ -482,7 +506,7 @@ Status JobPlanner::StartStage(JobRun& run) {
 
 StatusOr<v1::Metrics> JobPlanner::AggregateConfig(const JobRun& run, const std::string& config) {
   ASSIGN_OR_RETURN(std::vector<v1::ProbeResult> results,
-                   state_->storage().ReadConfigResults(run.base_key, run.shards, config));
+                   state_->storage().ReadConfigResults(run.base_key, StageShardsOf(run, config), config));
   ASSIGN_OR_RETURN(v1::Metrics metrics, AggregateProbeResults(results, run.spec.completion_len));
   if (run.ppl_text) {
     ASSIGN_OR_RETURN(std::vector<v1::ProbeResult> windows,
@@ -519,7 +543,7 @@ Status JobPlanner::SaveUnfinishedResults(JobRun& run) {
   for (const std::string& config : run.stage_configs) {
     if (run.evaluated.count(config)) continue;
     std::vector<std::pair<TaskKindForKey, std::string>> tasks;
-    AppendEvalTaskIds(run.base_key, run.shards, config, &tasks);
+    AppendEvalTaskIds(run.base_key, StageShardsOf(run, config), config, &tasks);
     if (run.ppl_text) AppendEvalTaskIds(run.ppl_key, run.ppl_shards, config, &tasks);
     ASSIGN_OR_RETURN(std::vector<bool> stored, state_->storage().HaveResults(tasks));
     if (std::find(stored.begin(), stored.end(), false) != stored.end()) continue;
@@ -571,6 +595,9 @@ v1::GetResultsResponse JobPlanner::ResultsOf(const JobRun& run) const {
     *response.add_search_levels() = std::move(level);
   }
   if (run.spec.kind == JobKind::kQuantSearch) response.set_rank_by(run.spec.rank_by);
+  if (std::optional<v1::RacingSummary> racing = run.driver->Racing(run.evaluated)) {
+    *response.mutable_racing() = std::move(*racing);
+  }
   if (std::optional<v1::SparsityAllocation> allocation = run.driver->Allocation(run.evaluated)) {
     allocation->set_model_fingerprint(run.base_key.model_fingerprint());
     *response.mutable_allocation() = std::move(*allocation);

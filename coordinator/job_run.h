@@ -81,6 +81,9 @@ struct JobRun {
   std::vector<std::shared_ptr<const Rows>> probe_rows;     // per shard
   std::vector<std::shared_ptr<const Rows>> baseline_rows;  // per shard, once the baseline is in
   std::vector<std::string> stage_configs;
+  // Racing: per config of the stage, how many shards (the first ones) it was planned on; absent = all.
+  // `evaluated` then holds its metrics over those shards.
+  std::map<std::string, size_t> stage_shards;
   std::map<std::string, dtm::v1::Metrics> evaluated;
   // With a reference of other weights: whether its noise floor (config "" on baseline_key) was
   // planned, and its metrics once they are in. (Config "" in `evaluated` is the job's model.)

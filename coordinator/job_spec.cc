@@ -110,9 +110,42 @@ Status ParseEvaluateSection(const YAML::Node& section, JobSpec* spec) {
   return OkStatus();
 }
 
+// `SECTION.racing: {first, step, confidence[, keep]}`: probe jobs must say how many places the race
+// decides (`keep`); a search's are its beam.
+Status ParseRacing(const YAML::Node& node, const std::string& section, bool needs_keep, RacingSpec* racing) {
+  const std::string field = section + ".racing";
+  ASSIGN_OR_RETURN(Entries entries, ReadMapping(node, field));
+  std::vector<std::string> keys = {"first", "step", "confidence"};
+  if (needs_keep) keys.push_back("keep");
+  RETURN_IF_ERROR(CheckKnownKeys(entries, field, keys));
+  racing->enabled = true;
+  if (const Entry* e = Find(entries, "keep")) {
+    ASSIGN_OR_RETURN(racing->keep, ReadInt(e->value, field + ".keep", 1, kMaxCount));
+  } else if (needs_keep) {
+    return FieldError(field + ".keep", node, "missing; say how many of the best configs the race decides, e.g. keep: 10");
+  }
+  if (const Entry* e = Find(entries, "first")) {
+    ASSIGN_OR_RETURN(racing->first, ReadInt(e->value, field + ".first", 1, kMaxCount));
+  }
+  if (const Entry* e = Find(entries, "step")) {
+    ASSIGN_OR_RETURN(racing->step, ReadInt(e->value, field + ".step", 1, kMaxCount));
+  }
+  if (const Entry* e = Find(entries, "confidence")) {
+    ASSIGN_OR_RETURN(racing->confidence, ReadDouble(e->value, field + ".confidence"));
+    // At or below 0.5 a bound is a guess; at 1 no order statistic bounds anything.
+    if (!(racing->confidence > 0.5 && racing->confidence < 1)) {
+      return FieldError(field + ".confidence", e->value, "must be in (0.5, 1), e.g. 0.95");
+    }
+  }
+  return OkStatus();
+}
+
 Status ParseProbeSection(const YAML::Node& section, JobSpec* spec) {
   ASSIGN_OR_RETURN(Entries entries, ReadMapping(section, "probe"));
-  RETURN_IF_ERROR(CheckKnownKeys(entries, "probe", {"methods", "components"}));
+  RETURN_IF_ERROR(CheckKnownKeys(entries, "probe", {"methods", "components", "racing"}));
+  if (const Entry* e = Find(entries, "racing")) {
+    RETURN_IF_ERROR(ParseRacing(e->value, "probe", /*needs_keep=*/true, &spec->racing));
+  }
   const Entry* methods = Find(entries, "methods");
   if (methods == nullptr)
     return FieldError("probe.methods", section, "missing; list the methods to probe with");
@@ -135,7 +168,11 @@ Status ParseProbeSection(const YAML::Node& section, JobSpec* spec) {
 
 Status ParseQuantSearchSection(const YAML::Node& section, JobSpec* spec) {
   ASSIGN_OR_RETURN(Entries entries, ReadMapping(section, "quant-search"));
-  RETURN_IF_ERROR(CheckKnownKeys(entries, "quant-search", {"method", "beam", "depth", "components", "rank_by"}));
+  RETURN_IF_ERROR(
+      CheckKnownKeys(entries, "quant-search", {"method", "beam", "depth", "components", "rank_by", "racing"}));
+  if (const Entry* e = Find(entries, "racing")) {
+    RETURN_IF_ERROR(ParseRacing(e->value, "quant-search", /*needs_keep=*/false, &spec->racing));
+  }
   if (const Entry* e = Find(entries, "rank_by")) {
     ASSIGN_OR_RETURN(spec->rank_by, ReadString(e->value, "quant-search.rank_by"));
     if (spec->rank_by != "fdt75" && spec->rank_by != "dppl" && spec->rank_by != "ppl") {
@@ -660,6 +697,15 @@ StatusOr<JobSpec> ParseJobSpec(const std::string& yaml_text) {
       return InvalidArgumentError(
           "job spec: quant-search.rank_by: ppl ranks every node by the ground-truth perplexity of the "
           "job's `ppl:` text, which is missing, e.g. `ppl: {text: wiki.test.raw, window: 2048}`");
+    }
+    if (spec.racing.enabled && spec.rank_by != "fdt75") {
+      return InvalidArgumentError("job spec: quant-search.racing: a race bounds fdt75, and this search ranks by " +
+                                  spec.rank_by + "; drop racing or rank by fdt75");
+    }
+    if (spec.racing.enabled && !spec.ppl_text.empty()) {
+      return InvalidArgumentError(
+          "job spec: racing with ppl: a race evaluates configs on part of the probes, and ppl's windows would "
+          "still run for every config in full; drop one of them");
     }
     return spec;
   } catch (const YAML::Exception& e) {

@@ -56,6 +56,15 @@ struct TrainSpec {
   int64_t timeout_seconds = 300;    // a collective waiting longer ends the gang's attempt
 };
 
+// `racing:` in probe and quant-search (docs/job-spec.md; coordinator/racing.h says how a race runs).
+struct RacingSpec {
+  bool enabled = false;
+  int64_t keep = 0;           // probe: the places decided (the best `keep` configs by fdt75); search: its beam
+  int64_t first = 100;        // probes every candidate sees first
+  int64_t step = 100;         // probes added to each survivor per round
+  double confidence = 0.95;   // each bound's
+};
+
 struct JobSpec {
   std::string name;  // optional free text
   JobKind kind = JobKind::kEvaluate;
@@ -80,6 +89,7 @@ struct JobSpec {
   int64_t beam_width = 10;
   int64_t depth = 0;  // levels below the uncompressed model; 0 = every selected component
   std::string rank_by = "fdt75";  // `rank_by`: fdt75, dppl or ppl (SPEC "Quantization tree search")
+  RacingSpec racing;  // probe, quant-search (fdt75 ranking, no `ppl:`)
   // sparsify-round (SPEC "Balanced sparsification round")
   double step = 0;                      // increase of the param-weighted average sparsity, in (0, 1)
   bool uniform_allocation = false;      // `allocation: uniform` (the paper's baseline) vs `balanced`

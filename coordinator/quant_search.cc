@@ -1,6 +1,8 @@
 #include "coordinator/quant_search.h"
 
 #include <algorithm>
+#include <iterator>
+#include <set>
 #include <utility>
 
 namespace dtm {
@@ -15,8 +17,17 @@ std::string RankMetricName(RankMetric metric) {
 }
 
 QuantSearchDriver::QuantSearchDriver(std::vector<std::string> components, std::string method, int beam, int depth,
-                                     RankMetric rank_by)
-    : components_(std::move(components)), method_(std::move(method)), beam_(beam), depth_(depth), rank_by_(rank_by) {}
+                                     RankMetric rank_by, std::optional<RaceSettings> race)
+    : components_(std::move(components)),
+      method_(std::move(method)),
+      beam_(beam),
+      depth_(depth),
+      rank_by_(rank_by),
+      race_(std::move(race)) {}
+
+bool QuantSearchDriver::Complete(const v1::Metrics& metrics) const {
+  return !race_ || metrics.num_probes() == race_->total_probes;
+}
 
 bool QuantSearchDriver::RanksBefore(RankMetric metric, const v1::Metrics& a, const std::string& config_a,
                                     const v1::Metrics& b, const std::string& config_b) {
@@ -66,6 +77,9 @@ std::vector<std::string> QuantSearchDriver::Warnings(const std::map<std::string,
     if (ranked.size() <= keep) continue;  // every node made the beam: nothing was chosen
     const std::string& last = ranked[keep - 1];
     const std::string& first_out = ranked[keep];
+    // A node the race dropped lost on its bounds, not on the tie-breaks.
+    const std::vector<std::string>& dropped = replay.dropped[l];
+    if (std::find(dropped.begin(), dropped.end(), first_out) != dropped.end()) continue;
     if (!Tied(rank_by_, evaluated.at(last), evaluated.at(first_out))) continue;
     warnings.push_back("quant-search level " + std::to_string(l + 1) + ": the beam's last place went to '" + last +
                        "' over '" + first_out + "' by the config string alone (equal " + compared +
@@ -101,24 +115,65 @@ QuantSearchDriver::Replay QuantSearchDriver::Run(const std::map<std::string, v1:
       }
     }
     if (children.empty()) break;  // every component is held: the fully quantized model was reached
-    const bool complete = std::all_of(children.begin(), children.end(),
-                                      [&](const auto& child) { return evaluated.count(child.first) != 0; });
-    if (!complete) {
-      for (const auto& child : children) replay.pending.push_back(child.first);
-      replay.pending_parents = std::move(parents);
-      break;
-    }
-    std::sort(children.begin(), children.end(), [&](const auto& a, const auto& b) {
+    auto ranks_before = [&](const auto& a, const auto& b) {
       return RanksBefore(rank_by_, evaluated.at(a.first), a.first, evaluated.at(b.first), b.first);
-    });
+    };
+    std::vector<std::pair<std::string, Node>> dropped;
+    if (race_) {
+      std::vector<std::string> names;
+      for (const auto& child : children) names.push_back(child.first);
+      RaceState race = Race(names, evaluated, static_cast<size_t>(beam_), *race_, /*complete_kept=*/level == depth_);
+      if (!race.decided()) {
+        for (const std::string& name : names) {
+          if (race.need.count(name) != 0) replay.pending.push_back(name);
+        }
+        replay.pending_parents = std::move(parents);
+        replay.pending_probes = std::move(race.need);
+        break;
+      }
+      const std::set<std::string> out(race.dropped.begin(), race.dropped.end());
+      auto split = std::stable_partition(children.begin(), children.end(),
+                                         [&](const auto& child) { return out.count(child.first) == 0; });
+      dropped.assign(std::make_move_iterator(split), std::make_move_iterator(children.end()));
+      children.erase(split, children.end());
+    } else {
+      const bool complete = std::all_of(children.begin(), children.end(),
+                                        [&](const auto& child) { return evaluated.count(child.first) != 0; });
+      if (!complete) {
+        for (const auto& child : children) replay.pending.push_back(child.first);
+        replay.pending_parents = std::move(parents);
+        break;
+      }
+    }
+    std::sort(children.begin(), children.end(), ranks_before);
+    std::sort(dropped.begin(), dropped.end(), ranks_before);
     replay.children.emplace_back();
     for (const auto& child : children) replay.children.back().push_back(child.first);
+    replay.dropped.emplace_back();
+    for (const auto& child : dropped) {
+      replay.children.back().push_back(child.first);
+      replay.dropped.back().push_back(child.first);
+    }
     const size_t keep = std::min<size_t>(children.size(), static_cast<size_t>(beam_));
     std::vector<Node> beam;
     for (size_t i = 0; i < keep; ++i) beam.push_back(std::move(children[i].second));
     replay.beams.push_back(std::move(beam));
   }
   return replay;
+}
+
+std::map<std::string, uint32_t> QuantSearchDriver::StageProbes(const std::map<std::string, v1::Metrics>& evaluated) const {
+  return Run(evaluated).pending_probes;
+}
+
+std::optional<v1::RacingSummary> QuantSearchDriver::Racing(const std::map<std::string, v1::Metrics>& evaluated) const {
+  if (!race_) return std::nullopt;
+  const Replay replay = Run(evaluated);
+  v1::RacingSummary summary = SummaryOf(*race_);
+  for (size_t i = 0; i < replay.children.size(); ++i) {
+    AddCost(CostOf(replay.children[i], replay.dropped[i], evaluated, race_->total_probes), &summary);
+  }
+  return summary;
 }
 
 std::map<std::string, std::string> QuantSearchDriver::StageParents(
@@ -144,7 +199,7 @@ std::vector<v1::ConfigResult> QuantSearchDriver::Results(const std::map<std::str
       v1::ConfigResult row;
       row.set_config(config);
       *row.mutable_metrics() = it->second;
-      row.set_complete(true);
+      row.set_complete(Complete(it->second));
       row.set_search_level(static_cast<uint32_t>(level));
       row.set_rank(static_cast<uint32_t>(rank));
       rows.push_back(std::move(row));
@@ -158,11 +213,13 @@ std::vector<v1::ConfigResult> QuantSearchDriver::OtherNodes(const std::map<std::
   std::vector<v1::ConfigResult> rows;
   for (size_t i = 0; i < replay.children.size(); ++i) {
     // children[i] is level i + 1 ranked, so its beam is its first beams[i + 1].size() nodes.
+    const std::vector<std::string>& dropped = replay.dropped[i];
     for (size_t r = replay.beams[i + 1].size(); r < replay.children[i].size(); ++r) {
       v1::ConfigResult row;
       row.set_config(replay.children[i][r]);
       *row.mutable_metrics() = evaluated.at(replay.children[i][r]);
-      row.set_complete(true);
+      row.set_complete(Complete(row.metrics()));
+      row.set_dropped_by_racing(std::find(dropped.begin(), dropped.end(), row.config()) != dropped.end());
       row.set_search_level(static_cast<uint32_t>(i + 1));
       rows.push_back(std::move(row));
     }
@@ -181,6 +238,12 @@ std::vector<v1::SearchLevel> QuantSearchDriver::SearchLevels(const std::map<std:
     const auto from_cache = std::count_if(replay.children[i].begin(), replay.children[i].end(),
                                           [&](const std::string& config) { return cached.count(config) != 0; });
     level.set_nodes_cached(static_cast<uint32_t>(from_cache));
+    if (race_) {
+      RaceCost cost = CostOf(replay.children[i], replay.dropped[i], evaluated, race_->total_probes);
+      level.set_nodes_dropped(cost.nodes_dropped);
+      for (v1::RacingDrop& drop : cost.drops) *level.add_drops() = std::move(drop);
+      level.set_probe_evaluations(cost.probe_evaluations);
+    }
     levels.push_back(std::move(level));
   }
   return levels;

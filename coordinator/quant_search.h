@@ -2,7 +2,9 @@
 //
 // Level 0 is the uncompressed model. Level L expands each of the best `beam` nodes of level L-1 by
 // every selected component it does not hold yet (the same set reached twice is one child), ranks
-// all children by the job's ranking metric (RankMetric) and keeps the best `beam`. The driver is a pure function of the metrics it is given: it replays every level from the
+// all children by the job's ranking metric (RankMetric) and keeps the best `beam`. With racing
+// (racing.h), each level's children race for the beam's places over rounds of probes; the nodes it
+// drops rank after the rest, and only the last level's beam is evaluated on every probe. The driver is a pure function of the metrics it is given: it replays every level from the
 // evaluated configs on each call, so a restarted coordinator (whose stages are all answered from the
 // cache) lands exactly where the interrupted one was.
 #pragma once
@@ -14,6 +16,7 @@
 #include <vector>
 
 #include "coordinator/job_driver.h"
+#include "coordinator/racing.h"
 
 namespace dtm {
 
@@ -31,8 +34,9 @@ class QuantSearchDriver : public JobDriver {
  public:
   // `components`: the names a node may hold, `method`: the canonical method applied to each,
   // `beam` >= 1, 1 <= `depth` <= components.size().
+  // `race`: race each level (fdt75 ranking only), or evaluate every child on every probe (nullopt).
   QuantSearchDriver(std::vector<std::string> components, std::string method, int beam, int depth,
-                    RankMetric rank_by = RankMetric::kFdt75);
+                    RankMetric rank_by = RankMetric::kFdt75, std::optional<RaceSettings> race = std::nullopt);
 
   StatusOr<std::optional<std::vector<std::string>>> NextStage(
       const std::map<std::string, dtm::v1::Metrics>& evaluated) override;
@@ -41,11 +45,16 @@ class QuantSearchDriver : public JobDriver {
   uint64_t MaxStageConfigs() const override { return static_cast<uint64_t>(beam_) * components_.size(); }
   // A level's node -> the best-ranked node of the level before that it extends.
   std::map<std::string, std::string> StageParents(const std::map<std::string, dtm::v1::Metrics>& evaluated) const override;
+  // With racing: the probes each child of the level under way must reach in the next round.
+  std::map<std::string, uint32_t> StageProbes(const std::map<std::string, dtm::v1::Metrics>& evaluated) const override;
+  // With racing: what the finished levels' races spent and dropped.
+  std::optional<dtm::v1::RacingSummary> Racing(const std::map<std::string, dtm::v1::Metrics>& evaluated) const override;
 
   // Every finished level's best nodes, level by level and by rank; the uncompressed model as level 0
   // when it was evaluated (the noise floor).
   std::vector<dtm::v1::ConfigResult> Results(const std::map<std::string, dtm::v1::Metrics>& evaluated) const override;
-  // Every finished level's nodes below its beam, level by level in ranking order, without rank.
+  // Every finished level's nodes below its beam, level by level in ranking order, without rank; with
+  // racing, the dropped ones last, marked dropped_by_racing.
   std::vector<dtm::v1::ConfigResult> OtherNodes(
       const std::map<std::string, dtm::v1::Metrics>& evaluated) const override;
 
@@ -77,18 +86,23 @@ class QuantSearchDriver : public JobDriver {
   struct Replay {
     std::vector<std::vector<Node>> beams;  // beams[L]: the best nodes of level L, best first
     std::vector<std::vector<std::string>> children;  // children[L-1]: every node of finished level L, ranked
+    std::vector<std::vector<std::string>> dropped;   // racing: dropped[L-1]: those the race dropped
     std::vector<std::string> pending;      // the children of the first unfinished level, if any
     std::map<std::string, std::string> pending_parents;  // each pending child -> the beam node it extends
+    std::map<std::string, uint32_t> pending_probes;      // racing: the probes each pending child must reach
   };
 
   Replay Run(const std::map<std::string, dtm::v1::Metrics>& evaluated) const;
   std::string ConfigOf(const Node& node) const;
+  // False while `metrics` covers part of the probes (racing).
+  bool Complete(const dtm::v1::Metrics& metrics) const;
 
   std::vector<std::string> components_;
   std::string method_;
   int beam_;
   int depth_;
   RankMetric rank_by_;
+  std::optional<RaceSettings> race_;
 };
 
 }  // namespace dtm

@@ -149,6 +149,56 @@ TEST(ResultsFormatTest, SearchLevelStatisticsFollowTheTableAndAreInTheJson) {
   EXPECT_EQ(doc["search_levels"], nlohmann::json::parse(R"([{"level": 1, "nodes": 28, "nodes_cached": 7}])"));
 }
 
+TEST(ResultsFormatTest, ARaceSaysWhatItDroppedAndSpentInTableAndJson) {
+  v1::GetResultsResponse response;
+  response.set_job_id("j-9");
+  response.set_state(v1::JOB_STATE_SUCCEEDED);
+  v1::ConfigResult* kept = response.add_results();
+  kept->set_config("a=int8");
+  SetMetrics(kept->mutable_metrics(), 2, 2, 1, 1.5, 0.4, 64, {});
+  kept->set_complete(true);
+  kept->set_search_level(1);
+  kept->set_rank(0);
+  v1::ConfigResult* dropped = response.add_results();
+  dropped->set_config("b=int8");
+  SetMetrics(dropped->mutable_metrics(), 1, 1, 1, 1.5, 0.4, 16, {});
+  dropped->set_search_level(1);
+  dropped->set_dropped_by_racing(true);
+  v1::SearchLevel* level = response.add_search_levels();
+  level->set_level(1);
+  level->set_nodes(2);
+  level->set_nodes_dropped(1);
+  level->set_probe_evaluations(80);
+  v1::RacingDrop* drop = level->add_drops();
+  drop->set_probes(16);
+  drop->set_nodes(1);
+  v1::RacingSummary* racing = response.mutable_racing();
+  racing->set_probe_evaluations(80);
+  racing->set_exact_probe_evaluations(128);
+  racing->set_nodes_dropped(1);
+  *racing->add_drops() = *drop;
+  racing->set_first_probes(16);
+  racing->set_step_probes(8);
+  racing->set_confidence(0.95);
+  const std::string table = FormatResultsTable(response);
+  EXPECT_THAT(table, ::testing::HasSubstr("     16x"));  // the dropped row's probes, marked
+  EXPECT_THAT(table, ::testing::HasSubstr("x dropped by racing: metrics cover the first probes only\n"));
+  EXPECT_THAT(table, ::testing::HasSubstr(
+                         "level 1: 2 nodes evaluated, 0 from the cache, 1 dropped by racing (1 after 16 probes), 80 "
+                         "probe evaluations\n"));
+  EXPECT_THAT(table, ::testing::EndsWith(
+                         "racing: 80 of 128 probe evaluations (62.5%) of an evaluation of the same configs on every "
+                         "probe; 1 configs dropped (1 after 16 probes); first 16 probes, 8 more per round, bounds at "
+                         "confidence 0.95\n"));
+  const nlohmann::json doc = nlohmann::json::parse(FormatResultsJson(response));
+  EXPECT_EQ(doc["racing"], nlohmann::json::parse(R"({"probe_evaluations": 80, "exact_probe_evaluations": 128,
+      "nodes_dropped": 1, "drops": [{"probes": 16, "nodes": 1}], "first_probes": 16, "step_probes": 8,
+      "confidence": 0.95})"));
+  EXPECT_EQ(doc["search_levels"][0]["drops"], nlohmann::json::parse(R"([{"probes": 16, "nodes": 1}])"));
+  EXPECT_EQ(doc["results"][1]["dropped_by_racing"], true);
+  EXPECT_FALSE(doc["results"][0].contains("dropped_by_racing"));
+}
+
 TEST(ResultsFormatTest, CsvQuotesConfigsWithCommasAndKeepsFullPrecision) {
   EXPECT_EQ(FormatResultsCsv(TwoConfigResults()),
             "config,fdt75,fdt_mean,sdt_mean,dppl,nll_mean,num_probes,complete,outlier_columns_mean,ppl,search_level,rank,"

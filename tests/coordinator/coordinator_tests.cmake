@@ -19,6 +19,10 @@ dtm_add_test(train_service_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/train_se
 # The quantization tree search's driver against exhaustive rankings of made-up metrics.
 dtm_add_test(quant_search_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/quant_search_test.cc LABELS fast
   LIBS dtm_coordinator_service GTest::gmock)
+# Probe racing: order-statistic bounds (against an independent binomial computation, and their coverage),
+# the drop rule on hand-made metrics, racing searches and probe jobs on synthetic probes.
+dtm_add_test(racing_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/racing_test.cc LABELS fast
+  LIBS dtm_coordinator_service GTest::gmock)
 # The balanced sparsity allocation: known optima, the constraint, monotonicity, brute force.
 dtm_add_test(sparsity_allocation_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/sparsity_allocation_test.cc
   LABELS fast LIBS dtm_sparsity GTest::gmock)

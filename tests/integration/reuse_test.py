@@ -11,11 +11,17 @@ the shards it evaluates under its default budget.
   as the same search without any cache. (Which layer each child starts at is unit-tested:
   tests/worker/engine/activation_cache_test.cc.)
 
+- A quant-search with `racing:` states exactly what it skipped: its summary's probe evaluations are
+  the probes of the nodes it lists, every drop follows the rule (recomputed here from the nodes'
+  FDT histograms with Python's own binomial sums), a dropped node's metrics are `dtmctl eval`'s on
+  its first probes, and the last level's beam saw every probe.
+
 The search_integration_test checks every node of a deeper search against `dtmctl eval` too, on
 workers that keep streams by default. Run by CTest (reuse_integration_test) after the tiny_model
 fixture.
 """
 import json
+import math
 import os
 import subprocess
 import sys
@@ -29,6 +35,18 @@ PREFIX = 16
 COMPLETION = 32
 SHARD = 8
 LAYERS = 4
+RACE_PROBES = 64
+
+
+def fdt75_bounds(metrics, confidence, completion):
+    """SPEC racing's order-statistic bounds on the 0.75 quantile, from the FDT histogram (an
+    independent reading of coordinator/racing.h's rule)."""
+    n = metrics["num_probes"]
+    tail = [sum(math.comb(n, j) * 0.75 ** j * 0.25 ** (n - j) for j in range(k, n + 1)) for k in range(n + 2)]
+    values = [v for v, count in enumerate(metrics["fdt_histogram"]) for _ in range(count)]
+    lower = max((values[k - 1] for k in range(1, n + 1) if tail[k] >= confidence), default=0)
+    upper = min((values[k - 1] for k in range(1, n + 1) if 1 - tail[k] >= confidence), default=completion)
+    return lower, upper
 
 
 def metrics_by_config(doc):
@@ -101,6 +119,61 @@ class ReuseTest(dtm_cluster.ClusterTestCase):
                     - (before[w]["dtm_worker_full_layer_forwards_total"] - before[w]["dtm_worker_layer_forwards_total"])
                     for w in ("w1", "w2"))
         self.assertGreater(saved, 0)
+
+    def test_racing_states_exactly_what_it_skipped(self):
+        ref = dtm_cluster.Reference(os.path.join(self.cluster.tmp, "race"), RACE_PROBES, PREFIX, COMPLETION,
+                                    threads=1)
+        confidence, beam = 0.8, 2
+        spec = self.cluster.write_spec("race.yaml", dtm_cluster.spec_yaml(
+            name="race", model=self.cluster.model, probes=ref.probes, prefix=PREFIX, completion=COMPLETION,
+            shard_size=SHARD, kind="quant-search",
+            **{"quant-search": {"method": "prune:0.85", "beam": beam, "depth": 2,
+                                "racing": {"first": SHARD, "step": SHARD, "confidence": confidence}}}))
+        job_id = self.cluster.dtmctl("submit", spec).stdout.strip()
+        self.succeeded(job_id, timeout=900)
+        doc = json.loads(self.cluster.dtmctl("results", job_id, "--all-nodes", "--format", "json").stdout)
+        nodes = [r for r in doc["results"] if r["config"]]
+        racing = doc["racing"]
+        # What it spent is the probes of the nodes it lists; the exact search, the same nodes on all.
+        self.assertEqual(racing["probe_evaluations"], sum(r["num_probes"] for r in nodes))
+        self.assertEqual(racing["exact_probe_evaluations"], RACE_PROBES * len(nodes))
+        self.assertLess(racing["probe_evaluations"], racing["exact_probe_evaluations"])
+        dropped = [r for r in nodes if r.get("dropped_by_racing")]
+        self.assertGreater(len(dropped), 0)
+        self.assertEqual(racing["nodes_dropped"], len(dropped))
+        counts = {}
+        for r in dropped:
+            counts[r["num_probes"]] = counts.get(r["num_probes"], 0) + 1
+        self.assertEqual(racing["drops"], [{"probes": p, "nodes": n} for p, n in sorted(counts.items())])
+        self.assertEqual(sum(level["nodes_dropped"] for level in doc["search_levels"]), len(dropped))
+        # Every level's drops follow the rule: upper bound below the beam-th best lower bound.
+        for level in (1, 2):
+            at = [r for r in nodes if r["search_level"] == level]
+            bounds = {r["config"]: fdt75_bounds(r, confidence, COMPLETION) for r in at}
+            bar = sorted((lo for lo, _ in bounds.values()), reverse=True)[beam - 1]
+            for r in at:
+                self.assertEqual(bool(r.get("dropped_by_racing")), bounds[r["config"]][1] < bar, r["config"])
+                if r.get("dropped_by_racing"):
+                    self.assertFalse(r["complete"])
+                    self.assertLess(r["num_probes"], RACE_PROBES)
+                    self.assertNotIn("rank", r)
+            if level == 2:  # the search's answer saw every probe
+                for r in at:
+                    if "rank" in r:
+                        self.assertEqual(r["num_probes"], RACE_PROBES)
+                        self.assertTrue(r["complete"])
+        # A dropped node's metrics are dtmctl eval's on the first probes it saw.
+        for r in dropped[:2]:
+            first = os.path.join(self.cluster.tmp, f"baseline-{r['num_probes']}.jsonl")
+            with open(first, "w") as f:
+                for row in ref.baseline_rows[:r["num_probes"]]:
+                    f.write(json.dumps(row) + "\n")
+            expected = json.loads(dtm_cluster.run_dtmctl("eval", "--model", self.cluster.model, "--baseline", first,
+                                                          "--compress", r["config"], "--threads", 1,
+                                                          "--no-noise-floor").stdout)
+            self.assertEqual(r["fdt_histogram"], expected["fdt_histogram"], r["config"])
+            self.assertEqual(r["fdt75"], expected["fdt75"], r["config"])
+            self.assertEqual(r["num_probes"], len(expected["per_probe"]), r["config"])
 
 
 if __name__ == "__main__":

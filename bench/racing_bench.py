@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""What probe racing saves and what it changes, end to end through `dtmctl local` (stdlib only).
+
+    python3 bench/racing_bench.py --dtmctl build/cli/dtmctl --model build/tiny-model \
+        --probes PROBES.jsonl [--num-probes 256] [--deep-layers 16] [--models tiny,random]
+
+PROBES must hold at least --num-probes probes (`dtmctl make-probes --count 512 ...`): a race saves
+only when the probe set is much larger than its first group.
+
+Two models: the trained tiny model, and a deeper synthetic one (--deep-layers layers of random
+weights, N(0, --random-std), the tiny model's tokenizer and shapes) whose FDTs spread over the
+whole completion where the tiny model's saturate (more than a quarter of its probes never diverge
+under one int8 component, so fdt75 is the completion length and ranks nothing). On each, the same
+quant-search (--method, beam --beam, depth --depth) runs twice on a fresh in-memory store, reused
+streams on in both: exact, and with `racing: {first, step, confidence}`. Printed per model:
+
+  - probe evaluations (one config on one probe; the noise floor not counted): the exact search's
+    (its levels' nodes x probes) and the race's (RacingSummary), and their ratio;
+  - decoder-layer forwards and wall time of both;
+  - per level, the overlap of the race's beam with the exact search's (shared nodes / beam), their
+    mean, and whether level 1's winner is the same.
+
+Levels below the first grow from their own beams, so a level-1 difference carries on. One run per
+figure; OpenBLAS picks kernels per CPU, so the numbers are per machine.
+"""
+import argparse
+import array
+import json
+import os
+import random
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+from search_bench import table  # this folder's: a right-aligned text table
+
+LAYER_FORWARDS = re.compile(r"layer forwards: (\d+) run")
+
+
+def random_model(src, dst, layers, std, seed):
+    """Writes to `dst` a model of `src`'s shapes and tokenizer with `layers` layers of N(0, std)
+    weights (embeddings N(0, 1), norms 1)."""
+    os.makedirs(dst)
+    with open(os.path.join(src, "config.json")) as f:
+        config = json.load(f)
+    config["num_hidden_layers"] = layers
+    with open(os.path.join(dst, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    for name in os.listdir(src):
+        if name.startswith("tokenizer") or name == "special_tokens_map.json":
+            shutil.copy(os.path.join(src, name), dst)
+    h, inter, vocab = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
+    head_dim = config.get("head_dim", h // config["num_attention_heads"])
+    kv = config["num_key_value_heads"] * head_dim
+    q = config["num_attention_heads"] * head_dim
+    shapes = [("model.embed_tokens.weight", [vocab, h], 1.0), ("model.norm.weight", [h], None),
+              ("lm_head.weight", [vocab, h], std)]
+    for layer in range(layers):
+        p = f"model.layers.{layer}."
+        shapes += [(p + "input_layernorm.weight", [h], None), (p + "post_attention_layernorm.weight", [h], None),
+                   (p + "self_attn.q_proj.weight", [q, h], std), (p + "self_attn.k_proj.weight", [kv, h], std),
+                   (p + "self_attn.v_proj.weight", [kv, h], std), (p + "self_attn.o_proj.weight", [h, q], std),
+                   (p + "mlp.gate_proj.weight", [inter, h], std), (p + "mlp.up_proj.weight", [inter, h], std),
+                   (p + "mlp.down_proj.weight", [h, inter], std)]
+    rng = random.Random(seed)
+    header, blobs, offset = {}, [], 0
+    for name, shape, scale in shapes:
+        count = 1
+        for d in shape:
+            count *= d
+        values = [1.0] * count if scale is None else [rng.gauss(0, scale) for _ in range(count)]
+        raw = array.array("f", values).tobytes()
+        if sys.byteorder != "little":
+            sys.exit("racing_bench: safetensors are little-endian; this machine is not")
+        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + len(raw)]}
+        offset += len(raw)
+        blobs.append(raw)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(os.path.join(dst, "model.safetensors"), "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for raw in blobs:
+            f.write(raw)
+
+
+def spec_text(args, model, racing):
+    lines = [f"name: racing-bench {'racing' if racing else 'exact'}", "kind: quant-search",
+             f"model: {json.dumps(os.path.abspath(model))}", f"probes: {json.dumps(os.path.abspath(args.probes))}",
+             f"num_probes: {args.num_probes}", f"prefix: {args.prefix}", f"completion: {args.completion}",
+             f"shard_size: {args.shard_size}", "quant-search:", f"  method: {args.method}", f"  beam: {args.beam}",
+             f"  depth: {args.depth}"]
+    if args.components:
+        lines.append(f"  components: {json.dumps(args.components.split(','))}")
+    if racing:
+        lines.append(f"  racing: {{first: {args.first}, step: {args.step}, confidence: {args.confidence}}}")
+    return "\n".join(lines) + "\n"
+
+
+def run(args, spec):
+    cmd = [args.dtmctl, "local", spec, "--workers", str(args.workers), "--format", "json", "--store", "memory"]
+    start = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.monotonic() - start
+    if proc.returncode != 0:
+        sys.exit(f"racing_bench: {' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    m = LAYER_FORWARDS.search(proc.stderr)
+    if m is None:
+        sys.exit(f"racing_bench: no 'layer forwards' line from {' '.join(cmd)}:\n{proc.stderr[-2000:]}")
+    doc = json.loads(proc.stdout)
+    beams = {}  # level -> configs of its beam, by rank
+    for r in doc["results"]:
+        if r.get("search_level", 0) >= 1 and "rank" in r:
+            beams.setdefault(r["search_level"], []).append((r["rank"], r["config"]))
+    beams = {level: [c for _, c in sorted(rows)] for level, rows in beams.items()}
+    nodes = sum(level["nodes"] for level in doc.get("search_levels", []))
+    return {"wall_s": wall, "layer_forwards": int(m.group(1)), "beams": beams, "nodes": nodes,
+            "racing": doc.get("racing")}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dtmctl", default="build/cli/dtmctl")
+    ap.add_argument("--model", default="build/tiny-model")
+    ap.add_argument("--probes", required=True)
+    ap.add_argument("--models", default="tiny,random", help="comma-separated: tiny, random")
+    ap.add_argument("--deep-layers", type=int, default=16)
+    ap.add_argument("--random-std", type=float, default=0.2)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--num-probes", type=int, default=256)
+    ap.add_argument("--prefix", type=int, default=32)
+    ap.add_argument("--completion", type=int, default=64)
+    ap.add_argument("--shard-size", type=int, default=16)
+    ap.add_argument("--method", default="int8-absmax")
+    ap.add_argument("--components", default="", help="comma-separated globs a node may hold (default: all)")
+    ap.add_argument("--beam", type=int, default=3)
+    ap.add_argument("--depth", type=int, default=3)
+    ap.add_argument("--first", type=int, default=16)
+    ap.add_argument("--step", type=int, default=32)
+    ap.add_argument("--confidence", type=float, default=0.95)
+    ap.add_argument("--workers", type=int, default=1)
+    args = ap.parse_args()
+    with open(args.probes) as f:
+        available = sum(1 for line in f if line.strip())
+    if available < args.num_probes:
+        sys.exit(f"racing_bench: {args.probes} holds {available} probes, fewer than --num-probes {args.num_probes}")
+
+    tmp = tempfile.mkdtemp(prefix="racing-bench-")
+    try:
+        models = []
+        for name in args.models.split(","):
+            if name == "tiny":
+                models.append((args.model, "tiny (trained)"))
+            elif name == "random":
+                path = os.path.join(tmp, f"random-{args.deep_layers}")
+                random_model(args.model, path, args.deep_layers, args.random_std, args.seed)
+                models.append((path, f"random ({args.deep_layers} layers, std {args.random_std})"))
+            else:
+                sys.exit(f"racing_bench: --models: unknown model {name!r}; expected tiny or random")
+        print(f"quant-search {args.method} over {args.components or 'every component'}, beam {args.beam}, depth {args.depth}; {args.num_probes} probes in shards "
+              f"of {args.shard_size}, prefix {args.prefix}, completion {args.completion}; racing: first {args.first}, "
+              f"step {args.step}, confidence {args.confidence}; {args.workers} worker(s)", flush=True)
+        cost_rows, overlap_rows = [], []
+        for model, label in models:
+            runs = {}
+            for racing in (False, True):
+                spec = os.path.join(tmp, f"{'racing' if racing else 'exact'}.yaml")
+                with open(spec, "w") as f:
+                    f.write(spec_text(args, model, racing))
+                runs[racing] = run(args, spec)
+                print(f"  {label} {'racing' if racing else 'exact'}: {runs[racing]['wall_s']:.1f} s", flush=True)
+            exact, raced = runs[False], runs[True]
+            exact_evals = exact["nodes"] * args.num_probes
+            spent = raced["racing"]["probe_evaluations"]
+            cost_rows.append([label, exact_evals, spent, f"{spent / exact_evals:.3f}", raced["racing"]["nodes_dropped"],
+                              exact["layer_forwards"], raced["layer_forwards"], f"{exact['wall_s']:.1f}",
+                              f"{raced['wall_s']:.1f}", f"{raced['wall_s'] / exact['wall_s']:.3f}"])
+            overlaps = []
+            for level in sorted(exact["beams"]):
+                mine = set(raced["beams"].get(level, []))
+                theirs = exact["beams"][level]
+                overlaps.append(len(mine & set(theirs)) / len(theirs))
+            same_winner = exact["beams"].get(1, [None])[0] == raced["beams"].get(1, [None])[0]
+            overlap_rows.append([label] + [f"{o:.2f}" for o in overlaps] +
+                                [f"{sum(overlaps) / len(overlaps):.2f}", "yes" if same_winner else "NO"])
+        print()
+        print("probe evaluations (noise floor not counted), layer forwards and wall time: exact vs racing "
+              "(reused streams in both)")
+        print(table(["model", "exact evals", "racing evals", "ratio", "dropped", "fwd exact", "fwd racing",
+                     "wall s exact", "wall s racing", "ratio"], cost_rows))
+        print()
+        print("overlap of each level's beam with the exact search's, and level 1's winner")
+        print(table(["model"] + [f"level {l}" for l in range(1, args.depth + 1)] + ["mean", "same winner"],
+                    overlap_rows))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
