@@ -28,17 +28,13 @@ import array
 import json
 import os
 import random
-import re
 import shutil
 import struct
-import subprocess
 import sys
 import tempfile
-import time
 
+from reuse_bench import run_local  # this folder's: `dtmctl local`, timed, its layer forwards and results
 from search_bench import table  # this folder's: a right-aligned text table
-
-LAYER_FORWARDS = re.compile(r"layer forwards: (\d+) run")
 
 
 def random_model(src, dst, layers, std, seed):
@@ -102,23 +98,14 @@ def spec_text(args, model, racing):
 
 
 def run(args, spec):
-    cmd = [args.dtmctl, "local", spec, "--workers", str(args.workers), "--format", "json", "--store", "memory"]
-    start = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.monotonic() - start
-    if proc.returncode != 0:
-        sys.exit(f"racing_bench: {' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
-    m = LAYER_FORWARDS.search(proc.stderr)
-    if m is None:
-        sys.exit(f"racing_bench: no 'layer forwards' line from {' '.join(cmd)}:\n{proc.stderr[-2000:]}")
-    doc = json.loads(proc.stdout)
+    wall, layer_forwards, _, doc = run_local(args.dtmctl, spec, args.workers)
     beams = {}  # level -> configs of its beam, by rank
     for r in doc["results"]:
         if r.get("search_level", 0) >= 1 and "rank" in r:
             beams.setdefault(r["search_level"], []).append((r["rank"], r["config"]))
     beams = {level: [c for _, c in sorted(rows)] for level, rows in beams.items()}
     nodes = sum(level["nodes"] for level in doc.get("search_levels", []))
-    return {"wall_s": wall, "layer_forwards": int(m.group(1)), "beams": beams, "nodes": nodes,
+    return {"wall_s": wall, "layer_forwards": layer_forwards, "beams": beams, "nodes": nodes,
             "racing": doc.get("racing")}
 
 

@@ -88,22 +88,29 @@ def spec_text(args, model, kind):
     return "\n".join(lines) + "\n"
 
 
-def run(args, spec, cache_bytes):
-    cmd = [args.dtmctl, "local", spec, "--workers", str(args.workers), "--format", "json", "--store", "memory",
-           "--activation-cache-bytes", str(cache_bytes)]
+def run_local(dtmctl, spec, workers, *extra):
+    """`dtmctl local SPEC` on a fresh in-memory store, JSON results: (wall seconds, the layer
+    forwards run and those full forwards would have run, the results document). Exits on failure."""
+    cmd = [dtmctl, "local", spec, "--workers", str(workers), "--format", "json", "--store", "memory", *extra]
     start = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.monotonic() - start
+    name = os.path.basename(sys.argv[0])
     if proc.returncode != 0:
-        sys.exit(f"reuse_bench: {' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+        sys.exit(f"{name}: {' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     m = LAYER_FORWARDS.search(proc.stderr)
     if m is None:
-        sys.exit(f"reuse_bench: no 'layer forwards' line from {' '.join(cmd)}:\n{proc.stderr[-2000:]}")
-    doc = json.loads(proc.stdout)
+        sys.exit(f"{name}: no 'layer forwards' line from {' '.join(cmd)}:\n{proc.stderr[-2000:]}")
+    return wall, int(m.group(1)), int(m.group(2)), json.loads(proc.stdout)
+
+
+def run(args, spec, cache_bytes):
+    wall, computed, full, doc = run_local(args.dtmctl, spec, args.workers, "--activation-cache-bytes",
+                                          str(cache_bytes))
     # Every result row (metrics, FDT histogram, level, rank); the rest of the document (job id,
     # times, cache counts) differs between runs by nature.
     metrics = sorted((r["config"], json.dumps(r, sort_keys=True)) for r in doc["results"])
-    return {"wall_s": wall, "computed": int(m.group(1)), "full": int(m.group(2)), "metrics": metrics}
+    return {"wall_s": wall, "computed": computed, "full": full, "metrics": metrics}
 
 
 def main():

@@ -27,7 +27,8 @@ struct CoordinatorOptions {
   // How long a worker waits before asking again after an empty LeaseTasks reply.
   int64_t idle_poll_interval_ms = 500;
   // Shard affinity (coordinator/shard_affinity.h): how long an eval task whose shard's residual
-  // streams another worker keeps waits for that worker before any worker gets it. 0: no waiting.
+  // streams another worker keeps waits for that worker before any worker gets it (a worker that
+  // would otherwise idle takes one sooner). 0: no waiting.
   int64_t affinity_wait_ms = 2000;
   // Attempts per task (lease expiries and retryable failures) before its job fails.
   int max_attempts = 5;

@@ -177,7 +177,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--affinity-wait-ms", flags.coordinator.affinity_wait_ms,
                  "How long an eval task whose shard's residual streams one worker keeps waits for it before any "
-                 "worker gets it (0: no waiting)")
+                 "worker gets it; a worker that would otherwise idle takes one sooner (0: no waiting)")
       ->capture_default_str();
   app.add_option("--max-attempts", flags.coordinator.max_attempts, "Attempts per task before its job fails")
       ->capture_default_str();

@@ -73,7 +73,8 @@ struct LeaseInfo {
 enum class LeaseAffinity {
   kHeld,          // this worker keeps the task's shard's residual streams: leased to it first
   kFree,          // no live worker keeps them (or the task has no shard)
-  kHeldElsewhere  // another worker keeps them: leased to this one only after affinity_wait_ms queued
+  kHeldElsewhere  // another worker keeps them: leased to this one after affinity_wait_ms queued, or
+                  // one at a time when it would otherwise get nothing
 };
 
 // A queued task that some workers cannot run (FailCause::kWorker), with each one's reason.

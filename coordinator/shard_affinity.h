@@ -1,7 +1,8 @@
 // ShardAffinity: which workers keep residual streams of which shards (LeaseTasksRequest.held_shards,
 // common/shard_tag.h), so that a shard's eval tasks go to a worker that starts them above layer 0
 // (worker/engine/activation_cache.h). A hint, never a constraint: LeaseTable gives a task held
-// elsewhere to anyone once it has waited LeaseTable::Options::affinity_wait_ms, and a report older
+// elsewhere to anyone once it has waited LeaseTable::Options::affinity_wait_ms (or to a worker that
+// would otherwise idle), and a report older
 // than `ttl` counts for nothing (its worker may be gone).
 //
 // Thread-safety: none; CoordinatorState::mu guards it.
