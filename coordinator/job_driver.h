@@ -50,7 +50,8 @@ class JobDriver {
     return {};
   }
 
-  // Racing drivers: what their races spent and dropped so far (RacingSummary). Others: nullopt.
+  // Racing drivers: what their races spent and dropped so far (RacingSummary; a search counts its
+  // finished levels, a probe job its one race as it stands). Others: nullopt.
   virtual std::optional<dtm::v1::RacingSummary> Racing(
       const std::map<std::string, dtm::v1::Metrics>& /*evaluated*/) const {
     return std::nullopt;
