@@ -78,10 +78,12 @@ RaceState Race(const std::vector<std::string>& candidates, const std::map<std::s
   std::sort(lowers.begin(), lowers.end(), std::greater<double>());
   // Fewer candidates than places: nothing to drop.
   const double bar = keep >= 1 && keep <= lowers.size() ? lowers[keep - 1] : -1;
-  for (size_t i = 0; i < candidates.size(); ++i) {
-    (bounds[i].upper < bar ? state.dropped : state.alive).push_back(candidates[i]);
-  }
   auto probes_of = [&](const std::string& c) { return evaluated.at(c).num_probes(); };
+  // One that saw every probe skipped nothing: below the bar it is simply ranked lower.
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    const bool drop = bounds[i].upper < bar && probes_of(candidates[i]) < total_probes;
+    (drop ? state.dropped : state.alive).push_back(candidates[i]);
+  }
   if (state.alive.size() <= keep) {
     if (complete_kept) {
       for (const std::string& c : state.alive) {

@@ -50,7 +50,8 @@ QuantileBounds Fdt75Bounds(const dtm::v1::Metrics& metrics, double confidence, i
 // Where a race among `candidates` stands, given the metrics of those evaluated so far (each on the
 // first num_probes probes).
 struct RaceState {
-  // Candidates whose upper bound is below the keep-th best lower bound, in candidate order.
+  // Candidates short of every probe whose upper bound is below the keep-th best lower bound, in
+  // candidate order.
   std::vector<std::string> dropped;
   // The others, in candidate order: the kept places are among them.
   std::vector<std::string> alive;
@@ -61,9 +62,9 @@ struct RaceState {
 };
 
 // A race for `keep` places among `candidates` over the job's probes. Unevaluated candidates need
-// `first` probes. Once all are evaluated: the dropped are those whose upper bound is below the keep-th
-// highest lower bound; the race is decided when at most `keep` remain, or when every one remaining
-// has seen every probe; otherwise each remaining one short of every probe needs `step` more. With
+// `first` probes. Once all are evaluated: the dropped are those short of every probe whose upper
+// bound is below the keep-th highest lower bound (one that saw every probe is ranked, not dropped);
+// the race is decided when at most `keep` remain, or when every one remaining has seen every probe; otherwise each remaining one short of every probe needs `step` more. With
 // `complete_kept`, a decided race's remaining candidates then need every probe (a search's last
 // level, whose nodes are its answer). A dropped candidate can come back when the bar falls as the
 // others see more probes: the state depends only on the metrics.

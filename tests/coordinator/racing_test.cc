@@ -189,6 +189,16 @@ TEST(RaceTest, TiesThatNoProbeSeparatesRunToEveryProbeAndThenDecide) {
   EXPECT_THAT(s.alive, ElementsAre("a", "b", "c"));  // the caller's ranking decides among them
 }
 
+TEST(RaceTest, ACandidateThatSawEveryProbeIsRankedNotDropped) {
+  // b is below the bar (50) but has seen all 16 probes: it skipped nothing, so it is not "dropped".
+  Evaluated e = {{"a", MetricsOf(Constant(50, 16))}, {"b", MetricsOf(Constant(40, 16))}, {"c", MetricsOf(Constant(30, 8))}};
+  // At 0.8 the upper bound of 8 probes is their maximum (P(Bin(8, .75) <= 7) = 0.90).
+  const RaceState s = Race({"a", "b", "c"}, e, 1, Settings(16, 8, 8, 0.8), false);
+  EXPECT_THAT(s.dropped, ElementsAre("c"));
+  EXPECT_THAT(s.alive, ElementsAre("a", "b"));
+  EXPECT_TRUE(s.decided());  // every one alive saw every probe
+}
+
 TEST(RaceTest, ADroppedCandidateComesBackWhenTheBarFalls) {
   Evaluated e = {{"a", MetricsOf(Constant(50, 16))}, {"b", MetricsOf(Constant(40, 16))}, {"c", MetricsOf(Constant(45, 16))}};
   EXPECT_THAT(Race({"a", "b", "c"}, e, 2, Settings(128, 16, 48), false).dropped, ElementsAre("b"));
