@@ -245,7 +245,15 @@ std::optional<int> RunServiceCommand(const std::string& command, const ServiceFl
 }  // namespace
 
 int main(int argc, char** argv) {
-  dtm::TuneHostAllocator();
+  // Only the subcommands that run forwards or training re-execute under the allocator settings
+  // (host_allocator.h): the re-exec loads libtorch twice (about 0.5 s here), which a client
+  // command like `results` should not pay.
+  if (argc > 1) {
+    const std::string command = argv[1];
+    for (const char* engine : {"local", "make-tiny-model", "baseline", "eval", "compare", "train", "ppl", "apply"}) {
+      if (command == engine) dtm::TuneHostAllocator(argv);
+    }
+  }
   CLI::App app{"dtmctl: Divergent Token Metrics for compressed Llama models"};
   app.require_subcommand(1);
 

@@ -229,7 +229,7 @@ int Run(Flags flags) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  dtm::TuneHostAllocator();
+  dtm::TuneHostAllocator(argv);
   Flags flags;
   CLI::App app{"dtm-worker: evaluates dtm shard tasks on one model replica, pulled from dtm-coordinator"};
   app.add_option("--coordinator", flags.coordinator, "Coordinator gRPC address HOST:PORT")->required();
