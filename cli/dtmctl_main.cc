@@ -84,6 +84,7 @@ struct ServiceFlags {
   dtm::cli::SubmitOptions submit;
   dtm::cli::WatchOptions watch;
   dtm::cli::ResultsOptions results;
+  dtm::cli::ReportOptions report;
   dtm::cli::CancelOptions cancel;
   dtm::cli::JobsOptions jobs;
   dtm::cli::ExportConfigOptions export_config;
@@ -134,6 +135,15 @@ void AddServiceCommands(CLI::App* app, ServiceFlags* f) {
                     "on the beam's); no effect on other kinds, which list every config anyway");
   AddConnectionFlags(results, &f->results.connection);
   AddStoreFlag(results, &f->results.connection);
+
+  CLI::App* report = app->add_subcommand(
+      "report", "write a job's report: one self-contained HTML page with the paper's figures (heatmaps, FDT "
+                "histograms, search levels, sparsity rounds) and a sortable table; opens offline in any browser");
+  report->add_option("id", f->report.job_id, "job id")->required();
+  report->add_option("--out", f->report.out, "the HTML file to write (replaced whole if it exists; - for stdout)")
+      ->required();
+  AddConnectionFlags(report, &f->report.connection);
+  AddStoreFlag(report, &f->report.connection);
 
   CLI::App* cancel = app->add_subcommand("cancel", "cancel a job");
   cancel->add_option("id", f->cancel.job_id, "job id")->required();
@@ -189,7 +199,9 @@ void AddServiceCommands(CLI::App* app, ServiceFlags* f) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   local->add_option("--threads", f->local.threads, "CPU threads of the process, all workers together (0: libtorch's default)");
-  local->add_option("--metrics-listen", f->local.metrics_listen, "serve /metrics on HOST:PORT while the job runs");
+  local->add_option("--report", f->local.report,
+                    "also write the job's report (as `dtmctl report --out FILE`) when it ends");
+  local->add_option("--metrics-listen", f->local.metrics_listen, "serve /metrics and the live job page /jobs/ID on HOST:PORT while the job runs");
   local->add_option("--log-level", f->local_log_level, "trace, debug, info, warn or error")->capture_default_str();
 }
 
@@ -198,6 +210,7 @@ dtm::cli::ConnectionOptions* ConnectionOf(const std::string& command, ServiceFla
   if (command == "submit") return &f->submit.connection;
   if (command == "watch") return &f->watch.connection;
   if (command == "results") return &f->results.connection;
+  if (command == "report") return &f->report.connection;
   if (command == "cancel") return &f->cancel.connection;
   if (command == "jobs") return &f->jobs.connection;
   if (command == "export-config") return &f->export_config.connection;
@@ -227,6 +240,7 @@ std::optional<int> RunServiceCommand(const std::string& command, const ServiceFl
   if (command == "submit") return dtm::cli::SubmitCommand(f.submit, console);
   if (command == "watch") return dtm::cli::WatchCommand(f.watch, console);
   if (command == "results") return dtm::cli::ResultsCommand(f.results, console);
+  if (command == "report") return dtm::cli::ReportCommand(f.report, console);
   if (command == "cancel") return dtm::cli::CancelCommand(f.cancel, console);
   if (command == "jobs") return dtm::cli::JobsCommand(f.jobs, console);
   if (command == "export-config") return dtm::cli::ExportConfigCommand(f.export_config, console);

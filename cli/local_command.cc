@@ -22,6 +22,7 @@
 #include "coordinator/client_api.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/scheduler.h"
+#include "coordinator/job_pages.h"
 #include "coordinator/job_spec.h"
 #include "worker/task_executor.h"
 #include "worker/worker.h"
@@ -205,6 +206,8 @@ int LocalCommand(const LocalOptions& options, const Console& console) {
   // process works from the spec's folder (after the command line's own paths were made absolute).
   // `submit` cannot do this: its spec's paths are the cluster's.
   const std::string spec_path = std::filesystem::absolute(options.spec_path).string();
+  const std::string report_path =
+      options.report.empty() || options.report == "-" ? options.report : std::filesystem::absolute(options.report).string();
   std::error_code error;
   std::filesystem::current_path(std::filesystem::path(spec_path).parent_path(), error);
   if (error) return Fail(console, "job spec", UnavailableError("cannot work from its folder: " + error.message()));
@@ -220,7 +223,8 @@ int LocalCommand(const LocalOptions& options, const Console& console) {
 
   std::unique_ptr<MetricsHttpServer> metrics_server;
   if (!options.metrics_listen.empty()) {
-    auto started = MetricsHttpServer::Listen(registry, options.metrics_listen);
+    auto started = MetricsHttpServer::Listen(registry, options.metrics_listen,
+                                             JobPages(&(*embedded)->coordinator()->scheduler()->client(), ""));
     if (!started.ok()) return Fail(console, "--metrics-listen", started.status());
     metrics_server = std::move(started).value();
   }
@@ -270,6 +274,14 @@ int LocalCommand(const LocalOptions& options, const Console& console) {
       results.partial = code != 0;
       const int results_code = ResultsCommand(results, console);
       if (code == 0) code = results_code;
+      if (!report_path.empty()) {
+        ReportOptions report;
+        report.connection.coordinator = address;
+        report.job_id = job_id;
+        report.out = report_path;
+        const int report_code = ReportCommand(report, console);
+        if (code == 0) code = report_code;
+      }
     }
     workers.DrainAndJoin();
   }

@@ -26,6 +26,7 @@ struct LocalOptions {
   int activation_cache_every = 1;
   int threads = 0;                 // CPU threads of the whole process (0: libtorch's default)
   std::string metrics_listen;      // HOST:PORT for /metrics; "" = none
+  std::string report;              // write the job's report here when it ends (ReportCommand); "" = none
   int64_t lease_timeout_ms = 60000;
 };
 

@@ -262,6 +262,9 @@ nlohmann::json TrainingJson(const v1::TrainingResult& t) {
           {"output_zeros", OutputZerosJson(t)}};
 }
 
+
+}  // namespace
+
 std::string FormatUtc(const google::protobuf::Timestamp& t) {
   if (t.seconds() == 0 && t.nanos() == 0) return "-";
   const std::time_t seconds = static_cast<std::time_t>(t.seconds());
@@ -272,7 +275,17 @@ std::string FormatUtc(const google::protobuf::Timestamp& t) {
   return buf;
 }
 
-}  // namespace
+std::string AppendResultsPage(v1::GetResultsResponse page, const std::string& sent_token, v1::GetResultsResponse* all) {
+  auto rows = std::move(*page.mutable_results());
+  page.clear_results();
+  std::string next = page.next_page_token() == sent_token ? "" : page.next_page_token();
+  if (sent_token.empty()) {
+    *all = std::move(page);
+    all->clear_next_page_token();
+  }
+  for (v1::ConfigResult& row : rows) *all->add_results() = std::move(row);
+  return next;
+}
 
 std::optional<double> NeverDivergedShare(const v1::Metrics& m) {
   if (m.num_probes() == 0 || m.fdt_histogram().empty()) return std::nullopt;

@@ -123,6 +123,14 @@ std::string JobKindName(v1::JobKind kind);
 // otherwise.
 StatusOr<v1::JobState> ParseJobState(std::string_view name);
 
+// Adds one GetResults page to `all`: its rows, and with the first page (sent_token empty) the other
+// fields. Returns the token of the next page to ask for, "" after the last one (also when a server
+// answers with the token just sent, which would loop forever).
+std::string AppendResultsPage(v1::GetResultsResponse page, const std::string& sent_token, v1::GetResultsResponse* all);
+
+// "2024-05-01T12:34:56Z" (UTC, whole seconds); "-" for an unset time.
+std::string FormatUtc(const google::protobuf::Timestamp& t);
+
 // Columns id, state, kind, name, done/total, created (UTC, "2024-05-01T12:34:56Z").
 std::string FormatJobsTable(const std::vector<v1::Job>& jobs);
 

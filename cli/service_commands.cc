@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -27,6 +28,8 @@
 #include "common/compression_config.h"
 #include "common/grpc_status.h"
 #include "dtm/v1/dtm_service.grpc.pb.h"
+#include "report/report_document.h"
+#include "report/report_page.h"
 
 namespace dtm::cli {
 namespace {
@@ -89,6 +92,19 @@ grpc::Status Unary(grpc::Status (v1::DtmService::Stub::*method)(grpc::ClientCont
   grpc::ClientContext context;
   SetUnaryDeadline(&context, connection);
   return (stub->*method)(&context, request, response);
+}
+
+// Every page of `request`'s results (each within the message limit), the rows together in one
+// response with the first page's other fields.
+grpc::Status AllResults(v1::DtmService::Stub* stub, const ConnectionOptions& connection, v1::GetResultsRequest request,
+                        v1::GetResultsResponse* response) {
+  do {
+    v1::GetResultsResponse page;
+    const grpc::Status status = Unary(&v1::DtmService::Stub::GetResults, stub, connection, request, &page);
+    if (!status.ok()) return status;
+    request.set_page_token(AppendResultsPage(std::move(page), request.page_token(), response));
+  } while (!request.page_token().empty());
+  return grpc::Status::OK;
 }
 
 // Waits before attempt number `attempt` (1 for the first retry).
@@ -353,23 +369,10 @@ int ResultsCommand(const ResultsOptions& options, const Console& console) {
   request.set_job_id(options.job_id);
   request.set_include_probe_results(options.probes);
   request.set_all_nodes(options.all_nodes);
-  // Every page (each within the message limit), then the rows together.
   v1::GetResultsResponse response;
-  while (true) {
-    v1::GetResultsResponse page;
-    const grpc::Status status =
-        Unary(&v1::DtmService::Stub::GetResults, stub->get(), options.connection, request, &page);
-    if (!status.ok()) return ReportError(command, status, options.connection, console);
-    const bool first = request.page_token().empty();
-    auto rows = std::move(*page.mutable_results());
-    page.clear_results();
-    if (first) response = page;
-    for (v1::ConfigResult& row : rows) *response.add_results() = std::move(row);
-    // A token equal to the one just sent would loop forever; treat it as the last page.
-    if (page.next_page_token().empty() || page.next_page_token() == request.page_token()) break;
-    request.set_page_token(page.next_page_token());
+  if (grpc::Status status = AllResults(stub->get(), options.connection, request, &response); !status.ok()) {
+    return ReportError(command, status, options.connection, console);
   }
-  response.clear_next_page_token();
   for (const std::string& warning : response.warnings()) {
     *console.err << "dtmctl results: warning: " << warning << std::endl;
   }
@@ -397,6 +400,55 @@ int ResultsCommand(const ResultsOptions& options, const Console& console) {
     return ReportError(command, sorted, options.connection, console);
   }
   *console.out << FormatResults(response, *format) << std::flush;
+  return kExitOk;
+}
+
+int ReportCommand(const ReportOptions& options, const Console& console) {
+  const std::string command = "report";
+  if (options.out.empty()) {
+    return ReportError(command, InvalidArgumentError("--out: name the HTML file to write"), options.connection, console);
+  }
+  auto stub = Connect(options.connection);
+  if (!stub.ok()) return ReportError(command, stub.status(), options.connection, console);
+  v1::GetJobRequest job_request;
+  job_request.set_job_id(options.job_id);
+  v1::Job job;
+  if (grpc::Status status = Unary(&v1::DtmService::Stub::GetJob, stub->get(), options.connection, job_request, &job);
+      !status.ok()) {
+    return ReportError(command, status, options.connection, console);
+  }
+  // Every row, incomplete ones and every node of a search included: the page marks what is partial.
+  v1::GetResultsRequest request;
+  request.set_job_id(options.job_id);
+  request.set_all_nodes(true);
+  v1::GetResultsResponse results;
+  if (grpc::Status status = AllResults(stub->get(), options.connection, request, &results); !status.ok()) {
+    return ReportError(command, status, options.connection, console);
+  }
+  const std::string page = report::ReportHtml(report::ReportDocument(job, results, std::time(nullptr)));
+  if (options.out == "-") {
+    *console.out << page << std::flush;
+    return kExitOk;
+  }
+  // Written beside the target and renamed over it: an existing report is replaced whole or not at all.
+  const std::string temp = options.out + ".tmp" + std::to_string(::getpid());
+  {
+    std::ofstream file(temp, std::ios::binary | std::ios::trunc);
+    file << page;
+    file.close();
+    if (!file) {
+      std::remove(temp.c_str());
+      return ReportError(command, InvalidArgumentError("--out " + options.out + ": cannot write " + temp),
+                         options.connection, console);
+    }
+  }
+  if (std::rename(temp.c_str(), options.out.c_str()) != 0) {
+    const std::string why = std::strerror(errno);
+    std::remove(temp.c_str());
+    return ReportError(command, InvalidArgumentError("--out " + options.out + ": " + why), options.connection, console);
+  }
+  *console.err << "dtmctl report: wrote " << options.out << " (" << page.size() << " bytes, job " << job.job_id() << ", "
+               << JobStateName(job.state()) << ", " << results.results_size() << " configs)" << std::endl;
   return kExitOk;
 }
 

@@ -93,6 +93,17 @@ struct ResultsOptions {
 // ppl on a job without ppl.
 int ResultsCommand(const ResultsOptions& options, const Console& console);
 
+// `dtmctl report JOB_ID --out FILE.html`: the job's report, one self-contained HTML page
+// (report/report_page.h) drawn from the job and every row of its results (incomplete rows and every
+// search node included, marked as such). `--out -` writes it to `out`; a file is written beside its
+// name and renamed over it. Exit 2 for an unknown job or a file that cannot be written.
+struct ReportOptions {
+  ConnectionOptions connection;
+  std::string job_id;
+  std::string out;
+};
+int ReportCommand(const ReportOptions& options, const Console& console);
+
 struct CancelOptions {
   ConnectionOptions connection;
   std::string job_id;

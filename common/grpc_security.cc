@@ -59,14 +59,16 @@ std::string Trim(const std::string& s) {
   return begin < end ? std::string(begin, end) : std::string();
 }
 
-// Compares in time independent of where the strings differ, so that response times do not reveal
-// how much of a guessed token was right.
+}  // namespace
+
 bool ConstantTimeEquals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   unsigned char diff = 0;
   for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
   return diff == 0;
 }
+
+namespace {
 
 StatusOr<std::string> ReadFlagFile(std::string_view flag, const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -96,8 +98,8 @@ StatusOr<std::string> ReadPemFile(std::string_view flag, const std::string& path
   return pem;
 }
 
-// The token is the file's content without surrounding whitespace (editors add a final newline). It
-// travels as an HTTP/2 header value, so it must be visible ASCII.
+}  // namespace
+
 StatusOr<std::string> ReadTokenFile(const std::string& path) {
   ASSIGN_OR_RETURN(std::string raw, ReadFlagFile("--token-file", path));
   std::string token = Trim(raw);
@@ -110,6 +112,8 @@ StatusOr<std::string> ReadTokenFile(const std::string& path) {
   }
   return token;
 }
+
+namespace {
 
 Status CheckBothOrNeither(const std::string& cert, const std::string& key) {
   if (!cert.empty() && key.empty())

@@ -19,6 +19,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "common/status.h"
 
@@ -84,5 +85,14 @@ void SetDeadline(grpc::ClientContext* context, std::chrono::milliseconds timeout
 // True for addresses only this machine can reach: 127.x.y.z, [::1], localhost (each with or without a
 // port and an ipv4:/ipv6:/dns: scheme) and unix: sockets. False for wildcard ones (0.0.0.0, [::]).
 bool IsLoopbackAddress(const std::string& address);
+
+// A --token-file's token: the file's content without surrounding whitespace (editors add a final
+// newline); it travels as an HTTP header value, so it must be visible ASCII. NOT_FOUND for a file
+// that cannot be read, INVALID_ARGUMENT for an empty token or one with other characters.
+StatusOr<std::string> ReadTokenFile(const std::string& path);
+
+// Compares in time independent of where the strings differ, so that response times do not reveal
+// how much of a guessed token was right.
+bool ConstantTimeEquals(std::string_view a, std::string_view b);
 
 }  // namespace dtm

@@ -31,7 +31,7 @@ MetricsHttpServer::MetricsHttpServer(std::shared_ptr<prometheus::Registry> regis
     : registry_(std::move(registry)), server_(std::move(server)) {}
 
 StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Listen(
-    std::shared_ptr<prometheus::Registry> registry, const std::string& address) {
+    std::shared_ptr<prometheus::Registry> registry, const std::string& address, std::vector<HttpPage> pages) {
   std::string host;
   int port = 0;
   if (!SplitHostPort(address, &host, &port)) return InvalidArgumentError("'" + address + "' is not HOST:PORT");
@@ -39,11 +39,11 @@ StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Listen(
   if (host.empty()) {
     return InvalidArgumentError("'" + address + "' names no host: use 127.0.0.1:PORT, or 0.0.0.0:PORT for every interface");
   }
-  return Start(std::move(registry), host, port);
+  return Start(std::move(registry), host, port, std::move(pages));
 }
 
 StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
-    std::shared_ptr<prometheus::Registry> registry, const std::string& host, int port) {
+    std::shared_ptr<prometheus::Registry> registry, const std::string& host, int port, std::vector<HttpPage> pages) {
   if (registry == nullptr) return InvalidArgumentError("MetricsHttpServer needs a registry");
   if (port < 0 || port > 65535)
     return InvalidArgumentError("metrics port " + std::to_string(port) + " is not in 0..65535");
@@ -58,6 +58,19 @@ StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   server.Get("/healthz", [](const httplib::Request&, httplib::Response& response) {
     response.set_content("ok", "text/plain");
   });
+  for (HttpPage& page : pages) {
+    server.Get(page.pattern, [handler = std::move(page.handler)](const httplib::Request& request,
+                                                               httplib::Response& response) {
+      HttpRequest in;
+      in.path = request.path;
+      for (size_t i = 1; i < request.matches.size(); ++i) in.captures.push_back(request.matches[i].str());
+      in.authorization = request.get_header_value("Authorization");
+      const HttpReply out = handler(in);
+      response.status = out.status;
+      for (const auto& [name, value] : out.headers) response.set_header(name, value);
+      response.set_content(out.body, out.content_type);
+    });
+  }
   server.new_task_queue = [] { return new httplib::ThreadPool(kServerThreads); };
   server.set_read_timeout(kIdleTimeoutSeconds, 0);
   server.set_keep_alive_timeout(kIdleTimeoutSeconds);

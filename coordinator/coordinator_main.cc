@@ -22,6 +22,8 @@
 #include "common/store_url.h"
 #include "common/version.h"
 #include "coordinator/coordinator.h"
+#include "coordinator/job_pages.h"
+#include "coordinator/scheduler.h"
 
 namespace {
 
@@ -110,7 +112,18 @@ int Run(const Flags& flags) {
 
   std::unique_ptr<dtm::MetricsHttpServer> metrics;
   if (!flags.metrics_listen.empty()) {
-    auto server = dtm::MetricsHttpServer::Listen(registry, flags.metrics_listen);
+    // The job pages need what the client API needs: its token, when there is one.
+    std::string token;
+    if (!flags.security.token_file.empty()) {
+      auto read = dtm::ReadTokenFile(flags.security.token_file);
+      if (!read.ok()) {
+        spdlog::critical("dtm-coordinator: {}", read.status().message());
+        return 2;
+      }
+      token = *read;
+    }
+    auto server = dtm::MetricsHttpServer::Listen(registry, flags.metrics_listen,
+                                                 dtm::JobPages(&(*coordinator)->scheduler()->client(), token));
     if (!server.ok()) {
       spdlog::critical("dtm-coordinator: --metrics-listen: {}", server.status().message());
       return 2;
@@ -166,7 +179,7 @@ int main(int argc, char** argv) {
   app.add_option("--redis", flags.store, "the same as --store (its older name)")->excludes(store);
   app.add_option("--redis-wait-seconds", flags.redis_wait_s, "How long to wait for Redis at start")
       ->capture_default_str();
-  app.add_option("--metrics-listen", flags.metrics_listen, "Prometheus /metrics HOST:PORT ('' disables)")
+  app.add_option("--metrics-listen", flags.metrics_listen, "HTTP HOST:PORT of Prometheus /metrics and the job pages /jobs and /jobs/ID ('' disables)")
       ->capture_default_str();
   app.add_option("--model-wait-seconds", flags.model_wait_s,
                  "How long a job waits for a worker serving its model before it fails (0: for ever)")

