@@ -96,7 +96,10 @@
       svg.appendChild(svgEl('line', { class: 'grid', x1: L, x2: W - R, y1: sy(y), y2: sy(y) }));
       svg.appendChild(svgEl('text', { x: L - 6, y: sy(y) + 4, 'text-anchor': 'end' }, y.toFixed(digits)));
     }
-    const xticks = opts.xTicks || [0, 1, 2, 3, 4].map((k) => x0 + (x1 - x0) * k / 4);
+    let xticks = opts.xTicks || [0, 1, 2, 3, 4].map((k) => x0 + (x1 - x0) * k / 4);
+    // An axis of whole numbers (steps, rounds) gets its ticks on whole numbers, not a rounded label
+    // at a fractional place.
+    if (opts.integerX) xticks = Array.from(new Set(xticks.map((x) => Math.round(x))));
     for (const x of xticks) {
       svg.appendChild(svgEl('text', { x: sx(x), y: H - B + 16, 'text-anchor': 'middle' }, opts.xFormat ? opts.xFormat(x) : fmt(x, 2)));
     }
@@ -630,7 +633,7 @@
     const f1 = figure(figs, 'sparsity per component kind after each round (fraction of weights zero)');
     f1.appendChild(lineChart({ cls: 'chart round-sparsity', title: 'sparsity', xLabel: 'round', yLabel: 'sparsity',
       series, xTicks: rounds.map((r) => r.round), xFormat: (x) => String(x), yMin: 0 }));
-    f1.appendChild(seriesLegend(series));
+    f1.appendChild(seriesLegend(series.filter((x) => x.points.length > 0)));
     const fdt = rounds.filter((r) => r.metrics && isNum(r.metrics.fdt75)).map((r) => [r.round, r.metrics.fdt75]);
     const f2 = figure(figs, 'fdt75 of each round\'s trained model (tokens)');
     f2.appendChild(lineChart({ cls: 'chart round-fdt75', title: 'fdt75', xLabel: 'round', yLabel: 'fdt75 (tokens)',
@@ -651,7 +654,8 @@
       offset += losses.length;
     });
     const f = figure(s, 'next-token cross-entropy per optimizer step' + (runs.length > 1 ? ', rounds one after another' : ''), 'wide');
-    f.appendChild(lineChart({ cls: 'chart training-loss', title: 'loss', xLabel: 'optimizer step', yLabel: 'loss (nats)', series, xFormat: (x) => String(Math.round(x)) }));
+    f.appendChild(lineChart({ cls: 'chart training-loss', title: 'loss', xLabel: 'optimizer step', yLabel: 'loss (nats)', series,
+      integerX: true, xFormat: (x) => String(x) }));
     if (series.length > 1) f.appendChild(seriesLegend(series));
   }
 

@@ -11,6 +11,8 @@ against `dtmctl results --format json` of the same job:
 - the quant-search's best-per-level points equal each level's rank-0 row, and the level grid colours
   exactly the components of the deepest winner;
 - the sparsify-round's allocation grid equals the JSON allocation;
+- an evaluate job's histograms side by side, and a two-round sparsification run's sparsity per
+  kind, fdt75 per round and training losses, equal the JSON results;
 - every figure has a non-zero size at 1280 px and at 390 px, and nothing is wider than the phone's
   screen.
 
@@ -92,6 +94,21 @@ class ReportBrowserTest(unittest.TestCase):
                       "quant-search: {method: prune:0.5, beam: 2, depth: 2, components: ['*.mlp.*', '*.self_attn.o_proj']}\n",
             "round": "kind: sparsify-round\n" + common + "sparsify-round: {step: 0.1, components: ['*.mlp.*']}\n",
         }
+        # An evaluate job (Fig. 2's side-by-side histograms) and a two-round sparsification run with
+        # a few training steps a round (Fig. 4's rounds and the training loss).
+        specs["evaluate"] = ("kind: evaluate\n" + common + "evaluate:\n  configs:\n    - model.layers.0.mlp.down_proj=prune:0.9\n"
+                             "    - model.layers.1.self_attn.q_proj=prune:0.9,model.layers.2.mlp.up_proj=prune:0.9\n")
+        train_text = os.path.join(cls.tmp, "train.txt")
+        subprocess.run([dtm_cluster.DTMCTL, "brown-text", "--corpus", dtm_cluster.BROWN, "--split", "train", "--out",
+                        train_text], check=True, capture_output=True, timeout=300)
+        with open(train_text) as src, open(os.path.join(cls.tmp, "train.jsonl"), "w") as out:
+            for line in src.readlines()[:400]:
+                if line.strip():
+                    out.write(json.dumps({"text": line.strip()}) + "\n")
+        specs["run"] = ("kind: sparsify\n" + common +
+                        "sparsify:\n  schedule: [0.2, 0.1]\n  output: run-output\n  components: ['*.mlp.*']\n"
+                        "train:\n  data: train.jsonl\n  phases: masked:3,unmasked:1\n  batch: 2\n  seq_len: 32\n"
+                        "  max_sequences: 8\n  lr: 0.002\n  workers: 1\n")
         cls.driver = browser()
         for name, spec in specs.items():
             spec_path = os.path.join(cls.tmp, name + ".yaml")
@@ -191,7 +208,8 @@ class ReportBrowserTest(unittest.TestCase):
         # Only the fdt75 maps show until another metric is chosen; then only that one's.
         shown = lambda: {f.get_attribute("data-metric") for f in self.driver.find_elements(By.CSS_SELECTOR, "#heatmaps figure") if f.is_displayed()}
         self.assertEqual(shown(), {"fdt75"})
-        self.check_layout("probe-fdt75", *WIDTHS[0])
+        for width, height in WIDTHS:
+            self.check_layout("probe-fdt75", width, height)
         for metric in HEATMAP_METRICS[1:]:
             self.driver.find_element(By.CSS_SELECTOR, f'#heatmaps button[data-metric="{metric}"]').click()
             self.assertEqual(shown(), {metric})
@@ -293,6 +311,50 @@ class ReportBrowserTest(unittest.TestCase):
             self.check_layout("sparsify-round", width, height)
         self.check_clean("round")
 
+    def test_evaluate_job_histograms_side_by_side_equal_the_json_results(self):
+        results = self.open("evaluate")
+        histograms = self.driver.find_elements(By.CSS_SELECTOR, "#distributions svg.distribution")
+        expected = {r["config"]: r["fdt_histogram"] for r in results["results"]}
+        expected[""] = results["noise_floor"]["fdt_histogram"]  # the noise floor comes first
+        self.assertEqual(len(expected), 3)
+        self.assertEqual([h.get_attribute("data-config") for h in histograms][0], "")
+        drawn = {}
+        for h in histograms:
+            drawn[h.get_attribute("data-config")] = {int(b.get_attribute("data-fdt")): int(b.get_attribute("data-count"))
+                                                     for b in h.find_elements(By.CSS_SELECTOR, "rect.bar")}
+        self.assertEqual(drawn, {c: {i: n for i, n in enumerate(h) if n > 0} for c, h in expected.items()})
+        self.assertNotEqual(drawn[results["results"][0]["config"]], drawn[""], "the configs diverge where the model does not")
+        for width, height in WIDTHS:
+            self.check_layout("evaluate", width, height)
+        self.check_clean("evaluate")
+
+    def test_sparsify_run_rounds_and_training_equal_the_json_results(self):
+        results = self.open("run")
+        rounds = results["rounds"]
+        self.assertEqual([r["round"] for r in rounds], [1, 2])
+        chart = self.driver.find_element(By.CSS_SELECTOR, "#rounds svg.round-sparsity")
+        drawn = {(p.get_attribute("data-series"), int(float(p.get_attribute("data-x")))): self.value(p)
+                 for p in chart.find_elements(By.CSS_SELECTOR, "circle.point")}
+        want = {}
+        for r in rounds:
+            for kind in KINDS:
+                mine = [c for c in r["allocation"]["components"] if c["component"].endswith("." + kind)]
+                if mine:
+                    want[(kind, r["round"])] = sum(c["target"] * c["params"] for c in mine) / sum(c["params"] for c in mine)
+        self.assertEqual(set(drawn), set(want))
+        for key, value in want.items():
+            self.assertAlmostEqual(drawn[key], value, places=12, msg=key)  # summed in another order
+        fdt = self.driver.find_element(By.CSS_SELECTOR, "#rounds svg.round-fdt75")
+        self.assertEqual({int(float(p.get_attribute("data-x"))): self.value(p) for p in fdt.find_elements(By.CSS_SELECTOR, "circle.point")},
+                         {r["round"]: r["metrics"]["fdt75"] for r in rounds})
+        loss = self.driver.find_element(By.CSS_SELECTOR, "#training svg.training-loss")
+        points = [(p.get_attribute("data-series"), self.value(p)) for p in loss.find_elements(By.CSS_SELECTOR, "circle.point")]
+        self.assertEqual(points, [(f"round {r['round']}", l) for r in rounds for l in r["training"]["losses"]])
+        self.assertEqual(len(points), 2 * 4)
+        for width, height in WIDTHS:
+            self.check_layout("sparsify-run", width, height)
+        self.check_clean("run")
+
     def test_report_command_on_the_store_writes_the_same_data(self):
         """`dtmctl report` of a job kept in a store draws from the same document as `local --report`."""
         store = "sqlite://" + os.path.join(self.tmp, "kept.sqlite")
@@ -307,7 +369,8 @@ class ReportBrowserTest(unittest.TestCase):
                               capture_output=True, text=True, timeout=300, env=env)
         self.assertEqual(proc.returncode, 0, proc.stderr)
         self.assertIn("wrote " + out, proc.stderr)
-        page = open(out, encoding="utf-8").read()
+        with open(out, encoding="utf-8") as f:
+            page = f.read()
         start = page.index('<script type="application/json" id="dtm-data">') + len('<script type="application/json" id="dtm-data">')
         doc = json.loads(page[start:page.index("</script>", start)])
         self.assertEqual(doc["job"]["job_id"], job_id)
@@ -347,8 +410,8 @@ class LivePageTest(unittest.TestCase):
         with dtm_cluster.Cluster(num_workers=1, token=self.TOKEN) as cluster:
             tmp = tempfile.mkdtemp(prefix="dtm-live-", dir=cluster.tmp)
             with open(os.path.join(tmp, "probes.jsonl"), "w") as f:
-                for i in range(256):
-                    f.write(json.dumps({"id": f"p{i}", "tokens": [1] + [300 + 13 * i + 7 * k for k in range(PREFIX - 1)]}) + "\n")
+                for i in range(256):  # token ids within the tiny model's 2048
+                    f.write(json.dumps({"id": f"p{i}", "tokens": [1] + [100 + (13 * i + 7 * k) % 1900 for k in range(PREFIX - 1)]}) + "\n")
             spec = os.path.join(tmp, "probe.yaml")
             with open(spec, "w") as f:
                 # 2 methods x 28 components x 64 shards + the noise floor: about a minute on one worker
