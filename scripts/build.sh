@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# Configures and builds dtm into BUILD_DIR (default build/).
+# Configures and builds dtm into BUILD_DIR (default build/): every target, or only the targets named
+# (`scripts/build.sh dtmctl`: what the demo runs, without the tests). ccache serves repeated
+# compiles when it is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build}
 jobs=${JOBS:-$(nproc)}
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=${BUILD_TYPE:-RelWithDebInfo} >/dev/null
-cmake --build "$build" -j "$jobs"
+launcher=()
+if command -v ccache >/dev/null; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=${BUILD_TYPE:-RelWithDebInfo} "${launcher[@]}" >/dev/null
+targets=()
+for t in "$@"; do targets+=(--target "$t"); done
+cmake --build "$build" -j "$jobs" "${targets[@]}"

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build}
 scripts/install_deps.sh
-scripts/build.sh
+scripts/build.sh dtmctl  # only what the demo runs; scripts/test.sh builds the rest
 scripts/make_tiny_model.sh "$build"
 
 dtmctl="$build/cli/dtmctl"

@@ -104,6 +104,7 @@ StatusOr<std::unique_ptr<Gang>> Gang::Join(const GangOptions& options) {
     store_options.timeout = options.timeout;
     auto store = c10::make_intrusive<c10d::TCPStore>(options.master_host, store_options);
     port = store->getPort();
+    if (options.rank == 0 && options.on_listening) options.on_listening(port);
     group->store = store;
     if (backend == "gloo") {
       auto gloo_options = c10d::ProcessGroupGloo::Options::create(options.timeout);

@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -38,6 +39,10 @@ struct GangOptions {
   // Elements per all-reduce bucket: gradients are flattened into buckets of about this size, so the
   // extra memory stays bounded (25 M floats = 100 MB, as DDP's default bucket) whatever the model.
   int64_t bucket_elements = 25'000'000;
+  // Rank 0 only: called with the port its store listens on as soon as it does, before Join waits for
+  // the other members, so that a caller who gave port 0 can tell them (no port chosen beforehand
+  // that another process could take meanwhile, as with FreeLoopbackPort).
+  std::function<void(int)> on_listening;
 };
 
 // A TCP port free on 127.0.0.1 now (the kernel's pick for a socket bound to port 0, then closed),
