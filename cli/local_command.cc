@@ -1,5 +1,6 @@
 #include "cli/local_command.h"
 
+#include <chrono>
 #include <filesystem>
 #include <iomanip>
 #include <memory>
@@ -68,28 +69,44 @@ StatusOr<std::string> FindUnfinishedJob(ClientApi* client, const std::string& sp
   }
 }
 
-// The sum over this process's workers of a counter family of `registry` (0 when absent).
-double SumCounter(prometheus::Registry& registry, const std::string& family) {
+// The sum over this process's workers of a family of `registry` (0 when absent): counters' and
+// gauges' values, histograms' sums of observations.
+double SumFamily(prometheus::Registry& registry, const std::string& family) {
   double sum = 0;
   for (const prometheus::MetricFamily& f : registry.Collect()) {
     if (f.name != family) continue;
-    for (const prometheus::ClientMetric& m : f.metric) sum += m.counter.value;
+    for (const prometheus::ClientMetric& m : f.metric) {
+      sum += f.type == prometheus::MetricType::Histogram ? m.histogram.sample_sum
+             : f.type == prometheus::MetricType::Gauge   ? m.gauge.value
+                                                         : m.counter.value;
+    }
   }
   return sum;
+}
+
+// Where this command's time went, on stderr: the workers' engine time (tasks as they measured them,
+// and loading their models) against the command's wall time; the rest is start-up, planning, the
+// store, gRPC and waiting. With K workers the engine time can exceed the wall time up to K times.
+void PrintTime(prometheus::Registry& registry, double wall_seconds, const Console& console) {
+  std::ostringstream line;
+  line << std::fixed << std::setprecision(2) << "time: " << wall_seconds << " s in this command; its workers "
+       << "ran tasks for " << SumFamily(registry, "dtm_worker_task_duration_seconds")
+       << " s and loaded models for " << SumFamily(registry, "dtm_worker_model_load_seconds") << " s\n";
+  *console.err << line.str();
 }
 
 // What reused residual streams saved this run (worker/engine/activation_cache.h), on stderr: the
 // share of decoder-layer forwards that did not run.
 void PrintLayerForwards(prometheus::Registry& registry, const Console& console) {
-  const double computed = SumCounter(registry, "dtm_worker_layer_forwards_total");
-  const double full = SumCounter(registry, "dtm_worker_full_layer_forwards_total");
+  const double computed = SumFamily(registry, "dtm_worker_layer_forwards_total");
+  const double full = SumFamily(registry, "dtm_worker_full_layer_forwards_total");
   if (full <= 0) return;
   std::ostringstream line;
   line << "layer forwards: " << static_cast<uint64_t>(computed) << " run, " << static_cast<uint64_t>(full)
        << " in full forwards (" << std::fixed << std::setprecision(1) << 100.0 * (1.0 - computed / full)
-       << "% saved by reused streams; " << static_cast<uint64_t>(SumCounter(registry, "dtm_worker_activation_cache_hits_total"))
+       << "% saved by reused streams; " << static_cast<uint64_t>(SumFamily(registry, "dtm_worker_activation_cache_hits_total"))
        << " batches started from a kept stream, "
-       << static_cast<uint64_t>(SumCounter(registry, "dtm_worker_activation_cache_misses_total"))
+       << static_cast<uint64_t>(SumFamily(registry, "dtm_worker_activation_cache_misses_total"))
        << " from the embedding)\n";
   *console.err << line.str();
 }
@@ -182,6 +199,7 @@ class LocalWorkers {
 }  // namespace
 
 int LocalCommand(const LocalOptions& options, const Console& console) {
+  const auto started = std::chrono::steady_clock::now();
   // Everything checkable is checked before any model loads or any task runs.
   if (options.workers < 1) return Fail(console, "--workers", InvalidArgumentError("must be at least 1"));
   if (StatusOr<ResultsFormat> format = ParseResultsFormat(options.format); !format.ok()) {
@@ -286,6 +304,7 @@ int LocalCommand(const LocalOptions& options, const Console& console) {
     workers.DrainAndJoin();
   }
   PrintLayerForwards(*registry, console);
+  PrintTime(*registry, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(), console);
   return code;
 }
 

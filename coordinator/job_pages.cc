@@ -19,7 +19,7 @@ constexpr int kLiveRefreshMs = 3000;
 constexpr int kMaxListedJobs = 500;
 constexpr char kHtml[] = "text/html; charset=utf-8";
 
-// RFC 4648 base64 (with or without padding); nullopt-like empty result with ok=false on bad input.
+// RFC 4648 base64, padded or not, appended to `out`; false at a character outside the alphabet.
 bool DecodeBase64(std::string_view in, std::string* out) {
   auto value = [](char c) -> int {
     if (c >= 'A' && c <= 'Z') return c - 'A';

@@ -32,6 +32,9 @@ dtm_add_test(sparsify_round_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/sparsif
 # Which workers keep which shards' residual streams (shard affinity), and the shard tag both sides compute.
 dtm_add_test(shard_affinity_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/shard_affinity_test.cc LABELS fast
   LIBS dtm_coordinator_service)
+# Who may read the job pages: the token as Bearer or as HTTP Basic's password.
+dtm_add_test(job_pages_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/job_pages_test.cc LABELS fast
+  LIBS dtm_job_pages)
 # Component sizes from config.json (Llama shapes, HF defaults).
 dtm_add_test(model_geometry_test ${CMAKE_CURRENT_SOURCE_DIR}/coordinator/model_geometry_test.cc LABELS fast
   LIBS dtm_coordinator_service)

@@ -23,6 +23,7 @@ fixture.
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import unittest
@@ -70,6 +71,14 @@ class ReuseTest(dtm_cluster.ClusterTestCase):
                                      "--activation-cache-bytes", 0, timeout=900)
         self.assertIn("layer forwards:", out.stderr)
         self.assertIn("(0.0% saved", out.stderr)  # nothing reused: it is the full-forward reference
+        # Where the command's time went: its wall time against the engine's (one worker: at most the wall).
+        m = re.search(r"time: ([\d.]+) s in this command; its workers ran tasks for ([\d.]+) s and loaded models for "
+                      r"([\d.]+) s", out.stderr)
+        self.assertIsNotNone(m, out.stderr[-1000:])
+        wall, tasks, load = (float(g) for g in m.groups())
+        self.assertGreater(tasks, 0)
+        self.assertGreater(load, 0)
+        self.assertLessEqual(tasks + load, wall)
         return json.loads(out.stdout)
 
     def worker_counters(self, worker_id):

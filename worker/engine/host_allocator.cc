@@ -69,10 +69,18 @@ void TuneHostAllocator(char** argv) {
       unsetenv("GLIBC_TUNABLES");
     }
   }
-  mallopt(M_MMAP_THRESHOLD, 32 << 20);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  TuneHostAllocatorInProcess();
 #else
   (void)argv;
+#endif
+}
+
+void TuneHostAllocatorInProcess() {
+#if defined(__GLIBC__)
+  const char* mode = std::getenv("DTM_HOST_ALLOCATOR");
+  if (mode != nullptr && std::strcmp(mode, "default") == 0) return;
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
 #endif
 }
 

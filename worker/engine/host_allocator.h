@@ -23,6 +23,10 @@ namespace dtm {
 // No-op on a C library other than glibc.
 void TuneHostAllocator(char** argv);
 
+// Without a re-exec: the two thresholds by mallopt (arena_max has no effect that way), unless
+// DTM_HOST_ALLOCATOR=default. For short-lived commands, which should not load libtorch twice.
+void TuneHostAllocatorInProcess();
+
 // The GLIBC_TUNABLES value TuneHostAllocator runs the program under, given the inherited one
 // (nullptr when unset): the inherited settings first, dtm's appended unless already present.
 // Returns the inherited value unchanged when every setting is there (then no re-exec is needed).
