@@ -248,6 +248,7 @@ int LocalCommand(const LocalOptions& options, const Console& console) {
   }
 
   int code = 0;
+  bool ran_job = false;
   {
     LocalWorkers workers;
     if (Status s = workers.Start(options, *spec, address, registry.get()); !s.ok()) {
@@ -283,6 +284,7 @@ int LocalCommand(const LocalOptions& options, const Console& console) {
       while (!job_id.empty() && (job_id.back() == '\n' || job_id.back() == '\r')) job_id.pop_back();
       if (!job_id.empty()) *console.err << "job " << job_id << " (kept in " << store_url << ")\n";
     }
+    ran_job = !job_id.empty();
     if (!job_id.empty()) {
       // A failed job's finished results are shown too (the exit code stays the failure's).
       ResultsOptions results;
@@ -304,7 +306,10 @@ int LocalCommand(const LocalOptions& options, const Console& console) {
     workers.DrainAndJoin();
   }
   PrintLayerForwards(*registry, console);
-  PrintTime(*registry, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(), console);
+  // Only after a job ran: a spec refused at submission gets its one error line and nothing else.
+  if (ran_job) {
+    PrintTime(*registry, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(), console);
+  }
   return code;
 }
 
