@@ -314,6 +314,9 @@ int main(int argc, char** argv) {
   ev->add_option("--model", eval.model_dir, "checkpoint folder")->required();
   ev->add_option("--baseline", eval.baseline, "baseline file")->required();
   ev->add_option("--compress", eval.compress, "COMPONENT=METHOD[,...]; empty: the uncompressed model");
+  ev->add_option("--compress-file", eval.compress_file,
+                 "a file of configs, one per line (# comments): each scored as --compress would be, printed as one "
+                 "JSON line, with the model and baseline loaded once");
   ev->add_option("--calibration", eval.calibration,
                  "probe or baseline file of GPTQ calibration sequences, or `baseline` to calibrate on the baseline "
                  "being scored; required for gptq");
@@ -402,6 +405,8 @@ int main(int argc, char** argv) {
       pp->add_option("--join", text_ppl.join, "--text: rows (lines joined by blank lines, the protocol) or as-is "
                                               "(the file already holds the joined text)")->capture_default_str(),
       pp->add_option("--compress", text_ppl.compress, "--text: COMPONENT=METHOD[,...] as eval takes; empty: uncompressed"),
+      pp->add_option("--compress-file", text_ppl.compress_file,
+                     "--text: a file of configs, one per line, as eval takes: one JSON line each, the text cut once"),
       pp->add_option("--calibration", text_ppl.calibration, "--text: probe or baseline file of GPTQ calibration "
                                                             "sequences (required for gptq)"),
       pp->add_option("--calibration-count", text_ppl.calibration_count, "--text: calibration sequences used")

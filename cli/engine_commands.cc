@@ -41,6 +41,69 @@ bool ConfigNeedsCalibration(const CompressionConfig& config) {
   return false;
 }
 
+// The configs one eval or ppl run scores: --compress's one, or --compress-file's lines (blank lines
+// and `#` comments skipped), each with where it came from for error messages.
+struct ConfigText {
+  std::string text;
+  std::string where;  // "FILE:LINE", or "" for --compress
+};
+
+StatusOr<std::vector<ConfigText>> ConfigTexts(const std::string& compress, const std::string& compress_file) {
+  if (compress_file.empty()) return std::vector<ConfigText>{{compress, ""}};
+  if (!compress.empty()) return InvalidArgumentError("give --compress or --compress-file, not both");
+  // A 7B config naming every component is about 15 KB: 64 MiB is thousands of them, and /dev/zero or
+  // a FIFO is refused rather than read forever.
+  ReadLimits limits;
+  limits.max_bytes = 64ull << 20;
+  limits.regular_file_only = true;
+  ASSIGN_OR_RETURN(std::string text, ReadTextFile(compress_file, limits));
+  std::vector<ConfigText> texts;
+  size_t begin = 0;
+  for (int64_t line = 1; begin < text.size(); ++line) {
+    size_t end = text.find('\n', begin);
+    if (end == std::string::npos) end = text.size();
+    std::string config = text.substr(begin, end - begin);
+    begin = end + 1;
+    const size_t first = config.find_first_not_of(" \t\r");
+    if (first == std::string::npos || config[first] == '#') continue;
+    config = config.substr(first, config.find_last_not_of(" \t\r") + 1 - first);
+    texts.push_back({std::move(config), compress_file + ":" + std::to_string(line)});
+  }
+  if (texts.empty()) return InvalidArgumentError(compress_file + ": holds no config (one COMPONENT=METHOD,... per line)");
+  return texts;
+}
+
+// Parses every config against the model's layer count; an error names the file and line it came from.
+StatusOr<std::vector<CompressionConfig>> ParseConfigTexts(const std::vector<ConfigText>& texts, int layers) {
+  std::vector<CompressionConfig> configs;
+  for (const ConfigText& text : texts) {
+    StatusOr<CompressionConfig> config = ParseCompressionConfig(text.text, layers);
+    if (!config.ok()) {
+      if (text.where.empty()) return config.status();
+      return InvalidArgumentError(text.where + ": " + config.status().message());
+    }
+    configs.push_back(std::move(*config));
+  }
+  return configs;
+}
+
+bool AnyNeedsCalibration(const std::vector<CompressionConfig>& configs) {
+  for (const CompressionConfig& config : configs) {
+    if (ConfigNeedsCalibration(config)) return true;
+  }
+  return false;
+}
+
+// One result: pretty-printed for --compress (as always), one compact line for each --compress-file
+// config, flushed as it finishes.
+void PrintResult(const nlohmann::json& out, bool one_of_a_file) {
+  if (one_of_a_file) {
+    std::cout << out.dump() << std::endl;
+  } else {
+    PrintJson(out);
+  }
+}
+
 }  // namespace
 
 Status MakeTinyModelCommand(const MakeTinyModelOptions& options) {
@@ -139,15 +202,18 @@ Status BaselineCommand(const BaselineOptions& options) {
 }
 
 Status EvalCommand(const EvalOptions& options) {
+  ASSIGN_OR_RETURN(const std::vector<ConfigText> config_texts, ConfigTexts(options.compress, options.compress_file));
   ASSIGN_OR_RETURN(Baseline baseline, ReadBaselineFile(options.baseline));
   // Every input is checked against config.json before the weights load. A --calibration file is
   // checked whenever it is given, even for a config without gptq: a broken file named on the
   // command line is an error, not something to ignore.
-  CompressionConfig config;
+  std::vector<CompressionConfig> configs;
+  bool needs_calibration = false;
   std::optional<CalibrationSequences> calibration_set;
   auto check = [&](const LlamaConfig& model_config) -> Status {
     RETURN_IF_ERROR(ValidateBaselineForModel(baseline, model_config, options.baseline));
-    ASSIGN_OR_RETURN(config, ParseCompressionConfig(options.compress, static_cast<int>(model_config.num_hidden_layers)));
+    ASSIGN_OR_RETURN(configs, ParseConfigTexts(config_texts, static_cast<int>(model_config.num_hidden_layers)));
+    needs_calibration = AnyNeedsCalibration(configs);
     if (options.calibration == kCalibrateOnBaseline) {
       // Asked for by name: calibrating on the very sequences that are scored flatters GPTQ.
       ProbeSet rows;
@@ -157,7 +223,7 @@ Status EvalCommand(const EvalOptions& options) {
     } else if (!options.calibration.empty()) {
       ASSIGN_OR_RETURN(calibration_set, ReadCalibrationFile(options.calibration, options.calibration_count,
                                                             options.calibration_seq_len, model_config));
-    } else if (ConfigNeedsCalibration(config)) {
+    } else if (needs_calibration) {
       return InvalidArgumentError("gptq needs a calibration set: --calibration FILE (a probe or baseline file), or "
                                   "--calibration baseline to calibrate on the evaluation baseline itself");
     }
@@ -172,7 +238,7 @@ Status EvalCommand(const EvalOptions& options) {
   }
 
   std::unique_ptr<CalibrationHessians> calibration;
-  if (ConfigNeedsCalibration(config)) {
+  if (needs_calibration) {
     calibration = std::make_unique<CalibrationHessians>(std::move(*calibration_set), options.runtime.batch_size);
   }
   Evaluator evaluator(loaded.model.get(), calibration.get());
@@ -180,31 +246,39 @@ Status EvalCommand(const EvalOptions& options) {
   eval.batch_size = options.runtime.batch_size;
   eval.on_progress = [](int64_t done, int64_t total) { Progress("eval", done, total); };
 
-  const auto t0 = Clock::now();
-  ASSIGN_OR_RETURN(EvalResult result, evaluator.Evaluate(baseline, config, eval));
-  const double seconds = SecondsSince(t0);
-  nlohmann::json out = EvalResultJson(result);
-  if (calibration != nullptr) out["calibration_fingerprint"] = calibration->fingerprint();
-  out["config"] = config.Canonical();
-  out["probes"] = result.per_probe.size();
-  out["completion"] = result.completion_len;
-  out["dtype"] = DTypeName(loaded.dtype);
-  out["device"] = loaded.device.str();
-  out["baseline_fingerprint"] = baseline.Fingerprint();
-  out["model_fingerprint"] = model_fingerprint;
-  // null: the file does not say (older files, other tools).
-  out["baseline_model_fingerprint"] =
-      baseline.model_fingerprint.empty() ? nlohmann::json(nullptr) : nlohmann::json(baseline.model_fingerprint);
-  out["seconds"] = seconds;
-  // The uncompressed model against its own baseline: numeric noise (bf16, kernels) shows here.
-  if (options.noise_floor && !config.empty()) {
-    ASSIGN_OR_RETURN(EvalResult floor, evaluator.EvaluateCurrent(baseline, eval));
-    out["noise_floor"] = SummaryJson(floor.summary);
-  } else if (config.empty()) {
-    out["noise_floor"] = SummaryJson(result.summary);
+  // The uncompressed model against its own baseline: numeric noise (bf16, kernels) shows here. One
+  // run's configs share it (the evaluator restores the weights after each config).
+  std::optional<nlohmann::json> noise_floor;
+  for (size_t i = 0; i < configs.size(); ++i) {
+    const CompressionConfig& config = configs[i];
+    const auto t0 = Clock::now();
+    ASSIGN_OR_RETURN(EvalResult result, evaluator.Evaluate(baseline, config, eval));
+    const double seconds = SecondsSince(t0);
+    nlohmann::json out = EvalResultJson(result);
+    if (calibration != nullptr) out["calibration_fingerprint"] = calibration->fingerprint();
+    out["config"] = config.Canonical();
+    out["probes"] = result.per_probe.size();
+    out["completion"] = result.completion_len;
+    out["dtype"] = DTypeName(loaded.dtype);
+    out["device"] = loaded.device.str();
+    out["baseline_fingerprint"] = baseline.Fingerprint();
+    out["model_fingerprint"] = model_fingerprint;
+    // null: the file does not say (older files, other tools).
+    out["baseline_model_fingerprint"] =
+        baseline.model_fingerprint.empty() ? nlohmann::json(nullptr) : nlohmann::json(baseline.model_fingerprint);
+    out["seconds"] = seconds;
+    if (config.empty()) {
+      out["noise_floor"] = SummaryJson(result.summary);
+    } else if (options.noise_floor) {
+      if (!noise_floor) {
+        ASSIGN_OR_RETURN(EvalResult floor, evaluator.EvaluateCurrent(baseline, eval));
+        noise_floor = SummaryJson(floor.summary);
+      }
+      out["noise_floor"] = *noise_floor;
+    }
+    out["warnings"] = warnings;
+    PrintResult(out, !options.compress_file.empty());
   }
-  out["warnings"] = std::move(warnings);
-  PrintJson(out);
   return OkStatus();
 }
 
@@ -238,7 +312,8 @@ Status TextPerplexityCommand(const TextPerplexityOptions& options) {
                                 ": a window must hold at least 2 tokens (its first token is not scored)");
   }
   // Every input is checked before the weights load: a 7B model takes minutes to load.
-  CompressionConfig config;
+  ASSIGN_OR_RETURN(const std::vector<ConfigText> config_texts, ConfigTexts(options.compress, options.compress_file));
+  std::vector<CompressionConfig> configs;
   std::unique_ptr<CalibrationHessians> calibration;
   std::unique_ptr<Tokenizer> tokenizer;
   PerplexityWindows cut;
@@ -248,18 +323,21 @@ Status TextPerplexityCommand(const TextPerplexityOptions& options) {
                                   options.model_dir + " (max_position_embeddings " +
                                   std::to_string(model_config.max_position_embeddings) + ")");
     }
-    ASSIGN_OR_RETURN(config, ParseCompressionConfig(options.compress, static_cast<int>(model_config.num_hidden_layers)));
+    ASSIGN_OR_RETURN(configs, ParseConfigTexts(config_texts, static_cast<int>(model_config.num_hidden_layers)));
     // Unlike eval there is no baseline to fall back on, and calibrating on the text being scored
     // would flatter gptq: the calibration set must be named.
-    if (ConfigNeedsCalibration(config) && options.calibration.empty()) {
-      return InvalidArgumentError("--compress '" + options.compress +
-                                  "' holds gptq, which needs --calibration FILE (a probe or baseline file); "
-                                  "ppl does not calibrate on the text it scores");
+    for (size_t i = 0; i < configs.size(); ++i) {
+      if (ConfigNeedsCalibration(configs[i]) && options.calibration.empty()) {
+        const std::string where = config_texts[i].where.empty() ? "--compress" : config_texts[i].where;
+        return InvalidArgumentError(where + " '" + config_texts[i].text +
+                                    "' holds gptq, which needs --calibration FILE (a probe or baseline file); "
+                                    "ppl does not calibrate on the text it scores");
+      }
     }
     if (!options.calibration.empty()) {
       ASSIGN_OR_RETURN(CalibrationSequences set, ReadCalibrationFile(options.calibration, options.calibration_count,
                                                                      options.calibration_seq_len, model_config));
-      if (ConfigNeedsCalibration(config)) {
+      if (AnyNeedsCalibration(configs)) {
         calibration = std::make_unique<CalibrationHessians>(std::move(set), options.runtime.batch_size);
       }
     }
@@ -276,26 +354,28 @@ Status TextPerplexityCommand(const TextPerplexityOptions& options) {
   dtm::EvalOptions eval;
   eval.batch_size = options.runtime.batch_size;
   eval.on_progress = [](int64_t done, int64_t total) { Progress("ppl windows", done, total); };
-  const auto t0 = Clock::now();
-  RETURN_IF_ERROR(evaluator.Apply(config));
-  // prefix_len 1: each window's first token only conditions, every later one is scored.
-  StatusOr<PerplexityResult> ppl = evaluator.Perplexity(cut.windows, 1, eval);
-  evaluator.Restore();
-  if (!ppl.ok()) return ppl.status();
-  nlohmann::json out = {{"ppl", ppl->ppl},
-                        {"nll_mean", ppl->nll_mean},
-                        {"windows", ppl->windows},
-                        {"tokens_scored", ppl->tokens_scored},
-                        {"window", options.window},
-                        {"text_tokens", cut.text_tokens},
-                        {"tokens_dropped", cut.dropped_tokens},
-                        {"join", options.join},
-                        {"config", config.Canonical()},
-                        {"dtype", DTypeName(loaded.dtype)},
-                        {"device", loaded.device.str()},
-                        {"seconds", SecondsSince(t0)}};
-  if (calibration != nullptr) out["calibration_fingerprint"] = calibration->fingerprint();
-  PrintJson(out);
+  for (const CompressionConfig& config : configs) {
+    const auto t0 = Clock::now();
+    RETURN_IF_ERROR(evaluator.Apply(config));
+    // prefix_len 1: each window's first token only conditions, every later one is scored.
+    StatusOr<PerplexityResult> ppl = evaluator.Perplexity(cut.windows, 1, eval);
+    evaluator.Restore();
+    if (!ppl.ok()) return ppl.status();
+    nlohmann::json out = {{"ppl", ppl->ppl},
+                          {"nll_mean", ppl->nll_mean},
+                          {"windows", ppl->windows},
+                          {"tokens_scored", ppl->tokens_scored},
+                          {"window", options.window},
+                          {"text_tokens", cut.text_tokens},
+                          {"tokens_dropped", cut.dropped_tokens},
+                          {"join", options.join},
+                          {"config", config.Canonical()},
+                          {"dtype", DTypeName(loaded.dtype)},
+                          {"device", loaded.device.str()},
+                          {"seconds", SecondsSince(t0)}};
+    if (calibration != nullptr) out["calibration_fingerprint"] = calibration->fingerprint();
+    PrintResult(out, !options.compress_file.empty());
+  }
   return OkStatus();
 }
 

@@ -69,6 +69,10 @@ struct EvalOptions {
   std::string model_dir;
   std::string baseline;
   std::string compress;      // COMPONENT=METHOD,...; empty: the uncompressed model
+  // One config per line instead of --compress (blank lines and `#` comments skipped): each is scored
+  // as --compress would score it and printed as one compact JSON line, in the file's order, with the
+  // model, baseline and calibration loaded once.
+  std::string compress_file;
   // Probe or baseline file for gptq, or kCalibrateOnBaseline; required for gptq (never a silent
   // default: calibrating on the scored sequences themselves flatters GPTQ).
   std::string calibration;
@@ -104,6 +108,7 @@ struct TextPerplexityOptions {
   std::string join = "rows"; // rows: lines joined by blank lines (the protocol); as-is: the file's text unchanged
   int64_t window = 2048;     // W: 2 .. max_position_embeddings
   std::string compress;      // COMPONENT=METHOD,...; empty: the uncompressed model
+  std::string compress_file; // one config per line instead, as EvalOptions::compress_file
   std::string calibration;   // probe or baseline file; required for gptq
   int64_t calibration_count = 128;     // cut as a job's calibration: set is (common/calibration_set.h)
   int64_t calibration_seq_len = 2048;

@@ -107,6 +107,27 @@ class DtmctlPplTest(unittest.TestCase):
         self.assertGreater(abs(ours["ppl"] - plain["ppl"]) / plain["ppl"], 100 * REL_TOL,
                            "the compression should move ppl by far more than the tolerance")
 
+    def test_compress_file_gives_each_config_the_ppl_compress_gives_it(self):
+        configs = ["model.layers.1.mlp.down_proj=prune:0.5", "model.layers.1.mlp.down_proj=int8-absmax",
+                   "model.layers.0.self_attn.q_proj=int8-absmax-row,model.layers.3.mlp.up_proj=random-prune:0.3:5"]
+        path = os.path.join(self.tmp, "ppl-configs.txt")
+        with open(path, "w") as f:
+            f.write("# three configs\n" + "\n".join(configs) + "\n")
+        proc = run("ppl", "--model", MODEL, "--text", self.text, "--window", "64", "--compress-file", path)
+        batch = [json.loads(line) for line in proc.stdout.splitlines()]
+        self.assertEqual([b["config"] for b in batch], configs)
+        for config, got in zip(configs, batch):
+            alone = run_json("ppl", "--model", MODEL, "--text", self.text, "--window", "64", "--compress", config)
+            for key in ("ppl", "nll_mean", "windows", "tokens_scored", "text_tokens"):
+                self.assertEqual(got[key], alone[key], f"{config}: {key}")
+        self.assertNotEqual(batch[0]["ppl"], batch[1]["ppl"])  # the pruned weights were restored in between
+        self.expect_error(["ppl", "--model", MODEL, "--text", self.text, "--window", "64", "--compress-file", path,
+                           "--compress", configs[0]], "not both")
+        with open(path, "a") as f:
+            f.write("model.layers.2.mlp.gate_proj=gptq:4\n")
+        self.expect_error(["ppl", "--model", MODEL, "--text", self.text, "--window", "64", "--compress-file", path],
+                          f"{path}:5", "gptq", "--calibration")
+
     def test_as_is_reads_text_already_joined(self):
         # The file holding Python's "\n\n".join(rows) gives, read as is, the same windows and ppl.
         with open(self.text, encoding="utf-8") as f:

@@ -135,6 +135,46 @@ class DtmctlTest(unittest.TestCase):
                          "model.layers.0.mlp.down_proj=prune:1")
         self.assertLess(heavy["fdt_mean"], COMPLETION)
 
+    def test_compress_file_scores_each_line_as_compress_does(self):
+        # Methods whose weights the evaluator must restore exactly between configs: a pruned matrix
+        # scored before an int8 one of the same component, a gptq config in the middle.
+        configs = ["model.layers.0.mlp.down_proj=prune:0.9", "model.layers.0.mlp.down_proj=int8-absmax",
+                   "model.layers.2.mlp.gate_proj=gptq:4:g64",
+                   "model.layers.1.self_attn.v_proj=int8-absmax-row,model.layers.3.mlp.up_proj=prune:0.5"]
+        calibration = ["--calibration", "baseline", "--calibration-count", str(PROBES),
+                       "--calibration-seq-len", str(PREFIX + COMPLETION)]
+        path = os.path.join(self.tmp, "configs.txt")
+        with open(path, "w") as f:
+            f.write(f"# the configs of one run\n{configs[0]}\n\n  {configs[1]}  \n{configs[2]}\r\n{configs[3]}")
+        lines = run("eval", "--model", MODEL, "--baseline", self.baseline, "--compress-file", path,
+                    *calibration).stdout.splitlines()
+        self.assertEqual(len(lines), len(configs), lines)
+        batch = [json.loads(line) for line in lines]
+        floor = run_json("eval", "--model", MODEL, "--baseline", self.baseline, "--compress", "")["noise_floor"]
+        for config, got in zip(configs, batch):
+            with self.subTest(config=config):
+                alone = run_json("eval", "--model", MODEL, "--baseline", self.baseline, "--compress", config,
+                                 *calibration)
+                self.assertEqual(got["config"], config)
+                for key in ("per_probe", "fdt75", "fdt_mean", "sdt_mean", "dppl", "fdt_histogram",
+                            "calibration_fingerprint", "noise_floor"):
+                    self.assertEqual(got[key], alone[key], key)
+                self.assertEqual(got["noise_floor"], floor)
+        # Bad lines are named by file and line; --compress beside it is a usage error.
+        with open(path, "a") as f:
+            f.write("\nmodel.layers.9.mlp.up_proj=int8-absmax\n")
+        self.expect_error(["eval", "--model", MODEL, "--baseline", self.baseline, "--compress-file", path,
+                           *calibration], f"{path}:7", "model.layers.9.mlp.up_proj")
+        self.expect_error(["eval", "--model", MODEL, "--baseline", self.baseline, "--compress-file", path,
+                           "--compress", configs[0]], "not both")
+        empty = os.path.join(self.tmp, "no-configs.txt")
+        with open(empty, "w") as f:
+            f.write("# nothing\n\n")
+        self.expect_error(["eval", "--model", MODEL, "--baseline", self.baseline, "--compress-file", empty],
+                          empty, "holds no config")
+        self.expect_error(["eval", "--model", MODEL, "--baseline", self.baseline, "--compress-file", "/dev/zero"],
+                          "/dev/zero")
+
     def test_baseline_and_eval_need_no_tokenizer(self):
         bare = os.path.join(self.tmp, "bare-model")
         shutil.copytree(MODEL, bare)

@@ -114,6 +114,30 @@ def run_dtmctl(*args, check=True, timeout=600):
     return proc
 
 
+
+def dtmctl_per_config(args, configs, tmp, parallel=2):
+    """{config: JSON} of `dtmctl ARGS --compress-file FILE` for each config: `parallel` processes at once,
+    each loading the model once and scoring its share of the configs in turn, rather than one process
+    per config (tests/cli/dtmctl_test.py and dtmctl_ppl_test.py check that a file's line prints what
+    --compress prints for it)."""
+    shares = [configs[i::parallel] for i in range(parallel) if configs[i::parallel]]
+
+    def run_share(index, share):
+        fd, path = tempfile.mkstemp(prefix=f"configs-{index}-", suffix=".txt", dir=tmp)
+        with os.fdopen(fd, "w") as f:
+            f.write("".join(c + "\n" for c in share))
+        lines = run_dtmctl(*args, "--compress-file", path, timeout=3600).stdout.splitlines()
+        results = [json.loads(line) for line in lines if line.strip()]
+        if len(results) != len(share):
+            raise ClusterError(f"dtmctl {args[0]} --compress-file {path}: {len(results)} results for {len(share)} configs")
+        return dict(zip(share, results))
+
+    out = {}
+    with concurrent.futures.ThreadPoolExecutor(max(1, len(shares))) as pool:
+        for results in pool.map(run_share, range(len(shares)), shares):
+            out.update(results)
+    return out
+
 # -- processes
 
 class Process:
@@ -696,8 +720,11 @@ class Reference:
         return self._evals[config]
 
     def eval_many(self, configs, parallel=2):
+        """eval() of each config, by `dtmctl eval --compress-file` (see dtmctl_per_config)."""
         todo = [c for c in dict.fromkeys(configs) if c not in self._evals]
-        with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
-            for config, result in zip(todo, pool.map(self.eval, todo)):
-                self._evals[config] = result
+        for config in [c for c in todo if not c]:
+            self.eval(config)  # the uncompressed model, with its noise floor: no line of a file can say ""
+        self._evals.update(dtmctl_per_config(
+            ["eval", "--model", self.model, "--baseline", self.baseline, "--threads", self.threads, "--no-noise-floor"],
+            [c for c in todo if c], self.dir, parallel))
         return {c: self._evals[c] for c in configs}
