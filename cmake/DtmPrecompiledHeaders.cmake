@@ -10,6 +10,14 @@
 # being used shows up in CI rather than as a slow build.
 option(DTM_PCH "Precompile libtorch's (and gRPC's and protobuf's) headers once for all targets" ON)
 
+if(DTM_PCH)
+  # gRPC's targets compile their users with -pthread, which defines _REENTRANT, a macro libtorch's
+  # headers read: GCC refuses a header precompiled without it in such a source ("not used because
+  # `_REENTRANT' is defined"). Every target gets -pthread (harmless on Linux), so one precompiled
+  # header fits all. Included before the targets exist, as this must be.
+  add_compile_options(-pthread)
+endif()
+
 # The header sets a dtm source's includes reach, "torch" and/or "grpc", following dtm's own quoted
 # includes (from the project root or the including file's folder) and treating the generated
 # *.pb.h as gRPC/protobuf. Results are memoized per file; a header met again while it is still being
