@@ -255,7 +255,8 @@ Status EvalCommand(const EvalOptions& options) {
     ASSIGN_OR_RETURN(EvalResult result, evaluator.Evaluate(baseline, config, eval));
     const double seconds = SecondsSince(t0);
     nlohmann::json out = EvalResultJson(result);
-    if (calibration != nullptr) out["calibration_fingerprint"] = calibration->fingerprint();
+    // Only where the set was used, as a run of this config alone prints it.
+    if (ConfigNeedsCalibration(config)) out["calibration_fingerprint"] = calibration->fingerprint();
     out["config"] = config.Canonical();
     out["probes"] = result.per_probe.size();
     out["completion"] = result.completion_len;
@@ -373,7 +374,7 @@ Status TextPerplexityCommand(const TextPerplexityOptions& options) {
                           {"dtype", DTypeName(loaded.dtype)},
                           {"device", loaded.device.str()},
                           {"seconds", SecondsSince(t0)}};
-    if (calibration != nullptr) out["calibration_fingerprint"] = calibration->fingerprint();
+    if (ConfigNeedsCalibration(config)) out["calibration_fingerprint"] = calibration->fingerprint();
     PrintResult(out, !options.compress_file.empty());
   }
   return OkStatus();

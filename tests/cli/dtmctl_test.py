@@ -156,9 +156,11 @@ class DtmctlTest(unittest.TestCase):
                 alone = run_json("eval", "--model", MODEL, "--baseline", self.baseline, "--compress", config,
                                  *calibration)
                 self.assertEqual(got["config"], config)
-                for key in ("per_probe", "fdt75", "fdt_mean", "sdt_mean", "dppl", "fdt_histogram",
-                            "calibration_fingerprint", "noise_floor"):
+                for key in ("per_probe", "fdt75", "fdt_mean", "sdt_mean", "dppl", "fdt_histogram", "noise_floor"):
                     self.assertEqual(got[key], alone[key], key)
+                # The calibration set's fingerprint only beside the config that used it, as alone.
+                self.assertEqual(got.get("calibration_fingerprint"), alone.get("calibration_fingerprint"))
+                self.assertEqual("calibration_fingerprint" in got, "gptq" in config)
                 self.assertEqual(got["noise_floor"], floor)
         # Bad lines are named by file and line; --compress beside it is a usage error.
         with open(path, "a") as f:

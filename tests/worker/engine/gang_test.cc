@@ -114,6 +114,11 @@ TEST(GangTest, AMemberThatGoesAwayEndsTheOthersCollectiveInsteadOfHangingIt) {
   const auto t0 = Clock::now();
   auto [a, b] = OnTwoMembers(
       [](Gang& gang) -> Status {
+        // One collective first, so that both have joined: a member that left while the other was
+        // still connecting would fail that one's join instead (seen under a loaded ctest -j2).
+        std::vector<torch::Tensor> first = {torch::ones({4})};
+        Status whole = gang.AllReduceSum(first);
+        if (!whole.ok()) return InternalError("the first all-reduce, with both members: " + whole.message());
         if (gang.rank() == 1) return OkStatus();  // leaves: its gang is destroyed on return
         std::this_thread::sleep_for(std::chrono::milliseconds(300));
         std::vector<torch::Tensor> tensors = {torch::ones({4})};
