@@ -56,19 +56,16 @@ StatusOr<std::vector<ConfigText>> ConfigTexts(const std::string& compress, const
   ReadLimits limits;
   limits.max_bytes = 64ull << 20;
   limits.regular_file_only = true;
-  ASSIGN_OR_RETURN(std::string text, ReadTextFile(compress_file, limits));
+  ASSIGN_OR_RETURN(std::unique_ptr<LineReader> reader, LineReader::Open(compress_file, limits));
   std::vector<ConfigText> texts;
-  size_t begin = 0;
-  for (int64_t line = 1; begin < text.size(); ++line) {
-    size_t end = text.find('\n', begin);
-    if (end == std::string::npos) end = text.size();
-    std::string config = text.substr(begin, end - begin);
-    begin = end + 1;
+  std::string config;
+  while (reader->Next(&config)) {
     const size_t first = config.find_first_not_of(" \t\r");
     if (first == std::string::npos || config[first] == '#') continue;
     config = config.substr(first, config.find_last_not_of(" \t\r") + 1 - first);
-    texts.push_back({std::move(config), compress_file + ":" + std::to_string(line)});
+    texts.push_back({std::move(config), compress_file + ":" + std::to_string(reader->line_number())});
   }
+  RETURN_IF_ERROR(reader->status());
   if (texts.empty()) return InvalidArgumentError(compress_file + ": holds no config (one COMPONENT=METHOD,... per line)");
   return texts;
 }
@@ -249,8 +246,7 @@ Status EvalCommand(const EvalOptions& options) {
   // The uncompressed model against its own baseline: numeric noise (bf16, kernels) shows here. One
   // run's configs share it (the evaluator restores the weights after each config).
   std::optional<nlohmann::json> noise_floor;
-  for (size_t i = 0; i < configs.size(); ++i) {
-    const CompressionConfig& config = configs[i];
+  for (const CompressionConfig& config : configs) {
     const auto t0 = Clock::now();
     ASSIGN_OR_RETURN(EvalResult result, evaluator.Evaluate(baseline, config, eval));
     const double seconds = SecondsSince(t0);
