@@ -64,8 +64,44 @@ StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir) {
   ASSIGN_OR_RETURN(checkpoint->config_json_, ReadJsonFile(config_path));
   ASSIGN_OR_RETURN(checkpoint->config_, ParseLlamaConfig(checkpoint->config_json_, config_path));
   RETURN_IF_ERROR(checkpoint->OpenWeights());
+  RETURN_IF_ERROR(checkpoint->OpenQuantization());
   RETURN_IF_ERROR(checkpoint->CheckLlamaTensors());
   return checkpoint;
+}
+
+Status Checkpoint::OpenQuantization() {
+  if (!config_json_.contains("quantization_config") || config_json_.at("quantization_config").is_null()) {
+    return OkStatus();
+  }
+  // The Linear modules: every 2-D weight but the embedding.
+  std::vector<std::string> linear;
+  for (const auto& [name, shape] : ExpectedLlamaTensors(config_)) {
+    const std::string suffix = ".weight";
+    if (shape.size() != 2 || name == "model.embed_tokens.weight") continue;
+    linear.push_back(name.substr(0, name.size() - suffix.size()));
+  }
+  ASSIGN_OR_RETURN(quantization_, CompressedTensorsLayout::Parse(config_json_.at("quantization_config"), linear,
+                                                                 JoinPath(dir_, kConfigFileName)));
+  return OkStatus();
+}
+
+StoredTensors Checkpoint::Stored() const {
+  return {[this](const std::string& name) { return Find(name); },
+          [this](const std::string& name) -> StatusOr<torch::Tensor> {
+            auto it = tensors_.find(name);
+            if (it == tensors_.end()) return NotFoundError(OneLine(dir_ + ": checkpoint has no tensor '" + name + "'"));
+            return it->second.file->Load(name);
+          }};
+}
+
+const CtWeightScheme* Checkpoint::QuantizedModuleOf(const std::string& tensor, std::string* module) const {
+  const std::string suffix = ".weight";
+  if (quantization_ == nullptr || tensor.size() <= suffix.size() ||
+      tensor.compare(tensor.size() - suffix.size(), suffix.size(), suffix) != 0) {
+    return nullptr;
+  }
+  *module = tensor.substr(0, tensor.size() - suffix.size());
+  return quantization_->SchemeOf(*module);
 }
 
 // transformers' order: a single model.safetensors first, then the sharded index.
@@ -131,6 +167,11 @@ Status Checkpoint::AddFile(std::unique_ptr<SafetensorsFile> file) {
 
 Status Checkpoint::CheckLlamaTensors() const {
   for (const auto& [name, shape] : ExpectedLlamaTensors(config_)) {
+    std::string module;
+    if (QuantizedModuleOf(name, &module) != nullptr) {
+      RETURN_IF_ERROR(quantization_->Check(module, shape[0], shape[1], Stored()));
+      continue;
+    }
     auto it = tensors_.find(name);
     if (it == tensors_.end()) return NotFoundError(dir_ + ": checkpoint has no tensor '" + name + "'");
     const SafetensorsTensorInfo& info = *it->second.info;
@@ -150,6 +191,11 @@ Status Checkpoint::CheckLlamaTensors() const {
 // ---------------------------------------------------------------------------------------------
 // Reading
 
+bool Checkpoint::Has(const std::string& name) const {
+  std::string module;
+  return tensors_.count(name) > 0 || QuantizedModuleOf(name, &module) != nullptr;
+}
+
 const SafetensorsTensorInfo* Checkpoint::Find(const std::string& name) const {
   auto it = tensors_.find(name);
   return it == tensors_.end() ? nullptr : it->second.info;
@@ -162,8 +208,24 @@ std::vector<std::string> Checkpoint::TensorNames() const {
   return names;
 }
 
+std::vector<std::string> Checkpoint::WeightFiles() const {
+  std::vector<std::string> paths;
+  for (const auto& file : files_) paths.push_back(file->path());
+  return paths;
+}
+
 StatusOr<torch::Tensor> Checkpoint::Load(const std::string& name, const std::vector<int64_t>& expected_shape,
                                          torch::ScalarType dtype, const torch::Device& device) const {
+  std::string module;
+  if (QuantizedModuleOf(name, &module) != nullptr) {
+    if (expected_shape.size() != 2) {
+      return InvalidArgumentError(OneLine("tensor '" + name + "' is a quantized [out, in] weight, expected " +
+                                          ShapeString(expected_shape)));
+    }
+    ASSIGN_OR_RETURN(torch::Tensor dense,
+                     quantization_->Dequantize(module, expected_shape[0], expected_shape[1], Stored()));
+    return dense.to(device, dtype);
+  }
   auto it = tensors_.find(name);
   if (it == tensors_.end()) return NotFoundError(OneLine(dir_ + ": checkpoint has no tensor '" + name + "'"));
   const Location& where = it->second;

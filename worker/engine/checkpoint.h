@@ -5,6 +5,9 @@
 // weight map, the presence, shape and dtype of every tensor the Llama math needs), so that a broken
 // folder fails at once with a message naming the file, not hours into a job.
 //
+// A compressed-tensors checkpoint (config.json's quantization_config; compressed_tensors.h) is read
+// as the dense model: Load() dequantizes a quantized module's weight, Has() knows it.
+//
 // Errors (one line): NOT_FOUND for a missing folder, file or tensor; DATA_LOSS for malformed or
 // inconsistent files; INVALID_ARGUMENT for a tensor of the wrong shape or dtype; UNIMPLEMENTED for
 // PyTorch .bin checkpoints and unsupported Llama variants (see model_config.h).
@@ -21,6 +24,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "worker/engine/compressed_tensors.h"
 #include "worker/engine/model_config.h"
 #include "worker/engine/safetensors.h"
 #include "common/status.h"
@@ -41,14 +45,21 @@ class Checkpoint {
 
   const LlamaConfig& config() const { return config_; }
   const std::string& dir() const { return dir_; }
-  bool Has(const std::string& name) const { return tensors_.count(name) > 0; }
-  // The stored dtype, shape and byte range of `name`; nullptr if absent.
+  // A stored tensor, or the dense weight of a quantized module.
+  bool Has(const std::string& name) const;
+  // The stored dtype, shape and byte range of `name`; nullptr if absent (and for a quantized
+  // module's dense weight, which is not stored as such).
   const SafetensorsTensorInfo* Find(const std::string& name) const;
-  // Every tensor name, sorted.
+  // Every stored tensor name, sorted.
   std::vector<std::string> TensorNames() const;
+  // The paths of the weight files (model.safetensors or the shards).
+  std::vector<std::string> WeightFiles() const;
+  // The quantization of a compressed-tensors checkpoint; nullptr for an unquantized one.
+  const CompressedTensorsLayout* quantization() const { return quantization_.get(); }
 
   // Loads `name`, checks its shape equals `expected_shape` (the error names tensor, file and both
-  // shapes), converts it to `dtype` and puts it on `device`. The result never aliases the file.
+  // shapes), converts it to `dtype` and puts it on `device`. The result never aliases the file. A
+  // quantized module's weight is dequantized (in its scale's dtype) and then converted.
   StatusOr<torch::Tensor> Load(const std::string& name, const std::vector<int64_t>& expected_shape,
                                torch::ScalarType dtype, const torch::Device& device) const;
 
@@ -68,12 +79,17 @@ class Checkpoint {
   Status OpenShards(const std::string& index_path);
   Status AddFile(std::unique_ptr<SafetensorsFile> file);
   Status CheckLlamaTensors() const;
+  Status OpenQuantization();
+  StoredTensors Stored() const;
+  // "model.layers.0.mlp.up_proj" for "model.layers.0.mlp.up_proj.weight" when that module is quantized.
+  const CtWeightScheme* QuantizedModuleOf(const std::string& tensor, std::string* module) const;
 
   std::string dir_;
   nlohmann::json config_json_;
   LlamaConfig config_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, Location> tensors_;  // sorted by name, for the fingerprint
+  std::unique_ptr<CompressedTensorsLayout> quantization_;
 
   mutable std::mutex fingerprint_mu_;
   mutable std::optional<std::string> fingerprint_;

@@ -24,13 +24,18 @@ int64_t PruneCount(double fraction, int64_t numel) {
 // its reciprocal instead, which can differ from the division by an ulp and break CPU/GPU agreement.
 torch::Tensor DivideBy127(const torch::Tensor& t) { return t / torch::full({}, 127.0, t.options()); }
 
-// Symmetric int8 round trip of `wf` (float32) with absmax `amax` (broadcastable to wf): the scale is
-// amax / 127, values are rounded (half to even), clamped to [-127, 127] and scaled back. A zero amax
-// (an all-zero slice) divides by 1 instead, so the slice stays zero rather than turning NaN.
-torch::Tensor AbsMaxRoundTrip(const torch::Tensor& wf, const torch::Tensor& amax) {
-  torch::Tensor scale = DivideBy127(amax);
-  torch::Tensor safe = torch::where(scale > 0, scale, torch::ones_like(scale));
-  return torch::clamp(torch::round(wf / safe), -127, 127) * scale;
+// Symmetric int8 codes of `wf` (float32 [out, in]) with absmax `amax` ([1] or [out, 1]): the scale
+// is amax / 127, values are rounded (half to even) and clamped to [-127, 127]. A zero amax (an
+// all-zero slice) divides by 1 instead, so the slice stays zero rather than turning NaN.
+IntegerWeight AbsMaxCodes(const torch::Tensor& wf, const torch::Tensor& amax, QuantGranularity granularity) {
+  IntegerWeight iw;
+  iw.bits = 8;
+  iw.symmetric = true;
+  iw.granularity = granularity;
+  iw.scale = DivideBy127(amax);
+  torch::Tensor safe = torch::where(iw.scale > 0, iw.scale, torch::ones_like(iw.scale));
+  iw.q = torch::clamp(torch::round(wf / safe), -127, 127).to(CodeDType(8));
+  return iw;
 }
 
 // bitsandbytes' row-wise int8 (int8_vectorwise_quant): q = round(m * (127 / amax)) with amax [rows, 1]
@@ -84,17 +89,31 @@ torch::Tensor RandomPrune(const torch::Tensor& w, double fraction, uint64_t seed
   return out;
 }
 
+IntegerWeight AbsMaxInt8Codes(const torch::Tensor& w) {
+  TORCH_CHECK(w.dim() == 2, "AbsMaxInt8Codes: w ", w.sizes(), " is not a matrix");
+  torch::Tensor wf = w.to(torch::kFloat32);
+  torch::Tensor amax = w.numel() == 0 ? torch::zeros({1}, wf.options()) : wf.abs().amax().reshape({1});
+  return AbsMaxCodes(wf, amax, QuantGranularity::kTensor);
+}
+
+IntegerWeight AbsMaxInt8RowsCodes(const torch::Tensor& w) {
+  TORCH_CHECK(w.dim() == 2, "AbsMaxInt8RowsCodes: w ", w.sizes(), " is not a matrix");
+  torch::Tensor wf = w.to(torch::kFloat32);
+  torch::Tensor amax = w.size(1) == 0 ? torch::zeros({w.size(0), 1}, wf.options())
+                                      : wf.abs().amax(1, /*keepdim=*/true);  // [out, 1]
+  return AbsMaxCodes(wf, amax, QuantGranularity::kChannel);
+}
+
 torch::Tensor AbsMaxInt8(const torch::Tensor& w) {
   if (w.numel() == 0) return Float32Copy(w);
-  torch::Tensor wf = w.to(torch::kFloat32);
-  return AbsMaxRoundTrip(wf, wf.abs().amax());
+  if (w.dim() == 2) return AbsMaxInt8Codes(w).Dequantize();
+  return AbsMaxInt8Codes(w.reshape({1, -1})).Dequantize().reshape(w.sizes());
 }
 
 torch::Tensor AbsMaxInt8Rows(const torch::Tensor& w) {
   if (w.numel() == 0) return Float32Copy(w);
   const int64_t rows = w.dim() == 0 ? 1 : w.size(0);
-  torch::Tensor wf = w.to(torch::kFloat32).reshape({rows, -1});  // [out, in]
-  return AbsMaxRoundTrip(wf, wf.abs().amax(1, /*keepdim=*/true)).reshape(w.sizes());
+  return AbsMaxInt8RowsCodes(w.reshape({rows, -1})).Dequantize().reshape(w.sizes());
 }
 
 LlmInt8Weight QuantizeLlmInt8Weight(const torch::Tensor& w) {

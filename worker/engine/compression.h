@@ -9,6 +9,8 @@
 
 #include <cstdint>
 
+#include "worker/engine/integer_weight.h"
+
 namespace dtm {
 
 // Magnitude pruning: zeros the k = llround(fraction * numel) entries of smallest |w|. Ties are broken
@@ -22,11 +24,16 @@ torch::Tensor MagnitudePrune(const torch::Tensor& w, double fraction);
 torch::Tensor RandomPrune(const torch::Tensor& w, double fraction, uint64_t seed);
 
 // AbsMax int8 over the whole tensor: s = max|w| / 127, q = clamp(round(w / s), -127, 127), returns
-// q * s. An all-zero tensor stays zero.
+// q * s (AbsMaxInt8Codes(w).Dequantize(), so an exported q and s give exactly these weights). An
+// all-zero tensor stays zero (s = 0). A rounded zero is +0.0, never -0.0.
 torch::Tensor AbsMaxInt8(const torch::Tensor& w);
+// q (int8 range, symmetric) and s ([1]) of a 2-D w [out, in].
+IntegerWeight AbsMaxInt8Codes(const torch::Tensor& w);
 
 // The same with one scale per output row: w is [out, in] (trailing dims are flattened into `in`).
 torch::Tensor AbsMaxInt8Rows(const torch::Tensor& w);
+// q and s ([out, 1]) of a 2-D w [out, in].
+IntegerWeight AbsMaxInt8RowsCodes(const torch::Tensor& w);
 
 // LLM.int8() (Dettmers et al. 2022) as bitsandbytes computes it (MatMul8bitLt with Int8Params, the
 // paper's implementation). The weight is stored once as row-wise int8 over each WHOLE row (bitsandbytes'

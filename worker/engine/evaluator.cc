@@ -103,8 +103,13 @@ Status Evaluator::ApplyOne(const ComponentId& id, const CompressionMethod& metho
   switch (method.kind) {
     case MethodKind::kPrune: compressed = MagnitudePrune(w, method.fraction); break;
     case MethodKind::kRandomPrune: compressed = RandomPrune(w, method.fraction, method.seed); break;
-    case MethodKind::kInt8AbsMax: compressed = AbsMaxInt8(w); break;
-    case MethodKind::kInt8AbsMaxRow: compressed = AbsMaxInt8Rows(w); break;
+    case MethodKind::kInt8AbsMax:
+    case MethodKind::kInt8AbsMaxRow: {
+      IntegerWeight codes = method.kind == MethodKind::kInt8AbsMax ? AbsMaxInt8Codes(w) : AbsMaxInt8RowsCodes(w);
+      compressed = codes.Dequantize();
+      KeepCodes(id, std::move(codes));
+      break;
+    }
     case MethodKind::kLlmInt8: {
       // Stored once, as bitsandbytes' Int8Params is; the override ignores the float weight it is passed.
       auto weight = std::make_shared<const LlmInt8Weight>(QuantizeLlmInt8Weight(w));
@@ -118,15 +123,24 @@ Status Evaluator::ApplyOne(const ComponentId& id, const CompressionMethod& metho
       GptqOptions opts;
       opts.bits = method.bits;
       opts.group_size = method.group_size;
-      StatusOr<torch::Tensor> q = GptqQuantize(w, hessian, opts);
+      StatusOr<GptqResult> q = GptqQuantizeWithCodes(w, hessian, opts);
       if (!q.ok()) return Status(q.status().code(), id.Name() + ": " + q.status().message());
-      compressed = *q;
+      compressed = q->dequantized;
+      KeepCodes(id, std::move(q->codes));
       break;
     }
   }
   torch::NoGradGuard no_grad;
   w.copy_(compressed.to(w.scalar_type()));
   return OkStatus();
+}
+
+void Evaluator::KeepCodes(const ComponentId& id, IntegerWeight codes) {
+  if (integer_weights_ == nullptr) return;
+  codes.q = codes.q.cpu();
+  codes.scale = codes.scale.cpu();
+  if (codes.zero.defined()) codes.zero = codes.zero.cpu();
+  (*integer_weights_)[id.Index()] = std::move(codes);
 }
 
 Status Evaluator::Apply(const CompressionConfig& config) {

@@ -16,6 +16,7 @@
 #include "common/compression_config.h"
 #include "worker/engine/divergence.h"
 #include "common/status.h"
+#include "worker/engine/integer_weight.h"
 
 namespace dtm {
 
@@ -71,6 +72,10 @@ class Evaluator {
     activations_ = cache;
     activation_every_ = every < 1 ? 1 : every;
   }
+  // While set, Apply also keeps, on the CPU, the integer codes of every int8-absmax, int8-absmax-row
+  // and gptq component it applies (ComponentId::Index() -> codes; the weights it writes are their
+  // Dequantize()), for `dtmctl apply --format compressed-tensors`. Null: none kept.
+  void KeepIntegerWeights(std::map<int, IntegerWeight>* sink) { integer_weights_ = sink; }
   ~Evaluator();  // restores any applied config
 
   // Apply + evaluate + restore; the weights are restored on every path.
@@ -98,6 +103,7 @@ class Evaluator {
   std::string StreamKey(const std::string& batch_key, int layer) const;
   // `hessian`: the component's input Hessian for gptq, else unused.
   Status ApplyOne(const ComponentId& id, const CompressionMethod& method, const torch::Tensor& hessian);
+  void KeepCodes(const ComponentId& id, IntegerWeight codes);
 
   LlamaModel* model_;
   CalibrationHessians* calibration_;
@@ -107,6 +113,7 @@ class Evaluator {
   std::string applied_calibration_;          // the calibration fingerprint its gptq entries used
   std::map<int, torch::Tensor> saved_;       // ComponentId::Index() -> original weight
   std::vector<ComponentId> overridden_;      // components with an LLM.int8() forward
+  std::map<int, IntegerWeight>* integer_weights_ = nullptr;
   // During one batch's forward with llm-int8 components: [B] int64 outlier column counts per batch row,
   // on the model's device, which the LLM.int8() overrides add to; undefined otherwise.
   torch::Tensor outlier_counts_;

@@ -43,11 +43,51 @@ RowQuantizer FitQuantizer(const torch::Tensor& x, double maxq, bool symmetric) {
   return {scale.unsqueeze(1), zero.unsqueeze(1), maxq};
 }
 
-// quant.py's quantize(): the dequantized value of the nearest grid point, x [out, k].
-torch::Tensor Quantize(const torch::Tensor& x, const RowQuantizer& qz) {
-  torch::Tensor q = torch::clamp(torch::round(x / qz.scale) + qz.zero, 0, qz.maxq);
-  return qz.scale * (q - qz.zero);
+// quant.py's quantize() in two steps: the nearest grid point's code in [0, maxq] (float), x [out, k],
+// then its dequantized value.
+torch::Tensor QuantizeCode(const torch::Tensor& x, const RowQuantizer& qz) {
+  return torch::clamp(torch::round(x / qz.scale) + qz.zero, 0, qz.maxq);
 }
+torch::Tensor Dequantize(const torch::Tensor& code, const RowQuantizer& qz) { return qz.scale * (code - qz.zero); }
+
+// Where QuantizeColumns records the integer codes, in IntegerWeight's signed convention.
+class CodeRecorder {
+ public:
+  CodeRecorder(IntegerWeight* codes, const torch::Tensor& W, const GptqOptions& opts) : codes_(codes) {
+    if (codes_ == nullptr) return;
+    const int64_t columns = W.size(1);
+    const int64_t groups = opts.group_size > 0 ? (columns + opts.group_size - 1) / opts.group_size : 1;
+    codes_->bits = opts.bits;
+    codes_->symmetric = opts.symmetric;
+    codes_->granularity = opts.group_size > 0 ? QuantGranularity::kGroup : QuantGranularity::kChannel;
+    codes_->group_size = opts.group_size;
+    codes_->q = torch::zeros_like(W, W.options().dtype(CodeDType(opts.bits)));
+    scale_ = torch::zeros({W.size(0), groups}, W.options());
+    zero_ = torch::zeros({W.size(0), groups}, W.options());
+    offset_ = std::ldexp(1.0, opts.bits - 1);
+  }
+  // The quantizer of group `group` (0 for a whole row).
+  void Quantizer(int64_t group, const RowQuantizer& qz) {
+    if (codes_ == nullptr) return;
+    scale_.slice(1, group, group + 1).copy_(qz.scale);
+    zero_.slice(1, group, group + 1).copy_(qz.zero);
+  }
+  void Column(int64_t col, const torch::Tensor& code) {
+    if (codes_ != nullptr) codes_->q.slice(1, col, col + 1).copy_(code - offset_);
+  }
+  void Finish() {
+    if (codes_ == nullptr) return;
+    codes_->scale = scale_;
+    // A symmetric quantizer's zero point is (maxq + 1) / 2 = offset: 0 once signed, so not stored.
+    if (!codes_->symmetric) codes_->zero = (zero_ - offset_).to(CodeDType(codes_->bits));
+  }
+
+ private:
+  IntegerWeight* codes_;
+  torch::Tensor scale_;  // float32 [out, groups]
+  torch::Tensor zero_;   // float32 [out, groups], unsigned as the reference's
+  double offset_ = 0;
+};
 
 Status CheckArguments(const torch::Tensor& w, const torch::Tensor& hessian, const GptqOptions& opts) {
   if (w.dim() != 2 || !w.is_floating_point()) {
@@ -100,10 +140,11 @@ StatusOr<torch::Tensor> InverseHessianFactor(const torch::Tensor& hessian, const
 }
 
 // Steps 3 and 4 on W (float32 [out, in], modified) with Hinv's upper factor (float32 [in, in]).
-torch::Tensor QuantizeColumns(torch::Tensor W, const torch::Tensor& hinv, RowQuantizer qz,
-                              const GptqOptions& opts) {
+torch::Tensor QuantizeColumns(torch::Tensor W, const torch::Tensor& hinv, RowQuantizer qz, const GptqOptions& opts,
+                              CodeRecorder& recorder) {
   const int64_t columns = W.size(1);
   torch::Tensor Q = torch::zeros_like(W);  // [out, in]
+  if (opts.group_size <= 0) recorder.Quantizer(0, qz);
   for (int64_t i1 = 0; i1 < columns; i1 += opts.block_size) {
     const int64_t i2 = std::min<int64_t>(i1 + opts.block_size, columns);
     torch::Tensor W1 = W.slice(1, i1, i2).clone();                 // [out, count]
@@ -116,9 +157,12 @@ torch::Tensor QuantizeColumns(torch::Tensor W, const torch::Tensor& hinv, RowQua
         // not yet those of earlier columns of this block (they are in W1).
         qz = FitQuantizer(W.slice(1, col, std::min<int64_t>(col + opts.group_size, columns)), qz.maxq,
                           opts.symmetric);
+        recorder.Quantizer(col / opts.group_size, qz);
       }
       torch::Tensor w = W1.slice(1, i, i + 1);                    // [out, 1], a view into W1
-      torch::Tensor q = Quantize(w, qz);                          // [out, 1]
+      torch::Tensor code = QuantizeCode(w, qz);                   // [out, 1]
+      recorder.Column(col, code);
+      torch::Tensor q = Dequantize(code, qz);                     // [out, 1]
       torch::Tensor hinv_row = Hinv1.slice(0, i, i + 1);          // [1, count]
       torch::Tensor err = (w - q) / hinv_row.slice(1, i, i + 1);  // [out, 1]
       Q.slice(1, col, col + 1).copy_(q);
@@ -129,14 +173,20 @@ torch::Tensor QuantizeColumns(torch::Tensor W, const torch::Tensor& hinv, RowQua
     // Lazy batch update of every column right of the block.
     if (i2 < columns) W.slice(1, i2).sub_(Err1.matmul(hinv.slice(0, i1, i2).slice(1, i2)));
   }
+  recorder.Finish();
   return Q;
 }
 
-StatusOr<torch::Tensor> RunGptq(const torch::Tensor& w, const torch::Tensor& hessian,
-                                const GptqOptions& opts) {
+// `codes`: where to put the integer codes, or null.
+StatusOr<torch::Tensor> RunGptq(const torch::Tensor& w, const torch::Tensor& hessian, const GptqOptions& opts,
+                                IntegerWeight* codes) {
   torch::Tensor W = w.to(w.options().dtype(torch::kFloat32), /*non_blocking=*/false, /*copy=*/true,
                          torch::MemoryFormat::Contiguous);  // [out, in]
-  if (W.numel() == 0) return W;
+  CodeRecorder recorder(codes, W, opts);
+  if (W.numel() == 0) {
+    recorder.Finish();
+    return W;
+  }
   const double maxq = std::ldexp(1.0, opts.bits) - 1;
   // As the reference, the whole-row quantizer is fitted before dead columns are zeroed.
   RowQuantizer qz = FitQuantizer(W, maxq, opts.symmetric);
@@ -148,7 +198,7 @@ StatusOr<torch::Tensor> RunGptq(const torch::Tensor& w, const torch::Tensor& hes
   torch::Tensor dead = h.diagonal() == 0;  // [in] bool
   W.masked_fill_(dead.unsqueeze(0), 0.0);
   ASSIGN_OR_RETURN(torch::Tensor hinv, InverseHessianFactor(h, dead, opts.percdamp));
-  return QuantizeColumns(W, hinv, qz, opts);
+  return QuantizeColumns(W, hinv, qz, opts, recorder);
 }
 
 }  // namespace
@@ -157,7 +207,19 @@ StatusOr<torch::Tensor> GptqQuantize(const torch::Tensor& w, const torch::Tensor
                                      const GptqOptions& opts) {
   RETURN_IF_ERROR(CheckArguments(w, hessian, opts));
   try {
-    return RunGptq(w, hessian, opts);
+    return RunGptq(w, hessian, opts, nullptr);
+  } catch (const std::exception& e) {
+    return StatusFromException(e, "GPTQ: libtorch failed");
+  }
+}
+
+StatusOr<GptqResult> GptqQuantizeWithCodes(const torch::Tensor& w, const torch::Tensor& hessian,
+                                           const GptqOptions& opts) {
+  RETURN_IF_ERROR(CheckArguments(w, hessian, opts));
+  try {
+    GptqResult result;
+    ASSIGN_OR_RETURN(result.dequantized, RunGptq(w, hessian, opts, &result.codes));
+    return result;
   } catch (const std::exception& e) {
     return StatusFromException(e, "GPTQ: libtorch failed");
   }

@@ -17,6 +17,7 @@
 #include <cstdint>
 
 #include "common/status.h"
+#include "worker/engine/integer_weight.h"
 
 namespace dtm {
 
@@ -34,6 +35,18 @@ struct GptqOptions {
 // dampening.
 StatusOr<torch::Tensor> GptqQuantize(const torch::Tensor& w, const torch::Tensor& hessian,
                                      const GptqOptions& opts);
+
+// The same, with the integer codes it dequantizes from: codes.Dequantize() equals `dequantized`
+// bit for bit. The reference's unsigned q in [0, 2^bits - 1] and zero point become signed by
+// subtracting 2^(bits-1) from both (compressed-tensors' convention; q - zero is unchanged). One
+// scale and zero point per row (kChannel, group_size 0) or per group of columns (kGroup; the last
+// group is partial when group_size does not divide the columns); symmetric: no zero point.
+struct GptqResult {
+  torch::Tensor dequantized;  // float32 [out, in]
+  IntegerWeight codes;
+};
+StatusOr<GptqResult> GptqQuantizeWithCodes(const torch::Tensor& w, const torch::Tensor& hessian,
+                                           const GptqOptions& opts);
 
 // Accumulates the Hessian H = 2/n sum_rows x x^T of a layer's inputs over batches, as a running mean
 // (the reference's add_batch) so that it stays well scaled however many batches come. Unlike the
