@@ -13,6 +13,7 @@
 
 #include "cli/compare_command.h"
 #include "cli/train_command.h"
+#include "cli/apply_command.h"
 #include "cli/engine_commands.h"
 #include "worker/engine/host_allocator.h"
 #include "common/command_line.h"
@@ -427,6 +428,10 @@ int main(int argc, char** argv) {
   ap->add_option("--model", apply.model_dir, "checkpoint folder")->required();
   ap->add_option("--config", apply.compress, "COMPONENT=METHOD[,...] (e.g. from `dtmctl export-config`)")->required();
   ap->add_option("--out", apply.out_dir, "output checkpoint folder (new or empty)")->required();
+  ap->add_option("--format", apply.format,
+                 "float: compressed weights as the floats eval computes with; compressed-tensors: int8 and gptq "
+                 "weights as integers with scales (vLLM / transformers), dequantized by eval on load")
+      ->capture_default_str();
   ap->add_option("--calibration", apply.calibration, "probe or baseline file of GPTQ calibration sequences");
   ap->add_option("--calibration-count", apply.calibration_count, "calibration sequences used")->capture_default_str();
   ap->add_option("--calibration-seq-len", apply.calibration_seq_len, "tokens of each calibration sequence used")

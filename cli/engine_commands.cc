@@ -34,13 +34,6 @@
 namespace dtm::cli {
 namespace {
 
-bool ConfigNeedsCalibration(const CompressionConfig& config) {
-  for (const auto& entry : config.entries) {
-    if (entry.second.kind == MethodKind::kGptq) return true;
-  }
-  return false;
-}
-
 // The configs one eval or ppl run scores: --compress's one, or --compress-file's lines (blank lines
 // and `#` comments skipped), each with where it came from for error messages.
 struct ConfigText {
@@ -373,120 +366,6 @@ Status TextPerplexityCommand(const TextPerplexityOptions& options) {
     if (ConfigNeedsCalibration(config)) out["calibration_fingerprint"] = calibration->fingerprint();
     PrintResult(out, !options.compress_file.empty());
   }
-  return OkStatus();
-}
-
-namespace {
-
-Status CopyFile(const std::string& from, const std::string& to) {
-  std::error_code ec;
-  std::filesystem::copy_file(from, to, std::filesystem::copy_options::overwrite_existing, ec);
-  if (ec) return InternalError("cannot copy " + from + " to " + to + ": " + ec.message());
-  return OkStatus();
-}
-
-}  // namespace
-
-Status ApplyCommand(const ApplyOptions& options) {
-  namespace fs = std::filesystem;
-  const auto t0 = Clock::now();
-  RETURN_IF_ERROR(CheckOutDirIsFree(options.out_dir));
-  ApplyThreads(options.runtime.threads);
-  if (options.runtime.batch_size < 1) return InvalidArgumentError("--batch-size must be at least 1");
-
-  ASSIGN_OR_RETURN(torch::Device device, ParseDevice(options.runtime.device));
-  ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint, Checkpoint::Open(options.model_dir));
-  // Default precision: as stored, so that an untouched tensor is written back bit for bit.
-  torch::ScalarType dtype = torch::kFloat32;
-  if (!options.runtime.dtype.empty()) {
-    ASSIGN_OR_RETURN(dtype, ParseDType(options.runtime.dtype));
-  } else if (const SafetensorsTensorInfo* info = checkpoint->Find("model.embed_tokens.weight")) {
-    const torch::ScalarType stored = ToScalarType(info->dtype);
-    if (stored == torch::kFloat32 || stored == torch::kFloat16 || stored == torch::kBFloat16) dtype = stored;
-  }
-
-  const int num_layers = static_cast<int>(checkpoint->config().num_hidden_layers);
-  ASSIGN_OR_RETURN(CompressionConfig config, ParseCompressionConfig(options.compress, num_layers));
-  for (const auto& [id, method] : config.entries) {
-    if (method.kind == MethodKind::kLlmInt8) {
-      return InvalidArgumentError(id.Name() + "=llm-int8: LLM.int8() picks its outlier columns from each input "
-                                  "at run time, so it cannot be written as weights; evaluate it with `dtmctl eval`");
-    }
-  }
-  if (ConfigNeedsCalibration(config) && options.calibration.empty()) {
-    return InvalidArgumentError("--calibration FILE (a probe or baseline file) is needed for gptq");
-  }
-  // Checked whenever given, as eval does, and before the weights load.
-  std::unique_ptr<CalibrationHessians> calibration;
-  if (!options.calibration.empty()) {
-    ASSIGN_OR_RETURN(CalibrationSequences set, ReadCalibrationFile(options.calibration, options.calibration_count,
-                                                                   options.calibration_seq_len, checkpoint->config()));
-    if (ConfigNeedsCalibration(config)) {
-      calibration = std::make_unique<CalibrationHessians>(std::move(set), options.runtime.batch_size);
-    }
-  }
-
-  ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, LlamaModel::Load(*checkpoint, ModelOptions{dtype, device}));
-  // The same in-place application eval uses; the evaluator restores the weights when it goes, after
-  // they are written.
-  Evaluator evaluator(model.get(), calibration.get());
-  RETURN_IF_ERROR(evaluator.Apply(config));
-
-  std::vector<std::pair<std::string, torch::Tensor>> tensors = model->NamedWeights();
-  std::set<std::string> written;
-  for (const auto& [name, tensor] : tensors) written.insert(name);
-  // Tensors the model does not use (e.g. rotary inv_freq buffers, a stored tied lm_head) go out
-  // as stored.
-  int64_t kept_as_stored = 0;
-  for (const std::string& name : checkpoint->TensorNames()) {
-    if (written.count(name) > 0) continue;
-    const SafetensorsTensorInfo* info = checkpoint->Find(name);
-    ASSIGN_OR_RETURN(torch::Tensor t, checkpoint->Load(name, info->shape, ToScalarType(info->dtype), torch::kCPU));
-    tensors.emplace_back(name, std::move(t));
-    ++kept_as_stored;
-  }
-
-  std::error_code ec;
-  fs::create_directories(options.out_dir, ec);
-  if (ec) return InternalError("cannot create --out " + options.out_dir + ": " + ec.message());
-  const std::string weights_path = (fs::path(options.out_dir) / kSingleWeightsFileName).string();
-  RETURN_IF_ERROR(WriteSafetensors(weights_path, tensors,
-                                   {{"format", "pt"}, {"dtm_compression", config.Canonical()}}));
-
-  // config.json as the source has it, torch_dtype following --dtype.
-  const std::string config_src = (fs::path(options.model_dir) / kConfigFileName).string();
-  ASSIGN_OR_RETURN(std::string config_text, ReadTextFile(config_src));
-  nlohmann::json config_json;
-  try {
-    config_json = nlohmann::json::parse(config_text);
-  } catch (const nlohmann::json::exception& e) {
-    return DataLossError(config_src + ": " + e.what());
-  }
-  if (!options.runtime.dtype.empty()) config_json["torch_dtype"] = DTypeName(dtype);
-  RETURN_IF_ERROR(WriteTextFile((fs::path(options.out_dir) / kConfigFileName).string(), config_json.dump(2) + "\n"));
-
-  std::vector<std::string> files = {kConfigFileName, kSingleWeightsFileName};
-  for (const char* name : kCheckpointSideFiles) {
-    const fs::path from = fs::path(options.model_dir) / name;
-    if (!fs::is_regular_file(from, ec)) continue;
-    RETURN_IF_ERROR(CopyFile(from.string(), (fs::path(options.out_dir) / name).string()));
-    files.push_back(name);
-  }
-
-  nlohmann::json components = nlohmann::json::array();
-  for (const auto& [id, method] : config.entries) components.push_back(id.Name() + "=" + method.ToString());
-  const uintmax_t bytes = fs::file_size(weights_path, ec);
-  PrintJson({{"out", options.out_dir},
-             {"config", config.Canonical()},
-             {"components_changed", config.entries.size()},
-             {"components", components},
-             {"tensors", tensors.size()},
-             {"tensors_kept_as_stored", kept_as_stored},
-             {"dtype", DTypeName(dtype)},
-             {"device", device.str()},
-             {"files", files},
-             {"bytes", ec ? 0 : bytes},
-             {"seconds", SecondsSince(t0)}});
   return OkStatus();
 }
 

@@ -116,23 +116,4 @@ struct TextPerplexityOptions {
 };
 Status TextPerplexityCommand(const TextPerplexityOptions& options);
 
-// `dtmctl apply`: the compressed model as a Hugging Face checkpoint folder. The config is applied
-// in place exactly as `eval` applies it (Evaluator::Apply on the loaded model, computed in float32
-// and written back in the compute dtype), then every weight is written to OUT/model.safetensors
-// (compressed ones as the float weights eval computes with, the others unchanged), config.json is
-// copied (torch_dtype set when --dtype is given) and the tokenizer files are copied. So
-// `eval --model OUT --compress ''` gives what `eval --model DIR --compress CONFIG` gives in the same
-// dtype. llm-int8 is refused: its outlier columns depend on each input and cannot be stored as
-// weights. OUT must not exist or be an empty folder.
-struct ApplyOptions {
-  std::string model_dir;
-  std::string compress;      // COMPONENT=METHOD,... (what `dtmctl export-config` prints)
-  std::string out_dir;
-  std::string calibration;   // probe or baseline file; needed for gptq
-  int64_t calibration_count = 128;
-  int64_t calibration_seq_len = 2048;
-  RuntimeOptions runtime;    // dtype empty: the checkpoint's stored dtype
-};
-Status ApplyCommand(const ApplyOptions& options);
-
 }  // namespace dtm::cli

@@ -76,4 +76,11 @@ void PrintWarning(const char* command, const std::string& text) {
 
 Status CheckOutDirIsFree(const std::string& dir) { return CheckOutputFolderIsFree(dir, "--out"); }
 
+bool ConfigNeedsCalibration(const CompressionConfig& config) {
+  for (const auto& entry : config.entries) {
+    if (entry.second.kind == MethodKind::kGptq) return true;
+  }
+  return false;
+}
+
 }  // namespace dtm::cli

