@@ -6,7 +6,9 @@
 #    header-only nlohmann-json and CLI11 from DTM_EXTRA_INCLUDE when the machine lacks them);
 # 2. compares dtmctl's baseline and eval with transformers' LlamaForCausalLM on CPU in float32;
 # 3. measures the bfloat16 noise floor on the GPU against the float32 baseline;
-# 4. runs engine_bench on the model and on a synthetic Llama-2-7B shape.
+# 4. runs engine_bench on the model and on a synthetic Llama-2-7B shape;
+# 5. loads a `dtmctl apply --format compressed-tensors` export in transformers (when python3 has the
+#    compressed-tensors package) and compares its eval with dtmctl's of the same folder.
 set -uo pipefail
 model=$1 probes=$2 out=${3:-/tmp/gpu-checks}
 mkdir -p "$out"
@@ -58,3 +60,17 @@ echo "== engine_bench"
 build-cuda/bench/engine_bench --model "$model" --device cuda --batch 32 --prefix 100 --completion 500 --repeats 3
 build-cuda/bench/engine_bench --synthetic llama2-7b --device cuda --dtype bfloat16 --batch 8 --prefix 100 \
   --completion 500 --repeats 2
+
+echo "== compressed-tensors export: transformers (compressed-tensors package) vs dtmctl, float32 CPU"
+ct_spec="model.layers.0.mlp.down_proj=int8-absmax-row,model.layers.1.self_attn.q_proj=int8-absmax"
+$dtmctl apply --model "$model" --config "$ct_spec" --format compressed-tensors --out "$out/ct" --device cpu \
+  | python3 -c "import json,sys; d=json.load(sys.stdin); print('export:', d['bytes'], 'of', d['original_bytes'], 'bytes')"
+if python3 -c 'import compressed_tensors' 2>/dev/null; then
+  python3 $ref/hf_reference.py eval --model "$out/ct" --baseline "$out/base-f32.jsonl" --device cpu --compress "" \
+    >"$out/hf-ct.json"
+  $dtmctl eval --model "$out/ct" --baseline "$out/base-f32.jsonl" --compress "" --device cpu --no-noise-floor \
+    >"$out/ours-ct.json" 2>/dev/null
+  python3 $ref/compare_eval.py "$out/ours-ct.json" "$out/hf-ct.json" --nll-tol 1e-4
+else
+  echo "python3 has no compressed_tensors: skipped (pip install compressed-tensors)"
+fi
