@@ -1,9 +1,11 @@
 #include "worker/engine/compressed_tensors.h"
 
 #include <algorithm>
-#include <regex>
+#include <optional>
 #include <sstream>
 #include <tuple>
+
+#include "worker/engine/module_pattern.h"
 
 namespace dtm {
 namespace {
@@ -59,13 +61,10 @@ class TargetMatcher {
     if (target == "Linear") {
       m.kind_ = kAny;
     } else if (target.rfind("re:", 0) == 0) {
-      m.kind_ = kRegex;
-      try {
-        m.regex_ = std::regex(target.substr(3), std::regex::ECMAScript);
-      } catch (const std::regex_error& e) {
-        return InvalidArgumentError(where + ": target '" + target + "' is not a regular expression dtm reads (" +
-                                    e.what() + ")");
-      }
+      m.kind_ = kPattern;
+      StatusOr<ModulePattern> pattern = ModulePattern::Compile(target.substr(3));
+      if (!pattern.ok()) return Status(pattern.status().code(), where + ": target " + pattern.status().message());
+      m.pattern_ = std::move(*pattern);
     } else {
       m.kind_ = kName;
       bool known = false;
@@ -83,16 +82,16 @@ class TargetMatcher {
     switch (kind_) {
       case kAny: return true;
       case kName: return module == target_;
-      case kRegex: return std::regex_search(module, regex_, std::regex_constants::match_continuous);  // re.match
+      case kPattern: return pattern_->Matches(module);
     }
     return false;
   }
 
  private:
-  enum Kind { kAny, kName, kRegex };
+  enum Kind { kAny, kName, kPattern };
   Kind kind_ = kName;
   std::string target_;
-  std::regex regex_;
+  std::optional<ModulePattern> pattern_;
 };
 
 StatusOr<std::vector<TargetMatcher>> Matchers(const nlohmann::json& list, const std::vector<std::string>& modules,

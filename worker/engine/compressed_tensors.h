@@ -14,7 +14,8 @@
 //   scale (and zero point) shapes: [1] per tensor, [out, 1] per channel, [out, in / group_size] per
 //   group; w = (q - zero) * scale in the scale's dtype.
 // A module is quantized by the config group one of whose targets matches its name (the name itself,
-// `re:PATTERN` matched at the start of the name, or the class `Linear`) unless `ignore` matches it.
+// `re:PATTERN` matched at the start of the name (module_pattern.h), or the class `Linear`) unless
+// `ignore` matches it.
 #pragma once
 
 #include <cstdint>

@@ -123,6 +123,13 @@ Status Evaluator::ApplyOne(const ComponentId& id, const CompressionMethod& metho
       GptqOptions opts;
       opts.bits = method.bits;
       opts.group_size = method.group_size;
+      // The codes cost a copy per column (a kernel launch each on a GPU): made only when kept.
+      if (integer_weights_ == nullptr) {
+        StatusOr<torch::Tensor> q = GptqQuantize(w, hessian, opts);
+        if (!q.ok()) return Status(q.status().code(), id.Name() + ": " + q.status().message());
+        compressed = *q;
+        break;
+      }
       StatusOr<GptqResult> q = GptqQuantizeWithCodes(w, hessian, opts);
       if (!q.ok()) return Status(q.status().code(), id.Name() + ": " + q.status().message());
       compressed = q->dequantized;

@@ -341,7 +341,11 @@ TEST_F(CompressedCheckpointTest, RefusesWhatItCannotRead) {
 
   q = quantization_;
   q["config_groups"]["group_0"]["targets"] = {"re:(unclosed"};
-  expect(OpenError(q), StatusCode::kInvalidArgument, "re:(unclosed");
+  expect(OpenError(q), StatusCode::kInvalidArgument, "'(unclosed': missing ')'");
+
+  q = quantization_;
+  q["ignore"] = {"re:.*_proj{2}"};
+  expect(OpenError(q), StatusCode::kUnimplemented, "ignore: target '.*_proj{2}': counted repetition");
 
   expect(OpenError(quantization_, [](NamedTensors& t) {
            t.erase(std::remove_if(t.begin(), t.end(),
