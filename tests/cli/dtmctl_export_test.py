@@ -42,6 +42,8 @@ QUANTIZED = {
     "model.layers.2.self_attn.o_proj": "gptq:8",
     "model.layers.2.mlp.up_proj": "gptq:4",
     "model.layers.3.self_attn.v_proj": "gptq:3:g32",
+    "model.layers.1.self_attn.k_proj": "gptq:2",
+    "model.layers.3.mlp.down_proj": "gptq:8:g128",
 }
 PRUNED = {
     "model.layers.2.self_attn.k_proj": "prune:0.6",
@@ -56,6 +58,8 @@ SCHEMES = {
     "gptq:8": ("pack-quantized", 8, False, "channel", None),
     "gptq:4": ("pack-quantized", 4, False, "channel", None),
     "gptq:3:g32": ("naive-quantized", 3, False, "group", 32),
+    "gptq:2": ("naive-quantized", 2, False, "channel", None),
+    "gptq:8:g128": ("pack-quantized", 8, False, "group", 128),
 }
 LINEAR = [f"model.layers.{i}.{m}" for i in range(4)
           for m in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
@@ -193,7 +197,9 @@ class DtmctlExportTest(unittest.TestCase):
                                  ("pack-quantized int4 asymmetric group 64", 1),
                                  ("pack-quantized int8 asymmetric channel", 1),
                                  ("pack-quantized int4 asymmetric channel", 1),
-                                 ("naive-quantized int3 asymmetric group 32", 1)]))
+                                 ("naive-quantized int3 asymmetric group 32", 1),
+                                 ("naive-quantized int2 asymmetric channel", 1),
+                                 ("pack-quantized int8 asymmetric group 128", 1)]))
 
     def test_pruned_sizes_estimate_a_sparse_bitmask_export(self):
         # Counted here from the float export's bytes: nonzeros * 4 + a bit per entry + 8 bytes per row.
