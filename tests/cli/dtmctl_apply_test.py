@@ -15,7 +15,7 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dtmctl_run import run, run_json  # noqa: E402
+from dtmctl_run import expect_one_error, probes_and_baseline, run, run_json  # noqa: E402
 
 MODEL = os.environ["DTM_TINY_MODEL"]
 BROWN = os.environ["DTM_BROWN_DIR"]
@@ -60,14 +60,7 @@ class DtmctlApplyTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="dtmctl-apply-test-")
-        text = os.path.join(cls.tmp, "held-out.txt")
-        run("brown-text", "--corpus", BROWN, "--split", "held-out", "--out", text)
-        cls.probes = os.path.join(cls.tmp, "probes.jsonl")
-        run("make-probes", "--model", MODEL, "--corpus", text, "--count", str(PROBES), "--prefix", str(PREFIX),
-            "--out", cls.probes)
-        cls.baseline = os.path.join(cls.tmp, "baseline.jsonl")
-        run("baseline", "--model", MODEL, "--probes", cls.probes, "--completion", str(COMPLETION), "--out",
-            cls.baseline)
+        cls.probes, cls.baseline, _ = probes_and_baseline(cls.tmp, MODEL, BROWN, PROBES, PREFIX, COMPLETION)
         cls.out = os.path.join(cls.tmp, "applied")
         cls.summary = run_json("apply", "--model", MODEL, "--config", CONFIG, "--out", cls.out, "--calibration",
                                cls.baseline, *CALIBRATION_SHAPE)
@@ -149,12 +142,7 @@ class DtmctlApplyTest(unittest.TestCase):
     # -- refusals: one error line naming what is wrong, non-zero exit, nothing written
 
     def expect_error(self, args, *needles):
-        proc = run(*args, check=False)
-        self.assertNotEqual(proc.returncode, 0, f"dtmctl {args} succeeded")
-        lines = [line for line in proc.stderr.splitlines() if "error" in line]
-        self.assertEqual(len(lines), 1, proc.stderr)
-        for needle in needles:
-            self.assertIn(needle, lines[0])
+        expect_one_error(self, args, *needles)
 
     def test_non_empty_out_is_refused_and_left_alone(self):
         before = {name: os.path.getmtime(os.path.join(self.out, name)) for name in os.listdir(self.out)}

@@ -21,7 +21,7 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from dtmctl_run import run, run_json  # noqa: E402
+from dtmctl_run import expect_one_error, probes_and_baseline, run, run_json  # noqa: E402
 
 READER = os.path.join(HERE, "..", "reference", "compressed_tensors_reference.py")
 MODEL = os.environ["DTM_TINY_MODEL"]
@@ -82,14 +82,7 @@ class DtmctlExportTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="dtmctl-export-test-")
-        text = os.path.join(cls.tmp, "held-out.txt")
-        run("brown-text", "--corpus", BROWN, "--split", "held-out", "--out", text)
-        cls.probes = os.path.join(cls.tmp, "probes.jsonl")
-        run("make-probes", "--model", MODEL, "--corpus", text, "--count", str(PROBES), "--prefix", str(PREFIX),
-            "--out", cls.probes)
-        cls.baseline = os.path.join(cls.tmp, "baseline.jsonl")
-        run("baseline", "--model", MODEL, "--probes", cls.probes, "--completion", str(COMPLETION), "--out",
-            cls.baseline)
+        cls.probes, cls.baseline, _ = probes_and_baseline(cls.tmp, MODEL, BROWN, PROBES, PREFIX, COMPLETION)
         calibration = ("--calibration", cls.baseline, *CALIBRATION_SHAPE)
         cls.exported = os.path.join(cls.tmp, "compressed")
         cls.summary = run_json("apply", "--model", MODEL, "--config", CONFIG, "--out", cls.exported, "--format",
@@ -268,12 +261,7 @@ class DtmctlExportTest(unittest.TestCase):
     # -- refusals: one error line naming what is wrong, non-zero exit, nothing written
 
     def expect_error(self, args, *needles):
-        proc = run(*args, check=False)
-        self.assertNotEqual(proc.returncode, 0, f"dtmctl {args} succeeded")
-        lines = [line for line in proc.stderr.splitlines() if "error" in line]
-        self.assertEqual(len(lines), 1, proc.stderr)
-        for needle in needles:
-            self.assertIn(needle, lines[0])
+        expect_one_error(self, args, *needles)
 
     def test_refusals(self):
         out = os.path.join(self.tmp, "never")

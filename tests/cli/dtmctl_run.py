@@ -1,6 +1,7 @@
 """Runs dtmctl (the binary named by $DTMCTL) for the CLI tests: `run` returns the finished process and,
 with check, fails the test on a non-zero exit naming the command and its stderr; `run_json` parses
-stdout."""
+stdout; `probes_and_baseline` makes a model's probes and greedy baseline; `expect_one_error` checks a
+refusal."""
 import atexit
 import json
 import os
@@ -23,3 +24,27 @@ def run(*args, check=True):
 
 def run_json(*args):
     return json.loads(run(*args).stdout)
+
+
+def probes_and_baseline(tmp, model, brown_dir, count, prefix, completion):
+    """`count` probes of `prefix` tokens from the Brown corpus's held-out split and `model`'s greedy
+    baseline of `completion` tokens, written in `tmp`: (probes path, baseline path, baseline's output)."""
+    text = os.path.join(tmp, "held-out.txt")
+    run("brown-text", "--corpus", brown_dir, "--split", "held-out", "--out", text)
+    probes = os.path.join(tmp, "probes.jsonl")
+    run("make-probes", "--model", model, "--corpus", text, "--count", str(count), "--prefix", str(prefix), "--out",
+        probes)
+    baseline = os.path.join(tmp, "baseline.jsonl")
+    summary = run_json("baseline", "--model", model, "--probes", probes, "--completion", str(completion), "--out",
+                       baseline)
+    return probes, baseline, summary
+
+
+def expect_one_error(test, args, *needles):
+    """dtmctl ARGS fails with one error line on stderr that contains every needle."""
+    proc = run(*args, check=False)
+    test.assertNotEqual(proc.returncode, 0, f"dtmctl {args} succeeded")
+    lines = [line for line in proc.stderr.splitlines() if "error" in line]
+    test.assertEqual(len(lines), 1, proc.stderr)
+    for needle in needles:
+        test.assertIn(needle, lines[0])
