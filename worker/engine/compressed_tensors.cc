@@ -202,16 +202,17 @@ torch::Tensor UnpackFromInt32(const torch::Tensor& packed, int bits, int64_t row
   TORCH_CHECK(bits >= 1 && bits <= 8 && packed.dim() == 2, "UnpackFromInt32: bits ", bits, ", packed ",
               packed.sizes());
   const int64_t factor = PackFactor(bits);
-  torch::Tensor words = packed.to(torch::kInt64).bitwise_and((int64_t{1} << 32) - 1);  // unsigned
+  // In int32: an arithmetic shift copies the sign bit into the top, and the mask removes it again.
+  torch::Tensor words = packed.to(torch::kInt32);
   if (packed_dim == 0) words = words.t();
   torch::Tensor shifts = torch::arange(factor, words.options()) * bits;
   // [r, words, factor] -> [r, words * factor]: code j of word k is column k * factor + j.
-  torch::Tensor u = words.unsqueeze(2).bitwise_right_shift(shifts).bitwise_and((int64_t{1} << bits) - 1);
+  torch::Tensor u = words.unsqueeze(2).bitwise_right_shift(shifts).bitwise_and((1 << bits) - 1);
   u = u.reshape({words.size(0), -1});
   const int64_t want = packed_dim == 0 ? rows : cols;
-  u = u.slice(1, 0, want) - (int64_t{1} << (bits - 1));
+  u = u.slice(1, 0, want) - (1 << (bits - 1));
   if (packed_dim == 0) u = u.t();
-  return u.to(torch::kInt32).contiguous();
+  return u.contiguous();
 }
 
 // ---------------------------------------------------------------------------------------------
