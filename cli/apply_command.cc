@@ -1,5 +1,6 @@
 #include "cli/apply_command.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -108,7 +109,8 @@ CompressedExport BuildCompressedExport(const CompressionConfig& config, const Ll
   CompressedExport out;
   const std::string suffix = ".weight";
   for (auto& [name, tensor] : model.NamedWeights()) {
-    const bool is_weight = name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+    const bool is_weight =
+        name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
     const std::string module = is_weight ? name.substr(0, name.size() - suffix.size()) : "";
     auto it = by_module.find(module);
     if (it == by_module.end()) {
@@ -127,7 +129,8 @@ CompressedExport BuildCompressedExport(const CompressionConfig& config, const Ll
     group->second.push_back(module);
   }
   // transformers builds lm_head as a Linear even when it shares the embedding's weight.
-  if (std::find(out.ignore.begin(), out.ignore.end(), "lm_head") == out.ignore.end() && by_module.count("lm_head") == 0) {
+  if (std::find(out.ignore.begin(), out.ignore.end(), "lm_head") == out.ignore.end() &&
+      by_module.count("lm_head") == 0) {
     out.ignore.push_back("lm_head");
   }
   return out;
