@@ -219,7 +219,9 @@ Status ApplyCommand(const ApplyOptions& options) {
   }
   if (!options.runtime.dtype.empty()) config_json["torch_dtype"] = DTypeName(dtype);
   config_json.erase("quantization_config");
-  if (!exported.groups.empty()) config_json["quantization_config"] = QuantizationConfigJson(exported.groups, exported.ignore);
+  if (!exported.groups.empty()) {
+    config_json["quantization_config"] = QuantizationConfigJson(exported.groups, exported.ignore);
+  }
   RETURN_IF_ERROR(WriteTextFile((fs::path(options.out_dir) / kConfigFileName).string(), config_json.dump(2) + "\n"));
 
   std::vector<std::string> files = {kConfigFileName, kSingleWeightsFileName};
@@ -238,6 +240,7 @@ Status ApplyCommand(const ApplyOptions& options) {
   }
   const uintmax_t bytes = FileBytes({weights_path});
   const uintmax_t original_bytes = FileBytes(checkpoint->WeightFiles());
+  const double ratio = original_bytes > 0 ? static_cast<double>(bytes) / static_cast<double>(original_bytes) : 0.0;
   PrintJson({{"out", options.out_dir},
              {"format", options.format},
              {"config", config.Canonical()},
@@ -252,7 +255,7 @@ Status ApplyCommand(const ApplyOptions& options) {
              {"files", files},
              {"bytes", bytes},
              {"original_bytes", original_bytes},
-             {"bytes_ratio", original_bytes > 0 ? static_cast<double>(bytes) / static_cast<double>(original_bytes) : 0.0},
+             {"bytes_ratio", ratio},
              {"seconds", SecondsSince(t0)}});
   return OkStatus();
 }

@@ -318,17 +318,23 @@ StatusOr<std::unique_ptr<CompressedTensorsLayout>> CompressedTensorsLayout::Pars
     return UnimplementedError(qc + ".quantization_status is " + status.dump() +
                               "; dtm reads checkpoints whose weights are stored compressed");
   }
-  if (!IsUnset(get("kv_cache_scheme"))) return UnimplementedError(qc + ".kv_cache_scheme is set; dtm computes the KV cache in float");
+  if (!IsUnset(get("kv_cache_scheme"))) {
+    return UnimplementedError(qc + ".kv_cache_scheme is set; dtm computes the KV cache in float");
+  }
   const nlohmann::json sparsity = get("sparsity_config");
   if (!IsUnset(sparsity) && !(sparsity.is_object() && sparsity.value("format", "") == "dense")) {
     return UnimplementedError(qc + ".sparsity_config is set; dtm does not read sparse compressed-tensors formats");
   }
-  if (!IsUnset(get("transform_config"))) return UnimplementedError(qc + ".transform_config is set; dtm does not apply transforms");
+  if (!IsUnset(get("transform_config"))) {
+    return UnimplementedError(qc + ".transform_config is set; dtm does not apply transforms");
+  }
 
   const nlohmann::json global_format = get("format");
   ASSIGN_OR_RETURN(std::vector<TargetMatcher> ignore, Matchers(get("ignore"), linear_modules, qc + ".ignore"));
   const nlohmann::json groups = get("config_groups");
-  if (!groups.is_object() || groups.empty()) return InvalidArgumentError(qc + ".config_groups is not a non-empty object");
+  if (!groups.is_object() || groups.empty()) {
+    return InvalidArgumentError(qc + ".config_groups is not a non-empty object");
+  }
 
   auto layout = std::unique_ptr<CompressedTensorsLayout>(new CompressedTensorsLayout());
   std::map<std::string, std::string> group_of;  // module -> the group that took it
@@ -426,8 +432,9 @@ Status CompressedTensorsLayout::Check(const std::string& module, int64_t out, in
         return UnimplementedError(what + ": a packed per-tensor zero point is not defined by the format");
       }
       zp_shape[0] = CeilDiv(zp_shape[0], PackFactor(scheme->bits));
-      RETURN_IF_ERROR(need(module + ".weight_zero_point", [](SafetensorsDType d) { return d == SafetensorsDType::kI32; },
-                           "I32", zp_shape));
+      RETURN_IF_ERROR(need(
+          module + ".weight_zero_point", [](SafetensorsDType d) { return d == SafetensorsDType::kI32; }, "I32",
+          zp_shape));
     } else {
       RETURN_IF_ERROR(need(module + ".weight_zero_point", IsInteger, "an integer type", zp_shape));
     }

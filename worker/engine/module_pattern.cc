@@ -273,7 +273,9 @@ bool ModulePattern::Matches(const std::string& name) const {
     std::fill(on.begin(), on.end(), 0);
     const unsigned char c = static_cast<unsigned char>(name[i]);
     for (int s : current) {
-      if (states_[s].op == Op::kChar && states_[s].chars.test(c)) AddState(states_[s].next, i + 1 == name.size(), next, on);
+      if (states_[s].op == Op::kChar && states_[s].chars.test(c)) {
+        AddState(states_[s].next, i + 1 == name.size(), next, on);
+      }
     }
     std::swap(current, next);
   }

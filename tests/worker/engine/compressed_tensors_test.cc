@@ -173,7 +173,8 @@ TEST(CompressedTensorsTest, WhatIsWrittenReadsBackBitForBit) {
     GptqOptions opts;
     opts.bits = bits;
     opts.group_size = group;
-    cases.emplace_back("b" + std::to_string(bits) + "g" + std::to_string(group), GptqQuantizeWithCodes(w, h, opts)->codes);
+    cases.emplace_back("b" + std::to_string(bits) + "g" + std::to_string(group),
+                       GptqQuantizeWithCodes(w, h, opts)->codes);
   }
   for (const auto& [module, codes] : cases) {
     SCOPED_TRACE(module);
@@ -300,7 +301,9 @@ TEST_F(CompressedCheckpointTest, OpensAndLoadsDequantizedWeights) {
 TEST_F(CompressedCheckpointTest, TargetsByPatternAndClassWithIgnore) {
   // All int8 per channel: "Linear" everywhere but what ignore names, by name and by pattern.
   for (const auto& [name, t] : dense_) {
-    if (t.dim() == 2 && name.find("_proj") != std::string::npos) codes_[name.substr(0, name.size() - 7)] = AbsMaxInt8RowsCodes(t);
+    if (t.dim() == 2 && name.find("_proj") != std::string::npos) {
+      codes_[name.substr(0, name.size() - 7)] = AbsMaxInt8RowsCodes(t);
+    }
   }
   codes_.erase("model.layers.1.self_attn.q_proj");
   nlohmann::json q = QuantizationConfigJson({{ExportScheme(codes_.begin()->second), {"Linear"}}},
@@ -348,15 +351,16 @@ TEST_F(CompressedCheckpointTest, RefusesWhatItCannotRead) {
   expect(OpenError(q), StatusCode::kUnimplemented, "ignore: target '.*_proj{2}': counted repetition");
 
   expect(OpenError(quantization_, [](NamedTensors& t) {
-           t.erase(std::remove_if(t.begin(), t.end(),
-                                  [](const auto& e) { return e.first == "model.layers.1.self_attn.q_proj.weight_scale"; }),
-                   t.end());
+           const std::string scale = "model.layers.1.self_attn.q_proj.weight_scale";
+           t.erase(std::remove_if(t.begin(), t.end(), [&](const auto& e) { return e.first == scale; }), t.end());
          }),
          StatusCode::kNotFound, "model.layers.1.self_attn.q_proj.weight_scale");
 
   expect(OpenError(quantization_, [](NamedTensors& t) {
            for (auto& [name, tensor] : t) {
-             if (name == "model.layers.1.self_attn.q_proj.weight_shape") tensor = torch::tensor({16, 15}, torch::kInt64);
+             if (name == "model.layers.1.self_attn.q_proj.weight_shape") {
+               tensor = torch::tensor({16, 15}, torch::kInt64);
+             }
            }
          }),
          StatusCode::kInvalidArgument, "weight_shape' says [16, 15]");

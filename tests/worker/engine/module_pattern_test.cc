@@ -50,7 +50,8 @@ TEST(ModulePatternTest, ThePatternsQuantizationConfigsUse) {
        {"", ".*", "lm_head", ".*lm_head", "re", "model\\.layers\\.0\\.", ".*mlp\\.down_proj$", ".*down_proj",
         ".*(q|k|v)_proj$", ".*self_attn\\.(?:q|k|v|o)_proj", "model\\.layers\\.[0-9]+\\.mlp\\..*",
         "model\\.layers\\.\\d\\.", "model\\.layers\\.\\d\\d\\.", ".*[^_]proj$", "^lm_head$", ".*_proj$|lm_head",
-        "model.layers.1?2", "m+o?del", "[a-z_]+\\.", "\\w+\\.\\w+", "(model|lm)[._]", ".*\\.(mlp|self_attn)\\.[a-z]*_pro.$",
+        "model.layers.1?2", "m+o?del", "[a-z_]+\\.", "\\w+\\.\\w+", "(model|lm)[._]",
+        ".*\\.(mlp|self_attn)\\.[a-z]*_pro.$",
         "[.]", "[-a]", "[a-]", "x*", "(a|)*model", ".*?_proj"}) {
     ExpectAgreesWithRegex(pattern);
   }
