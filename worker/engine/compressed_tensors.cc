@@ -241,6 +241,8 @@ Status CheckExportable(const std::string& module, QuantGranularity granularity, 
 
 std::vector<std::pair<std::string, torch::Tensor>> CompressedTensorsOf(const std::string& module,
                                                                        const IntegerWeight& codes) {
+  // The format stores codes in int8 (naive) or packs up to 8 bits; dtm's methods have at most 8.
+  TORCH_CHECK(codes.bits >= 1 && codes.bits <= 8, "CompressedTensorsOf: ", codes.bits, "-bit codes of ", module);
   const CtWeightScheme scheme = ExportScheme(codes);
   std::vector<std::pair<std::string, torch::Tensor>> out;
   torch::Tensor q = codes.q.cpu().to(torch::kInt8);

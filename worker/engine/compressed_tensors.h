@@ -72,8 +72,8 @@ CtWeightScheme ExportScheme(const IntegerWeight& codes);
 // columns (the format has no partial group). INVALID_ARGUMENT naming the module otherwise.
 Status CheckExportable(const std::string& module, QuantGranularity granularity, int64_t group_size, int64_t columns);
 
-// The stored tensors of `module` (e.g. "model.layers.0.mlp.up_proj") holding `codes`, CPU, in the
-// format's order.
+// The stored tensors of `module` (e.g. "model.layers.0.mlp.up_proj") holding `codes` (1 to 8 bits;
+// more is a programming error, c10::Error), CPU, in the format's order.
 std::vector<std::pair<std::string, torch::Tensor>> CompressedTensorsOf(const std::string& module,
                                                                        const IntegerWeight& codes);
 
