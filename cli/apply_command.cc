@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <system_error>
 #include <utility>
@@ -107,32 +108,27 @@ CompressedExport BuildCompressedExport(const CompressionConfig& config, const Ll
     if (it != codes.end()) by_module[id.Name()] = &it->second;
   }
   CompressedExport out;
-  const std::string suffix = ".weight";
   for (auto& [name, tensor] : model.NamedWeights()) {
-    const bool is_weight =
-        name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
-    const std::string module = is_weight ? name.substr(0, name.size() - suffix.size()) : "";
-    auto it = by_module.find(module);
+    const std::optional<std::string> module = ModuleOfWeight(name);
+    auto it = module ? by_module.find(*module) : by_module.end();
     if (it == by_module.end()) {
-      // Linear modules are the 2-D weights but the embedding.
-      if (tensor.dim() == 2 && name != "model.embed_tokens.weight") out.ignore.push_back(module);
       out.tensors.emplace_back(name, tensor);
       continue;
     }
-    for (auto& stored : CompressedTensorsOf(module, *it->second)) out.tensors.push_back(std::move(stored));
+    for (auto& stored : CompressedTensorsOf(*module, *it->second)) out.tensors.push_back(std::move(stored));
     const CtWeightScheme scheme = ExportScheme(*it->second);
     auto group = std::find_if(out.groups.begin(), out.groups.end(), [&](const auto& g) { return g.first == scheme; });
     if (group == out.groups.end()) {
       out.groups.push_back({scheme, {}});
       group = out.groups.end() - 1;
     }
-    group->second.push_back(module);
+    group->second.push_back(*module);
+  }
+  for (const std::string& module : LlamaLinearModules(model.config())) {
+    if (by_module.count(module) == 0) out.ignore.push_back(module);
   }
   // transformers builds lm_head as a Linear even when it shares the embedding's weight.
-  if (std::find(out.ignore.begin(), out.ignore.end(), "lm_head") == out.ignore.end() &&
-      by_module.count("lm_head") == 0) {
-    out.ignore.push_back("lm_head");
-  }
+  if (model.config().tie_word_embeddings) out.ignore.push_back("lm_head");
   return out;
 }
 

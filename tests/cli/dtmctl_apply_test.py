@@ -15,7 +15,7 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dtmctl_run import expect_one_error, probes_and_baseline, run, run_json  # noqa: E402
+from dtmctl_run import expect_one_error, expect_same_eval, probes_and_baseline, run, run_json  # noqa: E402
 
 MODEL = os.environ["DTM_TINY_MODEL"]
 BROWN = os.environ["DTM_BROWN_DIR"]
@@ -86,16 +86,9 @@ class DtmctlApplyTest(unittest.TestCase):
         self.assertEqual(s["config"], self.eval_per_probe(MODEL, CONFIG)["config"])
 
     def test_applied_checkpoint_evaluates_like_eval_with_the_config(self):
-        ours = self.eval_per_probe(self.out, "")
-        theirs = self.eval_per_probe(MODEL, CONFIG)
-        self.assertEqual(len(ours["per_probe"]), PROBES)
-        # Exactly the same numbers: same weights, same forward.
-        self.assertEqual(ours["per_probe"], theirs["per_probe"])
-        for key in ("fdt75", "fdt_mean", "sdt_mean", "dppl", "nll_mean", "fdt_histogram"):
-            self.assertEqual(ours[key], theirs[key], key)
-        # And the config did something: the original model does not give these numbers.
-        original = self.eval_per_probe(MODEL, "")
-        self.assertNotEqual([p["nll"] for p in ours["per_probe"]], [p["nll"] for p in original["per_probe"]])
+        # Exactly the same numbers (same weights, same forward), and not the original model's.
+        expect_same_eval(self, self.eval_per_probe(self.out, ""), self.eval_per_probe(MODEL, CONFIG),
+                         self.eval_per_probe(MODEL, ""), PROBES)
 
     def test_untouched_tensors_are_bit_identical_and_compressed_ones_changed(self):
         src, _ = read_safetensors(os.path.join(MODEL, "model.safetensors"))

@@ -21,7 +21,7 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from dtmctl_run import expect_one_error, probes_and_baseline, run, run_json  # noqa: E402
+from dtmctl_run import expect_one_error, expect_same_eval, probes_and_baseline, run, run_json  # noqa: E402
 
 READER = os.path.join(HERE, "..", "reference", "compressed_tensors_reference.py")
 MODEL = os.environ["DTM_TINY_MODEL"]
@@ -109,14 +109,8 @@ class DtmctlExportTest(unittest.TestCase):
         self.assertEqual(result["mismatches"], [])
 
     def test_eval_of_the_export_equals_eval_with_the_config(self):
-        ours = self.eval_json(self.exported, "")
-        theirs = self.eval_json(MODEL, CONFIG)
-        self.assertEqual(len(ours["per_probe"]), PROBES)
-        self.assertEqual(ours["per_probe"], theirs["per_probe"])
-        for key in ("fdt75", "fdt_mean", "sdt_mean", "dppl", "nll_mean", "fdt_histogram"):
-            self.assertEqual(ours[key], theirs[key], key)
-        original = self.eval_json(MODEL, "")
-        self.assertNotEqual([p["nll"] for p in ours["per_probe"]], [p["nll"] for p in original["per_probe"]])
+        expect_same_eval(self, self.eval_json(self.exported, ""), self.eval_json(MODEL, CONFIG),
+                         self.eval_json(MODEL, ""), PROBES)
 
     def test_quantization_config_names_exactly_the_chosen_modules(self):
         with open(os.path.join(self.exported, "config.json")) as f:

@@ -1,7 +1,7 @@
 """Runs dtmctl (the binary named by $DTMCTL) for the CLI tests: `run` returns the finished process and,
 with check, fails the test on a non-zero exit naming the command and its stderr; `run_json` parses
 stdout; `probes_and_baseline` makes a model's probes and greedy baseline; `expect_one_error` checks a
-refusal."""
+refusal; `expect_same_eval` compares two eval outputs."""
 import atexit
 import json
 import os
@@ -48,3 +48,13 @@ def expect_one_error(test, args, *needles):
     test.assertEqual(len(lines), 1, proc.stderr)
     for needle in needles:
         test.assertIn(needle, lines[0])
+
+
+def expect_same_eval(test, ours, theirs, original, probes):
+    """Two `dtmctl eval` outputs give exactly the same numbers per probe and in aggregate (same weights,
+    same forward), over `probes` probes, and differ from `original`'s (the config did something)."""
+    test.assertEqual(len(ours["per_probe"]), probes)
+    test.assertEqual(ours["per_probe"], theirs["per_probe"])
+    for key in ("fdt75", "fdt_mean", "sdt_mean", "dppl", "nll_mean", "fdt_histogram"):
+        test.assertEqual(ours[key], theirs[key], key)
+    test.assertNotEqual([p["nll"] for p in ours["per_probe"]], [p["nll"] for p in original["per_probe"]])

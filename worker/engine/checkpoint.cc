@@ -73,15 +73,9 @@ Status Checkpoint::OpenQuantization() {
   if (!config_json_.contains("quantization_config") || config_json_.at("quantization_config").is_null()) {
     return OkStatus();
   }
-  // The Linear modules: every 2-D weight but the embedding.
-  std::vector<std::string> linear;
-  for (const auto& [name, shape] : ExpectedLlamaTensors(config_)) {
-    const std::string suffix = ".weight";
-    if (shape.size() != 2 || name == "model.embed_tokens.weight") continue;
-    linear.push_back(name.substr(0, name.size() - suffix.size()));
-  }
-  ASSIGN_OR_RETURN(quantization_, CompressedTensorsLayout::Parse(config_json_.at("quantization_config"), linear,
-                                                                 JoinPath(dir_, kConfigFileName)));
+  ASSIGN_OR_RETURN(quantization_,
+                   CompressedTensorsLayout::Parse(config_json_.at("quantization_config"), LlamaLinearModules(config_),
+                                                  JoinPath(dir_, kConfigFileName)));
   return OkStatus();
 }
 
@@ -95,12 +89,10 @@ StoredTensors Checkpoint::Stored() const {
 }
 
 const CtWeightScheme* Checkpoint::QuantizedModuleOf(const std::string& tensor, std::string* module) const {
-  const std::string suffix = ".weight";
-  if (quantization_ == nullptr || tensor.size() <= suffix.size() ||
-      tensor.compare(tensor.size() - suffix.size(), suffix.size(), suffix) != 0) {
-    return nullptr;
-  }
-  *module = tensor.substr(0, tensor.size() - suffix.size());
+  if (quantization_ == nullptr) return nullptr;
+  std::optional<std::string> m = ModuleOfWeight(tensor);
+  if (!m) return nullptr;
+  *module = std::move(*m);
   return quantization_->SchemeOf(*module);
 }
 
@@ -362,6 +354,23 @@ Status WriteCheckpoint(const std::string& dir, const LlamaConfig& config,
     fs::remove(single_path, ec);
   }
   return WriteTextFile(JoinPath(dir, kConfigFileName), written.ToJson().dump(2) + "\n");
+}
+
+std::vector<std::string> LlamaLinearModules(const LlamaConfig& config) {
+  std::vector<std::string> modules;
+  for (const auto& [name, shape] : ExpectedLlamaTensors(config)) {
+    if (shape.size() != 2 || name == "model.embed_tokens.weight") continue;
+    modules.push_back(*ModuleOfWeight(name));
+  }
+  return modules;
+}
+
+std::optional<std::string> ModuleOfWeight(const std::string& tensor) {
+  const std::string suffix = ".weight";
+  if (tensor.size() <= suffix.size() || tensor.compare(tensor.size() - suffix.size(), suffix.size(), suffix) != 0) {
+    return std::nullopt;
+  }
+  return tensor.substr(0, tensor.size() - suffix.size());
 }
 
 std::vector<std::pair<std::string, std::vector<int64_t>>> ExpectedLlamaTensors(const LlamaConfig& config) {

@@ -123,4 +123,12 @@ Status WriteCheckpoint(const std::string& dir, const LlamaConfig& config,
 // model.norm.weight [D]; lm_head.weight [V, D] unless tie_word_embeddings.
 std::vector<std::pair<std::string, std::vector<int64_t>>> ExpectedLlamaTensors(const LlamaConfig& config);
 
+// The Linear modules among them, in model order: every 2-D weight but the embedding, named without
+// ".weight" (each layer's seven projections, and lm_head unless tie_word_embeddings).
+std::vector<std::string> LlamaLinearModules(const LlamaConfig& config);
+
+// "model.layers.0.mlp.up_proj" for "model.layers.0.mlp.up_proj.weight"; nullopt for a name that is
+// not a module's `weight`.
+std::optional<std::string> ModuleOfWeight(const std::string& tensor);
+
 }  // namespace dtm
