@@ -9,6 +9,7 @@
 #include <system_error>
 
 #include <ATen/autocast_mode.h>
+#include <torch/version.h>
 #include <nlohmann/json.hpp>
 
 #include "common/jsonl.h"
@@ -205,29 +206,36 @@ double ClipGradients(std::vector<torch::Tensor>& grads, double max_norm) {
   return total;
 }
 
+// libtorch 2.4 replaced autocast's per-backend setters (set_autocast_gpu_dtype, set_enabled, ...)
+// with ones taking the device type; the old ones are deprecated in the CUDA libtorch 2.x that a GPU
+// machine builds with, the new ones absent from Debian's 1.13.
+void SetAutocast(torch::DeviceType device_type, torch::ScalarType dtype, bool enabled) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  if (enabled) at::autocast::set_autocast_dtype(device_type, dtype);
+  at::autocast::set_autocast_enabled(device_type, enabled);
+#else
+  if (device_type == torch::kCUDA) {
+    if (enabled) at::autocast::set_autocast_gpu_dtype(dtype);
+    at::autocast::set_enabled(enabled);
+  } else {
+    if (enabled) at::autocast::set_autocast_cpu_dtype(dtype);
+    at::autocast::set_cpu_enabled(enabled);
+  }
+#endif
+}
+
 // Autocast for the forward pass (the backward follows the recorded dtypes): with bfloat16, matrix
 // products run in bfloat16 on bfloat16 copies of the float32 master weights, made per use and
 // cached for the forward (at::autocast), as torch.autocast does; float32 leaves everything as is.
 class ComputeDtypeGuard {
  public:
   ComputeDtypeGuard(torch::ScalarType dtype, const torch::Device& device)
-      : on_(dtype != torch::kFloat32), cuda_(device.is_cuda()) {
-    if (!on_) return;
-    if (cuda_) {
-      at::autocast::set_autocast_gpu_dtype(dtype);
-      at::autocast::set_enabled(true);
-    } else {
-      at::autocast::set_autocast_cpu_dtype(dtype);
-      at::autocast::set_cpu_enabled(true);
-    }
+      : on_(dtype != torch::kFloat32), device_type_(device.is_cuda() ? torch::kCUDA : torch::kCPU), dtype_(dtype) {
+    if (on_) SetAutocast(device_type_, dtype_, /*enabled=*/true);
   }
   ~ComputeDtypeGuard() {
     if (!on_) return;
-    if (cuda_) {
-      at::autocast::set_enabled(false);
-    } else {
-      at::autocast::set_cpu_enabled(false);
-    }
+    SetAutocast(device_type_, dtype_, /*enabled=*/false);
     at::autocast::clear_cache();
   }
   ComputeDtypeGuard(const ComputeDtypeGuard&) = delete;
@@ -235,7 +243,8 @@ class ComputeDtypeGuard {
 
  private:
   const bool on_;
-  const bool cuda_;
+  const torch::DeviceType device_type_;
+  const torch::ScalarType dtype_;
 };
 
 Status CheckOptions(const LlamaModel& model, const TrainingData& data, const RecoveryTrainingOptions& o) {
