@@ -14,20 +14,14 @@
 #include <zlib.h>
 #endif
 
+#include "common/user_text.h"
+
 namespace dtm {
 namespace {
 
 constexpr size_t kChunkBytes = 1 << 16;
 
 std::string ErrnoText(int err) { return std::error_code(err, std::generic_category()).message(); }
-
-// Exception texts and zlib messages may hold newlines; every error message is one line.
-std::string OneLine(std::string text) {
-  for (char& c : text) {
-    if (c == '\n' || c == '\r') c = ' ';
-  }
-  return text;
-}
 
 Status OpenError(const std::string& path, int err) {
   if (err == ENOENT) return NotFoundError(path + ": no such file");

@@ -45,6 +45,13 @@ bool IsControl(std::string_view text, size_t i, size_t n) {
 
 }  // namespace
 
+std::string OneLine(std::string text) {
+  for (char& c : text) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  return text;
+}
+
 size_t InvalidUtf8Offset(std::string_view text) {
   for (size_t i = 0; i < text.size();) {
     const size_t n = SequenceLength(text, i);

@@ -13,6 +13,10 @@ namespace dtm {
 // Bytes of user text quoted in an error message by default.
 inline constexpr size_t kQuotedTextBytes = 120;
 
+// `text` with its line breaks ('\n', '\r') as spaces: a parser's message (nlohmann-json's, say) quoted
+// in a one-line error.
+std::string OneLine(std::string text);
+
 // `text` made safe to quote: invalid UTF-8 and control characters (C0, DEL and C1, newlines
 // included) become '?', and text longer than `max_bytes` is cut at a character boundary and followed
 // by "... (N bytes)", N being the original length, so that the whole stays within `max_bytes` (which

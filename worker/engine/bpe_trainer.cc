@@ -11,7 +11,6 @@
 namespace dtm {
 namespace {
 
-constexpr std::string_view kSpaceSymbol = "\xE2\x96\x81";  // "▁"
 constexpr uint32_t kNotAChar = 0xFFFFFFFFu;
 
 // Decodes the character at `pos`; an invalid sequence yields kNotAChar and one byte.

@@ -10,25 +10,13 @@
 
 #include "common/jsonl.h"
 #include "common/sha256.h"
+#include "common/user_text.h"
 #include "worker/engine/tensor_util.h"
 
 namespace dtm {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string OneLine(std::string text) {
-  for (char& c : text) {
-    if (c == '\n' || c == '\r') c = ' ';
-  }
-  return text;
-}
-
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
 
 std::string JoinPath(const std::string& dir, const std::string& name) { return (fs::path(dir) / name).string(); }
 

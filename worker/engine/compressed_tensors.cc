@@ -6,6 +6,7 @@
 #include <tuple>
 
 #include "worker/engine/module_pattern.h"
+#include "worker/engine/tensor_util.h"
 
 namespace dtm {
 namespace {
@@ -13,12 +14,6 @@ namespace {
 // Codes per int32 word.
 int64_t PackFactor(int bits) { return 32 / bits; }
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
 
 // The scale (and zero point) shape of a scheme for a dense [out, in] weight.
 std::vector<int64_t> ScaleShape(const CtWeightScheme& scheme, int64_t out, int64_t in) {

@@ -3,18 +3,12 @@
 #include <cmath>
 
 #include "common/jsonl.h"
+#include "common/user_text.h"
 
 namespace dtm {
 namespace {
 
 using Json = nlohmann::json;
-
-std::string OneLine(std::string text) {
-  for (char& c : text) {
-    if (c == '\n' || c == '\r') c = ' ';
-  }
-  return text;
-}
 
 // A JSON value shown in a message, cut short: config values can be large objects.
 std::string Show(const Json& value) {

@@ -16,6 +16,8 @@
 #include <nlohmann/json.hpp>
 
 #include "common/jsonl.h"
+#include "common/user_text.h"
+#include "worker/engine/tensor_util.h"
 
 namespace dtm {
 
@@ -67,21 +69,7 @@ std::optional<SafetensorsDType> DTypeFromScalarType(torch::ScalarType type) {
   return std::nullopt;
 }
 
-// Names and exception texts come from the file and may hold newlines; messages are one line.
-std::string OneLine(std::string text) {
-  for (char& c : text) {
-    if (c == '\n' || c == '\r') c = ' ';
-  }
-  return text;
-}
-
 std::string ErrnoText(int err) { return std::error_code(err, std::generic_category()).message(); }
-
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
 
 // A non-negative JSON integer. nlohmann parses non-negative literals as unsigned, negative ones as
 // signed and anything with a fraction or exponent as float, which is refused.

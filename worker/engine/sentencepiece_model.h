@@ -15,6 +15,9 @@
 
 namespace dtm {
 
+// SentencePiece's word-boundary mark "▁" (U+2581), which stands for a space in pieces.
+inline constexpr std::string_view kSpaceSymbol = "\xE2\x96\x81";
+
 // ModelProto.SentencePiece.Type.
 enum class PieceType : int32_t {
   kNormal = 1,

@@ -62,4 +62,10 @@ std::string LibtorchBuildText() {
   return text + ", CUDA runtime " + std::to_string(cudart / 1000) + "." + std::to_string(cudart % 1000 / 10);
 }
 
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
 }  // namespace dtm

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include <torch/torch.h>
 
@@ -13,6 +14,9 @@ namespace dtm {
 StatusOr<torch::ScalarType> ParseDType(const std::string& name);
 // The canonical name ("float32", "float16", "bfloat16"): part of every cache key.
 std::string DTypeName(torch::ScalarType dtype);
+
+// A shape as an error message shows it: "[4096, 11008]".
+std::string ShapeString(const std::vector<int64_t>& shape);
 
 // "cpu", "cuda", "cuda:N"; "auto" picks cuda when available.
 StatusOr<torch::Device> ParseDevice(const std::string& name);

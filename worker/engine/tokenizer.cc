@@ -8,7 +8,6 @@
 namespace dtm {
 namespace {
 
-constexpr std::string_view kSpaceSymbol = "\xE2\x96\x81";      // "▁", U+2581
 constexpr std::string_view kUnkSurface = " \xE2\x81\x87 ";     // " ⁇ ", SentencePiece's default
 constexpr std::string_view kReplacementChar = "\xEF\xBF\xBD";  // U+FFFD
 

@@ -10,6 +10,7 @@
 
 #include "common/jsonl.h"
 #include "common/sha256.h"
+#include "common/user_text.h"
 #include "worker/engine/engine_error.h"
 #include "worker/engine/tokenizer.h"
 
@@ -21,12 +22,6 @@ bool EndsWith(std::string_view s, std::string_view suffix) {
 }
 
 bool OnlyAsciiWhitespace(std::string_view s) { return s.find_first_not_of(" \t\n\r\f\v") == std::string_view::npos; }
-
-std::string OneLine(std::string text) {
-  std::replace(text.begin(), text.end(), '\n', ' ');
-  std::replace(text.begin(), text.end(), '\r', ' ');
-  return text;
-}
 
 // Resolves "auto" by the file's name; empty for an unknown format.
 std::string ResolveFormat(const TrainingDataOptions& options) {
