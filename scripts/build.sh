@@ -20,7 +20,12 @@ fi
 build_type=${BUILD_TYPE:-Release}
 flags=()
 [ "$build_type" = Release ] && flags=(-DCMAKE_CXX_FLAGS_RELEASE="-O2 -DNDEBUG")
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE="$build_type" "${flags[@]}" "${launcher[@]}" >/dev/null
+# Ninja for a new build folder: it starts a library's sources while the libraries it links are still
+# compiling, where Make waits for each target's dependencies first. A folder configured before keeps
+# its generator (CMake refuses to switch one).
+generator=()
+if [ ! -f "$build/CMakeCache.txt" ] && command -v ninja >/dev/null; then generator=(-G Ninja); fi
+cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE="$build_type" "${flags[@]}" "${launcher[@]}" >/dev/null
 targets=()
 for t in "$@"; do targets+=(--target "$t"); done
 cmake --build "$build" -j "$jobs" "${targets[@]}"
