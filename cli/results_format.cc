@@ -485,9 +485,9 @@ std::string RacingText(const v1::RacingSummary& racing) {
                     ") of an evaluation of the same configs on every probe; " +
                     std::to_string(racing.nodes_dropped()) + " configs dropped";
   if (racing.drops_size() > 0) out += " (" + DropsText(racing.drops()) + ")";
-  char bounds[160];
-  std::snprintf(bounds, sizeof bounds, "; first %u probes, %u more per round, bounds at confidence %g\n",
-                racing.first_probes(), racing.step_probes(), racing.confidence());
+  char bounds[200];
+  std::snprintf(bounds, sizeof bounds, "; first %u probes, %u more per round, bounds at confidence %g, epsilon %g\n",
+                racing.first_probes(), racing.step_probes(), racing.confidence(), racing.epsilon());
   return out + bounds;
 }
 
@@ -616,7 +616,8 @@ std::string FormatResultsJson(const v1::GetResultsResponse& response) {
                      {"drops", DropsJson(r.drops())},
                      {"first_probes", r.first_probes()},
                      {"step_probes", r.step_probes()},
-                     {"confidence", r.confidence()}};
+                     {"confidence", r.confidence()},
+                     {"epsilon", r.epsilon()}};
   }
   if (!response.reference_model_fingerprint().empty()) {
     doc["reference_model_fingerprint"] = response.reference_model_fingerprint();

@@ -17,6 +17,7 @@ std::optional<RaceSettings> RaceSettingsOf(const JobSpec& spec, uint32_t num_pro
   race.options.first = static_cast<uint32_t>(spec.racing.first);
   race.options.step = static_cast<uint32_t>(spec.racing.step);
   race.options.confidence = spec.racing.confidence;
+  race.options.epsilon = spec.racing.epsilon;
   race.total_probes = num_probes;
   race.completion_len = spec.completion_len;
   return race;

@@ -110,12 +110,12 @@ Status ParseEvaluateSection(const YAML::Node& section, JobSpec* spec) {
   return OkStatus();
 }
 
-// `SECTION.racing: {first, step, confidence[, keep]}`: probe jobs must say how many places the race
-// decides (`keep`); a search's are its beam.
+// `SECTION.racing: {first, step, confidence, epsilon[, keep]}`: probe jobs must say how many places
+// the race decides (`keep`); a search's are its beam.
 Status ParseRacing(const YAML::Node& node, const std::string& section, bool needs_keep, RacingSpec* racing) {
   const std::string field = section + ".racing";
   ASSIGN_OR_RETURN(Entries entries, ReadMapping(node, field));
-  std::vector<std::string> keys = {"first", "step", "confidence"};
+  std::vector<std::string> keys = {"first", "step", "confidence", "epsilon"};
   if (needs_keep) keys.push_back("keep");
   RETURN_IF_ERROR(CheckKnownKeys(entries, field, keys));
   racing->enabled = true;
@@ -135,6 +135,12 @@ Status ParseRacing(const YAML::Node& node, const std::string& section, bool need
     // At or below 0.5 a bound is a guess; at 1 no order statistic bounds anything.
     if (!(racing->confidence > 0.5 && racing->confidence < 1)) {
       return FieldError(field + ".confidence", e->value, "must be in (0.5, 1), e.g. 0.95");
+    }
+  }
+  if (const Entry* e = Find(entries, "epsilon")) {
+    ASSIGN_OR_RETURN(racing->epsilon, ReadDouble(e->value, field + ".epsilon"));
+    if (racing->epsilon < 0) {
+      return FieldError(field + ".epsilon", e->value, "must be at least 0 (FDT tokens), e.g. 1");
     }
   }
   return OkStatus();

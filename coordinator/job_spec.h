@@ -63,6 +63,7 @@ struct RacingSpec {
   int64_t first = 100;        // probes every candidate sees first
   int64_t step = 100;         // probes added to each survivor per round
   double confidence = 0.95;   // each bound's
+  double epsilon = 0;         // indifference zone, FDT tokens (racing.h)
 };
 
 struct JobSpec {

@@ -73,15 +73,27 @@ RaceState Race(const std::vector<std::string>& candidates, const std::map<std::s
   std::vector<QuantileBounds> bounds;
   bounds.reserve(candidates.size());
   for (const std::string& c : candidates) bounds.push_back(Fdt75Bounds(evaluated.at(c), options.confidence, settings.completion_len));
-  std::vector<double> lowers;
-  for (const QuantileBounds& b : bounds) lowers.push_back(b.lower);
-  std::sort(lowers.begin(), lowers.end(), std::greater<double>());
-  // Fewer candidates than places: nothing to drop.
-  const double bar = keep >= 1 && keep <= lowers.size() ? lowers[keep - 1] : -1;
   auto probes_of = [&](const std::string& c) { return evaluated.at(c).num_probes(); };
+  // The leaders: the keep highest lower bounds; the point estimates order equal bounds, so that an
+  // epsilon never drops a candidate that leads on the probes seen in favour of one that trails.
+  std::vector<size_t> order(candidates.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    if (bounds[a].lower != bounds[b].lower) return bounds[a].lower > bounds[b].lower;
+    const v1::Metrics& ma = evaluated.at(candidates[a]);
+    const v1::Metrics& mb = evaluated.at(candidates[b]);
+    if (ma.fdt75() != mb.fdt75()) return ma.fdt75() > mb.fdt75();
+    return ma.fdt_mean() > mb.fdt_mean();
+  });
+  std::vector<bool> leader(candidates.size(), false);
+  // Fewer candidates than places: nothing to drop.
+  const bool contested = keep >= 1 && keep < candidates.size();
+  for (size_t r = 0; contested && r < keep; ++r) leader[order[r]] = true;
+  const double bar = contested ? bounds[order[keep - 1]].lower : 0;
   // One that saw every probe skipped nothing: below the bar it is simply ranked lower.
   for (size_t i = 0; i < candidates.size(); ++i) {
-    const bool drop = bounds[i].upper < bar && probes_of(candidates[i]) < total_probes;
+    const bool drop = contested && !leader[i] && bounds[i].upper < bar + options.epsilon &&
+                      probes_of(candidates[i]) < total_probes;
     (drop ? state.dropped : state.alive).push_back(candidates[i]);
   }
   if (state.alive.size() <= keep) {
@@ -106,6 +118,7 @@ v1::RacingSummary SummaryOf(const RaceSettings& race) {
   summary.set_first_probes(std::min(race.options.first, race.total_probes));
   summary.set_step_probes(race.options.step);
   summary.set_confidence(race.options.confidence);
+  summary.set_epsilon(race.options.epsilon);
   return summary;
 }
 

@@ -28,6 +28,10 @@ struct RacingOptions {
   uint32_t first = 100;       // probes every candidate sees first
   uint32_t step = 100;        // probes added to each survivor per round
   double confidence = 0.95;   // of each bound, in (0.5, 1)
+  // Indifference zone, in FDT tokens (>= 0): a candidate outside the leading places may be dropped
+  // when its upper bound is below the bar plus epsilon, i.e. when it can beat the last place by less
+  // than epsilon. 0 drops only the clear losers; larger values end near-ties sooner.
+  double epsilon = 0;
 };
 
 // A race's parameters and the job's numbers it needs.
@@ -62,11 +66,14 @@ struct RaceState {
 };
 
 // A race for `keep` places among `candidates` over the job's probes. Unevaluated candidates need
-// `first` probes. Once all are evaluated: the dropped are those short of every probe whose upper
-// bound is below the keep-th highest lower bound (one that saw every probe is ranked, not dropped);
-// the race is decided when at most `keep` remain, or when every one remaining has seen every probe; otherwise each remaining one short of every probe needs `step` more. With
-// `complete_kept`, a decided race's remaining candidates then need every probe (a search's last
-// level, whose nodes are its answer). A dropped candidate can come back when the bar falls as the
+// `first` probes. Once all are evaluated, the leaders are the `keep` candidates with the highest
+// lower bounds (ties by fdt75, then fdt_mean, on the probes seen, then candidate order) and the bar
+// is the last leader's lower bound; the dropped are the others short of every probe whose upper
+// bound is below bar + epsilon (one that saw every probe is ranked, not dropped; with epsilon 0 no
+// leader could be dropped anyway). The race is decided when at most `keep` remain, or when every one
+// remaining has seen every probe; otherwise each remaining one short of every probe needs `step`
+// more. With `complete_kept`, a decided race's remaining candidates then need every probe (a
+// search's last level, whose nodes are its answer). A dropped candidate can come back when the bar falls as the
 // others see more probes: the state depends only on the metrics.
 RaceState Race(const std::vector<std::string>& candidates, const std::map<std::string, dtm::v1::Metrics>& evaluated,
                size_t keep, const RaceSettings& settings, bool complete_kept);

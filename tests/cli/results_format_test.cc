@@ -180,6 +180,7 @@ TEST(ResultsFormatTest, ARaceSaysWhatItDroppedAndSpentInTableAndJson) {
   racing->set_first_probes(16);
   racing->set_step_probes(8);
   racing->set_confidence(0.95);
+  racing->set_epsilon(1.5);
   const std::string table = FormatResultsTable(response);
   EXPECT_THAT(table, ::testing::HasSubstr("     16x"));  // the dropped row's probes, marked
   EXPECT_THAT(table, ::testing::HasSubstr("x dropped by racing: metrics cover the first probes only\n"));
@@ -189,11 +190,11 @@ TEST(ResultsFormatTest, ARaceSaysWhatItDroppedAndSpentInTableAndJson) {
   EXPECT_THAT(table, ::testing::EndsWith(
                          "racing: 80 of 128 probe evaluations (62.5%) of an evaluation of the same configs on every "
                          "probe; 1 configs dropped (1 after 16 probes); first 16 probes, 8 more per round, bounds at "
-                         "confidence 0.95\n"));
+                         "confidence 0.95, epsilon 1.5\n"));
   const nlohmann::json doc = nlohmann::json::parse(FormatResultsJson(response));
   EXPECT_EQ(doc["racing"], nlohmann::json::parse(R"({"probe_evaluations": 80, "exact_probe_evaluations": 128,
       "nodes_dropped": 1, "drops": [{"probes": 16, "nodes": 1}], "first_probes": 16, "step_probes": 8,
-      "confidence": 0.95})"));
+      "confidence": 0.95, "epsilon": 1.5})"));
   EXPECT_EQ(doc["search_levels"][0]["drops"], nlohmann::json::parse(R"([{"probes": 16, "nodes": 1}])"));
   EXPECT_EQ(doc["results"][1]["dropped_by_racing"], true);
   EXPECT_FALSE(doc["results"][0].contains("dropped_by_racing"));

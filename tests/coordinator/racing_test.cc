@@ -213,6 +213,47 @@ TEST(RaceTest, ADroppedCandidateComesBackWhenTheBarFalls) {
   EXPECT_EQ(s.need.at("b"), 64u);
 }
 
+RaceSettings WithEpsilon(RaceSettings s, double epsilon) {
+  s.options.epsilon = epsilon;
+  return s;
+}
+
+TEST(RaceTest, EpsilonDropsThoseThatCanBeatTheLastLeaderByLessThanIt) {
+  // 16 probes at 0.95: lower = X_(9), upper = X_(16). a and b tie on the lower bound (50); b leads on
+  // fdt75 (X_(12..13) = 53), so b is the leader of one place and a may beat it by at most 0 tokens.
+  std::vector<int> b = Constant(50, 9);
+  b.insert(b.end(), 7, 53);
+  Evaluated e = {{"a", MetricsOf(Constant(50, 16))}, {"b", MetricsOf(b)}, {"c", MetricsOf(Constant(49, 16))}};
+  ASSERT_EQ(Fdt75Bounds(e["b"], 0.95, kCompletion).lower, 50);
+  ASSERT_EQ(e["b"].fdt75(), 53);
+  // epsilon 0: only c (49 < 50) goes; a's upper bound equals the bar, so a and b race on.
+  RaceState s = Race({"a", "b", "c"}, e, 1, Settings(64, 16, 16), false);
+  EXPECT_THAT(s.dropped, ElementsAre("c"));
+  EXPECT_EQ(s.need, (std::map<std::string, uint32_t>{{"a", 32}, {"b", 32}}));
+  // epsilon 1: a's 50 is below 50 + 1 too; b alone is left for the place.
+  s = Race({"a", "b", "c"}, e, 1, WithEpsilon(Settings(64, 16, 16), 1), false);
+  EXPECT_THAT(s.dropped, ElementsAre("a", "c"));
+  EXPECT_THAT(s.alive, ElementsAre("b"));
+  EXPECT_TRUE(s.decided());
+  // A candidate whose upper bound is 1 above the bar stays at epsilon 1 and goes at epsilon 2.
+  std::vector<int> a = Constant(50, 15);
+  a.push_back(51);
+  e["a"] = MetricsOf(a);  // [50, 51], fdt75 50
+  EXPECT_THAT(Race({"a", "b", "c"}, e, 1, WithEpsilon(Settings(64, 16, 16), 1), false).dropped, ElementsAre("c"));
+  EXPECT_THAT(Race({"a", "b", "c"}, e, 1, WithEpsilon(Settings(64, 16, 16), 2), false).dropped, ElementsAre("a", "c"));
+}
+
+TEST(RaceTest, EpsilonNeverDropsALeaderNorOneThatSawEveryProbe) {
+  Evaluated e = {{"a", MetricsOf(Constant(30, 16))}, {"b", MetricsOf(Constant(31, 16))},
+                 {"c", MetricsOf(Constant(29, 32))}, {"d", MetricsOf(Constant(10, 16))}};
+  // An epsilon as wide as the completion: every candidate outside the two leaders (b, a) that is
+  // short of every probe is dropped at once; c saw all 32 and is ranked instead.
+  const RaceState s = Race({"a", "b", "c", "d"}, e, 2, WithEpsilon(Settings(32, 16, 16), kCompletion), false);
+  EXPECT_THAT(s.dropped, ElementsAre("d"));
+  EXPECT_THAT(s.alive, ElementsAre("a", "b", "c"));
+  EXPECT_EQ(s.need, (std::map<std::string, uint32_t>{{"a", 32}, {"b", 32}}));
+}
+
 TEST(RaceCostTest, CountsProbesAndDropsByProbeCount) {
   Evaluated e = {{"a", MetricsOf(Constant(5, 64))}, {"b", MetricsOf(Constant(5, 16))},
                  {"c", MetricsOf(Constant(5, 32))}, {"d", MetricsOf(Constant(5, 16))}};
@@ -340,6 +381,48 @@ TEST(RacingSearchTest, FindsTheExactBeamsOnClearlySeparatedNodesForAFractionOfTh
   EXPECT_EQ(level_dropped, dropped);
 }
 
+TEST(RacingSearchTest, AnEpsilonEndsNearTiesSoonerAndKeepsTheWinners) {
+  // c.a, c.g and c.c (fragility 2, 3, 5) are near-ties for level 1's two places: without an epsilon
+  // the race runs them to many probes; with one it settles for a leader within 2 tokens.
+  QuantSearchDriver exact(kSearchComponents, "int8-absmax", 2, 3);
+  QuantSearchDriver strict(kSearchComponents, "int8-absmax", 2, 3, RankMetric::kFdt75, Settings(kProbes, 16, 16));
+  QuantSearchDriver loose(kSearchComponents, "int8-absmax", 2, 3, RankMetric::kFdt75,
+                          WithEpsilon(Settings(kProbes, 16, 16), 2));
+  int stages = 0;
+  const Evaluated e = RunStages(exact, &stages);
+  const Evaluated s = RunStages(strict, &stages);
+  const Evaluated l = RunStages(loose, &stages);
+  EXPECT_LT(loose.Racing(l)->probe_evaluations(), strict.Racing(s)->probe_evaluations());
+  EXPECT_DOUBLE_EQ(loose.Racing(l)->epsilon(), 2);
+  // Level 1's winner may be another near-tie, but none that the exact winner beats by epsilon or more
+  // on every probe (c.a and c.g here are 1 token apart: the race keeps c.g); the last level's beam
+  // holds exact metrics.
+  auto full_fdt75 = [](const std::string& config) {
+    std::vector<int> fdts;
+    for (uint32_t p = 0; p < kProbes; ++p) fdts.push_back(SyntheticFdt(config, p));
+    return MetricsOf(fdts).fdt75();
+  };
+  auto winner = [](const std::vector<v1::ConfigResult>& rows) {
+    for (const v1::ConfigResult& row : rows) {
+      if (row.search_level() == 1 && row.rank() == 0) return row.config();
+    }
+    return std::string();
+  };
+  const std::string exact_winner = winner(exact.Results(e));
+  const std::string loose_winner = winner(loose.Results(l));
+  ASSERT_FALSE(exact_winner.empty());
+  ASSERT_FALSE(loose_winner.empty());
+  EXPECT_LT(full_fdt75(exact_winner) - full_fdt75(loose_winner), 2);
+  EXPECT_EQ(winner(strict.Results(s)), exact_winner);  // without an epsilon, the exact one
+  const std::vector<v1::ConfigResult> loose_rows = loose.Results(l);
+  for (const v1::ConfigResult& row : loose_rows) {
+    if (row.search_level() != 3) continue;
+    EXPECT_TRUE(row.complete());
+    EXPECT_EQ(row.metrics().num_probes(), kProbes);
+    EXPECT_EQ(row.metrics().fdt75(), full_fdt75(row.config())) << row.config();
+  }
+}
+
 TEST(RacingSearchTest, ReplayingTheFinalMetricsGivesTheSameAnswerAndNothingMoreToDo) {
   QuantSearchDriver raced(kSearchComponents, "int8-absmax", 2, 3, RankMetric::kFdt75, Settings(kProbes, 32, 32));
   int stages = 0;
@@ -420,11 +503,15 @@ TEST(RacingSpecTest, ParsesAndRefusesWhatARaceCannotDo) {
   EXPECT_EQ(ok->racing.first, 50);
   EXPECT_EQ(ok->racing.step, 100);
   EXPECT_DOUBLE_EQ(ok->racing.confidence, 0.95);
+  EXPECT_DOUBLE_EQ(ok->racing.epsilon, 0);
+  EXPECT_DOUBLE_EQ(parse("  racing: {epsilon: 1.5}\n")->racing.epsilon, 1.5);
   EXPECT_FALSE(parse("  beam: 2\n")->racing.enabled);
   auto error = [&](const std::string& section) { return parse(section).status().ToString(); };
   EXPECT_THAT(error("  racing: {confidence: 1}\n"), ::testing::HasSubstr("quant-search.racing.confidence"));
   EXPECT_THAT(error("  racing: {confidence: 0.5}\n"), ::testing::HasSubstr("(0.5, 1)"));
   EXPECT_THAT(error("  racing: {first: 0}\n"), ::testing::HasSubstr("quant-search.racing.first"));
+  EXPECT_THAT(error("  racing: {epsilon: -1}\n"), ::testing::HasSubstr("must be at least 0 (FDT tokens)"));
+  EXPECT_THAT(error("  racing: {epsilon: .nan}\n"), ::testing::HasSubstr("quant-search.racing.epsilon"));
   EXPECT_THAT(error("  racing: {keep: 3}\n"), ::testing::HasSubstr("keep"));  // a search's places are its beam
   EXPECT_THAT(error("  racing: yes\n"), ::testing::HasSubstr("quant-search.racing"));
   EXPECT_THAT(error("  rank_by: dppl\n  racing: {}\n"), ::testing::HasSubstr("ranks by dppl"));
