@@ -2,7 +2,8 @@
 """What probe racing saves and what it changes, end to end through `dtmctl local` (stdlib only).
 
     python3 bench/racing_bench.py --dtmctl build/cli/dtmctl --model build/tiny-model \
-        --probes PROBES.jsonl [--num-probes 256] [--deep-layers 16] [--models tiny,random]
+        --probes PROBES.jsonl [--num-probes 256] [--deep-layers 16] [--models tiny,random] \
+        [--epsilon E] [--variants FIRST/STEP/CONFIDENCE/EPSILON,...]
 
 PROBES must hold at least --num-probes probes (`dtmctl make-probes --count 512 ...`): a race saves
 only when the probe set is much larger than its first group.
@@ -20,8 +21,16 @@ streams on in both: exact, and with `racing: {first, step, confidence}`. Printed
   - per level, the overlap of the race's beam with the exact search's (shared nodes / beam), their
     mean, and whether level 1's winner is the same.
 
+--variants races the same search with other racing parameters on the exact run's store: every node
+the exact search evaluated is answered from its shards, so a variant costs seconds (plus any node
+outside the exact beams) and its probe evaluations, drops and overlaps are what a fresh run would
+report (a race depends only on the metrics), while its wall time and layer forwards mean nothing and
+are not printed.
+
 Levels below the first grow from their own beams, so a level-1 difference carries on. One run per
-figure; OpenBLAS picks kernels per CPU, so the numbers are per machine.
+figure; OpenBLAS picks kernels per CPU, so the numbers are per machine. Both timed runs use a fresh
+SQLite store in a temporary folder (--work-dir keeps it, so that more variants can be raced on the
+exact run's store later).
 """
 import argparse
 import array
@@ -85,6 +94,7 @@ def random_model(src, dst, layers, std, seed):
 
 
 def spec_text(args, model, racing):
+    """The search's spec; `racing` is None (exact) or (first, step, confidence, epsilon)."""
     lines = [f"name: racing-bench {'racing' if racing else 'exact'}", "kind: quant-search",
              f"model: {json.dumps(os.path.abspath(model))}", f"probes: {json.dumps(os.path.abspath(args.probes))}",
              f"num_probes: {args.num_probes}", f"prefix: {args.prefix}", f"completion: {args.completion}",
@@ -93,12 +103,14 @@ def spec_text(args, model, racing):
     if args.components:
         lines.append(f"  components: {json.dumps(args.components.split(','))}")
     if racing:
-        lines.append(f"  racing: {{first: {args.first}, step: {args.step}, confidence: {args.confidence}}}")
+        first, step, confidence, epsilon = racing
+        lines.append(f"  racing: {{first: {first}, step: {step}, confidence: {confidence}, epsilon: {epsilon}}}")
     return "\n".join(lines) + "\n"
 
 
-def run(args, spec):
-    wall, layer_forwards, _, doc = run_local(args.dtmctl, spec, args.workers)
+def run(args, spec, store, forwards_required=True):
+    wall, layer_forwards, _, doc = run_local(args.dtmctl, spec, args.workers, store=store,
+                                             forwards_required=forwards_required)
     beams = {}  # level -> configs of its beam, by rank
     for r in doc["results"]:
         if r.get("search_level", 0) >= 1 and "rank" in r:
@@ -107,6 +119,17 @@ def run(args, spec):
     nodes = sum(level["nodes"] for level in doc.get("search_levels", []))
     return {"wall_s": wall, "layer_forwards": layer_forwards, "beams": beams, "nodes": nodes,
             "racing": doc.get("racing")}
+
+
+def agreement(exact, raced):
+    """Per level, the share of the exact beam that the race's beam holds; their mean; and whether
+    level 1's winner is the same ("yes"/"NO"), as table cells."""
+    overlaps = []
+    for level in sorted(exact["beams"]):
+        theirs = exact["beams"][level]
+        overlaps.append(len(set(raced["beams"].get(level, [])) & set(theirs)) / len(theirs))
+    same_winner = exact["beams"].get(1, [None])[0] == raced["beams"].get(1, [None])[0]
+    return [f"{o:.2f}" for o in overlaps] + [f"{sum(overlaps) / len(overlaps):.2f}", "yes" if same_winner else "NO"]
 
 
 def main():
@@ -129,14 +152,33 @@ def main():
     ap.add_argument("--first", type=int, default=16)
     ap.add_argument("--step", type=int, default=32)
     ap.add_argument("--confidence", type=float, default=0.95)
+    ap.add_argument("--epsilon", type=float, default=0.0)
+    ap.add_argument("--work-dir", default="", help="keep the models, specs and stores here (an empty folder) "
+                                                    "instead of a temporary one removed at the end")
+    ap.add_argument("--variants", default="",
+                    help="comma-separated FIRST/STEP/CONFIDENCE/EPSILON racing parameters, each raced on the "
+                         "exact run's store")
     ap.add_argument("--workers", type=int, default=1)
     args = ap.parse_args()
     with open(args.probes) as f:
         available = sum(1 for line in f if line.strip())
     if available < args.num_probes:
         sys.exit(f"racing_bench: {args.probes} holds {available} probes, fewer than --num-probes {args.num_probes}")
+    variants = []
+    for text in filter(None, args.variants.split(",")):
+        parts = text.split("/")
+        try:
+            if len(parts) != 4:
+                raise ValueError
+            variants.append((int(parts[0]), int(parts[1]), float(parts[2]), float(parts[3])))
+        except ValueError:
+            sys.exit(f"racing_bench: --variants: {text!r} is not FIRST/STEP/CONFIDENCE/EPSILON (e.g. 64/64/0.95/1)")
 
-    tmp = tempfile.mkdtemp(prefix="racing-bench-")
+    if args.work_dir:
+        os.makedirs(args.work_dir, exist_ok=True)
+        if os.listdir(args.work_dir):
+            sys.exit(f"racing_bench: --work-dir {args.work_dir} is not empty; name a new or empty folder")
+    tmp = args.work_dir or tempfile.mkdtemp(prefix="racing-bench-")
     try:
         models = []
         for name in args.models.split(","):
@@ -148,32 +190,38 @@ def main():
                 models.append((path, f"random ({args.deep_layers} layers, std {args.random_std})"))
             else:
                 sys.exit(f"racing_bench: --models: unknown model {name!r}; expected tiny or random")
+        main_race = (args.first, args.step, args.confidence, args.epsilon)
         print(f"quant-search {args.method} over {args.components or 'every component'}, beam {args.beam}, depth {args.depth}; {args.num_probes} probes in shards "
               f"of {args.shard_size}, prefix {args.prefix}, completion {args.completion}; racing: first {args.first}, "
-              f"step {args.step}, confidence {args.confidence}; {args.workers} worker(s)", flush=True)
-        cost_rows, overlap_rows = [], []
-        for model, label in models:
+              f"step {args.step}, confidence {args.confidence}, epsilon {args.epsilon}; {args.workers} worker(s)", flush=True)
+        cost_rows, overlap_rows, variant_rows = [], [], []
+        for index, (model, label) in enumerate(models):
             runs = {}
-            for racing in (False, True):
-                spec = os.path.join(tmp, f"{'racing' if racing else 'exact'}.yaml")
+            stores = {}
+            for racing in (None, main_race):
+                name = f"{'racing' if racing else 'exact'}-{index}"
+                spec = os.path.join(tmp, f"{name}.yaml")
                 with open(spec, "w") as f:
                     f.write(spec_text(args, model, racing))
-                runs[racing] = run(args, spec)
+                stores[racing] = "sqlite://" + os.path.join(tmp, f"{name}.sqlite")
+                runs[racing] = run(args, spec, stores[racing])
                 print(f"  {label} {'racing' if racing else 'exact'}: {runs[racing]['wall_s']:.1f} s", flush=True)
-            exact, raced = runs[False], runs[True]
+            exact, raced = runs[None], runs[main_race]
             exact_evals = exact["nodes"] * args.num_probes
             spent = raced["racing"]["probe_evaluations"]
             cost_rows.append([label, exact_evals, spent, f"{spent / exact_evals:.3f}", raced["racing"]["nodes_dropped"],
                               exact["layer_forwards"], raced["layer_forwards"], f"{exact['wall_s']:.1f}",
                               f"{raced['wall_s']:.1f}", f"{raced['wall_s'] / exact['wall_s']:.3f}"])
-            overlaps = []
-            for level in sorted(exact["beams"]):
-                mine = set(raced["beams"].get(level, []))
-                theirs = exact["beams"][level]
-                overlaps.append(len(mine & set(theirs)) / len(theirs))
-            same_winner = exact["beams"].get(1, [None])[0] == raced["beams"].get(1, [None])[0]
-            overlap_rows.append([label] + [f"{o:.2f}" for o in overlaps] +
-                                [f"{sum(overlaps) / len(overlaps):.2f}", "yes" if same_winner else "NO"])
+            overlap_rows.append([label] + agreement(exact, raced))
+            for variant in variants:
+                spec = os.path.join(tmp, f"variant-{index}.yaml")
+                with open(spec, "w") as f:
+                    f.write(spec_text(args, model, variant))
+                # The exact run's store: its shards are cached (a variant may run none of its own).
+                other = run(args, spec, stores[None], forwards_required=False)
+                spent = other["racing"]["probe_evaluations"]
+                variant_rows.append([label, "/".join(str(v) for v in variant), spent, f"{spent / exact_evals:.3f}",
+                                     other["racing"]["nodes_dropped"]] + agreement(exact, other))
         print()
         print("probe evaluations (noise floor not counted), layer forwards and wall time: exact vs racing "
               "(reused streams in both)")
@@ -183,8 +231,15 @@ def main():
         print("overlap of each level's beam with the exact search's, and level 1's winner")
         print(table(["model"] + [f"level {l}" for l in range(1, args.depth + 1)] + ["mean", "same winner"],
                     overlap_rows))
+        if variant_rows:
+            print()
+            print("other racing parameters (first/step/confidence/epsilon), raced on the exact run's store: probe "
+                  "evaluations against the exact search's, beam overlap per level, level 1's winner")
+            print(table(["model", "racing", "racing evals", "ratio", "dropped"] +
+                        [f"level {l}" for l in range(1, args.depth + 1)] + ["mean", "same winner"], variant_rows))
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not args.work_dir:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
