@@ -15,7 +15,7 @@ step() {  # step DESCRIPTION: the seconds since the previous step and since the 
   step_start=$now
 }
 
-scripts/install_deps.sh
+scripts/install_deps.sh --demo  # the tests' tools (browser, clang, Redis, ...) come with scripts/test.sh
 step "dependencies"
 scripts/build.sh dtmctl  # only what the demo runs; scripts/test.sh builds the rest
 step "building dtmctl"
