@@ -12,8 +12,8 @@ the shards it evaluates under its default budget.
   tests/worker/engine/activation_cache_test.cc.)
 
 - A quant-search with `racing:` states exactly what it skipped: its summary's probe evaluations are
-  the probes of the nodes it lists, every drop follows the rule (recomputed here from the nodes'
-  FDT histograms with Python's own binomial sums), a dropped node's metrics are `dtmctl eval`'s on
+  the probes of the nodes it lists, every drop follows the rule, with and without an epsilon
+  (recomputed here from the nodes' FDT histograms with Python's own binomial sums), a dropped node's metrics are `dtmctl eval`'s on
   its first probes, and the last level's beam saw every probe.
 
 The search_integration_test checks every node of a deeper search against `dtmctl eval` too, on
@@ -129,18 +129,23 @@ class ReuseTest(dtm_cluster.ClusterTestCase):
                     for w in ("w1", "w2"))
         self.assertGreater(saved, 0)
 
+    def race(self, ref, name, confidence, beam, epsilon):
+        """A depth-2 quant-search raced on `ref`'s probes: its results with every node."""
+        spec = self.cluster.write_spec(f"{name}.yaml", dtm_cluster.spec_yaml(
+            name=name, model=self.cluster.model, probes=ref.probes, prefix=PREFIX, completion=COMPLETION,
+            shard_size=SHARD, kind="quant-search",
+            **{"quant-search": {"method": "prune:0.85", "beam": beam, "depth": 2,
+                                "racing": {"first": SHARD, "step": SHARD, "confidence": confidence,
+                                           "epsilon": epsilon}}}))
+        job_id = self.cluster.dtmctl("submit", spec).stdout.strip()
+        self.succeeded(job_id, timeout=900)
+        return json.loads(self.cluster.dtmctl("results", job_id, "--all-nodes", "--format", "json").stdout)
+
     def test_racing_states_exactly_what_it_skipped(self):
         ref = dtm_cluster.Reference(os.path.join(self.cluster.tmp, "race"), RACE_PROBES, PREFIX, COMPLETION,
                                     threads=1)
         confidence, beam = 0.8, 2
-        spec = self.cluster.write_spec("race.yaml", dtm_cluster.spec_yaml(
-            name="race", model=self.cluster.model, probes=ref.probes, prefix=PREFIX, completion=COMPLETION,
-            shard_size=SHARD, kind="quant-search",
-            **{"quant-search": {"method": "prune:0.85", "beam": beam, "depth": 2,
-                                "racing": {"first": SHARD, "step": SHARD, "confidence": confidence}}}))
-        job_id = self.cluster.dtmctl("submit", spec).stdout.strip()
-        self.succeeded(job_id, timeout=900)
-        doc = json.loads(self.cluster.dtmctl("results", job_id, "--all-nodes", "--format", "json").stdout)
+        doc = self.race(ref, "race", confidence, beam, 0)
         nodes = [r for r in doc["results"] if r["config"]]
         racing = doc["racing"]
         # What it spent is the probes of the nodes it lists; the exact search, the same nodes on all.
@@ -171,6 +176,30 @@ class ReuseTest(dtm_cluster.ClusterTestCase):
                     if "rank" in r:
                         self.assertEqual(r["num_probes"], RACE_PROBES)
                         self.assertTrue(r["complete"])
+        # With an epsilon of 2 tokens (the same search, its shards now cached): the leaders by lower
+        # bound (then fdt75, then fdt_mean) keep their places, and any other node short of every probe
+        # whose upper bound is below the bar + 2 is dropped; it spends less than the strict race (912
+        # probe evaluations against 4,136 when written).
+        epsilon = 2
+        loose = self.race(ref, "race-epsilon", confidence, beam, epsilon)
+        self.assertEqual(loose["racing"]["epsilon"], epsilon)
+        self.assertLess(loose["racing"]["probe_evaluations"], racing["probe_evaluations"])
+        loose_nodes = [r for r in loose["results"] if r["config"]]
+        for level in (1, 2):
+            at = [r for r in loose_nodes if r["search_level"] == level]
+            bounds = {r["config"]: fdt75_bounds(r, confidence, COMPLETION) for r in at}
+            key = {c: (bounds[c][0], r["fdt75"], r["fdt_mean"]) for c, r in ((r["config"], r) for r in at)}
+            bar = sorted((lo for lo, _ in bounds.values()), reverse=True)[beam - 1]
+            for r in at:
+                c = r["config"]
+                above = sum(1 for other in at if key[other["config"]] > key[c])  # surely ahead of it
+                level_with = sum(1 for other in at if key[other["config"]] >= key[c]) - 1  # ahead or tied
+                droppable = bounds[c][1] < bar + epsilon and r["num_probes"] < RACE_PROBES
+                if r.get("dropped_by_racing"):
+                    self.assertTrue(droppable, c)
+                    self.assertGreaterEqual(level_with, beam, c)  # not a leader
+                elif droppable:
+                    self.assertLess(above, beam, c)  # kept only as a leader
         # A dropped node's metrics are dtmctl eval's on the first probes it saw.
         for r in dropped[:2]:
             first = os.path.join(self.cluster.tmp, f"baseline-{r['num_probes']}.jsonl")
