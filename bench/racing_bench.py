@@ -12,8 +12,8 @@ Two models: the trained tiny model, and a deeper synthetic one (--deep-layers la
 weights, N(0, --random-std), the tiny model's tokenizer and shapes) whose FDTs spread over the
 whole completion where the tiny model's saturate (more than a quarter of its probes never diverge
 under one int8 component, so fdt75 is the completion length and ranks nothing). On each, the same
-quant-search (--method, beam --beam, depth --depth) runs twice on a fresh in-memory store, reused
-streams on in both: exact, and with `racing: {first, step, confidence}`. Printed per model:
+quant-search (--method, beam --beam, depth --depth) runs twice, each on a fresh store, reused
+streams on in both: exact, and with `racing: {first, step, confidence, epsilon}`. Printed per model:
 
   - probe evaluations (one config on one probe; the noise floor not counted): the exact search's
     (its levels' nodes x probes) and the race's (RacingSummary), and their ratio;
