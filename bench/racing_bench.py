@@ -29,8 +29,8 @@ are not printed.
 
 Levels below the first grow from their own beams, so a level-1 difference carries on. One run per
 figure; OpenBLAS picks kernels per CPU, so the numbers are per machine. Both timed runs use a fresh
-SQLite store in a temporary folder (--work-dir keeps it, so that more variants can be raced on the
-exact run's store later).
+SQLite store in a temporary folder; --work-dir keeps it, and --variants-only later races more
+variants on the exact run's store there (the exact search's answer then also comes from its cache).
 """
 import argparse
 import array
@@ -158,6 +158,9 @@ def main():
     ap.add_argument("--variants", default="",
                     help="comma-separated FIRST/STEP/CONFIDENCE/EPSILON racing parameters, each raced on the "
                          "exact run's store")
+    ap.add_argument("--variants-only", action="store_true",
+                    help="race only --variants, on the exact stores an earlier run left in --work-dir "
+                         "(same model, probe and search options)")
     ap.add_argument("--workers", type=int, default=1)
     args = ap.parse_args()
     with open(args.probes) as f:
@@ -174,7 +177,10 @@ def main():
         except ValueError:
             sys.exit(f"racing_bench: --variants: {text!r} is not FIRST/STEP/CONFIDENCE/EPSILON (e.g. 64/64/0.95/1)")
 
-    if args.work_dir:
+    if args.variants_only:
+        if not args.work_dir or not variants:
+            sys.exit("racing_bench: --variants-only needs --work-dir (of an earlier run) and --variants")
+    elif args.work_dir:
         os.makedirs(args.work_dir, exist_ok=True)
         if os.listdir(args.work_dir):
             sys.exit(f"racing_bench: --work-dir {args.work_dir} is not empty; name a new or empty folder")
@@ -186,7 +192,8 @@ def main():
                 models.append((args.model, "tiny (trained)"))
             elif name == "random":
                 path = os.path.join(tmp, f"random-{args.deep_layers}")
-                random_model(args.model, path, args.deep_layers, args.random_std, args.seed)
+                if not args.variants_only:
+                    random_model(args.model, path, args.deep_layers, args.random_std, args.seed)
                 models.append((path, f"random ({args.deep_layers} layers, std {args.random_std})"))
             else:
                 sys.exit(f"racing_bench: --models: unknown model {name!r}; expected tiny or random")
@@ -198,21 +205,25 @@ def main():
         for index, (model, label) in enumerate(models):
             runs = {}
             stores = {}
-            for racing in (None, main_race):
+            for racing in (None,) if args.variants_only else (None, main_race):
                 name = f"{'racing' if racing else 'exact'}-{index}"
                 spec = os.path.join(tmp, f"{name}.yaml")
+                stores[racing] = "sqlite://" + os.path.join(tmp, f"{name}.sqlite")
+                if args.variants_only:  # the earlier exact run's answer, from its own store's cache
+                    if not os.path.exists(os.path.join(tmp, f"{name}.sqlite")):
+                        sys.exit(f"racing_bench: --variants-only: no {name}.sqlite in {tmp} (run without it first)")
+                    with open(spec) as f:
+                        if f.read() != spec_text(args, model, None):
+                            sys.exit(f"racing_bench: --variants-only: {spec} is another search than these options "
+                                     "describe; give the earlier run's model, probe and search options")
+                    runs[racing] = run(args, spec, stores[racing], forwards_required=False)
+                    continue
                 with open(spec, "w") as f:
                     f.write(spec_text(args, model, racing))
-                stores[racing] = "sqlite://" + os.path.join(tmp, f"{name}.sqlite")
                 runs[racing] = run(args, spec, stores[racing])
                 print(f"  {label} {'racing' if racing else 'exact'}: {runs[racing]['wall_s']:.1f} s", flush=True)
-            exact, raced = runs[None], runs[main_race]
+            exact = runs[None]
             exact_evals = exact["nodes"] * args.num_probes
-            spent = raced["racing"]["probe_evaluations"]
-            cost_rows.append([label, exact_evals, spent, f"{spent / exact_evals:.3f}", raced["racing"]["nodes_dropped"],
-                              exact["layer_forwards"], raced["layer_forwards"], f"{exact['wall_s']:.1f}",
-                              f"{raced['wall_s']:.1f}", f"{raced['wall_s'] / exact['wall_s']:.3f}"])
-            overlap_rows.append([label] + agreement(exact, raced))
             for variant in variants:
                 spec = os.path.join(tmp, f"variant-{index}.yaml")
                 with open(spec, "w") as f:
@@ -222,15 +233,24 @@ def main():
                 spent = other["racing"]["probe_evaluations"]
                 variant_rows.append([label, "/".join(str(v) for v in variant), spent, f"{spent / exact_evals:.3f}",
                                      other["racing"]["nodes_dropped"]] + agreement(exact, other))
-        print()
-        print("probe evaluations (noise floor not counted), layer forwards and wall time: exact vs racing "
-              "(reused streams in both)")
-        print(table(["model", "exact evals", "racing evals", "ratio", "dropped", "fwd exact", "fwd racing",
-                     "wall s exact", "wall s racing", "ratio"], cost_rows))
-        print()
-        print("overlap of each level's beam with the exact search's, and level 1's winner")
-        print(table(["model"] + [f"level {l}" for l in range(1, args.depth + 1)] + ["mean", "same winner"],
-                    overlap_rows))
+            if args.variants_only:
+                continue
+            raced = runs[main_race]
+            spent = raced["racing"]["probe_evaluations"]
+            cost_rows.append([label, exact_evals, spent, f"{spent / exact_evals:.3f}", raced["racing"]["nodes_dropped"],
+                              exact["layer_forwards"], raced["layer_forwards"], f"{exact['wall_s']:.1f}",
+                              f"{raced['wall_s']:.1f}", f"{raced['wall_s'] / exact['wall_s']:.3f}"])
+            overlap_rows.append([label] + agreement(exact, raced))
+        if cost_rows:
+            print()
+            print("probe evaluations (noise floor not counted), layer forwards and wall time: exact vs racing "
+                  "(reused streams in both)")
+            print(table(["model", "exact evals", "racing evals", "ratio", "dropped", "fwd exact", "fwd racing",
+                         "wall s exact", "wall s racing", "ratio"], cost_rows))
+            print()
+            print("overlap of each level's beam with the exact search's, and level 1's winner")
+            print(table(["model"] + [f"level {l}" for l in range(1, args.depth + 1)] + ["mean", "same winner"],
+                        overlap_rows))
         if variant_rows:
             print()
             print("other racing parameters (first/step/confidence/epsilon), raced on the exact run's store: probe "
