@@ -73,8 +73,8 @@ struct RaceState {
 // leader could be dropped anyway). The race is decided when at most `keep` remain, or when every one
 // remaining has seen every probe; otherwise each remaining one short of every probe needs `step`
 // more. With `complete_kept`, a decided race's remaining candidates then need every probe (a
-// search's last level, whose nodes are its answer). A dropped candidate can come back when the bar falls as the
-// others see more probes: the state depends only on the metrics.
+// search's last level, whose nodes are its answer). A dropped candidate can come back when the bar
+// falls as the others see more probes: the state depends only on the metrics.
 RaceState Race(const std::vector<std::string>& candidates, const std::map<std::string, dtm::v1::Metrics>& evaluated,
                size_t keep, const RaceSettings& settings, bool complete_kept);
 

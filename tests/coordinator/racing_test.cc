@@ -220,7 +220,7 @@ RaceSettings WithEpsilon(RaceSettings s, double epsilon) {
 
 TEST(RaceTest, EpsilonDropsThoseThatCanBeatTheLastLeaderByLessThanIt) {
   // 16 probes at 0.95: lower = X_(9), upper = X_(16). a and b tie on the lower bound (50); b leads on
-  // fdt75 (X_(12..13) = 53), so b is the leader of one place and a may beat it by at most 0 tokens.
+  // fdt75 (X_(12..13) = 53), so b leads for the one place, and a's upper bound (50) is the bar itself.
   std::vector<int> b = Constant(50, 9);
   b.insert(b.end(), 7, 53);
   Evaluated e = {{"a", MetricsOf(Constant(50, 16))}, {"b", MetricsOf(b)}, {"c", MetricsOf(Constant(49, 16))}};
@@ -395,8 +395,8 @@ TEST(RacingSearchTest, AnEpsilonEndsNearTiesSoonerAndKeepsTheWinners) {
   EXPECT_LT(loose.Racing(l)->probe_evaluations(), strict.Racing(s)->probe_evaluations());
   EXPECT_DOUBLE_EQ(loose.Racing(l)->epsilon(), 2);
   // Level 1's winner may be another near-tie, but none that the exact winner beats by epsilon or more
-  // on every probe (c.a and c.g here are 1 token apart: the race keeps c.g); the last level's beam
-  // holds exact metrics.
+  // on every probe (c.a and c.g, fragility 2 and 3, are near-ties: the race keeps c.g); the last
+  // level's beam holds exact metrics.
   auto full_fdt75 = [](const std::string& config) {
     std::vector<int> fdts;
     for (uint32_t p = 0; p < kProbes; ++p) fdts.push_back(SyntheticFdt(config, p));
