@@ -486,7 +486,8 @@ std::string RacingText(const v1::RacingSummary& racing) {
                     std::to_string(racing.nodes_dropped()) + " configs dropped";
   if (racing.drops_size() > 0) out += " (" + DropsText(racing.drops()) + ")";
   char bounds[200];
-  std::snprintf(bounds, sizeof bounds, "; first %u probes, %u more per round, bounds at confidence %g, epsilon %g\n",
+  std::snprintf(bounds, sizeof bounds,
+                "; first %u probes, %u more per round, bounds at confidence %g, epsilon %g\n",
                 racing.first_probes(), racing.step_probes(), racing.confidence(), racing.epsilon());
   return out + bounds;
 }

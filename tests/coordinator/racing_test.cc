@@ -239,8 +239,10 @@ TEST(RaceTest, EpsilonDropsThoseThatCanBeatTheLastLeaderByLessThanIt) {
   std::vector<int> a = Constant(50, 15);
   a.push_back(51);
   e["a"] = MetricsOf(a);  // [50, 51], fdt75 50
-  EXPECT_THAT(Race({"a", "b", "c"}, e, 1, WithEpsilon(Settings(64, 16, 16), 1), false).dropped, ElementsAre("c"));
-  EXPECT_THAT(Race({"a", "b", "c"}, e, 1, WithEpsilon(Settings(64, 16, 16), 2), false).dropped, ElementsAre("a", "c"));
+  EXPECT_THAT(Race({"a", "b", "c"}, e, 1, WithEpsilon(Settings(64, 16, 16), 1), false).dropped,
+              ElementsAre("c"));
+  EXPECT_THAT(Race({"a", "b", "c"}, e, 1, WithEpsilon(Settings(64, 16, 16), 2), false).dropped,
+              ElementsAre("a", "c"));
 }
 
 TEST(RaceTest, EpsilonNeverDropsALeaderNorOneThatSawEveryProbe) {
@@ -385,7 +387,8 @@ TEST(RacingSearchTest, AnEpsilonEndsNearTiesSoonerAndKeepsTheWinners) {
   // c.a, c.g and c.c (fragility 2, 3, 5) are near-ties for level 1's two places: without an epsilon
   // the race runs them to many probes; with one it settles for a leader within 2 tokens.
   QuantSearchDriver exact(kSearchComponents, "int8-absmax", 2, 3);
-  QuantSearchDriver strict(kSearchComponents, "int8-absmax", 2, 3, RankMetric::kFdt75, Settings(kProbes, 16, 16));
+  QuantSearchDriver strict(kSearchComponents, "int8-absmax", 2, 3, RankMetric::kFdt75,
+                           Settings(kProbes, 16, 16));
   QuantSearchDriver loose(kSearchComponents, "int8-absmax", 2, 3, RankMetric::kFdt75,
                           WithEpsilon(Settings(kProbes, 16, 16), 2));
   int stages = 0;
