@@ -50,6 +50,15 @@ def fdt75_bounds(metrics, confidence, completion):
     return lower, upper
 
 
+def level_race(nodes, level, confidence, beam):
+    """A search level's nodes, each one's fdt75 bounds by config, and the bar: the beam-th highest
+    lower bound."""
+    at = [r for r in nodes if r["search_level"] == level]
+    bounds = {r["config"]: fdt75_bounds(r, confidence, COMPLETION) for r in at}
+    bar = sorted((lo for lo, _ in bounds.values()), reverse=True)[beam - 1]
+    return at, bounds, bar
+
+
 def metrics_by_config(doc):
     """Every result row (its metrics, FDT histogram, level and rank) by config."""
     return {r["config"]: r for r in doc["results"]}
@@ -162,9 +171,7 @@ class ReuseTest(dtm_cluster.ClusterTestCase):
         self.assertEqual(sum(level["nodes_dropped"] for level in doc["search_levels"]), len(dropped))
         # Every level's drops follow the rule: upper bound below the beam-th best lower bound.
         for level in (1, 2):
-            at = [r for r in nodes if r["search_level"] == level]
-            bounds = {r["config"]: fdt75_bounds(r, confidence, COMPLETION) for r in at}
-            bar = sorted((lo for lo, _ in bounds.values()), reverse=True)[beam - 1]
+            at, bounds, bar = level_race(nodes, level, confidence, beam)
             for r in at:
                 self.assertEqual(bool(r.get("dropped_by_racing")), bounds[r["config"]][1] < bar, r["config"])
                 if r.get("dropped_by_racing"):
@@ -186,10 +193,8 @@ class ReuseTest(dtm_cluster.ClusterTestCase):
         self.assertLess(loose["racing"]["probe_evaluations"], racing["probe_evaluations"])
         loose_nodes = [r for r in loose["results"] if r["config"]]
         for level in (1, 2):
-            at = [r for r in loose_nodes if r["search_level"] == level]
-            bounds = {r["config"]: fdt75_bounds(r, confidence, COMPLETION) for r in at}
-            key = {c: (bounds[c][0], r["fdt75"], r["fdt_mean"]) for c, r in ((r["config"], r) for r in at)}
-            bar = sorted((lo for lo, _ in bounds.values()), reverse=True)[beam - 1]
+            at, bounds, bar = level_race(loose_nodes, level, confidence, beam)
+            key = {r["config"]: (bounds[r["config"]][0], r["fdt75"], r["fdt_mean"]) for r in at}
             for r in at:
                 c = r["config"]
                 above = sum(1 for other in at if key[other["config"]] > key[c])  # surely ahead of it
