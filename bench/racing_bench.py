@@ -108,17 +108,20 @@ def spec_text(args, model, racing):
     return "\n".join(lines) + "\n"
 
 
-def run(args, spec, store, forwards_required=True):
-    wall, layer_forwards, _, doc = run_local(args.dtmctl, spec, args.workers, store=store,
-                                             forwards_required=forwards_required)
-    beams = {}  # level -> configs of its beam, by rank
+def search_outcome(doc):
+    """What a quant-search's results document says of its levels: `beams` (level -> its beam's
+    configs, by rank), `nodes` (evaluated in all) and `racing` (its RacingSummary, or None)."""
+    beams = {}
     for r in doc["results"]:
         if r.get("search_level", 0) >= 1 and "rank" in r:
             beams.setdefault(r["search_level"], []).append((r["rank"], r["config"]))
-    beams = {level: [c for _, c in sorted(rows)] for level, rows in beams.items()}
-    nodes = sum(level["nodes"] for level in doc.get("search_levels", []))
-    return {"wall_s": wall, "layer_forwards": layer_forwards, "beams": beams, "nodes": nodes,
-            "racing": doc.get("racing")}
+    return {"beams": {level: [c for _, c in sorted(rows)] for level, rows in beams.items()},
+            "nodes": sum(level["nodes"] for level in doc.get("search_levels", [])), "racing": doc.get("racing")}
+
+
+def run(args, spec, store, forwards_required=True):
+    out = run_local(args.dtmctl, spec, args.workers, store=store, forwards_required=forwards_required)
+    return {"wall_s": out["wall_s"], "layer_forwards": out["computed"], **search_outcome(out["doc"])}
 
 
 def agreement(exact, raced):

@@ -33,6 +33,8 @@ import time
 from search_bench import table  # this folder's: a right-aligned text table
 
 LAYER_FORWARDS = re.compile(r"layer forwards: (\d+) run, (\d+) in full forwards")
+COMMAND_TIME = re.compile(r"time: ([\d.]+) s in this command; its workers ran tasks for ([\d.]+) s and loaded "
+                          r"models for ([\d.]+) s")
 
 
 def stack_layers(src, dst, layers):
@@ -89,10 +91,12 @@ def spec_text(args, model, kind):
 
 
 def run_local(dtmctl, spec, workers, *extra, store="memory", forwards_required=True):
-    """`dtmctl local SPEC` on `store` (a fresh in-memory one by default), JSON results: (wall seconds,
-    the layer forwards run and those full forwards would have run, the results document). Exits on
-    failure. A job answered wholly from the store prints no layer forwards: without
-    `forwards_required` both counts are then 0."""
+    """`dtmctl local SPEC` on `store` (a fresh in-memory one by default), JSON results. Returns a dict:
+    wall_s (the whole process, start-up included), computed and full (the layer forwards run and
+    those full forwards would have run), command_s, tasks_s and load_s (its `time:` line: the
+    command's own wall time, its workers' task and model-load seconds) and doc (the results
+    document). Exits on failure. A job answered wholly from the store prints no layer forwards:
+    without `forwards_required` both counts are then 0."""
     cmd = [dtmctl, "local", spec, "--workers", str(workers), "--format", "json", "--store", store, *extra]
     start = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -101,20 +105,27 @@ def run_local(dtmctl, spec, workers, *extra, store="memory", forwards_required=T
     if proc.returncode != 0:
         sys.exit(f"{name}: {' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     m = LAYER_FORWARDS.search(proc.stderr)
-    if m is None and not forwards_required:
-        return wall, 0, 0, json.loads(proc.stdout)
-    if m is None:
+    if m is None and forwards_required:
         sys.exit(f"{name}: no 'layer forwards' line from {' '.join(cmd)}:\n{proc.stderr[-2000:]}")
-    return wall, int(m.group(1)), int(m.group(2)), json.loads(proc.stdout)
+    t = COMMAND_TIME.search(proc.stderr)
+    if t is None:
+        sys.exit(f"{name}: no 'time:' line from {' '.join(cmd)}:\n{proc.stderr[-2000:]}")
+    return {"wall_s": wall, "computed": int(m.group(1)) if m else 0, "full": int(m.group(2)) if m else 0,
+            "command_s": float(t.group(1)), "tasks_s": float(t.group(2)), "load_s": float(t.group(3)),
+            "doc": json.loads(proc.stdout)}
+
+
+def result_rows(doc):
+    """Every result row (metrics, FDT histogram, level, rank), sorted by config: what two runs of the
+    same job must agree on (the rest of the document, job id, times, cache counts, differs by
+    nature)."""
+    return sorted((r["config"], json.dumps(r, sort_keys=True)) for r in doc["results"])
 
 
 def run(args, spec, cache_bytes):
-    wall, computed, full, doc = run_local(args.dtmctl, spec, args.workers, "--activation-cache-bytes",
-                                          str(cache_bytes))
-    # Every result row (metrics, FDT histogram, level, rank); the rest of the document (job id,
-    # times, cache counts) differs between runs by nature.
-    metrics = sorted((r["config"], json.dumps(r, sort_keys=True)) for r in doc["results"])
-    return {"wall_s": wall, "computed": computed, "full": full, "metrics": metrics}
+    out = run_local(args.dtmctl, spec, args.workers, "--activation-cache-bytes", str(cache_bytes))
+    out["metrics"] = result_rows(out.pop("doc"))
+    return out
 
 
 def main():

@@ -41,8 +41,16 @@ count=64 prefix=32  # what examples/tiny-probe.yaml expects
 head -n 300 "$work/brown-held-out.txt" >"$work/ppl-text.txt"
 echo "tiny model: $(python3 -c "import json;d=json.load(open('$model/dtm_training.json'));print(f\"{d['parameters']} parameters, held-out perplexity {d['held_out_ppl']:.1f}\")")"
 echo "probes: $count held-out Brown prefixes of $prefix tokens"
+# The example names ../build/tiny-model and ../build/demo/probes.jsonl (relative to itself): with
+# another BUILD_DIR the job runs a copy that names this build's files instead.
+spec=examples/tiny-probe.yaml
+if [ "$(realpath -m "$build")" != "$(realpath -m build)" ]; then
+  spec="$work/tiny-probe.yaml"
+  sed -e "s|^model: .*|model: $(realpath "$model")|" -e "s|^probes: .*|probes: $(realpath "$work/probes.jsonl")|" \
+    examples/tiny-probe.yaml >"$spec"
+fi
 # The job: every component under int8-absmax and int8-absmax-row, run embedded (coordinator, two
 # workers and the client in one process; jobs and results kept in its SQLite store, so a second run
 # answers from the cache). The report (heatmaps, FDT histograms, the table) opens offline in any browser.
-"$dtmctl" local examples/tiny-probe.yaml --workers 2 --report "$work/report.html"
+"$dtmctl" local "$spec" --workers 2 --report "$work/report.html"
 step "probes and the probe job"

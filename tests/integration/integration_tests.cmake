@@ -42,4 +42,8 @@ if(TARGET dtm-coordinator AND TARGET dtm-worker AND TARGET dtmctl)
     FIXTURES_REQUIRED tiny_model
     TIMEOUT 1500
     ENVIRONMENT "${DTM_INTEGRATION_ENV}")
+  # Issue 16's cost benchmark (bench/cost_bench.py), small: it runs, and its figures add up.
+  add_test(NAME cost_bench_test COMMAND /usr/bin/python3 ${PROJECT_SOURCE_DIR}/tests/bench/cost_bench_test.py)
+  set_tests_properties(cost_bench_test PROPERTIES LABELS "model;python" FIXTURES_REQUIRED tiny_model TIMEOUT 900
+    ENVIRONMENT "${DTM_INTEGRATION_ENV}")
 endif()
