@@ -57,12 +57,13 @@ def where_time_went(label, job, run_name, out, workers):
     over K threads, so the rest is the command's time less tasks / K and model loads / K."""
     rest = out["command_s"] - (out["tasks_s"] + out["load_s"]) / workers
     return [label, job, run_name, f"{out['wall_s']:.1f}", f"{out['wall_s'] - out['command_s']:.1f}",
-            f"{out['tasks_s']:.1f}", f"{out['load_s']:.2f}", f"{rest:.1f}", f"{100 * rest / out['command_s']:.1f}%"]
+            f"{out['tasks_s']:.1f}", f"{out['load_s']:.2f}", f"{rest:.1f}", f"{100 * rest / out['command_s']:.1f}%",
+            f"{out['user_s']:.1f}", f"{out['system_s']:.1f}"]
 
 
 def figures(out):
     """A run's numbers for --json: its times and layer forwards (not its result rows)."""
-    return {k: out[k] for k in ("wall_s", "command_s", "tasks_s", "load_s", "computed", "full")}
+    return {k: out[k] for k in ("wall_s", "user_s", "system_s", "command_s", "tasks_s", "load_s", "computed", "full")}
 
 
 def write(path, text):
@@ -139,8 +140,8 @@ def main():
                                          "no_reuse": figures(full), "reuse": figures(reused)})
             time_rows += [where_time_went(label, "probe", "no reuse", full, args.workers),
                           where_time_went(label, "probe", "reuse", reused, args.workers)]
-            print(f"  {label} probe job: {full['wall_s']:.1f} s without reuse, {reused['wall_s']:.1f} s with",
-                  flush=True)
+            print(f"  {label} probe job: {full['wall_s']:.1f} s and {full['computed']} layer forwards without reuse, "
+                  f"{reused['wall_s']:.1f} s and {reused['computed']} with; {probe_rows[-1][-1]}", flush=True)
         for index, name in enumerate(filter(None, args.search_models.split(","))):
             model, label = models[name]
             exact_spec = write(os.path.join(tmp, f"exact-{index}.yaml"), racing_bench.spec_text(args, model, None))
@@ -167,26 +168,32 @@ def main():
             time_rows += [where_time_went(label, "search", "no reuse", plain, args.workers),
                           where_time_went(label, "search", "reuse", exact, args.workers),
                           where_time_went(label, "search", "racing", raced, args.workers)]
-            print(f"  {label} quant-search: {plain['wall_s']:.1f} s exact without reuse, {exact['wall_s']:.1f} s "
-                  f"with, {raced['wall_s']:.1f} s racing", flush=True)
-        print()
-        print("(a) probe job: decoder-layer forwards and wall time without and with reused streams")
-        print(table(["model", "result rows", "fwd no reuse", "fwd reuse", "ratio", "wall s no reuse", "wall s reuse",
-                     "ratio", "results"], probe_rows))
-        print()
-        print("(b) quant-search: exact without reuse, exact with reuse, racing with reuse; ratios to the first; "
-              "racing's probe evaluations against the exact search's")
-        print(table(["model", "nodes", "fwd exact", "wall s", "fwd reuse", "ratio", "wall s", "ratio", "results",
-                     "evals exact", "evals racing", "ratio", "dropped", "fwd racing", "ratio", "wall s", "ratio"], search_rows))
-        print()
-        print("racing: overlap of each level's beam with the exact search's, and level 1's winner")
-        print(table(["model"] + [f"level {l}" for l in range(1, args.depth + 1)] + ["mean", "same winner"],
-                    overlap_rows))
+            print(f"  {label} quant-search: {plain['wall_s']:.1f} s and {plain['computed']} layer forwards exact without "
+                  f"reuse, {exact['wall_s']:.1f} s and {exact['computed']} with, {raced['wall_s']:.1f} s and "
+                  f"{raced['computed']} racing ({spent} of {exact_evals} probe evaluations); overlap "
+                  f"{' / '.join(overlap_rows[-1][1:])}", flush=True)
+        if probe_rows:
+            print()
+            print("(a) probe job: decoder-layer forwards and wall time without and with reused streams")
+            print(table(["model", "result rows", "fwd no reuse", "fwd reuse", "ratio", "wall s no reuse",
+                         "wall s reuse", "ratio", "results"], probe_rows))
+        if search_rows:
+            print()
+            print("(b) quant-search: exact without reuse, exact with reuse, racing with reuse; ratios to the first; "
+                  "racing's probe evaluations against the exact search's")
+            print(table(["model", "nodes", "fwd exact", "wall s", "fwd reuse", "ratio", "wall s", "ratio", "results",
+                         "evals exact", "evals racing", "ratio", "dropped", "fwd racing", "ratio", "wall s", "ratio"],
+                        search_rows))
+            print()
+            print("racing: overlap of each level's beam with the exact search's, and level 1's winner")
+            print(table(["model"] + [f"level {l}" for l in range(1, args.depth + 1)] + ["mean", "same winner"],
+                        overlap_rows))
         print()
         print("where the time went: the process's wall time; its start-up before the command; the workers' task "
-              "and model-load seconds; the rest of the command (coordinator, store, gRPC, waits) and its share")
-        print(table(["model", "job", "run", "wall s", "start-up s", "tasks s", "load s", "rest s", "rest"],
-                    time_rows))
+              "and model-load seconds; the rest of the command (coordinator, store, gRPC, waits) and its share; "
+              "the process's CPU seconds in user space and in the kernel")
+        print(table(["model", "job", "run", "wall s", "start-up s", "tasks s", "load s", "rest s", "rest", "user s",
+                     "system s"], time_rows))
         if args.json:
             write(args.json, json.dumps(record, indent=1) + "\n")
         if failures:

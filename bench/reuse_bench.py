@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import struct
 import subprocess
@@ -92,15 +93,15 @@ def spec_text(args, model, kind):
 
 def run_local(dtmctl, spec, workers, *extra, store="memory", forwards_required=True):
     """`dtmctl local SPEC` on `store` (a fresh in-memory one by default), JSON results. Returns a dict:
-    wall_s (the whole process, start-up included), computed and full (the layer forwards run and
-    those full forwards would have run), command_s, tasks_s and load_s (its `time:` line: the
-    command's own wall time, its workers' task and model-load seconds) and doc (the results
-    document). Exits on failure. A job answered wholly from the store prints no layer forwards:
+    wall_s (the whole process, start-up included), user_s and system_s (its CPU seconds in user
+    space and in the kernel), computed and full (the layer forwards run and those full forwards
+    would have run), command_s, tasks_s and load_s (its `time:` line: the command's own wall time,
+    its workers' task and model-load seconds) and doc (the results document). Exits on failure. A job answered wholly from the store prints no layer forwards:
     without `forwards_required` both counts are then 0."""
     cmd = [dtmctl, "local", spec, "--workers", str(workers), "--format", "json", "--store", store, *extra]
-    start = time.monotonic()
+    start, before = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.monotonic() - start
+    wall, after = time.monotonic() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
     name = os.path.basename(sys.argv[0])
     if proc.returncode != 0:
         sys.exit(f"{name}: {' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
@@ -112,6 +113,7 @@ def run_local(dtmctl, spec, workers, *extra, store="memory", forwards_required=T
         sys.exit(f"{name}: no 'time:' line from {' '.join(cmd)}:\n{proc.stderr[-2000:]}")
     return {"wall_s": wall, "computed": int(m.group(1)) if m else 0, "full": int(m.group(2)) if m else 0,
             "command_s": float(t.group(1)), "tasks_s": float(t.group(2)), "load_s": float(t.group(3)),
+            "user_s": after.ru_utime - before.ru_utime, "system_s": after.ru_stime - before.ru_stime,
             "doc": json.loads(proc.stdout)}
 
 

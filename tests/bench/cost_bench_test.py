@@ -83,14 +83,15 @@ class CostBenchTest(unittest.TestCase):
             self.assertGreater(run["tasks_s"], 0)
             self.assertLessEqual(run["command_s"], run["wall_s"])
             self.assertLessEqual(run["tasks_s"], run["command_s"])  # one worker
+            self.assertGreater(run["user_s"], 0)
 
     def test_where_time_went(self):
-        out = {"wall_s": 10.0, "command_s": 9.0, "tasks_s": 8.0, "load_s": 0.5}
+        out = {"wall_s": 10.0, "command_s": 9.0, "tasks_s": 8.0, "load_s": 0.5, "user_s": 15.0, "system_s": 2.0}
         self.assertEqual(cost_bench.where_time_went("m", "probe", "reuse", out, 1),
-                         ["m", "probe", "reuse", "10.0", "1.0", "8.0", "0.50", "0.5", "5.6%"])
+                         ["m", "probe", "reuse", "10.0", "1.0", "8.0", "0.50", "0.5", "5.6%", "15.0", "2.0"])
         # Two workers' seconds are spread over two threads.
-        out = {"wall_s": 10.0, "command_s": 9.0, "tasks_s": 16.0, "load_s": 1.0}
-        self.assertEqual(cost_bench.where_time_went("m", "probe", "reuse", out, 2)[7:], ["0.5", "5.6%"])
+        out = {**out, "tasks_s": 16.0, "load_s": 1.0}
+        self.assertEqual(cost_bench.where_time_went("m", "probe", "reuse", out, 2)[7:9], ["0.5", "5.6%"])
 
 
 if __name__ == "__main__":
