@@ -23,11 +23,13 @@ racing's probe evaluations (one config on one probe, the noise floor not counted
 search's and each level's beam overlap with the exact one; and where each run's time went, from
 `dtmctl local`'s `time:` line: the process start-up (libtorch and the allocator's re-exec), the
 workers' task seconds, and the rest (coordinator, store, gRPC, planning, waits) as a share of the
-command's wall time.
+command's wall time, with the process's CPU seconds in user space and in the kernel.
 
 A race saves only when the probe set is much larger than its first group: its ratio falls with
 --num-probes (README, "Probe racing", has 1000-probe figures from racing_bench.py). One run per
-figure; OpenBLAS picks kernels per CPU, so the numbers are per machine.
+figure: layer forwards and probe evaluations are exact counts, wall times vary from run to run on a
+shared machine (README, "The cost benchmark in one run"). OpenBLAS picks kernels per CPU, so the
+numbers are per machine.
 """
 import argparse
 import json
